@@ -1,0 +1,226 @@
+"""Reverse mode: one iterative backward pass over the recorded graph.
+
+Nodes are popped from a heap keyed by their creation number, largest first. Every node is
+created after its inputs, so this visits the graph in reverse topological order without a
+recursive sort, and a node is processed only once all of its consumers have been (they are
+newer). Pending gradients live in a dict local to the pass and are popped as they are used,
+so memory falls as backward proceeds; intermediate nodes never get a public ``.grad``.
+"""
+
+from __future__ import annotations
+
+import sys
+from heapq import heappop, heappush
+from typing import Any
+
+import numpy as np
+
+from ._state import STATE, enable_grad
+from .errors import AnomalyError, BackwardError, ShapeError
+from .ops import _xp
+
+
+class _Released(tuple):  # type: ignore[type-arg]
+    """Marks a node whose graph was freed by an earlier ``backward()``."""
+
+    __slots__ = ()
+
+
+RELEASED = _Released()
+
+
+def run_backward(
+    root: Any,
+    seed: Any,
+    *,
+    retain_graph: bool = False,
+    create_graph: bool = False,
+    wrt: list[Any] | None = None,
+    seed_owned: bool = False,
+) -> list[Any] | None:
+    """Propagate ``seed`` (dL/d root) to every node ``root`` depends on.
+
+    Without ``wrt`` the gradients are accumulated into the ``.grad`` of leaf tensors (and of
+    nodes that called ``retain_grad()``); with ``wrt`` nothing is accumulated and the gradient
+    of each node in ``wrt`` is returned (``None`` where it does not influence ``root``).
+
+    ``create_graph=True`` runs the rules on Tensors, so the gradients are themselves graph nodes
+    and can be differentiated again.
+    """
+    if create_graph:
+        from .tensor import TENSOR_XP
+
+        with enable_grad():
+            return _run(root, seed, TENSOR_XP, retain_graph, True, wrt, False)
+    return _run(root, seed, _xp, retain_graph, False, wrt, seed_owned)
+
+
+def _run(
+    root: Any,
+    seed: Any,
+    xp: Any,
+    retain_graph: bool,
+    graph_mode: bool,
+    wrt: list[Any] | None,
+    seed_owned: bool,
+) -> list[Any] | None:
+    pending: dict[int, Any] = {id(root): seed}
+    owned: set[int] = {id(root)} if seed_owned else set()
+    heap: list[tuple[int, Any]] = [(-root._seq, root)]
+    targets: dict[int, int] = {}
+    results: list[Any] = []
+    stop = -1
+    if wrt is not None:
+        targets = {id(t): k for k, t in enumerate(wrt)}
+        results = [None] * len(wrt)
+        stop = min(t._seq for t in wrt)
+    anomaly = STATE.anomaly
+    while heap:
+        neg_seq, node = heappop(heap)
+        if -neg_seq < stop:
+            break  # older than every target: it cannot lead to one
+        key = id(node)
+        g = pending.pop(key)
+        if wrt is not None:
+            k = targets.get(key)
+            if k is not None:
+                results[k] = g
+        op = node._op
+        if op is None:  # a leaf
+            if wrt is None:
+                _accumulate(node, g, graph_mode or key in owned)
+            continue
+        if node._retain and wrt is None:
+            _accumulate(node, g, graph_mode or key in owned)
+        inputs = node._inputs
+        if inputs is RELEASED:
+            raise BackwardError(
+                f"backward through op '{op.name}' a second time: its graph was freed by the "
+                f"first backward(); pass retain_graph=True to the first call to keep it"
+            )
+        if graph_mode:
+            ans, args = node, inputs
+        else:
+            ans, args = node.data, tuple(t.data for t in inputs)
+        params = node._params
+        for i, inp in enumerate(inputs):
+            if not inp.requires_grad:
+                continue
+            gi = op.vjp(i, xp, g, ans, args, params)
+            shape = inp.data.shape
+            if gi.shape != shape:
+                gi = xp.sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi
+                if gi.shape != shape:
+                    raise ShapeError(
+                        f"backward of op '{op.name}': the gradient for its argument "
+                        f"{_arg_name(op, i)} has shape {tuple(gi.shape)}, but the argument has "
+                        f"shape {shape}"
+                    )
+            if anomaly:
+                _check_backward(node, op, i, gi)
+            k2 = id(inp)
+            prev = pending.get(k2)
+            if prev is None:
+                pending[k2] = gi
+                if not graph_mode and not op.aliases and type(gi) is np.ndarray:
+                    owned.add(k2)
+                heappush(heap, (-inp._seq, inp))
+            elif not graph_mode and k2 in owned and prev.dtype == np.result_type(prev, gi):
+                np.add(prev, gi, out=prev)  # we allocated prev: accumulate in place
+            else:
+                pending[k2] = prev + gi
+                if not graph_mode and type(pending[k2]) is np.ndarray:
+                    owned.add(k2)
+        if not retain_graph:
+            node._inputs = RELEASED
+    return results if wrt is not None else None
+
+
+def _accumulate(node: Any, g: Any, fresh: bool) -> None:
+    """Add ``g`` to ``node.grad``; ``g`` is copied first unless the engine allocated it."""
+    if isinstance(g, np.ndarray | np.generic):
+        dtype = node.data.dtype
+        if g.dtype != dtype:
+            g = g.astype(dtype)
+            fresh = True
+        if node.grad is None:
+            node.grad = g if (fresh and type(g) is np.ndarray) else np.array(g, dtype=dtype)
+        else:
+            node.grad = node.grad + g
+    else:  # a Tensor (create_graph=True)
+        node.grad = g if node.grad is None else node.grad + g
+
+
+def _arg_name(op: Any, i: int) -> str:
+    names = op.arg_names
+    return f"'{names[i]}'" if i < len(names) and not names[i].startswith("*") else f"#{i}"
+
+
+def _ranges(arrays: Any) -> str:
+    parts = []
+    for a in arrays:
+        a = np.asarray(a)
+        if a.size and a.dtype.kind in "fiub":
+            parts.append(f"shape {a.shape} in [{np.min(a):.4g}, {np.max(a):.4g}]")
+        else:
+            parts.append(f"shape {a.shape}")
+    return "; ".join(parts)
+
+
+def check_forward(node: Any) -> None:
+    """Anomaly mode: raise if the op that made ``node`` produced NaN or Inf."""
+    out = node.data
+    if out.dtype.kind in "fc" and not np.all(np.isfinite(out)):
+        raise AnomalyError(
+            f"op '{node._op.name}' produced {_bad(out)} in its forward pass\n"
+            f"  inputs: {_ranges([t.data for t in node._inputs])}\n"
+            f"  created at: {node._site or '<unknown>'}"
+        )
+
+
+def _check_backward(node: Any, op: Any, i: int, gi: Any) -> None:
+    arr = gi.data if hasattr(gi, "_op") else np.asarray(gi)
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise AnomalyError(
+            f"the backward of op '{op.name}' produced {_bad(arr)} in the gradient for its "
+            f"argument {_arg_name(op, i)}\n"
+            f"  inputs: {_ranges([t.data for t in node._inputs])}\n"
+            f"  created at: {node._site or '<unknown>'}"
+        )
+
+
+def _bad(a: Any) -> str:
+    n_nan = int(np.isnan(a).sum())
+    n_inf = int(np.isinf(a).sum())
+    return f"{n_nan} NaN and {n_inf} Inf value(s) (of {a.size})"
+
+
+_PKG_DIR = __file__.rsplit("/", 1)[0]
+
+
+def user_site() -> str:
+    """``file:line in function`` of the innermost caller outside the graphgrad package."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back  # type: ignore[assignment]
+    if f is None:
+        return "<unknown>"
+    return f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+
+
+class detect_anomaly:  # noqa: N801 (used like a function, as in PyTorch)
+    """``with gg.detect_anomaly():`` the first op producing NaN/Inf raises :class:`AnomalyError`.
+
+    The error names the op, the ranges of its inputs and the line of user code that created
+    the op. It costs a finiteness check per op and a stack walk per node: use it to debug.
+    """
+
+    def __init__(self) -> None:
+        self._prev: list[bool] = []
+
+    def __enter__(self) -> None:
+        self._prev.append(STATE.anomaly)
+        STATE.anomaly = True
+
+    def __exit__(self, *exc: object) -> None:
+        STATE.anomaly = self._prev.pop()

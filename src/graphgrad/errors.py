@@ -1,0 +1,31 @@
+"""The exceptions graphgrad raises. Every message names the op, the shapes or the argument at fault."""
+
+from __future__ import annotations
+
+
+class GraphgradError(Exception):
+    """Base class of every graphgrad error."""
+
+
+class ShapeError(GraphgradError, ValueError):
+    """Shapes that cannot be combined (broadcasting, matmul, reshape, a gradient of the wrong shape)."""
+
+
+class NonDifferentiableError(GraphgradError, TypeError):
+    """A gradient was requested through an argument that has no derivative rule."""
+
+
+class BackwardError(GraphgradError, RuntimeError):
+    """backward() cannot run: non-scalar output without a gradient, freed graph, no grad required."""
+
+
+class AnomalyError(GraphgradError, FloatingPointError):
+    """Raised in ``detect_anomaly()`` mode by the first op that produces NaN or Inf."""
+
+
+class GradcheckError(GraphgradError, AssertionError):
+    """Analytic and numerical gradients disagree (raised by ``gradcheck``)."""
+
+
+class GradcheckWarning(UserWarning):
+    """gradcheck was given inputs that are not float64, so its verdict is unreliable."""

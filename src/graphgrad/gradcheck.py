@@ -1,0 +1,195 @@
+"""Numerical gradients, exactly as the lecture defines them, and ``gradcheck``.
+
+forward difference:  dL/dθ_p ≈ (L(θ + ε·1_p) − L(θ)) / ε            dim(θ) + 1 evaluations
+central difference:  dL/dθ_p ≈ (L(θ + ε·1_p) − L(θ − ε·1_p)) / 2ε     2·dim(θ) evaluations
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._engine import run_backward
+from ._state import no_grad
+from .errors import GradcheckError, GradcheckWarning
+from .tensor import Tensor, _const
+
+
+def _as_arrays(inputs: Any) -> tuple[list[np.ndarray], bool]:
+    single = isinstance(inputs, Tensor | np.ndarray | float | int)
+    items = [inputs] if single else list(inputs)
+    arrays = []
+    for x in items:
+        a = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if a.dtype.kind not in "fc":
+            a = a.astype(np.float64)
+        arrays.append(np.array(a, copy=True))
+    return arrays, single
+
+
+def _scalar(f: Callable[..., Any], arrays: Sequence[np.ndarray]) -> float:
+    with no_grad():
+        out = f(*[_const(a) for a in arrays])
+    val = out.data if isinstance(out, Tensor) else np.asarray(out)
+    if val.size != 1:
+        raise ValueError(f"numerical_grad: f must return one number (a loss), got shape {val.shape}")
+    return float(val.reshape(()))
+
+
+def numerical_grad(
+    f: Callable[..., Any],
+    inputs: Any,
+    eps: float = 1e-6,
+    method: str = "central",
+) -> Any:
+    """dL/dθ by finite differences, one input element θ_p at a time.
+
+    Args:
+        f: maps Tensors (one per input) to a one-element Tensor L.
+        inputs: an array/Tensor, or a sequence of them (θ).
+        eps: the step ε.
+        method: ``"central"`` (L(θ+ε1_p) − L(θ−ε1_p)) / 2ε, or ``"forward"`` (L(θ+ε1_p) − L(θ)) / ε.
+
+    Returns:
+        An array of each input's shape (a list of them if ``inputs`` was a sequence).
+        ``f`` is evaluated 2·dim(θ) times (central) or dim(θ)+1 times (forward).
+    """
+    if method not in ("central", "forward"):
+        raise ValueError(f"numerical_grad: method must be 'central' or 'forward', got {method!r}")
+    arrays, single = _as_arrays(inputs)
+    base = _scalar(f, arrays) if method == "forward" else 0.0
+    grads = []
+    for a in arrays:
+        g = np.zeros(a.shape, dtype=np.float64)
+        flat = a.reshape(-1)  # a view: perturbing it perturbs the input
+        gflat = g.reshape(-1)
+        for p in range(flat.size):
+            old = flat[p]
+            flat[p] = old + eps
+            plus = _scalar(f, arrays)
+            if method == "central":
+                flat[p] = old - eps
+                minus = _scalar(f, arrays)
+                gflat[p] = (plus - minus) / (2 * eps)
+            else:
+                gflat[p] = (plus - base) / eps
+            flat[p] = old
+        grads.append(g)
+    return grads[0] if single else grads
+
+
+@dataclass
+class GradcheckResult:
+    """What gradcheck found: the largest errors per input and whether they pass."""
+
+    passed: bool
+    max_abs_error: list[float] = field(default_factory=list)
+    max_rel_error: list[float] = field(default_factory=list)
+    analytic: list[np.ndarray] = field(default_factory=list)
+    numerical: list[np.ndarray] = field(default_factory=list)
+    reentrant: bool = True
+
+    def __str__(self) -> str:
+        rows = [
+            f"  input {i}: max |analytic - numerical| = {a:.3e}, max relative error = {r:.3e}"
+            for i, (a, r) in enumerate(zip(self.max_abs_error, self.max_rel_error, strict=True))
+        ]
+        head = "gradcheck passed" if self.passed else "gradcheck FAILED"
+        if not self.reentrant:
+            head += " (backward run twice gave different results)"
+        return "\n".join([head, *rows])
+
+
+def _jacobians_analytic(
+    f: Callable[..., Any], arrays: list[np.ndarray]
+) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    leaves = [Tensor(a, requires_grad=True) for a in arrays]
+    out = f(*leaves)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: f must return a Tensor, got {type(out).__name__}")
+    jac = [np.zeros((out.size, a.size)) for a in arrays]
+    if not out.requires_grad:
+        return jac, out.shape
+    for j in range(out.size):
+        seed = np.zeros(out.shape, dtype=out.data.dtype)
+        seed.reshape(-1)[j] = 1
+        res = run_backward(out, seed, retain_graph=True, wrt=leaves)
+        for i, g in enumerate(res or []):
+            if g is not None:
+                jac[i][j] = np.asarray(g, dtype=np.float64).reshape(-1)
+    return jac, out.shape
+
+
+def _jacobians_numerical(
+    f: Callable[..., Any], arrays: list[np.ndarray], eps: float
+) -> list[np.ndarray]:
+    def vec() -> np.ndarray:
+        with no_grad():
+            out = f(*[_const(a) for a in arrays])
+        return np.asarray(out.data, dtype=np.float64).reshape(-1)
+
+    jacs = []
+    for a in arrays:
+        flat = a.reshape(-1)
+        cols = []
+        for p in range(flat.size):
+            old = flat[p]
+            flat[p] = old + eps
+            plus = vec()
+            flat[p] = old - eps
+            minus = vec()
+            flat[p] = old
+            cols.append((plus - minus) / (2 * eps))
+        n_out = vec().size
+        jacs.append(np.stack(cols, axis=1) if cols else np.zeros((n_out, 0)))
+    return jacs
+
+
+def gradcheck(
+    f: Callable[..., Any],
+    inputs: Any,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+) -> GradcheckResult:
+    """Compare backprop's Jacobian of ``f`` with central differences, element by element.
+
+    ``f`` may return a tensor of any shape: every row of its Jacobian is checked (one backward
+    pass per output element). An element passes when ``|a - n| <= atol + rtol * |n|``.
+    Backward is run twice and must give the same Jacobian (rules must not mutate their inputs).
+
+    Warns with :class:`GradcheckWarning` when an input is not float64 (finite differences in
+    float32 are too coarse for a meaningful verdict).
+
+    Returns a :class:`GradcheckResult`; raises :class:`GradcheckError` on failure unless
+    ``raise_exception=False``.
+    """
+    arrays, _ = _as_arrays(inputs)
+    for i, a in enumerate(arrays):
+        if a.dtype != np.float64:
+            warnings.warn(
+                f"gradcheck: input {i} is {a.dtype}, not float64; finite differences will be "
+                f"inaccurate",
+                GradcheckWarning,
+                stacklevel=2,
+            )
+    analytic, _ = _jacobians_analytic(f, arrays)
+    again, _ = _jacobians_analytic(f, arrays)
+    reentrant = all(np.array_equal(x, y) for x, y in zip(analytic, again, strict=True))
+    numerical = _jacobians_numerical(f, arrays, eps)
+    abs_err, rel_err, ok = [], [], reentrant
+    for a, n in zip(analytic, numerical, strict=True):
+        diff = np.abs(a - n)
+        abs_err.append(float(diff.max()) if diff.size else 0.0)
+        rel = diff / np.maximum(np.abs(n), 1e-12)
+        rel_err.append(float(rel.max()) if rel.size else 0.0)
+        ok = ok and bool(np.all(diff <= atol + rtol * np.abs(n)))
+    result = GradcheckResult(ok, abs_err, rel_err, analytic, numerical, reentrant)
+    if not ok and raise_exception:
+        raise GradcheckError(str(result))
+    return result

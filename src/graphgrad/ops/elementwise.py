@@ -1,0 +1,364 @@
+"""Elementwise ops: the lecture's table of local derivatives, one entry per op.
+
+Each op is its NumPy forward plus one VJP rule per argument, ``rule(xp, g, ans, *inputs)``:
+``g`` is dL/d(out), ``ans`` is out itself. Broadcasting is undone by the engine, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._registry import defop, nondiff
+
+# ---------------------------------------------------------------------------- arithmetic
+
+
+def _g(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g
+
+
+def _neg_g(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return -g
+
+
+@defop("add", ("x1", "x2"), "x1 + x2", ("1", "1"), _g, _g, aliases=True)
+def add(x: Any, y: Any) -> Any:
+    return np.add(x, y)
+
+
+@defop("sub", ("x1", "x2"), "x1 - x2", ("1", "-1"), _g, _neg_g, aliases=True)
+def sub(x: Any, y: Any) -> Any:
+    return np.subtract(x, y)
+
+
+def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * y
+
+
+def _mul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * x
+
+
+@defop("mul", ("x1", "x2"), "x1 * x2", ("x2", "x1"), _mul_dx, _mul_dy)
+def mul(x: Any, y: Any) -> Any:
+    return np.multiply(x, y)
+
+
+def _div_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g / y
+
+
+def _div_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return -g * x / (y * y)
+
+
+@defop("div", ("x1", "x2"), "x1 / x2", ("1/x2", "-x1/x2^2"), _div_dx, _div_dy)
+def div(x: Any, y: Any) -> Any:
+    return np.divide(x, y)
+
+
+def _pow_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * y * x ** (y - 1)
+
+
+def _pow_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    # d/dy x^y = ln(x) x^y, defined for x > 0; taken as 0 where x <= 0.
+    pos = xp.raw(x) > 0
+    safe_x = xp.where(xp.const(pos), x, 1)
+    return xp.where(xp.const(pos), g * xp.log(safe_x) * ans, 0)
+
+
+@defop(
+    "pow",
+    ("x", "p"),
+    "x ** p",
+    ("p * x^(p-1)", "ln(x) * x^p"),
+    _pow_dx,
+    _pow_dy,
+    kinks="d/dp taken as 0 where x <= 0 (ln x undefined)",
+)
+def power(x: Any, y: Any) -> Any:
+    return np.power(x, y)
+
+
+def _neg_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return -g
+
+
+@defop("neg", ("x",), "-x", ("-1",), _neg_vjp)
+def neg(x: Any) -> Any:
+    return np.negative(x)
+
+
+# ------------------------------------------------------------------- transcendental
+
+
+def _exp_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g * ans
+
+
+@defop("exp", ("x",), "exp(x)", ("exp(x)",), _exp_vjp)
+def exp(x: Any) -> Any:
+    return np.exp(x)
+
+
+def _log_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g / x
+
+
+@defop("log", ("x",), "ln(x)", ("1/x",), _log_vjp, kinks="x <= 0: outside the domain")
+def log(x: Any) -> Any:
+    return np.log(x)
+
+
+def _sqrt_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g / (2 * ans)
+
+
+@defop("sqrt", ("x",), "sqrt(x)", ("1/(2 sqrt(x))",), _sqrt_vjp, kinks="x = 0: +inf")
+def sqrt(x: Any) -> Any:
+    return np.sqrt(x)
+
+
+def _abs_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    # Subgradient at 0: sign(0) = 0, so no gradient flows through abs at exactly 0.
+    return g * xp.const(np.sign(xp.raw(x)))
+
+
+@defop("abs", ("x",), "|x|", ("sign(x)",), _abs_vjp, kinks="x = 0: gradient 0")
+def absolute(x: Any) -> Any:
+    return np.abs(x)
+
+
+# ---------------------------------------------------------------------- activations
+
+
+def _sigmoid_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g * ans * (1 - ans)
+
+
+@defop(
+    "sigmoid",
+    ("x",),
+    "1 / (1 + exp(-x))",
+    ("s(x) (1 - s(x))",),
+    _sigmoid_vjp,
+    category="activation",
+    note="computed as (1 + tanh(x/2)) / 2: no overflow for any x",
+)
+def sigmoid(x: Any) -> Any:
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+def _tanh_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g * (1 - ans * ans)
+
+
+@defop("tanh", ("x",), "tanh(x)", ("1 - tanh(x)^2",), _tanh_vjp, category="activation")
+def tanh(x: Any) -> Any:
+    return np.tanh(x)
+
+
+def _relu_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    # Subgradient at 0: 0 (the derivative of the flat side), as in PyTorch and JAX.
+    return g * xp.const((xp.raw(x) > 0).astype(xp.raw(g).dtype))
+
+
+@defop(
+    "relu",
+    ("x",),
+    "max(0, x)",
+    ("0 or 1",),
+    _relu_vjp,
+    kinks="x = 0: gradient 0",
+    category="activation",
+)
+def relu(x: Any) -> Any:
+    return np.maximum(x, 0)
+
+
+def _leaky_relu_vjp(xp: Any, g: Any, ans: Any, x: Any, slope: float = 0.01) -> Any:
+    # At 0 the slope of the left side is used.
+    xr = xp.raw(x)
+    return g * xp.const(np.where(xr > 0, 1, slope).astype(xp.raw(g).dtype))
+
+
+@defop(
+    "leaky_relu",
+    ("x",),
+    "x if x > 0 else slope * x",
+    ("1 or slope",),
+    _leaky_relu_vjp,
+    kinks="x = 0: slope",
+    category="activation",
+)
+def leaky_relu(x: Any, slope: float = 0.01) -> Any:
+    return np.where(x > 0, x, x * slope)
+
+
+def _elu_vjp(xp: Any, g: Any, ans: Any, x: Any, alpha: float = 1.0) -> Any:
+    # x <= 0: d/dx alpha (exp(x) - 1) = alpha exp(x) = ans + alpha (reuses the output).
+    # At 0 the left side is used: alpha.
+    pos = xp.const(xp.raw(x) > 0)
+    return xp.where(pos, g, g * (ans + alpha))
+
+
+@defop(
+    "elu",
+    ("x",),
+    "x if x > 0 else alpha (exp(x) - 1)",
+    ("1 or alpha exp(x)",),
+    _elu_vjp,
+    kinks="x = 0: alpha (left side)",
+    category="activation",
+)
+def elu(x: Any, alpha: float = 1.0) -> Any:
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+# ----------------------------------------------------------------- selection (max-like)
+
+
+def _tie_weights(xp: Any, x: Any, y: Any, sign: int) -> Any:
+    """1 where x wins, 0 where it loses, 1/2 at ties (the gradient is split evenly)."""
+    xr, yr = xp.raw(x), xp.raw(y)
+    d = (xr - yr) * sign
+    w = (d > 0) + 0.5 * (d == 0)
+    dtype = np.result_type(xr, yr)
+    return xp.const(w.astype(dtype if dtype.kind == "f" else np.float64))
+
+
+def _maximum_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * _tie_weights(xp, x, y, 1)
+
+
+def _maximum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * _tie_weights(xp, y, x, 1)
+
+
+@defop(
+    "maximum",
+    ("x1", "x2"),
+    "max(x1, x2)",
+    ("1 if x1 > x2", "1 if x2 > x1"),
+    _maximum_dx,
+    _maximum_dy,
+    kinks="x1 = x2: gradient split 1/2, 1/2",
+    category="selection",
+)
+def maximum(x: Any, y: Any) -> Any:
+    return np.maximum(x, y)
+
+
+def _minimum_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * _tie_weights(xp, x, y, -1)
+
+
+def _minimum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * _tie_weights(xp, y, x, -1)
+
+
+@defop(
+    "minimum",
+    ("x1", "x2"),
+    "min(x1, x2)",
+    ("1 if x1 < x2", "1 if x2 < x1"),
+    _minimum_dx,
+    _minimum_dy,
+    kinks="x1 = x2: gradient split 1/2, 1/2",
+    category="selection",
+)
+def minimum(x: Any, y: Any) -> Any:
+    return np.minimum(x, y)
+
+
+def _where_dx(xp: Any, g: Any, ans: Any, c: Any, x: Any, y: Any) -> Any:
+    return xp.where(c, g, 0)
+
+
+def _where_dy(xp: Any, g: Any, ans: Any, c: Any, x: Any, y: Any) -> Any:
+    return xp.where(c, 0, g)
+
+
+@defop(
+    "where",
+    ("cond", "x1", "x2"),
+    "x1 if cond else x2",
+    ("-", "1 if cond", "1 if not cond"),
+    None,
+    _where_dx,
+    _where_dy,
+    kinks="cond is boolean: not differentiable",
+    category="selection",
+)
+def where(c: Any, x: Any, y: Any) -> Any:
+    return np.where(c, x, y)
+
+
+def _clip_vjp(xp: Any, g: Any, ans: Any, x: Any, lo: Any = None, hi: Any = None) -> Any:
+    # Inside [lo, hi] (boundaries included, as in PyTorch) the gradient passes, outside it is 0.
+    xr = xp.raw(x)
+    inside = np.ones(xr.shape, dtype=bool)
+    if lo is not None:
+        inside &= xr >= lo
+    if hi is not None:
+        inside &= xr <= hi
+    return g * xp.const(inside.astype(xp.raw(g).dtype))
+
+
+@defop(
+    "clip",
+    ("x",),
+    "min(max(x, lo), hi)",
+    ("1 if lo <= x <= hi else 0",),
+    _clip_vjp,
+    kinks="x = lo or x = hi: gradient 1",
+    category="selection",
+)
+def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
+    return np.clip(x, lo, hi)
+
+
+# ------------------------------------------------------------------ not differentiable
+
+
+@nondiff("lt", ("x1", "x2"), "x1 < x2")
+def less(x: Any, y: Any) -> Any:
+    return np.less(x, y)
+
+
+@nondiff("le", ("x1", "x2"), "x1 <= x2")
+def less_equal(x: Any, y: Any) -> Any:
+    return np.less_equal(x, y)
+
+
+@nondiff("gt", ("x1", "x2"), "x1 > x2")
+def greater(x: Any, y: Any) -> Any:
+    return np.greater(x, y)
+
+
+@nondiff("ge", ("x1", "x2"), "x1 >= x2")
+def greater_equal(x: Any, y: Any) -> Any:
+    return np.greater_equal(x, y)
+
+
+@nondiff("eq", ("x1", "x2"), "x1 == x2")
+def equal(x: Any, y: Any) -> Any:
+    return np.equal(x, y)
+
+
+@nondiff("ne", ("x1", "x2"), "x1 != x2")
+def not_equal(x: Any, y: Any) -> Any:
+    return np.not_equal(x, y)
+
+
+@nondiff("sign", ("x",), "sign(x)", category="piecewise constant")
+def sign(x: Any) -> Any:
+    return np.sign(x)
+
+
+@nondiff("argmax", ("x",), "argmax(x, axis)", category="piecewise constant")
+def argmax(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.argmax(x, axis=axis, keepdims=keepdims)

@@ -1,0 +1,87 @@
+"""Ops fused for numerical stability: softmax, log-softmax, softmax cross-entropy.
+
+All subtract the row maximum before ``exp``, so no logit is too large (a plain composition of
+``exp`` / ``sum`` / ``log`` overflows for logits around 90 in float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._registry import defop
+
+
+def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
+    return ans * (g - xp.sum(g * ans, axis=(axis,), keepdims=True))
+
+
+@defop(
+    "softmax",
+    ("x",),
+    "exp(x_i) / sum_j exp(x_j)",
+    ("s_i (delta_ij - s_j)",),
+    _softmax_vjp,
+    category="fused",
+    note="fused for stability",
+)
+def softmax(x: Any, axis: int = -1) -> Any:
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    z /= np.sum(z, axis=axis, keepdims=True)
+    return z
+
+
+def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
+    return g - xp.exp(ans) * xp.sum(g, axis=(axis,), keepdims=True)
+
+
+@defop(
+    "log_softmax",
+    ("x",),
+    "x_i - ln sum_j exp(x_j)",
+    ("delta_ij - softmax(x)_j",),
+    _log_softmax_vjp,
+    category="fused",
+    note="fused for stability",
+)
+def log_softmax(x: Any, axis: int = -1) -> Any:
+    z = x - np.max(x, axis=axis, keepdims=True)
+    z -= np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return z
+
+
+def _targets(labels: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Integer labels (S,) as one-hot rows (S, T); probability rows (S, T) as they are."""
+    if labels.dtype.kind in "iu":
+        t = np.zeros(shape, dtype=dtype)
+        t[np.arange(shape[0]), labels] = 1
+        return t
+    return labels.astype(dtype, copy=False)
+
+
+def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
+    xr = xp.raw(x)
+    t = _targets(xp.raw(labels), xr.shape, xr.dtype)
+    total = np.sum(t, axis=1, keepdims=True)  # 1 per row for labels and proper distributions
+    return (xp.softmax(x, -1) * xp.const(total) - xp.const(t)) * (g * (1.0 / xr.shape[0]))
+
+
+@defop(
+    "cross_entropy",
+    ("logits", "labels"),
+    "-(1/S) sum_s ln softmax(x^s)[y^s]",
+    ("(softmax(x) - onehot(y)) / S", "-"),
+    _ce_vjp,
+    None,
+    kinks="labels are data: not differentiable",
+    category="fused",
+    note="log-softmax fused with the loss for stability; mean over the S samples",
+)
+def cross_entropy(x: Any, labels: Any) -> Any:
+    z = x - np.max(x, axis=1, keepdims=True)
+    z -= np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    if labels.dtype.kind in "iu":
+        picked = z[np.arange(x.shape[0]), labels]
+        return -np.mean(picked)
+    return -np.mean(np.sum(labels * z, axis=1))

@@ -1,0 +1,83 @@
+"""Matrix products: ``matmul`` (NumPy semantics: 1-D, 2-D and batched) and fused ``linear``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._registry import defop
+
+
+def _matmul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    xn, yn, gs = xp.raw(x).ndim, xp.raw(y).ndim, xp.raw(g).shape
+    if yn == 1:
+        if xn == 1:  # dot product: g is a scalar
+            return g * y
+        return xp.reshape(g, (*gs, 1)) * y  # x (..., m, n), y (n,), g (..., m)
+    if xn == 1:  # x (n,), y (..., n, m), g (..., m): batch axes are summed by the engine
+        gx = xp.matmul(y, xp.reshape(g, (*gs, 1)))
+        return xp.reshape(gx, xp.raw(gx).shape[:-1])
+    return xp.matmul(g, xp.swap_last(y))
+
+
+def _matmul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    xs, yn, gs = xp.raw(x).shape, xp.raw(y).ndim, xp.raw(g).shape
+    if len(xs) == 1:
+        if yn == 1:
+            return g * x
+        return xp.reshape(x, (xs[0], 1)) * xp.reshape(g, (*gs[:-1], 1, gs[-1]))
+    if yn == 1:  # x (..., m, n), g (..., m): sum over m here, over batch axes in the engine
+        return xp.sum(x * xp.reshape(g, (*gs, 1)), axis=(len(xs) - 2,))
+    return xp.matmul(xp.swap_last(x), g)
+
+
+@defop(
+    "matmul",
+    ("X", "Y"),
+    "X @ Y",
+    ("G @ Y^T", "X^T @ G"),
+    _matmul_dx,
+    _matmul_dy,
+    category="linear algebra",
+    note="batched over leading axes; 1-D operands follow NumPy's rules",
+)
+def matmul(x: Any, y: Any) -> Any:
+    return np.matmul(x, y)
+
+
+def _flat2(a: Any, xp: Any) -> Any:
+    shape = xp.raw(a).shape
+    return xp.reshape(a, (-1, shape[-1])) if len(shape) != 2 else a
+
+
+def _linear_dx(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+    return xp.matmul(g, w)
+
+
+def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+    return xp.matmul(xp.swap_last(_flat2(g, xp)), _flat2(x, xp))
+
+
+def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+    gs = xp.raw(g).shape
+    return xp.sum(g, axis=tuple(range(len(gs) - 1))) if len(gs) > 1 else g
+
+
+@defop(
+    "linear",
+    ("x", "W", "b"),
+    "x @ W^T + b",
+    ("G @ W", "G^T @ x", "sum of G over samples"),
+    _linear_dx,
+    _linear_dw,
+    _linear_db,
+    category="linear algebra",
+    note="fused for speed: one GEMM and an in-place bias add; W is (out, in) as in PyTorch",
+)
+def linear(x: Any, w: Any, b: Any) -> Any:
+    y = np.matmul(x, w.T)
+    if y.dtype == np.result_type(y, b):
+        y += b
+        return y
+    return y + b

@@ -1,0 +1,883 @@
+"""The Tensor front end: a NumPy array that records the ops applied to it.
+
+A Tensor is a node of the computational graph. Its ``_inputs`` point to the tensors it was
+computed from, never the other way, so graphs hold no reference cycles (Python frees them by
+reference counting alone; nothing waits for the cyclic garbage collector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _xp_names
+from ._engine import check_forward, run_backward, user_site
+from ._state import STATE, next_seq
+from .errors import BackwardError, ShapeError
+from .ops import elementwise as E
+from .ops import fused as FU
+from .ops import linalg as LA
+from .ops import reduction as R
+from .ops import shape as SH
+from .ops._registry import Op
+
+_EMPTY: dict[str, Any] = {}
+_FLOAT_KINDS = "fc"
+
+
+class Tensor:
+    """An n-dimensional array (``.data``, a NumPy array) that is a node of the graph.
+
+    Args:
+        data: anything ``numpy.asarray`` accepts. Python floats and lists of floats become
+            ``gg.get_default_dtype()`` (float32 unless changed); NumPy float arrays keep their
+            dtype.
+        requires_grad: record ops on this tensor and give it a ``.grad`` after ``backward()``.
+            Non-float data is cast to the default float dtype when this is set.
+        dtype: force a dtype.
+        name: a label shown in graph pictures and error messages.
+
+    Attributes:
+        data: the values, a ``numpy.ndarray``.
+        grad: ``None`` until a backward pass reaches this leaf; then dL/d(self), an array of
+            ``data``'s shape and dtype (a Tensor when ``create_graph=True`` was used).
+    """
+
+    __slots__ = (
+        "_inputs",
+        "_op",
+        "_params",
+        "_retain",
+        "_seq",
+        "_site",
+        "data",
+        "grad",
+        "name",
+        "requires_grad",
+    )
+    __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operators
+    __hash__ = object.__hash__  # == is elementwise, so hash by identity
+
+    data: np.ndarray
+    grad: Any
+    requires_grad: bool
+    name: str | None
+    _op: Op | None
+    _inputs: tuple[Tensor, ...]
+    _params: dict[str, Any]
+    _seq: int
+    _site: str | None
+    _retain: bool
+
+    def __init__(
+        self,
+        data: Any,
+        requires_grad: bool = False,
+        dtype: Any = None,
+        name: str | None = None,
+    ) -> None:
+        arr = _to_array(data, dtype)
+        if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
+            arr = arr.astype(STATE.default_dtype)
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._op = None
+        self._inputs = ()
+        self._params = _EMPTY
+        self._seq = next_seq()
+        self._site = None
+        self._retain = False
+
+    # ----------------------------------------------------------------- array-like facts
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of ``data``."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype of ``data``."""
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """The number of axes."""
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return self.data.size
+
+    @property
+    def op(self) -> str | None:
+        """The name of the op that produced this tensor (``None`` for a leaf)."""
+        return self._op.name if self._op is not None else None
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors made by the user (or outside any recorded graph)."""
+        return self._op is None
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802
+        """The transpose (all axes reversed)."""
+        return transpose(self)
+
+    def numpy(self) -> np.ndarray:
+        """The NumPy array behind this tensor (shared, not copied)."""
+        return self.data
+
+    def item(self) -> Any:
+        """The single element as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item(): the tensor has {self.data.size} elements, not 1")
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        """A tensor sharing ``data`` that is cut from the graph (requires no gradient)."""
+        return _const(self.data)
+
+    def retain_grad(self) -> Tensor:
+        """Keep dL/d(self) in ``.grad`` after backward even though this is not a leaf."""
+        self._retain = True
+        return self
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, precision=4, separator=", ", threshold=20)
+        extra = []
+        if self.data.dtype != STATE.default_dtype:
+            extra.append(f"dtype={self.data.dtype}")
+        if self._op is not None:
+            extra.append(f"op={self._op.name}")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        if self.name:
+            extra.append(f"name={self.name!r}")
+        return f"Tensor({body}{', ' if extra else ''}{', '.join(extra)})"
+
+    # --------------------------------------------------------------------------- backward
+    def backward(
+        self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False
+    ) -> None:
+        """Backpropagate from this tensor: every leaf it depends on gets dL/d(leaf) in ``.grad``.
+
+        Args:
+            grad: dL/d(self), of this tensor's shape; may be omitted for a one-element tensor
+                (it is then 1).
+            retain_graph: keep the graph so that backward can run through it again. Default:
+                the graph is freed as backward proceeds.
+            create_graph: record the backward pass itself, so ``.grad`` is a Tensor that can be
+                differentiated again (implies ``retain_graph``).
+        """
+        if not self.requires_grad:
+            raise BackwardError(
+                f"backward() called on a tensor of shape {self.shape} that does not require "
+                f"gradients: none of its inputs has requires_grad=True, or it was computed "
+                f"under no_grad()"
+            )
+        owned = False
+        if grad is None:
+            if self.data.size != 1:
+                raise BackwardError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs a gradient "
+                    f"argument of that shape (dL/d this tensor); reduce a loss to one number "
+                    f"first, e.g. with .sum() or .mean()"
+                )
+            seed: Any = np.ones_like(self.data)
+            owned = True
+        else:
+            seed = grad.data if isinstance(grad, Tensor) else np.asarray(grad, self.data.dtype)
+            if seed.shape != self.shape:
+                raise ShapeError(
+                    f"backward(): the gradient has shape {seed.shape} but the tensor has shape "
+                    f"{self.shape}"
+                )
+        if create_graph:
+            seed = grad if isinstance(grad, Tensor) else _const(seed)
+        run_backward(
+            self,
+            seed,
+            retain_graph=retain_graph or create_graph,
+            create_graph=create_graph,
+            seed_owned=owned,
+        )
+
+    # -------------------------------------------------------------------------- operators
+    def __add__(self, other: Any) -> Tensor:
+        return _apply(E.add, (self, _lift(other, self)))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _apply(E.add, (_lift(other, self), self))
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _apply(E.sub, (self, _lift(other, self)))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _apply(E.sub, (_lift(other, self), self))
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _apply(E.mul, (self, _lift(other, self)))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _apply(E.mul, (_lift(other, self), self))
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _apply(E.div, (self, _lift(other, self)))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _apply(E.div, (_lift(other, self), self))
+
+    def __pow__(self, other: Any) -> Tensor:
+        return _apply(E.power, (self, _lift(other, self)))
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return _apply(E.power, (_lift(other, self), self))
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(other, self)
+
+    def __neg__(self) -> Tensor:
+        return _apply(E.neg, (self,))
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return _apply(E.absolute, (self,))
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _apply(E.less, (self, _lift(other, self)))
+
+    def __le__(self, other: Any) -> Tensor:
+        return _apply(E.less_equal, (self, _lift(other, self)))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _apply(E.greater, (self, _lift(other, self)))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _apply(E.greater_equal, (self, _lift(other, self)))
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _apply(E.equal, (self, _lift(other, self)))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _apply(E.not_equal, (self, _lift(other, self)))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return getitem(self, index)
+
+    # ------------------------------------------------------------------ method forms
+    def exp(self) -> Tensor:
+        """Elementwise e^x."""
+        return _apply(E.exp, (self,))
+
+    def log(self) -> Tensor:
+        """Elementwise natural logarithm."""
+        return _apply(E.log, (self,))
+
+    def sqrt(self) -> Tensor:
+        """Elementwise square root."""
+        return _apply(E.sqrt, (self,))
+
+    def abs(self) -> Tensor:
+        """Elementwise |x| (gradient 0 at 0)."""
+        return _apply(E.absolute, (self,))
+
+    def sigmoid(self) -> Tensor:
+        """Elementwise 1 / (1 + e^-x)."""
+        return _apply(E.sigmoid, (self,))
+
+    def tanh(self) -> Tensor:
+        """Elementwise tanh."""
+        return _apply(E.tanh, (self,))
+
+    def relu(self) -> Tensor:
+        """Elementwise max(0, x) (gradient 0 at 0)."""
+        return _apply(E.relu, (self,))
+
+    def leaky_relu(self, slope: float = 0.01) -> Tensor:
+        """Elementwise x if x > 0 else slope * x."""
+        return leaky_relu(self, slope)
+
+    def elu(self, alpha: float = 1.0) -> Tensor:
+        """Elementwise x if x > 0 else alpha (e^x - 1)."""
+        return elu(self, alpha)
+
+    def maximum(self, other: Any) -> Tensor:
+        """Elementwise max(self, other), broadcasting."""
+        return maximum(self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        """Elementwise min(self, other), broadcasting."""
+        return minimum(self, other)
+
+    def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
+        """Elementwise clip to [lo, hi]."""
+        return clip(self, lo, hi)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis`` (all axes by default)."""
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis`` (all axes by default)."""
+        return mean(self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Maximum over ``axis``; ties share the gradient evenly."""
+        return max(self, axis, keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Minimum over ``axis``; ties share the gradient evenly."""
+        return min(self, axis, keepdims)
+
+    def argmax(self, axis: Any = None) -> Tensor:
+        """Indices of the maxima (not differentiable)."""
+        return _apply(E.argmax, (self,), {"axis": axis})
+
+    def reshape(self, *shape: Any) -> Tensor:
+        """The same values with a new shape (``-1`` infers one axis)."""
+        return reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        """Permute the axes (reverse them when none are given)."""
+        return transpose(self, (axes[0] if len(axes) == 1 else axes) if axes else None)
+
+    def broadcast_to(self, shape: Sequence[int]) -> Tensor:
+        """Repeat along new or size-1 axes to ``shape``."""
+        return broadcast_to(self, shape)
+
+    def matmul(self, other: Any) -> Tensor:
+        """Matrix product (NumPy's ``@`` semantics)."""
+        return matmul(self, other)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        """Softmax along ``axis``."""
+        return softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        """Log-softmax along ``axis``."""
+        return log_softmax(self, axis)
+
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """ln sum exp over ``axis``, computed stably."""
+        return logsumexp(self, axis, keepdims)
+
+
+# ------------------------------------------------------------------------------ plumbing
+
+
+def _to_array(data: Any, dtype: Any) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        return data
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    arr = np.asarray(data)
+    if arr.dtype == np.float64:  # Python floats: the default dtype, not NumPy's float64
+        arr = arr.astype(STATE.default_dtype)
+    return arr
+
+
+_new = object.__new__
+
+
+def _const(arr: np.ndarray) -> Tensor:
+    """A leaf that requires no gradient, made without ``__init__``'s conversions."""
+    t = _new(Tensor)
+    t.data = arr
+    t.grad = None
+    t.requires_grad = False
+    t.name = None
+    t._op = None
+    t._inputs = ()
+    t._params = _EMPTY
+    t._seq = next_seq()
+    t._site = None
+    t._retain = False
+    return t
+
+
+def _lift(x: Any, like: Tensor) -> Tensor:
+    """Turn an operand into a Tensor. Python numbers take ``like``'s float dtype, so that
+    ``x * 0.5`` stays float32 (no silent float64 upcast)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        dt = like.data.dtype
+        return _const(np.asarray(x, dtype=dt) if dt.kind in _FLOAT_KINDS else np.asarray(x))
+    if isinstance(x, np.ndarray):
+        return _const(x)
+    return _const(_to_array(x, None))
+
+
+def as_tensor(x: Any) -> Tensor:
+    """``x`` if it is a Tensor, else a constant Tensor made from it."""
+    return x if isinstance(x, Tensor) else _const(_to_array(x, None))
+
+
+def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
+    """Run ``op``'s forward on the inputs' arrays and record the node if a gradient is needed."""
+    try:
+        out = op.forward(*[t.data for t in inputs], **params)
+    except (ValueError, IndexError, TypeError) as e:
+        raise _forward_error(op, inputs, e) from e
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    t = _new(Tensor)
+    t.data = out
+    t.grad = None
+    t.name = None
+    t._seq = next_seq()
+    t._site = None
+    t._retain = False
+    if STATE.grad_enabled and op.differentiable and any(x.requires_grad for x in inputs):
+        t.requires_grad = True
+        t._op = op
+        t._inputs = inputs
+        t._params = params
+        if STATE.anomaly:
+            t._site = user_site()
+            check_forward(t)
+    else:
+        t.requires_grad = False
+        t._op = None
+        t._inputs = ()
+        t._params = _EMPTY
+        if STATE.anomaly and op.differentiable:
+            t._op, t._inputs, t._site = op, inputs, user_site()
+            try:
+                check_forward(t)
+            finally:
+                t._op, t._inputs = None, ()
+    return t
+
+
+def _forward_error(op: Op, inputs: tuple[Tensor, ...], e: Exception) -> Exception:
+    shapes = " and ".join(str(t.shape) for t in inputs)
+    msg = str(e)
+    if "broadcast" in msg:
+        return ShapeError(f"{op.name}: cannot broadcast shapes {shapes} (NumPy: {msg})")
+    cls = ShapeError if isinstance(e, ValueError) else type(e)
+    return cls(f"{op.name}: invalid input(s) of shape {shapes}: {msg}")
+
+
+def _norm_axis(axis: Any, ndim: int, opname: str) -> tuple[int, ...] | None:
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{opname}: axis {a} is out of range for a tensor with {ndim} axes")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{opname}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _norm_index(index: Any) -> Any:
+    if isinstance(index, tuple):
+        return tuple(_norm_index_item(i) for i in index)
+    return _norm_index_item(index)
+
+
+def _norm_index_item(i: Any) -> Any:
+    if isinstance(i, Tensor):
+        return i.data
+    if isinstance(i, list):
+        return np.asarray(i)
+    return i
+
+
+# ---------------------------------------------------------------------- public functions
+
+
+def tensor(
+    data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None
+) -> Tensor:
+    """Make a Tensor (same arguments as :class:`Tensor`)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
+
+
+def _unary(op: Op, x: Any) -> Tensor:
+    return _apply(op, (as_tensor(x),))
+
+
+def _binary(op: Op, x: Any, y: Any) -> Tensor:
+    if isinstance(x, Tensor):
+        return _apply(op, (x, _lift(y, x)))
+    if isinstance(y, Tensor):
+        return _apply(op, (_lift(x, y), y))
+    tx = as_tensor(x)
+    return _apply(op, (tx, _lift(y, tx)))
+
+
+def add(x: Any, y: Any) -> Tensor:
+    """x + y, broadcasting."""
+    return _binary(E.add, x, y)
+
+
+def sub(x: Any, y: Any) -> Tensor:
+    """x - y, broadcasting."""
+    return _binary(E.sub, x, y)
+
+
+def mul(x: Any, y: Any) -> Tensor:
+    """x * y, broadcasting."""
+    return _binary(E.mul, x, y)
+
+
+def div(x: Any, y: Any) -> Tensor:
+    """x / y, broadcasting."""
+    return _binary(E.div, x, y)
+
+
+def power(x: Any, y: Any) -> Tensor:
+    """x ** y, broadcasting."""
+    return _binary(E.power, x, y)
+
+
+def neg(x: Any) -> Tensor:
+    """-x."""
+    return _unary(E.neg, x)
+
+
+def exp(x: Any) -> Tensor:
+    """Elementwise e^x; local derivative e^x (the output is reused)."""
+    return _unary(E.exp, x)
+
+
+def log(x: Any) -> Tensor:
+    """Elementwise ln x; local derivative 1/x."""
+    return _unary(E.log, x)
+
+
+def sqrt(x: Any) -> Tensor:
+    """Elementwise square root."""
+    return _unary(E.sqrt, x)
+
+
+def abs(x: Any) -> Tensor:  # noqa: A001
+    """Elementwise |x|; gradient sign(x), 0 at 0."""
+    return _unary(E.absolute, x)
+
+
+def sigmoid(x: Any) -> Tensor:
+    """Elementwise logistic sigmoid 1 / (1 + e^-x)."""
+    return _unary(E.sigmoid, x)
+
+
+def tanh(x: Any) -> Tensor:
+    """Elementwise tanh."""
+    return _unary(E.tanh, x)
+
+
+def relu(x: Any) -> Tensor:
+    """Elementwise max(0, x); gradient 0 at 0."""
+    return _unary(E.relu, x)
+
+
+def leaky_relu(x: Any, slope: float = 0.01) -> Tensor:
+    """Elementwise x if x > 0 else slope * x; gradient ``slope`` at 0."""
+    return _apply(E.leaky_relu, (as_tensor(x),), {"slope": slope})
+
+
+def elu(x: Any, alpha: float = 1.0) -> Tensor:
+    """Elementwise x if x > 0 else alpha (e^x - 1); gradient ``alpha`` at 0."""
+    return _apply(E.elu, (as_tensor(x),), {"alpha": alpha})
+
+
+def maximum(x: Any, y: Any) -> Tensor:
+    """Elementwise max(x, y), broadcasting; at ties each side gets half the gradient."""
+    return _binary(E.maximum, x, y)
+
+
+def minimum(x: Any, y: Any) -> Tensor:
+    """Elementwise min(x, y), broadcasting; at ties each side gets half the gradient."""
+    return _binary(E.minimum, x, y)
+
+
+def where(cond: Any, x: Any, y: Any) -> Tensor:
+    """``x`` where ``cond`` is true, else ``y`` (broadcasting; ``cond`` is not differentiable)."""
+    c = as_tensor(cond)
+    if c.data.dtype != np.bool_:
+        c = _const(c.data.astype(bool))
+    if isinstance(x, Tensor):
+        tx, ty = x, _lift(y, x)
+    elif isinstance(y, Tensor):
+        tx, ty = _lift(x, y), y
+    else:
+        tx = as_tensor(x)
+        ty = _lift(y, tx)
+    return _apply(E.where, (c, tx, ty))
+
+
+def clip(x: Any, lo: Any = None, hi: Any = None) -> Tensor:
+    """Clip to [lo, hi]; the gradient passes inside (boundaries included), is 0 outside."""
+    if lo is None and hi is None:
+        raise ValueError("clip: give lo, hi or both")
+    return _apply(E.clip, (as_tensor(x),), {"lo": lo, "hi": hi})
+
+
+def _reduce(op: Op, x: Any, axis: Any, keepdims: bool) -> Tensor:
+    t = as_tensor(x)
+    return _apply(op, (t,), {"axis": _norm_axis(axis, t.ndim, op.name), "keepdims": keepdims})
+
+
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Sum over ``axis`` (int, tuple or None for all); shape loses those axes unless keepdims."""
+    return _reduce(R.sum_, x, axis, keepdims)
+
+
+def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis`` (int, tuple or None for all)."""
+    return _reduce(R.mean, x, axis, keepdims)
+
+
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over ``axis``; tied maxima share the gradient evenly."""
+    return _reduce(R.max_, x, axis, keepdims)
+
+
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Minimum over ``axis``; tied minima share the gradient evenly."""
+    return _reduce(R.min_, x, axis, keepdims)
+
+
+def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """ln sum_i e^{x_i} over ``axis``, computed stably (the maximum is subtracted first)."""
+    return _reduce(R.logsumexp, x, axis, keepdims)
+
+
+def argmax(x: Any, axis: Any = None) -> Tensor:
+    """Indices of the maxima along ``axis`` (int64, not differentiable)."""
+    return _apply(E.argmax, (as_tensor(x),), {"axis": axis})
+
+
+def reshape(x: Any, shape: Any) -> Tensor:
+    """The same values with shape ``shape`` (one entry may be -1)."""
+    t = as_tensor(x)
+    shp = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    try:
+        return _apply(SH.reshape, (t,), {"shape": shp})
+    except ShapeError:
+        raise ShapeError(
+            f"reshape: cannot reshape a tensor of shape {t.shape} ({t.size} elements) "
+            f"into shape {shp}"
+        ) from None
+
+
+def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
+    """Permute the axes (``None``: reverse them). A 2-D tensor's ``.T``."""
+    t = as_tensor(x)
+    if axes is not None:
+        axes = tuple(int(a) % t.ndim for a in axes) if t.ndim else tuple(axes)
+        if sorted(axes) != list(range(t.ndim)):
+            raise ShapeError(f"transpose: {axes} is not a permutation of the axes of {t.shape}")
+    return _apply(SH.transpose, (t,), {"axes": axes})
+
+
+def swap_last(x: Any) -> Tensor:
+    """Swap the last two axes (the matrix transpose of each matrix in a batch)."""
+    t = as_tensor(x)
+    axes = list(range(t.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    return _apply(SH.transpose, (t,), {"axes": tuple(axes)})
+
+
+def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
+    """Repeat ``x`` along new or size-1 axes to ``shape`` (NumPy's rules)."""
+    return _apply(SH.broadcast_to, (as_tensor(x),), {"shape": tuple(shape)})
+
+
+def sum_to(x: Any, shape: Sequence[int]) -> Tensor:
+    """Sum ``x`` over broadcast axes down to ``shape`` (the transpose of ``broadcast_to``)."""
+    return _apply(SH.sum_to, (as_tensor(x),), {"shape": tuple(shape)})
+
+
+def getitem(x: Any, index: Any) -> Tensor:
+    """``x[index]`` with slices, ints, integer or boolean arrays; repeated indices sum in backward."""
+    t = as_tensor(x)
+    return _apply(SH.getitem, (t,), {"index": _norm_index(index)})
+
+
+def index_add(x: Any, index: Any, shape: Sequence[int]) -> Tensor:
+    """A zero tensor of ``shape`` with ``x`` added at ``index`` (the transpose of getitem)."""
+    return _apply(SH.index_add, (as_tensor(x),), {"index": _norm_index(index), "shape": tuple(shape)})
+
+
+def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
+    ts = tuple(as_tensor(x) for x in xs)
+    if not ts:
+        raise ValueError("concatenate: needs at least one tensor")
+    ax = _norm_axis(axis, ts[0].ndim, "concatenate")
+    return _apply(SH.concatenate, ts, {"axis": ax[0] if ax else 0})
+
+
+def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors of equal shape along a new axis."""
+    ts = tuple(as_tensor(x) for x in xs)
+    if not ts:
+        raise ValueError("stack: needs at least one tensor")
+    ax = _norm_axis(axis, ts[0].ndim + 1, "stack")
+    return _apply(SH.stack, ts, {"axis": ax[0] if ax else 0})
+
+
+def matmul(x: Any, y: Any) -> Tensor:
+    """Matrix product with NumPy's semantics: 1-D vectors, 2-D matrices, batches (...,m,n)."""
+    tx, ty = as_tensor(x), as_tensor(y)
+    xs, ys = tx.shape, ty.shape
+    if not xs or not ys:
+        raise ShapeError(f"matmul: scalar operands are not allowed, got shapes {xs} and {ys}")
+    k2 = ys[-2] if len(ys) >= 2 else ys[0]
+    if xs[-1] != k2:
+        where_y = "second-to-last" if len(ys) >= 2 else "only"
+        raise ShapeError(
+            f"matmul: shapes {xs} and {ys} are not aligned: {xs[-1]} (last axis of the first) "
+            f"!= {k2} ({where_y} axis of the second)"
+        )
+    return _apply(LA.matmul, (tx, ty))
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """``x @ weight.T + bias``: x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    tx, tw = as_tensor(x), as_tensor(weight)
+    if tw.ndim != 2 or tx.ndim < 1 or tx.shape[-1] != tw.shape[1]:
+        raise ShapeError(
+            f"linear: input of shape {tx.shape} does not fit a weight of shape {tw.shape} "
+            f"(weight must be (out, in) with in = the input's last axis)"
+        )
+    if bias is None:
+        return matmul(tx, swap_last(tw))
+    tb = as_tensor(bias)
+    if tb.shape != (tw.shape[0],):
+        raise ShapeError(f"linear: bias has shape {tb.shape}, expected ({tw.shape[0]},)")
+    return _apply(LA.linear, (tx, tw, tb))
+
+
+def softmax(x: Any, axis: int = -1) -> Tensor:
+    """exp(x_i) / sum_j exp(x_j) along ``axis``, computed stably."""
+    t = as_tensor(x)
+    ax = _norm_axis(axis, t.ndim, "softmax")
+    return _apply(FU.softmax, (t,), {"axis": ax[0] if ax else -1})
+
+
+def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    """x_i - ln sum_j exp(x_j) along ``axis``, computed stably."""
+    t = as_tensor(x)
+    ax = _norm_axis(axis, t.ndim, "log_softmax")
+    return _apply(FU.log_softmax, (t,), {"axis": ax[0] if ax else -1})
+
+
+def cross_entropy(logits: Any, labels: Any) -> Tensor:
+    """Softmax cross-entropy averaged over the S samples: L = -(1/S) sum_s ln softmax(x^s)[y^s].
+
+    Args:
+        logits: (S, T) scores.
+        labels: (S,) integer classes in [0, T), or (S, T) target probabilities.
+
+    Returns:
+        A 0-d tensor.
+    """
+    tx = as_tensor(logits)
+    lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    if tx.ndim != 2:
+        raise ShapeError(f"cross_entropy: logits must be (S, T), got shape {tx.shape}")
+    s, t = tx.shape
+    if lab.dtype.kind in "iu":
+        if lab.shape != (s,):
+            raise ShapeError(
+                f"cross_entropy: integer labels must have shape ({s},) for logits {tx.shape}, "
+                f"got {lab.shape}"
+            )
+        if lab.size and (lab.min() < 0 or lab.max() >= t):
+            bad = int(np.flatnonzero((lab < 0) | (lab >= t))[0])
+            raise ValueError(
+                f"cross_entropy: label {int(lab[bad])} at index {bad} is outside [0, {t})"
+            )
+    elif lab.dtype.kind == "f":
+        if lab.shape != tx.shape:
+            raise ShapeError(
+                f"cross_entropy: target probabilities must have the logits' shape {tx.shape}, "
+                f"got {lab.shape}"
+            )
+    else:
+        raise TypeError(f"cross_entropy: labels must be integers or floats, got {lab.dtype}")
+    return _apply(FU.cross_entropy, (tx, _const(lab)))
+
+
+def mse_loss(pred: Any, target: Any) -> Tensor:
+    """Mean squared error mean((pred - target)^2) over all elements; shapes must match."""
+    tp = as_tensor(pred)
+    tt = _lift(target, tp)
+    if tp.shape != tt.shape:
+        raise ShapeError(f"mse_loss: pred has shape {tp.shape} but target has shape {tt.shape}")
+    d = tp - tt
+    return mean(d * d)
+
+
+def _raw(x: Any) -> Any:
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _const_any(a: Any) -> Tensor:
+    return _const(np.asarray(a))
+
+
+class TensorXP:
+    """The namespace VJP rules use when ``create_graph=True``: :mod:`graphgrad.ops._xp`'s twins
+    on Tensors, so the backward pass is itself recorded and can be differentiated."""
+
+    raw = staticmethod(_raw)
+    const = staticmethod(_const_any)
+    sum_to = staticmethod(sum_to)
+    broadcast_to = staticmethod(broadcast_to)
+    reshape = staticmethod(reshape)
+    transpose = staticmethod(transpose)
+    swap_last = staticmethod(swap_last)
+    matmul = staticmethod(matmul)
+    sum = staticmethod(sum)
+    exp = staticmethod(exp)
+    log = staticmethod(log)
+    where = staticmethod(where)
+    softmax = staticmethod(softmax)
+    getitem = staticmethod(getitem)
+    index_add = staticmethod(index_add)
+
+
+TENSOR_XP = TensorXP
+_xp_names.check(TensorXP)
