@@ -5,6 +5,11 @@
 functions; ``gg.numerical_grad`` / ``gg.gradcheck`` check it against finite differences.
 """
 
+from . import (
+    nn,
+    optim,
+    viz,
+)
 from ._engine import detect_anomaly
 from ._optable import ops_table
 from ._state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
@@ -19,7 +24,10 @@ from .errors import (
 )
 from .functional import grad, value_and_grad, vjp
 from .gradcheck import GradcheckResult, gradcheck, numerical_grad
+from .nn.functional import accuracy
 from .ops import REGISTRY
+from .paths import PathLimitError, backprop_grad, path_grad
+from .scalar import Scalar
 from .tensor import (
     Tensor,
     abs,
@@ -34,6 +42,7 @@ from .tensor import (
     elu,
     exp,
     getitem,
+    index_add,
     leaky_relu,
     linear,
     log,
@@ -63,6 +72,7 @@ from .tensor import (
     transpose,
     where,
 )
+from .units import Units, units
 
 __version__ = "0.1.0"
 
@@ -75,13 +85,18 @@ __all__ = [
     "GradcheckWarning",
     "GraphgradError",
     "NonDifferentiableError",
+    "PathLimitError",
+    "Scalar",
     "ShapeError",
     "Tensor",
+    "Units",
     "__version__",
     "abs",
+    "accuracy",
     "add",
     "argmax",
     "as_tensor",
+    "backprop_grad",
     "broadcast_to",
     "clip",
     "concatenate",
@@ -93,6 +108,7 @@ __all__ = [
     "exp",
     "get_default_dtype",
     "getitem",
+    "index_add",
     "grad",
     "gradcheck",
     "is_grad_enabled",
@@ -110,9 +126,12 @@ __all__ = [
     "mse_loss",
     "mul",
     "neg",
+    "nn",
     "no_grad",
     "numerical_grad",
     "ops_table",
+    "optim",
+    "path_grad",
     "power",
     "relu",
     "reshape",
@@ -127,7 +146,9 @@ __all__ = [
     "tanh",
     "tensor",
     "transpose",
+    "units",
     "value_and_grad",
+    "viz",
     "vjp",
     "where",
 ]

@@ -18,7 +18,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, Literal, TextIO, overload
+from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 __all__ = [
     "atomic_open",
@@ -73,7 +73,7 @@ def atomic_open(
 ) -> contextlib.AbstractContextManager[TextIO]: ...
 def atomic_open(
     path: str | os.PathLike[str], mode: str = "wb", *, encoding: str = "utf-8"
-) -> contextlib.AbstractContextManager[IO[bytes]] | contextlib.AbstractContextManager[IO[str]]:
+) -> contextlib.AbstractContextManager[IO[Any]]:
     """Open ``path`` for writing so that it is replaced atomically when the block ends.
 
     Usage::
@@ -97,12 +97,12 @@ def atomic_open(
 
 
 @contextlib.contextmanager
-def _atomic_open(target: Path, mode: str, encoding: str) -> Iterator[IO[bytes] | IO[str]]:
+def _atomic_open(target: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
     if not target.parent.is_dir():
         raise FileNotFoundError(f"{target}: directory {target.parent} does not exist")
     fd, tmp = _create_temp(target)
     try:
-        handle: IO[bytes] | IO[str]
+        handle: IO[Any]
         if mode == "wb":
             handle = os.fdopen(fd, "wb")
         else:

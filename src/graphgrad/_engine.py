@@ -106,7 +106,11 @@ def _run(
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
                 continue
-            gi = op.vjp(i, xp, g, ans, args, params)
+            if anomaly:
+                with np.errstate(all="ignore"):
+                    gi = op.vjp(i, xp, g, ans, args, params)
+            else:
+                gi = op.vjp(i, xp, g, ans, args, params)
             shape = inp.data.shape
             if gi.shape != shape:
                 gi = xp.sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi

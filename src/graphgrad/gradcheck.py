@@ -130,7 +130,7 @@ def _jacobians_numerical(
     def vec() -> np.ndarray:
         with no_grad():
             out = f(*[_const(a) for a in arrays])
-        return np.asarray(out.data, dtype=np.float64).reshape(-1)
+        return np.array(out.data, dtype=np.float64, copy=True).reshape(-1)  # views alias input
 
     jacs = []
     for a in arrays:

@@ -8,7 +8,7 @@ reference counting alone; nothing waits for the cyclic garbage collector).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from .ops import linalg as LA
 from .ops import reduction as R
 from .ops import shape as SH
 from .ops._registry import Op
+from .scalar import Scalar, as_scalar
 
 _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
@@ -451,7 +452,11 @@ def as_tensor(x: Any) -> Tensor:
 def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
     """Run ``op``'s forward on the inputs' arrays and record the node if a gradient is needed."""
     try:
-        out = op.forward(*[t.data for t in inputs], **params)
+        if STATE.anomaly:  # our AnomalyError below is clearer than NumPy's RuntimeWarning
+            with np.errstate(all="ignore"):
+                out = op.forward(*[t.data for t in inputs], **params)
+        else:
+            out = op.forward(*[t.data for t in inputs], **params)
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, inputs, e) from e
     if type(out) is not np.ndarray:
@@ -575,13 +580,25 @@ def neg(x: Any) -> Tensor:
     return _unary(E.neg, x)
 
 
-def exp(x: Any) -> Tensor:
-    """Elementwise e^x; local derivative e^x (the output is reused)."""
+@overload
+def exp(x: Scalar) -> Scalar: ...
+@overload
+def exp(x: Any) -> Tensor: ...
+def exp(x: Any) -> Tensor | Scalar:
+    """Elementwise e^x; local derivative e^x (the output is reused). Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.exp()
     return _unary(E.exp, x)
 
 
-def log(x: Any) -> Tensor:
-    """Elementwise ln x; local derivative 1/x."""
+@overload
+def log(x: Scalar) -> Scalar: ...
+@overload
+def log(x: Any) -> Tensor: ...
+def log(x: Any) -> Tensor | Scalar:
+    """Elementwise ln x; local derivative 1/x. Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.log()
     return _unary(E.log, x)
 
 
@@ -595,33 +612,73 @@ def abs(x: Any) -> Tensor:  # noqa: A001
     return _unary(E.absolute, x)
 
 
-def sigmoid(x: Any) -> Tensor:
-    """Elementwise logistic sigmoid 1 / (1 + e^-x)."""
+@overload
+def sigmoid(x: Scalar) -> Scalar: ...
+@overload
+def sigmoid(x: Any) -> Tensor: ...
+def sigmoid(x: Any) -> Tensor | Scalar:
+    """Elementwise logistic sigmoid 1 / (1 + e^-x). Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.sigmoid()
     return _unary(E.sigmoid, x)
 
 
-def tanh(x: Any) -> Tensor:
-    """Elementwise tanh."""
+@overload
+def tanh(x: Scalar) -> Scalar: ...
+@overload
+def tanh(x: Any) -> Tensor: ...
+def tanh(x: Any) -> Tensor | Scalar:
+    """Elementwise tanh. Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.tanh()
     return _unary(E.tanh, x)
 
 
-def relu(x: Any) -> Tensor:
-    """Elementwise max(0, x); gradient 0 at 0."""
+@overload
+def relu(x: Scalar) -> Scalar: ...
+@overload
+def relu(x: Any) -> Tensor: ...
+def relu(x: Any) -> Tensor | Scalar:
+    """Elementwise max(0, x); gradient 0 at 0. Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.relu()
     return _unary(E.relu, x)
 
 
-def leaky_relu(x: Any, slope: float = 0.01) -> Tensor:
-    """Elementwise x if x > 0 else slope * x; gradient ``slope`` at 0."""
+@overload
+def leaky_relu(x: Scalar, slope: float = ...) -> Scalar: ...
+@overload
+def leaky_relu(x: Any, slope: float = ...) -> Tensor: ...
+def leaky_relu(x: Any, slope: float = 0.01) -> Tensor | Scalar:
+    """Elementwise x if x > 0 else slope * x; gradient ``slope`` at 0. Scalars give a Scalar."""
+    if type(x) is Scalar:
+        return x.leaky_relu(slope)
     return _apply(E.leaky_relu, (as_tensor(x),), {"slope": slope})
 
 
-def elu(x: Any, alpha: float = 1.0) -> Tensor:
-    """Elementwise x if x > 0 else alpha (e^x - 1); gradient ``alpha`` at 0."""
+@overload
+def elu(x: Scalar, alpha: float = ...) -> Scalar: ...
+@overload
+def elu(x: Any, alpha: float = ...) -> Tensor: ...
+def elu(x: Any, alpha: float = 1.0) -> Tensor | Scalar:
+    """Elementwise x if x > 0 else alpha (e^x - 1); gradient ``alpha`` at 0. Scalars give a
+    Scalar."""
+    if type(x) is Scalar:
+        return x.elu(alpha)
     return _apply(E.elu, (as_tensor(x),), {"alpha": alpha})
 
 
-def maximum(x: Any, y: Any) -> Tensor:
-    """Elementwise max(x, y), broadcasting; at ties each side gets half the gradient."""
+@overload
+def maximum(x: Scalar, y: Any) -> Scalar: ...
+@overload
+def maximum(x: Any, y: Scalar) -> Scalar: ...
+@overload
+def maximum(x: Any, y: Any) -> Tensor: ...
+def maximum(x: Any, y: Any) -> Tensor | Scalar:
+    """Elementwise max(x, y), broadcasting; at ties each side gets half the gradient. A Scalar
+    with a Scalar or a number gives a Scalar."""
+    if type(x) is Scalar or type(y) is Scalar:
+        return as_scalar(x).maximum(y)
     return _binary(E.maximum, x, y)
 
 

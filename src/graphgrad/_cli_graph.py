@@ -1,0 +1,288 @@
+"""Subcommands ``graph`` (draw or explain an expression's graph) and ``paths`` (path sums
+against backpropagation)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+from typing import Any
+
+_GRAPH_EPILOG = """\
+examples:
+  graphgrad graph "(a+b)*(b+1)" --at a=2,b=1
+  graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --explain
+  graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --format svg -o lecture.svg
+  graphgrad graph "tanh(w*x + c)" --at w=0.5,x=2,c=-1 --format json
+
+expressions: numbers, names, + - * / **, unary -, and the functions
+exp log tanh sigmoid relu leaky_relu(x[, slope]) elu(x[, alpha]) maximum(x, y).
+Intermediate results are named with unused letters in the order they are computed."""
+
+_PATHS_EPILOG = """\
+examples:
+  graphgrad paths "(a+b)*(b+1)" --at a=2,b=1
+  graphgrad paths --layered 3 6
+  graphgrad paths --layered 4 12 --limit 10000000"""
+
+
+def register(sub: Any) -> None:
+    """Add ``graph`` and ``paths`` to the ``graphgrad`` command."""
+    g = sub.add_parser(
+        "graph",
+        help="evaluate an expression, backpropagate, and print or draw its annotated graph",
+        description=_wrap(
+            "Parse EXPR safely (numbers, names, + - * / **, unary minus and a few "
+            "functions; nothing is eval'ed), evaluate it at the given values, run backward, and "
+            "print or draw the graph: each node with its op, value and gradient, each edge with "
+            "its local gradient."
+        ),
+        epilog=_GRAPH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g.add_argument("expr", metavar="EXPR", help='the expression, e.g. "(a+b)*(b+1)"')
+    g.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,...]",
+        help="values of the names, e.g. a=2,b=1 (may be repeated)",
+    )
+    g.add_argument(
+        "--format",
+        choices=["text", "dot", "svg", "png", "json"],
+        default=None,
+        help="output format (default: text, or from the suffix of -o FILE); svg and png need "
+        "Graphviz's dot program",
+    )
+    g.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    g.add_argument(
+        "--explain",
+        action="store_true",
+        help="print backprop step by step: upstream gradients, local derivatives, products and "
+        "sums over fan-out, node by node in reverse topological order",
+    )
+    g.set_defaults(handler=_graph)
+
+    p = sub.add_parser(
+        "paths",
+        help="derivatives by summing over paths vs by backpropagation: results and work",
+        description=_wrap(
+            "Compute the gradient of EXPR twice: by enumerating every path from each "
+            "input to the output and summing the products of local gradients, and by "
+            "backpropagation. Print both results and how many paths, edges, multiplications and "
+            "additions each used. With --layered W D, do it on dense layered graphs of width W for "
+            "depths 1..D: paths grow as W^depth, backprop's edges as W^2*depth."
+        ),
+        epilog=_PATHS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("expr", metavar="EXPR", nargs="?", help="the expression")
+    p.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,...]",
+        help="values of the names, e.g. a=2,b=1",
+    )
+    p.add_argument(
+        "--layered",
+        nargs=2,
+        type=int,
+        metavar=("WIDTH", "DEPTH"),
+        help="build layered graphs of this width for depths 1..DEPTH",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="most paths to enumerate before refusing (default 1,000,000)",
+    )
+    p.set_defaults(handler=_paths)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=78)
+
+
+def _error(cmd: str, msg: str) -> int:
+    print(f"graphgrad {cmd}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _build(cmd: str, expr: str, at: list[str]) -> Any:
+    """Parse and evaluate; returns (root, leaves) or an exit code after printing the error."""
+    from .expr import ExprError, evaluate, parse, parse_values
+
+    try:
+        values = parse_values(at)
+    except ExprError as e:
+        return _error(cmd, f"--at: {e}")
+    try:
+        parsed = parse(expr)
+        return evaluate(parsed, values)
+    except ExprError as e:
+        return _error(cmd, f"in {expr.strip()!r} {e}")
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from .viz import FORMATS, DotNotFoundError, render, trace
+
+    built = _build("graph", args.expr, args.at)
+    if isinstance(built, int):
+        return built
+    root, _ = built
+    root.backward()
+    graph = trace(root)
+    if args.explain:
+        text = graph.explain() + "\n"
+        return _write(text, args.output)
+    fmt = args.format
+    if fmt is None and args.output:
+        suffix = args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
+        fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
+        if fmt not in FORMATS:
+            return _error("graph", f"cannot tell the format from {args.output!r}; use --format")
+    fmt = fmt or "text"
+    try:
+        data = render(graph, fmt)
+    except DotNotFoundError as e:
+        print(f"graphgrad graph: error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(data, bytes) and not args.output:
+        if sys.stdout.isatty():
+            return _error("graph", "PNG is binary: give -o FILE (or redirect stdout)")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    return _write(data, args.output)
+
+
+def _write(data: str | bytes, path: str | None) -> int:
+    if path is None:
+        assert isinstance(data, str)
+        sys.stdout.write(data)
+        return 0
+    try:
+        if isinstance(data, bytes):
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(data)
+    except OSError as e:
+        print(f"graphgrad: error: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from .paths import DEFAULT_LIMIT
+
+    limit = args.limit if args.limit is not None else DEFAULT_LIMIT
+    if limit < 0:
+        return _error("paths", "--limit must be >= 0")
+    if args.layered is not None:
+        if args.expr is not None:
+            return _error("paths", "give either EXPR or --layered WIDTH DEPTH, not both")
+        return _paths_layered(args.layered[0], args.layered[1], limit)
+    if args.expr is None:
+        return _error("paths", "give an expression (EXPR --at ...) or --layered WIDTH DEPTH")
+    return _paths_expr(args.expr, args.at, limit)
+
+
+def _paths_expr(expr: str, at: list[str], limit: int) -> int:
+    from .paths import PathLimitError, backprop_grad, path_grad
+    from .viz.trace import _fmt
+
+    built = _build("paths", expr, at)
+    if isinstance(built, int):
+        return built
+    root, leaves = built
+    names = list(leaves)
+    xs = [leaves[n] for n in names]
+    out = root.name or "e"
+    t0 = time.perf_counter()
+    bp = backprop_grad(root, xs)
+    t_bp = time.perf_counter() - t0
+    print(f"{out} = {expr.strip()} = {_fmt(root.data)}")
+    print()
+    try:
+        t0 = time.perf_counter()
+        ps = path_grad(root, xs, limit=limit)
+        t_ps = time.perf_counter() - t0
+    except PathLimitError as e:
+        print(f"path sums: refused: {e}")
+        ps = None
+    rows = [["", "path sums", "backprop"]]
+    for k, n in enumerate(names):
+        rows.append([f"∂{out}/∂{n}", _fmt(ps.grads[k]) if ps else "-", _fmt(bp.grads[k])])
+    if ps is not None:
+        per = ", ".join(f"{n}: {c:,}" for n, c in zip(names, ps.paths_per_input, strict=True))
+        rows.append(["paths", f"{ps.paths:,} ({per})", "-"])
+    rows.append(["edges touched", "-", f"{bp.edges:,}"])
+    rows.append(
+        ["multiplications", f"{ps.multiplications:,}" if ps else "-", f"{bp.multiplications:,}"]
+    )
+    rows.append(["additions", f"{ps.additions:,}" if ps else "-", f"{bp.additions:,}"])
+    rows.append(["time", f"{t_ps * 1e3:.2f} ms" if ps else "-", f"{t_bp * 1e3:.2f} ms"])
+    print(_table(rows))
+    return 0
+
+
+def _paths_layered(width: int, depth: int, limit: int) -> int:
+    from .paths import layered_table
+
+    if not (1 <= width <= 64 and 1 <= depth <= 200):
+        return _error("paths", "--layered needs 1 <= WIDTH <= 64 and 1 <= DEPTH <= 200")
+    print(
+        f"dense layered graphs of width {width}: unit = tanh(sum of weight * unit below); "
+        f"paths from all {width} inputs to the output, path enumeration limit {limit:,}"
+    )
+    print()
+    rows = [
+        [
+            "depth d",
+            f"paths per input ({width}^d)",
+            "paths",
+            "path-sum mults",
+            "backprop edges",
+            "backprop mults",
+            f"{width}²·d",
+            "max |diff|",
+        ]
+    ]
+    for r in layered_table(width, depth, limit=limit):
+        rows.append(
+            [
+                str(r.depth),
+                f"{r.paths // width:,}",
+                f"{r.paths:,}",
+                f"{r.path_multiplications:,}"
+                if r.path_multiplications is not None
+                else "refused (> limit)",
+                f"{r.backprop_edges:,}",
+                f"{r.backprop_multiplications:,}",
+                f"{width * width * r.depth:,}",
+                f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-",
+            ]
+        )
+    print(_table(rows))
+    return 0
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append(
+            "  ".join(
+                c.rjust(w) if k and i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

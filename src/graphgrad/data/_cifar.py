@@ -1,0 +1,385 @@
+"""CIFAR-10 from the official "python version" batches, unpickled safely.
+
+The official archive ``cifar-10-python.tar.gz`` holds a folder ``cifar-10-batches-py`` with
+``data_batch_1`` .. ``data_batch_5`` (10,000 training images each), ``test_batch`` (10,000
+test images) and ``batches.meta``. Each batch is a Python 2 pickle of a dict whose key
+``b"data"`` is a uint8 NumPy array of shape (10000, 3072) -- each row the 1024 red values,
+then the 1024 green, then the 1024 blue, each plane row-major over the 32x32 image -- and
+whose key ``b"labels"`` is a list of 10,000 ints in 0..9. ``batches.meta`` holds the class
+names under ``b"label_names"``.
+
+Unpickling can run arbitrary code: a pickle may name any importable callable (``os.system``
+say) and call it. :class:`_RestrictedUnpickler` therefore refuses every global except the
+four that such files need (see ``_ALLOWED_GLOBALS``); a file naming anything else raises
+:class:`DataFormatError` before anything is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pickle
+import tarfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._errors import DataFormatError, DatasetNotFoundError
+from ._paths import ENV_VAR, search_folders
+
+__all__ = ["CIFAR10", "CIFAR10_CLASSES", "load_cifar_pickle"]
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+BATCH_FOLDER = "cifar-10-batches-py"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCHES = ("test_batch",)
+META_FILE = "batches.meta"
+SIDE = 32
+PIXELS = SIDE * SIDE * 3  # 3072 values per image
+
+Layout = Literal["flat", "chw", "hwc"]
+_LAYOUTS = ("flat", "chw", "hwc")
+
+
+def _numpy_reconstruct() -> Callable[..., Any]:
+    """NumPy's private array constructor used by ndarray pickles, without importing
+    ``numpy.core`` (deprecated in NumPy 2, where importing it warns)."""
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            fn: Callable[..., Any] = importlib.import_module(module)._reconstruct
+        except (ImportError, AttributeError):
+            continue
+        return fn
+    raise ImportError("cannot find numpy's multiarray._reconstruct")  # pragma: no cover
+
+
+def _latin1_encode(text: object, encoding: object = "utf-8", errors: object = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode`` that only turns a str into bytes via latin-1.
+
+    Python 3 writes ``bytes`` into a protocol-2 pickle as ``_codecs.encode(text, "latin1")``
+    (protocol 2 has no bytes opcode). The official files, written by Python 2, never use it,
+    but re-saved or generated batches do; this version can do nothing else.
+    """
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(
+            "_codecs.encode is only allowed as encode(str, 'latin1') (how Python 3 pickles bytes)"
+        )
+    return text.encode("latin-1")
+
+
+_RECONSTRUCT = _numpy_reconstruct()
+# Exactly what a pickled uint8 ndarray needs: the array constructor, the ndarray type and
+# the dtype type. NumPy < 2 names the constructor numpy.core.multiarray._reconstruct, NumPy 2
+# numpy._core.multiarray._reconstruct; both map to the one function. Plus _codecs.encode,
+# restricted to latin-1 (see _latin1_encode). Lists, dicts, bytes and ints need no global.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can build NumPy arrays, dicts, lists, bytes and numbers only."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name}: a CIFAR-10 batch may contain only "
+                "dicts, lists, bytes, numbers and NumPy arrays"
+            ) from None
+
+
+def load_cifar_pickle(data: bytes, source: str = "<bytes>") -> Any:
+    """Unpickle a CIFAR-10 batch safely (Python 2 pickles: ``encoding="bytes"``).
+
+    Args:
+        data: the file content.
+        source: a name for it (usually its path), used in error messages.
+
+    Returns:
+        The unpickled object; dict keys written by Python 2 come back as bytes.
+
+    Raises:
+        DataFormatError: the pickle names a global outside the allowed four (e.g.
+            ``os.system``), or is not a valid pickle.
+    """
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise DataFormatError(f"{source}: unsafe or invalid pickle: {exc}") from exc
+    except Exception as exc:  # a corrupt pickle can raise nearly anything; name the file
+        raise DataFormatError(f"{source}: not a valid pickle: {type(exc).__name__}: {exc}") from exc
+
+
+def _as_str_keys(obj: Any, source: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{source}: expected a pickled dict, got {type(obj).__name__}")
+    return {k.decode("latin-1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def _get(d: dict[str, Any], key: str, source: str) -> Any:
+    if key not in d:
+        present = ", ".join(repr(k) for k in sorted(d)) or "none"
+        raise DataFormatError(f"{source}: missing key b{key!r} (keys present: {present})")
+    return d[key]
+
+
+def parse_batch(raw: bytes, source: str) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """Decode one batch file: returns uint8 (N, 3072) images and int64 (N,) labels.
+
+    Raises:
+        DataFormatError: unsafe pickle, missing key, data not uint8 rows of 3072 values,
+            labels not integers in 0..9, or image and label counts that differ.
+    """
+    d = _as_str_keys(load_cifar_pickle(raw, source), source)
+    data = _get(d, "data", source)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataFormatError(f"{source}: b'data' must be a uint8 NumPy array, got {kind}")
+    if (
+        data.ndim not in (1, 2)
+        or data.size % PIXELS
+        or (data.ndim == 2 and data.shape[1] != PIXELS)
+    ):
+        raise DataFormatError(
+            f"{source}: b'data' has shape {data.shape} ({data.size} values): expected "
+            f"(N, {PIXELS}), each row 32x32 pixels x 3 colour planes; {data.size} is "
+            + ("" if data.size % PIXELS == 0 else "not ")
+            + f"a multiple of {PIXELS}"
+        )
+    data = data.reshape(-1, PIXELS)
+    raw_labels = _get(d, "labels", source)
+    if not isinstance(raw_labels, list | tuple | np.ndarray):
+        raise DataFormatError(
+            f"{source}: b'labels' must be a list of integers, got {type(raw_labels).__name__}"
+        )
+    try:
+        labels = np.asarray(raw_labels) if len(raw_labels) else np.zeros(0, np.int64)
+    except (ValueError, TypeError) as exc:
+        raise DataFormatError(f"{source}: b'labels' must be a list of integers: {exc}") from exc
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataFormatError(
+            f"{source}: b'labels' must be a list of integers, got {labels.dtype} "
+            f"values of shape {labels.shape}"
+        )
+    if len(labels) != len(data):
+        raise DataFormatError(
+            f"{source}: image/label count mismatch: {len(data)} images in b'data' but "
+            f"{len(labels)} labels in b'labels'"
+        )
+    bad = np.flatnonzero((labels < 0) | (labels >= len(CIFAR10_CLASSES)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataFormatError(
+            f"{source}: label {int(labels[i])} at index {i} is outside 0..9 "
+            f"({bad.size} bad labels in all)"
+        )
+    return data, labels.astype(np.int64)
+
+
+def parse_meta(raw: bytes, source: str) -> tuple[str, ...]:
+    """Decode ``batches.meta``: the 10 class names (bytes in the file) as str."""
+    d = _as_str_keys(load_cifar_pickle(raw, source), source)
+    names = _get(d, "label_names", source)
+    if (
+        not isinstance(names, list)
+        or len(names) != len(CIFAR10_CLASSES)
+        or not all(isinstance(n, bytes | str) for n in names)
+    ):
+        raise DataFormatError(f"{source}: b'label_names' must be a list of 10 names")
+    return tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+
+
+def _from_folder(folder: Path, names: Iterable[str]) -> dict[str, tuple[bytes, str]]:
+    """Read the named files of ``folder`` that exist: name -> (content, path shown)."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            out[name] = (path.read_bytes(), str(path))
+    return out
+
+
+def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes, str]]:
+    """Read the named files of ``cifar-10-batches-py/`` inside the official tarball.
+
+    One sequential pass over the gzip stream; nothing is written to disk.
+    """
+    wanted = {f"{BATCH_FOLDER}/{name}": name for name in names}
+    out: dict[str, tuple[bytes, str]] = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                name = wanted.get(member.name.removeprefix("./"))
+                if name is None or not member.isfile():
+                    continue
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    out[name] = (handle.read(), f"{archive}:{member.name}")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataFormatError(f"{archive}: cannot read the archive: {exc}") from exc
+    return out
+
+
+class CIFAR10:
+    """CIFAR-10: 32x32 colour images in 10 classes (50,000 training, 10,000 test).
+
+    Attributes:
+        images: uint8; shape (N, 3072) for ``layout="flat"`` (the file's order: R plane,
+            G plane, B plane, each row-major), (N, 3, 32, 32) for ``"chw"``, (N, 32, 32, 3)
+            for ``"hwc"``. ``flat[i, c*1024 + h*32 + w] == chw[i, c, h, w] == hwc[i, h, w, c]``.
+        labels: int64 (N,), in 0..9.
+        classes: the 10 class names, from ``batches.meta`` (the official names if absent).
+        layout, train: as passed.
+        source: the folder or archive read.
+
+    Files are looked for in ``root``, ``root/cifar-10-batches-py`` and a
+    ``cifar-10-python.tar.gz`` in ``root`` (read directly, without extracting); with
+    ``root=None``, in ``$GRAPHGRAD_DATA/cifar10`` and ``$GRAPHGRAD_DATA`` (or
+    ``~/.cache/graphgrad/cifar10``), each the same three ways.
+    """
+
+    images: NDArray[np.uint8]
+    labels: NDArray[np.int64]
+    classes: tuple[str, ...]
+    layout: Layout
+    train: bool
+    source: Path
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        train: bool = True,
+        layout: Layout = "flat",
+    ) -> None:
+        """Read one split.
+
+        Raises:
+            ValueError: unknown ``layout``.
+            DatasetNotFoundError: the batch files are in none of the places searched.
+            DataFormatError: a malformed or unsafe batch file; the message names it.
+        """
+        if layout not in _LAYOUTS:
+            raise ValueError(f"CIFAR10: layout must be one of {_LAYOUTS}, got {layout!r}")
+        batches = TRAIN_BATCHES if train else TEST_BATCHES
+        source, files = self._locate(root, batches)
+        parts = [parse_batch(*files[name]) for name in batches]
+        flat = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        self.labels = np.concatenate([p[1] for p in parts])
+        self.classes = parse_meta(*files[META_FILE]) if META_FILE in files else CIFAR10_CLASSES
+        self.images = to_layout(flat, layout)
+        self.layout = layout
+        self.train = train
+        self.source = source
+
+    @staticmethod
+    def _locate(
+        root: str | os.PathLike[str] | None, batches: tuple[str, ...]
+    ) -> tuple[Path, dict[str, tuple[bytes, str]]]:
+        names = (*batches, META_FILE)
+        tried: list[str] = []
+        for folder in search_folders(root, "cifar10"):
+            for candidate in (folder, folder / BATCH_FOLDER):
+                present = [n for n in batches if (candidate / n).is_file()]
+                if len(present) == len(batches):
+                    return candidate, _from_folder(candidate, names)
+                missing = [n for n in batches if n not in present]
+                tried.append(f"  {candidate}: no {', '.join(missing)}")
+            archive = folder / ARCHIVE_NAME
+            if archive.is_file():
+                files = _from_archive(archive, names)
+                missing = [n for n in batches if n not in files]
+                if not missing:
+                    return archive, files
+                tried.append(f"  {archive}: no {BATCH_FOLDER}/{', '.join(missing)}")
+            else:
+                tried.append(f"  {archive}: no such file")
+        where = "\n".join(tried)
+        raise DatasetNotFoundError(
+            f"CIFAR-10 files not found. Looked in:\n{where}\n"
+            f"Get them with `graphgrad download cifar10`, or pass root= (or set {ENV_VAR}) "
+            f"to the folder that holds {BATCH_FOLDER} or {ARCHIVE_NAME}."
+        )
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self.labels)
+
+    @overload
+    def __getitem__(self, index: int | np.integer) -> tuple[NDArray[np.uint8], int]: ...
+    @overload
+    def __getitem__(
+        self, index: slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]: ...
+    def __getitem__(
+        self, index: int | np.integer | slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
+    ) -> tuple[NDArray[np.uint8], int] | tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """``(image, label)`` for an integer index (image in the chosen layout, label an int);
+        ``(images, labels)`` arrays for a slice or an index array."""
+        if isinstance(index, int | np.integer):
+            return self.images[index], int(self.labels[index])
+        return self.images[index], self.labels[index]
+
+    def vectors(self) -> NDArray[np.float32]:
+        """All images as float32 (N, 3072) vectors in [0, 1], in the file's (R, G, B planes)
+        order whatever the layout. A new array on every call."""
+        flat = self.images if self.layout == "flat" else to_layout(self.images, "flat")
+        x = flat.reshape(len(flat), PIXELS).astype(np.float32)
+        x /= np.float32(255.0)
+        return x
+
+    def arrays(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """``(vectors(), labels)``: float32 (N, 3072) in [0, 1] and int64 (N,)."""
+        return self.vectors(), self.labels
+
+    def __repr__(self) -> str:
+        split = "train" if self.train else "test"
+        return f"CIFAR10({split}, {len(self)} images, layout={self.layout!r}, from {self.source})"
+
+
+def to_layout(images: NDArray[np.uint8], layout: Layout) -> NDArray[np.uint8]:
+    """Convert CIFAR images between layouts; the input layout is inferred from its shape.
+
+    Args:
+        images: (N, 3072), (N, 3, 32, 32) or (N, 32, 32, 3).
+        layout: ``"flat"`` -> (N, 3072), ``"chw"`` -> (N, 3, 32, 32), ``"hwc"`` ->
+            (N, 32, 32, 3). The result is C-contiguous (a view when no copy is needed).
+    """
+    n = len(images)
+    if images.shape[1:] == (PIXELS,):
+        chw = images.reshape(n, 3, SIDE, SIDE)
+    elif images.shape[1:] == (3, SIDE, SIDE):
+        chw = images
+    elif images.shape[1:] == (SIDE, SIDE, 3):
+        chw = images.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"to_layout: not a batch of CIFAR images: shape {images.shape}")
+    if layout == "flat":
+        return np.ascontiguousarray(chw).reshape(n, PIXELS)
+    if layout == "chw":
+        return np.ascontiguousarray(chw)
+    if layout == "hwc":
+        return np.ascontiguousarray(chw.transpose(0, 2, 3, 1))
+    raise ValueError(f"to_layout: layout must be one of {_LAYOUTS}, got {layout!r}")

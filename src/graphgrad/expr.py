@@ -1,0 +1,390 @@
+"""A safe parser for arithmetic expressions such as ``"(a+b)*(b+1)"``, evaluated into Scalars.
+
+Nothing is ever passed to ``eval`` or ``exec``. The text is checked in two steps:
+
+1. its tokens (Python's own tokenizer) must alternate operands and operators, so a mistake is
+   reported with its column and what was expected there ("expected an operator (+ - * / **) or
+   ')', got '.'");
+2. the tree from ``ast.parse(text, mode="eval")`` may only contain numbers, names, the binary
+   operators ``+ - * / **``, unary ``-``/``+`` and calls of the functions in :data:`FUNCTIONS`.
+
+Evaluation walks that tree iteratively (no recursion), making one :class:`Scalar` per
+operation; the intermediate nodes are named with unused letters in creation order, so
+``(a+b)*(b+1)`` gives the lecture's ``c = a+b``, ``d = b+1``, ``e = c*d``.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import math
+import tokenize
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import GraphgradError
+from .scalar import Scalar
+
+__all__ = ["FUNCTIONS", "ExprError", "Parsed", "evaluate", "parse", "parse_values"]
+
+#: The functions an expression may call: name -> (fewest, most) arguments. The optional
+#: second argument of leaky_relu (slope) and elu (alpha) must be a number.
+FUNCTIONS: dict[str, tuple[int, int]] = {
+    "exp": (1, 1),
+    "log": (1, 1),
+    "tanh": (1, 1),
+    "sigmoid": (1, 1),
+    "relu": (1, 1),
+    "leaky_relu": (1, 2),
+    "elu": (1, 2),
+    "maximum": (2, 2),
+}
+
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_OPERATORS = ("+", "-", "*", "/", "**")
+_OPERAND = "a number, a name, '(' or a function call"
+_OPERATOR = "an operator (+ - * / **)"
+
+
+class ExprError(GraphgradError, ValueError):
+    """A bad expression or bad ``name=value`` list; ``column`` is 1-based (or ``None``)."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+    def __str__(self) -> str:
+        where = f"at column {self.column}: " if self.column is not None else ""
+        return where + self.message
+
+
+# ------------------------------------------------------------------------------- tokens
+
+
+def _tokens(text: str) -> list[tokenize.TokenInfo]:
+    """Python's tokens of ``text`` (up to the point where the tokenizer gives up)."""
+    out = []
+    gen = tokenize.generate_tokens(io.StringIO(text).readline)
+    while True:
+        try:
+            tok = next(gen)
+        except StopIteration:
+            break
+        except tokenize.TokenError as e:
+            if "EOF in multi-line" in str(e.args[0]):
+                break  # an unclosed '(' (or a stray ')'): the checker names it
+            raise ExprError(f"cannot read the expression ({e.args[0]})") from None
+        except (SyntaxError, IndentationError) as e:
+            raise ExprError(f"cannot read the expression ({e.msg})", e.offset) from None
+        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+            continue
+        if tok.type == tokenize.ERRORTOKEN and not tok.string.strip():
+            continue  # the tokenizer reports the blank before a bad character too
+        if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT):
+            raise ExprError(f"unexpected {tokenize.tok_name[tok.type].lower()}", tok.start[1] + 1)
+        out.append(tok)
+    return out
+
+
+def _show(tok: tokenize.TokenInfo) -> str:
+    return repr(tok.string) if tok.string else tokenize.tok_name[tok.type]
+
+
+def _check_tokens(text: str) -> None:
+    """Raise :class:`ExprError` at the first token that cannot follow the ones before it."""
+    toks = _tokens(text)
+    if not toks:
+        raise ExprError(f"the expression is empty; expected {_OPERAND}", 1)
+    expect_operand = True
+    opened: list[tuple[str, int, str]] = []  # ("group" | "call", column, function name)
+    for k, tok in enumerate(toks):
+        col = tok.start[1] + 1
+        s = tok.string
+        nxt = toks[k + 1].string if k + 1 < len(toks) else ""
+        if expect_operand:
+            if tok.type == tokenize.NUMBER:
+                expect_operand = False
+            elif tok.type == tokenize.NAME and s in FUNCTIONS:
+                if nxt != "(":
+                    raise ExprError(f"'{s}' is a function: call it as {s}(...)", col)
+            elif tok.type == tokenize.NAME and s.isidentifier() and not _is_keyword(s):
+                if nxt == "(":
+                    raise ExprError(
+                        f"unknown function '{s}'; expected one of {', '.join(FUNCTIONS)}", col
+                    )
+                expect_operand = False
+            elif s == "(":
+                prev = toks[k - 1].string if k > 0 else ""
+                opened.append(("call" if prev in FUNCTIONS else "group", col, prev))
+            elif s in ("-", "+"):
+                pass  # unary sign
+            elif s == ")" and opened and opened[-1][0] == "call" and toks[k - 1].string == "(":
+                fn = opened[-1][2]
+                raise ExprError(f"{fn}() needs an argument; expected {_OPERAND}", col)
+            else:
+                raise ExprError(f"expected {_OPERAND}, got {_show(tok)}", col)
+        else:
+            if tok.type == tokenize.OP and s in _OPERATORS:
+                expect_operand = True
+            elif s == ")":
+                if not opened:
+                    raise ExprError(f"unmatched ')'; expected {_OPERATOR}", col)
+                opened.pop()
+            elif s == ",":
+                if not opened or opened[-1][0] != "call":
+                    close = " or ')'" if opened else ""
+                    raise ExprError(
+                        f"',' outside a function call; expected {_OPERATOR}{close}", col
+                    )
+                expect_operand = True
+            else:
+                close = " or ')'" if opened else ""
+                if opened and opened[-1][0] == "call":
+                    close = ", ',' or ')'"
+                raise ExprError(f"expected {_OPERATOR}{close}, got {_show(tok)}", col)
+    end = len(text.rstrip()) + 1
+    if expect_operand:
+        raise ExprError(f"the expression ends too early; expected {_OPERAND}", end)
+    if opened:
+        kind, col, fn = opened[-1]
+        what = f"the call of {fn}" if kind == "call" else "'('"
+        raise ExprError(f"{what} at column {col} is never closed; expected ')'", end)
+
+
+def _is_keyword(s: str) -> bool:
+    import keyword
+
+    return keyword.iskeyword(s)
+
+
+# ---------------------------------------------------------------------------------- tree
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A checked expression: its text, its tree and its variable names (in order of first use)."""
+
+    text: str
+    tree: ast.Expression
+    names: tuple[str, ...]
+
+
+def parse(text: str) -> Parsed:
+    """Check ``text`` and return its tree; raises :class:`ExprError` naming the column."""
+    if not isinstance(text, str):
+        raise TypeError(f"parse: expected a string, got {type(text).__name__}")
+    if "\n" in text.strip() or "\r" in text:
+        raise ExprError("the expression must be on one line")
+    text = text.strip()
+    _check_tokens(text)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ExprError(e.msg, e.offset) from None
+    except (RecursionError, MemoryError):
+        raise ExprError("the expression is too deeply nested for Python's parser") from None
+    names: list[str] = []
+    stack: list[ast.AST] = [tree.body]
+    while stack:
+        node = stack.pop()
+        col = getattr(node, "col_offset", None)
+        col = col + 1 if col is not None else None
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINARY:
+                raise ExprError(f"operator not allowed; expected {_OPERATOR}", col)
+            stack += [node.right, node.left]
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, ast.USub | ast.UAdd):
+                raise ExprError("only unary '-' and '+' are allowed", col)
+            stack.append(node.operand)
+        elif isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ExprError(f"only real numbers are allowed, got {v!r}", col)
+        elif isinstance(node, ast.Name):
+            if node.id in FUNCTIONS:
+                raise ExprError(f"'{node.id}' is a function: call it as {node.id}(...)", col)
+            if node.id not in names:
+                names.append(node.id)
+        elif isinstance(node, ast.Call):
+            fn = node.func.id if isinstance(node.func, ast.Name) else None
+            if fn not in FUNCTIONS:
+                raise ExprError(f"unknown function; expected one of {', '.join(FUNCTIONS)}", col)
+            lo, hi = FUNCTIONS[fn]
+            if node.keywords or not lo <= len(node.args) <= hi:
+                want = str(lo) if lo == hi else f"{lo} or {hi}"
+                raise ExprError(f"{fn}() takes {want} positional argument(s)", col)
+            if (
+                len(node.args) == 2
+                and fn in ("leaky_relu", "elu")
+                and _number(node.args[1]) is None
+            ):
+                raise ExprError(f"the second argument of {fn}() must be a number", col)
+            stack += list(reversed(node.args))
+        else:
+            raise ExprError(
+                f"{type(node).__name__} is not allowed; expected numbers, names, "
+                f"{' '.join(_OPERATORS)} and the functions {', '.join(FUNCTIONS)}",
+                col,
+            )
+    return Parsed(text=text, tree=tree, names=tuple(names))
+
+
+def _number(node: ast.AST) -> float | None:
+    """The value of a number literal, or of ``-number``; ``None`` for anything else."""
+    sign = 1.0
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = -sign if isinstance(node.op, ast.USub) else sign
+        node = node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        if isinstance(node.value, bool):
+            return None
+        return sign * float(node.value)
+    return None
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    expr: str | Parsed, values: Mapping[str, float], *, name_nodes: bool = True
+) -> tuple[Scalar, dict[str, Scalar]]:
+    """Build the Scalar graph of ``expr`` with its names bound to ``values``.
+
+    Returns:
+        ``(output, leaves)``: the output node and ``{name: leaf Scalar}``.
+
+    Raises:
+        ExprError: a bad expression, or a name without a value (the message lists the names
+            that were given values).
+    """
+    parsed = expr if isinstance(expr, Parsed) else parse(expr)
+    missing = [n for n in parsed.names if n not in values]
+    if missing:
+        col = _column_of(parsed, missing[0])
+        given = ", ".join(sorted(values)) if values else "none"
+        raise ExprError(f"unknown name '{missing[0]}'; names given values: {given}", col)
+    leaves = {n: Scalar(values[n], name=n) for n in parsed.names}
+    results: list[Scalar | float] = []
+    stack: list[tuple[ast.AST, bool]] = [(parsed.tree.body, False)]
+    while stack:
+        node, done = stack.pop()
+        num = _number(node)
+        if num is not None:
+            results.append(num)
+            continue
+        if isinstance(node, ast.Name):
+            results.append(leaves[node.id])
+            continue
+        if not done:
+            stack.append((node, True))
+            if isinstance(node, ast.BinOp):
+                stack += [(node.right, False), (node.left, False)]
+            elif isinstance(node, ast.UnaryOp):
+                stack.append((node.operand, False))
+            elif isinstance(node, ast.Call):
+                stack += [(a, False) for a in reversed(node.args)]
+            continue
+        col = node.col_offset + 1  # type: ignore[attr-defined]
+        try:
+            results.append(_apply(node, results))
+        except (ValueError, ZeroDivisionError, OverflowError) as e:
+            raise ExprError(f"cannot evaluate: {e}", col) from None
+    out = results.pop()
+    root = out if isinstance(out, Scalar) else Scalar(out, requires_grad=False)
+    if name_nodes:
+        _name_nodes(root, taken=set(parsed.names) | set(FUNCTIONS))
+    return root, leaves
+
+
+def _apply(node: ast.AST, results: list[Any]) -> Any:
+    if isinstance(node, ast.BinOp):
+        right = results.pop()
+        left = results.pop()
+        left, right = _as_node(left), _as_node(right)
+        op = type(node.op)
+        if op is ast.Add:
+            return left + right
+        if op is ast.Sub:
+            return left - right
+        if op is ast.Mult:
+            return left * right
+        if op is ast.Div:
+            return left / right
+        return left**right
+    if isinstance(node, ast.UnaryOp):
+        x = results.pop()
+        return -_as_node(x) if isinstance(node.op, ast.USub) else x
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    fn = node.func.id
+    args = [results.pop() for _ in node.args][::-1]
+    x = _as_node(args[0])
+    if fn == "maximum":
+        return x.maximum(_as_node(args[1]))
+    if fn in ("leaky_relu", "elu") and len(args) == 2:
+        return getattr(x, fn)(float(args[1]))
+    return getattr(x, fn)()
+
+
+def _as_node(v: Any) -> Scalar:
+    return v if isinstance(v, Scalar) else Scalar(v, requires_grad=False)
+
+
+def _column_of(parsed: Parsed, name: str) -> int | None:
+    for node in ast.walk(parsed.tree):
+        if isinstance(node, ast.Name) and node.id == name:
+            return node.col_offset + 1
+    return None
+
+
+def _letters(taken: set[str]) -> Any:
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        if c not in taken:
+            yield c
+    k = 1
+    while True:
+        if f"v{k}" not in taken:
+            yield f"v{k}"
+        k += 1
+
+
+def _name_nodes(root: Scalar, taken: set[str]) -> None:
+    """Name the unnamed op nodes in creation order with letters not in ``taken``."""
+    from .viz.trace import collect
+
+    fresh = _letters(taken)
+    for n in collect(root):
+        if n._op is not None and not n.name:
+            n.name = next(fresh)
+
+
+# ------------------------------------------------------------------------- name=value lists
+
+
+def parse_values(spec: str | Sequence[str]) -> dict[str, float]:
+    """``"a=2,b=1"`` (or a list of such strings) -> ``{"a": 2.0, "b": 1.0}``."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    out: dict[str, float] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, val = part.partition("=")
+            name, val = name.strip(), val.strip()
+            if not sep or not name or not val:
+                raise ExprError(f"expected NAME=NUMBER pairs separated by commas, got {part!r}")
+            if not name.isidentifier() or _is_keyword(name) or name in FUNCTIONS:
+                raise ExprError(f"{name!r} cannot be a variable name")
+            try:
+                x = float(val)
+            except ValueError:
+                raise ExprError(f"the value of {name} is not a number: {val!r}") from None
+            if not math.isfinite(x):
+                raise ExprError(f"the value of {name} must be finite, got {val}")
+            if name in out:
+                raise ExprError(f"{name} is given twice")
+            out[name] = x
+    return out

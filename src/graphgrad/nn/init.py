@@ -1,0 +1,162 @@
+"""Weight initialisation: plain functions of a shape and a ``numpy.random.Generator``.
+
+A layer computes o = a(W x + b) with W of shape (out, in), so each unit sums ``fan_in = in``
+products w·x. If the inputs have second moment q and the weights are drawn from N(0, σ),
+the pre-activation has variance fan_in · σ² · q. Keeping that variance the same from layer to
+layer (neither vanishing nor exploding, lecture: "preserve signal strength") gives
+
+    σ = gain / sqrt(fan_in)
+
+where the gain undoes what the activation a(·) does to the second moment:
+
+=============  ====================  =========================================================
+activation     gain                  why
+=============  ====================  =========================================================
+identity       1                     LeCun: a linear unit keeps the variance
+sigmoid        1                     LeCun (σ'(0) = 1/4 would suggest 4; 1 is the usual choice)
+tanh           1                     LeCun: tanh is the identity near 0 (PyTorch uses 5/3)
+relu           sqrt(2)               He: ReLU zeroes half of its input, E[relu(z)²] = Var z / 2
+leaky_relu(s)  sqrt(2 / (1 + s²))    He, for the leaky half
+elu            sqrt(2)               treated as ReLU-like (He)
+=============  ====================  =========================================================
+
+Xavier/Glorot averages the forward and backward conditions: σ = gain · sqrt(2 / (fan_in + fan_out)).
+
+Biases start at 0 (``zeros``). Every function returns a new array, float32 unless ``dtype``
+says otherwise; sampling is done directly in that dtype so the result depends only on the
+generator's state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+__all__ = [
+    "SCHEMES",
+    "fans",
+    "gain",
+    "he_normal",
+    "init_std",
+    "lecun_normal",
+    "normal",
+    "xavier_normal",
+    "zeros",
+]
+
+#: The names accepted by :func:`init_std`: ``auto`` picks He or LeCun from the activation.
+SCHEMES = ("auto", "he", "lecun", "xavier")
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of shape (out, in); a 1-D shape (n,) has fan_in = n."""
+    if len(shape) == 0:
+        raise ValueError("fans: a scalar has no fan-in")
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    return int(shape[1]), int(shape[0])
+
+
+def gain(activation: str, param: float | None = None) -> float:
+    """The gain of ``activation`` (see the module's table); ``param`` is leaky_relu's slope.
+
+    Raises:
+        ValueError: an unknown activation name.
+    """
+    name = activation.lower()
+    if name in ("identity", "linear", "none", "sigmoid", "tanh"):
+        return 1.0
+    if name in ("relu", "elu"):
+        return math.sqrt(2.0)
+    if name == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1.0 + slope * slope))
+    raise ValueError(
+        f"gain: unknown activation {activation!r}; expected identity, sigmoid, tanh, relu, "
+        f"leaky_relu or elu"
+    )
+
+
+def init_std(
+    shape: tuple[int, ...],
+    activation: str = "relu",
+    scheme: str = "auto",
+    param: float | None = None,
+) -> float:
+    """The σ of N(0, σ) for a weight of ``shape`` (out, in) feeding ``activation``.
+
+    Args:
+        shape: the weight's shape, (out, in).
+        activation: the activation that follows the layer (its gain is used).
+        scheme: ``"auto"`` (gain(activation) / sqrt(fan_in): He for ReLU-like activations,
+            LeCun for identity/sigmoid/tanh), ``"he"`` (sqrt(2 / fan_in) whatever the
+            activation), ``"lecun"`` (1 / sqrt(fan_in)) or ``"xavier"``
+            (gain · sqrt(2 / (fan_in + fan_out))).
+        param: leaky_relu's slope.
+    """
+    fan_in, fan_out = fans(shape)
+    if scheme == "auto":
+        return gain(activation, param) / math.sqrt(fan_in)
+    if scheme == "he":
+        return math.sqrt(2.0 / fan_in)
+    if scheme == "lecun":
+        return 1.0 / math.sqrt(fan_in)
+    if scheme == "xavier":
+        return gain(activation, param) * math.sqrt(2.0 / (fan_in + fan_out))
+    raise ValueError(f"init_std: unknown scheme {scheme!r}; expected one of {SCHEMES}")
+
+
+def zeros(
+    shape: tuple[int, ...], rng: np.random.Generator | None = None, dtype: DTypeLike = np.float32
+) -> np.ndarray:
+    """All zeros (``rng`` is accepted for a uniform signature and not used)."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def normal(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    std: float = 1.0,
+    dtype: DTypeLike = np.float32,
+) -> np.ndarray:
+    """Samples of N(0, std) of the given shape, drawn in ``dtype``."""
+    dt: Any = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"normal: dtype must be float32 or float64, got {dt}")
+    out = rng.standard_normal(shape, dtype=dt)
+    out *= dt.type(std)
+    return out
+
+
+def he_normal(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    slope: float = 0.0,
+    dtype: DTypeLike = np.float32,
+) -> np.ndarray:
+    """He (Kaiming) normal: σ = sqrt(2 / ((1 + slope²) · fan_in)); for ReLU (slope 0) and
+    leaky ReLU."""
+    fan_in, _ = fans(shape)
+    return normal(shape, rng, math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in)), dtype)
+
+
+def lecun_normal(
+    shape: tuple[int, ...], rng: np.random.Generator, dtype: DTypeLike = np.float32
+) -> np.ndarray:
+    """LeCun normal: σ = 1 / sqrt(fan_in); for identity, tanh and sigmoid."""
+    fan_in, _ = fans(shape)
+    return normal(shape, rng, 1.0 / math.sqrt(fan_in), dtype)
+
+
+def xavier_normal(
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    gain: float = 1.0,
+    dtype: DTypeLike = np.float32,
+) -> np.ndarray:
+    """Xavier (Glorot) normal: σ = gain · sqrt(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = fans(shape)
+    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype)

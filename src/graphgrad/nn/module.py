@@ -1,0 +1,190 @@
+"""``Module``: a callable that owns named parameters and sub-modules, PyTorch-style.
+
+Assigning a Tensor with ``requires_grad=True`` to an attribute registers it as a parameter;
+assigning a Module registers it as a sub-module. Names are dotted paths (``"0.weight"``,
+``"encoder.2.bias"``), the same as PyTorch's, so weights saved from a graphgrad model load
+into the matching ``torch.nn`` model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import GraphgradError
+from ..tensor import Tensor
+
+__all__ = ["Module", "StateDictError"]
+
+
+class StateDictError(GraphgradError, ValueError):
+    """A state dict does not fit the model: names missing or unexpected, or shapes differ."""
+
+
+class Module:
+    """Base class of layers and models: override :meth:`forward`, call the module itself.
+
+    Attributes:
+        training: ``True`` after :meth:`train` (the default), ``False`` after :meth:`eval`.
+    """
+
+    training: bool
+    _parameters: dict[str, Tensor]
+    _modules: dict[str, Module]
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            raise AttributeError(
+                f"{type(self).__name__}: call super().__init__() before assigning {name!r}"
+            )
+        modules = self._modules
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Tensor) and value.requires_grad:
+            params[name] = value
+        elif isinstance(value, Module):
+            modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, value: Tensor | None) -> None:
+        """Register ``value`` (a Tensor that requires a gradient) as parameter ``name``."""
+        if value is not None and not (isinstance(value, Tensor) and value.requires_grad):
+            raise TypeError(f"register_parameter({name!r}): expected a Tensor with requires_grad")
+        setattr(self, name, value)
+
+    def add_module(self, name: str, module: Module) -> None:
+        """Register ``module`` as sub-module ``name``."""
+        if not isinstance(module, Module):
+            raise TypeError(f"add_module({name!r}): expected a Module, got {type(module).__name__}")
+        setattr(self, name, module)
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; subclasses override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(dotted name, module) for this module ("" unless ``prefix``) and every descendant."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            name, mod = stack.pop()
+            if id(mod) in seen:
+                continue
+            seen.add(id(mod))
+            yield name, mod
+            children = [(f"{name}.{k}" if name else k, m) for k, m in mod._modules.items()]
+            stack.extend(reversed(children))
+
+    def children(self) -> Iterator[Module]:
+        """The direct sub-modules, in registration order."""
+        yield from self._modules.values()
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, parameter) for every parameter, in registration order; a parameter
+        shared between modules is listed once, under its first name."""
+        seen: set[int] = set()
+        for mod_name, mod in self.named_modules():
+            for pname, p in mod._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{pname}" if mod_name else pname), p
+
+    def parameters(self) -> list[Tensor]:
+        """Every parameter, in the order of :meth:`named_parameters`."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        """dim(θ): the number of scalar parameters."""
+        return sum(p.data.size for p in self.parameters())
+
+    def zero_grad(self) -> None:
+        """Forget accumulated gradients (``p.grad = None`` for every parameter)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode on this module and its descendants; returns self."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Set evaluation mode (``train(False)``); returns self."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Name -> a copy of the parameter's array, in :meth:`named_parameters` order."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the parameters, in place (optimisers keep working).
+
+        Args:
+            state: name -> array (or Tensor), e.g. from :meth:`state_dict` or a safetensors file.
+            strict: every parameter must be present and no other name may appear.
+
+        Raises:
+            StateDictError: names missing or unexpected (with ``strict``), or shapes that
+                differ; the message lists every problem. Nothing is copied in that case.
+        """
+        params = dict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params]
+        bad_shape = []
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in state.items():
+            if name not in params:
+                continue
+            arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+            if arr.shape != params[name].shape:
+                bad_shape.append(f"{name}: expected {params[name].shape}, got {arr.shape}")
+            arrays[name] = arr
+        problems = []
+        if strict and missing:
+            problems.append(f"missing: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected: {', '.join(unexpected)}")
+        if bad_shape:
+            problems.append(f"shape mismatch: {'; '.join(bad_shape)}")
+        if problems:
+            raise StateDictError(
+                f"load_state_dict into {type(self).__name__}: " + " | ".join(problems)
+            )
+        for name, arr in arrays.items():
+            np.copyto(params[name].data, arr, casting="same_kind")
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        """The arguments shown between the parentheses of ``repr``."""
+        return ""
+
+    def __repr__(self) -> str:
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not self._modules:
+            return head + ")"
+        lines = [head]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return "\n".join(lines) + "\n)"

@@ -1,0 +1,92 @@
+"""Adam (Kingma & Ba, 2015), in PyTorch's formulation, with optional L2 weight decay."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..tensor import Tensor
+from .optimizer import Optimizer
+
+__all__ = ["Adam"]
+
+
+class Adam(Optimizer):
+    """Per step t and parameter θ (g = ∇L(θ), m and v start at 0):
+
+        g ← g + weight_decay · θ                      (if weight_decay)
+        m ← β1 · m + (1 − β1) · g                     first moment
+        v ← β2 · v + (1 − β2) · g²                    second moment
+        θ ← θ − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+
+    which is the bias-corrected update m̂ / (sqrt(v̂) + eps) written as PyTorch computes it.
+    Parameters are updated in place; gradients of ``None`` are skipped.
+
+    Args:
+        params: the parameters.
+        lr: the learning rate (1e-3 is the usual start).
+        betas: (β1, β2).
+        eps: added to sqrt(v̂) for stability.
+        weight_decay: the L2 coefficient added to the gradient.
+    """
+
+    hyper_names = ("lr", "betas", "eps", "weight_decay")
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr)
+        b1, b2 = (float(b) for b in betas)
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        if not eps > 0:
+            raise ValueError(f"Adam: eps must be > 0, got {eps}")
+        if weight_decay < 0:
+            raise ValueError(f"Adam: weight_decay must be >= 0, got {weight_decay}")
+        self.betas = (b1, b2)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def step(self) -> None:
+        lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            w = p.data
+            if wd:
+                g = g + wd * w
+            st = self.state.get(i)
+            if st is None:
+                st = self.state[i] = {
+                    "step": 0,
+                    "exp_avg": np.zeros_like(w),
+                    "exp_avg_sq": np.zeros_like(w),
+                }
+            st["step"] += 1
+            t = st["step"]
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            tmp = self._buffer(i, p)
+            m *= b1
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - b2
+            v += tmp
+            bc1 = 1.0 - b1**t
+            bc2_sqrt = math.sqrt(1.0 - b2**t)
+            np.sqrt(v, out=tmp)
+            tmp /= bc2_sqrt
+            tmp += eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= lr / bc1
+            np.subtract(w, tmp, out=w)

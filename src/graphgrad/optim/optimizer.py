@@ -1,0 +1,135 @@
+"""The optimiser base class: a list of parameters, per-parameter state, ``state_dict``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import GraphgradError
+from ..tensor import Tensor
+
+__all__ = ["Optimizer", "OptimizerStateError"]
+
+
+class OptimizerStateError(GraphgradError, ValueError):
+    """An optimiser state dict does not fit this optimiser (type, parameter count or shapes)."""
+
+
+class Optimizer:
+    """Updates parameters in place from their ``.grad``.
+
+    Subclasses set ``hyper_names`` (the hyper-parameters saved in the state dict) and
+    ``state_names`` (the per-parameter arrays), and implement :meth:`step`.
+
+    Attributes:
+        params: the parameters, in the order given.
+        state: per parameter index, a dict of arrays (and ``"step"``, an int, where used).
+    """
+
+    hyper_names: ClassVar[tuple[str, ...]] = ("lr",)
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
+        self.params: list[Tensor] = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got no parameters to optimise")
+        seen: set[int] = set()
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(
+                    f"{type(self).__name__}: parameter #{i} is not a Tensor with requires_grad=True"
+                )
+            if p.data.dtype.kind != "f":
+                raise TypeError(f"{type(self).__name__}: parameter #{i} is {p.data.dtype}")
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: parameter #{i} is listed twice")
+            seen.add(id(p))
+        if not lr > 0:
+            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
+        self.lr = float(lr)
+        self.state: dict[int, dict[str, Any]] = {}
+        self._scratch: dict[int, np.ndarray] = {}
+
+    def zero_grad(self) -> None:
+        """Forget accumulated gradients (``p.grad = None``)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Apply one update to every parameter that has a gradient."""
+        raise NotImplementedError
+
+    def _buffer(self, i: int, p: Tensor) -> np.ndarray:
+        """A scratch array of p's shape and dtype, reused across steps (not state)."""
+        buf = self._scratch.get(i)
+        if buf is None:
+            buf = self._scratch[i] = np.empty_like(p.data)
+        return buf
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The hyper-parameters, by name."""
+        out: dict[str, Any] = {}
+        for name in self.hyper_names:
+            v = getattr(self, name)
+            out[name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"type", "hyper", "state"}``; ``state`` maps a parameter index to its arrays
+        (copies) and step count. Everything :meth:`load_state_dict` needs to continue."""
+        return {
+            "type": type(self).__name__,
+            "hyper": self.hyperparameters(),
+            "state": {
+                i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                for i, s in self.state.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore hyper-parameters and per-parameter state saved by :meth:`state_dict`.
+
+        Raises:
+            OptimizerStateError: another optimiser type, a parameter index out of range, an
+                unknown state entry or an array of the wrong shape.
+        """
+        name = type(self).__name__
+        if state.get("type") != name:
+            raise OptimizerStateError(f"optimizer state is for {state.get('type')!r}, not {name!r}")
+        new_state: dict[int, dict[str, Any]] = {}
+        for key, entry in dict(state.get("state", {})).items():
+            i = int(key)
+            if not 0 <= i < len(self.params):
+                raise OptimizerStateError(
+                    f"{name} state: parameter index {i} is out of range (the optimiser has "
+                    f"{len(self.params)} parameters)"
+                )
+            p = self.params[i]
+            restored: dict[str, Any] = {}
+            for k, v in entry.items():
+                if k == "step":
+                    restored[k] = int(v)
+                    continue
+                if k not in self.state_names:
+                    raise OptimizerStateError(f"{name} state: unknown entry {k!r} for #{i}")
+                arr = np.asarray(v)
+                if arr.shape != p.shape:
+                    raise OptimizerStateError(
+                        f"{name} state: {k} of parameter #{i} has shape {arr.shape}, the "
+                        f"parameter has {p.shape}"
+                    )
+                restored[k] = np.array(arr, dtype=p.data.dtype, copy=True)
+            new_state[i] = restored
+        hyper = dict(state.get("hyper", {}))
+        for k in hyper:
+            if k not in self.hyper_names:
+                raise OptimizerStateError(f"{name} state: unknown hyper-parameter {k!r}")
+        for k, v in hyper.items():
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self.state = new_state
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self.params)} parameters, {hp})"

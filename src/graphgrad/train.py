@@ -1,0 +1,758 @@
+"""Training: the loop, per-epoch evaluation, history, checkpoints, exact resume, full runs.
+
+Per mini-batch of S samples the loop does what the lecture describes: forward pass,
+L(θ) = (1/S) Σ_s H(o^s, softmax(f(x^s; θ))), backward pass, one optimiser step::
+
+    trainer = Trainer(model, optimizer, batch_size=128, data_seed=0, run_dir="runs/a")
+    history = trainer.fit(x_train, y_train, epochs=15, eval_data=(x_test, y_test))
+
+Reproducibility: the weights come from ``model.seed``; epoch e visits the training set in the
+order ``default_rng([data_seed, e]).permutation(S)`` (the :class:`~graphgrad.data.DataLoader`'s
+rule), so no random state has to be carried between epochs. A checkpoint after each epoch
+holds the weights, the optimiser state, the step counts and the history; resuming from it
+reproduces an uninterrupted run bit for bit.
+
+:func:`run_training` is the whole job behind ``graphgrad train``: data, model, optimiser,
+training, final evaluation, ``metrics.json``, figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from ._atomic import atomic_write_text
+from ._state import no_grad
+from .config import TOY_DATASETS, DataConfig, ModelConfig, OptimConfig, RunConfig
+from .errors import GraphgradError
+from .nn.functional import confusion_matrix
+from .nn.layers import MLP
+from .nn.module import Module
+from .optim import Optimizer, make_optimizer
+from .tensor import Tensor, cross_entropy
+
+__all__ = [
+    "DataSplits",
+    "EvalResult",
+    "RunError",
+    "RunResult",
+    "Trainer",
+    "TrainingDiverged",
+    "build_model",
+    "build_optimizer",
+    "evaluate",
+    "fit",
+    "load_data",
+    "lr_factor",
+    "model_from_checkpoint",
+    "run_training",
+]
+
+LossFn = Callable[[Tensor, Any], Tensor]
+
+
+class TrainingDiverged(GraphgradError, FloatingPointError):
+    """The training loss became NaN or infinite; training stopped."""
+
+
+class RunError(GraphgradError, RuntimeError):
+    """A run cannot start or resume (a run directory in the way, a config that differs ...)."""
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalResult:
+    """Loss and accuracy over a data set, and the predicted class of every sample."""
+
+    loss: float
+    accuracy: float
+    predictions: np.ndarray
+
+
+def evaluate(
+    model: Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 1000,
+    loss_fn: LossFn = cross_entropy,
+) -> EvalResult:
+    """Mean loss and accuracy of ``model`` on (x (S, D), y (S,)), in batches, under no_grad.
+
+    The model is put in eval mode and restored to its previous mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    preds = np.empty(len(y), dtype=np.int64)
+    try:
+        with no_grad():
+            for start in range(0, len(y), batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                logits = model(xb)
+                total += float(loss_fn(logits, yb).data) * len(yb)
+                p = np.argmax(logits.data, axis=1)
+                preds[start : start + len(yb)] = p
+                correct += int(np.count_nonzero(p == yb))
+    finally:
+        model.train(was_training)
+    n = max(len(y), 1)
+    return EvalResult(total / n, correct / n, preds)
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The multiplier of the base learning rate at optimiser step ``step`` (0-based) of
+    ``total_steps``: 1 for ``"constant"``; (1 + cos(π · step / total_steps)) / 2 for
+    ``"cosine"`` (1 at the first step, decaying smoothly towards 0 at the last)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - only without the extra
+        raise ImportError(
+            "progress bars need tqdm: pip install 'graphgrad[train]' (or turn progress off: "
+            "progress=False, --no-progress)"
+        ) from None
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Mini-batch training of a classifier with per-epoch evaluation and checkpoints.
+
+    Args:
+        model: maps x (S, D) to logits (S, T).
+        optimizer: over ``model.parameters()``.
+        batch_size: S per step (the last batch of an epoch may be smaller).
+        data_seed: seeds the shuffling: epoch e uses ``default_rng([data_seed, e])``.
+        loss_fn: ``loss_fn(logits, labels)`` -> a 0-d Tensor (default: cross-entropy).
+        eval_batch_size: batch size for evaluation (no gradients, so larger).
+        run_dir: write a checkpoint to ``run_dir/checkpoints/epoch-NNNN`` after every epoch.
+        keep_checkpoints: how many epoch checkpoints to keep.
+        checkpoint_extra: more entries for each ``checkpoint.json`` (config, seeds ...).
+        progress: show a tqdm progress bar per epoch (loss and throughput).
+        log: called with one line per epoch (default: print to stderr); None for silence.
+        callbacks: ``cb(trainer, record)`` after each epoch (and its checkpoint).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (over all steps of ``fit``'s epochs;
+            see :func:`lr_factor`). Resuming an interrupted run reproduces it exactly; a
+            cosine run extended to more epochs follows the new, longer schedule.
+        base_lr: the learning rate the schedule scales (default: the optimiser's lr now).
+
+    Attributes:
+        epoch: epochs completed.
+        step: optimiser steps taken.
+        history: one dict per completed epoch: ``epoch, step, train_loss, train_accuracy,
+            eval_loss, eval_accuracy, eval_split, seconds, samples_per_second, lr``.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        optimizer: Optimizer,
+        *,
+        batch_size: int,
+        data_seed: int = 0,
+        loss_fn: LossFn = cross_entropy,
+        eval_batch_size: int = 1000,
+        run_dir: str | os.PathLike[str] | None = None,
+        keep_checkpoints: int = 1,
+        checkpoint_extra: dict[str, Any] | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
+        lr_schedule: str = "constant",
+        base_lr: float | None = None,
+    ) -> None:
+        lr_factor(lr_schedule, 0, 1)  # validates the name
+        if batch_size < 1:
+            raise ValueError(f"Trainer: batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.optimizer = optimizer
+        self.batch_size = int(batch_size)
+        self.data_seed = int(data_seed)
+        self.loss_fn = loss_fn
+        self.eval_batch_size = int(eval_batch_size)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.keep_checkpoints = int(keep_checkpoints)
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.progress = progress
+        self.log = log if log is not None else _stderr
+        self.callbacks = list(callbacks)
+        self.lr_schedule = lr_schedule
+        self.base_lr = float(base_lr if base_lr is not None else optimizer.lr)
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ state
+    def resume_from(self, checkpoint: ckpt.Checkpoint | str | os.PathLike[str]) -> None:
+        """Load weights, optimiser state, epoch, step and history from a checkpoint."""
+        c = (
+            checkpoint
+            if isinstance(checkpoint, ckpt.Checkpoint)
+            else ckpt.load_checkpoint(checkpoint)
+        )
+        self.model.load_state_dict(c.weights)
+        if c.optimizer is None:
+            raise ckpt.CheckpointError(f"{c.path}: holds no optimizer state; cannot resume")
+        self.optimizer.load_state_dict(c.optimizer)
+        self.epoch, self.step = c.epoch, c.step
+        self.history = list(c.meta.get("history", []))
+        self.last_checkpoint = c.path
+
+    def save_checkpoint(self) -> Path:
+        """Write ``run_dir/checkpoints/epoch-NNNN`` now (and prune older ones)."""
+        if self.run_dir is None:
+            raise RunError("Trainer.save_checkpoint: no run_dir was given")
+        base = self.run_dir / "checkpoints"
+        base.mkdir(parents=True, exist_ok=True)
+        extra = {
+            **self.checkpoint_extra,
+            "history": self.history,
+            "rng": {
+                "data_seed": self.data_seed,
+                "shuffle": "epoch e: numpy.random.default_rng([data_seed, e]).permutation(S)",
+                "next_epoch": self.epoch,
+            },
+        }
+        path = ckpt.save_checkpoint(
+            base / f"epoch-{self.epoch:04d}",
+            self.model,
+            self.optimizer,
+            epoch=self.epoch,
+            step=self.step,
+            extra=extra,
+        )
+        ckpt.prune_checkpoints(self.run_dir, self.keep_checkpoints)
+        self.last_checkpoint = path
+        return path
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        epochs: int,
+        eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+        eval_split: str = "eval",
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are complete (counting those already done).
+
+        Args:
+            x: (S, D) training inputs.
+            y: (S,) integer labels.
+            epochs: the total number of epochs (after :meth:`resume_from`, the remaining
+                ones are run).
+            eval_data: (x, y) evaluated after every epoch.
+            eval_split: its name in the history and logs ("val", "test").
+
+        Returns:
+            The history (also in ``self.history``).
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite (the message says where; the
+                last checkpoint is from before).
+        """
+        from .data import DataLoader
+
+        if len(x) != len(y):
+            raise ValueError(f"fit: {len(x)} inputs but {len(y)} labels")
+        loader = DataLoader((x, y), self.batch_size, shuffle=True, seed=self.data_seed)
+        while self.epoch < epochs:
+            loader.set_epoch(self.epoch)
+            # Overflow/NaN are caught by the loss check with a clear message (TrainingDiverged);
+            # NumPy's RuntimeWarnings on the way there would only add noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                record = self._train_epoch(loader, epochs)
+            if eval_data is not None:
+                ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
+                record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
+            self.history.append(record)
+            self.log(_epoch_line(record, epochs))
+            if self.run_dir is not None:
+                self.save_checkpoint()
+            for cb in self.callbacks:
+                cb(self, record)
+        return self.history
+
+    def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
+        model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        model.train()
+        e = self.epoch + 1
+        bar = _progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        seen, correct, loss_sum = 0, 0, 0.0
+        t0 = time.perf_counter()
+        try:
+            for b, (xb, yb) in enumerate(loader):
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                value = float(loss.data)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"the training loss is {value} at epoch {e}, batch {b + 1} of "
+                        f"{len(loader)} (optimizer step {self.step + 1}); training stopped. "
+                        f"The last checkpoint is from before "
+                        f"({self.last_checkpoint or 'none written'}). Try a smaller learning "
+                        f"rate (now {opt.lr})."
+                    )
+                opt.zero_grad()
+                loss.backward()
+                if schedule != "constant":
+                    opt.lr = base_lr * lr_factor(schedule, self.step, total)
+                opt.step()
+                self.step += 1
+                n = len(yb)
+                seen += n
+                loss_sum += value * n
+                correct += int(np.count_nonzero(np.argmax(logits.data, axis=1) == yb))
+                if bar is not None:
+                    bar.update(1)
+                    if b % 20 == 0:
+                        rate = seen / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{rate:,.0f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        self.epoch += 1
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "eval_loss": None,
+            "eval_accuracy": None,
+            "eval_split": None,
+            "seconds": seconds,
+            "samples_per_second": seen / max(seconds, 1e-9),
+            "lr": opt.lr,
+        }
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    text = (
+        f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} "
+        f"acc {100 * r['train_accuracy']:.2f}%"
+    )
+    if r.get("eval_accuracy") is not None:
+        text += f"  {r['eval_split']} loss {r['eval_loss']:.4f} acc {100 * r['eval_accuracy']:.2f}%"
+    return text + f"  {r['seconds']:.1f} s ({r['samples_per_second']:,.0f} samples/s)"
+
+
+def fit(
+    model: Module,
+    optimizer: Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    data_seed: int = 0,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    loss_fn: LossFn = cross_entropy,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` in place for ``epochs`` epochs; returns the history.
+
+    A :class:`Trainer` without checkpoints or progress bars (see it for the arguments).
+    """
+    trainer = Trainer(
+        model,
+        optimizer,
+        batch_size=batch_size,
+        data_seed=data_seed,
+        loss_fn=loss_fn,
+        progress=progress,
+        log=log if log is not None else (lambda _line: None),
+    )
+    return trainer.fit(x, y, epochs, eval_data)
+
+
+# ------------------------------------------------------------------------- data, model
+
+
+@dataclass
+class DataSplits:
+    """Arrays for a run: training, per-epoch evaluation and final test data.
+
+    Attributes:
+        x_train, y_train: (S, D) float, (S,) int64.
+        x_eval, y_eval: evaluated after each epoch: a validation split or the test set.
+        eval_split: ``"val"`` or ``"test"``.
+        x_test, y_test: the test set.
+        classes: the T class names.
+        image_shape: (28, 28), (3, 32, 32), or None for non-image data.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    eval_split: str
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+    image_shape: tuple[int, ...] | None
+    source: str = ""
+
+    @property
+    def num_features(self) -> int:
+        """D."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        """T."""
+        return len(self.classes)
+
+
+def _subset(n: int, k: int, seed: int, salt: int) -> np.ndarray:
+    """k of n indices, chosen by ``default_rng([seed, salt])``, in increasing order."""
+    return np.sort(np.random.default_rng([seed, salt]).permutation(n)[:k])
+
+
+def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = True) -> DataSplits:
+    """Load the data set a config names, as float (S, D) inputs in [0, 1] and int64 labels.
+
+    Image pixels are scaled by 1/255; toy sets are drawn from ``default_rng([seed, 1000])``
+    (training) and ``[seed, 1001]`` (test). Subsets and the validation split are chosen by
+    generators derived from ``cfg.seed`` too, so the data are a function of the config.
+
+    Raises:
+        graphgrad.data.DatasetNotFoundError: the files are not there (the message says how
+            to get them).
+    """
+    from . import data as D
+
+    image_shape: tuple[int, ...] | None
+    if cfg.dataset in TOY_DATASETS:
+        fn = getattr(D, cfg.dataset)
+        x_tr, y_tr = fn(cfg.toy_samples, rng=np.random.default_rng([cfg.seed, 1000]))
+        x_te, y_te = fn(max(cfg.toy_samples // 4, 4), rng=np.random.default_rng([cfg.seed, 1001]))
+        t = int(max(y_tr.max(), y_te.max())) + 1
+        classes: tuple[str, ...] = tuple(str(i) for i in range(t))
+        image_shape, source = None, f"{cfg.dataset} (toy, seed {cfg.seed})"
+    else:
+        root = cfg.root or None
+        if cfg.dataset == "cifar10":
+            cls: Any = D.CIFAR10
+            image_shape = (3, 32, 32)
+        else:
+            cls = D.FashionMNIST if cfg.dataset == "fashion-mnist" else D.MNIST
+            image_shape = (28, 28)
+        test = cls(root, train=False)
+        x_te, y_te = test.arrays()
+        if with_train:
+            train = cls(root, train=True)
+            x_tr, y_tr = train.arrays()
+        else:
+            x_tr, y_tr = x_te[:0], y_te[:0]
+        classes = tuple(test.classes)
+        source = str(getattr(test, "folder", getattr(test, "source", "")))
+    if cfg.train_subset and cfg.train_subset < len(y_tr):
+        idx = _subset(len(y_tr), cfg.train_subset, cfg.seed, 2)
+        x_tr, y_tr = x_tr[idx], y_tr[idx]
+    if cfg.test_subset and cfg.test_subset < len(y_te):
+        idx = _subset(len(y_te), cfg.test_subset, cfg.seed, 3)
+        x_te, y_te = x_te[idx], y_te[idx]
+    x_tr = np.ascontiguousarray(x_tr, dtype=dtype)
+    x_te = np.ascontiguousarray(x_te, dtype=dtype)
+    y_tr, y_te = y_tr.astype(np.int64, copy=False), y_te.astype(np.int64, copy=False)
+    if cfg.val_fraction > 0 and with_train:
+        tr, va = D.train_val_split(
+            len(y_tr), cfg.val_fraction, np.random.default_rng([cfg.seed, 4])
+        )
+        x_ev, y_ev = x_tr[va], y_tr[va]
+        x_tr, y_tr = x_tr[tr], y_tr[tr]
+        split = "val"
+    else:
+        x_ev, y_ev, split = x_te, y_te, "test"
+    return DataSplits(x_tr, y_tr, x_ev, y_ev, split, x_te, y_te, classes, image_shape, source)
+
+
+def build_model(
+    cfg: ModelConfig, in_features: int, out_features: int, dtype: Any = np.float32
+) -> MLP:
+    """The MLP a config describes, its weights drawn from ``default_rng(cfg.seed)``."""
+    hidden: tuple[int, ...] = () if cfg.kind == "linear" else cfg.hidden
+    return MLP(
+        in_features,
+        hidden,
+        out_features,
+        cfg.activation,
+        init=cfg.init,
+        std=cfg.init_std if cfg.init == "normal" else None,
+        rng=np.random.default_rng(cfg.seed),
+        dtype=dtype,
+    )
+
+
+def build_optimizer(cfg: OptimConfig, params: Sequence[Tensor]) -> Optimizer:
+    """The optimiser a config describes."""
+    return make_optimizer(
+        cfg.name,
+        params,
+        cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        betas=(cfg.betas[0], cfg.betas[1]),
+        eps=cfg.eps,
+        nesterov=cfg.nesterov,
+    )
+
+
+def model_from_checkpoint(
+    checkpoint: ckpt.Checkpoint | str | os.PathLike[str],
+) -> tuple[MLP, RunConfig, dict[str, Any]]:
+    """Rebuild the model saved in a checkpoint (or a run directory's newest one).
+
+    Returns:
+        (model with the saved weights, the run's config, the ``model`` entry of
+        ``checkpoint.json``: sizes, classes, image shape).
+    """
+    c = checkpoint if isinstance(checkpoint, ckpt.Checkpoint) else ckpt.load_checkpoint(checkpoint)
+    if c.config is None or "model" not in c.meta:
+        raise ckpt.CheckpointError(
+            f"{c.path / ckpt.CHECKPOINT_JSON}: no config/model entry; it was not written by "
+            "graphgrad train"
+        )
+    cfg = RunConfig.from_dict(c.config, str(c.path / ckpt.CHECKPOINT_JSON))
+    info = c.meta["model"]
+    dtype = np.dtype(cfg.train.dtype)
+    model = build_model(cfg.model, int(info["in_features"]), int(info["out_features"]), dtype)
+    model.load_state_dict(c.weights)
+    return model, cfg, info
+
+
+# -------------------------------------------------------------------------- whole runs
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_training` produced."""
+
+    run_dir: Path
+    model: MLP
+    history: list[dict[str, Any]]
+    test: EvalResult
+    checkpoint: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def run_training(
+    cfg: RunConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Train, evaluate and report as ``cfg`` says; everything goes into the directory ``out``.
+
+    ``out`` receives ``config.toml`` (the resolved config: ``graphgrad train --config
+    out/config.toml`` reproduces the run), ``run.json`` (seeds, library versions, data),
+    ``checkpoints/epoch-NNNN/`` after every epoch, ``metrics.json`` (history, test results,
+    confusion matrix) and the figures ``curves.png``, ``confusion_matrix.png`` and, for
+    images, ``first_layer.png``.
+
+    Args:
+        cfg: the run's configuration.
+        out: the run directory.
+        resume: continue from the newest checkpoint in ``out``; only ``train.epochs`` may
+            differ from the config the run was started with.
+        progress: tqdm progress bars.
+        plots: write the PNG figures (skipped with a message if matplotlib is missing).
+        log: one line per event (default: stderr).
+
+    Raises:
+        RunError: ``out`` already holds a run (without ``resume``), nothing to resume, or
+            a config that differs from the checkpoint's.
+        TrainingDiverged: NaN/Inf loss; ``metrics.json`` records the history until then.
+    """
+    say = log if log is not None else _stderr
+    run_dir = Path(out)
+    latest = ckpt.latest_checkpoint(run_dir)
+    start: ckpt.Checkpoint | None = None
+    if resume:
+        if latest is None:
+            raise RunError(f"{run_dir}: nothing to resume (no checkpoints/epoch-NNNN in it)")
+        start = ckpt.load_checkpoint(latest)
+        if start.config is not None:
+            saved = RunConfig.from_dict(start.config, str(latest / ckpt.CHECKPOINT_JSON))
+            changed = [d for d in saved.diff(cfg) if not d.startswith("train.epochs:")]
+            if changed:
+                raise RunError(
+                    f"{run_dir}: cannot resume with a different configuration (only "
+                    f"train.epochs may change): {'; '.join(changed)}"
+                )
+    elif latest is not None:
+        raise RunError(
+            f"{run_dir} already holds a run (checkpoint {latest.name}); pass --resume to "
+            f"continue it, or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+
+    dtype = np.dtype(cfg.train.dtype)
+    data = load_data(cfg.data, dtype)
+    model = build_model(cfg.model, data.num_features, data.num_classes, dtype)
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    seeds = {"model.seed": cfg.model.seed, "data.seed": cfg.data.seed}
+    model_info = {
+        "in_features": data.num_features,
+        "out_features": data.num_classes,
+        "sizes": list(model.sizes),
+        "activation": model.activation_name,
+        "classes": list(data.classes),
+        "image_shape": list(data.image_shape) if data.image_shape else None,
+        "dataset": cfg.data.dataset,
+    }
+    versions = ckpt.library_versions()
+    _write_json(
+        run_dir / "run.json",
+        {
+            "config": cfg.to_dict(),
+            "seeds": seeds,
+            "versions": versions,
+            "model": model_info,
+            "num_parameters": model.num_parameters(),
+            "data": {
+                "source": data.source,
+                "train_samples": len(data.y_train),
+                "eval_samples": len(data.y_eval),
+                "eval_split": data.eval_split,
+                "test_samples": len(data.y_test),
+            },
+        },
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        batch_size=cfg.train.batch_size,
+        data_seed=cfg.data.seed,
+        eval_batch_size=cfg.train.eval_batch_size,
+        run_dir=run_dir,
+        keep_checkpoints=cfg.train.keep_checkpoints,
+        lr_schedule=cfg.train.lr_schedule,
+        base_lr=cfg.optim.lr,
+        checkpoint_extra={"config": cfg.to_dict(), "seeds": seeds, "model": model_info},
+        progress=progress,
+        log=say,
+    )
+    if start is not None:
+        trainer.resume_from(start)
+        say(f"resuming {run_dir} from {start.path.name} (epoch {start.epoch}, step {start.step})")
+    say(
+        f"training {model.num_parameters():,} parameters {list(model.sizes)} on "
+        f"{len(data.y_train):,} samples of {cfg.data.dataset}; evaluating on "
+        f"{len(data.y_eval):,} ({data.eval_split})"
+    )
+    base = {"config": cfg.to_dict(), "seeds": seeds, "versions": versions, "model": model_info}
+    try:
+        trainer.fit(
+            data.x_train,
+            data.y_train,
+            cfg.train.epochs,
+            (data.x_eval, data.y_eval),
+            data.eval_split,
+        )
+    except TrainingDiverged as e:
+        _write_json(
+            run_dir / "metrics.json",
+            {**base, "status": "diverged", "error": str(e), "history": trainer.history},
+        )
+        raise
+    test = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
+    cm = confusion_matrix(test.predictions, data.y_test, data.num_classes)
+    secs = [h["seconds"] for h in trainer.history]
+    metrics = {
+        **base,
+        "status": "completed",
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "test": {"loss": test.loss, "accuracy": test.accuracy, "samples": len(data.y_test)},
+        "train": {
+            "loss": trainer.history[-1]["train_loss"] if trainer.history else None,
+            "accuracy": trainer.history[-1]["train_accuracy"] if trainer.history else None,
+        },
+        "timing": {
+            "mean_epoch_seconds": float(np.mean(secs)) if secs else None,
+            "total_seconds": float(np.sum(secs)),
+        },
+        "history": trainer.history,
+        "classes": list(data.classes),
+        "confusion_matrix": cm.tolist(),
+        "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None,
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    say(
+        f"test accuracy {100 * test.accuracy:.2f}% (loss {test.loss:.4f}) on "
+        f"{len(data.y_test):,} samples; results in {run_dir}"
+    )
+    if plots:
+        _write_plots(run_dir, cfg, model, trainer.history, cm, data, say)
+    return RunResult(run_dir, model, trainer.history, test, trainer.last_checkpoint, metrics)
+
+
+def _write_plots(
+    run_dir: Path,
+    cfg: RunConfig,
+    model: MLP,
+    history: list[dict[str, Any]],
+    cm: np.ndarray,
+    data: DataSplits,
+    say: Callable[[str], None],
+) -> None:
+    try:
+        from . import plots
+    except ImportError as e:  # pragma: no cover
+        say(f"no figures: {e}")
+        return
+    title = f"{cfg.name or run_dir.name}: {'-'.join(map(str, model.sizes))} {model.activation_name}"
+    try:
+        plots.plot_history(history, run_dir / "curves.png", title)
+        plots.plot_confusion_matrix(cm, data.classes, run_dir / "confusion_matrix.png", title)
+        if data.image_shape is not None and len(model.sizes) >= 2:
+            first = model.linear_layers()[0].weight.data
+            templates = len(model.sizes) == 2  # a linear classifier: one template per class
+            plots.plot_first_layer(
+                first, run_dir / "first_layer.png", data.image_shape,
+                title="class templates w_t" if templates
+                else f"first layer: {min(64, len(first))} of {len(first)} units",
+                labels=data.classes if templates else None,
+            )  # fmt: skip
+    except ImportError as e:
+        say(f"no figures: {e}")

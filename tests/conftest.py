@@ -1,0 +1,11 @@
+"""Shared test settings: float64 random inputs from one seeded generator per test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

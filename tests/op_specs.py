@@ -1,0 +1,246 @@
+"""The one table of gradient-check specs: every differentiable op in the registry has an entry.
+
+A spec says how to call the op on input tensors, the domain each input is drawn from (kept off
+kinks), the shapes to try (scalars, vectors, matrices, (1,n), (m,1) and broadcasting pairs),
+and the tolerance. ``tests/test_ops_gradcheck.py`` turns the table into parametrised float64
+central-difference checks; ``test_every_op_has_a_spec`` makes a spec mandatory for a new op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import graphgrad as gg
+
+Shape = tuple[int, ...]
+
+UNARY_SHAPES: list[tuple[Shape, ...]] = [((),), ((3,),), ((2, 3),), ((1, 3),), ((2, 1),)]
+BINARY_SHAPES: list[tuple[Shape, ...]] = [
+    ((), ()),
+    ((3,), (3,)),
+    ((2, 3), (2, 3)),
+    ((1, 3), (1, 3)),
+    ((2, 1), (2, 1)),
+    ((2, 3), (3,)),
+    ((3,), (2, 3)),
+    ((2, 3), ()),
+    ((), (2, 3)),
+    ((2, 1), (1, 3)),
+    ((1, 3), (2, 1)),
+    ((2, 3), (2, 1)),
+    ((4, 1, 3), (2, 3)),
+]
+
+#: Domains: each draws float64 values of a shape from a generator, away from kinks.
+
+
+def _real(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    # |x| in [0.2, 2]: away from 0, where relu/abs/elu/leaky_relu have kinks
+    mag = rng.uniform(0.2, 2.0, size=shape)
+    return mag * rng.choice([-1.0, 1.0], size=shape)
+
+
+def _pos(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _clipsafe(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    # clip(-0.5, 0.5): keep values away from both boundaries
+    v = rng.uniform(0.1, 0.4, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return np.where(rng.random(shape) < 0.5, v, v * 4)
+
+
+DOMAINS: dict[str, Callable[[np.random.Generator, Shape], np.ndarray]] = {
+    "real": _real,
+    "pos": _pos,
+    "clipsafe": _clipsafe,
+}
+
+
+@dataclass
+class Spec:
+    """How to gradient-check one op."""
+
+    fn: Callable[..., gg.Tensor]
+    domains: tuple[str, ...]
+    shapes: list[tuple[Shape, ...]]
+    atol: float = 1e-6
+    rtol: float = 1e-5
+    distinct: bool = False  # inputs must differ pairwise by > 0.1 (max/min ties are kinks)
+    reduce_distinct: bool = False  # a reduction's elements must be distinct (ties are kinks)
+    ids: list[str] = field(default_factory=list)
+
+
+def _reductions(name: str) -> list[tuple[str, Callable[..., gg.Tensor], list[tuple[Shape, ...]]]]:
+    f = getattr(gg, name)
+    return [
+        (f"{name}-all", lambda x: f(x), UNARY_SHAPES),
+        (f"{name}-axis0", lambda x: f(x, axis=0), UNARY_SHAPES[1:]),
+        (f"{name}-axis-1-keep", lambda x: f(x, axis=-1, keepdims=True), UNARY_SHAPES[1:]),
+        (f"{name}-axes01", lambda x: f(x, axis=(0, 1)), [((2, 3),), ((1, 3),), ((2, 3, 2),)]),
+    ]
+
+
+def _where(x: gg.Tensor, y: gg.Tensor) -> gg.Tensor:
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    cond = np.random.default_rng(7).random(shape) < 0.5
+    return gg.where(cond, x, y)
+
+
+def _ce_int(x: gg.Tensor) -> gg.Tensor:
+    labels = np.arange(x.shape[0]) % x.shape[1]
+    return gg.cross_entropy(x, labels)
+
+
+def _ce_soft(x: gg.Tensor) -> gg.Tensor:
+    t = np.random.default_rng(3).random(x.shape)
+    return gg.cross_entropy(x, t / t.sum(axis=1, keepdims=True))
+
+
+SPECS: dict[str, list[tuple[str, Spec]]] = {
+    "add": [("add", Spec(lambda x, y: x + y, ("real", "real"), BINARY_SHAPES))],
+    "sub": [("sub", Spec(lambda x, y: x - y, ("real", "real"), BINARY_SHAPES))],
+    "mul": [("mul", Spec(lambda x, y: x * y, ("real", "real"), BINARY_SHAPES))],
+    "div": [("div", Spec(lambda x, y: x / y, ("real", "real"), BINARY_SHAPES))],
+    "pow": [
+        ("pow", Spec(lambda x, p: x**p, ("pos", "real"), BINARY_SHAPES)),
+        ("pow-const", Spec(lambda x: x**3, ("real",), UNARY_SHAPES)),
+    ],
+    "neg": [("neg", Spec(lambda x: -x, ("real",), UNARY_SHAPES))],
+    "exp": [("exp", Spec(gg.exp, ("real",), UNARY_SHAPES))],
+    "log": [("log", Spec(gg.log, ("pos",), UNARY_SHAPES))],
+    "sqrt": [("sqrt", Spec(gg.sqrt, ("pos",), UNARY_SHAPES))],
+    "abs": [("abs", Spec(gg.abs, ("real",), UNARY_SHAPES))],
+    "sigmoid": [("sigmoid", Spec(gg.sigmoid, ("real",), UNARY_SHAPES))],
+    "tanh": [("tanh", Spec(gg.tanh, ("real",), UNARY_SHAPES))],
+    "relu": [("relu", Spec(gg.relu, ("real",), UNARY_SHAPES))],
+    "leaky_relu": [
+        ("leaky_relu", Spec(lambda x: gg.leaky_relu(x, 0.1), ("real",), UNARY_SHAPES))
+    ],
+    "elu": [("elu", Spec(lambda x: gg.elu(x, 1.3), ("real",), UNARY_SHAPES))],
+    "maximum": [("maximum", Spec(gg.maximum, ("real", "real"), BINARY_SHAPES, distinct=True))],
+    "minimum": [("minimum", Spec(gg.minimum, ("real", "real"), BINARY_SHAPES, distinct=True))],
+    "where": [("where", Spec(_where, ("real", "real"), BINARY_SHAPES))],
+    "clip": [("clip", Spec(lambda x: gg.clip(x, -0.5, 0.5), ("clipsafe",), UNARY_SHAPES))],
+    "sum": [(i, Spec(f, ("real",), s)) for i, f, s in _reductions("sum")],
+    "mean": [(i, Spec(f, ("real",), s)) for i, f, s in _reductions("mean")],
+    "max": [(i, Spec(f, ("real",), s, reduce_distinct=True)) for i, f, s in _reductions("max")],
+    "min": [(i, Spec(f, ("real",), s, reduce_distinct=True)) for i, f, s in _reductions("min")],
+    "logsumexp": [(i, Spec(f, ("real",), s)) for i, f, s in _reductions("logsumexp")],
+    "softmax": [
+        ("softmax-1", Spec(gg.softmax, ("real",), UNARY_SHAPES[1:])),
+        ("softmax-0", Spec(lambda x: gg.softmax(x, axis=0), ("real",), UNARY_SHAPES[1:])),
+    ],
+    "log_softmax": [
+        ("log_softmax-1", Spec(gg.log_softmax, ("real",), UNARY_SHAPES[1:])),
+        ("log_softmax-0", Spec(lambda x: gg.log_softmax(x, 0), ("real",), UNARY_SHAPES[1:])),
+    ],
+    "cross_entropy": [
+        ("ce-labels", Spec(_ce_int, ("real",), [((4, 3),), ((1, 5),), ((3, 1),)])),
+        ("ce-soft", Spec(_ce_soft, ("real",), [((4, 3),), ((1, 5),)])),
+    ],
+    "matmul": [
+        (
+            "matmul",
+            Spec(
+                gg.matmul,
+                ("real", "real"),
+                [
+                    ((3,), (3,)),
+                    ((2, 3), (3,)),
+                    ((3,), (3, 4)),
+                    ((2, 3), (3, 4)),
+                    ((1, 3), (3, 1)),
+                    ((5, 2, 3), (3, 4)),
+                    ((5, 2, 3), (5, 3, 4)),
+                    ((1, 2, 3), (4, 3, 2)),
+                    ((3,), (5, 3, 4)),
+                    ((5, 2, 3), (3,)),
+                ],
+            ),
+        )
+    ],
+    "linear": [
+        (
+            "linear",
+            Spec(
+                gg.linear,
+                ("real", "real", "real"),
+                [((4, 3), (2, 3), (2,)), ((3,), (2, 3), (2,)), ((5, 4, 3), (2, 3), (2,))],
+            ),
+        ),
+        (
+            "linear-nobias",
+            Spec(lambda x, w: gg.linear(x, w), ("real", "real"), [((4, 3), (2, 3))]),
+        ),
+    ],
+    "reshape": [
+        ("reshape", Spec(lambda x: x.reshape(-1), ("real",), UNARY_SHAPES)),
+        ("reshape-3", Spec(lambda x: x.reshape(3, 2, 1), ("real",), [((2, 3),), ((6,),)])),
+    ],
+    "transpose": [
+        ("T", Spec(lambda x: x.T, ("real",), UNARY_SHAPES)),
+        ("transpose-axes", Spec(lambda x: x.transpose(1, 2, 0), ("real",), [((2, 3, 4),)])),
+    ],
+    "broadcast_to": [
+        ("broadcast_to", Spec(lambda x: gg.broadcast_to(x, (2, 2, 3)), ("real",), UNARY_SHAPES[:2] + UNARY_SHAPES[3:4])),
+    ],
+    "sum_to": [
+        ("sum_to", Spec(lambda x: gg.sum_to(x, (1, 3)), ("real",), [((2, 3),), ((4, 2, 3),)])),
+    ],
+    "getitem": [
+        ("slice", Spec(lambda x: x[1:, ::2], ("real",), [((3, 4),)])),
+        ("int", Spec(lambda x: x[1], ("real",), [((3,),), ((3, 4),)])),
+        ("int-array-repeats", Spec(lambda x: x[[0, 2, 0, 0]], ("real",), [((3,),), ((3, 2),)])),
+        ("bool-mask", Spec(lambda x: x[np.array([True, False, True])], ("real",), [((3,),)])),
+        ("tuple-adv", Spec(lambda x: x[[0, 1, 1], [2, 0, 2]], ("real",), [((2, 3),)])),
+        ("ellipsis-newaxis", Spec(lambda x: x[..., None, 0], ("real",), [((2, 3),)])),
+    ],
+    "index_add": [
+        ("index_add", Spec(lambda x: gg.index_add(x, np.array([0, 2, 0]), (4,)), ("real",), [((3,),)])),
+    ],
+    "concatenate": [
+        ("concat0", Spec(lambda x, y: gg.concatenate([x, y]), ("real", "real"), [((2, 3), (1, 3)), ((3,), (2,))])),
+        ("concat1", Spec(lambda x, y: gg.concatenate([x, y, x], axis=-1), ("real", "real"), [((2, 3), (2, 1))])),
+    ],
+    "stack": [
+        ("stack0", Spec(lambda x, y: gg.stack([x, y]), ("real", "real"), [((), ()), ((2, 3), (2, 3))])),
+        ("stack-1", Spec(lambda x, y: gg.stack([x, y, y], axis=-1), ("real", "real"), [((3,), (3,))])),
+    ],
+}
+
+#: Ops that are deliberately not differentiable (their output never requires a gradient).
+NON_DIFFERENTIABLE = {"lt", "le", "gt", "ge", "eq", "ne", "sign", "argmax"}
+
+
+def sample(spec: Spec, shapes: tuple[Shape, ...], rng: np.random.Generator) -> list[np.ndarray]:
+    """Draw inputs for ``spec`` at ``shapes``, re-drawing until they are off every kink."""
+    for _ in range(100):
+        xs = [DOMAINS[d](rng, s) for d, s in zip(spec.domains, shapes, strict=True)]
+        if spec.distinct and len(xs) == 2:
+            if np.min(np.abs(np.subtract(*np.broadcast_arrays(xs[0], xs[1])))) < 0.1:
+                continue
+        if spec.reduce_distinct:
+            v = np.sort(xs[0].reshape(-1))
+            if v.size > 1 and np.min(np.diff(v)) < 0.05:
+                continue
+        return xs
+    raise RuntimeError("could not draw inputs off the kinks")
+
+
+def cases() -> list[tuple[str, str, Spec, tuple[Shape, ...]]]:
+    """(op name, case id, spec, shapes) for every spec and shape in the table."""
+    out = []
+    for op, entries in SPECS.items():
+        for case_id, spec in entries:
+            for shapes in spec.shapes:
+                out.append((op, f"{case_id}-{'x'.join(map(str, shapes))}", spec, shapes))
+    return out
+
+
+def as_args(arrays: list[np.ndarray]) -> Any:
+    return [gg.Tensor(a, requires_grad=True) for a in arrays]

@@ -1,0 +1,207 @@
+"""Optimisers: updates against hand-computed formulas, against torch.optim, and state dicts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import graphgrad as gg
+from graphgrad import optim
+
+
+def param(values: list[float] | np.ndarray, dtype: type = np.float64) -> gg.Tensor:
+    return gg.Tensor(np.array(values, dtype=dtype), requires_grad=True)
+
+
+GRADS = [np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.3, -0.2]), np.array([-1.0, 0.0, 0.4])]
+START = [1.0, -2.0, 0.5]
+
+
+def run(opt_factory: Callable[[list[gg.Tensor]], optim.Optimizer]) -> np.ndarray:
+    p = param(START)
+    opt = opt_factory([p])
+    for g in GRADS:
+        p.grad = g.copy()
+        opt.step()
+    return p.data
+
+
+def test_plain_sgd() -> None:
+    expected = np.array(START) - 0.1 * sum(GRADS)
+    np.testing.assert_allclose(run(lambda ps: optim.SGD(ps, lr=0.1)), expected, rtol=1e-15)
+
+
+def test_sgd_momentum_weight_decay_by_hand() -> None:
+    lr, mu, wd = 0.1, 0.9, 0.01
+    w = np.array(START)
+    v = None
+    for g in GRADS:
+        g = g + wd * w
+        v = g.copy() if v is None else mu * v + g
+        w = w - lr * v
+    got = run(lambda ps: optim.SGD(ps, lr=lr, momentum=mu, weight_decay=wd))
+    np.testing.assert_allclose(got, w, rtol=1e-14)
+
+
+def test_sgd_nesterov_by_hand() -> None:
+    lr, mu = 0.05, 0.8
+    w, v = np.array(START), None
+    for g in GRADS:
+        v = g.copy() if v is None else mu * v + g
+        w = w - lr * (g + mu * v)
+    got = run(lambda ps: optim.SGD(ps, lr=lr, momentum=mu, nesterov=True))
+    np.testing.assert_allclose(got, w, rtol=1e-14)
+
+
+def test_adam_by_hand() -> None:
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    w = np.array(START)
+    m = np.zeros(3)
+    v = np.zeros(3)
+    for t, g in enumerate(GRADS, start=1):
+        g = g + wd * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    got = run(lambda ps: optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd))
+    np.testing.assert_allclose(got, w, rtol=1e-12)
+
+
+def test_updates_are_in_place_float32_and_skip_missing_grads() -> None:
+    p, q = param(START, np.float32), param([1.0], np.float32)
+    arr = p.data
+    for opt in (optim.SGD([p, q], lr=0.1, momentum=0.9), optim.Adam([p, q])):
+        p.grad = np.ones(3, np.float32)
+        q.grad = None
+        opt.step()
+        assert p.data is arr and p.data.dtype == np.float32
+        assert q.data[0] == 1.0
+        assert all(s["momentum_buffer" if "momentum_buffer" in s else "exp_avg"].dtype
+                   == np.float32 for s in opt.state.values())  # fmt: skip
+
+
+def test_zero_grad() -> None:
+    p = param(START)
+    p.grad = np.ones(3)
+    optim.SGD([p], lr=1.0).zero_grad()
+    assert p.grad is None
+
+
+def test_constructor_errors() -> None:
+    p = param(START)
+    with pytest.raises(ValueError, match="no parameters"):
+        optim.SGD([], lr=0.1)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        optim.SGD([p], lr=0.0)
+    with pytest.raises(ValueError, match="listed twice"):
+        optim.Adam([p, p])
+    with pytest.raises(TypeError, match="requires_grad"):
+        optim.SGD([gg.Tensor([1.0])], lr=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        optim.SGD([p], lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD([p], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam([p], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optim.make_optimizer("rmsprop", [p], 0.1)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_state_dict_resume_is_bit_exact(name: str) -> None:
+    g = np.random.default_rng(0)
+    grads = [g.standard_normal((4, 3)).astype(np.float32) for _ in range(6)]
+    start = g.standard_normal((4, 3)).astype(np.float32)
+
+    def make(p: gg.Tensor) -> optim.Optimizer:
+        return optim.make_optimizer(name, [p], lr=0.01, momentum=0.9, weight_decay=1e-3)
+
+    p = gg.Tensor(start.copy(), requires_grad=True)
+    opt = make(p)
+    for gr in grads:
+        p.grad = gr
+        opt.step()
+
+    q = gg.Tensor(start.copy(), requires_grad=True)
+    opt1 = make(q)
+    for gr in grads[:3]:
+        q.grad = gr
+        opt1.step()
+    saved = opt1.state_dict()
+    q2 = gg.Tensor(q.data.copy(), requires_grad=True)
+    opt2 = make(q2)
+    opt2.lr = 123.0  # restored from the state dict
+    opt2.load_state_dict(saved)
+    assert opt2.lr == 0.01
+    for gr in grads[3:]:
+        q2.grad = gr
+        opt2.step()
+    np.testing.assert_array_equal(q2.data, p.data)
+
+
+def test_load_state_dict_errors() -> None:
+    p = param(START)
+    sgd = optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = np.ones(3)
+    sgd.step()
+    sd = sgd.state_dict()
+    with pytest.raises(optim.OptimizerStateError, match="'SGD', not 'Adam'"):
+        optim.Adam([p]).load_state_dict(sd)
+    bad = sgd.state_dict()
+    bad["state"][0]["momentum_buffer"] = np.zeros(4)
+    with pytest.raises(optim.OptimizerStateError, match=r"has shape \(4,\)"):
+        optim.SGD([p], lr=0.1, momentum=0.9).load_state_dict(bad)
+    bad = sgd.state_dict()
+    bad["state"][5] = bad["state"].pop(0)
+    with pytest.raises(optim.OptimizerStateError, match="out of range"):
+        optim.SGD([p], lr=0.1, momentum=0.9).load_state_dict(bad)
+    bad = sgd.state_dict()
+    bad["hyper"]["rho"] = 1
+    with pytest.raises(optim.OptimizerStateError, match="rho"):
+        optim.SGD([p], lr=0.1, momentum=0.9).load_state_dict(bad)
+
+
+def test_minimises_a_quadratic() -> None:
+    for opt_cls in (
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.5),
+        lambda ps: optim.Adam(ps, lr=0.1),
+    ):
+        p = param([3.0, -4.0])
+        opt = opt_cls([p])
+        for _ in range(300):
+            opt.zero_grad()
+            gg.sum(p * p).backward()
+            opt.step()
+        assert math.hypot(*p.data) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ("SGD", {"lr": 0.1}),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+        ("Adam", {"lr": 0.01}),
+        ("Adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ],
+)
+def test_matches_torch_optim(config: tuple[str, dict[str, object]]) -> None:
+    torch = pytest.importorskip("torch")
+    name, kw = config
+    g = np.random.default_rng(1)
+    start = g.standard_normal((5, 4))
+    grads = [g.standard_normal((5, 4)) for _ in range(8)]
+    p = gg.Tensor(start.copy(), requires_grad=True)
+    ours = getattr(optim, name)([p], **kw)
+    tp = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    theirs = getattr(torch.optim, name)([tp], **kw)
+    for gr in grads:
+        p.grad = gr.copy()
+        ours.step()
+        tp.grad = torch.from_numpy(gr.copy())
+        theirs.step()
+    np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
