@@ -20,7 +20,7 @@ from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
 
 
-class _Released(tuple):  # type: ignore[type-arg]
+class _Released(tuple):  # type: ignore[type-arg,unused-ignore]
     """Marks a node whose graph was freed by an earlier ``backward()``."""
 
     __slots__ = ()
@@ -212,7 +212,7 @@ def user_site() -> str:
     return f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
 
 
-class detect_anomaly:  # noqa: N801 (used like a function, as in PyTorch)
+class detect_anomaly:
     """``with gg.detect_anomaly():`` the first op producing NaN/Inf raises :class:`AnomalyError`.
 
     The error names the op, the ranges of its inputs and the line of user code that created

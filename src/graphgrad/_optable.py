@@ -16,19 +16,19 @@ def ops_table(fmt: str = "text") -> str:
     header = ["op", "category", "f", "df/d(argument)", "differentiable in", "at kinks / notes"]
     rows = []
     for op in REGISTRY.values():
-        derivs = ", ".join(
-            f"{a}: {d}" for a, d in zip(op.arg_names, op.derivatives, strict=False)
-        )
+        derivs = ", ".join(f"{a}: {d}" for a, d in zip(op.arg_names, op.derivatives, strict=False))
         diff = [a for i, a in enumerate(op.arg_names) if op.differentiable_in(i)]
         notes = "; ".join(x for x in (op.kinks, op.note) if x)
-        rows.append([
-            op.name,
-            op.category,
-            op.formula,
-            derivs if op.differentiable else "not differentiable",
-            ", ".join(diff) if diff else "none",
-            notes,
-        ])
+        rows.append(
+            [
+                op.name,
+                op.category,
+                op.formula,
+                derivs if op.differentiable else "not differentiable",
+                ", ".join(diff) if diff else "none",
+                notes,
+            ]
+        )
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]

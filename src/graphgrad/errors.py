@@ -1,4 +1,7 @@
-"""The exceptions graphgrad raises. Every message names the op, the shapes or the argument at fault."""
+"""The exceptions graphgrad raises.
+
+Every message names the op, the shapes or the argument at fault.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ class GraphgradError(Exception):
 
 
 class ShapeError(GraphgradError, ValueError):
-    """Shapes that cannot be combined (broadcasting, matmul, reshape, a gradient of the wrong shape)."""
+    """Shapes that cannot be combined (broadcasting, matmul, reshape, a wrong gradient shape)."""
 
 
 class NonDifferentiableError(GraphgradError, TypeError):
@@ -16,7 +19,7 @@ class NonDifferentiableError(GraphgradError, TypeError):
 
 
 class BackwardError(GraphgradError, RuntimeError):
-    """backward() cannot run: non-scalar output without a gradient, freed graph, no grad required."""
+    """backward() cannot run: non-scalar output without a gradient, freed graph, no grad."""
 
 
 class AnomalyError(GraphgradError, FloatingPointError):

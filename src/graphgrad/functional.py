@@ -86,7 +86,7 @@ def _value_and_grads(
     return (out if nested else out.detach()), tuple(grads)
 
 
-class _enabled:  # noqa: N801
+class _enabled:
     """Record the graph inside f even if the caller is under no_grad (grad needs it)."""
 
     def __enter__(self) -> None:
@@ -129,7 +129,7 @@ def value_and_grad(f: Callable[..., Any], argnums: int | Sequence[int] = 0) -> C
 
 
 def vjp(f: Callable[..., Any], *xs: Any) -> tuple[Tensor, Callable[[Any], tuple[Tensor, ...]]]:
-    """Evaluate ``f(*xs)`` and return ``(out, vjp_fn)``: ``vjp_fn(v)`` is ``v^T J``, one Tensor per x.
+    """Evaluate ``f(*xs)``; return ``(out, vjp_fn)`` where ``vjp_fn(v)`` is ``v^T J`` per x.
 
     ``v`` has the output's shape; ``vjp_fn`` may be called any number of times.
     """

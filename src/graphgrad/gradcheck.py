@@ -36,7 +36,9 @@ def _scalar(f: Callable[..., Any], arrays: Sequence[np.ndarray]) -> float:
         out = f(*[_const(a) for a in arrays])
     val = out.data if isinstance(out, Tensor) else np.asarray(out)
     if val.size != 1:
-        raise ValueError(f"numerical_grad: f must return one number (a loss), got shape {val.shape}")
+        raise ValueError(
+            f"numerical_grad: f must return one number (a loss), got shape {val.shape}"
+        )
     return float(val.reshape(()))
 
 

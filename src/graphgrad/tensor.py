@@ -125,7 +125,7 @@ class Tensor:
         return self._op is None
 
     @property
-    def T(self) -> Tensor:  # noqa: N802
+    def T(self) -> Tensor:
         """The transpose (all axes reversed)."""
         return transpose(self)
 
@@ -607,7 +607,7 @@ def sqrt(x: Any) -> Tensor:
     return _unary(E.sqrt, x)
 
 
-def abs(x: Any) -> Tensor:  # noqa: A001
+def abs(x: Any) -> Tensor:
     """Elementwise |x|; gradient sign(x), 0 at 0."""
     return _unary(E.absolute, x)
 
@@ -714,7 +714,7 @@ def _reduce(op: Op, x: Any, axis: Any, keepdims: bool) -> Tensor:
     return _apply(op, (t,), {"axis": _norm_axis(axis, t.ndim, op.name), "keepdims": keepdims})
 
 
-def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (int, tuple or None for all); shape loses those axes unless keepdims."""
     return _reduce(R.sum_, x, axis, keepdims)
 
@@ -724,12 +724,12 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _reduce(R.mean, x, axis, keepdims)
 
 
-def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``; tied maxima share the gradient evenly."""
     return _reduce(R.max_, x, axis, keepdims)
 
 
-def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Minimum over ``axis``; tied minima share the gradient evenly."""
     return _reduce(R.min_, x, axis, keepdims)
 
@@ -786,14 +786,16 @@ def sum_to(x: Any, shape: Sequence[int]) -> Tensor:
 
 
 def getitem(x: Any, index: Any) -> Tensor:
-    """``x[index]`` with slices, ints, integer or boolean arrays; repeated indices sum in backward."""
+    """``x[index]`` (slices, ints, int or bool arrays); repeated indices sum in backward."""
     t = as_tensor(x)
     return _apply(SH.getitem, (t,), {"index": _norm_index(index)})
 
 
 def index_add(x: Any, index: Any, shape: Sequence[int]) -> Tensor:
     """A zero tensor of ``shape`` with ``x`` added at ``index`` (the transpose of getitem)."""
-    return _apply(SH.index_add, (as_tensor(x),), {"index": _norm_index(index), "shape": tuple(shape)})
+    return _apply(
+        SH.index_add, (as_tensor(x),), {"index": _norm_index(index), "shape": tuple(shape)}
+    )
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:

@@ -56,7 +56,7 @@ def matmul(a: Array, b: Array) -> Array:
     return np.matmul(a, b)
 
 
-def sum(x: Array, axis: Any = None, keepdims: bool = False) -> Array:  # noqa: A001
+def sum(x: Array, axis: Any = None, keepdims: bool = False) -> Array:
     return np.sum(x, axis=axis, keepdims=keepdims)
 
 

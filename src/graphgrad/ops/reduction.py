@@ -46,7 +46,9 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.mean(x, axis=axis, keepdims=keepdims)
 
 
-def _extreme_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+def _extreme_vjp(
+    xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False
+) -> Any:
     # Ties: the gradient is split evenly among all elements equal to the extreme.
     xr = xp.raw(x)
     kd = _kd(xr.shape, axis)

@@ -14,7 +14,12 @@ def _reshape_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
 
 
 @defop(
-    "reshape", ("x",), "x viewed with a new shape", ("1",), _reshape_vjp, aliases=True,
+    "reshape",
+    ("x",),
+    "x viewed with a new shape",
+    ("1",),
+    _reshape_vjp,
+    aliases=True,
     category="shape",
 )
 def reshape(x: Any, shape: Any = None) -> Any:
@@ -27,7 +32,12 @@ def _transpose_vjp(xp: Any, g: Any, ans: Any, x: Any, axes: Any = None) -> Any:
 
 
 @defop(
-    "transpose", ("x",), "x with its axes permuted", ("1",), _transpose_vjp, aliases=True,
+    "transpose",
+    ("x",),
+    "x with its axes permuted",
+    ("1",),
+    _transpose_vjp,
+    aliases=True,
     category="shape",
 )
 def transpose(x: Any, axes: Any = None) -> Any:
@@ -39,8 +49,13 @@ def _broadcast_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
 
 
 @defop(
-    "broadcast_to", ("x",), "x repeated along new or size-1 axes", ("1 (summed back)",),
-    _broadcast_vjp, aliases=True, category="shape",
+    "broadcast_to",
+    ("x",),
+    "x repeated along new or size-1 axes",
+    ("1 (summed back)",),
+    _broadcast_vjp,
+    aliases=True,
+    category="shape",
 )
 def broadcast_to(x: Any, shape: Any = None) -> Any:
     return np.broadcast_to(x, shape)
@@ -51,8 +66,13 @@ def _sum_to_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
 
 
 @defop(
-    "sum_to", ("x",), "x summed over broadcast axes to `shape`", ("1 (broadcast)",),
-    _sum_to_vjp, aliases=True, category="shape",
+    "sum_to",
+    ("x",),
+    "x summed over broadcast axes to `shape`",
+    ("1 (broadcast)",),
+    _sum_to_vjp,
+    aliases=True,
+    category="shape",
     note="the transpose of broadcast_to; used by higher-order gradients",
 )
 def sum_to(x: Any, shape: Any = None) -> Any:
@@ -67,8 +87,12 @@ def _getitem_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None) -> Any:
 
 
 @defop(
-    "getitem", ("x",), "x[index]", ("1 at the picked positions (summed over repeats)",),
-    _getitem_vjp, category="shape",
+    "getitem",
+    ("x",),
+    "x[index]",
+    ("1 at the picked positions (summed over repeats)",),
+    _getitem_vjp,
+    category="shape",
 )
 def getitem(x: Any, index: Any = None) -> Any:
     return x[index]
@@ -79,8 +103,12 @@ def _index_add_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None, shape: 
 
 
 @defop(
-    "index_add", ("x",), "zeros(shape) with x added at index", ("1 at index",),
-    _index_add_vjp, category="shape",
+    "index_add",
+    ("x",),
+    "zeros(shape) with x added at index",
+    ("1 at index",),
+    _index_add_vjp,
+    category="shape",
     note="the transpose of getitem; used by higher-order gradients",
 )
 def index_add(x: Any, index: Any = None, shape: Any = None) -> Any:
@@ -102,9 +130,15 @@ def _concatenate(*xs: Any, axis: int = 0) -> Any:
 
 concatenate = register(
     Op(
-        name="concatenate", forward=_concatenate, vjps=(), arg_names=("*xs",),
-        formula="[x1, x2, ...] joined along axis", derivatives=("1 on its own slice",),
-        aliases=True, vjp_any=_concat_vjp, category="shape",
+        name="concatenate",
+        forward=_concatenate,
+        vjps=(),
+        arg_names=("*xs",),
+        formula="[x1, x2, ...] joined along axis",
+        derivatives=("1 on its own slice",),
+        aliases=True,
+        vjp_any=_concat_vjp,
+        category="shape",
     )
 )
 
@@ -119,8 +153,14 @@ def _stack(*xs: Any, axis: int = 0) -> Any:
 
 stack = register(
     Op(
-        name="stack", forward=_stack, vjps=(), arg_names=("*xs",),
-        formula="[x1, x2, ...] along a new axis", derivatives=("1 on its own slice",),
-        aliases=True, vjp_any=_stack_vjp, category="shape",
+        name="stack",
+        forward=_stack,
+        vjps=(),
+        arg_names=("*xs",),
+        formula="[x1, x2, ...] along a new axis",
+        derivatives=("1 on its own slice",),
+        aliases=True,
+        vjp_any=_stack_vjp,
+        category="shape",
     )
 )

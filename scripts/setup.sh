@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-time set-up, idempotent: system packages (where we are root), a virtualenv in .venv,
+# graphgrad with its extras, and PyTorch 2.13.0 (CPU, from this machine's local wheel) as a
+# test/benchmark reference only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v dot >/dev/null; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null 2>&1 \
+      || echo "setup: apt-get could not install dataset-fashion-mnist/graphviz (continuing)" >&2
+  fi
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q -e '.[test,train,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' \
+  || echo "setup: torch==2.13.0 not installed; PyTorch comparisons will be skipped" >&2
+.venv/bin/python -c "import graphgrad, numpy; print('graphgrad', graphgrad.__version__, 'numpy', numpy.__version__)"
