@@ -108,7 +108,7 @@ def test_retain_graph_semantics() -> None:
     y.backward(retain_graph=True)
     y.backward()
     assert x.grad == 12.0  # accumulated twice
-    with pytest.raises(gg.BackwardError, match="second time.*retain_graph"):
+    with pytest.raises(gg.BackwardError, match=r"second time.*retain_graph"):
         y.backward()
 
 
@@ -173,7 +173,7 @@ def test_missing_rule_names_op_and_argument() -> None:
     op = Op("half_rule", np.multiply, (None, None), ("x", "y"), "x*y", ("-", "-"))
     x = gg.tensor(2.0, requires_grad=True)
     out = _apply(op, (x, gg.tensor(3.0)))
-    with pytest.raises(gg.NonDifferentiableError, match="'half_rule'.*'x'"):
+    with pytest.raises(gg.NonDifferentiableError, match=r"'half_rule'.*'x'"):
         out.backward()
 
 
@@ -278,3 +278,8 @@ def test_ops_table_matches_registry() -> None:
     for name in gg.REGISTRY:
         assert name in table
     assert "x1: 1/x2, x2: -x1/x2^2" in table  # the lecture's row for division
+
+
+def test_tensor_and_scalar_do_not_mix() -> None:
+    with pytest.raises(TypeError, match="Scalar cannot be mixed"):
+        gg.tensor([1.0]) + gg.Scalar(2.0)

@@ -400,6 +400,11 @@ class Tensor:
 def _to_array(data: Any, dtype: Any) -> np.ndarray:
     if isinstance(data, Tensor):
         data = data.data
+    elif isinstance(data, Scalar):
+        raise TypeError(
+            "a Scalar cannot be mixed with Tensors: build the graph from one kind of node, "
+            "or use gg.Tensor(s.data) for a constant"
+        )
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
     if isinstance(data, np.ndarray):
