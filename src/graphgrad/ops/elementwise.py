@@ -10,7 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from . import _xp as _np_xp
 from ._registry import defop, nondiff
+
+
+def _same_array_kind(g: Any, ans: Any) -> bool:
+    """Both are non-0-d arrays of one dtype and g is at most as large, so `t *= g` is exact."""
+    return (
+        type(ans) is np.ndarray
+        and ans.ndim > 0
+        and getattr(g, "dtype", None) == ans.dtype
+        and np.shape(g) == ans.shape
+    )
 
 # ---------------------------------------------------------------------------- arithmetic
 
@@ -136,6 +147,11 @@ def absolute(x: Any) -> Any:
 
 
 def _sigmoid_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    if xp is _np_xp and _same_array_kind(g, ans):  # in place: one temporary, not three
+        t = np.subtract(1, ans)
+        t *= ans
+        t *= g
+        return t
     return g * ans * (1 - ans)
 
 
@@ -153,6 +169,11 @@ def sigmoid(x: Any) -> Any:
 
 
 def _tanh_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    if xp is _np_xp and _same_array_kind(g, ans):  # in place: one temporary, not three
+        t = np.multiply(ans, ans)
+        np.subtract(1, t, out=t)
+        t *= g
+        return t
     return g * (1 - ans * ans)
 
 
