@@ -57,13 +57,7 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            w = p.data
-            if wd:
-                g = g + wd * w
+        for i, p, w, g in self._gradients(wd):
             st = self.state.get(i)
             if st is None:
                 st = self.state[i] = {

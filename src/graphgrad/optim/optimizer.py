@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +60,16 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
         raise NotImplementedError
+
+    def _gradients(self, weight_decay: float) -> Iterator[tuple[int, Tensor, np.ndarray, Any]]:
+        """``(index, parameter, its array, gradient + weight_decay * array)`` for every
+        parameter that has a gradient (the shared front of every ``step``)."""
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            w = p.data
+            yield i, p, w, (g + weight_decay * w if weight_decay else g)
 
     def _buffer(self, i: int, p: Tensor) -> np.ndarray:
         """A scratch array of p's shape and dtype, reused across steps (not state)."""

@@ -56,13 +56,7 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            w = p.data
-            if wd:
-                g = g + wd * w
+        for i, p, w, g in self._gradients(wd):
             if mu:
                 st = self.state.setdefault(i, {})
                 v = st.get("momentum_buffer")
