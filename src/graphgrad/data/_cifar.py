@@ -24,11 +24,12 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._base import LabelledImages
 from ._errors import DataFormatError, DatasetNotFoundError
 from ._paths import ENV_VAR, search_folders
 
@@ -243,7 +244,7 @@ def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes,
     return out
 
 
-class CIFAR10:
+class CIFAR10(LabelledImages):
     """CIFAR-10: 32x32 colour images in 10 classes (50,000 training, 10,000 test).
 
     Attributes:
@@ -323,36 +324,8 @@ class CIFAR10:
             f"to the folder that holds {BATCH_FOLDER} or {ARCHIVE_NAME}."
         )
 
-    def __len__(self) -> int:
-        """Number of images."""
-        return len(self.labels)
-
-    @overload
-    def __getitem__(self, index: int | np.integer) -> tuple[NDArray[np.uint8], int]: ...
-    @overload
-    def __getitem__(
-        self, index: slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
-    ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]: ...
-    def __getitem__(
-        self, index: int | np.integer | slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
-    ) -> tuple[NDArray[np.uint8], int] | tuple[NDArray[np.uint8], NDArray[np.int64]]:
-        """``(image, label)`` for an integer index (image in the chosen layout, label an int);
-        ``(images, labels)`` arrays for a slice or an index array."""
-        if isinstance(index, int | np.integer):
-            return self.images[index], int(self.labels[index])
-        return self.images[index], self.labels[index]
-
-    def vectors(self) -> NDArray[np.float32]:
-        """All images as float32 (N, 3072) vectors in [0, 1], in the file's (R, G, B planes)
-        order whatever the layout. A new array on every call."""
-        flat = self.images if self.layout == "flat" else to_layout(self.images, "flat")
-        x = flat.reshape(len(flat), PIXELS).astype(np.float32)
-        x /= np.float32(255.0)
-        return x
-
-    def arrays(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """``(vectors(), labels)``: float32 (N, 3072) in [0, 1] and int64 (N,)."""
-        return self.vectors(), self.labels
+    def _flat_images(self) -> NDArray[np.uint8]:
+        return self.images if self.layout == "flat" else to_layout(self.images, "flat")
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"

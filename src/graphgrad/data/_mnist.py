@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, overload
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ._base import LabelledImages
 from ._errors import DataFormatError, DatasetNotFoundError
 from ._idx import read_idx
 from ._paths import ENV_VAR, search_folders
@@ -43,7 +44,7 @@ def _find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-class _IdxImageDataset:
+class _IdxImageDataset(LabelledImages):
     """A 10-class data set of 28x28 uint8 images stored as a pair of IDX files per split."""
 
     title: ClassVar[str]
@@ -134,38 +135,6 @@ class _IdxImageDataset:
             f"Get them with {cls.install_hint}, or pass root= (or set {ENV_VAR}) to the "
             "folder that holds them."
         )
-
-    def __len__(self) -> int:
-        """Number of images."""
-        return len(self.labels)
-
-    @overload
-    def __getitem__(self, index: int | np.integer) -> tuple[NDArray[np.uint8], int]: ...
-    @overload
-    def __getitem__(
-        self, index: slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
-    ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]: ...
-    def __getitem__(
-        self, index: int | np.integer | slice | NDArray[np.integer] | NDArray[np.bool_] | list[int]
-    ) -> tuple[NDArray[np.uint8], int] | tuple[NDArray[np.uint8], NDArray[np.int64]]:
-        """``(image, label)``: a (28, 28) uint8 image and an int for an integer index;
-        (k, 28, 28) images and (k,) int64 labels for a slice or an index array."""
-        if isinstance(index, int | np.integer):
-            return self.images[index], int(self.labels[index])
-        return self.images[index], self.labels[index]
-
-    def vectors(self) -> NDArray[np.float32]:
-        """All images as flat float32 vectors scaled to [0, 1]: shape (N, 784).
-
-        A new array (188 MB for the training set) on every call: keep the result.
-        """
-        x = self.images.reshape(len(self.images), -1).astype(np.float32)
-        x /= np.float32(255.0)
-        return x
-
-    def arrays(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """``(vectors(), labels)``: float32 (N, 784) in [0, 1] and int64 (N,)."""
-        return self.vectors(), self.labels
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
