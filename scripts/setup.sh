@@ -14,6 +14,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -m pip install -q -e '.[test,train,bench]' 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' \
+.venv/bin/python -c "import torch" 2>/dev/null \
+  || .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
+.venv/bin/python -c "import torch" 2>/dev/null \
   || echo "setup: torch==2.13.0 not installed; PyTorch comparisons will be skipped" >&2
 .venv/bin/python -c "import graphgrad, numpy; print('graphgrad', graphgrad.__version__, 'numpy', numpy.__version__)"
