@@ -283,3 +283,20 @@ def test_ops_table_matches_registry() -> None:
 def test_tensor_and_scalar_do_not_mix() -> None:
     with pytest.raises(TypeError, match="Scalar cannot be mixed"):
         gg.tensor([1.0]) + gg.Scalar(2.0)
+
+
+def test_gradient_that_is_an_input_array_is_never_aliased_or_written() -> None:
+    # d/dx sum(x * w) is w itself: the mul rule hands w's array back without a pass over it.
+    # The engine must copy it into x.grad and never add into it in place.
+    w0 = np.array([1.0, 2.0, 3.0])
+    x = gg.Tensor([4.0, 5.0, 6.0], requires_grad=True)
+    w = gg.Tensor(w0.copy(), requires_grad=True)
+    ((x * w).sum() + (x * x).sum()).backward()  # x gets w, then 2x accumulated on top
+    np.testing.assert_array_equal(w.data, w0)
+    np.testing.assert_array_equal(x.grad, w0 + 2 * x.data)
+    assert not np.shares_memory(x.grad, w.data)
+    x.grad = None
+    (x * w).sum().backward()
+    assert not np.shares_memory(x.grad, w.data)
+    x.grad *= 0  # a user's in-place edit of a gradient leaves the parameters alone
+    np.testing.assert_array_equal(w.data, w0)

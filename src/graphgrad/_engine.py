@@ -126,7 +126,7 @@ def _run(
             prev = pending.get(k2)
             if prev is None:
                 pending[k2] = gi
-                if not graph_mode and not op.aliases and type(gi) is np.ndarray:
+                if not graph_mode and not op.aliases and _fresh(gi, g, ans, args):
                     owned.add(k2)
                 heappush(heap, (-inp._seq, inp))
             elif not graph_mode and k2 in owned and prev.dtype == np.result_type(prev, gi):
@@ -138,6 +138,14 @@ def _run(
         if not retain_graph:
             node._inputs = RELEASED
     return results if wrt is not None else None
+
+
+def _fresh(gi: Any, g: Any, ans: Any, args: tuple[Any, ...]) -> bool:
+    """True if a rule allocated ``gi`` (so the engine may add into it in place): a base
+    ndarray that is not the upstream gradient, the node's value or one of its inputs."""
+    if type(gi) is not np.ndarray or gi.base is not None or gi is g or gi is ans:
+        return False
+    return all(gi is not a for a in args)
 
 
 def _accumulate(node: Any, g: Any, fresh: bool) -> None:

@@ -44,12 +44,30 @@ def sub(x: Any, y: Any) -> Any:
     return np.subtract(x, y)
 
 
-def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+def _times(xp: Any, g: Any, y: Any) -> Any:
+    """``g * y``. When ``g`` is one number broadcast (as ``sum``'s rule hands down), it is
+    ``y * c``, and for ``c == 1`` it is ``y`` itself, with no pass over memory: the engine
+    never writes into an array that a rule returns unless the rule allocated it."""
+    if (
+        xp is _np_xp
+        and type(g) is np.ndarray
+        and g.ndim
+        and not any(g.strides)
+        and type(y) is np.ndarray
+        and y.shape == g.shape
+        and y.dtype == g.dtype
+    ):
+        c = g.item(0)
+        return y if c == 1 else np.multiply(y, y.dtype.type(c))
     return g * y
 
 
+def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return _times(xp, g, y)
+
+
 def _mul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
-    return g * x
+    return _times(xp, g, x)
 
 
 @defop("mul", ("x1", "x2"), "x1 * x2", ("x2", "x1"), _mul_dx, _mul_dy)
