@@ -12,7 +12,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import _xp_names
+from . import _fused, _xp_names
 from ._engine import check_forward, run_backward, user_site
 from ._state import STATE, next_seq
 from .errors import BackwardError, ShapeError
@@ -888,8 +888,8 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
                 f"cross_entropy: integer labels must have shape ({s},) for logits {tx.shape}, "
                 f"got {lab.shape}"
             )
-        if lab.size and (lab.min() < 0 or lab.max() >= t):
-            bad = int(np.flatnonzero((lab < 0) | (lab >= t))[0])
+        bad = _fused.bad_label(lab, t) if lab.size else -1
+        if bad >= 0:
             raise ValueError(
                 f"cross_entropy: label {int(lab[bad])} at index {bad} is outside [0, {t})"
             )

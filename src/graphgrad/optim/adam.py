@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
 
+from .. import _fused
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -57,7 +57,11 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
-        for i, p, w, g in self._gradients(wd):
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            w = p.data
             st = self.state.get(i)
             if st is None:
                 st = self.state[i] = {
@@ -66,21 +70,5 @@ class Adam(Optimizer):
                     "exp_avg_sq": np.zeros_like(w),
                 }
             st["step"] += 1
-            t = st["step"]
             m, v = st["exp_avg"], st["exp_avg_sq"]
-            tmp = self._buffer(i, p)
-            m *= b1
-            np.multiply(g, 1.0 - b1, out=tmp)
-            m += tmp
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp
-            bc1 = 1.0 - b1**t
-            bc2_sqrt = math.sqrt(1.0 - b2**t)
-            np.sqrt(v, out=tmp)
-            tmp /= bc2_sqrt
-            tmp += eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= lr / bc1
-            np.subtract(w, tmp, out=w)
+            _fused.adam(w, g, m, v, self._scratch_for(i, p), lr, b1, b2, eps, wd, st["step"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import _fused
 from ..errors import GraphgradError
 from ..tensor import Tensor
 
@@ -61,18 +62,11 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient."""
         raise NotImplementedError
 
-    def _gradients(self, weight_decay: float) -> Iterator[tuple[int, Tensor, np.ndarray, Any]]:
-        """``(index, parameter, its array, gradient + weight_decay * array)`` for every
-        parameter that has a gradient (the shared front of every ``step``)."""
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            w = p.data
-            yield i, p, w, (g + weight_decay * w if weight_decay else g)
-
-    def _buffer(self, i: int, p: Tensor) -> np.ndarray:
-        """A scratch array of p's shape and dtype, reused across steps (not state)."""
+    def _scratch_for(self, i: int, p: Tensor) -> np.ndarray | None:
+        """A scratch array of p's shape and dtype, reused across steps (not state), for the
+        NumPy path of the updates; ``None`` when the compiled kernels do the update."""
+        if _fused.COMPILED:
+            return None
         buf = self._scratch.get(i)
         if buf is None:
             buf = self._scratch[i] = np.empty_like(p.data)

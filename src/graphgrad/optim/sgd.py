@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .. import _fused
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -55,17 +56,17 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
 
     def step(self) -> None:
-        lr, mu, wd = self.lr, self.momentum, self.weight_decay
-        for i, p, w, g in self._gradients(wd):
+        lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            v = None
+            first = False
             if mu:
                 st = self.state.setdefault(i, {})
                 v = st.get("momentum_buffer")
                 if v is None:
-                    v = st["momentum_buffer"] = np.array(g, dtype=w.dtype, copy=True)
-                else:
-                    v *= mu
-                    v += g
-                g = g + mu * v if self.nesterov else v
-            tmp = self._buffer(i, p)
-            np.multiply(g, lr, out=tmp)
-            np.subtract(w, tmp, out=w)
+                    v = st["momentum_buffer"] = np.empty_like(p.data)
+                    first = True
+            _fused.sgd(p.data, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)

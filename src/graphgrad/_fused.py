@@ -1,0 +1,185 @@
+"""Fused elementwise updates: a compiled kernel where one is built, NumPy otherwise.
+
+An SGD-with-momentum step is four passes over every parameter in NumPy (``v *= mu``,
+``v += g``, ``t = lr * v``, ``w -= t``) and Adam's is eleven; the kernels in
+``_kernels.pyx`` (Cython, compiled by ``pip install``) do each in one pass. The NumPy
+functions below are the reference: they are what runs when the extension is not built or
+``GRAPHGRAD_PURE_PYTHON=1`` is set, and the tests check that both give the same numbers.
+
+``COMPILED`` says which is active. Every function takes C-contiguous float arrays of one
+dtype and shape and updates its first arguments in place; other layouts take the NumPy path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+_K: Any = None
+if not os.environ.get("GRAPHGRAD_PURE_PYTHON"):
+    try:
+        from . import _kernels as _K  # type: ignore[no-redef,attr-defined,unused-ignore]
+    except ImportError:  # pragma: no cover - depends on the build
+        _K = None
+
+COMPILED: bool = _K is not None
+
+__all__ = ["COMPILED", "adam", "bad_label", "relu_grad", "sgd", "xent_backward", "xent_forward"]
+
+
+def _flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """The arrays as 1-D views for a kernel, or None if a kernel cannot take them."""
+    if _K is None:
+        return None
+    a0 = arrays[0]
+    dt, shape = a0.dtype, a0.shape
+    if dt != np.float32 and dt != np.float64:
+        return None
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
+            return None
+        if not a.flags.c_contiguous:
+            return None
+    return tuple(a.reshape(-1) for a in arrays)
+
+
+def sgd(
+    w: np.ndarray,
+    g: np.ndarray,
+    v: np.ndarray | None,
+    tmp: np.ndarray | None,
+    lr: float,
+    mu: float,
+    wd: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
+    """One SGD step on ``w`` in place (PyTorch's formulation); ``v`` is the momentum buffer
+    (written, not read, when ``first``), ``tmp`` a scratch array like ``w`` for the NumPy
+    path (``None``: allocated when needed).
+
+    g' = g + wd w;  v = g' at the first step, then v = mu v + g';
+    w -= lr (g' + mu v) with nesterov, else w -= lr v  (v = g' when mu = 0).
+    """
+    flat = _flat(w, g, v if v is not None else w)
+    if flat is not None:
+        _K.sgd(flat[0], flat[1], flat[2], lr, mu, wd, nesterov, first)
+        return
+    if tmp is None:
+        tmp = np.empty_like(w)
+    if wd:
+        g = g + wd * w
+    if mu and v is not None:
+        if first:
+            np.copyto(v, g)
+        else:
+            v *= mu
+            v += g
+        g = g + mu * v if nesterov else v
+    np.multiply(g, lr, out=tmp)
+    np.subtract(w, tmp, out=w)
+
+
+def adam(
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    tmp: np.ndarray | None,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    step: int,
+) -> None:
+    """One Adam step (``step`` counts from 1) on ``w``, ``m``, ``v`` in place:
+
+    g' = g + wd w;  m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'²;
+    w -= (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) · lr / (1 - b1^t).
+    """
+    bc1 = 1.0 - b1**step
+    bc2_sqrt = math.sqrt(1.0 - b2**step)
+    flat = _flat(w, g, m, v)
+    if flat is not None:
+        _K.adam(*flat, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+        return
+    if tmp is None:
+        tmp = np.empty_like(w)
+    if wd:
+        g = g + wd * w
+    m *= b1
+    np.multiply(g, 1.0 - b1, out=tmp)
+    m += tmp
+    v *= b2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1.0 - b2
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp /= bc2_sqrt
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= lr / bc1
+    np.subtract(w, tmp, out=w)
+
+
+def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``g`` where ``x > 0``, else 0: ReLU's VJP (subgradient 0 at 0), a new array."""
+    flat = _flat(g, x)
+    if flat is not None:
+        out = np.empty_like(g)
+        _K.relu_grad(flat[0], flat[1], out.reshape(-1))
+        return out
+    return g * (x > 0).astype(g.dtype)
+
+
+def _labels64(labels: np.ndarray) -> np.ndarray:
+    return labels if labels.dtype == np.int64 else labels.astype(np.int64)
+
+
+def _kernel_labels(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Labels as contiguous int64 for the kernels, or None if the kernels cannot take them.
+    The kernels index rows with them unchecked, so every label is checked here first."""
+    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+        return None
+    if labels.shape != (x.shape[0],):
+        return None
+    lab = np.ascontiguousarray(_labels64(labels))
+    if _K.first_bad_label(lab, x.shape[1]) >= 0:
+        return None  # NumPy's indexing raises the error
+    return lab
+
+
+def bad_label(labels: np.ndarray, t: int) -> int:
+    """The index of the first integer label outside [0, t), or -1."""
+    if _K is not None and labels.ndim == 1:
+        return int(_K.first_bad_label(np.ascontiguousarray(_labels64(labels)), t))
+    bad = np.flatnonzero((labels < 0) | (labels >= t))
+    return int(bad[0]) if bad.size else -1
+
+
+def xent_forward(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Softmax cross-entropy of logits (S, T) and integer labels (S,), averaged over S, as a
+    0-d array of x's dtype; ``None`` when no kernel can take the arrays (use NumPy)."""
+    if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
+        return None
+    lab = _kernel_labels(x, labels)
+    if lab is None:
+        return None
+    return np.array(_K.xent_forward(x, lab), dtype=x.dtype)
+
+
+def xent_backward(x: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray | None:
+    """(softmax(x) - onehot(labels)) * scale for logits (S, T); ``None`` when no kernel can
+    take the arrays (use NumPy)."""
+    if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
+        return None
+    lab = _kernel_labels(x, labels)
+    if lab is None:
+        return None
+    out = np.empty_like(x)
+    _K.xent_backward(x, lab, scale, out)
+    return out

@@ -1,0 +1,155 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Fused elementwise kernels: one pass over memory where NumPy needs several.
+
+Each kernel does, element by element and in the same order of operations, exactly what its
+NumPy twin in ``graphgrad/_fused.py`` does with whole-array calls, so both give the same
+numbers (bit for bit in float32 and float64); the twin is the reference the tests compare
+with and the path taken when this module is not built. Arrays arrive flattened, C-contiguous
+and of one dtype (``_fused.py`` checks that before calling).
+"""
+
+from libc.math cimport exp, expf, log, sqrt
+
+ctypedef fused real:
+    float
+    double
+
+
+def sgd(real[::1] w, real[::1] g, real[::1] v, double lr, double mu, double wd,
+        bint nesterov, bint first):
+    """SGD with momentum, in place: g' = g + wd w; v = g' (first step) or mu v + g';
+    w -= lr (g' + mu v if nesterov else v). ``v`` is ignored when mu == 0."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef real l = <real>lr, m = <real>mu, d = <real>wd, gi, vi
+    cdef real* wp = &w[0] if n else NULL
+    cdef real* gp = &g[0] if n else NULL
+    cdef real* vp = &v[0] if n else NULL
+    with nogil:
+        if wd == 0 and mu != 0 and not nesterov and not first:  # the common case
+            for i in range(n):
+                vi = m * vp[i] + gp[i]
+                vp[i] = vi
+                wp[i] = wp[i] - l * vi
+        elif wd == 0 and mu == 0:
+            for i in range(n):
+                wp[i] = wp[i] - l * gp[i]
+        else:
+            for i in range(n):
+                gi = gp[i] + d * wp[i] if wd != 0 else gp[i]
+                if mu == 0:
+                    vi = gi
+                else:
+                    vi = gi if first else m * vp[i] + gi
+                    vp[i] = vi
+                if nesterov:
+                    vi = gi + m * vi
+                wp[i] = wp[i] - l * vi
+
+
+def adam(real[::1] w, real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
+         double b2, double eps, double wd, double bc1, double bc2_sqrt):
+    """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+    w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef real c1 = <real>b1, c1m = <real>(1.0 - b1), c2 = <real>b2, c2m = <real>(1.0 - b2)
+    cdef real e = <real>eps, d = <real>wd, s = <real>bc2_sqrt, k = <real>(lr / bc1)
+    cdef real gi, mi, vi, t
+    cdef real* wp = &w[0] if n else NULL
+    cdef real* gp = &g[0] if n else NULL
+    cdef real* mp = &m[0] if n else NULL
+    cdef real* vp = &v[0] if n else NULL
+    with nogil:
+        if wd == 0:  # two copies of the loop, so that neither has a branch inside
+            for i in range(n):
+                gi = gp[i]
+                mi = mp[i] * c1 + gi * c1m
+                t = gi * gi
+                vi = vp[i] * c2 + t * c2m
+                mp[i] = mi
+                vp[i] = vi
+                t = <real>sqrt(vi) / s + e
+                wp[i] = wp[i] - (mi / t) * k
+        else:
+            for i in range(n):
+                gi = gp[i] + d * wp[i]
+                mi = mp[i] * c1 + gi * c1m
+                t = gi * gi
+                vi = vp[i] * c2 + t * c2m
+                mp[i] = mi
+                vp[i] = vi
+                t = <real>sqrt(vi) / s + e
+                wp[i] = wp[i] - (mi / t) * k
+
+
+def relu_grad(real[::1] g, real[::1] x, real[::1] out):
+    """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
+    cdef Py_ssize_t i, n = g.shape[0]
+    cdef real* gp = &g[0] if n else NULL
+    cdef real* xp = &x[0] if n else NULL
+    cdef real* op = &out[0] if n else NULL
+    cdef real zero = 0, gi
+    with nogil:
+        for i in range(n):
+            # Both loads happen unconditionally and the comparison is with a `real` zero, so
+            # the compiler turns the loop into vector compares and blends, with no branches.
+            gi = gp[i]
+            op[i] = gi if xp[i] > zero else zero
+
+
+cdef inline double _exp(real v) noexcept nogil:
+    if real is float:
+        return expf(v)  # single precision is enough for float32 logits, and faster
+    else:
+        return exp(v)
+
+
+def xent_forward(real[:, ::1] x, const long long[::1] labels):
+    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T), summed in double:
+    per row, m = max x_s, and log softmax(x_s)[y] = x_s[y] - m - log sum_j exp(x_sj - m)."""
+    cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
+    cdef double total = 0, z
+    cdef real m
+    with nogil:
+        for s in range(S):
+            m = x[s, 0]
+            for j in range(1, T):
+                if x[s, j] > m:
+                    m = x[s, j]
+            z = 0
+            for j in range(T):
+                z += _exp(x[s, j] - m)
+            total += <double>(x[s, labels[s]] - m) - log(z)
+    return -total / S if S else float("nan")
+
+
+def xent_backward(real[:, ::1] x, const long long[::1] labels, double scale, real[:, ::1] out):
+    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
+    cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
+    cdef double z
+    cdef real m
+    with nogil:
+        for s in range(S):
+            m = x[s, 0]
+            for j in range(1, T):
+                if x[s, j] > m:
+                    m = x[s, j]
+            z = 0
+            for j in range(T):
+                out[s, j] = <real>_exp(x[s, j] - m)
+                z += out[s, j]
+            z = scale / z
+            for j in range(T):
+                out[s, j] = <real>(out[s, j] * z)
+            out[s, labels[s]] = <real>(out[s, labels[s]] - scale)
+
+
+def first_bad_label(const long long[::1] labels, long long T):
+    """The index of the first label outside [0, T), or -1 if there is none."""
+    cdef Py_ssize_t i, bad = -1, n = labels.shape[0]
+    with nogil:
+        for i in range(n):
+            if labels[i] < 0 or labels[i] >= T:
+                bad = i
+                break
+    return bad
