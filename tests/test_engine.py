@@ -300,3 +300,24 @@ def test_gradient_that_is_an_input_array_is_never_aliased_or_written() -> None:
     assert not np.shares_memory(x.grad, w.data)
     x.grad *= 0  # a user's in-place edit of a gradient leaves the parameters alone
     np.testing.assert_array_equal(w.data, w0)
+
+
+def test_leaves_never_share_a_gradient_array() -> None:
+    # add hands the same upstream array to both of its inputs; at most one leaf may keep it.
+    a = gg.Tensor([0.1, 0.2], requires_grad=True)
+    b = gg.Tensor([0.3, 0.4], requires_grad=True)
+    gg.tanh(a + b).sum().backward()
+    assert a.grad is not None and b.grad is not None
+    assert not np.shares_memory(a.grad, b.grad)
+    expected = 1 - np.tanh(a.data + b.data) ** 2
+    b.grad *= 10  # a user's in-place edit of one gradient leaves the other alone
+    np.testing.assert_allclose(a.grad, expected)
+    # The lecture's chain: b's gradient is tanh's output gradient, shared with the x*w node.
+    x = gg.Tensor([1.0, -2.0], requires_grad=True)
+    w = gg.Tensor([0.5, 0.25], requires_grad=True)
+    bb = gg.Tensor([0.0, 1.0], requires_grad=True)
+    (gg.tanh(x * w + bb) * x).sum().backward()
+    grads = [x.grad, w.grad, bb.grad]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not np.shares_memory(grads[i], grads[j])

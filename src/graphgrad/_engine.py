@@ -88,7 +88,8 @@ def _run(
         op = node._op
         if op is None:  # a leaf
             if wrt is None:
-                _accumulate(node, g, graph_mode or key in owned)
+                fresh = graph_mode or key in owned or _sole(g)  # not inside the call below:
+                _accumulate(node, g, fresh)  # its argument list would hold one more reference
             continue
         if node._retain and wrt is None:
             _accumulate(node, g, graph_mode or key in owned)
@@ -101,7 +102,7 @@ def _run(
         if graph_mode:
             ans, args = node, inputs
         else:
-            ans, args = node.data, tuple(t.data for t in inputs)
+            ans, args = node.data, [t.data for t in inputs]
         params = node._params
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
@@ -135,17 +136,38 @@ def _run(
                 pending[k2] = prev + gi
                 if not graph_mode and type(pending[k2]) is np.ndarray:
                     owned.add(k2)
+        gi = prev = None  # no stale references: _sole() counts them
         if not retain_graph:
             node._inputs = RELEASED
     return results if wrt is not None else None
 
 
-def _fresh(gi: Any, g: Any, ans: Any, args: tuple[Any, ...]) -> bool:
+def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
     """True if a rule allocated ``gi`` (so the engine may add into it in place): a base
     ndarray that is not the upstream gradient, the node's value or one of its inputs."""
     if type(gi) is not np.ndarray or gi.base is not None or gi is g or gi is ans:
         return False
-    return all(gi is not a for a in args)
+    for a in args:
+        if gi is a:
+            return False
+    return True
+
+
+_refcount = getattr(sys, "getrefcount", None)
+
+
+def _sole(g: Any) -> bool:
+    """True if ``g`` owns its memory and nothing but the pass refers to it (in CPython: the
+    caller's variable, this argument and getrefcount's own), so a leaf can keep it as its
+    ``.grad`` without a copy: no other gradient, tensor or view can see it. A gradient that
+    add/sub handed to two inputs is shared until the other input has used it."""
+    return (
+        _refcount is not None
+        and type(g) is np.ndarray
+        and g.base is None
+        and g.flags.writeable
+        and _refcount(g) <= 3
+    )
 
 
 def _accumulate(node: Any, g: Any, fresh: bool) -> None:
