@@ -76,6 +76,16 @@ OPS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("shape", lambda a, b: (a.T.reshape(-1)[::2] * gg.concatenate([b[0], b[1]])[:3]).sum()),
     ("stack", lambda a, b: (gg.stack([a[0], b[0]]) ** 2).sum(axis=1).sum()),
     ("log neg", lambda a, b: (-gg.log(1.0 + a * a) + b).sum(axis=(0, 1))),
+    ("max min", lambda a, b: a.max(axis=1).sum() + b.min() + a.min(axis=0, keepdims=True).sum()),
+    ("max all", lambda a, b: (a * b).max() - gg.max(a, axis=(0, 1))),
+    (
+        "batched matmul",
+        lambda a, b: (
+            (gg.stack([a, b, a * b]) @ gg.stack([b.T, a.T]).reshape(2, 1, 3, 2)).sum()
+            + (gg.stack([a, b]) @ b[0]).sum()
+            + (b[1] @ gg.stack([a.T, b.T])).sum()
+        ),
+    ),
 ]
 
 
@@ -96,8 +106,8 @@ def test_probability_targets(rng: np.random.Generator) -> None:
 
 def test_errors(rng: np.random.Generator) -> None:
     a = leaf(rng, (2, 2), "a")
-    with pytest.raises(NotImplementedError, match="op 'max' has no scalar-unit expansion"):
-        gg.units(a.max())
+    with pytest.raises(NotImplementedError, match="op 'clip' has no scalar-unit expansion"):
+        gg.units(gg.clip(a, -0.5, 0.5))
     with pytest.raises(TypeError, match="expected a Tensor"):
         gg.units(gg.Scalar(1.0))  # type: ignore[arg-type]
     loss = (a * a).sum()

@@ -8,7 +8,9 @@ number at a time, as a :class:`~graphgrad.scalar.Scalar` graph:
 
 * elementwise ops become one unit per element (broadcasting repeats the same input unit);
 * ``linear`` / ``matmul`` become the products ``h_d = w_d · x_d``, summed left to right, ``+ b``;
-* ``sum`` / ``mean`` become chains of additions (``mean`` then times ``1/n``);
+* ``matmul`` batches over leading axes (each batch entry its own products and sums);
+* ``sum`` / ``mean`` become chains of additions (``mean`` then times ``1/n``); ``max`` / ``min``
+  become chains of pairwise ``maximum`` / ``minimum`` units;
 * ``softmax`` becomes ``exp``, a sum and divisions; ``log_softmax`` and ``cross_entropy`` add
   ``log``: exactly the lecture's decomposition. The row maximum is subtracted first, as the fused
   ops do, as a constant (softmax does not change when all inputs shift by the same number, so
@@ -170,21 +172,49 @@ def _cross_entropy(logits: Obj, labels: Tensor) -> Obj:
     return _obj(_chain_sum(terms) * (1.0 / s_count))
 
 
+def _matmul2(x: Obj, y: Obj) -> Obj:
+    """(m, n) @ (n, p): o_ij = x_i1 y_1j + ... + x_in y_nj, summed left to right."""
+    out = np.empty((x.shape[0], y.shape[1]), dtype=object)
+    for i in range(x.shape[0]):
+        for j in range(y.shape[1]):
+            out[i, j] = _chain_sum([x[i, k] * y[k, j] for k in range(x.shape[1])])
+    return out
+
+
 def _matmul(x: Obj, y: Obj) -> Obj:
-    if x.ndim > 2 or y.ndim > 2:
-        raise NotImplementedError("units: batched matmul (more than 2 axes) is not supported")
+    """NumPy's matmul on units: 1-D operands get a unit axis that is dropped afterwards, and
+    leading (batch) axes broadcast, each batch entry being a 2-D product of its own units."""
     x2 = x.reshape(1, -1) if x.ndim == 1 else x
     y2 = y.reshape(-1, 1) if y.ndim == 1 else y
-    out = np.empty((x2.shape[0], y2.shape[1]), dtype=object)
-    for i in range(x2.shape[0]):
-        for j in range(y2.shape[1]):
-            out[i, j] = _chain_sum([x2[i, k] * y2[k, j] for k in range(x2.shape[1])])
-    if x.ndim == 1 and y.ndim == 1:
-        return _obj(out[0, 0])
+    batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    xb = np.broadcast_to(x2, (*batch, *x2.shape[-2:]))
+    yb = np.broadcast_to(y2, (*batch, *y2.shape[-2:]))
+    out = np.empty((*batch, x2.shape[-2], y2.shape[-1]), dtype=object)
+    for idx in np.ndindex(*batch):
+        out[idx] = _matmul2(xb[idx], yb[idx])
     if x.ndim == 1:
-        return out[0]
+        out = out[..., 0, :]
     if y.ndim == 1:
-        return out[:, 0]
+        out = out[..., 0]
+    return _obj(out[()] if out.ndim == 0 else out)
+
+
+def _extreme(a: Obj, axis: tuple[int, ...] | None, keepdims: bool, pick: Any) -> Obj:
+    """max (or min) over axes as a chain of pairwise units: m = pick(pick(x_1, x_2), x_3)..."""
+    axes = tuple(range(a.ndim)) if axis is None else tuple(axis)
+    kept = [i for i in range(a.ndim) if i not in axes]
+    moved = np.transpose(a, kept + list(axes))
+    out_shape = tuple(a.shape[i] for i in kept)
+    flat = moved.reshape((*out_shape, -1))
+    out = np.empty(out_shape, dtype=object)
+    for idx in np.ndindex(*out_shape):
+        items = list(flat[idx])
+        m = items[0]
+        for x in items[1:]:
+            m = pick(m, x)
+        out[idx] = m
+    if keepdims:
+        out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
     return out
 
 
@@ -197,6 +227,10 @@ def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
             hs = [w[t, d] * x2[s, d] for d in range(w.shape[1])]
             out[s, t] = _chain_sum(hs) + b[t]
     return out.reshape((*x.shape[:-1], w.shape[0]))
+
+
+def _MAXIMUM(a: Scalar, b: Scalar) -> Scalar:
+    return a.maximum(b)
 
 
 def _expand(node: Tensor, ins: list[Obj]) -> Obj:
@@ -223,6 +257,11 @@ def _expand(node: Tensor, ins: list[Obj]) -> Obj:
         return _matmul(ins[0], ins[1])
     if name == "sum":
         return _sum(ins[0], p.get("axis"), p.get("keepdims", False))
+    if name in ("max", "min"):
+        # Pairwise units; at ties the chain splits the gradient differently from the fused
+        # reductions (which share it evenly), elsewhere both send it all to the extremum.
+        pick = _MAXIMUM if name == "max" else _registry_unit(E.minimum)
+        return _extreme(ins[0], p.get("axis"), p.get("keepdims", False), pick)
     if name == "mean":
         total = _sum(ins[0], p.get("axis"), p.get("keepdims", False))
         scale = 1.0 / _count(ins[0].shape, p.get("axis"))
@@ -290,6 +329,8 @@ SUPPORTED_OPS = (
     "matmul",
     "sum",
     "mean",
+    "max",
+    "min",
     "logsumexp",
     "softmax",
     "log_softmax",
