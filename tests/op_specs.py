@@ -118,9 +118,7 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "sigmoid": [("sigmoid", Spec(gg.sigmoid, ("real",), UNARY_SHAPES))],
     "tanh": [("tanh", Spec(gg.tanh, ("real",), UNARY_SHAPES))],
     "relu": [("relu", Spec(gg.relu, ("real",), UNARY_SHAPES))],
-    "leaky_relu": [
-        ("leaky_relu", Spec(lambda x: gg.leaky_relu(x, 0.1), ("real",), UNARY_SHAPES))
-    ],
+    "leaky_relu": [("leaky_relu", Spec(lambda x: gg.leaky_relu(x, 0.1), ("real",), UNARY_SHAPES))],
     "elu": [("elu", Spec(lambda x: gg.elu(x, 1.3), ("real",), UNARY_SHAPES))],
     "maximum": [("maximum", Spec(gg.maximum, ("real", "real"), BINARY_SHAPES, distinct=True))],
     "minimum": [("minimum", Spec(gg.minimum, ("real", "real"), BINARY_SHAPES, distinct=True))],
@@ -187,7 +185,14 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
         ("transpose-axes", Spec(lambda x: x.transpose(1, 2, 0), ("real",), [((2, 3, 4),)])),
     ],
     "broadcast_to": [
-        ("broadcast_to", Spec(lambda x: gg.broadcast_to(x, (2, 2, 3)), ("real",), UNARY_SHAPES[:2] + UNARY_SHAPES[3:4])),
+        (
+            "broadcast_to",
+            Spec(
+                lambda x: gg.broadcast_to(x, (2, 2, 3)),
+                ("real",),
+                UNARY_SHAPES[:2] + UNARY_SHAPES[3:4],
+            ),
+        ),
     ],
     "sum_to": [
         ("sum_to", Spec(lambda x: gg.sum_to(x, (1, 3)), ("real",), [((2, 3),), ((4, 2, 3),)])),
@@ -201,15 +206,38 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
         ("ellipsis-newaxis", Spec(lambda x: x[..., None, 0], ("real",), [((2, 3),)])),
     ],
     "index_add": [
-        ("index_add", Spec(lambda x: gg.index_add(x, np.array([0, 2, 0]), (4,)), ("real",), [((3,),)])),
+        (
+            "index_add",
+            Spec(lambda x: gg.index_add(x, np.array([0, 2, 0]), (4,)), ("real",), [((3,),)]),
+        ),
     ],
     "concatenate": [
-        ("concat0", Spec(lambda x, y: gg.concatenate([x, y]), ("real", "real"), [((2, 3), (1, 3)), ((3,), (2,))])),
-        ("concat1", Spec(lambda x, y: gg.concatenate([x, y, x], axis=-1), ("real", "real"), [((2, 3), (2, 1))])),
+        (
+            "concat0",
+            Spec(
+                lambda x, y: gg.concatenate([x, y]),
+                ("real", "real"),
+                [((2, 3), (1, 3)), ((3,), (2,))],
+            ),
+        ),
+        (
+            "concat1",
+            Spec(
+                lambda x, y: gg.concatenate([x, y, x], axis=-1),
+                ("real", "real"),
+                [((2, 3), (2, 1))],
+            ),
+        ),
     ],
     "stack": [
-        ("stack0", Spec(lambda x, y: gg.stack([x, y]), ("real", "real"), [((), ()), ((2, 3), (2, 3))])),
-        ("stack-1", Spec(lambda x, y: gg.stack([x, y, y], axis=-1), ("real", "real"), [((3,), (3,))])),
+        (
+            "stack0",
+            Spec(lambda x, y: gg.stack([x, y]), ("real", "real"), [((), ()), ((2, 3), (2, 3))]),
+        ),
+        (
+            "stack-1",
+            Spec(lambda x, y: gg.stack([x, y, y], axis=-1), ("real", "real"), [((3,), (3,))]),
+        ),
     ],
 }
 
@@ -221,9 +249,12 @@ def sample(spec: Spec, shapes: tuple[Shape, ...], rng: np.random.Generator) -> l
     """Draw inputs for ``spec`` at ``shapes``, re-drawing until they are off every kink."""
     for _ in range(100):
         xs = [DOMAINS[d](rng, s) for d, s in zip(spec.domains, shapes, strict=True)]
-        if spec.distinct and len(xs) == 2:
-            if np.min(np.abs(np.subtract(*np.broadcast_arrays(xs[0], xs[1])))) < 0.1:
-                continue
+        if (
+            spec.distinct
+            and len(xs) == 2
+            and np.min(np.abs(np.subtract(*np.broadcast_arrays(xs[0], xs[1])))) < 0.1
+        ):
+            continue
         if spec.reduce_distinct:
             v = np.sort(xs[0].reshape(-1))
             if v.size > 1 and np.min(np.diff(v)) < 0.05:

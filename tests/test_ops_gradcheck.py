@@ -1,12 +1,12 @@
-"""Every differentiable op, float64 central differences, over broadcasting shapes, from one table."""
+"""Every differentiable op: float64 central differences over broadcasting shapes, one table."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_specs import NON_DIFFERENTIABLE, SPECS, cases, sample
 
 import graphgrad as gg
+from op_specs import NON_DIFFERENTIABLE, SPECS, cases, sample
 
 CASES = cases()
 
@@ -50,8 +50,9 @@ def test_second_order(op: str, case: str, spec, shapes, rng: np.random.Generator
 
 
 def test_float32_grads_stay_float32(rng: np.random.Generator) -> None:
-    for op, case, spec, shapes in CASES:
-        xs = [gg.Tensor(a.astype(np.float32), requires_grad=True) for a in sample(spec, shapes, rng)]
+    for _op, case, spec, shapes in CASES:
+        drawn = sample(spec, shapes, rng)
+        xs = [gg.Tensor(a.astype(np.float32), requires_grad=True) for a in drawn]
         out = spec.fn(*xs)
         out.sum().backward() if out.size != 1 else out.backward()
         for x in xs:

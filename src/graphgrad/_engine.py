@@ -147,10 +147,7 @@ def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
     ndarray that is not the upstream gradient, the node's value or one of its inputs."""
     if type(gi) is not np.ndarray or gi.base is not None or gi is g or gi is ans:
         return False
-    for a in args:
-        if gi is a:
-            return False
-    return True
+    return all(gi is not a for a in args)
 
 
 _refcount = getattr(sys, "getrefcount", None)
