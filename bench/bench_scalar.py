@@ -5,23 +5,35 @@ The workload (micrograd's ``demo.ipynb``): an MLP 2 -> 16 -> 16 -> 1 (ReLU hidde
 plus L2 regularisation ``1e-4 * sum(p * p)``, accuracy, backward, and an SGD step with
 ``lr = 1 - 0.9 k / 100``. Each iteration is timed; the medians are compared.
 
-Both models start from the same weights (``random.seed(1337)``, drawn in micrograd's order) and
-build the same graph (one node per multiplication, addition and ReLU), so their losses agree
-iteration by iteration; the script prints the largest difference as a check that the same work
-is timed.
+Four configurations, each training its own model from the same weights (``random.seed(1337)``,
+drawn in micrograd's order) and building the same graph (one node per multiplication, addition
+and ReLU), so their losses agree iteration by iteration (the script prints the largest
+difference as a check that the same work is timed; graphgrad's two implementations agree
+exactly):
 
-micrograd is timed twice: as is (Python's cyclic garbage collector on) and with ``gc.disable()``.
-Its closures (``out._backward`` refers to ``out``) make every node part of a reference cycle,
-so most of its time goes to the collector. graphgrad's nodes hold no cycles and are timed with
-the collector on, as a user runs them (and, for information, off).
+* graphgrad's Scalar, compiled core (``graphgrad._scalar_core``, built by ``pip install``);
+* graphgrad's Scalar, pure Python (``graphgrad._scalar_py``, the reference);
+* micrograd as is (Python's cyclic garbage collector on): its closures (``out._backward``
+  refers to ``out``) make every node part of a reference cycle, so most of its time goes to
+  the collector;
+* micrograd with ``gc.disable()``.
 
-Then a chain of 1,000,000 scalar nodes, forward and backward: graphgrad visits the graph
-without recursion; micrograd's recursive topological sort stops at Python's recursion limit.
+graphgrad's nodes hold no cycles and are timed with the collector on, as a user runs them. The
+configurations take turns, one iteration each (micrograd with the collector on every fourth
+turn: ~1 s an iteration), so a machine whose speed drifts slows them alike. Between turns, not
+timed, no configuration leaves garbage to the next one's collector: after a turn with the
+collector on, ``gc.collect()``; after micrograd's turn with it off, ``gc.freeze()``, which
+keeps that garbage (its memory is not reused, as in a run with the collector off) out of
+every later collection.
+
+Then a chain of 1,000,000 scalar nodes, forward and backward, on both implementations:
+graphgrad visits the graph without recursion; micrograd's recursive topological sort stops at
+Python's recursion limit.
 
 Usage::
 
-    python bench/bench_scalar.py            # 20 timed iterations (5 for micrograd with gc
-                                            # on) after a warm-up; a 1,000,000-node chain
+    python bench/bench_scalar.py            # 20 timed iterations each (5 for micrograd with
+                                            # gc on) after a warm-up; a 1,000,000-node chain
     python bench/bench_scalar.py --quick    # 8 (2) iterations, a 100,000-node chain: CI
 """
 
@@ -38,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from graphgrad.scalar import Scalar
+from graphgrad import _scalar_py, scalar
 
 try:
     from micrograd.engine import Value
@@ -46,6 +58,15 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     Value = None
     MicroMLP = None
+
+
+def compiled_scalar() -> Any:
+    """The compiled core's Scalar class, or None where it is not built."""
+    try:
+        from graphgrad import _scalar_core
+    except ImportError:
+        return None
+    return _scalar_core.Scalar
 
 
 # ------------------------------------------------------------------------------- the data
@@ -72,28 +93,28 @@ def moons(n: int, noise: float, seed: int) -> tuple[list[list[float]], list[int]
 
 
 class Neuron:
-    """micrograd's Neuron on Scalars: weights drawn uniform(-1, 1) in the same order."""
+    """micrograd's Neuron on Scalars of class ``node``: weights uniform(-1, 1) in its order."""
 
-    def __init__(self, nin: int, nonlin: bool = True) -> None:
-        self.w = [Scalar(random.uniform(-1, 1)) for _ in range(nin)]
-        self.b = Scalar(0.0)
+    def __init__(self, node: Callable[[float], Any], nin: int, nonlin: bool = True) -> None:
+        self.w = [node(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = node(0.0)
         self.nonlin = nonlin
 
-    def __call__(self, x: Sequence[Any]) -> Scalar:
+    def __call__(self, x: Sequence[Any]) -> Any:
         act = sum((wi * xi for wi, xi in zip(self.w, x, strict=True)), self.b)
         return act.relu() if self.nonlin else act
 
-    def parameters(self) -> list[Scalar]:
+    def parameters(self) -> list[Any]:
         return [*self.w, self.b]
 
 
 class MLP:
     """micrograd's MLP(nin, nouts): ReLU on every layer but the last."""
 
-    def __init__(self, nin: int, nouts: list[int]) -> None:
+    def __init__(self, node: Callable[[float], Any], nin: int, nouts: list[int]) -> None:
         sizes = [nin, *nouts]
         self.layers = [
-            [Neuron(sizes[i], nonlin=i != len(nouts) - 1) for _ in range(sizes[i + 1])]
+            [Neuron(node, sizes[i], nonlin=i != len(nouts) - 1) for _ in range(sizes[i + 1])]
             for i in range(len(nouts))
         ]
 
@@ -103,7 +124,7 @@ class MLP:
             x = out
         return x[0] if len(x) == 1 else x
 
-    def parameters(self) -> list[Scalar]:
+    def parameters(self) -> list[Any]:
         return [p for layer in self.layers for n in layer for p in n.parameters()]
 
 
@@ -135,60 +156,91 @@ def make_step(
     return step
 
 
-def run(
-    label: str,
-    build: Callable[[], tuple[Any, Callable[[float], Any]]],
-    iters: int,
-    gc_on: bool,
-    xs: list[list[float]],
-    ys: list[int],
-) -> tuple[float, list[float], list[float]]:
-    """Train from a fresh model for ``iters`` timed iterations after one untimed warm-up
-    iteration; median seconds per iteration, all times, and the losses (warm-up's first)."""
-    random.seed(1337)
-    model, node = build()
-    step = make_step(model, node, xs, ys)
-    times, losses = [], []
-    gc.collect()
-    was = gc.isenabled()
-    if not gc_on:
-        gc.disable()
-    try:
-        for k in range(iters + 1):
+class Config:
+    """One configuration: a model of its own, its step, its collector setting, its results."""
+
+    def __init__(
+        self,
+        label: str,
+        node: Any,
+        build: Callable[[Any], Any],
+        gc_on: bool,
+        xs: list[list[float]],
+        ys: list[int],
+        every: int = 1,
+    ) -> None:
+        random.seed(1337)  # the same weights for every configuration
+        self.label, self.gc_on, self.every = label, gc_on, every
+        self.step = make_step(build(node), node, xs, ys)
+        self.times: list[float] = []
+        self.losses: list[float] = []
+
+    def run(self, k: int) -> None:
+        """Iteration ``k`` (the first, k = 0, is a warm-up: both libraries' first iteration is
+        atypical), timed with the collector as configured. Then, not timed: with the collector
+        on, a collection; with it off, the garbage stays (memory grows, as in a run with the
+        collector off) but is frozen out of the other configurations' collections."""
+        was = gc.isenabled()
+        if not self.gc_on:
+            gc.disable()
+        try:
             t0 = time.perf_counter()
-            loss, _ = step(k)
-            if k:  # iteration 0 warms up (both libraries' first iteration is atypical)
-                times.append(time.perf_counter() - t0)
-            losses.append(loss)
+            loss, _ = self.step(k)
+            t = time.perf_counter() - t0
+        finally:
+            if was:
+                gc.enable()
+        if self.gc_on:
+            gc.collect()
+        else:
+            gc.freeze()
+        if k:
+            self.times.append(t)
+        self.losses.append(loss)
+
+    def report(self) -> float:
+        med = statistics.median(self.times)
+        print(
+            f"  {self.label:<30} {med * 1e3:9.1f} ms/iter   (min {min(self.times) * 1e3:.1f}, "
+            f"max {max(self.times) * 1e3:.1f}, {len(self.times)} iterations; final loss "
+            f"{self.losses[-1]:.6f})",
+            flush=True,
+        )
+        return med
+
+
+def graphgrad_mlp(node: Any) -> MLP:
+    return MLP(node, 2, [16, 16, 1])
+
+
+def micrograd_mlp(node: Any) -> Any:
+    return MicroMLP(2, [16, 16, 1])
+
+
+def interleaved(configs: list[Config], iters: int) -> None:
+    """A warm-up round, then ``iters`` rounds; in each round every configuration runs its next
+    iteration (one with ``every = 4`` only in every fourth round)."""
+    runs = [0] * len(configs)
+    try:
+        for r in range(iters + 1):
+            for i, c in enumerate(configs):
+                if r % c.every == 0:
+                    c.run(runs[i])
+                    runs[i] += 1
     finally:
-        if was:
-            gc.enable()
-    del model, step
-    gc.collect()
-    med = statistics.median(times)
-    print(
-        f"  {label:<28} {med * 1e3:9.1f} ms/iter   (min {min(times) * 1e3:.1f}, "
-        f"max {max(times) * 1e3:.1f}; final loss {losses[-1]:.6f})",
-        flush=True,
-    )
-    return med, times, losses
-
-
-def graphgrad_build() -> tuple[Any, Callable[[float], Any]]:
-    return MLP(2, [16, 16, 1]), Scalar
-
-
-def micrograd_build() -> tuple[Any, Callable[[float], Any]]:
-    return MicroMLP(2, [16, 16, 1]), Value
+        gc.unfreeze()
+        gc.collect()
 
 
 # ---------------------------------------------------------------------------- the chain
 
 
-def chain_graphgrad(n: int) -> tuple[float, float, float]:
-    """y = x * c * c * ... (n multiplications: n nodes); forward and backward seconds."""
-    x = Scalar(0.5, name="x")
-    c = Scalar(1.0000001, name="c", requires_grad=False)
+def chain_graphgrad(node: Any, n: int) -> tuple[float, float, float, float]:
+    """y = x * c * c * ... (n multiplications: n nodes); forward, backward and freeing
+    seconds, and dy/dx."""
+    x = node(0.5, name="x")
+    c = node(1.0000001, name="c", requires_grad=False)
+    gc.collect()
     t0 = time.perf_counter()
     y = x
     for _ in range(n):
@@ -200,7 +252,8 @@ def chain_graphgrad(n: int) -> tuple[float, float, float]:
     if abs(x.grad - expect) > 1e-9 * abs(expect):
         raise SystemExit(f"chain: dy/dx = {x.grad!r}, expected {expect!r}")
     del y
-    return t1 - t0, t2 - t1, x.grad
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, x.grad
 
 
 def chain_micrograd(n: int) -> str:
@@ -236,31 +289,60 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"Python {sys.version.split()[0]}; micrograd's demo: MLP 2-16-16-1 on {len(xs)} "
-        f"two-moons points, {iters} iterations each (median per iteration)"
+        f"two-moons points; configurations take turns, one iteration each (median per "
+        f"iteration)\ngraphgrad.scalar runs: {scalar.IMPLEMENTATION}"
     )
-    gg_on, _, gg_loss = run("graphgrad Scalar, gc on", graphgrad_build, iters, True, xs, ys)
-    gg_off, _, _ = run("graphgrad Scalar, gc off", graphgrad_build, iters, False, xs, ys)
-    if MicroMLP is None:
+    core = compiled_scalar()
+    gg_configs = []
+    if core is not None:
+        gg_configs.append(Config("graphgrad compiled, gc on", core, graphgrad_mlp, True, xs, ys))
+    else:
+        print("  graphgrad compiled: not built (pip install -e .): pure Python only")
+    pure = Config("graphgrad pure Python, gc on", _scalar_py.Scalar, graphgrad_mlp, True, xs, ys)
+    gg_configs.append(pure)
+    mg_configs = []
+    if MicroMLP is not None:
+        mg_every = 4 if iters >= 4 else 1  # micrograd with gc: ~1.5 s an iteration
+        mg_on = Config("micrograd, gc on", Value, micrograd_mlp, True, xs, ys, every=mg_every)
+        mg_off = Config("micrograd, gc off", Value, micrograd_mlp, False, xs, ys)
+        mg_configs = [mg_on, mg_off]
+    configs = gg_configs + mg_configs
+    interleaved(configs, iters)
+    med = {c.label: c.report() for c in configs}
+
+    if core is not None:
+        same = gg_configs[0].losses == pure.losses
+        print(f"  graphgrad compiled and pure Python losses identical: {same}")
+        if not same:
+            raise SystemExit("the compiled core and pure Python disagree")
+    if not mg_configs:
         print("  micrograd is not installed (pip install micrograd): no comparison")
     else:
-        mg_iters = max(2, iters // 4) if iters >= 2 else 1  # micrograd with gc: ~1.5 s each
-        mg_on, _, mg_loss = run("micrograd, gc on", micrograd_build, mg_iters, True, xs, ys)
-        mg_off, _, _ = run("micrograd, gc off", micrograd_build, iters, False, xs, ys)
-        diff = max(abs(a - b) for a, b in zip(gg_loss, mg_loss, strict=False))
+        mg_on, mg_off = mg_configs
+        diff = max(abs(a - b) for a, b in zip(pure.losses, mg_off.losses, strict=True))
         print(
-            f"  same losses: largest |graphgrad - micrograd| over {len(mg_loss)} iterations "
+            f"  same losses: largest |graphgrad - micrograd| over {len(mg_off.losses)} iterations "
             f"= {diff:.3g}"
         )
-        print("ratios (micrograd time / graphgrad time, per iteration):")
-        print(f"  graphgrad gc on  vs micrograd gc on : {mg_on / gg_on:6.1f}x")
-        print(f"  graphgrad gc on  vs micrograd gc off: {mg_off / gg_on:6.1f}x")
-        print(f"  graphgrad gc off vs micrograd gc off: {mg_off / gg_off:6.1f}x")
+        print("ratios (time of the slower / time of graphgrad, per iteration):")
+        for c in gg_configs:
+            name = c.label.split(",")[0]
+            print(f"  {name:<22} vs micrograd gc on : {med[mg_on.label] / med[c.label]:6.1f}x")
+            print(f"  {name:<22} vs micrograd gc off: {med[mg_off.label] / med[c.label]:6.1f}x")
+    if core is not None:
+        print(
+            f"  graphgrad compiled     vs pure Python      : "
+            f"{med[pure.label] / med[gg_configs[0].label]:6.1f}x"
+        )
 
-    fwd, bwd, g = chain_graphgrad(chain_n)
-    print(
-        f"chain of {chain_n:,} scalar nodes: graphgrad forward {fwd:.2f} s, backward "
-        f"{bwd:.2f} s (dy/dx = {g:.9f})"
-    )
+    for label, node in ([("compiled", core)] if core is not None else []) + [
+        ("pure Python", _scalar_py.Scalar)
+    ]:
+        fwd, bwd, free, g = chain_graphgrad(node, chain_n)
+        print(
+            f"chain of {chain_n:,} scalar nodes: graphgrad {label} forward {fwd:.2f} s, "
+            f"backward {bwd:.2f} s, freed in {free:.2f} s (dy/dx = {g:.9f})"
+        )
     if Value is not None:
         for depth in (500, 2000):
             print(f"  micrograd, chain of {depth:,}: {chain_micrograd(depth)}")

@@ -7,20 +7,19 @@ the kernels switched off (the path a machine without the extension takes).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import graphgrad as gg
 from graphgrad import _fused
+from graphgrad._state import pure_python_requested
 
 needs_kernels = pytest.mark.skipif(not _fused.COMPILED, reason="extension not built")
 
 
 def test_extension_is_built_unless_pure_python_is_asked_for() -> None:
     # CI installs with a compiler: a silent build failure would make every speed figure lie.
-    wanted = not os.environ.get("GRAPHGRAD_PURE_PYTHON")
+    wanted = not pure_python_requested()
     assert _fused.COMPILED is wanted
 
 

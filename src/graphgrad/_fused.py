@@ -13,13 +13,14 @@ dtype and shape and updates its first arguments in place; other layouts take the
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
+from ._state import pure_python_requested
+
 _K: Any = None
-if not os.environ.get("GRAPHGRAD_PURE_PYTHON"):
+if not pure_python_requested():
     try:
         from . import _kernels as _K  # type: ignore[no-redef,attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - depends on the build

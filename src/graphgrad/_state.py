@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,12 @@ class _State:
 
 
 STATE = _State()
+
+
+def pure_python_requested() -> bool:
+    """True when ``GRAPHGRAD_PURE_PYTHON`` is set to anything but empty or ``0``: the compiled
+    parts (scalar core, fused kernels) are then not used even if they are built."""
+    return os.environ.get("GRAPHGRAD_PURE_PYTHON", "").strip() not in ("", "0")
 
 #: Every graph node takes the next number at creation. A node is always created after its
 #: inputs, so creation order is a topological order: backward pops nodes from a heap keyed by
