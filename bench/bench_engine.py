@@ -4,15 +4,17 @@
 2. elementwise chain on 1,000,000 float32: y = tanh(x * w + b) * x, sum, backward
    (graphgrad vs hand-written NumPy forward + backward vs PyTorch)
 
-Run: python bench/bench_engine.py [--quick]
+Run: python bench/bench_engine.py [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -29,10 +31,11 @@ def _median_us(fn: Callable[[], object], number: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="few repeats (CI smoke run)")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None, help="also write the medians here")
+    args = ap.parse_args(argv)
     number, repeat = (200, 3) if args.quick else (5000, 15)
     try:
         import torch
@@ -109,7 +112,8 @@ def main() -> None:
     for _ in range(3):
         for name, fn in peers2.items():
             res2[name].append(_median_us(fn, n2, r2) / 1000)
-    rows.append(("1e6-float chain fwd+bwd (ms)", {k: statistics.median(v) for k, v in res2.items()}))
+    chain = {k: statistics.median(v) for k, v in res2.items()}
+    rows.append(("1e6-float chain fwd+bwd (ms)", chain))
 
     print(f"numpy {np.__version__}" + (f", torch {torch.__version__} (1 thread)" if torch else ""))
     for title, m in rows:
@@ -120,6 +124,8 @@ def main() -> None:
         for k, v in m.items():
             if k != "graphgrad":
                 print(f"  graphgrad / {k}: {base / v:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({title: m for title, m in rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

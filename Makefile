@@ -1,0 +1,27 @@
+# Convenience targets; the scripts are the source of truth.
+#   make bench        the whole benchmark suite (issue 5), peers at 1 thread: rewrites
+#                     bench/RESULTS.md and bench/results.json (a few minutes)
+#   make bench-quick  the suite in quick mode (CI: proves it runs), written to $(QUICK_OUT)
+#   make test / main  scripts/test.sh / scripts/main.sh
+PY ?= .venv/bin/python
+THREADS ?= 1
+QUICK_OUT ?= $(or $(TMPDIR),/tmp)/graphgrad-bench-quick
+
+.PHONY: bench bench-quick bench-jax test main
+
+bench: bench-jax
+	$(PY) bench/run_all.py --threads $(THREADS)
+
+bench-quick:
+	$(PY) bench/run_all.py --quick --threads $(THREADS) --out $(QUICK_OUT)
+
+# JAX is an optional peer: installed for the full run when pip can get it, skipped otherwise.
+bench-jax:
+	@$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q jax \
+		|| echo "bench: jax could not be installed; the JAX peer is skipped"
+
+test:
+	bash scripts/test.sh
+
+main:
+	bash scripts/main.sh

@@ -1,0 +1,50 @@
+"""The benchmark suite (bench/run_all.py) runs in quick mode and records every item.
+
+Not a timing test: it checks that each item ran, produced positive medians, and that the
+checks proving the peers do the same work (same losses and weights, same epoch loss, same
+scalar losses) passed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ITEMS = {"mlp_step", "tiny", "scalar", "epoch", "memory"}
+
+
+def test_quick_suite(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "RESULTS.md").read_text().startswith("# Benchmark results")
+    assert res["quick"] is True
+    assert res["machine"]["cpu"] and res["machine"]["numpy"]
+    assert {i["item"] for i in res["items"]} == ITEMS
+    for item in res["items"]:
+        assert "error" not in item, item.get("error")
+        if item["item"] == "epoch" and not item["rows"]:  # no Fashion-MNIST on this machine
+            assert item["notes"][0].startswith("skipped")
+            continue
+        assert item["rows"], item["item"]
+        for row in item["rows"]:
+            assert any(k.startswith("graphgrad") for k in row["median"]), row
+            assert all(v is None or v > 0 for v in row["median"].values()), row
+        assert all(c["passed"] for c in item["checks"]), item["checks"]
+    mlp = next(i for i in res["items"] if i["item"] == "mlp_step")
+    for row in mlp["rows"]:
+        assert {"graphgrad", "numpy by hand", "GEMM only"} <= set(row["median"])
+        assert row["agreement"]["passed"]
+        # graphgrad, PyTorch (if installed) and NumPy really agree after a few steps
+        for d in row["agreement"]["max_abs_diff"].values():
+            assert d["weights"] < 1e-4 and d["loss"] < 1e-4
+    ratios = [r for i in res["items"] for r in i["ratios"] if r["target"]]
+    assert ratios and all(r["value"] is None or r["value"] > 0 for r in ratios)
