@@ -8,7 +8,7 @@ from .ops import _xp
 
 NAMES = (
     "raw", "const", "sum_to", "broadcast_to", "reshape", "transpose", "swap_last", "matmul",
-    "sum", "exp", "log", "where", "softmax", "getitem", "index_add",
+    "sum", "sum_rows", "exp", "log", "where", "softmax", "getitem", "index_add",
 )
 
 

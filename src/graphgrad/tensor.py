@@ -772,6 +772,12 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     return _apply(SH.transpose, (t,), {"axes": axes})
 
 
+def sum_rows(x: Any) -> Tensor:
+    """Sum over every axis but the last: ``(..., n) -> (n,)``."""
+    t = as_tensor(x)
+    return sum(t, axis=tuple(range(t.ndim - 1))) if t.ndim > 1 else t
+
+
 def swap_last(x: Any) -> Tensor:
     """Swap the last two axes (the matrix transpose of each matrix in a batch)."""
     t = as_tensor(x)
@@ -935,6 +941,7 @@ class TensorXP:
     swap_last = staticmethod(swap_last)
     matmul = staticmethod(matmul)
     sum = staticmethod(sum)
+    sum_rows = staticmethod(sum_rows)
     exp = staticmethod(exp)
     log = staticmethod(log)
     where = staticmethod(where)

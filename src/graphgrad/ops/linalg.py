@@ -60,8 +60,7 @@ def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
 
 
 def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
-    gs = xp.raw(g).shape
-    return xp.sum(g, axis=tuple(range(len(gs) - 1))) if len(gs) > 1 else g
+    return xp.sum_rows(g)
 
 
 @defop(
