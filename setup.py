@@ -38,7 +38,7 @@ def extensions() -> list[Extension]:
         return []
     exts = []
     for name, source, opt in present:
-        flags = [] if os.name == "nt" else [opt, "-ffp-contract=off"]
+        flags = [] if os.name == "nt" else [opt, "-ffp-contract=off", "-fno-math-errno"]
         exts.append(Extension(name, [source], extra_compile_args=flags))
     built = cythonize(exts, language_level=3, quiet=True)
     for e in built:  # set here: cythonize makes new Extension objects, without it
