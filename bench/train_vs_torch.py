@@ -197,7 +197,8 @@ def main() -> None:
         f"final test accuracy: graphgrad {100 * gg_final:.2f}%, PyTorch {100 * torch_final:.2f}% "
         f"(gap {result['accuracy_gap_points']:.2f} points); mean epoch: graphgrad "
         f"{result['mean_epoch_seconds']['graphgrad']:.2f} s, PyTorch "
-        f"{result['mean_epoch_seconds']['torch']:.2f} s ({args.threads} threads); "
+        f"{result['mean_epoch_seconds']['torch']:.2f} s "
+        f"({args.threads} thread{'s' if args.threads != 1 else ''} each); "
         f"graphgrad weights in torch nn.Sequential: max |logit difference| = {max_diff:.2e} "
         f"on {len(data.y_test):,} test images"
     )
@@ -214,7 +215,8 @@ def main() -> None:
         "training images. PyTorch starts from graphgrad's initial weights and sees the same "
         "batches in the same order. Command: `python bench/train_vs_torch.py --epochs "
         f"{args.epochs} --optimizer {args.optimizer} --lr {args.lr:g} --lr-schedule "
-        f"{args.lr_schedule} --batch-size {args.batch_size}`.\n\n{summary}.\n\n{table}\n",
+        f"{args.lr_schedule} --batch-size {args.batch_size} --threads {args.threads}`.\n\n"
+        f"{summary}.\n\n{table}\n",
     )
 
 
