@@ -2,12 +2,13 @@
 #   make bench        the whole benchmark suite (issue 5), peers at 1 thread: rewrites
 #                     bench/RESULTS.md and bench/results.json (a few minutes)
 #   make bench-quick  the suite in quick mode (CI: proves it runs), written to $(QUICK_OUT)
+#   make profile      where an MLP step's time goes, graphgrad vs PyTorch: bench/PROFILE.md
 #   make test / main  scripts/test.sh / scripts/main.sh
 PY ?= .venv/bin/python
 THREADS ?= 1
 QUICK_OUT ?= $(or $(TMPDIR),/tmp)/graphgrad-bench-quick
 
-.PHONY: bench bench-quick bench-jax test main
+.PHONY: bench bench-quick bench-jax profile test main
 
 bench: bench-jax
 	$(PY) bench/run_all.py --threads $(THREADS)
@@ -19,6 +20,9 @@ bench-quick:
 bench-jax:
 	@$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q jax \
 		|| echo "bench: jax could not be installed; the JAX peer is skipped"
+
+profile:
+	$(PY) bench/profile_step.py --threads $(THREADS) --md bench/PROFILE.md
 
 test:
 	bash scripts/test.sh

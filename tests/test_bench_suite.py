@@ -48,3 +48,37 @@ def test_quick_suite(tmp_path: Path) -> None:
             assert d["weights"] < 1e-4 and d["loss"] < 1e-4
     ratios = [r for i in res["items"] for r in i["ratios"] if r["target"]]
     assert ratios and all(r["value"] is None or r["value"] > 0 for r in ratios)
+
+
+def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
+    md = tmp_path / "PROFILE.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "profile_step.py"),
+            "--quick",
+            "--shape",
+            "16,8,4",
+            "--batch",
+            "8",
+            "--md",
+            str(md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = md.read_text()
+    for part in ("| GEMMs |", "| optimiser |", "| elementwise |", "| framework (the rest) |"):
+        assert part in text, part
+    # the clocked parts of graphgrad's step are positive and add up to less than the step
+    row = {
+        ln.split("|")[1].strip(): ln.split("|")[2].strip()
+        for ln in text.splitlines()
+        if ln.startswith("| ") and ln.count("|") >= 3
+    }
+    parts = [float(row[p]) for p in ("GEMMs", "optimiser", "elementwise")]
+    assert all(v > 0 for v in parts)
+    assert sum(parts) < float(row["step (split run)"])
+    assert "`_engine.py" in text  # the cProfile listing names the engine's pass

@@ -1,0 +1,307 @@
+"""Where an MLP training step's time goes: graphgrad vs PyTorch, part by part (issue 5).
+
+The step is bench_mlp_step.py's (fp32, forward, softmax cross-entropy, backward, SGD with
+momentum 0.9, 1 thread). The time of a real step is split, inside the step, into
+
+    step = GEMMs + optimiser + elementwise + framework
+
+* graphgrad: clocks wrapped around the calls that do each part (the ``linear`` forward, with
+  its in-place bias add, and ``matmul`` in the VJP rules: GEMMs; ``opt.step()``: optimiser;
+  the ReLU forward and VJP, bias gradients and the softmax cross-entropy kernels:
+  elementwise); framework = the rest (graph recording, the backward pass, Python calls).
+  The clocks add ~2 µs per clocked call (about 20 per step): compare the two step rows;
+* PyTorch: ``torch.profiler``'s own CPU time of ``aten::addmm``/``aten::mm`` (GEMMs) and the
+  total of ``Optimizer.step`` (optimiser); rest = the unprofiled step (timed just before)
+  minus these (PyTorch's elementwise work is in the rest).
+
+The splits run in rounds, the two libraries taking turns; each part is the median over the
+rounds.
+
+Also shown: the 8 GEMMs alone, in a hot loop, as bench_mlp_step.py's "GEMM only" peer times
+them (inside a step they run with colder caches), and a cProfile listing of graphgrad's step.
+
+Run: python bench/profile_step.py [--shape 784,256,256,10 --batch 128] [--quick] [--md PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import itertools
+import pstats
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import benchlib as B  # bench/ is on sys.path when a script here runs
+import numpy as np
+
+import graphgrad as gg
+from graphgrad import _fused
+from graphgrad.ops import _xp
+from graphgrad.ops import elementwise as E
+from graphgrad.ops import linalg as LA
+
+LR, MU = 0.01, 0.9
+PARTS = ("GEMMs", "optimiser", "elementwise", "framework (the rest)")
+
+
+class Clocks:
+    """Seconds spent per part, by timing wrappers installed while ``installed()`` is open."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        spent, clock = self.spent, time.perf_counter
+
+        def timed(*args: Any, **kw: Any) -> Any:
+            t0 = clock()
+            try:
+                return fn(*args, **kw)
+            finally:
+                spent[part] += clock() - t0
+
+        return timed
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        patches: list[tuple[Any, str, str]] = [
+            (LA.linear, "forward", "GEMMs"),  # frozen dataclass: object.__setattr__ below
+            (_xp, "matmul", "GEMMs"),
+            (E.relu, "forward", "elementwise"),
+            (_fused, "relu_grad", "elementwise"),
+            (_fused, "xent_forward", "elementwise"),
+            (_fused, "xent_backward", "elementwise"),
+            (_xp, "sum_rows", "elementwise"),
+        ]
+        saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+        try:
+            for obj, name, part in patches:
+                object.__setattr__(obj, name, self.wrap(part, getattr(obj, name)))
+            yield
+        finally:
+            for obj, name, old in saved:
+                object.__setattr__(obj, name, old)
+
+
+def _data(sizes: list[int], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch).astype(np.int64)
+    return x, y
+
+
+def graphgrad_step(
+    sizes: list[int], x: np.ndarray, y: np.ndarray
+) -> tuple[Any, Callable[[], None]]:
+    model = gg.nn.MLP(sizes[0], sizes[1:-1], sizes[-1], "relu", rng=np.random.default_rng(0))
+    opt = gg.optim.SGD(model.parameters(), lr=LR, momentum=MU)
+
+    def step() -> None:
+        opt.zero_grad()
+        gg.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return opt, step
+
+
+def torch_step(sizes: list[int], x: np.ndarray, y: np.ndarray) -> tuple[Any, Callable[[], None]]:
+    import torch
+
+    torch.manual_seed(0)
+    mods: list[Any] = []
+    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
+        mods.append(torch.nn.Linear(i, o))
+        if k < len(sizes) - 2:
+            mods.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*mods)
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MU)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    f = torch.nn.functional
+
+    def step() -> None:
+        opt.zero_grad()
+        f.cross_entropy(net(xt), yt).backward()
+        opt.step()
+
+    return opt, step
+
+
+def gemms_alone(sizes: list[int], x: np.ndarray) -> Callable[[], None]:
+    """The 8 products of the step, NumPy layouts as graphgrad's rules use them, hot loop."""
+    rng = np.random.default_rng(1)
+    Ws = [rng.standard_normal((o, i)).astype(np.float32) for i, o in itertools.pairwise(sizes)]
+    acts = [x]
+    for W in Ws:
+        acts.append(acts[-1] @ W.T)
+    grads = [np.ones_like(a) for a in acts[1:]]
+
+    def run() -> None:
+        for k, W in enumerate(Ws):
+            np.matmul(acts[k], W.T)
+        for k in range(len(Ws) - 1, -1, -1):
+            np.matmul(grads[k].T, acts[k])
+            if k:
+                np.matmul(grads[k], Ws[k])
+
+    return run
+
+
+def split_graphgrad(step: Callable[[], None], opt: Any, n: int) -> dict[str, float]:
+    """Mean ms per step of each part, over ``n`` steps with the clocks installed."""
+    clocks = Clocks()
+    opt.step = clocks.wrap("optimiser", opt.step)  # an instance attribute shadows the method
+    try:
+        with clocks.installed():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            total = time.perf_counter() - t0
+    finally:
+        del opt.step
+    out = {p: clocks.spent[p] / n * 1e3 for p in PARTS[:3]}
+    out["framework (the rest)"] = total / n * 1e3 - sum(out.values())
+    out["step"] = total / n * 1e3
+    return out
+
+
+def split_torch(step: Callable[[], None], n: int, step_ms: float) -> dict[str, float]:
+    """GEMM and optimiser ms per step from torch.profiler; the rest from the unprofiled step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    gemm = opt = 0.0
+    for ev in prof.key_averages():
+        if ev.key in ("aten::addmm", "aten::mm"):
+            gemm += ev.self_cpu_time_total
+        elif ev.key.startswith("Optimizer.step#"):
+            opt += ev.cpu_time_total
+    out = {"GEMMs": gemm / n / 1e3, "optimiser": opt / n / 1e3}
+    out["framework (the rest)"] = step_ms - out["GEMMs"] - out["optimiser"]
+    out["step"] = step_ms
+    return out
+
+
+def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]:
+    x, y = _data(sizes, batch)
+    g_opt, g_step = graphgrad_step(sizes, x, y)
+    peers: dict[str, Callable[[], Any]] = {"graphgrad": g_step}
+    t_step = None
+    with contextlib.suppress(ImportError):
+        _, t_step = torch_step(sizes, x, y)
+        peers["pytorch"] = t_step
+    peers["GEMMs alone"] = gemms_alone(sizes, x)
+    rounds, target = (3, 0.02) if quick else (21, 0.1)
+    res = B.interleave(peers, rounds=rounds, target_s=target)
+    ms = {k: v["median_s"] * 1e3 for k, v in res.items()}
+    # The splits: rounds taking turns, each n steps per library; medians over the rounds.
+    n, split_rounds = (10, 1) if quick else (50, 11)
+    runs: dict[str, list[dict[str, float]]] = {"graphgrad": [], "pytorch": []}
+    for _ in range(split_rounds):
+        runs["graphgrad"].append(split_graphgrad(g_step, g_opt, n))
+        if t_step is not None:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                t_step()
+            t_ms = (time.perf_counter() - t0) / n * 1e3
+            runs["pytorch"].append(split_torch(t_step, n, t_ms))
+    splits = {
+        lib: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        for lib, rs in runs.items()
+        if rs
+    }
+    name = f"{'-'.join(map(str, sizes))} b{batch}"
+    g = splits["graphgrad"]
+    lines = [
+        f"### {name} (ms per step)",
+        "",
+        "| part | graphgrad | PyTorch |",
+        "|---|---:|---:|",
+    ]
+    for part in (*PARTS, "step (split run)"):
+        key = "step" if part.startswith("step") else part
+        cells = []
+        for lib in ("graphgrad", "pytorch"):
+            v = splits.get(lib, {}).get(key)
+            cells.append("–" if v is None else f"{v:.3f}")
+        if part == "framework (the rest)" and "pytorch" in splits:
+            cells[1] += " (with elementwise)"
+        lines.append(f"| {part} | {' | '.join(cells)} |")
+    t_cell = f"{ms['pytorch']:.3f}" if "pytorch" in ms else "–"
+    lines.append(
+        f"| **step, unclocked (median of {rounds} rounds)** | {ms['graphgrad']:.3f} | {t_cell} |"
+    )
+    lines.append(f"| the 8 GEMMs alone, hot loop (NumPy) | {ms['GEMMs alone']:.3f} | |")
+    lines.append("")
+    if "pytorch" in splits:
+        t = splits["pytorch"]
+        lines.append(
+            f"graphgrad / PyTorch: step {ms['graphgrad'] / ms['pytorch']:.2f}; their GEMMs "
+            f"inside the step {g['GEMMs'] / t['GEMMs']:.2f} (OpenBLAS vs MKL); everything else "
+            f"{(g['step'] - g['GEMMs']) / (t['step'] - t['GEMMs']):.2f}. graphgrad step / "
+            f"GEMMs alone: {ms['graphgrad'] / ms['GEMMs alone']:.2f}."
+        )
+    # a cProfile of graphgrad's step, by own time, in µs per step
+    prof = cProfile.Profile()
+    reps = 20 if quick else 200
+    prof.enable()
+    for _ in range(reps):
+        g_step()
+    prof.disable()
+    stats: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
+    lines += [
+        "",
+        "cProfile of graphgrad's step, by own time (µs per step; the profiler adds overhead):",
+        "",
+        "| function | calls / step | own µs | with callees µs |",
+        "|---|---:|---:|---:|",
+    ]
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in top:
+        where = f"{Path(file).name}:{line} {func}" if line else func
+        lines.append(
+            f"| `{where}` | {nc / reps:g} | {tt / reps * 1e6:.1f} | {ct / reps * 1e6:.1f} |"
+        )
+    lines.append("")
+    return "\n".join(lines), {"shape": name, "ms": ms, "split": splits}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", action="append", help="layer sizes, e.g. 784,256,256,10")
+    ap.add_argument("--batch", action="append", type=int, help="batch size per --shape")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="few rounds (CI smoke run)")
+    ap.add_argument("--md", type=Path, default=None, help="also write the tables here")
+    args = ap.parse_args(argv)
+    shapes = args.shape or ["784,256,256,10", "3072,512,512,10"]
+    batches = args.batch or [128, 256][: len(shapes)]
+    if len(batches) != len(shapes):
+        sys.exit("profile_step: give one --batch per --shape")
+    text = [
+        "# Where an MLP step's time goes",
+        "",
+        f"Generated by `python bench/profile_step.py` (fp32, SGD momentum {MU}, "
+        f"{args.threads} thread(s) for every library). The split is measured inside real "
+        "steps; see the script's docstring for how.",
+        "",
+    ]
+    with B.threads_limited(args.threads):
+        for shape, batch in zip(shapes, batches, strict=True):
+            md, _ = run([int(s) for s in shape.split(",")], batch, args.quick)
+            print(md)
+            text.append(md)
+    if args.md is not None:
+        args.md.write_text("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
