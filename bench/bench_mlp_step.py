@@ -12,6 +12,8 @@ Peers:
 
 * graphgrad: ``gg.nn.MLP(..., init="he")``, ``gg.cross_entropy``, ``gg.optim.SGD``;
   ``zero_grad(); loss = ...; loss.backward(); step()``, as a user writes it.
+* graphgrad + MKL: the same, with ``gg.set_blas("mkl")``: its matrix products in Intel MKL,
+  PyTorch's BLAS (when the ``mkl`` wheel is installed).
 * PyTorch eager: ``torch.nn.Sequential`` of the same layers, ``F.cross_entropy``,
   ``torch.optim.SGD(momentum=0.9)`` with its defaults.
 * NumPy by hand: no framework; preallocated buffers, ``np.matmul(..., out=)``, the fused
@@ -123,6 +125,23 @@ class GraphgradPeer(Peer):
 
     def last_loss(self) -> float:
         return float(self.loss.data)
+
+
+class GraphgradMklPeer(GraphgradPeer):
+    name = "graphgrad + MKL"
+
+    def step(self) -> None:
+        previous = gg.set_blas("mkl")
+        try:
+            super().step()
+        finally:
+            gg.set_blas(previous)
+
+
+def mkl_available() -> bool:
+    from graphgrad import _blas
+
+    return "error" not in _blas._find_mkl()
 
 
 class TorchPeer(Peer):
@@ -349,6 +368,10 @@ class JaxPeer(Peer):
 
 def available_peers(notes: list[str]) -> list[type[Peer]]:
     peers: list[type[Peer]] = [GraphgradPeer]
+    if mkl_available():
+        peers.append(GraphgradMklPeer)
+    else:
+        notes.append("MKL is not installed (`pip install mkl`): no graphgrad + MKL peer.")
     try:
         import torch  # noqa: F401
 
@@ -433,10 +456,14 @@ def bench_shape(
         )
 
     g, gemm, torch_gemm = "graphgrad", "GEMM only", "GEMM only (torch BLAS)"
+    gm = "graphgrad + MKL"
     ratios = [
         r("graphgrad / PyTorch eager", g, "pytorch", "<= 0.85"),
         r("graphgrad / JAX jit", g, "jax jit", "<= 1.0"),
         r("graphgrad / GEMM-only", g, gemm, GEMM_TARGET.get(sizes[0])),
+        r("graphgrad + MKL / PyTorch eager", gm, "pytorch", "<= 0.85"),
+        r("graphgrad + MKL / JAX jit", gm, "jax jit", "<= 1.0"),
+        r("graphgrad + MKL / GEMM-only (torch BLAS)", gm, torch_gemm, GEMM_TARGET.get(sizes[0])),
         r("graphgrad / NumPy by hand", g, "numpy by hand", None),
         r("NumPy by hand / GEMM-only", "numpy by hand", gemm, None),
         r("GEMM-only / PyTorch eager", gemm, "pytorch", None),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up, idempotent: system packages (where we are root), a virtualenv in .venv,
-# graphgrad with its extras, and PyTorch 2.13.0 (CPU, from this machine's local wheel) as a
-# test/benchmark reference only.
+# graphgrad with its extras (Intel MKL on x86-64), and PyTorch 2.13.0 (CPU, from this
+# machine's local wheel) as a test/benchmark reference only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -13,7 +13,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -e '.[test,train,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+extras=test,train,bench
+# Intel MKL for gg.set_blas("mkl") (optional; x86-64 only): tested, and a peer in bench/.
+if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then extras=$extras,mkl; fi
+.venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import torch" 2>/dev/null \
   || .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
 .venv/bin/python -c "import torch" 2>/dev/null \

@@ -10,6 +10,7 @@ from . import (
     optim,
     viz,
 )
+from ._blas import blas, blas_info, set_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
 from ._state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
@@ -97,6 +98,8 @@ __all__ = [
     "argmax",
     "as_tensor",
     "backprop_grad",
+    "blas",
+    "blas_info",
     "broadcast_to",
     "clip",
     "concatenate",
@@ -135,6 +138,7 @@ __all__ = [
     "power",
     "relu",
     "reshape",
+    "set_blas",
     "set_default_dtype",
     "sigmoid",
     "softmax",

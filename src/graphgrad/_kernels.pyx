@@ -220,6 +220,29 @@ def xent_backward(real[:, ::1] x, const long long[::1] labels, double scale, rea
             out[s, labels[s]] = <real>(out[s, labels[s]] - scale)
 
 
+ctypedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
+                          int, float, float*, int) noexcept nogil
+ctypedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double*, int,
+                          const double*, int, double, double*, int) noexcept nogil
+
+
+def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
+         real[:, ::1] out):
+    """out = op(a) @ op(b) (op: transpose when ta/tb) by the CBLAS ``cblas_?gemm`` (LP64,
+    row-major) at address ``fn``: ``graphgrad/_blas.py`` finds it and checks the shapes."""
+    cdef int M = out.shape[0], N = out.shape[1]
+    cdef int K = a.shape[0] if ta else a.shape[1]
+    cdef int lda = a.shape[1], ldb = b.shape[1]
+    cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
+    with nogil:
+        if real is float:
+            (<sgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, 0.0,
+                           &out[0, 0], N)
+        else:
+            (<dgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, 0.0,
+                           &out[0, 0], N)
+
+
 def first_bad_label(const long long[::1] labels, long long T):
     """The index of the first label outside [0, T), or -1 if there is none."""
     cdef Py_ssize_t i, bad = -1, n = labels.shape[0]

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _blas
+
 Array = np.ndarray
 
 
@@ -53,7 +55,7 @@ def swap_last(x: Array) -> Array:
 
 
 def matmul(a: Array, b: Array) -> Array:
-    return np.matmul(a, b)
+    return _blas.matmul(a, b)  # np.matmul, or MKL for 2-D floats if selected
 
 
 _ONES: dict[tuple[int, Any], Array] = {}

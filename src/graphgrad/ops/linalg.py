@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _blas
 from ._registry import defop
 
 
@@ -43,7 +44,7 @@ def _matmul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     note="batched over leading axes; 1-D operands follow NumPy's rules",
 )
 def matmul(x: Any, y: Any) -> Any:
-    return np.matmul(x, y)
+    return _blas.matmul(x, y)  # np.matmul, or MKL for 2-D floats if selected
 
 
 def _flat2(a: Any, xp: Any) -> Any:
@@ -75,7 +76,7 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     note="fused for speed: one GEMM and an in-place bias add; W is (out, in) as in PyTorch",
 )
 def linear(x: Any, w: Any, b: Any) -> Any:
-    y = np.matmul(x, w.T)
+    y = _blas.matmul(x, w.T)
     if y.dtype == np.result_type(y, b):
         y += b
         return y
