@@ -10,11 +10,13 @@ momentum 0.9, 1 thread). The time of a real step is split, inside the step, into
   the ReLU forward and VJP, bias gradients and the softmax cross-entropy kernels:
   elementwise); framework = the rest (graph recording, the backward pass, Python calls).
   The clocks add ~2 µs per clocked call (about 20 per step): compare the two step rows;
+* graphgrad + MKL (when the ``mkl`` wheel is installed): the same, with
+  ``gg.set_blas("mkl")``, so that its GEMMs run in the library PyTorch's run in;
 * PyTorch: ``torch.profiler``'s own CPU time of ``aten::addmm``/``aten::mm`` (GEMMs) and the
   total of ``Optimizer.step`` (optimiser); rest = the unprofiled step (timed just before)
   minus these (PyTorch's elementwise work is in the rest).
 
-The splits run in rounds, the two libraries taking turns; each part is the median over the
+The splits run in rounds, the libraries taking turns; each part is the median over the
 rounds.
 
 Also shown: the 8 GEMMs alone, in a hot loop, as bench_mlp_step.py's "GEMM only" peer times
@@ -42,7 +44,7 @@ import benchlib as B  # bench/ is on sys.path when a script here runs
 import numpy as np
 
 import graphgrad as gg
-from graphgrad import _fused
+from graphgrad import _blas, _fused
 from graphgrad.ops import _xp
 from graphgrad.ops import elementwise as E
 from graphgrad.ops import linalg as LA
@@ -190,10 +192,29 @@ def split_torch(step: Callable[[], None], n: int, step_ms: float) -> dict[str, f
     return out
 
 
+def _with_mkl(fn: Callable[[], None]) -> Callable[[], None]:
+    def step() -> None:
+        previous = gg.set_blas("mkl")
+        try:
+            fn()
+        finally:
+            gg.set_blas(previous)
+
+    return step
+
+
+LIBS = ("graphgrad", "graphgrad + MKL", "pytorch")
+TITLES = {"graphgrad": "graphgrad", "graphgrad + MKL": "graphgrad + MKL", "pytorch": "PyTorch"}
+
+
 def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]:
     x, y = _data(sizes, batch)
     g_opt, g_step = graphgrad_step(sizes, x, y)
     peers: dict[str, Callable[[], Any]] = {"graphgrad": g_step}
+    m_step = m_opt = None
+    if "error" not in _blas._find_mkl():
+        m_opt, m_plain = graphgrad_step(sizes, x, y)
+        m_step = peers["graphgrad + MKL"] = _with_mkl(m_plain)
     t_step = None
     with contextlib.suppress(ImportError):
         _, t_step = torch_step(sizes, x, y)
@@ -204,9 +225,11 @@ def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]
     ms = {k: v["median_s"] * 1e3 for k, v in res.items()}
     # The splits: rounds taking turns, each n steps per library; medians over the rounds.
     n, split_rounds = (10, 1) if quick else (50, 11)
-    runs: dict[str, list[dict[str, float]]] = {"graphgrad": [], "pytorch": []}
+    runs: dict[str, list[dict[str, float]]] = {lib: [] for lib in LIBS}
     for _ in range(split_rounds):
         runs["graphgrad"].append(split_graphgrad(g_step, g_opt, n))
+        if m_step is not None:
+            runs["graphgrad + MKL"].append(split_graphgrad(m_step, m_opt, n))
         if t_step is not None:
             t0 = time.perf_counter()
             for _ in range(n):
@@ -218,37 +241,47 @@ def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]
         for lib, rs in runs.items()
         if rs
     }
+    libs = [lib for lib in LIBS if lib in splits]
     name = f"{'-'.join(map(str, sizes))} b{batch}"
-    g = splits["graphgrad"]
     lines = [
         f"### {name} (ms per step)",
         "",
-        "| part | graphgrad | PyTorch |",
-        "|---|---:|---:|",
+        "| part | " + " | ".join(TITLES[lib] for lib in libs) + " |",
+        "|---|" + "---:|" * len(libs),
     ]
     for part in (*PARTS, "step (split run)"):
         key = "step" if part.startswith("step") else part
         cells = []
-        for lib in ("graphgrad", "pytorch"):
-            v = splits.get(lib, {}).get(key)
-            cells.append("–" if v is None else f"{v:.3f}")
-        if part == "framework (the rest)" and "pytorch" in splits:
-            cells[1] += " (with elementwise)"
+        for lib in libs:
+            v = splits[lib].get(key)
+            cell = "–" if v is None else f"{v:.3f}"
+            if lib == "pytorch" and part == "framework (the rest)":
+                cell += " (with elementwise)"
+            cells.append(cell)
         lines.append(f"| {part} | {' | '.join(cells)} |")
-    t_cell = f"{ms['pytorch']:.3f}" if "pytorch" in ms else "–"
     lines.append(
-        f"| **step, unclocked (median of {rounds} rounds)** | {ms['graphgrad']:.3f} | {t_cell} |"
+        f"| **step, unclocked (median of {rounds} rounds)** | "
+        + " | ".join(f"{ms[lib]:.3f}" for lib in libs)
+        + " |"
     )
-    lines.append(f"| the 8 GEMMs alone, hot loop (NumPy) | {ms['GEMMs alone']:.3f} | |")
+    lines.append(
+        "| the 8 GEMMs alone, hot loop (NumPy) | "
+        + " | ".join([f"{ms['GEMMs alone']:.3f}"] + [""] * (len(libs) - 1))
+        + " |"
+    )
     lines.append("")
+    g = splits["graphgrad"]
     if "pytorch" in splits:
         t = splits["pytorch"]
-        lines.append(
-            f"graphgrad / PyTorch: step {ms['graphgrad'] / ms['pytorch']:.2f}; their GEMMs "
-            f"inside the step {g['GEMMs'] / t['GEMMs']:.2f} (OpenBLAS vs MKL); everything else "
-            f"{(g['step'] - g['GEMMs']) / (t['step'] - t['GEMMs']):.2f}. graphgrad step / "
-            f"GEMMs alone: {ms['graphgrad'] / ms['GEMMs alone']:.2f}."
-        )
+        for lib in libs[:-1]:
+            g = splits[lib]
+            lines.append(
+                f"{TITLES[lib]} / PyTorch: step {ms[lib] / ms['pytorch']:.2f}; GEMMs inside "
+                f"the step {g['GEMMs'] / t['GEMMs']:.2f}; everything else "
+                f"{(g['step'] - g['GEMMs']) / (t['step'] - t['GEMMs']):.2f}."
+            )
+        lines.append("")
+    lines.append(f"graphgrad step / the 8 GEMMs alone: {ms['graphgrad'] / ms['GEMMs alone']:.2f}.")
     # a cProfile of graphgrad's step, by own time, in µs per step
     prof = cProfile.Profile()
     reps = 20 if quick else 200
