@@ -212,6 +212,13 @@ def machine_info(threads: int) -> dict[str, Any]:
         info["graphgrad_scalar"] = scalar.IMPLEMENTATION
     except (ImportError, AttributeError):
         pass
+    try:  # loaded here so that threadpoolctl lists MKL's pool too
+        from graphgrad import _blas
+
+        found = _blas._find_mkl()
+        info["graphgrad_mkl"] = found.get("path") or found.get("error")
+    except ImportError:  # pragma: no cover
+        pass
     for mod in ("torch", "jax", "jaxlib", "micrograd", "threadpoolctl"):
         try:
             m = __import__(mod)
