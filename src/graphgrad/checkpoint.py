@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
+from ._blas import blas
 from .errors import GraphgradError
 
 __all__ = [
@@ -88,6 +89,8 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     out["platform"] = platform.platform()
+    # where the matrix products ran: MKL rounds differently from NumPy's OpenBLAS
+    out["blas"] = blas()
     return out
 
 
