@@ -29,13 +29,11 @@ Run: python bench/bench_memory.py [--json PATH]
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
 import sys
 import tracemalloc
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import benchlib as B  # bench/ is on sys.path when a script here runs
@@ -248,15 +246,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="accepted for symmetry (always fast)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None, help="write the record here")
-    args = ap.parse_args(argv)
-    rec = run(args.quick, args.threads)
-    if args.json:
-        B.write_json(args.json, rec)
-    return 0 if all(c["passed"] for c in rec["checks"]) else 1
+    return B.script_main(__doc__, run, argv, quick_help="accepted for symmetry (always fast)")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,8 @@ Run: python bench/bench_mlp_step.py [--quick] [--threads 1] [--json PATH]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import benchlib as B  # bench/ is on sys.path when a script here runs
@@ -522,15 +520,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="few rounds (CI smoke run)")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS/torch/XLA threads (1)")
-    ap.add_argument("--json", type=Path, default=None, help="write the record here")
-    args = ap.parse_args(argv)
-    rec = run(args.quick, args.threads)
-    if args.json:
-        B.write_json(args.json, rec)
-    return 0 if all(c["passed"] for c in rec["checks"]) else 1
+    return B.script_main(__doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,28 @@ def ratio(
     if mins is not None:
         row["value_of_mins"] = mins[0] / mins[1] if mins[0] is not None and mins[1] else None
     return row
+
+
+def script_main(
+    doc: str,
+    run: Callable[[bool, int], dict[str, Any]],
+    argv: Sequence[str] | None,
+    quick_help: str = "few rounds (CI smoke run)",
+    threads_help: str = "BLAS/torch/XLA threads (1)",
+) -> int:
+    """The command line shared by the suite's items: ``--quick``, ``--threads``, ``--json``;
+    exit status 1 if a check (same work done by every peer) failed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--threads", type=int, default=1, help=threads_help)
+    ap.add_argument("--json", type=Path, default=None, help="write the record here")
+    args = ap.parse_args(argv)
+    rec = run(args.quick, args.threads)
+    if args.json:
+        write_json(args.json, rec)
+    return 0 if all(c["passed"] for c in rec["checks"]) else 1
 
 
 def write_json(path: Path, obj: Any) -> None:
