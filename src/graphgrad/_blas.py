@@ -35,7 +35,10 @@ def _find_mkl() -> dict[str, Any]:
     if _mkl:
         return _mkl
     if _fused._K is None or not hasattr(_fused._K, "gemm"):
-        _mkl["error"] = "graphgrad's compiled kernels are not built (they call MKL)"
+        _mkl["error"] = (
+            "graphgrad's compiled kernels, which call MKL, are not in use (not built, or "
+            "GRAPHGRAD_PURE_PYTHON is set)"
+        )
         return _mkl
     candidates = []
     for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
@@ -48,6 +51,14 @@ def _find_mkl() -> dict[str, Any]:
             sgemm, dgemm = lib.cblas_sgemm, lib.cblas_dgemm
         except (OSError, AttributeError):
             continue
+        # The kernel passes 32-bit ints (LP64). MKL_INTERFACE_LAYER=ILP64 in the environment
+        # would make MKL read them as 64-bit: ask for LP64, and refuse if MKL keeps ILP64.
+        layer = getattr(lib, "MKL_Set_Interface_Layer", None)
+        if layer is not None:
+            layer.argtypes, layer.restype = [ctypes.c_int], ctypes.c_int
+            if layer(0) != 0:  # 0: MKL_INTERFACE_LP64
+                _mkl["error"] = f"{path} uses the ILP64 interface (MKL_INTERFACE_LAYER?)"
+                return _mkl
         addr = ctypes.cast
         _mkl.update(
             path=getattr(lib, "_name", path),
