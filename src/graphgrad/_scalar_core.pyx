@@ -732,6 +732,19 @@ cdef inline int _reach(_Walk* w, _Nodes* slots, Py_ssize_t k, Scalar x) except -
     return 1
 
 
+cdef int _walk_start(_Walk* w, Scalar root, bint reset, _Nodes* slots) except -1:
+    """A walk from ``root``: slot 0 holds it, the first 4096 slots are zeroed."""
+    w.hi = _number(root)
+    w.top = 0
+    w.count = 1
+    w.zeroed = 4096
+    w.reset = reset
+    _reserve(slots, w.zeroed)
+    memset(slots.items, 0, w.zeroed * sizeof(PyObject*))
+    slots.items[0] = <PyObject*>root
+    return 0
+
+
 cdef bint _walk_dense(Scalar root, bint reset, _Nodes* slots) except -1:
     """Place the op nodes ``root`` depends on in ``slots``: slot k holds the node numbered
     ``root._seq - k`` (NULL where that number is not in the graph), so the slots are newest
@@ -745,14 +758,7 @@ cdef bint _walk_dense(Scalar root, bint reset, _Nodes* slots) except -1:
     cdef Py_ssize_t k = 0
     cdef PyObject* p
     cdef Scalar n
-    w.hi = _number(root)
-    w.top = 0
-    w.count = 1
-    w.zeroed = 4096
-    w.reset = reset
-    _reserve(slots, w.zeroed)
-    memset(slots.items, 0, w.zeroed * sizeof(PyObject*))
-    slots.items[0] = <PyObject*>root
+    _walk_start(&w, root, reset, slots)
     while k <= w.top:
         p = slots.items[k]
         k += 1
@@ -940,14 +946,7 @@ cdef int _backward(Scalar root, _Nodes* slots) except -1:
     cdef Py_ssize_t k = 0
     cdef PyObject* p
     cdef Scalar n
-    w.hi = _number(root)
-    w.top = 0
-    w.count = 1
-    w.zeroed = 4096
-    w.reset = True
-    _reserve(slots, w.zeroed)
-    memset(slots.items, 0, w.zeroed * sizeof(PyObject*))
-    slots.items[0] = <PyObject*>root
+    _walk_start(&w, root, True, slots)
     while k <= w.top:
         p = slots.items[k]
         if k + 8 < w.zeroed:
