@@ -129,11 +129,8 @@ class GraphgradMklPeer(GraphgradPeer):
     name = "graphgrad + MKL"
 
     def step(self) -> None:
-        previous = gg.set_blas("mkl")
-        try:
+        with gg.using_blas("mkl"):
             super().step()
-        finally:
-            gg.set_blas(previous)
 
 
 def mkl_available() -> bool:

@@ -194,11 +194,8 @@ def split_torch(step: Callable[[], None], n: int, step_ms: float) -> dict[str, f
 
 def _with_mkl(fn: Callable[[], None]) -> Callable[[], None]:
     def step() -> None:
-        previous = gg.set_blas("mkl")
-        try:
+        with gg.using_blas("mkl"):
             fn()
-        finally:
-            gg.set_blas(previous)
 
     return step
 

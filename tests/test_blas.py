@@ -30,11 +30,14 @@ def test_mkl_is_present_where_required() -> None:
 
 @pytest.fixture
 def mkl() -> Iterator[None]:
-    previous = gg.set_blas("mkl")
-    try:
+    with gg.using_blas("mkl"):
         yield
-    finally:
-        gg.set_blas(previous)
+
+
+def test_using_blas_restores_the_previous_library_after_an_error() -> None:
+    with pytest.raises(ZeroDivisionError), gg.using_blas("numpy"):
+        1 / 0  # noqa: B018
+    assert gg.blas() == "numpy"
 
 
 def test_default_is_numpy_and_unknown_names_are_refused() -> None:
@@ -136,8 +139,7 @@ def test_gradients_through_mkl_pass_gradcheck(mkl: None) -> None:
 
 
 def _train(blas: str, steps: int = 3) -> list[np.ndarray]:
-    previous = gg.set_blas(blas)
-    try:
+    with gg.using_blas(blas):
         rng = np.random.default_rng(0)
         model = gg.nn.MLP(20, [16, 16], 4, "relu", rng=rng)
         opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -148,8 +150,6 @@ def _train(blas: str, steps: int = 3) -> list[np.ndarray]:
             gg.cross_entropy(model(x), y).backward()
             opt.step()
         return [p.data.copy() for p in model.parameters()]
-    finally:
-        gg.set_blas(previous)
 
 
 @needs_mkl

@@ -10,7 +10,7 @@ from . import (
     optim,
     viz,
 )
-from ._blas import blas, blas_info, set_blas
+from ._blas import blas, blas_info, set_blas, using_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
 from ._state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
@@ -151,6 +151,7 @@ __all__ = [
     "tensor",
     "transpose",
     "units",
+    "using_blas",
     "value_and_grad",
     "viz",
     "vjp",

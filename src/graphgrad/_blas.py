@@ -13,11 +13,13 @@ still goes to ``np.matmul``. It is opt-in because MKL rounds differently from Op
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -91,6 +93,17 @@ def set_blas(name: str) -> str:
     else:
         raise ValueError(f"set_blas: unknown BLAS {name!r}; choose 'numpy' or 'mkl'")
     return previous
+
+
+@contextlib.contextmanager
+def using_blas(name: str) -> Iterator[None]:
+    """``with gg.using_blas("mkl"): ...``: :func:`set_blas` for the block, the previous
+    library restored after it (also on an exception)."""
+    previous = set_blas(name)
+    try:
+        yield
+    finally:
+        set_blas(previous)
 
 
 def blas() -> str:
