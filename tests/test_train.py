@@ -162,7 +162,9 @@ def test_divergence_stops_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_huge_learning_rate_diverges_in_a_full_run(tmp_path: Path) -> None:
     root = write_fake_fashion_mnist(tmp_path / "data")
-    cfg = small_config(root, **{"optim.name": "sgd", "optim.lr": 1e12, "train.epochs": 3})
+    # the largest rate the config accepts, with as much weight decay: |w| grows 10^6-fold a step
+    big = {"optim.name": "sgd", "optim.lr": 1e3, "optim.weight_decay": 1e3, "optim.momentum": 0.0}
+    cfg = small_config(root, **big, **{"train.epochs": 3})
     with pytest.raises(TrainingDiverged, match="Try a smaller learning rate"):
         run_training(cfg, tmp_path / "run", progress=False, plots=False, log=quiet)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -295,6 +297,7 @@ def test_short_run_on_real_fashion_mnist(tmp_path: Path) -> None:
             "data.test_subset": 1000,
             "train.epochs": 1,
             "train.batch_size": 64,
+            "train.lr_schedule": "constant",
         }
     )
     res = run_training(cfg, tmp_path / "real", progress=False, plots=False, log=quiet)

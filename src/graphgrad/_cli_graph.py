@@ -145,14 +145,15 @@ def _graph(args: argparse.Namespace) -> int:
         if fmt not in FORMATS:
             return _error("graph", f"cannot tell the format from {args.output!r}; use --format")
     fmt = fmt or "text"
+    if fmt == "png" and not args.output and sys.stdout.isatty():
+        # checked before drawing: binary data would garble the terminal
+        return _error("graph", "PNG is binary: give -o FILE (or redirect stdout to a file)")
     try:
         data = render(graph, fmt)
     except DotNotFoundError as e:
         print(f"graphgrad graph: error: {e}", file=sys.stderr)
         return 1
     if isinstance(data, bytes) and not args.output:
-        if sys.stdout.isatty():
-            return _error("graph", "PNG is binary: give -o FILE (or redirect stdout)")
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return 0

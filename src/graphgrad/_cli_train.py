@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ._cli_args import finite_float, int_at_least
+
 
 def _hidden(text: str) -> list[int]:
     text = text.strip()
@@ -19,8 +21,48 @@ def _hidden(text: str) -> list[int]:
         return [int(t) for t in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--hidden takes comma-separated integers like 256,256, got {text!r}"
+            f"takes comma-separated integers like 256,256, got {text[:80]!r}"
         ) from None
+
+
+def _cfg(key: str, text: str) -> str:
+    """A help line for a train option: what it sets, its config key and its defaults."""
+    from .config import TOY_DEFAULTS, RunConfig
+
+    section, _, name = key.partition(".")
+    default = getattr(getattr(RunConfig(), section), name)
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    toy = TOY_DEFAULTS.get(section, {}).get(name)
+    if isinstance(toy, tuple):
+        toy = ",".join(map(str, toy))
+    extra = f"; toy data sets: {toy}" if toy is not None else ""
+    return f"{text} [{key}; default: {default}{extra}]".replace("%", "%%")
+
+
+_TRAIN_DESCRIPTION = """\
+Train an MLP as a config file and/or the options below describe (options override the
+file; options not given take the file's value, else the default shown), evaluate it after
+every epoch, and write into --out: the resolved config.toml, run.json (seeds, versions),
+a checkpoint after every epoch (checkpoints/epoch-NNNN; the newest --keep-checkpoints of
+them are kept), metrics.json and PNG figures (curves, confusion matrix, first-layer
+weights). The defaults are the README's recipe (MLP 784-256-256-10, He init, Adam 1e-3,
+cosine schedule, 15 epochs, batch 128); toy data sets (two_moons, circles, xor, blobs,
+spiral) default to a small net, a larger rate and small batches.
+
+Results (one line per epoch, the test accuracy) go to stdout; progress bars (only on a
+terminal) and messages to stderr. A run holds --out/.lock while it lasts: a second run
+into the same folder is refused."""
+
+_TRAIN_EPILOG = """\
+examples:
+  graphgrad train --dataset fashion-mnist --epochs 15 --out runs/fmnist
+  graphgrad train --config examples/configs/fashion_mlp_adam.toml --out runs/adam
+  graphgrad train --dataset two_moons --out runs/moons
+  graphgrad train --out runs/fmnist --resume --epochs 20
+
+needs the 'train' extra (safetensors for checkpoints; matplotlib for figures, tqdm for
+progress bars: without them, no figures and no bars): pip install 'graphgrad[train]'"""
 
 
 def register(sub: Any) -> None:
@@ -28,57 +70,150 @@ def register(sub: Any) -> None:
     t = sub.add_parser(
         "train",
         help="train an MLP on an image or toy data set and write a run directory",
-        description="Train an MLP as a config file and/or the options below describe (options "
-        "override the file), evaluate it after every epoch, and write into --out: the resolved "
-        "config.toml, run.json (seeds, versions), a checkpoint per epoch, metrics.json and "
-        "PNG figures (curves, confusion matrix, first-layer weights). Example: graphgrad train "
-        "--dataset fashion-mnist --model mlp --hidden 256,256 --activation relu --epochs 15 "
-        "--optimizer adam --lr 1e-3 --batch-size 128 --out runs/fmnist",
+        description=_TRAIN_DESCRIPTION,
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("--config", type=Path, help="TOML run configuration (see graphgrad.config)")
-    t.add_argument("--out", type=Path, required=True, help="the run directory")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--name", help="a label for the run")
+    t.add_argument(
+        "--config", type=Path, help="TOML run configuration (see graphgrad.config); default: none"
+    )
+    t.add_argument("--out", type=Path, required=True, help="the run directory (required)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint (only --epochs may change)",
+    )
+    t.add_argument("--name", help="a label for the run [name; default: none]")
     g = t.add_argument_group("model")
-    g.add_argument("--model", dest="kind", choices=["mlp", "linear"])
-    g.add_argument("--hidden", type=_hidden, help="hidden sizes, e.g. 256,256")
-    g.add_argument("--activation", help="relu, tanh, sigmoid, identity, leaky_relu[:s], elu[:a]")
-    g.add_argument("--init", choices=["auto", "he", "lecun", "xavier", "normal"])
-    g.add_argument("--init-std", type=float, help="σ for --init normal")
-    g.add_argument("--seed", type=int, help="sets both --init-seed and --data-seed")
-    g.add_argument("--init-seed", type=int, help="seed of the initial weights")
+    g.add_argument(
+        "--model",
+        dest="kind",
+        choices=["mlp", "linear"],
+        help=_cfg("model.kind", "mlp, or linear (no hidden layers)"),
+    )
+    g.add_argument("--hidden", type=_hidden, help=_cfg("model.hidden", "hidden sizes"))
+    g.add_argument(
+        "--activation",
+        help=_cfg("model.activation", "relu, tanh, sigmoid, identity, leaky_relu[:s], elu[:a]"),
+    )
+    g.add_argument(
+        "--init",
+        choices=["auto", "he", "lecun", "xavier", "normal"],
+        help=_cfg(
+            "model.init", "weight initialisation (auto: He for ReLU-like activations, else LeCun)"
+        ),
+    )
+    g.add_argument(
+        "--init-std",
+        type=finite_float(0.0, lo_open=True),
+        help=_cfg("model.init_std", "σ for --init normal"),
+    )
+    g.add_argument(
+        "--seed", type=int_at_least(0), help="sets both --init-seed and --data-seed [default: 0]"
+    )
+    g.add_argument(
+        "--init-seed", type=int_at_least(0), help=_cfg("model.seed", "seed of the initial weights")
+    )
     d = t.add_argument_group("data")
-    d.add_argument("--dataset", help="fashion-mnist, mnist, cifar10, two_moons, circles, ...")
-    d.add_argument("--data-root", help="folder holding the data files")
-    d.add_argument("--data-seed", type=int, help="seed of the shuffling and subsets")
-    d.add_argument("--train-subset", type=int, help="train on this many samples only")
-    d.add_argument("--test-subset", type=int, help="evaluate on this many samples only")
-    d.add_argument("--val-fraction", type=float, help="hold out this share for validation")
+    d.add_argument(
+        "--dataset",
+        help=_cfg(
+            "data.dataset", "fashion-mnist, mnist, cifar10, two_moons, circles, xor, blobs, spiral"
+        ),
+    )
+    d.add_argument(
+        "--data-root",
+        help=_cfg("data.root", "folder holding the data files (empty: the usual places)"),
+    )
+    d.add_argument(
+        "--data-seed",
+        type=int_at_least(0),
+        help=_cfg("data.seed", "seed of the shuffling and subsets"),
+    )
+    d.add_argument(
+        "--train-subset",
+        type=int_at_least(0),
+        help=_cfg("data.train_subset", "train on this many samples only (0: all)"),
+    )
+    d.add_argument(
+        "--test-subset",
+        type=int_at_least(0),
+        help=_cfg("data.test_subset", "evaluate on this many samples only (0: all)"),
+    )
+    d.add_argument(
+        "--val-fraction",
+        type=finite_float(0.0),
+        help=_cfg("data.val_fraction", "hold out this share for validation"),
+    )
     o = t.add_argument_group("optimiser and loop")
-    o.add_argument("--optimizer", choices=["adam", "sgd"])
-    o.add_argument("--lr", type=float)
-    o.add_argument("--momentum", type=float)
-    o.add_argument("--nesterov", action="store_true", default=None)
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--epochs", type=int)
-    o.add_argument("--batch-size", type=int)
-    o.add_argument("--lr-schedule", choices=["constant", "cosine"])
-    o.add_argument("--dtype", choices=["float32", "float64"])
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--optimizer", choices=["adam", "sgd"], help=_cfg("optim.name", "optimiser"))
+    o.add_argument(
+        "--lr",
+        type=finite_float(0.0, lo_open=True),
+        help=_cfg("optim.lr", "learning rate (the schedule's peak)"),
+    )
+    o.add_argument(
+        "--momentum", type=finite_float(0.0), help=_cfg("optim.momentum", "SGD momentum")
+    )
+    o.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_cfg("optim.nesterov", "Nesterov momentum for SGD"),
+    )
+    o.add_argument(
+        "--weight-decay", type=finite_float(0.0), help=_cfg("optim.weight_decay", "L2 weight decay")
+    )
+    o.add_argument("--epochs", type=int_at_least(1), help=_cfg("train.epochs", "epochs"))
+    o.add_argument(
+        "--batch-size",
+        type=int_at_least(1),
+        help=_cfg("train.batch_size", "samples per optimiser step"),
+    )
+    o.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        help=_cfg("train.lr_schedule", "learning-rate schedule"),
+    )
+    o.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        help=_cfg("train.dtype", "floating-point type of weights and data"),
+    )
+    o.add_argument(
+        "--keep-checkpoints",
+        type=int_at_least(1),
+        help=_cfg(
+            "train.keep_checkpoints",
+            "a checkpoint is written after every epoch; keep this many of the newest",
+        ),
+    )
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are shown only on a terminal anyway)",
+    )
     t.add_argument("--no-plots", action="store_true", help="no PNG figures")
     t.set_defaults(handler=_train)
 
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     e = sub.add_parser(
         "eval",
         help="evaluate a trained model (run directory or checkpoint) on its data set",
         description="Load a checkpoint (a run directory's newest, or a checkpoint directory), "
         "verify it, and report loss, accuracy and per-class accuracy on the test (or train) "
-        "split of the data set it was trained on.",
+        "split of the data set it was trained on. Needs the 'train' extra (safetensors).",
+        formatter_class=fmt,
     )
     e.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
-    e.add_argument("--split", choices=["test", "train"], default="test")
+    e.add_argument("--split", choices=["test", "train"], default="test", help="which split")
     e.add_argument("--data-root", help="folder holding the data files (default: as trained)")
-    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument(
+        "--batch-size",
+        type=int_at_least(1, 1_000_000),
+        default=1000,
+        help="samples per forward pass",
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(handler=_eval)
 
@@ -87,35 +222,66 @@ def register(sub: Any) -> None:
         help="classify images with a trained model",
         description="Classify images: .npy arrays ((H, W), (N, H, W), (D,) or (N, D); uint8 "
         "0..255 or float 0..1), PNG files of the training image size, or test-set images by "
-        "index (--test-index). Prints the top-k classes with their softmax probabilities.",
+        "index (--test-index). Prints the top-k classes with their softmax probabilities. "
+        "Needs the 'train' extra (safetensors; matplotlib for PNG files).",
+        formatter_class=fmt,
     )
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
     p.add_argument("inputs", nargs="*", type=Path, help=".npy or .png files")
-    p.add_argument("--test-index", type=int, nargs="+", default=[], help="test-set images")
+    p.add_argument(
+        "--test-index", type=int_at_least(0), nargs="+", default=[], help="test-set images"
+    )
     p.add_argument("--data-root", help="folder holding the data files (for --test-index)")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int_at_least(1), default=3, help="classes shown per input")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_predict)
 
     s = sub.add_parser(
         "init-study",
-        help="signal propagation through a deep net for σ too small, right and too large",
+        help="signal propagation through a deep net for σ too small, right and too large "
+        "(writes into docs/results by default)",
         description="Push S samples through a deep MLP initialised with N(0, σ) weights for σ "
-        "too small, right (gain/sqrt(fan_in)) and too large; plot the standard deviation of "
-        "the activations and of the gradients per layer (vanishing, preserved, exploding).",
+        "too small, right (gain/sqrt(fan_in)) and too large; print a table and write, into "
+        "--out, a plot of the standard deviation of the activations and of the gradients per "
+        "layer (init_study_<activation>.png) and the table (init_study_<activation>.md). "
+        "Needs the 'train' extra (matplotlib).",
+        formatter_class=fmt,
     )
-    s.add_argument("--depth", type=int, default=50)
-    s.add_argument("--width", type=int, default=256)
-    s.add_argument("--activation", default="relu")
-    s.add_argument("--samples", type=int, default=256)
-    s.add_argument("--factor", type=float, default=2.0, help="too small/large = right ÷/× this")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder")
+    s.add_argument("--depth", type=int_at_least(1, 10_000), default=50, help="layers")
+    s.add_argument("--width", type=int_at_least(1, 8192), default=256, help="units per layer")
+    s.add_argument(
+        "--activation",
+        default="relu",
+        help="relu, tanh, sigmoid, identity, leaky_relu[:s], elu[:a]",
+    )
+    s.add_argument(
+        "--samples", type=int_at_least(1, 1_000_000), default=256, help="samples S pushed through"
+    )
+    s.add_argument(
+        "--factor",
+        type=finite_float(1.0, lo_open=True),
+        default=2.0,
+        help="too small/large = right ÷/× this",
+    )
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="seed of inputs and weights")
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/results"),
+        help="folder the .png and .md are written into (created if missing)",
+    )
     s.set_defaults(handler=_init_study)
 
 
 def _err(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
+    from .cli import one_line
+
+    print(f"error: {one_line(msg)}", file=sys.stderr)
+
+
+def _say(line: str) -> None:
+    """A result line on stdout."""
+    print(line, flush=True)
 
 
 # -------------------------------------------------------------------------------- train
@@ -123,15 +289,16 @@ def _err(msg: str) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """The run configuration: the file (or, with --resume, the run's config.toml), then the
-    command-line options on top."""
-    from .config import RunConfig, load_config
+    command-line options on top. Keys given nowhere take the defaults of the data set."""
+    from .config import RunConfig, load_config, merge_overrides, read_config_file
 
     if args.config is not None:
-        base = load_config(args.config)
+        load_config(args.config)  # errors in the file name the file
+        raw: dict[str, Any] = read_config_file(args.config)
     elif args.resume and (args.out / "config.toml").is_file():
-        base = load_config(args.out / "config.toml")
+        raw = load_config(args.out / "config.toml").to_dict()
     else:
-        base = RunConfig()
+        raw = {}
     seed = args.seed
     overrides = {
         "name": args.name,
@@ -156,16 +323,32 @@ def resolve_config(args: argparse.Namespace) -> Any:
         "train.batch_size": args.batch_size,
         "train.lr_schedule": args.lr_schedule,
         "train.dtype": args.dtype,
+        "train.keep_checkpoints": args.keep_checkpoints,
     }
-    return base.with_overrides(overrides, "command-line options")
+    source = (
+        f"{args.config} with the command-line options" if args.config else "command-line options"
+    )
+    return RunConfig.from_dict(merge_overrides(raw, overrides), source)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ._extras import MissingExtraError
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DataFormatError, DatasetNotFoundError
-    from .train import RunError, TrainingDiverged, run_training
+    from .train import (
+        RunError,
+        RunLockedError,
+        TrainingDiverged,
+        check_run_dependencies,
+        run_training,
+    )
 
+    try:
+        check_run_dependencies(plots=not args.no_plots)
+    except MissingExtraError as e:
+        _err(str(e))
+        return 1
     try:
         cfg = resolve_config(args)
     except (ConfigError, FileNotFoundError) as e:
@@ -178,11 +361,19 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             plots=not args.no_plots,
+            log=_say,
         )
     except TrainingDiverged as e:
-        _err(f"training diverged: {e}")
+        _err(f"training diverged: {e} (status 'diverged' in {args.out / 'metrics.json'})")
         return 1
-    except (RunError, CheckpointError, DatasetNotFoundError, DataFormatError) as e:
+    except (
+        RunError,
+        RunLockedError,
+        CheckpointError,
+        ConfigError,
+        DatasetNotFoundError,
+        DataFormatError,
+    ) as e:
         _err(str(e))
         return 1
     except KeyboardInterrupt:
@@ -195,7 +386,19 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except OSError as e:
+        _err(_os_error(e, f"writing the run into {args.out}"))
+        return 1
     return 0
+
+
+def _os_error(e: OSError, doing: str) -> str:
+    import errno
+
+    if e.errno == errno.ENOSPC:
+        return f"no space left on the device while {doing}; nothing half-written was kept"
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{e.strerror or e} while {doing}{where}"
 
 
 # --------------------------------------------------------------------------------- eval
@@ -210,18 +413,20 @@ def _load(path: Path) -> tuple[Any, Any, dict[str, Any]]:
 def _eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ._extras import require_extra
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DatasetNotFoundError
     from .nn.functional import confusion_matrix
     from .train import evaluate, load_data
 
     try:
+        require_extra("graphgrad eval (checkpoints)", ["safetensors"])
         model, cfg, _info = _load(args.checkpoint)
         dcfg = cfg.data if args.data_root is None else replace(cfg.data, root=args.data_root)
         if args.split == "test":
             dcfg = replace(dcfg, val_fraction=0.0)
         data = load_data(dcfg, np.dtype(cfg.train.dtype), with_train=args.split == "train")
-    except (CheckpointError, DatasetNotFoundError, DataFormatError) as e:
+    except (CheckpointError, DatasetNotFoundError, DataFormatError, ImportError) as e:
         _err(str(e))
         return 1
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
@@ -298,14 +503,18 @@ def _read_inputs(
 def _predict(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ._extras import require_extra
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DatasetNotFoundError
     from .tensor import softmax
     from .train import load_data
 
     try:
+        require_extra("graphgrad predict (checkpoints)", ["safetensors"])
+        if any(str(p).lower().endswith(".png") for p in args.inputs):
+            require_extra("graphgrad predict on PNG files", ["matplotlib"])
         model, cfg, info = _load(args.checkpoint)
-    except CheckpointError as e:
+    except (CheckpointError, ImportError) as e:
         _err(str(e))
         return 1
     classes = list(info["classes"])
@@ -354,18 +563,45 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _init_study(args: argparse.Namespace) -> int:
+    from ._extras import MissingExtraError, require_extra
     from .experiments.init_study import init_study, write_init_study
+    from .nn.activations import get_activation
 
-    result = init_study(
-        depth=args.depth,
-        width=args.width,
-        activation=args.activation,
-        samples=args.samples,
-        factor=args.factor,
-        rng=np.random.default_rng(args.seed),
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    paths = write_init_study(result, args.out)
+    try:
+        require_extra("graphgrad init-study (figures)", ["matplotlib"])
+    except MissingExtraError as e:
+        _err(str(e))
+        return 1
+    try:
+        get_activation(args.activation)
+    except ValueError as e:
+        _err(f"--activation: {e}")
+        return 2
+    out: Path = args.out
+    for q in (out, *out.parents):
+        if q.exists() and not q.is_dir():
+            _err(f"--out: {q} is a file, not a folder")
+            return 2
+        if q.exists():
+            break
+    try:
+        result = init_study(
+            depth=args.depth,
+            width=args.width,
+            activation=args.activation,
+            samples=args.samples,
+            factor=args.factor,
+            rng=np.random.default_rng(args.seed),
+        )
+    except ValueError as e:
+        _err(str(e))
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = write_init_study(result, out)
+    except OSError as e:
+        _err(_os_error(e, f"writing into {out}"))
+        return 1
     print(result["table"])
     for p in paths:
         print(f"wrote {p}")

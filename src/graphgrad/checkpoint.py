@@ -10,12 +10,16 @@ A checkpoint is a directory::
                             named ``<parameter name>/<entry>``
     checkpoint.json         epoch, step, optimiser type, hyper-parameters and step counts, the
                             seeds, the resolved config, the history so far, library versions,
-                            and the SHA-256 and size of both files
+                            the SHA-256 and size of both files, and ``meta_sha256``: the
+                            SHA-256 of all its other entries (canonical JSON), so that an
+                            edit of checkpoint.json itself is detected too
 
 The directory is written under a temporary name beside its final one and renamed into place
 when complete, so a checkpoint that exists is whole; an interrupted save leaves at most a
-``.tmp`` folder, which the next save removes. On load, each file's SHA-256 is checked against
-``checkpoint.json``; a mismatch raises :class:`CheckpointError` naming the file.
+``.tmp`` folder, which the next save removes. On load, ``checkpoint.json``'s own digest and
+each file's SHA-256 are checked, and the entries are validated (epoch and step >= 0, shapes
+that match the weights); a mismatch raises :class:`CheckpointError` naming the file.
+(Version 1 checkpoints, written before ``meta_sha256`` existed, are read without it.)
 
 Training runs keep their checkpoints in ``<run>/checkpoints/epoch-NNNN``;
 :func:`latest_checkpoint` finds the newest.
@@ -23,6 +27,7 @@ Training runs keep their checkpoints in ``<run>/checkpoints/epoch-NNNN``;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -39,6 +44,7 @@ import numpy as np
 
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
 from ._blas import blas
+from ._extras import require_extra
 from .errors import GraphgradError
 
 __all__ = [
@@ -59,7 +65,11 @@ __all__ = [
 ]
 
 FORMAT = "graphgrad-checkpoint"
-VERSION = 1
+VERSION = 2
+#: Versions this module reads (1: no ``meta_sha256``).
+READABLE_VERSIONS = (1, 2)
+#: Largest ``checkpoint.json`` read (the history of a long run is well under this).
+MAX_META_BYTES = 64 << 20
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -71,12 +81,9 @@ class CheckpointError(GraphgradError, ValueError):
 
 
 def _safetensors_numpy() -> Any:
-    try:
-        import safetensors.numpy as stn
-    except ImportError:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "checkpoints need the 'safetensors' package: pip install 'graphgrad[train]'"
-        ) from None
+    require_extra("checkpoints", ["safetensors"])
+    import safetensors.numpy as stn
+
     return stn
 
 
@@ -210,6 +217,7 @@ def save_checkpoint(
         meta["files"] = {
             f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files
         }
+        meta["meta_sha256"] = meta_digest(meta)
         atomic_write_text(tmp / CHECKPOINT_JSON, json.dumps(meta, indent=1) + "\n")
         fsync_directory(tmp)
         if final.exists():
@@ -242,21 +250,52 @@ def _save_optimizer(path: Path, optimizer: Any, named: list[tuple[str, Any]]) ->
     return {"type": sd["type"], "hyper": sd["hyper"], "scalars": steps}
 
 
+def meta_digest(meta: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint.json mapping without its ``meta_sha256`` entry, over the
+    canonical JSON (sorted keys, no spaces): the same for any formatting of the file."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _nonneg_int(meta: Mapping[str, Any], key: str, jpath: Path) -> None:
+    v = meta.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise CheckpointError(f"{jpath}: {key} must be an integer >= 0, got {v!r}")
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     jpath = path / CHECKPOINT_JSON
     if not jpath.is_file():
         raise CheckpointError(f"{jpath}: no such file (not a checkpoint directory?)")
+    size = jpath.stat().st_size
+    if size > MAX_META_BYTES:
+        raise CheckpointError(f"{jpath}: {size:,} bytes, larger than any checkpoint.json")
     try:
         meta = json.loads(jpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{jpath}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{jpath}: not valid JSON: nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{jpath}: not a graphgrad checkpoint (format {FORMAT!r} expected)")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{jpath}: checkpoint format version {meta.get('version')!r}, this graphgrad "
-            f"reads version {VERSION}"
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    if meta["version"] >= 2:
+        recorded = meta.get("meta_sha256")
+        if recorded != meta_digest(meta):
+            raise CheckpointError(
+                f"{jpath}: its content does not match its recorded digest meta_sha256 "
+                f"(the file was edited or is corrupt)"
+            )
+    _nonneg_int(meta, "epoch", jpath)
+    _nonneg_int(meta, "step", jpath)
+    names = meta.get("param_names", [])
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{jpath}: param_names must be a list of names")
     return meta
 
 
@@ -273,6 +312,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not isinstance(files, dict) or MODEL_FILE not in files:
         raise CheckpointError(f"{cdir / CHECKPOINT_JSON}: no 'files' entry for {MODEL_FILE}")
     for name, info in files.items():
+        if name not in (MODEL_FILE, OPTIMIZER_FILE) or not isinstance(info, dict):
+            raise CheckpointError(
+                f"{cdir / CHECKPOINT_JSON}: unexpected 'files' entry {name!r:.60} (expected "
+                f"{MODEL_FILE} and {OPTIMIZER_FILE} with their sha256)"
+            )
         fpath = cdir / name
         if not fpath.is_file():
             raise CheckpointError(f"{fpath}: missing (listed in {CHECKPOINT_JSON})")
@@ -290,6 +334,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             f"{cdir / MODEL_FILE}: tensors {sorted(weights)} do not match the parameters "
             f"recorded in {CHECKPOINT_JSON}: {sorted(names)}"
         )
+    shapes = meta.get("shapes")
+    if isinstance(shapes, dict):
+        for n, arr in weights.items():
+            if shapes.get(n) != list(arr.shape):
+                raise CheckpointError(
+                    f"{cdir / CHECKPOINT_JSON}: shape of {n} recorded as {shapes.get(n)!r:.60}, "
+                    f"but {MODEL_FILE} holds {list(arr.shape)}"
+                )
     optimizer = None
     if "optimizer" in meta and OPTIMIZER_FILE in files:
         optimizer = _load_optimizer(cdir / OPTIMIZER_FILE, meta["optimizer"], names)

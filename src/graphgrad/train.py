@@ -19,9 +19,9 @@ training, final evaluation, ``metrics.json``, figures.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +32,18 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from ._atomic import atomic_write_text
+from ._extras import has_module, require_extra
+from ._runlock import RunLockedError, run_lock
 from ._state import no_grad
-from .config import TOY_DATASETS, DataConfig, ModelConfig, OptimConfig, RunConfig
+from .config import (
+    TOY_DATASETS,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    check_model_size,
+)
 from .errors import GraphgradError
 from .nn.functional import confusion_matrix
 from .nn.layers import MLP
@@ -45,11 +55,13 @@ __all__ = [
     "DataSplits",
     "EvalResult",
     "RunError",
+    "RunLockedError",
     "RunResult",
     "Trainer",
     "TrainingDiverged",
     "build_model",
     "build_optimizer",
+    "check_run_dependencies",
     "evaluate",
     "fit",
     "load_data",
@@ -59,6 +71,15 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Any], Tensor]
+
+#: Diagnostics (resuming, what is trained, figures skipped) go through this logger; the
+#: per-epoch lines and the final result go to the ``log`` callable (by default this logger
+#: too, at INFO). ``graphgrad train`` prints results on stdout and the logger on stderr.
+logger = logging.getLogger("graphgrad.train")
+
+
+def _log_info(line: str) -> None:
+    logger.info(line)
 
 
 class TrainingDiverged(GraphgradError, FloatingPointError):
@@ -92,6 +113,12 @@ def evaluate(
 
     The model is put in eval mode and restored to its previous mode afterwards.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"evaluate: batch_size must be an integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    if len(x) != len(y):
+        raise ValueError(f"evaluate: {len(x)} inputs but {len(y)} labels")
     was_training = model.training
     model.eval()
     total, correct = 0.0, 0
@@ -126,16 +153,27 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
+    """A tqdm bar on a terminal; None when disabled, when stderr is not a terminal (a log
+    file gets no redraws) or when tqdm (the ``train`` extra) is not installed."""
+    if not enabled or not has_module("tqdm"):
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - only without the extra
-        raise ImportError(
-            "progress bars need tqdm: pip install 'graphgrad[train]' (or turn progress off: "
-            "progress=False, --no-progress)"
-        ) from None
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None
+    )
+    if bar.disable:
+        bar.close()
+        return None
+    return bar
+
+
+def _not_finite(model: Module) -> str | None:
+    """The name of the first parameter holding NaN or Inf, or None."""
+    for name, p in model.named_parameters():
+        if not np.isfinite(p.data).all():
+            return name
+    return None
 
 
 class Trainer:
@@ -151,8 +189,10 @@ class Trainer:
         run_dir: write a checkpoint to ``run_dir/checkpoints/epoch-NNNN`` after every epoch.
         keep_checkpoints: how many epoch checkpoints to keep.
         checkpoint_extra: more entries for each ``checkpoint.json`` (config, seeds ...).
-        progress: show a tqdm progress bar per epoch (loss and throughput).
-        log: called with one line per epoch (default: print to stderr); None for silence.
+        progress: show a tqdm progress bar per epoch (loss and throughput) when stderr is a
+            terminal and tqdm is installed.
+        log: called with one line per epoch (default: the ``graphgrad.train`` logger at
+            INFO level, shown only where logging is configured); None for silence.
         callbacks: ``cb(trainer, record)`` after each epoch (and its checkpoint).
         lr_schedule: ``"constant"`` or ``"cosine"`` (over all steps of ``fit``'s epochs;
             see :func:`lr_factor`). Resuming an interrupted run reproduces it exactly; a
@@ -179,7 +219,7 @@ class Trainer:
         keep_checkpoints: int = 1,
         checkpoint_extra: dict[str, Any] | None = None,
         progress: bool = True,
-        log: Callable[[str], None] | None = None,
+        log: Callable[[str], None] | None = _log_info,
         callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
         lr_schedule: str = "constant",
         base_lr: float | None = None,
@@ -197,7 +237,7 @@ class Trainer:
         self.keep_checkpoints = int(keep_checkpoints)
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.progress = progress
-        self.log = log if log is not None else _stderr
+        self.log: Callable[[str], None] = log if log is not None else _silent
         self.callbacks = list(callbacks)
         self.lr_schedule = lr_schedule
         self.base_lr = float(base_lr if base_lr is not None else optimizer.lr)
@@ -272,8 +312,9 @@ class Trainer:
             The history (also in ``self.history``).
 
         Raises:
-            TrainingDiverged: the loss became NaN or infinite (the message says where; the
-                last checkpoint is from before).
+            TrainingDiverged: the training loss, a weight or the evaluation loss became NaN
+                or infinite (the message says where; no checkpoint of the diverged weights is
+                written, the last one is from before).
         """
         from .data import DataLoader
 
@@ -286,8 +327,21 @@ class Trainer:
             # NumPy's RuntimeWarnings on the way there would only add noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 record = self._train_epoch(loader, epochs)
+            bad = _not_finite(self.model)
+            if bad is not None:
+                raise TrainingDiverged(
+                    f"parameter {bad} holds NaN/Inf after epoch {self.epoch} (optimizer step "
+                    f"{self.step}): the last updates diverged; training stopped. "
+                    f"{self._advice()}"
+                )
             if eval_data is not None:
-                ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
+                if not math.isfinite(ev.loss):
+                    raise TrainingDiverged(
+                        f"the {eval_split} loss is {ev.loss} after epoch {self.epoch} "
+                        f"(optimizer step {self.step}); training stopped. {self._advice()}"
+                    )
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
             self.history.append(record)
             self.log(_epoch_line(record, epochs))
@@ -296,6 +350,12 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, record)
         return self.history
+
+    def _advice(self) -> str:
+        return (
+            f"The last checkpoint is from before ({self.last_checkpoint or 'none written'}). "
+            f"Try a smaller learning rate (now {self.optimizer.lr:g})."
+        )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
@@ -314,9 +374,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the training loss is {value} at epoch {e}, batch {b + 1} of "
                         f"{len(loader)} (optimizer step {self.step + 1}); training stopped. "
-                        f"The last checkpoint is from before "
-                        f"({self.last_checkpoint or 'none written'}). Try a smaller learning "
-                        f"rate (now {opt.lr})."
+                        f"{self._advice()}"
                     )
                 opt.zero_grad()
                 loss.backward()
@@ -352,8 +410,8 @@ class Trainer:
         }
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def _silent(line: str) -> None:
+    """A log that drops every line."""
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
@@ -501,8 +559,14 @@ def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = Tr
 def build_model(
     cfg: ModelConfig, in_features: int, out_features: int, dtype: Any = np.float32
 ) -> MLP:
-    """The MLP a config describes, its weights drawn from ``default_rng(cfg.seed)``."""
+    """The MLP a config describes, its weights drawn from ``default_rng(cfg.seed)``.
+
+    Raises:
+        ConfigError: more than :data:`~graphgrad.config.MAX_PARAMETERS` parameters (checked
+            before anything is allocated).
+    """
     hidden: tuple[int, ...] = () if cfg.kind == "linear" else cfg.hidden
+    check_model_size(in_features, hidden, out_features, "model")
     return MLP(
         in_features,
         hidden,
@@ -539,15 +603,43 @@ def model_from_checkpoint(
         ``checkpoint.json``: sizes, classes, image shape).
     """
     c = checkpoint if isinstance(checkpoint, ckpt.Checkpoint) else ckpt.load_checkpoint(checkpoint)
-    if c.config is None or "model" not in c.meta:
+    where = str(c.path / ckpt.CHECKPOINT_JSON)
+    if c.config is None or not isinstance(c.meta.get("model"), dict):
         raise ckpt.CheckpointError(
-            f"{c.path / ckpt.CHECKPOINT_JSON}: no config/model entry; it was not written by "
-            "graphgrad train"
+            f"{where}: no config/model entry; it was not written by graphgrad train"
         )
-    cfg = RunConfig.from_dict(c.config, str(c.path / ckpt.CHECKPOINT_JSON))
+    try:
+        cfg = RunConfig.from_dict(c.config, where)
+    except ConfigError as e:
+        raise ckpt.CheckpointError(f"invalid config in the checkpoint: {e}") from None
     info = c.meta["model"]
+    dims = []
+    for key in ("in_features", "out_features"):
+        v = info.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000_000:
+            raise ckpt.CheckpointError(f"{where}: model.{key} must be an integer >= 1, got {v!r}")
+        dims.append(v)
+    classes = info.get("classes")
+    if not (isinstance(classes, list) and len(classes) == dims[1]):
+        raise ckpt.CheckpointError(
+            f"{where}: model.classes must list {dims[1]} class names, got {classes!r:.80}"
+        )
+    try:
+        check_model_size(dims[0], () if cfg.model.kind == "linear" else cfg.model.hidden,
+                         dims[1], where)  # fmt: skip
+    except ConfigError as e:
+        raise ckpt.CheckpointError(str(e)) from None
     dtype = np.dtype(cfg.train.dtype)
-    model = build_model(cfg.model, int(info["in_features"]), int(info["out_features"]), dtype)
+    model = build_model(cfg.model, dims[0], dims[1], dtype)
+    want = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    got = {n: tuple(np.shape(a)) for n, a in c.weights.items()}
+    if want != got:
+        diff = [f"{n}: {got.get(n)} vs {want.get(n)}" for n in sorted({*want, *got})
+                if want.get(n) != got.get(n)]  # fmt: skip
+        raise ckpt.CheckpointError(
+            f"{c.path / ckpt.MODEL_FILE}: the weights do not fit the model that {where} "
+            f"describes (saved vs expected shape): {'; '.join(diff[:4])}"
+        )
     model.load_state_dict(c.weights)
     return model, cfg, info
 
@@ -571,6 +663,33 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
+def _prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents), or raise RunError saying why it cannot be."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists() and not p.is_dir():
+            what = "--out" if p == run_dir else f"{p} (a parent of {run_dir})"
+            raise RunError(f"{what} is a file, not a directory; choose another --out")
+        if p.exists():
+            break
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunError(f"the run directory {run_dir} is not writable; choose another --out")
+
+
+def check_run_dependencies(plots: bool = True) -> None:
+    """What :func:`run_training` needs, checked before any work: safetensors (checkpoints);
+    matplotlib only for figures (without it the figures are skipped, with a message);
+    tqdm is optional (no progress bars without it).
+
+    Raises:
+        graphgrad._extras.MissingExtraError: naming the ``train`` extra.
+    """
+    require_extra("training (checkpoints)", ["safetensors"])
+
+
 def run_training(
     cfg: RunConfig,
     out: str | os.PathLike[str],
@@ -578,32 +697,62 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     plots: bool = True,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = _log_info,
 ) -> RunResult:
     """Train, evaluate and report as ``cfg`` says; everything goes into the directory ``out``.
 
     ``out`` receives ``config.toml`` (the resolved config: ``graphgrad train --config
     out/config.toml`` reproduces the run), ``run.json`` (seeds, library versions, data),
-    ``checkpoints/epoch-NNNN/`` after every epoch, ``metrics.json`` (history, test results,
-    confusion matrix) and the figures ``curves.png``, ``confusion_matrix.png`` and, for
-    images, ``first_layer.png``.
+    ``checkpoints/epoch-NNNN/`` after every epoch (the newest ``train.keep_checkpoints`` are
+    kept), ``metrics.json`` (history, test results, confusion matrix, ``status``) and the
+    figures ``curves.png``, ``confusion_matrix.png`` and, for images, ``first_layer.png``.
+    While the run lasts, ``out/.lock`` keeps a second run out of the folder.
 
     Args:
         cfg: the run's configuration.
         out: the run directory.
         resume: continue from the newest checkpoint in ``out``; only ``train.epochs`` may
             differ from the config the run was started with.
-        progress: tqdm progress bars.
+        progress: tqdm progress bars (on a terminal, if tqdm is installed).
         plots: write the PNG figures (skipped with a message if matplotlib is missing).
-        log: one line per event (default: stderr).
+        log: receives the results: one line per epoch and the final test line (default:
+            the ``graphgrad.train`` logger at INFO); None for silence. Diagnostics go to
+            that logger.
 
     Raises:
-        RunError: ``out`` already holds a run (without ``resume``), nothing to resume, or
-            a config that differs from the checkpoint's.
-        TrainingDiverged: NaN/Inf loss; ``metrics.json`` records the history until then.
+        RunError: ``out`` cannot be created or written, already holds a run (without
+            ``resume``), nothing to resume, or a config that differs from the checkpoint's.
+        RunLockedError: another process is training into ``out``.
+        TrainingDiverged: NaN/Inf training, evaluation or test loss, or weights;
+            ``metrics.json`` records ``status: "diverged"`` and the history until then.
+        MissingExtraError: safetensors (the ``train`` extra) is not installed.
     """
-    say = log if log is not None else _stderr
+    say: Callable[[str], None] = log if log is not None else _silent
+    check_run_dependencies(plots)
+    if plots and not has_module("matplotlib"):
+        logger.warning("no figures: matplotlib is not installed (pip install 'graphgrad[train]')")
+        plots = False
     run_dir = Path(out)
+    _prepare_run_dir(run_dir)
+    try:
+        lock = run_lock(run_dir)
+        lock.__enter__()
+    except OSError as e:
+        raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
+    try:
+        return _run_locked(cfg, run_dir, resume, progress, plots, say)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    plots: bool,
+    say: Callable[[str], None],
+) -> RunResult:
     latest = ckpt.latest_checkpoint(run_dir)
     start: ckpt.Checkpoint | None = None
     if resume:
@@ -623,12 +772,10 @@ def run_training(
             f"{run_dir} already holds a run (checkpoint {latest.name}); pass --resume to "
             f"continue it, or choose another --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-
     dtype = np.dtype(cfg.train.dtype)
     data = load_data(cfg.data, dtype)
     model = build_model(cfg.model, data.num_features, data.num_classes, dtype)
+    atomic_write_text(run_dir / "config.toml", cfg.to_toml())
     optimizer = build_optimizer(cfg.optim, model.parameters())
     seeds = {"model.seed": cfg.model.seed, "data.seed": cfg.data.seed}
     model_info = {
@@ -674,8 +821,10 @@ def run_training(
     )
     if start is not None:
         trainer.resume_from(start)
-        say(f"resuming {run_dir} from {start.path.name} (epoch {start.epoch}, step {start.step})")
-    say(
+        logger.info(
+            f"resuming {run_dir} from {start.path.name} (epoch {start.epoch}, step {start.step})"
+        )
+    logger.info(
         f"training {model.num_parameters():,} parameters {list(model.sizes)} on "
         f"{len(data.y_train):,} samples of {cfg.data.dataset}; evaluating on "
         f"{len(data.y_eval):,} ({data.eval_split})"
@@ -689,13 +838,19 @@ def run_training(
             (data.x_eval, data.y_eval),
             data.eval_split,
         )
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            test = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
+        if not math.isfinite(test.loss):
+            raise TrainingDiverged(
+                f"the test loss is {test.loss} after {trainer.epoch} epochs; the run did not "
+                f"complete. {trainer._advice()}"
+            )
     except TrainingDiverged as e:
         _write_json(
             run_dir / "metrics.json",
             {**base, "status": "diverged", "error": str(e), "history": trainer.history},
         )
         raise
-    test = evaluate(model, data.x_test, data.y_test, cfg.train.eval_batch_size)
     cm = confusion_matrix(test.predictions, data.y_test, data.num_classes)
     secs = [h["seconds"] for h in trainer.history]
     metrics = {
@@ -723,7 +878,7 @@ def run_training(
         f"{len(data.y_test):,} samples; results in {run_dir}"
     )
     if plots:
-        _write_plots(run_dir, cfg, model, trainer.history, cm, data, say)
+        _write_plots(run_dir, cfg, model, trainer.history, cm, data)
     return RunResult(run_dir, model, trainer.history, test, trainer.last_checkpoint, metrics)
 
 
@@ -734,12 +889,11 @@ def _write_plots(
     history: list[dict[str, Any]],
     cm: np.ndarray,
     data: DataSplits,
-    say: Callable[[str], None],
 ) -> None:
     try:
         from . import plots
     except ImportError as e:  # pragma: no cover
-        say(f"no figures: {e}")
+        logger.warning(f"no figures: {e}")
         return
     title = f"{cfg.name or run_dir.name}: {'-'.join(map(str, model.sizes))} {model.activation_name}"
     try:
@@ -755,4 +909,4 @@ def _write_plots(
                 labels=data.classes if templates else None,
             )  # fmt: skip
     except ImportError as e:
-        say(f"no figures: {e}")
+        logger.warning(f"no figures: {e}")

@@ -21,7 +21,10 @@ from ..nn.activations import get_activation
 from ..nn.init import init_std
 from ..tensor import Tensor, linear
 
-__all__ = ["init_study", "verdict", "write_init_study"]
+__all__ = ["MAX_WEIGHTS", "init_study", "verdict", "write_init_study"]
+
+#: The most weights (depth x width^2) or inputs (samples x width) the study allocates.
+MAX_WEIGHTS = 50_000_000
 
 
 def verdict(first: float, last: float, threshold: float = 1e3) -> str:
@@ -51,11 +54,25 @@ def init_study(
         factor: how far "too small" and "too large" are from right.
         rng: the generator for inputs, weights and r (default: seed 0).
 
+    Raises:
+        ValueError: sizes < 1, factor <= 1 or not finite, an unknown activation, or more
+            than :data:`MAX_WEIGHTS` numbers to allocate.
+
     Returns:
         ``depth, width, activation, samples, runs`` (per setting ``label, sigma,
         activation_std, gradient_std``: lists of ``depth`` floats, layer 1 first) and
         ``table`` (markdown).
     """
+    for name, v in (("depth", depth), ("width", width), ("samples", samples)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"init_study: {name} must be an integer >= 1, got {v!r}")
+    if not (np.isfinite(factor) and factor > 1):
+        raise ValueError(f"init_study: factor must be a finite number > 1, got {factor!r}")
+    if depth * width * width > MAX_WEIGHTS or samples * width > MAX_WEIGHTS:
+        raise ValueError(
+            f"init_study: {depth} layers of {width}x{width} weights ({depth * width * width:,}) "
+            f"and {samples} samples exceed the limit of {MAX_WEIGHTS:,} numbers"
+        )
     gen = rng if rng is not None else np.random.default_rng(0)
     act = get_activation(activation)
     right = init_std((width, width), act.name, "auto", act.param)
