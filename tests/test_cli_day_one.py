@@ -599,7 +599,7 @@ class TestHelp:
             for action in p._actions:
                 if action.help is None:
                     pytest.fail(f"graphgrad {name} {action.option_strings or action.dest}: no help")
-        text = gg("train", "--help").stdout
+        text = " ".join(gg("train", "--help").stdout.split())  # as one line
         for needle in (
             "default: 0.001",
             "default: cosine",
@@ -609,8 +609,8 @@ class TestHelp:
             "toy data sets: 0.03",
         ):
             assert needle in text, needle
-        assert "(default: 1000)" in gg("eval", "--help").stdout
-        assert "docs/results" in gg("init-study", "--help").stdout
+        assert "(default: 1000)" in " ".join(gg("eval", "--help").stdout.split())
+        assert "docs/results" in " ".join(gg("init-study", "--help").stdout.split())
 
     def test_nesterov_can_be_turned_off(self, tmp_path: Path) -> None:
         cfg = tmp_path / "n.toml"

@@ -33,6 +33,10 @@ def _cfg(key: str, text: str) -> str:
     default = getattr(getattr(RunConfig(), section), name)
     if isinstance(default, tuple):
         default = ",".join(map(str, default))
+    elif isinstance(default, bool):
+        default = str(default).lower()
+    elif default == "":
+        default = '""'
     toy = TOY_DEFAULTS.get(section, {}).get(name)
     if isinstance(toy, tuple):
         toy = ",".join(map(str, toy))
