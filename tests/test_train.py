@@ -303,3 +303,31 @@ def test_short_run_on_real_fashion_mnist(tmp_path: Path) -> None:
     res = run_training(cfg, tmp_path / "real", progress=False, plots=False, log=quiet)
     assert res.test.accuracy > 0.65
     assert res.history[0]["train_loss"] < 2.0
+
+
+def test_weights_that_blow_up_on_the_last_step_stop_the_run(tmp_path: Path) -> None:
+    """No evaluation data, finite losses all along, but the last update leaves a NaN weight:
+    fit raises instead of saving the NaN weights as the final checkpoint."""
+    x, y = _blobs(64, 0)
+    model = nn.MLP(2, [8], 3, rng=np.random.default_rng(0))
+    calls = {"n": 0}
+
+    def loss_fn(logits: gg.Tensor, labels: Any) -> gg.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the epoch's last batch: poison a weight before the update
+            model.linear_layers()[0].weight.data[0, 0] = np.nan
+        return gg.cross_entropy(logits, labels)
+
+    trainer = Trainer(model, optim.SGD(model.parameters(), lr=0.1), batch_size=16,
+                      loss_fn=loss_fn, run_dir=tmp_path, progress=False, log=None)  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"parameter 0\.weight holds NaN/Inf after epoch 1"):
+        trainer.fit(x.astype(np.float32), y, 1)
+    assert C.latest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize("batch_size", [0, -5])
+def test_evaluate_refuses_a_batch_size_below_one(batch_size: int) -> None:
+    model = nn.MLP(2, [4], 2, rng=np.random.default_rng(0))
+    x = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match=f"batch_size must be >= 1, got {batch_size}"):
+        evaluate(model, x, np.zeros(3, np.int64), batch_size)
