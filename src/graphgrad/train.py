@@ -18,6 +18,7 @@ training, final evaluation, ``metrics.json``, figures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -734,15 +735,13 @@ def run_training(
         plots = False
     run_dir = Path(out)
     _prepare_run_dir(run_dir)
-    try:
-        lock = run_lock(run_dir)
-        lock.__enter__()
-    except OSError as e:
-        raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(run_dir))
+        except OSError as e:  # RunLockedError is no OSError: it passes
+            raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
         return _run_locked(cfg, run_dir, resume, progress, plots, say)
-    finally:
-        lock.__exit__(None, None, None)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
 
 
 def _run_locked(
