@@ -644,9 +644,7 @@ class TestHelp:
 class TestDefaults:
     def test_defaults_are_the_readme_recipe(self) -> None:
         recipe = load_config(EXAMPLES / "fashion_mlp_adam.toml")
-        diff = RunConfig().diff(recipe)
-        # the recipe spells init "he"; the default "auto" picks He for ReLU
-        assert diff == ["model.init: 'auto' -> 'he'", "name: '' -> 'fashion-mlp-adam'"]
+        assert RunConfig().diff(recipe) == ["name: '' -> 'fashion-mlp-adam'"]
 
     def test_toy_defaults_learn_two_moons(self, tmp_path: Path) -> None:
         out = tmp_path / "moons"

@@ -104,7 +104,9 @@ def register(sub: Any) -> None:
         "--init",
         choices=["auto", "he", "lecun", "xavier", "normal"],
         help=_cfg(
-            "model.init", "weight initialisation (auto: He for ReLU-like activations, else LeCun)"
+            "model.init",
+            "weight initialisation (he: sqrt(2/fan_in) in every layer; auto: He for "
+            "ReLU-like activations, else LeCun)",
         ),
     )
     g.add_argument(

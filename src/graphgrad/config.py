@@ -8,7 +8,10 @@ A file has four tables; every key is optional and takes the default shown::
     kind = "mlp"                # "mlp" or "linear" (no hidden layers)
     hidden = [256, 256]         # H_1, H_2, ... (ignored for "linear")
     activation = "relu"         # identity, sigmoid, tanh, relu, leaky_relu[:slope], elu[:alpha]
-    init = "auto"               # auto (He if ReLU-like, else LeCun), he, lecun, xavier, normal
+    init = "he"                 # he: σ = sqrt(2 / fan_in) for every layer (the recipe);
+                                # auto: gain(activation) / sqrt(fan_in) (He if ReLU-like,
+                                # LeCun otherwise and for the output layer); lecun, xavier,
+                                # normal
     init_std = 0.0              # σ for init = "normal"
     seed = 0                    # the generator the weights are drawn from
 
@@ -166,7 +169,7 @@ class ModelConfig:
     kind: str = _f("mlp", choices=("mlp", "linear"))
     hidden: tuple[int, ...] = _f((256, 256), lo=1, hi=_MAX_COUNT)
     activation: str = "relu"  # checked by get_activation (name and finite parameter)
-    init: str = _f("auto", choices=("auto", "he", "lecun", "xavier", "normal"))
+    init: str = _f("he", choices=("auto", "he", "lecun", "xavier", "normal"))
     init_std: float = _f(0.0, lo=0.0, hi=1e3)
     seed: int = _f(0, lo=0, hi=2**63 - 1)
 
