@@ -549,6 +549,11 @@ def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = Tr
         tr, va = D.train_val_split(
             len(y_tr), cfg.val_fraction, np.random.default_rng([cfg.seed, 4])
         )
+        if len(tr) == 0 or len(va) == 0:
+            raise ConfigError(
+                f"data.val_fraction = {cfg.val_fraction} splits {len(y_tr):,} training samples "
+                f"into {len(tr):,} for training and {len(va):,} for validation; both need some"
+            )
         x_ev, y_ev = x_tr[va], y_tr[va]
         x_tr, y_tr = x_tr[tr], y_tr[tr]
         split = "val"
@@ -734,13 +739,20 @@ def run_training(
         logger.warning("no figures: matplotlib is not installed (pip install 'graphgrad[train]')")
         plots = False
     run_dir = Path(out)
+    created = not run_dir.exists()
     _prepare_run_dir(run_dir)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(run_lock(run_dir))
-        except OSError as e:  # RunLockedError is no OSError: it passes
-            raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
-        return _run_locked(cfg, run_dir, resume, progress, plots, say)
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(run_lock(run_dir))
+            except OSError as e:  # RunLockedError is no OSError: it passes
+                raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
+            return _run_locked(cfg, run_dir, resume, progress, plots, say)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
 
 
