@@ -419,7 +419,7 @@ def _load(path: Path) -> tuple[Any, Any, dict[str, Any]]:
 def _eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ._extras import require_extra
+    from ._extras import MissingExtraError, require_extra
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DatasetNotFoundError
     from .nn.functional import confusion_matrix
@@ -432,7 +432,7 @@ def _eval(args: argparse.Namespace) -> int:
         if args.split == "test":
             dcfg = replace(dcfg, val_fraction=0.0)
         data = load_data(dcfg, np.dtype(cfg.train.dtype), with_train=args.split == "train")
-    except (CheckpointError, DatasetNotFoundError, DataFormatError, ImportError) as e:
+    except (CheckpointError, DatasetNotFoundError, DataFormatError, MissingExtraError) as e:
         _err(str(e))
         return 1
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
@@ -509,7 +509,7 @@ def _read_inputs(
 def _predict(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ._extras import require_extra
+    from ._extras import MissingExtraError, require_extra
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DatasetNotFoundError
     from .tensor import softmax
@@ -520,7 +520,7 @@ def _predict(args: argparse.Namespace) -> int:
         if any(str(p).lower().endswith(".png") for p in args.inputs):
             require_extra("graphgrad predict on PNG files", ["matplotlib"])
         model, cfg, info = _load(args.checkpoint)
-    except (CheckpointError, ImportError) as e:
+    except (CheckpointError, MissingExtraError) as e:
         _err(str(e))
         return 1
     classes = list(info["classes"])
