@@ -166,6 +166,18 @@ BAD_INVOCATIONS: dict[str, Callable[[Path], list[str]]] = {
         "--out",
         str(t / "r"),
     ],
+    "ops --format html": lambda t: ["ops", "--format", "html"],
+    "demo --steps 0": lambda t: ["demo", "--steps", "0"],
+    "graph unbalanced": lambda t: ["graph", "(a+"],
+    "graph -o into a missing folder": lambda t: [
+        "graph",
+        "a*b",
+        "--at",
+        "a=1,b=2",
+        "-o",
+        str(t / "no" / "g.txt"),
+    ],
+    "paths --limit -1": lambda t: ["paths", "a*b", "--at", "a=1,b=2", "--limit", "-1"],
     "eval --batch-size -5": lambda t: ["eval", str(t), "--batch-size", "-5"],
     "eval --batch-size 0": lambda t: ["eval", str(t), "--batch-size", "0"],
     "eval of no checkpoint": lambda t: ["eval", str(t)],
@@ -529,6 +541,42 @@ class TestPipesAndTerminals:
         finally:
             os.close(write)
         assert proc.returncode == 141 and proc.stderr == ""
+
+    def test_progress_bars_on_a_terminal(self, tmp_path: Path) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        import threading
+
+        leader, follower = pty.openpty()
+        # a terminal 80 columns wide (a fresh pty has 0, where tqdm draws nothing)
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        seen: list[bytes] = []
+
+        def drain() -> None:  # keep the terminal's buffer from filling up
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                seen.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            proc = subprocess.run(
+                [GRAPHGRAD, "train", *TOY, "--out", str(tmp_path / "r")],
+                stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120,
+            )  # fmt: skip
+        finally:
+            os.close(follower)
+            reader.join(timeout=10)
+            os.close(leader)
+        assert proc.returncode == 0
+        assert b"epoch 1/1" in b"".join(seen) and b"batch" in b"".join(seen)
 
     def test_png_refused_on_a_terminal(self) -> None:
         import pty
