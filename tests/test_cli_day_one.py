@@ -246,6 +246,33 @@ class TestSpecificMessages:
         finally:
             ro.chmod(0o755)
 
+    def test_out_read_only_as_the_kernel_says_it(self, tmp_path: Path) -> None:
+        """The same for root (who may write anywhere): the file system refuses, as a
+        read-only mount would (EROFS), through a shim."""
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        env = _shim(
+            tmp_path,
+            f"""
+            import errno, os
+            RO = {str(ro)!r}
+            _mkdir, _access = os.mkdir, os.access
+            def mkdir(path, *a, **k):
+                if str(path).startswith(RO + "/"):
+                    raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+                return _mkdir(path, *a, **k)
+            def access(path, mode, *a, **k):
+                if str(path).startswith(RO) and mode & os.W_OK:
+                    return False
+                return _access(path, mode, *a, **k)
+            os.mkdir, os.access = mkdir, access
+            """,
+        )
+        proc = gg("train", *TOY, "--out", str(ro / "run"), env=env)
+        assert_one_line_failure(proc, "cannot create the run directory", "Read-only file system")
+        proc = gg("train", *TOY, "--out", str(ro), env=env)
+        assert_one_line_failure(proc, "is not writable")
+
     def test_eval_batch_size(self, trained: Path) -> None:
         for bad in ("-5", "0"):
             proc = gg("eval", str(trained), "--batch-size", bad)
