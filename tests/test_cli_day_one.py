@@ -8,6 +8,7 @@ documents every option; the defaults are the documented recipe.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -675,9 +676,7 @@ class TestHelp:
         from graphgrad.cli import build_parser
 
         parser = build_parser()
-        sub = next(
-            a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0]))
-        )  # type: ignore[union-attr]
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         for name, p in sub.choices.items():
             for action in p._actions:
                 if action.help is None:
