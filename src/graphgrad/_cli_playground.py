@@ -1,4 +1,4 @@
-"""Subcommands ``playground`` (the live web page) and ``export-html`` of the ``graphgrad`` command."""
+"""Subcommands ``playground`` (the live web page) and ``export-html`` of ``graphgrad``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import importlib
 import sys
 from typing import Any
 
-EXTRA_MESSAGE = "graphgrad playground needs its server packages: pip install 'graphgrad[playground]'"
+EXTRA_MESSAGE = (
+    "graphgrad playground needs its server packages: pip install 'graphgrad[playground]'"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -70,9 +72,13 @@ def _playground(args: argparse.Namespace) -> int:
 
         threading.Timer(1.0, webbrowser.open, (url,)).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio")
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio"
+        )
     except OSError as e:
-        print(f"graphgrad playground: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        print(
+            f"graphgrad playground: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -30,6 +30,7 @@ worker thread so other tabs stay responsive. A session with no message from its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -108,10 +109,8 @@ class _Conn:
         """While playing: wait for the page's ack, one update in a thread, send the frame."""
         try:
             while self.playing:
-                try:
+                with contextlib.suppress(TimeoutError):  # a lost ack: go on after 5 s
                     await asyncio.wait_for(self.ready.wait(), timeout=5.0)
-                except TimeoutError:
-                    pass  # a lost ack: go on
                 self.ready.clear()
                 if not self.playing:
                     break
@@ -203,7 +202,9 @@ class _Conn:
             fields("layer", "unit", "sample")
             fn = s.neuron if kind == "neuron" else s.check_gradient
             async with self.lock:
-                out = await asyncio.to_thread(fn, msg.get("layer"), msg.get("unit"), msg.get("sample", 0))
+                out = await asyncio.to_thread(
+                    fn, msg.get("layer"), msg.get("unit"), msg.get("sample", 0)
+                )
             await self.send(out)
         elif kind == "hidden_view":
             fields("layer", "i", "j")

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write_text
-from ..viz.trace import _finite
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..viz.trace import _finite
 from ._params import ParamError, validate_params
 from ._session import Session
 

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from .. import data as ggdata
+from .._state import no_grad
+from ..gradcheck import numerical_grad
 from ..nn import MLP, Activation, Linear
 from ..optim import SGD, Adam, Optimizer
 from ..scalar import Scalar
 from ..tensor import Tensor, cross_entropy, mse_loss, tensor
 from ..tensor import abs as t_abs
 from ..tensor import sum as t_sum
-from .._state import no_grad
-from ..gradcheck import numerical_grad
 from ..viz.trace import _finite, trace
 from ._params import CLASSIFICATION, ParamError, Params, validate_params
 
@@ -118,7 +118,7 @@ class Session:
     def _make_data(self) -> None:
         p = self.params
         x, y = self.custom if self.custom is not None else make_data(p)
-        n_train = max(1, min(len(y) - 1, int(round(p.train_ratio * len(y)))))
+        n_train = max(1, min(len(y) - 1, round(p.train_ratio * len(y))))
         self.x_train, self.y_train = x[:n_train], y[:n_train]
         self.x_test, self.y_test = x[n_train:], y[n_train:]
 
@@ -201,9 +201,23 @@ class Session:
         if self.diverged:
             return
         p = self.params
+        with np.errstate(all="ignore"):  # a diverging run is caught below, by its loss
+            self._steps(p.steps_per_update if n is None else n)
+        self.train_loss, self.test_loss = self._losses()
+        if self.diverged is None and not (
+            math.isfinite(self.train_loss) and math.isfinite(self.test_loss)
+        ):
+            self.diverged = (
+                f"training diverged: the loss is not finite after step {self.step_count}; "
+                "lower the learning rate and reset"
+            )
+        self.history.append((self.step_count, self.train_loss, self.test_loss))
+
+    def _steps(self, n: int) -> None:
+        p = self.params
         n_train = len(self.y_train)
         bs = min(p.batch_size, n_train)
-        for _ in range(p.steps_per_update if n is None else n):
+        for _ in range(n):
             if self._pos + bs > n_train:
                 self._order = self.rng.permutation(n_train)
                 self._pos = 0
@@ -226,20 +240,11 @@ class Session:
             loss.backward()
             self.opt.step()
             self.step_count += 1
-        self.train_loss, self.test_loss = self._losses()
-        if self.diverged is None and not (
-            math.isfinite(self.train_loss) and math.isfinite(self.test_loss)
-        ):
-            self.diverged = (
-                f"training diverged: the loss is not finite after step {self.step_count}; "
-                "lower the learning rate and reset"
-            )
-        self.history.append((self.step_count, self.train_loss, self.test_loss))
 
     def _forward(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Every hidden layer's activations (n, H_l) and the output (n, T) for raw inputs x."""
         hidden = []
-        with no_grad():
+        with no_grad(), np.errstate(all="ignore"):
             h: Any = tensor(_features(x, self.params.features))
             for m in self.model:
                 if isinstance(m, Linear):
@@ -334,7 +339,9 @@ class Session:
             "test_y": self.y_test.tolist(),
         }
 
-    def _neuron_maps(self, hidden: list[np.ndarray] | None = None, g: int = 0) -> list[list[dict[str, Any]]]:
+    def _neuron_maps(
+        self, hidden: list[np.ndarray] | None = None, g: int = 0
+    ) -> list[list[dict[str, Any]]]:
         """Each hidden neuron's output over the input square (uint8, 128 = 0; scale ``max``),
         on ``NEURON_GRID`` points a side, taken from the lattice's ``hidden`` (side ``g``) when
         given."""
@@ -356,7 +363,10 @@ class Session:
             q[:, ~ok] = 128.0
             q8 = np.clip(q + 0.5, 0, 255).astype(np.uint8)
             layers.append(
-                [{"max": float(m[j]) if ok[j] else 0.0, "map": _b64(q8[:, j])} for j in range(h.shape[1])]
+                [
+                    {"max": float(m[j]) if ok[j] else 0.0, "map": _b64(q8[:, j])}
+                    for j in range(h.shape[1])
+                ]
             )
         return layers
 
@@ -369,7 +379,9 @@ class Session:
         ``KINK_GRID`` points over [-DOMAIN, DOMAIN] (a kink is put at the midpoint).
         """
         p = self.params
-        if not (p.is_regression and p.features == ["x1"] and p.activation in ("relu", "leaky_relu")):
+        if not (
+            p.is_regression and p.features == ["x1"] and p.activation in ("relu", "leaky_relu")
+        ):
             return []
         x = np.linspace(-DOMAIN, DOMAIN, KINK_GRID)[:, None]
         hidden, _ = self._forward(x)
@@ -489,7 +501,10 @@ class Session:
         W = lin[layer - 1].weight.data
         b_arr = lin[layer - 1].bias
         in_names = p.features if layer == 1 else [f"h{layer - 1}.{i}" for i in range(len(layer_in))]
-        xs = [Scalar(float(v), name=n, requires_grad=False) for v, n in zip(layer_in, in_names, strict=True)]
+        xs = [
+            Scalar(float(v), name=n, requires_grad=False)
+            for v, n in zip(layer_in, in_names, strict=True)
+        ]
         ws = [Scalar(float(W[unit, i]), name=f"w{i + 1}") for i in range(len(xs))]
         b = Scalar(float(b_arr.data[unit]) if b_arr is not None else 0.0, name="b")
         z: Scalar = ws[0] * xs[0]
@@ -597,7 +612,9 @@ class Session:
         rows = list(csv.reader(io.StringIO(text)))
         if len(rows) > MAX_CSV_ROWS + 1:
             raise PlaygroundError(f"csv: more than {MAX_CSV_ROWS} rows")
-        good_x, good_y, bad = [], [], []
+        good_x: list[tuple[float, float]] = []
+        good_y: list[int] = []
+        bad: list[dict[str, Any]] = []
         for lineno, row in enumerate(rows, 1):
             if not row or all(not c.strip() for c in row):
                 continue
