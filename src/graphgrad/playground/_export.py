@@ -26,7 +26,7 @@ from .._atomic import atomic_write_text
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..viz.trace import _finite
 from ._params import ParamError, validate_params
-from ._session import Session
+from ._session import INPUT_MAP, Session
 
 __all__ = ["STATIC_DIR", "export_html", "load_run", "save_run", "snapshot"]
 
@@ -58,19 +58,75 @@ def export_html(session: Session) -> str:
     return page.replace(_MARK, tag + _MARK, 1)
 
 
-def save_run(session: Session, directory: str | os.PathLike[str]) -> Path:
-    """Save the session as a graphgrad checkpoint directory (replacing one there)."""
-    s = session
-    extra = {
-        "playground": {
-            "params": s.params.to_dict(),
-            "custom_data": s.custom is not None,
-            "x_train": s.x_train.tolist(), "y_train": s.y_train.tolist(),
-            "x_test": s.x_test.tolist(), "y_test": s.y_test.tolist(),
-            "history": [list(h) for h in s.history],
-        }
+def _eval_entries(session: Session) -> tuple[Any, dict[str, Any]] | None:
+    """For ``graphgrad eval``: a copy of the model that reads the raw toy data (the input
+    map folded into the first layer) and the ``config`` / ``model`` entries, or None when the
+    run has no ``graphgrad train`` counterpart (regression, extra features, uploaded data,
+    a class count other than the toy set's default)."""
+    from ..config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+    from ..nn import MLP
+
+    p = session.params
+    default_classes = {"blobs": 3, "spiral": 3}.get(p.dataset, 2)
+    if (
+        p.dataset not in INPUT_MAP
+        or p.features != ["x1", "x2"]
+        or session.custom is not None
+        or p.n_classes != default_classes
+    ):
+        return None
+    toy, scale, centre = INPUT_MAP[p.dataset]
+    state = session.model.state_dict()
+    w0 = state["0.weight"] * scale  # W (x_raw - c) s + b = (W s) x_raw + (b - W s c)
+    state["0.weight"] = w0
+    state["0.bias"] = state["0.bias"] - w0 @ np.asarray(centre)
+    sizes = session.model.sizes
+    model = MLP(sizes[0], list(sizes[1:-1]), sizes[-1], p.activation, dtype=np.float64)
+    model.load_state_dict(state)
+    cfg = RunConfig(
+        name=f"playground-{p.dataset}",
+        model=ModelConfig(
+            kind="mlp" if p.layers else "linear", hidden=tuple(p.layers),
+            activation=p.activation, init=p.init,
+            init_std=p.init_std if p.init == "normal" else 0.0, seed=p.seed,
+        ),
+        data=DataConfig(dataset=toy, seed=p.seed, toy_samples=max(4, p.n_points)),
+        optim=OptimConfig(name="adam" if p.optimizer == "adam" else "sgd", lr=p.lr,
+                          momentum=0.9 if p.optimizer == "momentum" else 0.0),
+        train=TrainConfig(batch_size=p.batch_size, dtype="float64"),
+    )  # fmt: skip
+    info = {
+        "in_features": sizes[0], "out_features": sizes[-1], "sizes": list(sizes),
+        "activation": model.activation_name,
+        "classes": [str(i) for i in range(sizes[-1])], "image_shape": None, "dataset": toy,
     }  # fmt: skip
-    return save_checkpoint(directory, s.model, s.opt, epoch=s.epoch, step=s.step_count, extra=extra)
+    return model, {"config": cfg.to_dict(), "model": info}
+
+
+def save_run(session: Session, directory: str | os.PathLike[str]) -> Path:
+    """Save the session as a graphgrad checkpoint directory (replacing one there).
+
+    When the run has a ``graphgrad train`` counterpart (a 2-D toy set with features x1, x2),
+    the checkpoint's weights read that toy set's raw coordinates, and ``config`` / ``model``
+    entries make it loadable by ``graphgrad eval`` and ``graphgrad.train.model_from_checkpoint``;
+    the playground's own weights are kept exactly in the ``playground`` entry.
+    """
+    s = session
+    entry: dict[str, Any] = {
+        "params": s.params.to_dict(),
+        "custom_data": s.custom is not None,
+        "x_train": s.x_train.tolist(), "y_train": s.y_train.tolist(),
+        "x_test": s.x_test.tolist(), "y_test": s.y_test.tolist(),
+        "history": [list(h) for h in s.history],
+        "weights": {k: v.tolist() for k, v in s.model.state_dict().items()},
+    }  # fmt: skip
+    extra: dict[str, Any] = {"playground": entry}
+    model = s.model
+    ev = _eval_entries(s)
+    if ev is not None:
+        model, entries = ev
+        extra.update(entries)
+    return save_checkpoint(directory, model, None, epoch=s.epoch, step=s.step_count, extra=extra)
 
 
 def load_run(path: str | os.PathLike[str]) -> Session:
@@ -98,7 +154,7 @@ def load_run(path: str | os.PathLike[str]) -> Session:
             s._make_model()
         s.x_train, s.y_train, s.x_test, s.y_test = x_tr, y_tr, x_te, y_te
         s._order = s.rng.permutation(len(y_tr))
-        s.model.load_state_dict(c.weights)
+        s.model.load_state_dict({k: np.asarray(v, float) for k, v in pg["weights"].items()})
         s.step_count, s.epoch = c.step, c.epoch
         s.history = [(int(a), float(b), float(d)) for a, b, d in pg.get("history", [])]
         s.train_loss, s.test_loss = s._losses()

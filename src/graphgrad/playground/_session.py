@@ -73,29 +73,35 @@ def _features(x: np.ndarray, names: list[str]) -> np.ndarray:
     return np.stack([cols[n]() for n in names], axis=1).astype(np.float64)
 
 
+#: How each 2-D set's points are placed in the input square: x = scale * (raw - centre), raw
+#: as drawn by :mod:`graphgrad.data` (the name there, a scale, a centre).
+INPUT_MAP: dict[str, tuple[str, float, tuple[float, float]]] = {
+    "circles": ("circles", 2.4, (0.0, 0.0)),
+    "xor": ("xor", 2.6, (0.0, 0.0)),
+    "blobs": ("blobs", 0.7, (0.0, 0.0)),
+    "spiral": ("spiral", 2.6, (0.0, 0.0)),
+    "moons": ("two_moons", 1.7, (0.5, 0.25)),
+}
+
+
 def make_data(p: Params) -> tuple[np.ndarray, np.ndarray]:
     """The data set of ``p``, scaled into the input square: X (n, 2) or (n, 1), y (n,)."""
     n, rng, noise = p.n_points, p.seed, p.noise
-    if p.dataset == "circles":
-        x, y = ggdata.circles(n, noise=noise * 0.5, rng=rng)
-        return x * 2.4, y
-    if p.dataset == "xor":
-        x, y = ggdata.xor(n, noise=noise * 0.5, rng=rng)
-        return x * 2.6, y
-    if p.dataset == "blobs":
-        x, y = ggdata.blobs(n, centers=p.classes, std=0.2 + 1.2 * noise, rng=rng)
-        return x * 0.7, y
-    if p.dataset == "spiral":
-        x, y = ggdata.spiral(n, classes=p.classes, noise=noise, rng=rng)
-        return x * 2.6, y
-    if p.dataset == "moons":
-        x, y = ggdata.two_moons(n, noise=noise * 0.5, rng=rng)
-        return (x - np.array([0.5, 0.25])) * 1.7, y
+    if p.dataset in INPUT_MAP:
+        _, scale, centre = INPUT_MAP[p.dataset]
+        if p.dataset == "blobs":
+            x, y = ggdata.blobs(n, centers=p.classes, std=0.2 + 1.2 * noise, rng=rng)
+        elif p.dataset == "spiral":
+            x, y = ggdata.spiral(n, classes=p.classes, noise=noise, rng=rng)
+        else:
+            make: Any = {"circles": ggdata.circles, "xor": ggdata.xor, "moons": ggdata.two_moons}
+            x, y = make[p.dataset](n, noise=noise * 0.5, rng=rng)
+        return (x - np.asarray(centre)) * scale, y
     gen = np.random.default_rng(rng)
     x = gen.uniform(-DOMAIN, DOMAIN, size=n)
-    fn = {"sine": lambda t: np.sin(1.5 * t), "step": lambda t: np.where(t > 0, 0.8, -0.8),
-          "abs": lambda t: np.abs(t) - 1.5}[p.dataset]  # fmt: skip
-    y = fn(x) + noise * gen.normal(size=n)
+    target: Any = {"sine": lambda t: np.sin(1.5 * t), "step": lambda t: np.where(t > 0, 0.8, -0.8),
+                   "abs": lambda t: np.abs(t) - 1.5}[p.dataset]  # fmt: skip
+    y = target(x) + noise * gen.normal(size=n)
     return x[:, None], y.astype(np.float64)
 
 
