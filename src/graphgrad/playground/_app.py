@@ -22,7 +22,8 @@ message ``type``       fields                                          reply
 
 Anything else (malformed JSON, an unknown type or field, a value out of range) gets
 ``{"type": "error", "field": ..., "message": ...}`` and the session goes on. Training runs
-while ``playing``, one update (``steps_per_update`` steps and a frame) after each ``ack``, in a
+while ``playing``: an update (``steps_per_update`` steps and a frame) whenever fewer than
+``FRAMES_IN_FLIGHT`` frames await the page's ``ack``, in a
 worker thread so other tabs stay responsive. A session with no message from its user for
 ``idle_timeout`` seconds stops training (``{"type": "idle"}``); a closed tab frees its session.
 """
@@ -30,7 +31,6 @@ worker thread so other tabs stay responsive. A session with no message from its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
@@ -51,6 +51,7 @@ __all__ = ["STATIC_DIR", "create_app"]
 
 MAX_MESSAGE_BYTES = 400_000
 MAX_SESSIONS = 32
+FRAMES_IN_FLIGHT = 4
 
 
 def _json(obj: Any) -> str:
@@ -79,8 +80,10 @@ class _Conn:
         self.ws = ws
         self.session = Session()
         self.playing = False
+        # flow control: at most FRAMES_IN_FLIGHT frames sent and not yet acknowledged, so
+        # the next update is computed while the page draws the last one
+        self.credits = FRAMES_IN_FLIGHT
         self.ready = asyncio.Event()
-        self.ready.set()
         self.last_user = time.monotonic()
         self.idle_timeout = idle_timeout
         self.lock = asyncio.Lock()
@@ -109,9 +112,13 @@ class _Conn:
         """While playing: wait for the page's ack, one update in a thread, send the frame."""
         try:
             while self.playing:
-                with contextlib.suppress(TimeoutError):  # a lost ack: go on after 5 s
-                    await asyncio.wait_for(self.ready.wait(), timeout=5.0)
-                self.ready.clear()
+                if self.credits <= 0:
+                    self.ready.clear()
+                    try:
+                        await asyncio.wait_for(self.ready.wait(), timeout=5.0)
+                    except TimeoutError:  # a lost ack: go on
+                        self.credits = 1
+                self.credits -= 1
                 if not self.playing:
                     break
                 if time.monotonic() - self.last_user > self.idle_timeout:
@@ -148,6 +155,7 @@ class _Conn:
             raise ParamError("type", "expected an object with a string field 'type'")
         kind = msg["type"]
         if kind == "ack":
+            self.credits = min(FRAMES_IN_FLIGHT, self.credits + 1)
             self.ready.set()
             return
         self.last_user = time.monotonic()
@@ -170,7 +178,7 @@ class _Conn:
                 raise ParamError("play", s.diverged)
             if not self.playing:
                 self.playing = True
-                self.ready.set()
+                self.credits = FRAMES_IN_FLIGHT
                 self.task = asyncio.create_task(self.train_loop())
             await self.state()
         elif kind == "pause":
