@@ -118,12 +118,57 @@ def browser_fps(seconds: float) -> dict[str, Any] | None:
     }
 
 
+def screenshots(out_dir: Path) -> list[Path]:
+    """The README's pictures: a classification learnt live, and the inside view of a neuron."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from playground_fixtures import CHROMIUM, CHROMIUM_ARGS, running_server
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spiral = (
+        "#dataset=spiral&classes=3&noise=0.1&n_points=400&layers=8,8,6&activation=tanh"
+        "&optimizer=adam&lr=0.03&steps_per_update=20&features=x1,x2"
+    )
+    paths = [out_dir / "playground_classification.png", out_dir / "playground_inside.png"]
+    with running_server() as url, sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = b.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url + "/" + spiral)
+        page.wait_for_function("window.pg && pg.frame && pg.params.layers.length === 3")
+        page.click("#play")
+        page.wait_for_function("pg.frame.step >= 3000", timeout=120_000)
+        page.click("#play")
+        page.click("#hv_show")
+        page.wait_for_function("pg.playing === false && pg.frame.hidden_view")
+        page.screenshot(path=str(paths[0]), clip={"x": 0, "y": 0, "width": 1300, "height": 980})
+        page.fill("#sample", "3")
+        w, x = page.evaluate("[pg.frame.weights[0], pg.points.train[3]]")
+        z = [abs(sum(wi * xi for wi, xi in zip(row, x, strict=True)) + b)
+             for row, b in zip(w["w"], w["b"], strict=True)]  # fmt: skip
+        unit = z.index(min(z))  # the least saturated neuron of layer 1 for this sample
+        page.click(f'#net canvas[data-layer="1"][data-unit="{unit}"]')
+        page.wait_for_function("pg.neuronView && pg.neuronView.layer === 1")
+        page.click("#showgrad")
+        page.click("#gradcheck")
+        page.wait_for_function("pg.gradcheck !== null")
+        box = page.locator("main > section").bounding_box()
+        page.screenshot(path=str(paths[1]), clip=box, full_page=True)
+        b.close()
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few rounds, 3 s in the browser")
     ap.add_argument("--no-browser", action="store_true", help="server side only")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--screenshots", metavar="DIR", help="only write the README's screenshots")
     args = ap.parse_args(argv)
+    if args.screenshots:
+        for path in screenshots(Path(args.screenshots)):
+            print(f"wrote {path}")
+        return 0
     rounds, per_round, seconds = (3, 5, 3.0) if args.quick else (9, 20, 10.0)
     res: dict[str, Any] = {"workload": PARAMS, "quick": args.quick, "server_ms": {}}
     print("playground update: 6x8 ReLU, 500 points, 100x100 grid (median ms per call)")

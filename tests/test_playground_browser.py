@@ -242,3 +242,38 @@ def test_exported_html_opens_from_a_file_without_server(page: Any, tmp_path: Any
     assert float(o.get_attribute("data-value")) == pytest.approx(
         s.neuron(1, 2, 0)["graph"]["nodes"][-1]["value"]
     )
+
+
+def test_diverging_network_stops_and_the_page_says_so(page: Any, server: str) -> None:
+    _open(
+        page,
+        server + "/#dataset=abs&features=x1&layers=8,8&activation=relu&lr=10&init=normal"
+        "&init_std=3&steps_per_update=50",
+    )
+    page.click("#play")
+    page.wait_for_function("document.getElementById('error').textContent.includes('diverged')")
+    page.wait_for_function("pg.playing === false")
+    assert "lower the learning rate" in page.inner_text("#error")
+
+
+def test_csv_upload_click_to_add_and_hidden_space(page: Any, server: str) -> None:
+    _open(page, server + "/")
+    rows = "x,y,label\n0.5,0.5,0\n-0.5,0.5,1\nbad,1,0\n0.5,-0.5,1\n-0.5,-0.5,0\n1,1,7\n"
+    page.set_input_files(
+        "#csvfile", files=[{"name": "d.csv", "mimeType": "text/csv", "buffer": rows.encode()}]
+    )
+    page.wait_for_function("document.getElementById('csvreport').textContent.includes('rows')")
+    report = page.inner_text("#csvreport")
+    assert report.startswith("4 rows read, 2 bad") and "line 4: not a number" in report
+    assert "line 7: label" in report
+    page.wait_for_function("pg.points.train.length + pg.points.test.length === 4")
+    n = page.evaluate("pg.points.train.length")
+    page.select_option("#addclass", "1")
+    page.click("#out", position={"x": 300, "y": 100})
+    page.wait_for_function(f"pg.points.train.length === {n + 1}")
+    x, y = page.evaluate("pg.points.train[pg.points.train.length - 1]")
+    assert (x, y) == (pytest.approx(1.5, abs=0.05), pytest.approx(1.5, abs=0.05))
+    assert page.evaluate("pg.points.train_y[pg.points.train_y.length - 1]") == 1
+    page.click("#hv_show")
+    page.wait_for_function("pg.frame.hidden_view && pg.frame.hidden_view.layer === 1")
+    assert page.evaluate("pg.frame.hidden_view.points.length") == n + 1

@@ -578,7 +578,13 @@ class Session:
             av = float(nodes[name]["grad"])
             rel = abs(av - nv) / max(1e-12, abs(av) + abs(nv))
             rows.append(
-                {"name": name, "analytic": av, "numerical": float(nv), "rel_error": float(rel)}
+                {
+                    "name": name,
+                    "analytic": av,
+                    "numerical": float(nv),
+                    "abs_error": abs(av - float(nv)),
+                    "rel_error": float(rel),
+                }
             )
         return {"type": "gradcheck", "layer": layer, "unit": unit, "sample": sample, "rows": rows}
 
