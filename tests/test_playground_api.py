@@ -400,3 +400,21 @@ def test_inside_view_and_gradcheck_over_the_socket() -> None:
         ws.send_json({"type": "hidden_view", "layer": 1, "i": 0, "j": 1})
         hv = _until(ws, "frame")["hidden_view"]
         assert len(hv["lines"]) == 26 and len(hv["points"]) == 150
+
+
+def test_save_button_writes_a_checkpoint_export_html_reads(tmp_path: Any) -> None:
+    from graphgrad.playground import load_run
+
+    client = TestClient(create_app(runs_dir=tmp_path / "runs"))
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        ws.send_json({"type": "step", "n": 4})
+        _until(ws, "frame")
+        ws.send_json({"type": "save"})
+        path = _until(ws, "saved")["path"]
+    assert path.startswith(str(tmp_path / "runs"))
+    assert load_run(path).step_count == 4
+    with TestClient(create_app()).websocket_connect("/ws") as ws:
+        _open(ws)
+        ws.send_json({"type": "save"})
+        assert "runs-dir" in _until(ws, "error")["message"]

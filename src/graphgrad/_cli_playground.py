@@ -27,6 +27,10 @@ def register(subparsers: Any) -> None:
         "--idle-timeout", type=float, default=600.0, metavar="S",
         help="pause a tab's training after S seconds without input (default 600)",
     )  # fmt: skip
+    p.add_argument(
+        "--runs-dir", default="playground-runs", metavar="DIR",
+        help="where the page's 'save run' button writes checkpoints (default ./playground-runs)",
+    )  # fmt: skip
     p.set_defaults(handler=_playground)
     e = subparsers.add_parser(
         "export-html",
@@ -62,7 +66,7 @@ def _playground(args: argparse.Namespace) -> int:
 
     from .playground._app import create_app
 
-    app = create_app(idle_timeout=args.idle_timeout)
+    app = create_app(idle_timeout=args.idle_timeout, runs_dir=args.runs_dir)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
     print(f"graphgrad playground: {url}  (Ctrl-C to stop)", flush=True)

@@ -18,6 +18,7 @@ message ``type``       fields                                          reply
 ``add_point``          ``x``, ``y``, ``label``                         ``frame``
 ``csv``                ``text``                                        ``csv`` + ``frame``
 ``export``                                                             ``export`` (``html``)
+``save``               the run as a checkpoint in ``runs_dir``          ``saved`` (``path``)
 =====================  ==============================================  ====================
 
 Anything else (malformed JSON, an unknown type or field, a value out of range) gets
@@ -34,6 +35,7 @@ import asyncio
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -76,8 +78,9 @@ def _clean(obj: Any) -> Any:
 class _Conn:
     """One tab: its session, whether it plays, and flow control."""
 
-    def __init__(self, ws: WebSocket, idle_timeout: float) -> None:
+    def __init__(self, ws: WebSocket, idle_timeout: float, runs_dir: Path | None) -> None:
         self.ws = ws
+        self.runs_dir = runs_dir
         self.session = Session()
         self.playing = False
         # flow control: at most FRAMES_IN_FLIGHT frames sent and not yet acknowledged, so
@@ -240,12 +243,29 @@ class _Conn:
             async with self.lock:
                 html = await asyncio.to_thread(export_html, s)
             await self.send({"type": "export", "html": html})
+        elif kind == "save":
+            fields()
+            if self.runs_dir is None:
+                raise ParamError("save", "this server saves no runs (start it with --runs-dir)")
+            from ._export import save_run
+
+            name = time.strftime("run-%Y%m%d-%H%M%S") + f"-{id(self) % 10000:04d}"
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            async with self.lock:
+                path = await asyncio.to_thread(save_run, s, self.runs_dir / name)
+            await self.send({"type": "saved", "path": str(path)})
         else:
             raise ParamError("type", f"unknown message type {kind!r}")
 
 
-def create_app(idle_timeout: float = 600.0) -> Starlette:
-    """The playground's Starlette app. ``app.state.sessions`` counts the open sessions."""
+def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) -> Starlette:
+    """The playground's Starlette app. ``app.state.sessions`` holds the open sessions.
+
+    Args:
+        idle_timeout: seconds without a user message after which a tab's training pauses.
+        runs_dir: where the page's "save" button writes checkpoints (None: saving is off).
+    """
+    runs = Path(runs_dir) if runs_dir is not None else None
 
     async def index(request: Request) -> Response:
         return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
@@ -260,7 +280,7 @@ def create_app(idle_timeout: float = 600.0) -> Starlette:
                                       "message": "too many open sessions"}))  # fmt: skip
             await ws.close()
             return
-        conn = _Conn(ws, idle_timeout)
+        conn = _Conn(ws, idle_timeout, runs)
         app.state.sessions.add(conn)
         try:
             await conn.state()
