@@ -418,3 +418,30 @@ def test_save_button_writes_a_checkpoint_export_html_reads(tmp_path: Any) -> Non
         _open(ws)
         ws.send_json({"type": "save"})
         assert "runs-dir" in _until(ws, "error")["message"]
+
+
+def test_features_and_neuron_maps_are_the_networks_own() -> None:
+    import base64
+
+    from graphgrad.playground._session import NEURON_GRID
+
+    s = Session({"dataset": "circles", "features": ["x1", "x2", "x1^2", "x2^2", "x1x2",
+                 "sin_x1", "sin_x2"], "layers": [3], "grid": 37})  # fmt: skip
+    s.step(5)
+    lin = s.model.linear_layers()[0]
+    assert lin.weight.shape == (3, 7)
+    f = s.frame()
+    maps = f["neurons"][0]
+    assert len(maps) == 3
+    # neuron j's map: tanh(w_j . phi(x) + b_j) at the lattice points it samples, scaled by max
+    t = np.linspace(-3, 3, 37)[np.round(np.linspace(0, 36, NEURON_GRID)).astype(int)]
+    xx, yy = np.meshgrid(t, -t)
+    x1, x2 = xx.ravel(), yy.ravel()
+    phi = np.stack([x1, x2, x1 * x1, x2 * x2, x1 * x2, np.sin(x1), np.sin(x2)], axis=1)
+    h = np.tanh(phi @ lin.weight.data.T + lin.bias.data)
+    for j, m in enumerate(maps):
+        q = np.frombuffer(base64.b64decode(m["map"]), dtype=np.uint8).astype(float)
+        assert m["max"] == pytest.approx(np.abs(h[:, j]).max(), rel=1e-12)
+        assert np.allclose(q, np.clip(127.5 + 127.5 * h[:, j] / m["max"] + 0.5, 0, 255) // 1)
+    cls = np.frombuffer(base64.b64decode(f["boundary"]["cls"]), dtype=np.uint8)
+    assert cls.shape == (37 * 37,) and set(np.unique(cls)) <= {0, 1}
