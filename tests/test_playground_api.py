@@ -228,6 +228,8 @@ def test_csv_upload_reports_bad_rows_and_limits() -> None:
         s.load_csv("0,0,0\n" * 40_000)
     with pytest.raises(PlaygroundError, match="good rows"):
         s.load_csv("a,b,c\n1,2\n")
+    with pytest.raises(PlaygroundError, match="unreadable"):
+        s.load_csv("0,0,0\n" + "1" * 140_000 + ",2,0\n")  # a field over csv's limit
 
 
 def test_save_load_run_and_export(tmp_path: Any) -> None:
@@ -445,3 +447,19 @@ def test_features_and_neuron_maps_are_the_networks_own() -> None:
         assert np.allclose(q, np.clip(127.5 + 127.5 * h[:, j] / m["max"] + 0.5, 0, 255) // 1)
     cls = np.frombuffer(base64.b64decode(f["boundary"]["cls"]), dtype=np.uint8)
     assert cls.shape == (37 * 37,) and set(np.unique(cls)) <= {0, 1}
+
+
+
+def test_an_unexpected_error_is_replied_and_the_session_goes_on(monkeypatch: Any) -> None:
+    def broken(self: Session, *args: Any) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Session, "neuron", broken)
+    client = TestClient(create_app())
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        ws.send_json({"type": "neuron", "layer": 1, "unit": 0, "sample": 0})
+        err = _until(ws, "error")
+        assert err["message"] == "internal error: RuntimeError: simulated bug"
+        ws.send_json({"type": "step", "n": 1})
+        assert _until(ws, "frame")["step"] == 1

@@ -292,6 +292,11 @@ def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) 
                 except (ParamError, PlaygroundError) as e:
                     field = getattr(e, "field", None)
                     await conn.send({"type": "error", "field": field, "message": str(e)})
+                except WebSocketDisconnect:
+                    raise
+                except Exception as e:  # a bug must not end the tab's session, nor the server
+                    msg = f"internal error: {type(e).__name__}: {e}"
+                    await conn.send({"type": "error", "field": None, "message": msg})
         except WebSocketDisconnect:
             pass
         finally:

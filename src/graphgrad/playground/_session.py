@@ -621,7 +621,10 @@ class Session:
             raise PlaygroundError("csv: expected the file's text")
         if len(text.encode("utf-8")) > MAX_CSV_BYTES:
             raise PlaygroundError(f"csv: file larger than {MAX_CSV_BYTES} bytes")
-        rows = list(csv.reader(io.StringIO(text)))
+        try:
+            rows = list(csv.reader(io.StringIO(text)))
+        except csv.Error as e:
+            raise PlaygroundError(f"csv: unreadable: {e}") from None
         if len(rows) > MAX_CSV_ROWS + 1:
             raise PlaygroundError(f"csv: more than {MAX_CSV_ROWS} rows")
         good_x: list[tuple[float, float]] = []
