@@ -443,8 +443,9 @@ def test_features_and_neuron_maps_are_the_networks_own() -> None:
     h = np.tanh(phi @ lin.weight.data.T + lin.bias.data)
     for j, m in enumerate(maps):
         q = np.frombuffer(base64.b64decode(m["map"]), dtype=np.uint8).astype(float)
-        assert m["max"] == pytest.approx(np.abs(h[:, j]).max(), rel=1e-12)
-        assert np.allclose(q, np.clip(127.5 + 127.5 * h[:, j] / m["max"] + 0.5, 0, 255) // 1)
+        assert m["max"] == pytest.approx(np.abs(h[:, j]).max(), rel=1e-5)  # drawn in float32
+        expected = np.clip(127.5 + 127.5 * h[:, j] / m["max"] + 0.5, 0, 255) // 1
+        assert np.max(np.abs(q - expected)) <= 1
     cls = np.frombuffer(base64.b64decode(f["boundary"]["cls"]), dtype=np.uint8)
     assert cls.shape == (37 * 37,) and set(np.unique(cls)) <= {0, 1}
 
