@@ -450,7 +450,6 @@ def test_features_and_neuron_maps_are_the_networks_own() -> None:
     assert cls.shape == (37 * 37,) and set(np.unique(cls)) <= {0, 1}
 
 
-
 def test_an_unexpected_error_is_replied_and_the_session_goes_on(monkeypatch: Any) -> None:
     def broken(self: Session, *args: Any) -> None:
         raise RuntimeError("simulated bug")
