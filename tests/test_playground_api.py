@@ -463,3 +463,20 @@ def test_an_unexpected_error_is_replied_and_the_session_goes_on(monkeypatch: Any
         assert err["message"] == "internal error: RuntimeError: simulated bug"
         ws.send_json({"type": "step", "n": 1})
         assert _until(ws, "frame")["step"] == 1
+
+
+def test_hidden_space_is_the_layer_as_the_network_computes_it() -> None:
+    s = Session({"dataset": "moons", "layers": [4, 3], "activation": "relu"})
+    s.step(5)
+    s.set_hidden_view(2, 2, 0)
+    hv = s.frame()["hidden_view"]
+    lin = s.model.linear_layers()
+    t = np.linspace(-3, 3, 13)
+    line = np.stack([np.linspace(-3, 3, 49), np.full(49, t[4])], 1)  # the 5th horizontal line
+    h1 = np.maximum(line @ lin[0].weight.data.T + lin[0].bias.data, 0)
+    h2 = np.maximum(h1 @ lin[1].weight.data.T + lin[1].bias.data, 0)
+    assert np.allclose(hv["lines"][13 + 4], h2[:, [2, 0]], atol=1e-4)
+    with pytest.raises(PlaygroundError, match="layer"):
+        s.set_hidden_view(3, 0, 1)
+    with pytest.raises(PlaygroundError, match="j must be"):
+        s.set_hidden_view(2, 0, 3)
