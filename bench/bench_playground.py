@@ -139,6 +139,7 @@ def screenshots(out_dir: Path) -> list[Path]:
         page.click("#play")
         page.wait_for_function("pg.frame.step >= 3000", timeout=120_000)
         page.click("#play")
+        page.fill("#hv_layer", "3")  # the last hidden layer: where the classes come apart
         page.click("#hv_show")
         page.wait_for_function("pg.playing === false && pg.frame.hidden_view")
         page.screenshot(path=str(paths[0]), clip={"x": 0, "y": 0, "width": 1300, "height": 980})
