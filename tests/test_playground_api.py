@@ -139,6 +139,11 @@ def test_inside_view_equals_graphgrad(layer: int, unit: int) -> None:
         assert nodes[f"w{i}"]["grad"] == pytest.approx(g, rel=1e-9, abs=1e-14)
     assert nodes["b"]["grad"] == pytest.approx(gb, rel=1e-9, abs=1e-14)
     assert view["loss"] == pytest.approx(loss, rel=1e-12)
+    # an input's gradient along this neuron: dL/dx1 = w1 dL/dp1
+    x1 = view["graph"]["nodes"][0]
+    assert x1["label"] in ("x1", f"h{layer - 1}.0") and x1["grad"] == pytest.approx(
+        nodes["w1"]["value"] * nodes["p1"]["grad"], rel=1e-12
+    )
     # the local gradient on the edge w1 -> p1 is x1, on b -> z is 1
     ids = {n["label"]: n["id"] for n in view["graph"]["nodes"]}
     local = {(e["source"], e["target"]): e["local_grad"] for e in view["graph"]["edges"]}

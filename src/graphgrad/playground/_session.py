@@ -474,7 +474,8 @@ class Session:
         Builds ``o = a(w1*x1 + ... + wF*xF + b)`` from Scalars (x: the layer's inputs for that
         sample, constants here; w, b: the neuron's weights), runs the sample through the
         network with Tensors to get dL/do (L: that sample's loss), then ``o.backward(dL/do)``,
-        so every node's gradient is dL/d(node). Returns ``{"graph": trace data, "loss",
+        so every node's gradient is dL/d(node) along this neuron (for an input x_i: the part of
+        dL/dx_i that flows through this neuron). Returns ``{"graph": trace data, "loss",
         "dL_do", "label", ...}``.
         """
         layer, unit, sample = self._check_neuron(layer, unit, sample)
@@ -510,10 +511,8 @@ class Session:
         W = lin[layer - 1].weight.data
         b_arr = lin[layer - 1].bias
         in_names = p.features if layer == 1 else [f"h{layer - 1}.{i}" for i in range(len(layer_in))]
-        xs = [
-            Scalar(float(v), name=n, requires_grad=False)
-            for v, n in zip(layer_in, in_names, strict=True)
-        ]
+        # x as leaves that take a gradient too: dL/dx_i along this neuron's path, w_i dL/dp_i
+        xs = [Scalar(float(v), name=n) for v, n in zip(layer_in, in_names, strict=True)]
         ws = [Scalar(float(W[unit, i]), name=f"w{i + 1}") for i in range(len(xs))]
         b = Scalar(float(b_arr.data[unit]) if b_arr is not None else 0.0, name="b")
         z: Scalar = ws[0] * xs[0]
