@@ -183,6 +183,8 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "transpose": [
         ("T", Spec(lambda x: x.T, ("real",), UNARY_SHAPES)),
         ("transpose-axes", Spec(lambda x: x.transpose(1, 2, 0), ("real",), [((2, 3, 4),)])),
+        ("swapaxes", Spec(lambda x: x.swapaxes(0, -1), ("real",), UNARY_SHAPES[1:])),
+        ("swapaxes-3", Spec(lambda x: gg.swapaxes(x, 0, 2), ("real",), [((2, 3, 4),)])),
     ],
     "broadcast_to": [
         (
@@ -265,16 +267,27 @@ B_EMPTY: list[tuple[Shape, ...]] = [
 ]
 EMPTY: dict[str, list[tuple[Shape, ...]]] = {
     **{
-        case: B_EMPTY
-        for case in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where")
+        case: B_EMPTY for case in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where")
     },
     **{
         case: U_EMPTY
         for case in (
-            "pow-const", "neg", "exp", "log", "sqrt", "abs", "sigmoid", "tanh", "relu",
-            "leaky_relu", "elu", "clip", "T", "reshape",
+            "pow-const",
+            "neg",
+            "exp",
+            "log",
+            "sqrt",
+            "abs",
+            "sigmoid",
+            "tanh",
+            "relu",
+            "leaky_relu",
+            "elu",
+            "clip",
+            "T",
+            "reshape",
         )
-    },  # fmt: skip
+    },
     **{f"{r}-{k}": U_EMPTY for r in ("sum", "mean", "logsumexp") for k in ("all", "axis0")},
     **{f"{r}-axis-1-keep": U_EMPTY for r in ("sum", "mean", "logsumexp")},
     **{f"{r}-axes01": [((0, 3),), ((2, 0, 2),)] for r in ("sum", "mean", "logsumexp")},
@@ -293,6 +306,8 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
     "linear-nobias": [((0, 3), (2, 3)), ((4, 0), (2, 0))],
     "reshape-3": [],  # (3, 2, 1) has 6 elements: no empty input reshapes to it
     "transpose-axes": [((2, 0, 4),)],
+    "swapaxes": U_EMPTY,
+    "swapaxes-3": [((2, 0, 4),)],
     "broadcast_to": [],  # to (2, 2, 3): see broadcast_to-empty below
     "broadcast_to-empty": [((0, 3),), ((1, 3),), ((3,),)],  # -> (2, 0, 3)
     "sum_to": [((0, 3),), ((4, 0, 3),)],

@@ -178,7 +178,7 @@ cdef inline bint _recording() except -1:
     cdef PyObject* value = NULL
     cdef bint flag
     PyContextVar_Get(_GRAD_ENABLED, NULL, &value)
-    flag = value == <PyObject*>True
+    flag = (<object>value) is True
     _decref(value)
     return flag
 
