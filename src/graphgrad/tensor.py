@@ -8,7 +8,7 @@ reference counting alone; nothing waits for the cyclic garbage collector).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .ops import reduction as R
 from .ops import shape as SH
 from .ops._registry import Op
 from .scalar import Scalar, as_scalar
+
+if TYPE_CHECKING:
+    from .viz.trace import Graph
 
 _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
@@ -218,9 +221,32 @@ class Tensor:
         return f"Tensor({body}{', ' if extra else ''}{', '.join(extra)})"
 
     # --------------------------------------------------------------------------- backward
+    @overload
     def backward(
-        self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False
-    ) -> None:
+        self,
+        grad: Any = ...,
+        retain_graph: bool = ...,
+        create_graph: bool = ...,
+        *,
+        trace: Literal[False] = ...,
+    ) -> None: ...
+    @overload
+    def backward(
+        self,
+        grad: Any = ...,
+        retain_graph: bool = ...,
+        create_graph: bool = ...,
+        *,
+        trace: Literal[True],
+    ) -> Graph: ...
+    def backward(
+        self,
+        grad: Any = None,
+        retain_graph: bool = False,
+        create_graph: bool = False,
+        *,
+        trace: bool = False,
+    ) -> Graph | None:
         """Backpropagate from this tensor: every leaf it depends on gets dL/d(leaf) in ``.grad``.
 
         Args:
@@ -230,7 +256,16 @@ class Tensor:
                 the graph is freed as backward proceeds.
             create_graph: record the backward pass itself, so ``.grad`` is a Tensor that can be
                 differentiated again (implies ``retain_graph``).
+            trace: also return the graph as plain data (a :class:`graphgrad.viz.Graph`) with
+                every node's value and gradient of this pass, drawable as any traced graph;
+                see :func:`graphgrad.viz.trace_backward`.
         """
+        if trace:
+            from .viz.trace import trace_backward
+
+            return trace_backward(
+                self, grad, retain_graph=retain_graph, create_graph=create_graph
+            )
         if not self.requires_grad:
             raise BackwardError(
                 f"backward() called on a tensor of shape {self.shape} that does not require "
@@ -263,6 +298,7 @@ class Tensor:
             create_graph=create_graph,
             seed_owned=owned,
         )
+        return None
 
     # -------------------------------------------------------------------------- operators
     def __add__(self, other: Any) -> Tensor:
