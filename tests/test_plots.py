@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from graphgrad import plots  # noqa: E402
+from graphgrad import plots
 
 
 def _args() -> dict[str, tuple[Any, ...]]:
@@ -37,9 +37,11 @@ def _args() -> dict[str, tuple[Any, ...]]:
         ),
         "plot_universal_approximation": ([fit],),
         "plot_eps_sweep": (
-            {"eps": [1e-3, 1e-6], "errors": {"float64/central": [1e-6, 1e-9],
-                                             "float32/forward": [1e-2, 1e-1]}},
-        ),  # fmt: skip
+            {
+                "eps": [1e-3, 1e-6],
+                "errors": {"float64/central": [1e-6, 1e-9], "float32/forward": [1e-2, 1e-1]},
+            },
+        ),
     }
 
 

@@ -1,12 +1,15 @@
-"""Switches: gradient recording, anomaly mode, default dtype (each per thread and per async
-task, as ``contextvars``); the global random generator; node numbering.
+"""Switches: gradient recording and anomaly mode (per thread and per async task), the default
+dtype (per thread); the global random generator; node numbering.
 
-Grad mode, anomaly mode and the default dtype live in :class:`contextvars.ContextVar`\\ s: a
-``no_grad()`` block in one thread (an evaluation thread, a server handler) does not switch
-recording off in another (a training thread), and ``set_default_dtype`` in one thread does
-not change the tensors another makes. A new thread starts from the defaults (recording on,
-anomaly mode off, float32), as PyTorch's thread-local grad mode does. ``STATE`` reads and
-writes these variables through attributes, for code that wants one object to ask.
+Grad mode and anomaly mode live in context variables (:mod:`contextvars`): a ``no_grad()`` block
+in one thread (an evaluation thread, a server handler) or async task does not switch recording
+off in another (a training thread). Both are set by ``with`` blocks, so their scope is clear.
+The default dtype is per thread (``threading.local``): ``set_default_dtype`` in one thread does
+not change the tensors another makes. It is a setting, not a block, and a thread-local one
+persists from one notebook cell to the next, where a context variable set in a cell is lost in
+some Jupyter kernels (those that run each cell in a new context). A new thread starts from the
+defaults (recording on, anomaly mode off, float32), as PyTorch's thread-local grad mode does.
+``STATE`` reads and writes all three through attributes, for code that wants one object to ask.
 
 The random generator that layers draw from when given no ``rng`` is process-wide and behind a
 lock: ``gg.manual_seed(n)`` makes every later draw reproducible, whichever thread draws.
@@ -32,8 +35,16 @@ _FLOAT32: np.dtype[Any] = np.dtype(np.float32)
 GRAD_ENABLED: ContextVar[bool] = ContextVar("graphgrad_grad_enabled", default=True)
 #: Whether anomaly mode checks every op for NaN/Inf (per thread / async task).
 ANOMALY: ContextVar[bool] = ContextVar("graphgrad_anomaly", default=False)
-#: The dtype of tensors made from Python floats (per thread / async task).
-DEFAULT_DTYPE: ContextVar[np.dtype[Any]] = ContextVar("graphgrad_default_dtype", default=_FLOAT32)
+
+
+class _ThreadSettings(threading.local):
+    """Per-thread settings; the class attributes are each new thread's defaults."""
+
+    default_dtype: np.dtype[Any] = _FLOAT32
+
+
+#: The dtype of tensors made from Python floats: ``SETTINGS.default_dtype`` (per thread).
+SETTINGS = _ThreadSettings()
 
 
 class _State:
@@ -60,11 +71,11 @@ class _State:
 
     @property
     def default_dtype(self) -> np.dtype[Any]:
-        return DEFAULT_DTYPE.get()
+        return SETTINGS.default_dtype
 
     @default_dtype.setter
     def default_dtype(self, value: Any) -> None:
-        DEFAULT_DTYPE.set(np.dtype(value))
+        SETTINGS.default_dtype = np.dtype(value)
 
 
 STATE = _State()
@@ -130,18 +141,17 @@ def is_grad_enabled() -> bool:
 def set_default_dtype(dtype: Any) -> None:
     """Set the dtype of tensors made from Python numbers and lists (float32 or float64).
 
-    The setting holds for the calling thread (and async task) only; a new thread starts
-    with float32."""
+    The setting holds for the calling thread only; a new thread starts with float32."""
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"set_default_dtype: expected float32 or float64, got {dt}")
-    DEFAULT_DTYPE.set(dt)
+    SETTINGS.default_dtype = dt
 
 
 def get_default_dtype() -> np.dtype[Any]:
     """The dtype of tensors made from Python numbers and lists in the calling thread (float32
     unless changed)."""
-    return DEFAULT_DTYPE.get()
+    return SETTINGS.default_dtype
 
 
 # ------------------------------------------------------------------- global random generator

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _fused, _xp_names
 from ._engine import check_forward, run_backward, user_site
-from ._state import ANOMALY, DEFAULT_DTYPE, GRAD_ENABLED, _GradMode, next_seq
+from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, _GradMode, next_seq
 from .errors import BackwardError, InPlaceError, ShapeError
 from .ops import elementwise as E
 from .ops import fused as FU
@@ -210,7 +210,7 @@ class Tensor:
     def __repr__(self) -> str:
         body = np.array2string(self.data, precision=4, separator=", ", threshold=20)
         extra = []
-        if self.data.dtype != DEFAULT_DTYPE.get():
+        if self.data.dtype != SETTINGS.default_dtype:
             extra.append(f"dtype={self.data.dtype}")
         if self._op is not None:
             extra.append(f"op={self._op.name}")
@@ -263,9 +263,7 @@ class Tensor:
         if trace:
             from .viz.trace import trace_backward
 
-            return trace_backward(
-                self, grad, retain_graph=retain_graph, create_graph=create_graph
-            )
+            return trace_backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
         if not self.requires_grad:
             raise BackwardError(
                 f"backward() called on a tensor of shape {self.shape} that does not require "
@@ -492,7 +490,7 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
         return np.asarray(data)
     arr = np.asarray(data)
     if arr.dtype == np.float64:  # Python floats: the default dtype, not NumPy's float64
-        arr = arr.astype(DEFAULT_DTYPE.get())
+        arr = arr.astype(SETTINGS.default_dtype)
     return arr
 
 
