@@ -153,7 +153,8 @@ def collect(root: Any) -> list[Any]:
         if inputs is RELEASED:
             raise BackwardError(
                 f"cannot trace through op '{n._op.name}': its graph was freed by backward(); "
-                f"trace before backward, or call backward(retain_graph=True)"
+                f"trace during backward with g = loss.backward(trace=True) (values and "
+                f"gradients), trace before it, or call backward(retain_graph=True)"
             )
         for x in inputs:
             if id(x) not in seen:
