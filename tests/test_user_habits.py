@@ -226,6 +226,8 @@ def test_setitem_follows_the_same_rules() -> None:
     h = w * 2
     with pytest.raises(TypeError, match=r"computed by op 'mul'.*gg\.where"):
         h[0] = 1.0
+    with pytest.raises(gg.InPlaceError, match="cut it from the graph"):
+        c[0] = w[0]  # the values of a node that requires grad
 
 
 # ---------------------------------------------------- requires_grad needs float data

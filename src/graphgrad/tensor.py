@@ -193,6 +193,12 @@ class Tensor:
                 f"'{self._op.name}', whose backward needs its values unchanged; build a new "
                 f"tensor instead, e.g. gg.where(mask, value, x)"
             )
+        if isinstance(value, Tensor) and value.requires_grad and GRAD_ENABLED.get():
+            raise InPlaceError(
+                "x[...] = v: v requires grad, and writing its values into x would cut it from "
+                "the graph; build the tensor from v instead, e.g. gg.where(mask, v, x), "
+                "gg.stack or gg.concatenate"
+            )
         self.data[_norm_index(index)] = _raw(value)
 
     def __float__(self) -> float:
