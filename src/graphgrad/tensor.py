@@ -579,81 +579,6 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
     return t
 
 
-def _int_grad_message(data: Any, arr: np.ndarray) -> str:
-    """The error for ``Tensor(<integers>, requires_grad=True)``."""
-    shown = repr(data) if isinstance(data, int | list | tuple) else "the array given"
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return (
-        f"only floating-point tensors can require gradients, but {shown} gives {arr.dtype} "
-        f"data (PyTorch and JAX refuse this too; graphgrad no longer casts it silently): write "
-        f"float literals such as [1., 2.], or pass dtype=np.float32 (or float64)"
-    )
-
-
-def _check_inplace(x: Tensor, other: Any, sym: str) -> None:
-    """Refuse an in-place operation on a leaf that requires gradients while they are recorded."""
-    if x._op is None and x.requires_grad and GRAD_ENABLED.get():
-        name = f" {x.name!r}" if x.name else ""
-        raise InPlaceError(
-            f"x {sym} ...: in-place operation on the leaf tensor{name} of shape {x.shape}, "
-            f"which requires grad. Python would rebind x to a new tensor, so x.grad would stay "
-            f"None and an optimiser holding x would never see the change (PyTorch refuses this "
-            f"too). Write y = x {sym.rstrip('=').rstrip() or '+'} ... for a new node of the "
-            f"graph, or update the values under `with gg.no_grad():` (as an optimiser step "
-            f"does)"
-        )
-
-
-def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
-    """``x <op>= other``. Rules (PyTorch's, without its version counters):
-
-    * ``x`` a leaf that requires grad, gradients recorded: :class:`InPlaceError`;
-    * ``x`` a leaf and the result not part of a graph (gradients off, e.g. an optimiser step
-      under ``no_grad()``, or neither operand requires grad): ``x.data`` is updated in place,
-      NumPy's casting rule (``same_kind``) applies, and ``x`` stays the same object;
-    * otherwise (``x`` computed by an op, whose backward may need its values, or ``other``
-      requires grad): a new node ``x <op> other`` is recorded and Python rebinds ``x`` to it.
-    """
-    _check_inplace(x, other, sym)
-    o = _lift(other, x)
-    if x._op is not None or (GRAD_ENABLED.get() and o.requires_grad):
-        return matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
-    with _GradMode(False):
-        r = matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
-    if r.shape != x.shape:
-        raise ShapeError(
-            f"x {sym} y: the result has shape {r.shape} but x has shape {x.shape}; an in-place "
-            f"operation cannot change the shape (write x = x {sym[:-1]} y for a new tensor)"
-        )
-    try:
-        np.copyto(x.data, r.data, casting="same_kind")
-    except TypeError as e:
-        raise TypeError(
-            f"x {sym} y: cannot store the {r.dtype} result in x's {x.dtype} data in place "
-            f"(NumPy's same_kind rule); write x = x {sym[:-1]} y for a new tensor"
-        ) from e
-    return x
-
-
-class _Reduced(Tensor):
-    """The result of ``gg.max(x, axis)`` / ``gg.min(x, axis)``: an ordinary Tensor that
-    refuses to be iterated, because ``_, idx = gg.max(out, 1)`` is PyTorch's (values, indices)
-    reading; on a batch of two it would unpack two values silently."""
-
-    __slots__ = ()
-
-    def __iter__(self) -> Iterator[Tensor]:
-        raise TypeError(
-            f"iterating over the result of gg.max(x, axis) or gg.min(x, axis) (shape "
-            f"{self.shape}): graphgrad "
-            f"follows NumPy, where max/min return the values only, not PyTorch's (values, "
-            f"indices) pair. For the indices write idx = gg.argmax(x, axis); for the values "
-            f"vals = gg.max(x, axis). To iterate over the values, iterate over vals.data or "
-            f"index vals[i]"
-        )
-
-
 def _forward_error(op: Op, inputs: tuple[Tensor, ...], e: Exception) -> Exception:
     shapes = " and ".join(str(t.shape) for t in inputs)
     msg = str(e)
@@ -1175,3 +1100,81 @@ class TensorXP:
 
 TENSOR_XP = TensorXP
 _xp_names.check(TensorXP)
+
+
+# ------------------------------------------- PyTorch habits: refused, or made explicit
+
+
+def _int_grad_message(data: Any, arr: np.ndarray) -> str:
+    """The error for ``Tensor(<integers>, requires_grad=True)``."""
+    shown = repr(data) if isinstance(data, int | list | tuple) else "the array given"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return (
+        f"only floating-point tensors can require gradients, but {shown} gives {arr.dtype} "
+        f"data (PyTorch and JAX refuse this too; graphgrad no longer casts it silently): write "
+        f"float literals such as [1., 2.], or pass dtype=np.float32 (or float64)"
+    )
+
+
+def _check_inplace(x: Tensor, other: Any, sym: str) -> None:
+    """Refuse an in-place operation on a leaf that requires gradients while they are recorded."""
+    if x._op is None and x.requires_grad and GRAD_ENABLED.get():
+        name = f" {x.name!r}" if x.name else ""
+        raise InPlaceError(
+            f"x {sym} ...: in-place operation on the leaf tensor{name} of shape {x.shape}, "
+            f"which requires grad. Python would rebind x to a new tensor, so x.grad would stay "
+            f"None and an optimiser holding x would never see the change (PyTorch refuses this "
+            f"too). Write y = x {sym.rstrip('=').rstrip() or '+'} ... for a new node of the "
+            f"graph, or update the values under `with gg.no_grad():` (as an optimiser step "
+            f"does)"
+        )
+
+
+def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
+    """``x <op>= other``. Rules (PyTorch's, without its version counters):
+
+    * ``x`` a leaf that requires grad, gradients recorded: :class:`InPlaceError`;
+    * ``x`` a leaf and the result not part of a graph (gradients off, e.g. an optimiser step
+      under ``no_grad()``, or neither operand requires grad): ``x.data`` is updated in place,
+      NumPy's casting rule (``same_kind``) applies, and ``x`` stays the same object;
+    * otherwise (``x`` computed by an op, whose backward may need its values, or ``other``
+      requires grad): a new node ``x <op> other`` is recorded and Python rebinds ``x`` to it.
+    """
+    _check_inplace(x, other, sym)
+    o = _lift(other, x)
+    if x._op is not None or (GRAD_ENABLED.get() and o.requires_grad):
+        return matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
+    with _GradMode(False):
+        r = matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
+    if r.shape != x.shape:
+        raise ShapeError(
+            f"x {sym} y: the result has shape {r.shape} but x has shape {x.shape}; an in-place "
+            f"operation cannot change the shape (write x = x {sym[:-1]} y for a new tensor)"
+        )
+    try:
+        np.copyto(x.data, r.data, casting="same_kind")
+    except TypeError as e:
+        raise TypeError(
+            f"x {sym} y: cannot store the {r.dtype} result in x's {x.dtype} data in place "
+            f"(NumPy's same_kind rule); write x = x {sym[:-1]} y for a new tensor"
+        ) from e
+    return x
+
+
+class _Reduced(Tensor):
+    """The result of ``gg.max(x, axis)`` / ``gg.min(x, axis)``: an ordinary Tensor that
+    refuses to be iterated, because ``_, idx = gg.max(out, 1)`` is PyTorch's (values, indices)
+    reading; on a batch of two it would unpack two values silently."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Tensor]:
+        raise TypeError(
+            f"iterating over the result of gg.max(x, axis) or gg.min(x, axis) (shape "
+            f"{self.shape}): graphgrad "
+            f"follows NumPy, where max/min return the values only, not PyTorch's (values, "
+            f"indices) pair. For the indices write idx = gg.argmax(x, axis); for the values "
+            f"vals = gg.max(x, axis). To iterate over the values, iterate over vals.data or "
+            f"index vals[i]"
+        )
