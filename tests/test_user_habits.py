@@ -3,6 +3,7 @@ NumPy), each refused with an error naming both conventions; modes that are per t
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 import threading
@@ -395,3 +396,105 @@ def test_manual_seed_is_shared_by_threads_and_checks_its_argument() -> None:
     for bad, err in ((-1, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError)):
         with pytest.raises(err, match="manual_seed"):
             gg.manual_seed(bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------- every positional-axis call, against PyTorch's reading
+
+try:  # a reference only: without PyTorch these comparisons are skipped, nothing else
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+A = np.arange(24.0).reshape(2, 3, 4) % 7 - 3.0  # ties included
+
+#: Each public function or method taking axes, called as a PyTorch user would write it:
+#: (graphgrad call, PyTorch call). The PyTorch result of a (values, indices) pair is compared
+#: by its values; None: graphgrad raises instead (the readings differ).
+TORCH_READINGS: dict[str, list[tuple[Callable[[Tensor], Any], Callable[[Any], Any] | None]]] = {
+    "sum": [
+        (lambda x: x.sum(1), lambda t: t.sum(1)),
+        (lambda x: gg.sum(x, 1, True), lambda t: t.sum(1, True)),
+    ],
+    "mean": [
+        (lambda x: x.mean(2), lambda t: t.mean(2)),
+        (lambda x: gg.mean(x, -1, True), lambda t: t.mean(-1, True)),
+    ],
+    "max": [
+        (lambda x: x.max(1), lambda t: t.max(1).values),
+        (lambda x: gg.max(x, 0, True), lambda t: t.max(0, True).values),
+    ],
+    "min": [
+        (lambda x: x.min(1), lambda t: t.min(1).values),
+        (lambda x: gg.min(x, 2), lambda t: torch.min(t, 2).values),
+    ],
+    "argmax": [
+        (lambda x: x.argmax(1), lambda t: t.argmax(1)),
+        (lambda x: gg.argmax(x, 2), lambda t: torch.argmax(t, 2)),
+    ],
+    "logsumexp": [
+        (lambda x: x.logsumexp(1), lambda t: t.logsumexp(1)),
+        (lambda x: gg.logsumexp(x, 0, True), lambda t: torch.logsumexp(t, 0, True)),
+    ],
+    "softmax": [
+        (lambda x: x.softmax(1), lambda t: t.softmax(1)),
+        (lambda x: gg.softmax(x, 0), lambda t: torch.softmax(t, 0)),
+    ],
+    "log_softmax": [
+        (lambda x: x.log_softmax(1), lambda t: t.log_softmax(1)),
+        (lambda x: gg.log_softmax(x, 2), lambda t: torch.log_softmax(t, 2)),
+    ],
+    "concatenate": [(lambda x: gg.concatenate([x, x], 1), lambda t: torch.cat([t, t], 1))],
+    "stack": [(lambda x: gg.stack([x, x], 2), lambda t: torch.stack([t, t], 2))],
+    "swapaxes": [
+        (lambda x: x.swapaxes(0, 2), lambda t: t.swapaxes(0, 2)),
+        (lambda x: gg.swapaxes(x, 1, 2), lambda t: torch.swapaxes(t, 1, 2)),
+    ],
+    "transpose": [
+        (lambda x: x.transpose(0, 1), None),  # 3-D: NumPy needs all axes, torch swaps two
+        (lambda x: x[0].transpose(0, 1), None),  # 2-D: NumPy's identity, torch's swap
+        (lambda x: x[0].transpose(1, 0), lambda t: t[0].transpose(1, 0)),  # both swap
+        (lambda x: x.transpose(), lambda t: t.permute(2, 1, 0)),  # .T-like reversal
+    ],
+    "reshape": [
+        (lambda x: x.reshape(4, 6), lambda t: t.reshape(4, 6)),
+        (lambda x: x.reshape((-1,)), lambda t: t.reshape((-1,))),
+    ],
+    "broadcast_to": [
+        (lambda x: x[:1].broadcast_to((2, 2, 3, 4)), lambda t: t[:1].broadcast_to((2, 2, 3, 4)))
+    ],
+}
+
+
+def _axis_taking_names() -> set[str]:
+    names = set()
+    for name in gg.__all__:
+        f = getattr(gg, name)
+        if callable(f) and not isinstance(f, type):
+            params = inspect.signature(f).parameters
+            if {"axis", "axes", "axis1", "shape"} & set(params) and name not in ("sum_to",):
+                names.add(name)
+    for name, f in vars(Tensor).items():
+        params = inspect.signature(f).parameters if callable(f) else {}
+        if not name.startswith("_") and {"axis", "axes", "axis1", "shape"} & set(params):
+            names.add(name)
+    return names
+
+
+def test_every_axis_taking_function_is_in_the_table() -> None:
+    """A new function or method taking axes must say how PyTorch's reading of it compares."""
+    missing = _axis_taking_names() - set(TORCH_READINGS) - {"index_add"}
+    assert not missing, f"add to TORCH_READINGS: {sorted(missing)}"
+
+
+@needs_torch
+@pytest.mark.parametrize("name", sorted(TORCH_READINGS))
+def test_positional_axes_agree_with_pytorch_or_raise(name: str) -> None:
+    x, t = gg.tensor(A), torch.from_numpy(A)
+    for ours, theirs in TORCH_READINGS[name]:
+        if theirs is None:
+            with pytest.raises((gg.ShapeError, TypeError), match="NumPy"):
+                ours(x)
+            continue
+        got, want = ours(x), theirs(t)
+        np.testing.assert_array_equal(got.data, want.numpy(), err_msg=name)
