@@ -378,7 +378,11 @@ def test_manual_seed_makes_layers_reproducible() -> None:
     w1 = gg.nn.Linear(3, 2, rng=np.random.default_rng(1)).weight.data
     gg.manual_seed(99)
     np.testing.assert_array_equal(gg.nn.Linear(3, 2, rng=np.random.default_rng(1)).weight.data, w1)
-    # data loaders without a seed draw theirs from it
+    # toy data sets and data loaders given no rng or seed draw from it too
+    gg.manual_seed(3)
+    moons = gg.data.two_moons(20)
+    gg.manual_seed(3)
+    np.testing.assert_array_equal(gg.data.two_moons(20)[0], moons[0])
     gg.manual_seed(3)
     s1 = gg.data.DataLoader(np.arange(10.0), batch_size=2, shuffle=True).seed
     gg.manual_seed(3)
