@@ -161,8 +161,9 @@ _RNG: np.random.Generator = np.random.default_rng()
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Seed the global generator that layers (``nn.Linear``, ``nn.MLP``) draw their initial
-    weights from when given no ``rng``; returns that generator.
+    """Seed the global generator; returns it. Layers (``nn.Linear``, ``nn.MLP``) draw their
+    initial weights from it when given no ``rng``, the toy data sets (``gg.data.two_moons``,
+    ...) their points, and a ``DataLoader`` given no ``seed`` its shuffling seed.
 
     ``gg.manual_seed(0)`` followed by the same constructions gives the same weights, run after
     run. The generator is shared by every thread and replaced atomically (under a lock); a
