@@ -178,11 +178,22 @@ def test_an_sgd_step_written_in_place_trains_the_parameter() -> None:
 
 
 @pytest.mark.parametrize(("sym", "iop", "op"), INPLACE, ids=[i[0] for i in INPLACE])
-def test_inplace_on_a_constant_is_numpys(sym: str, iop: Callable, op: Callable) -> None:
+def test_inplace_on_a_constant_never_changes_a_graph_that_used_it(
+    sym: str, iop: Callable, op: Callable
+) -> None:
     a = np.array([1.5, 2.0])
-    c = gg.tensor(a.copy())
-    alias = c
-    iop(c, 2.0)  # the statement `c op= 2` binds c to the result: the same object
+    x = gg.tensor(a.copy())
+    w = gg.tensor([3.0, 4.0], requires_grad=True)
+    y = (w * x).sum()  # saves x's values for the gradient of w
+    alias = x
+    x = iop(x, 2.0)  # what the statement `x op= 2` does
+    np.testing.assert_array_equal(x.data, op(a, 2.0))
+    np.testing.assert_array_equal(alias.data, a)  # a new tensor: the graph's x is intact
+    y.backward()
+    np.testing.assert_array_equal(w.grad, a)  # dy/dw = the x it was computed with
+    with gg.no_grad():  # outside any recording: NumPy's in-place update
+        z = iop(alias, 2.0)
+    assert z is alias
     np.testing.assert_array_equal(alias.data, op(a, 2.0))
 
 
@@ -205,14 +216,18 @@ def test_inplace_on_a_graph_node_records_a_new_node(
 
 
 def test_inplace_errors_name_shapes_and_dtypes() -> None:
+    """In place (under no_grad) the shape and the dtype cannot change."""
     c = gg.tensor(np.zeros(3))
-    with pytest.raises(gg.ShapeError, match=r"result has shape \(2, 3\) but x has shape \(3,\)"):
-        c += np.ones((2, 3))
     i = gg.tensor(np.array([1, 2]))
-    with pytest.raises(TypeError, match="float64 result in x's int64 data"):
-        i /= 2
     m = gg.tensor(np.eye(2))
-    m @= np.array([[0.0, 1.0], [1.0, 0.0]])
+    with gg.no_grad():
+        with pytest.raises(gg.ShapeError, match=r"shape \(2, 3\) but x has shape \(3,\)"):
+            c += np.ones((2, 3))
+        with pytest.raises(TypeError, match="float64 result in x's int64 data"):
+            i /= 2
+        buf = m.data
+        m @= np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert m.data is buf
     np.testing.assert_array_equal(m.data, [[0.0, 1.0], [1.0, 0.0]])
 
 

@@ -185,7 +185,9 @@ class Tensor:
         return _inplace(self, other, LA.matmul, "@=")
 
     def __setitem__(self, index: Any, value: Any) -> None:
-        """``x[index] = value`` on a leaf outside the graph (see :func:`_inplace`)."""
+        """``x[index] = value`` on a leaf: refused on one that requires grad while gradients
+        are recorded (as ``x += ...``); else written in place, NumPy's way (a graph that
+        already used ``x`` then sees the new values, as after writing into ``x.data``)."""
         _check_inplace(self, value, "[...] =")
         if self._op is not None:
             raise TypeError(
@@ -1132,18 +1134,19 @@ def _check_inplace(x: Tensor, other: Any, sym: str) -> None:
 
 
 def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
-    """``x <op>= other``. Rules (PyTorch's, without its version counters):
+    """``x <op>= other``. Rules (PyTorch's where it can be had without version counters):
 
     * ``x`` a leaf that requires grad, gradients recorded: :class:`InPlaceError`;
-    * ``x`` a leaf and the result not part of a graph (gradients off, e.g. an optimiser step
-      under ``no_grad()``, or neither operand requires grad): ``x.data`` is updated in place,
+    * ``x`` a leaf under ``no_grad()`` (an optimiser step): ``x.data`` is updated in place,
       NumPy's casting rule (``same_kind``) applies, and ``x`` stays the same object;
-    * otherwise (``x`` computed by an op, whose backward may need its values, or ``other``
-      requires grad): a new node ``x <op> other`` is recorded and Python rebinds ``x`` to it.
+    * otherwise: ``x <op> other`` is a new tensor (recorded if it needs a gradient) and Python
+      rebinds ``x`` to it. A graph that already used ``x`` keeps the values it saw: writing
+      into them would change that graph's gradients silently (PyTorch detects it with
+      version counters, graphgrad has none).
     """
     _check_inplace(x, other, sym)
     o = _lift(other, x)
-    if x._op is not None or (GRAD_ENABLED.get() and o.requires_grad):
+    if x._op is not None or GRAD_ENABLED.get():
         return matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
     with _GradMode(False):
         r = matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
