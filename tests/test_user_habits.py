@@ -96,6 +96,9 @@ def test_unpacking_max_like_torch_raises(text: str, f: Callable, keepdims: bool)
     with pytest.raises(TypeError, match="argmax"):
         for _ in f(out, -1):
             pass
+    for i in (0, 1, -1, np.int64(1)):  # torch's out.max(1)[1] is the indices
+        with pytest.raises(TypeError, match=r"follows NumPy.*\(values, indices\).*gg\.argmax"):
+            f(out, 1, keepdims)[i] if keepdims else f(out, 1)[i]
 
 
 def test_the_values_of_max_still_behave_as_a_tensor(rng: np.random.Generator) -> None:
@@ -104,7 +107,9 @@ def test_the_values_of_max_still_behave_as_a_tensor(rng: np.random.Generator) ->
     m = gg.max(x, 1)
     assert isinstance(m, Tensor) and len(m) == 2 and m.shape == (2,)
     np.testing.assert_array_equal(m.data, a.max(axis=1))
-    assert float(m[1]) == a[1].max()
+    assert float(gg.getitem(m, 1)) == a[1].max() == float(m.data[1])
+    np.testing.assert_array_equal(m[:1].data, a[:1].max(axis=1))  # slices index as usual
+    np.testing.assert_array_equal(m[np.array([1, 0])].data, a.max(axis=1)[::-1])
     assert [float(v) for v in (m * 1)] == list(a.max(axis=1))
     m.sum().backward()
     np.testing.assert_array_equal(x.grad, (a == a.max(axis=1, keepdims=True)).astype(float))

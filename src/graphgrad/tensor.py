@@ -1167,10 +1167,22 @@ def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
 
 class _Reduced(Tensor):
     """The result of ``gg.max(x, axis)`` / ``gg.min(x, axis)``: an ordinary Tensor that
-    refuses to be iterated, because ``_, idx = gg.max(out, 1)`` is PyTorch's (values, indices)
-    reading; on a batch of two it would unpack two values silently."""
+    refuses to be iterated or indexed by a bare integer, because ``_, idx = gg.max(out, 1)``
+    and ``gg.max(out, 1)[1]`` are PyTorch's (values, indices) reading; here they would give
+    values (two of them on a batch of two, or row 1's maximum) silently. Slices, arrays and
+    ``gg.getitem(m, i)`` index it as usual, and anything computed from it is a plain Tensor."""
 
     __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Tensor:
+        if isinstance(index, int | np.integer) and not isinstance(index, bool):
+            raise TypeError(
+                f"gg.max(x, axis)[{index}] (or gg.min): graphgrad follows NumPy, so this is "
+                f"the extreme of row {index}, not item {index} of PyTorch's (values, indices) "
+                f"pair. For the indices write gg.argmax(x, axis); for row {index}'s value "
+                f"write gg.getitem(vals, {index}) or vals.data[{index}]"
+            )
+        return getitem(self, index)
 
     def __iter__(self) -> Iterator[Tensor]:
         raise TypeError(
