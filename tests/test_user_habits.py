@@ -3,6 +3,7 @@ NumPy), each refused with an error naming both conventions; modes that are per t
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import operator
 import re
@@ -333,6 +334,28 @@ def test_no_grad_in_one_thread_does_not_stop_another() -> None:
         "train_ok": 200,
         "train_enabled": True,
     }
+
+
+def test_no_grad_in_one_async_task_does_not_stop_another() -> None:
+    async def evaluate(inside: asyncio.Event, done: asyncio.Event) -> bool:
+        with gg.no_grad():
+            inside.set()
+            await done.wait()  # the other task runs while this one is inside no_grad
+            return gg.is_grad_enabled()
+
+    async def train(inside: asyncio.Event, done: asyncio.Event) -> bool:
+        await inside.wait()
+        w = gg.tensor([2.0], requires_grad=True)
+        (w * w).sum().backward()
+        done.set()
+        return gg.is_grad_enabled() and float(w.grad[0]) == 4.0
+
+    async def main() -> list[bool]:
+        inside, done = asyncio.Event(), asyncio.Event()
+        return list(await asyncio.gather(evaluate(inside, done), train(inside, done)))
+
+    assert asyncio.run(main()) == [False, True]
+    assert gg.is_grad_enabled()
 
 
 def test_a_new_thread_starts_from_the_defaults() -> None:
