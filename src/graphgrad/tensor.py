@@ -188,7 +188,7 @@ class Tensor:
         """``x[index] = value`` on a leaf: refused on one that requires grad while gradients
         are recorded (as ``x += ...``); else written in place, NumPy's way (a graph that
         already used ``x`` then sees the new values, as after writing into ``x.data``)."""
-        _check_inplace(self, value, "[...] =")
+        _check_inplace(self, value, "[i]")
         if self._op is not None:
             raise TypeError(
                 f"x[...] = value: x (shape {self.shape}) was computed by op "
@@ -1123,13 +1123,21 @@ def _check_inplace(x: Tensor, other: Any, sym: str) -> None:
     """Refuse an in-place operation on a leaf that requires gradients while they are recorded."""
     if x._op is None and x.requires_grad and GRAD_ENABLED.get():
         name = f" {x.name!r}" if x.name else ""
+        head = f"x {sym} ..."
+        if sym.endswith("]"):  # x[i] = v
+            head = "x[i] = v"
+            why, instead = "the graph would not see the change", "gg.where(mask, v, x)"
+        else:
+            why = (
+                "Python would rebind x to a new tensor, so x.grad would stay None and an "
+                "optimiser holding x would never see the change"
+            )
+            instead = f"y = x {sym[:-1]} ..."
         raise InPlaceError(
-            f"x {sym} ...: in-place operation on the leaf tensor{name} of shape {x.shape}, "
-            f"which requires grad. Python would rebind x to a new tensor, so x.grad would stay "
-            f"None and an optimiser holding x would never see the change (PyTorch refuses this "
-            f"too). Write y = x {sym.rstrip('=').rstrip() or '+'} ... for a new node of the "
-            f"graph, or update the values under `with gg.no_grad():` (as an optimiser step "
-            f"does)"
+            f"{head}: in-place operation on the leaf tensor{name} of shape {x.shape}, "
+            f"which requires grad: {why} (PyTorch refuses this too). Write {instead} for a "
+            f"new node of the graph, or update the values under `with gg.no_grad():` (as an "
+            f"optimiser step does)"
         )
 
 
