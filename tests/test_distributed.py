@@ -277,7 +277,8 @@ def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str) -> No
 
 def test_a_rank_failing_during_set_up_is_named_by_rank_0(tmp_path: Path) -> None:
     script = tmp_path / "setup.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         from graphgrad import distributed as dist, train
         from graphgrad.config import RunConfig
@@ -293,7 +294,8 @@ def test_a_rank_failing_during_set_up_is_named_by_rank_0(tmp_path: Path) -> None
         except dist.DistributedError as e:
             print("rank 0 says:", e, file=sys.stderr)
             sys.exit(3)
-    """))
+    """)
+    )
     r = mpirun(2, sys.executable, script, tmp_path / "run", timeout=60)
     assert r.returncode != 0
     assert "rank 0 says: the distributed run could not start: rank 1" in r.stderr
