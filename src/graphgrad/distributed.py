@@ -74,6 +74,7 @@ __all__ = [
     "GradientReducer",
     "MPIUnavailableError",
     "World",
+    "data_parallel_grads",
     "evaluate_sharded",
     "init",
     "run_training",
@@ -391,6 +392,29 @@ class GradientReducer:
         for p, a, b in zip(self.params, self.offsets[:-1], self.offsets[1:], strict=True):
             p.grad = buf[a:b].reshape(p.shape)
         return self.extra
+
+
+def data_parallel_grads(
+    model: Module,
+    loss_fn: Callable[[Tensor, Any], Tensor],
+    x: np.ndarray,
+    y: np.ndarray,
+    world: World | None = None,
+) -> dict[str, np.ndarray]:
+    """The gradient of the mean loss over the whole batch (x (S, ...), y (S, ...)), each rank
+    computing it for its share (:func:`shard_bounds`) and one Allreduce summing the shares
+    weighted by n_r / S. Every rank passes the same arrays and gets the same result:
+    parameter name -> array of the parameter's shape (copies; ``.grad`` is reset to None)."""
+    w = world if world is not None else init()
+    lo, hi = shard_bounds(len(y), w.rank, w.size)
+    model.zero_grad()
+    if hi > lo:
+        loss_fn(model(x[lo:hi]), y[lo:hi]).backward()
+    reducer = GradientReducer(model.parameters(), w)
+    reducer.reduce((hi - lo) / len(y))
+    out = {name: np.array(p.grad) for name, p in model.named_parameters()}
+    model.zero_grad()
+    return out
 
 
 # ----------------------------------------------------------------------------- training

@@ -125,20 +125,26 @@ def per_sample_grads(
     k = 0
     for tap in taps:
         layer = tap.layer
-        gw = np.zeros((s, *layer.weight.shape), dtype=layer.weight.data.dtype)
-        gb = np.zeros((s, layer.out_features), dtype=gw.dtype)
+        dtype = layer.weight.data.dtype
+        gw: np.ndarray | None = None
+        gb: np.ndarray | None = None
         for xin in tap.inputs:
             g = grads_z[k]
             k += 1
             if g is None:  # this call's output does not reach the loss
                 continue
-            g = np.asarray(g, dtype=gw.dtype).reshape(s, -1, layer.out_features)
-            xs = np.asarray(xin, dtype=gw.dtype).reshape(s, -1, layer.in_features)
+            g = np.asarray(g, dtype=dtype).reshape(s, -1, layer.out_features)
+            xs = np.asarray(xin, dtype=dtype).reshape(s, -1, layer.in_features)
             if g.shape[1] == 1:  # (S, D) inputs: one outer product g_s x_s^T per sample
-                gw += g[:, 0, :, None] * xs[:, 0, None, :]
-            else:  # (S, ..., D): the sum over the positions inside each sample
-                gw += np.matmul(g.transpose(0, 2, 1), xs)
-            gb += g.sum(axis=1)
+                w_s = g[:, 0, :, None] * xs[:, 0, None, :]
+            else:  # (S, ..., D): summed over the positions inside each sample
+                w_s = np.matmul(g.transpose(0, 2, 1), xs)
+            b_s = g.sum(axis=1)
+            gw = w_s if gw is None else np.add(gw, w_s, out=gw)
+            gb = b_s if gb is None else np.add(gb, b_s, out=gb)
+        if gw is None or gb is None:
+            gw = np.zeros((s, *layer.weight.shape), dtype=dtype)
+            gb = np.zeros((s, layer.out_features), dtype=dtype)
         by_param[id(layer.weight)] = gw
         if layer.bias is not None:
             by_param[id(layer.bias)] = gb
