@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +47,35 @@ def test_the_example_shows_all_four_agree_across_two_mpi_ranks() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "| (d) 2 MPI ranks, 1 Allreduce |" in r.stdout
     assert "all agree" in r.stdout and "skipped" not in r.stdout
+
+
+def test_the_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    """Not a timing test: the harness agrees and every peer produced a throughput."""
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    if not mpiexec.exists():
+        pytest.skip("needs the distributed extra: pip install 'graphgrad[distributed]'")
+    bench = ROOT / "bench" / "bench_distributed.py"
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(bench), "--quick", "--no-torch", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["harness"]["agree"] and res["harness"]["speedup_b_over_a"] > 0
+    row = res["scaling"]["frameworks"]["graphgrad"]
+    assert row["samples_per_second_1"] > 0 and row["samples_per_second_2"] > 0
+    assert row["allreduce_ms_per_step"] > 0
+    pytest.importorskip("torch")
+    torch_out = tmp_path / "t.json"
+    r = subprocess.run(
+        [str(mpiexec), "-n", "2", sys.executable, str(bench), "--worker", "torch", "--steps", "3",
+         "--port", str(free_port()), "--out", str(torch_out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(torch_out.read_text())["samples_per_second"] > 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
