@@ -247,6 +247,8 @@ def fault(trainer, record):
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "hang":
         time.sleep(600)
+    if kind == "drift":  # a rank whose weights no longer match: caught at the next epoch
+        trainer.model.parameters()[0].data[0, 0] += 1e-3
 
 g = np.random.default_rng(0)
 x, y = g.normal(size=(64, 4)), g.integers(0, 2, 64)
@@ -257,7 +259,7 @@ trainer.fit(x, y, epochs=50)
 """
 
 
-@pytest.mark.parametrize("kind", ["raise", "kill", "hang"])
+@pytest.mark.parametrize("kind", ["raise", "kill", "hang", "drift"])
 def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str) -> None:
     script = tmp_path / "fault.py"
     script.write_text(textwrap.dedent(FAULT_SCRIPT))
@@ -270,9 +272,11 @@ def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str) -> No
     elif kind == "kill":  # mpiexec names the PID; rank 0 listed which rank has it
         pid = err.split("1: pid ")[1].split()[0]
         assert f"PID {pid} " in err and "BAD TERMINATION" in err
-    else:
+    elif kind == "hang":
         assert "graphgrad: rank 1 of 2" in err and "made no progress for" in err
         assert "in fault" in err  # where it is stuck
+    else:
+        assert "after epoch 2 the weights of rank(s) [1] differ from rank 0's" in err
 
 
 def test_a_rank_failing_during_set_up_is_named_by_rank_0(tmp_path: Path) -> None:

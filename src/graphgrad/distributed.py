@@ -55,6 +55,7 @@ import sys
 import threading
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,8 +245,9 @@ def _stderr_line(text: str) -> None:
 
 class _Watchdog:
     """A daemon thread that stops the job when this rank makes no progress for ``timeout``
-    seconds, naming the rank and what it waits in (a collective, or its own work). A rank
-    inside a collective waits ``timeout + 10`` s, so that a stuck peer reports first."""
+    seconds inside :meth:`DistributedTrainer.fit` or a collective call, naming the rank and
+    what it waits in (a collective, or its own work, with the line). A rank inside a
+    collective waits ``timeout + 10`` s, so that a stuck peer reports first."""
 
     def __init__(self, world: World, timeout: float) -> None:
         self.world = world
@@ -268,6 +270,9 @@ class _Watchdog:
         while True:
             time.sleep(tick)
             where = self.where
+            if not (where or self.world.training):  # only training and collectives are timed
+                self.last = time.monotonic()
+                continue
             limit = self.timeout + (10.0 if where else 0.0)
             idle = time.monotonic() - self.last
             if idle <= limit:
@@ -491,6 +496,20 @@ class DistributedTrainer(Trainer):
             self.optimizer.load_state_dict(opt_state)
             self.epoch, self.step, self.history = epoch, step, history
 
+    def _check_in_step(self) -> None:
+        """Every rank must hold the same weights (they take the same steps from the same
+        summed gradients): compare a checksum of them across the ranks once per epoch."""
+        crc = 0
+        for p in self.model.parameters():
+            crc = zlib.crc32(np.ascontiguousarray(p.data).tobytes(), crc)
+        sums = self.world.allgather(crc)
+        differ = [r for r, c in enumerate(sums) if c != sums[0]]
+        if differ:
+            raise DistributedError(
+                f"after epoch {self.epoch} the weights of rank(s) {differ} differ from rank 0's "
+                "although every rank applied the same summed gradients; stopping"
+            )
+
     def save_checkpoint(self) -> Path:
         self.checkpoint_extra["distributed"] = {
             "world_size": self.world.size,
@@ -533,6 +552,7 @@ class DistributedTrainer(Trainer):
         while self.epoch < epochs:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 record = self._distributed_epoch(x, y, epochs)
+            self._check_in_step()
             if eval_data is not None:
                 ev = evaluate_sharded(self.model, *eval_data, w, self.eval_batch_size, self.loss_fn)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
