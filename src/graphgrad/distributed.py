@@ -98,7 +98,7 @@ class MPIUnavailableError(GraphgradError, ImportError):
 
 
 class DistributedError(RunError):
-    """A distributed run cannot start: the message names the rank(s) that failed and why."""
+    """A distributed run cannot start or go on: the message names the rank(s) at fault."""
 
 
 class _SetupFailed(Exception):
@@ -111,8 +111,8 @@ class _SetupFailed(Exception):
 def _import_mpi() -> Any:
     try:
         from mpi4py import MPI
-    except ImportError as e:  # not installed, or its MPI library is missing
-        detail = "" if e.name == "mpi4py" else f" ({e})"
+    except (ImportError, RuntimeError) as e:  # not installed, or no MPI library under it
+        detail = "" if isinstance(e, ImportError) and e.name == "mpi4py" else f" ({e})"
         raise MPIUnavailableError(INSTALL_HINT + detail) from None
     return MPI
 
