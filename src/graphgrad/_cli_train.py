@@ -200,6 +200,12 @@ def register(sub: Any) -> None:
         help="no progress bars (they are shown only on a terminal anyway)",
     )
     t.add_argument("--no-plots", action="store_true", help="no PNG figures")
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI ranks: mpiexec -n N graphgrad train --distributed ... "
+        "(--batch-size is per rank; rank 0 writes --out; needs graphgrad[distributed])",
+    )
     t.set_defaults(handler=_train)
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -350,6 +356,16 @@ def _train(args: argparse.Namespace) -> int:
         run_training,
     )
 
+    runner: Any = run_training
+    if args.distributed:
+        from . import distributed
+
+        try:
+            distributed.init()
+        except distributed.MPIUnavailableError as e:
+            _err(str(e))
+            return 2
+        runner = distributed.run_training
     try:
         check_run_dependencies(plots=not args.no_plots)
     except MissingExtraError as e:
@@ -361,7 +377,7 @@ def _train(args: argparse.Namespace) -> int:
         _err(str(e))
         return 2
     try:
-        run_training(
+        runner(
             cfg,
             args.out,
             resume=args.resume,

@@ -328,21 +328,11 @@ class Trainer:
             # NumPy's RuntimeWarnings on the way there would only add noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 record = self._train_epoch(loader, epochs)
-            bad = _not_finite(self.model)
-            if bad is not None:
-                raise TrainingDiverged(
-                    f"parameter {bad} holds NaN/Inf after epoch {self.epoch} (optimizer step "
-                    f"{self.step}): the last updates diverged; training stopped. "
-                    f"{self._advice()}"
-                )
+            self._check_weights()
             if eval_data is not None:
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
-                if not math.isfinite(ev.loss):
-                    raise TrainingDiverged(
-                        f"the {eval_split} loss is {ev.loss} after epoch {self.epoch} "
-                        f"(optimizer step {self.step}); training stopped. {self._advice()}"
-                    )
+                self._check_eval_loss(ev.loss, eval_split)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
             self.history.append(record)
             self.log(_epoch_line(record, epochs))
@@ -351,6 +341,23 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, record)
         return self.history
+
+    def _check_weights(self) -> None:
+        """Raise TrainingDiverged if a weight holds NaN/Inf (after an epoch's last update)."""
+        bad = _not_finite(self.model)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"parameter {bad} holds NaN/Inf after epoch {self.epoch} (optimizer step "
+                f"{self.step}): the last updates diverged; training stopped. {self._advice()}"
+            )
+
+    def _check_eval_loss(self, loss: float, split: str) -> None:
+        """Raise TrainingDiverged if an evaluation loss is NaN/Inf."""
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the {split} loss is {loss} after epoch {self.epoch} (optimizer step "
+                f"{self.step}); training stopped. {self._advice()}"
+            )
 
     def _advice(self) -> str:
         return (
@@ -704,6 +711,7 @@ def run_training(
     progress: bool = True,
     plots: bool = True,
     log: Callable[[str], None] | None = _log_info,
+    trainer_class: Callable[..., Trainer] = Trainer,
 ) -> RunResult:
     """Train, evaluate and report as ``cfg`` says; everything goes into the directory ``out``.
 
@@ -724,6 +732,7 @@ def run_training(
         log: receives the results: one line per epoch and the final test line (default:
             the ``graphgrad.train`` logger at INFO); None for silence. Diagnostics go to
             that logger.
+        trainer_class: builds the Trainer (``graphgrad.distributed`` passes its own).
 
     Raises:
         RunError: ``out`` cannot be created or written, already holds a run (without
@@ -747,7 +756,7 @@ def run_training(
                 stack.enter_context(run_lock(run_dir))
             except OSError as e:  # RunLockedError is no OSError: it passes
                 raise RunError(f"cannot write into {run_dir}: {e.strerror or e}") from None
-            return _run_locked(cfg, run_dir, resume, progress, plots, say)
+            return _run_locked(cfg, run_dir, resume, progress, plots, say, trainer_class)
     except BaseException:
         if created:  # a run that failed before writing anything leaves no empty folder
             with contextlib.suppress(OSError):
@@ -763,6 +772,7 @@ def _run_locked(
     progress: bool,
     plots: bool,
     say: Callable[[str], None],
+    trainer_class: Callable[..., Trainer],
 ) -> RunResult:
     latest = ckpt.latest_checkpoint(run_dir)
     start: ckpt.Checkpoint | None = None
@@ -816,7 +826,7 @@ def _run_locked(
             },
         },
     )
-    trainer = Trainer(
+    trainer = trainer_class(
         model,
         optimizer,
         batch_size=cfg.train.batch_size,
@@ -867,6 +877,7 @@ def _run_locked(
     metrics = {
         **base,
         "status": "completed",
+        "world_size": getattr(trainer, "world_size", 1),
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "test": {"loss": test.loss, "accuracy": test.accuracy, "samples": len(data.y_test)},
