@@ -36,8 +36,9 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     """The arrays as 1-D views for a kernel, or None if a kernel cannot take them: all must
-    be C-contiguous ndarrays of one shape and one native float dtype. (Called several times
-    per training step, so written for speed: ~0.5 µs for three arrays.)"""
+    be C-contiguous ndarrays of one shape and one native float dtype. Inputs may be read-only
+    (the kernels take them as ``const``); callers check that the arrays they write are not.
+    (Called several times per training step, so written for speed: ~0.5 µs for three.)"""
     if _K is None:
         return None
     a0 = arrays[0]
@@ -75,7 +76,7 @@ def sgd(
     w -= lr (g' + mu v) with nesterov, else w -= lr v  (v = g' when mu = 0).
     """
     flat = _flat(w, g, v if v is not None else w)
-    if flat is not None:
+    if flat is not None and w.flags.writeable and (v is None or v.flags.writeable):
         _K.sgd(flat[0], flat[1], flat[2], lr, mu, wd, nesterov, first)
         return
     if tmp is None:
@@ -114,7 +115,7 @@ def adam(
     bc1 = 1.0 - b1**step
     bc2_sqrt = math.sqrt(1.0 - b2**step)
     flat = _flat(w, g, m, v)
-    if flat is not None:
+    if flat is not None and w.flags.writeable and m.flags.writeable and v.flags.writeable:
         _K.adam(*flat, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
         return
     if tmp is None:

@@ -7,7 +7,8 @@ NumPy twin in ``graphgrad/_fused.py`` does with whole-array calls, so both give 
 numbers (bit for bit in float32 and float64, except that the optimiser kernels flush
 subnormal numbers, below 1.2e-38 in float32, to zero, as ``torch.set_flush_denormal`` does); the twin is the reference the tests compare
 with and the path taken when this module is not built. Arrays arrive flattened, C-contiguous
-and of one dtype (``_fused.py`` checks that before calling).
+and of one dtype (``_fused.py`` checks that before calling); inputs may be read-only
+(``const`` memoryviews).
 """
 
 from libc.math cimport exp, expf, log, sqrt
@@ -88,14 +89,14 @@ ctypedef fused real:
     double
 
 
-def sgd(real[::1] w, real[::1] g, real[::1] v, double lr, double mu, double wd,
+def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, double wd,
         bint nesterov, bint first):
     """SGD with momentum, in place: g' = g + wd w; v = g' (first step) or mu v + g';
     w -= lr (g' + mu v if nesterov else v). ``v`` is ignored when mu == 0."""
     cdef Py_ssize_t i, n = w.shape[0]
     cdef real l = <real>lr, m = <real>mu, d = <real>wd, gi, vi
     cdef real* wp = &w[0] if n else NULL
-    cdef real* gp = &g[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
     cdef unsigned int csr
     with nogil:
@@ -124,7 +125,7 @@ def sgd(real[::1] w, real[::1] g, real[::1] v, double lr, double mu, double wd,
         gg_ftz_restore(csr)
 
 
-def adam(real[::1] w, real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
+def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
          double b2, double eps, double wd, double bc1, double bc2_sqrt):
     """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
     w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
@@ -133,7 +134,7 @@ def adam(real[::1] w, real[::1] g, real[::1] m, real[::1] v, double lr, double b
     cdef real e = <real>eps, d = <real>wd, s = <real>bc2_sqrt, k = <real>(lr / bc1)
     cdef real gi, mi, vi, t
     cdef real* wp = &w[0] if n else NULL
-    cdef real* gp = &g[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
     cdef real* mp = &m[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
     cdef unsigned int csr
@@ -157,11 +158,11 @@ def adam(real[::1] w, real[::1] g, real[::1] m, real[::1] v, double lr, double b
         gg_ftz_restore(csr)
 
 
-def relu_grad(real[::1] g, real[::1] x, real[::1] out):
+def relu_grad(const real[::1] g, const real[::1] x, real[::1] out):
     """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
     cdef Py_ssize_t i, n = g.shape[0]
-    cdef real* gp = &g[0] if n else NULL
-    cdef real* xp = &x[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
+    cdef const real* xp = &x[0] if n else NULL
     cdef real* op = &out[0] if n else NULL
 
     with nogil:
@@ -180,7 +181,7 @@ cdef inline double _exp(real v) noexcept nogil:
         return exp(v)
 
 
-def xent_forward(real[:, ::1] x, const long long[::1] labels):
+def xent_forward(const real[:, ::1] x, const long long[::1] labels):
     """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T), summed in double:
     per row, m = max x_s, and log softmax(x_s)[y] = x_s[y] - m - log sum_j exp(x_sj - m)."""
     cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
@@ -199,7 +200,7 @@ def xent_forward(real[:, ::1] x, const long long[::1] labels):
     return -total / S if S else float("nan")
 
 
-def xent_backward(real[:, ::1] x, const long long[::1] labels, double scale, real[:, ::1] out):
+def xent_backward(const real[:, ::1] x, const long long[::1] labels, double scale, real[:, ::1] out):
     """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
     cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
     cdef double z

@@ -61,6 +61,8 @@ class SGD(Optimizer):
             g = p.grad
             if g is None:
                 continue
+            if not p.data.flags.writeable:
+                raise self._read_only(i)
             v = None
             first = False
             if mu:
