@@ -7,6 +7,7 @@ the kernels switched off (the path a machine without the extension takes).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,11 @@ def _both(monkeypatch: pytest.MonkeyPatch, fn, *arrays: np.ndarray, **kw):  # ty
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("first", [False, True])
 def test_sgd_kernel_matches_numpy_bit_for_bit(
-    monkeypatch: pytest.MonkeyPatch, dtype: type, mu: float, wd: float, nesterov: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: type,
+    mu: float,
+    wd: float,
+    nesterov: bool,
     first: bool,
 ) -> None:
     if nesterov and not mu:
@@ -267,3 +272,79 @@ def test_optimiser_on_a_readonly_parameter_names_it() -> None:
     p.grad = np.ones(3, np.float32)
     with pytest.raises(ValueError, match=r"SGD: parameter #0 is a read-only array"):
         opt.step()
+
+
+# --- threads: the kernels give the same bits at any thread count -------------------------
+
+
+@pytest.fixture
+def kernel_threads() -> Iterator[Callable[[int], None]]:
+    before = gg.get_num_threads()
+    yield gg.set_num_threads
+    gg.set_num_threads(before)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_give_the_same_bits_at_1_and_2_threads(
+    monkeypatch: pytest.MonkeyPatch, kernel_threads: Callable[[int], None], dtype: type
+) -> None:
+    # Large enough to be split between threads (PAR_MIN), with an odd tail.
+    n = 3 * _fused._PAR_MIN + 17
+    rng = np.random.default_rng(6)
+    w0, g, v0, m0 = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+    x = rng.standard_normal(n).astype(dtype)
+    x[::7] = 0.0
+    x[5] = np.nan
+    logits = (3 * rng.standard_normal((4099, 10))).astype(dtype)
+    labels = rng.integers(0, 10, 4099)
+
+    def run() -> list[np.ndarray]:
+        w, v, m, vv = w0.copy(), v0.copy(), m0.copy(), np.abs(v0)
+        out = []
+        for mu, wd, nest, first in (
+            (0.9, 0.0, False, False),
+            (0.9, 1e-2, True, False),
+            (0.0, 0.0, False, False),
+            (0.9, 0.0, False, True),
+        ):
+            _fused.sgd(w, g, v if mu else None, None, 0.05, mu, wd, nest, first)
+            out += [w.copy(), v.copy()]
+        for wd in (0.0, 1e-2):
+            _fused.adam(w, g, m, vv, None, 1e-3, 0.9, 0.999, 1e-8, wd, 3)
+            out += [w.copy(), m.copy(), vv.copy()]
+        out.append(_fused.relu(x))
+        out.append(_fused.relu_grad(g, x))
+        if _fused._K is None:  # the NumPy references of the reductions
+            z = logits - logits.max(axis=1, keepdims=True)
+            z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+            xb = np.exp(z)
+            xb[np.arange(len(labels)), labels] -= 1
+            return [*out, -z[np.arange(len(labels)), labels].mean(), xb * 0.5]
+        xf = _fused.xent_forward(logits, labels)
+        xb = _fused.xent_backward(logits, labels, 0.5)
+        return [*out, xf, xb]
+
+    runs = {}
+    for k in (1, 2):
+        kernel_threads(k)
+        runs[k] = run()
+    with monkeypatch.context() as mp:
+        mp.setattr(_fused, "_K", None)  # the NumPy twins
+        twin = run()
+    for a, b in zip(runs[1], runs[2], strict=True):
+        np.testing.assert_array_equal(a, b)  # any thread count: the same bits
+    for a, c in zip(runs[1][:-2], twin[:-2], strict=True):
+        np.testing.assert_array_equal(a, c)  # elementwise: as NumPy
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, c in zip(runs[1][-2:], twin[-2:], strict=True):
+        np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+
+
+def test_relu_twin_matches_numpy() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(_fused._PAR_MIN + 5).astype(np.float32)
+    x[:3] = [np.nan, -0.0, 0.0]
+    r = _fused.relu(x)
+    np.testing.assert_array_equal(r, np.maximum(x, 0))
+    assert not np.signbit(r[1])  # max(-0.0, 0) is +0.0 in NumPy

@@ -27,8 +27,18 @@ if not pure_python_requested():
         _K = None
 
 COMPILED: bool = _K is not None
+_PAR_MIN: int = _K.PAR_MIN if _K is not None else 0
 
-__all__ = ["COMPILED", "adam", "bad_label", "relu_grad", "sgd", "xent_backward", "xent_forward"]
+__all__ = [
+    "COMPILED",
+    "adam",
+    "bad_label",
+    "relu",
+    "relu_grad",
+    "sgd",
+    "xent_backward",
+    "xent_forward",
+]
 
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -135,6 +145,17 @@ def adam(
     np.divide(m, tmp, out=tmp)
     tmp *= lr / bc1
     np.subtract(w, tmp, out=w)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays."""
+    if _K is not None and type(x) is np.ndarray and x.size >= _PAR_MIN:
+        flat = _flat(x)
+        if flat is not None:
+            out = np.empty_like(x)
+            _K.relu(flat[0], out.ravel())
+            return out
+    return np.maximum(x, 0)
 
 
 def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
