@@ -290,6 +290,40 @@ def matmul(a: Any, b: Any) -> Any:
     return np.matmul(a, b)
 
 
+def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
+    """``out = a @ b + beta * out`` in place for 2-D float arrays of ``out``'s dtype, the
+    product added inside one GEMM call when MKL is selected (the product is never stored on
+    its own), else ``np.matmul`` then ``out *= beta; out += product``. Returns False, doing
+    nothing, when the arrays do not fit (other dtypes or ranks, shapes that do not match)."""
+    if not (
+        type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.ndim == 2
+        and b.ndim == 2
+        and a.dtype == out.dtype == b.dtype
+        and out.dtype in (_F32, _F64)
+        and out.shape == (a.shape[0], b.shape[1])
+        and a.shape[1] == b.shape[0]
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        return False
+    fn = _active.get(out.dtype)
+    if fn is not None and a.size > 0 and b.size > 0 and max(*a.shape, b.shape[1]) <= _INT_MAX:
+        la, lb = _c_layout(a), _c_layout(b)
+        if la is not None and lb is not None:
+            _fused._K.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta)
+            return True
+    product = np.matmul(a, b)
+    if beta == 0:
+        np.copyto(out, product)
+    else:
+        if beta != 1:
+            out *= beta
+        out += product
+    return True
+
+
 def _init_from_environment() -> None:
     _threads[0] = _default_threads()
     if _fused._K is not None and hasattr(_fused._K, "set_num_threads"):
