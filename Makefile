@@ -34,7 +34,7 @@ bench-jax:
 		|| echo "bench: jax could not be installed; the JAX peer is skipped"
 
 profile:
-	$(PY) bench/profile_step.py --threads $(THREADS) --md bench/PROFILE.md
+	$(PY) bench/profile_step.py --threads $(THREADS) --speedup 1,2 --md bench/PROFILE.md
 
 test:
 	bash scripts/test.sh

@@ -13,18 +13,36 @@ dtype and shape and updates its first arguments in place; other layouts take the
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 
 from ._state import pure_python_requested
 
-_K: Any = None
-if not pure_python_requested():
+
+def _load_kernels() -> Any:
+    """Import the compiled kernels, with GCC's OpenMP runtime told to sleep, not spin, between
+    parallel loops (unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT): a spinning worker
+    takes the core the BLAS's own threads need next (measured on 2 shared cores: a step 10x
+    slower at 2 threads). libgomp reads the variable once, as the extension loads it; it is
+    removed again at once, so libraries loaded later see the environment as it was."""
+    if pure_python_requested():
+        return None
+    mine = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    if mine:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        from . import _kernels as _K  # type: ignore[no-redef,attr-defined,unused-ignore]
+        from . import _kernels  # type: ignore[attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - depends on the build
-        _K = None
+        return None
+    finally:
+        if mine:
+            del os.environ["OMP_WAIT_POLICY"]
+    return _kernels
+
+
+_K: Any = _load_kernels()
 
 COMPILED: bool = _K is not None
 _PAR_MIN: int = _K.PAR_MIN if _K is not None else 0
