@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import STATE, enable_grad
+from ._state import ANOMALY, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
 
@@ -28,7 +28,7 @@ class _Released(tuple):  # type: ignore[type-arg,unused-ignore]
 
 RELEASED = _Released()
 
-#: Gradient sinks: id(leaf) -> an object whose ``take(op, i, g, args, params) -> bool`` may
+#: Gradient sinks: id(leaf) -> an object whose ``take(leaf, op, i, g, args, params) -> bool`` may
 #: consume the gradient for that leaf inside the consumer's VJP (``Op.vjp_into``), so that it
 #: is never materialised (``SGD(fused_backward=True)`` adds the weight gradient GEMM straight
 #: into its momentum buffer). Empty unless such an optimiser exists; plain backward only.
@@ -80,7 +80,7 @@ def _run(
         targets = {id(t): k for k, t in enumerate(wrt)}
         results = [None] * len(wrt)
         stop = min(t._seq for t in wrt)
-    anomaly = STATE.anomaly
+    anomaly = ANOMALY.get()
     sinks = GRAD_SINKS if (wrt is None and not graph_mode) else None
     while heap:
         neg_seq, node = heappop(heap)
@@ -262,8 +262,8 @@ class detect_anomaly:
         self._prev: list[bool] = []
 
     def __enter__(self) -> None:
-        self._prev.append(STATE.anomaly)
-        STATE.anomaly = True
+        self._prev.append(ANOMALY.get())
+        ANOMALY.set(True)  # in the calling thread only
 
     def __exit__(self, *exc: object) -> None:
-        STATE.anomaly = self._prev.pop()
+        ANOMALY.set(self._prev.pop())
