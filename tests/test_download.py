@@ -24,6 +24,7 @@ from data_fixtures import FileServer, idx_bytes, make_tarball, serve, write_cifa
 from graphgrad.data import (
     CHECKSUMS,
     CIFAR10,
+    SIZES,
     SOURCES,
     ChecksumError,
     DataFormatError,
@@ -219,7 +220,13 @@ def test_official_tables() -> None:
         assert set(CHECKSUMS[name]) == set(source.files)
         for sha in CHECKSUMS[name].values():
             assert len(sha) == 64 and int(sha, 16) >= 0 and sha == sha.lower()
-    assert SOURCES["fashion-mnist"].base_url.startswith("http://fashion-mnist.s3-website")
+    assert set(SIZES) == set(SOURCES)
+    for name, source in SOURCES.items():
+        assert set(SIZES[name]) == set(source.files)
+        # https first wherever the host offers it; plain http only as a later fallback
+        assert source.base_urls[0].startswith("https://")
+        assert all(u.endswith("/") for u in source.base_urls)
+    assert SOURCES["fashion-mnist"].base_urls[-1].startswith("http://fashion-mnist.s3-website")
     assert SOURCES["mnist"].base_url == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     assert SOURCES["cifar10"].base_url + SOURCES["cifar10"].files[0] == (
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

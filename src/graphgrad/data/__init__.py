@@ -18,6 +18,7 @@ Downloads:
 from ._cifar import CIFAR10, CIFAR10_CLASSES, load_cifar_pickle, to_layout
 from ._download import (
     CHECKSUMS,
+    SIZES,
     SOURCES,
     add_download_parser,
     download,
@@ -39,6 +40,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "MNIST",
     "MNIST_CLASSES",
+    "SIZES",
     "SOURCES",
     "ArrayDataset",
     "ChecksumError",

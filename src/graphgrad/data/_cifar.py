@@ -12,6 +12,14 @@ Unpickling can run arbitrary code: a pickle may name any importable callable (``
 say) and call it. :class:`_RestrictedUnpickler` therefore refuses every global except the
 four that such files need (see ``_ALLOWED_GLOBALS``); a file naming anything else raises
 :class:`DataFormatError` before anything is called.
+
+A pickle can also be small and still expand into something enormous: a list holding the same
+list many times, itself held many times, is a few kilobytes on disk and billions of elements
+to anything that walks it (``np.asarray`` does). So before unpickling, :func:`_scan_pickle`
+reads the opcodes (without building anything) and counts the objects the pickle would make,
+counting a shared reference as often as it is reachable, and how deeply they nest; past
+:data:`MAX_PICKLE_OBJECTS` or :data:`MAX_PICKLE_DEPTH` the file is refused. Batch files and
+archive members over :data:`MAX_BATCH_BYTES` are refused before they are read.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import importlib
 import io
 import os
 import pickle
+import pickletools
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -29,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from .._quote import excerpt
 from ._base import LabelledImages
 from ._errors import DataFormatError, DatasetNotFoundError
 from ._paths import ENV_VAR, search_folders
@@ -54,6 +64,17 @@ TEST_BATCHES = ("test_batch",)
 META_FILE = "batches.meta"
 SIDE = 32
 PIXELS = SIDE * SIDE * 3  # 3072 values per image
+
+MAX_BATCH_BYTES = 256 << 20
+"""The largest batch file read (an official one is 31 MB; all 50,000 training images in one
+batch would be 154 MB)."""
+MAX_ARCHIVE_MEMBERS = 1000
+"""The most entries read from a tarball (the official one has 9)."""
+MAX_PICKLE_OBJECTS = 2_000_000
+"""The most objects a batch pickle may make, shared references counted each time they are
+reachable (an official batch makes about 20,000)."""
+MAX_PICKLE_DEPTH = 32
+"""The deepest nesting allowed in a batch pickle (an official batch nests 4 deep)."""
 
 Layout = Literal["flat", "chw", "hwc"]
 _LAYOUTS = ("flat", "chw", "hwc")
@@ -112,20 +133,161 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load_cifar_pickle(data: bytes, source: str = "<bytes>") -> Any:
+_MARK = -2  # a MARK on the simulated stack
+_LEAF = -1  # an object with no parts (number, string, global)
+_MUTATORS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
+_EMPTY_CONTAINERS = frozenset({"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"})
+
+
+def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> None:
+    """Refuse a pickle that would make too many objects or nest too deeply, without loading it.
+
+    Replays the opcodes' stack effects (from :mod:`pickletools`' table) on a stack of node
+    ids: each container or call result is a node that records its parts (by id, so a memo
+    reference shares the node) and how many plain values it holds. Then it counts, from the
+    result, how many objects a walk over the result would visit (a node reachable twice
+    counts twice) and how deep it goes, without walking it: one pass over the nodes.
+
+    Raises:
+        DataFormatError: over ``max_objects`` opcodes or objects, deeper than ``max_depth``,
+            a structure that contains itself, or opcodes that do not form a valid pickle.
+    """
+    parts: list[list[int]] = []  # node -> child nodes
+    leaves: list[int] = []  # node -> number of plain values inside it
+    stack: list[int] = []
+    memo: dict[int, int] = {}
+    root = _LEAF
+
+    def new_node() -> int:
+        parts.append([])
+        leaves.append(0)
+        return len(parts) - 1
+
+    def attach(target: int, items: list[int]) -> None:
+        for item in items:
+            if item >= 0:
+                parts[target].append(item)
+            else:
+                leaves[target] += 1
+
+    try:
+        for count, (op, arg, _pos) in enumerate(pickletools.genops(data), start=1):
+            if count > max_objects:
+                raise DataFormatError(
+                    f"{source}: refusing the pickle: more than {max_objects:,} opcodes"
+                )
+            name = op.name
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[int(arg)])
+            elif name == "MARK":
+                stack.append(_MARK)
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "STOP":
+                root = stack.pop()
+                break
+            elif name in ("PROTO", "FRAME"):
+                continue
+            else:
+                before = op.stack_before
+                sliced: list[int] = []
+                if pickletools.markobject in before:
+                    at = len(stack) - 1 - stack[::-1].index(_MARK)
+                    sliced = stack[at + 1 :]
+                    del stack[at:]
+                    n_below = before.index(pickletools.markobject)
+                else:
+                    n_below = len(before)
+                if n_below > len(stack):
+                    raise IndexError("stack underflow")
+                below = stack[len(stack) - n_below :]
+                del stack[len(stack) - n_below :]
+                if name in _MUTATORS:
+                    target = below[0] if below[0] >= 0 else new_node()
+                    attach(target, below[1:] + sliced)
+                    stack.append(target)
+                elif op.stack_after:
+                    if below or sliced or name in _EMPTY_CONTAINERS:
+                        node = new_node()
+                        attach(node, below + sliced)
+                        stack.append(node)
+                    else:
+                        stack.append(_LEAF)
+    except DataFormatError:
+        raise
+    except (ValueError, IndexError, KeyError) as exc:
+        raise DataFormatError(f"{source}: not a valid pickle: {exc}") from None
+
+    # Objects and depth reachable from the result, a shared node counted at each use:
+    # post-order over the nodes (iterative), refusing cycles.
+    if root < 0:
+        return
+    size = [0] * len(parts)
+    depth = [0] * len(parts)
+    state = bytearray(len(parts))  # 0 new, 1 in progress, 2 done
+    todo = [root]
+    while todo:
+        n = todo[-1]
+        if state[n] == 0:
+            state[n] = 1
+            for c in parts[n]:
+                if state[c] == 1:
+                    raise DataFormatError(f"{source}: refusing the pickle: it contains itself")
+                if state[c] == 0:
+                    todo.append(c)
+            continue
+        todo.pop()
+        if state[n] == 2:
+            continue
+        total = 1 + leaves[n]
+        deepest = 1 if leaves[n] else 0
+        for c in parts[n]:
+            total += size[c]
+            deepest = max(deepest, depth[c])
+            if total > max_objects:
+                break
+        size[n] = min(total, max_objects + 1)
+        depth[n] = deepest + 1
+        state[n] = 2
+        if size[n] > max_objects:
+            raise DataFormatError(
+                f"{source}: refusing the pickle: it expands to more than {max_objects:,} "
+                "objects (shared references counted at each use)"
+            )
+        if depth[n] > max_depth:
+            raise DataFormatError(
+                f"{source}: refusing the pickle: it nests deeper than {max_depth} levels"
+            )
+
+
+def load_cifar_pickle(
+    data: bytes,
+    source: str = "<bytes>",
+    *,
+    max_objects: int = MAX_PICKLE_OBJECTS,
+    max_depth: int = MAX_PICKLE_DEPTH,
+) -> Any:
     """Unpickle a CIFAR-10 batch safely (Python 2 pickles: ``encoding="bytes"``).
 
     Args:
         data: the file content.
         source: a name for it (usually its path), used in error messages.
+        max_objects: the most objects it may make, a shared reference counted at each use.
+        max_depth: the deepest nesting allowed.
 
     Returns:
         The unpickled object; dict keys written by Python 2 come back as bytes.
 
     Raises:
         DataFormatError: the pickle names a global outside the allowed four (e.g.
-            ``os.system``), or is not a valid pickle.
+            ``os.system``), would make more than ``max_objects`` objects or nest deeper
+            than ``max_depth``, or is not a valid pickle.
     """
+    _scan_pickle(data, source, max_objects, max_depth)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
@@ -176,6 +338,14 @@ def parse_batch(raw: bytes, source: str) -> tuple[NDArray[np.uint8], NDArray[np.
         raise DataFormatError(
             f"{source}: b'labels' must be a list of integers, got {type(raw_labels).__name__}"
         )
+    if not isinstance(raw_labels, np.ndarray):
+        # Check the elements before NumPy walks them: a nested list would be expanded.
+        for v in raw_labels:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise DataFormatError(
+                    f"{source}: b'labels' must be a list of integers, got a "
+                    f"{type(v).__name__} among them"
+                )
     try:
         labels = np.asarray(raw_labels) if len(raw_labels) else np.zeros(0, np.int64)
     except (ValueError, TypeError) as exc:
@@ -219,8 +389,30 @@ def _from_folder(folder: Path, names: Iterable[str]) -> dict[str, tuple[bytes, s
     for name in names:
         path = folder / name
         if path.is_file():
+            _check_size(path.stat().st_size, str(path))
             out[name] = (path.read_bytes(), str(path))
     return out
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_BATCH_BYTES:
+        raise DataFormatError(
+            f"{source}: {size:,} bytes, more than any CIFAR-10 batch "
+            f"(the limit is {MAX_BATCH_BYTES:,}); not reading it"
+        )
+
+
+def check_archive_member(member: tarfile.TarInfo, count: int, archive: Path) -> None:
+    """Refuse the ``count``-th (1-based) entry of a tarball when it or the count is too large.
+
+    Called for each entry as it is read, before its data is: so a huge member in a small
+    compressed archive is refused without decompressing it.
+    """
+    if count > MAX_ARCHIVE_MEMBERS:
+        raise DataFormatError(
+            f"{archive}: more than {MAX_ARCHIVE_MEMBERS} entries; not a CIFAR-10 archive"
+        )
+    _check_size(member.size, f"{archive}:{excerpt(member.name)}")
 
 
 def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes, str]]:
@@ -232,13 +424,14 @@ def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes,
     out: dict[str, tuple[bytes, str]] = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
+                check_archive_member(member, count, archive)
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is None or not member.isfile():
                     continue
                 handle = tar.extractfile(member)
                 if handle is not None:
-                    out[name] = (handle.read(), f"{archive}:{member.name}")
+                    out[name] = (handle.read(member.size), f"{archive}:{member.name}")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{archive}: cannot read the archive: {exc}") from exc
     return out
