@@ -6,12 +6,15 @@ No test reaches beyond 127.0.0.1: an autouse fixture makes any other host fail.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import hashlib
 import io
 import socket
 import tarfile
-import urllib.parse
+import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,7 @@ from graphgrad.data import (
     DataFormatError,
     DownloadError,
     FashionMNIST,
+    _download,
     add_download_parser,
     download,
     fetch_file,
@@ -40,17 +44,15 @@ TIMEOUT = 5.0
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = urllib.request.urlopen
+    """Any socket connection beyond 127.0.0.1 fails the test (whatever opener is used)."""
+    real = socket.socket.connect
 
-    def guarded(request: Any, *args: Any, **kwargs: Any) -> Any:
-        url = request.full_url if isinstance(request, urllib.request.Request) else request
-        host = urllib.parse.urlsplit(url).hostname
-        if host != "127.0.0.1":
-            raise AssertionError(f"test tried to reach {url}")
-        assert kwargs.get("timeout") is not None, "every request must have a timeout"
-        return real(request, *args, **kwargs)
+    def guarded(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and address[0] != "127.0.0.1":
+            raise AssertionError(f"test tried to reach {address}")
+        real(self, address)
 
-    monkeypatch.setattr(urllib.request, "urlopen", guarded)
+    monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.delenv("GRAPHGRAD_DATA", raising=False)
 
 
@@ -345,3 +347,163 @@ def test_cli_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[st
     args = _cli().parse_args([*argv, "--timeout", "2"])
     assert args.func(args) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+# --- hostile servers: overlong bodies, trickles, planted links, mirrors --------------------------
+
+
+class RawServer:
+    """A loopback TCP server answering every connection with ``reply`` (bytes), sent in
+    ``step``-byte pieces ``delay`` seconds apart, for at most ``for_seconds``; counts what it
+    sent. For servers no well-behaved HTTP library would write."""
+
+    def __init__(self, reply: bytes, step: int = 1 << 16, delay: float = 0.0,
+                 for_seconds: float = 20.0) -> None:  # fmt: skip
+        self.reply, self.step, self.delay, self.for_seconds = reply, step, delay, for_seconds
+        self.sent = 0
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(4)
+        self._sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096) or b"\r\n\r\n"
+                start = time.monotonic()
+                try:
+                    for i in range(0, len(self.reply), self.step):
+                        if self._stop.is_set() or time.monotonic() - start > self.for_seconds:
+                            break
+                        conn.sendall(self.reply[i : i + self.step])
+                        self.sent += len(self.reply[i : i + self.step])
+                        if self.delay:
+                            time.sleep(self.delay)
+                except OSError:
+                    pass  # the client hung up: what we want it to do
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=25)
+        self._sock.close()
+
+
+def _reply(body: bytes, length: int | None) -> bytes:
+    head = "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def test_body_longer_than_the_expected_size_stops_there(tmp_path: Path) -> None:
+    good = b"x" * 1000
+    body = good + bytes(64 << 20)  # 64 MiB more than the file has
+    dest = tmp_path / "f"
+    with RawServer(_reply(body, None)) as server:  # no Content-Length: delimited by close
+        with pytest.raises(DownloadError, match="sent more than the expected 1,000 bytes"):
+            fetch_file(server.url + "f", dest, _sha(good), size=1000, timeout=TIMEOUT)
+        assert server.sent < 4 << 20  # the client stopped reading long before the end
+    assert not dest.exists() and not (tmp_path / "f.part").exists()
+    # a Content-Length that disagrees with the expected size: refused before any body
+    with (
+        RawServer(_reply(body, len(body))) as server,
+        pytest.raises(DownloadError, match="announces 67,109,864 bytes, not the expected"),
+    ):
+        fetch_file(server.url + "f", dest, _sha(good), size=1000, timeout=TIMEOUT)
+    assert not (tmp_path / "f.part").exists()
+    # size unknown: cut off at max_bytes
+    with (
+        RawServer(_reply(body, None)) as server,
+        pytest.raises(DownloadError, match="more than the most accepted, 2,000 bytes"),
+    ):
+        fetch_file(server.url + "f", dest, _sha(good), max_bytes=2000, timeout=TIMEOUT)
+    assert not (tmp_path / "f.part").exists()
+
+
+def test_trickling_body_is_abandoned_below_the_minimum_rate(tmp_path: Path) -> None:
+    body = bytes(10_000)
+    with RawServer(_reply(body, len(body)), step=1, delay=0.02) as server:  # ~50 bytes/s
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match=r"too slow: .* below the minimum of 1,000"):
+            fetch_file(server.url + "f", tmp_path / "f", _sha(body), timeout=TIMEOUT,
+                       min_rate=1000, rate_window=0.5)  # fmt: skip
+        assert time.monotonic() - t0 < 10  # never the 200 s the trickle would take
+    assert (tmp_path / "f.part").is_file()  # kept for resuming
+
+
+def test_trickling_headers_are_abandoned_at_the_deadline(tmp_path: Path) -> None:
+    # each byte arrives within the per-read timeout, so only an overall deadline ends this
+    with RawServer(b"HTTP/1.0 200 OK\r\nX-Slow: " + b"y" * 5000, step=1, delay=0.05) as server:
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match="deadline"):
+            fetch_file(server.url + "f", tmp_path / "f", "0" * 64, timeout=TIMEOUT, deadline=1.0)
+        assert time.monotonic() - t0 < 10
+
+
+def test_planted_part_symlink_is_not_followed(tmp_path: Path, idx_server: FileServer) -> None:
+    name = "train-labels-idx1-ubyte.gz"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / (name + ".part")).symlink_to(victim)
+    with pytest.raises(DownloadError, match="symbolic link"):
+        fetch_file(idx_server.base_url + name, folder / name, _sha(idx_server.files[name]),
+                   timeout=TIMEOUT)  # fmt: skip
+    assert victim.read_text() == "precious"
+    assert not (folder / name).exists() and idx_server.log == []
+
+
+def test_mirrors_are_tried_in_order(
+    tmp_path: Path, idx_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    mirrors = (dead, idx_server.base_url)
+    monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], base_urls=mirrors))
+    folder = download("mnist", tmp_path, progress=False, checksums=_sums(idx_server.files),
+                      timeout=TIMEOUT)  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == sorted(idx_server.files)
+
+
+def test_https_is_never_redirected_to_http() -> None:
+    request = urllib.request.Request("https://example.org/file")
+    handler = _download._NoDowngrade()
+    with pytest.raises(urllib.error.URLError, match="refusing a redirect from https"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://example.org/file")
+    ok = handler.redirect_request(request, None, 302, "Found", {}, "https://mirror.org/file")
+    assert ok is not None and ok.full_url == "https://mirror.org/file"
+
+
+def test_official_sizes_apply_only_to_official_hashes(
+    tmp_path: Path, idx_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int | None] = []
+    real = _download.fetch_file
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        seen.append(kwargs.get("size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_download, "fetch_file", spy)
+    download("mnist", tmp_path, idx_server.base_url, False, checksums=_sums(idx_server.files),
+             timeout=TIMEOUT)  # fmt: skip
+    assert seen == [None] * 4
+    with pytest.raises(DownloadError):  # the fixture's files are not the official ones
+        download("mnist", tmp_path / "b", idx_server.base_url, False, timeout=TIMEOUT)
+    assert seen[4] == SIZES["mnist"]["train-images-idx3-ubyte.gz"]

@@ -251,7 +251,8 @@ def parse(text: str) -> Parsed:
         elif isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ExprError(f"only real numbers are allowed, got {excerpt(repr(v), quote=False)}", col)
+                shown = excerpt(repr(v), quote=False)
+                raise ExprError(f"only real numbers are allowed, got {shown}", col)
         elif isinstance(node, ast.Name):
             if node.id in FUNCTIONS:
                 raise ExprError(f"'{node.id}' is a function: call it as {node.id}(...)", col)
