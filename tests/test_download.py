@@ -5,7 +5,6 @@ No test reaches beyond 127.0.0.1: an autouse fixture makes any other host fail.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gzip
 import hashlib
@@ -34,7 +33,6 @@ from graphgrad.data import (
     DownloadError,
     FashionMNIST,
     _download,
-    add_download_parser,
     download,
     fetch_file,
 )
@@ -295,58 +293,6 @@ def test_unsafe_tarball_members_are_refused(tmp_path: Path, member: tarfile.TarI
     assert not (tmp_path / "deep" / "root" / "escaped.txt").exists()
     assert not (root / "cifar10" / "cifar-10-batches-py").exists()
     assert not [p for p in (root / "cifar10").iterdir() if p.name.startswith(".extract")]
-
-
-# --- the CLI handler ---------------------------------------------------------------------------
-
-
-def _cli() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphgrad")
-    add_download_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def test_cli_success_and_failure(
-    tmp_path: Path,
-    idx_server: FileServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setitem(CHECKSUMS, "fashion-mnist", _sums(idx_server.files))
-    argv = ["download", "fashion-mnist", "--root", str(tmp_path), "--base-url",
-            idx_server.base_url, "--no-progress", "--timeout", "5"]  # fmt: skip
-    args = _cli().parse_args(argv)
-    assert args.func(args) == 0
-    out, err = capsys.readouterr()
-    assert out.strip() == str(tmp_path / "fashion-mnist") and err == ""
-
-    bad = dict(_sums(idx_server.files), **{"train-images-idx3-ubyte.gz": "f" * 64})
-    monkeypatch.setitem(CHECKSUMS, "mnist", bad)
-    args = _cli().parse_args(["download", "mnist", "--root", str(tmp_path), "--base-url",
-                              idx_server.base_url, "--no-progress"])  # fmt: skip
-    assert args.func(args) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("graphgrad download: error: ")
-    assert "SHA-256 mismatch" in err and "f" * 64 in err
-
-
-def test_cli_rejects_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        _cli().parse_args(["download", "imagenet"])
-    assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_cli_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    argv = ["download", "cifar10", "--root", str(tmp_path), "--base-url", url, "--no-progress"]
-    args = _cli().parse_args([*argv, "--timeout", "2"])
-    assert args.func(args) == 1
-    assert "cannot connect" in capsys.readouterr().err
 
 
 # --- hostile servers: overlong bodies, trickles, planted links, mirrors --------------------------

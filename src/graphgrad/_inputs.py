@@ -81,8 +81,8 @@ def read_npy(path: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BYTES) 
             body = f.read(nbytes)
     except OSError as exc:
         raise InputFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    order = "F" if fortran else "C"
-    return np.frombuffer(body, dtype=dtype).reshape(shape, order=order).copy()
+    flat = np.frombuffer(body, dtype=dtype)
+    return flat.reshape(tuple(shape), order="F" if fortran else "C").copy()
 
 
 def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:

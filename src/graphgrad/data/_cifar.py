@@ -178,11 +178,11 @@ def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> 
                 )
             name = op.name
             if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = stack[-1]
+                memo[int(arg)] = stack[-1]  # type: ignore[arg-type]
             elif name == "MEMOIZE":
                 memo[len(memo)] = stack[-1]
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[int(arg)])
+                stack.append(memo[int(arg)])  # type: ignore[arg-type]
             elif name == "MARK":
                 stack.append(_MARK)
             elif name == "DUP":

@@ -186,7 +186,7 @@ def read_idx(
                     f"{expected:,} bytes, more than a {file_size:,}-byte gzip file can hold"
                 )
             body = np.empty(expected, dtype=np.uint8)
-            got = _read_into(stream, memoryview(body))
+            got = _read_into(stream, memoryview(body.data))
             if got < expected:
                 _check_length(got, expected, shape, dtype, source)
             if stream.read(1):
