@@ -314,3 +314,24 @@ def test_excerpt_is_used_for_long_inputs_in_library_errors() -> None:
     with pytest.raises(DataFormatError) as info2:
         load_cifar_pickle(b"garbage" * 10_000, "x")
     assert len(str(info2.value)) < 300
+
+
+def test_pickle_scan_reads_every_protocol_and_refuses_every_truncation() -> None:
+    from graphgrad.data._cifar import _scan_pickle
+
+    shared = [1.5, "é", b"\x00" * 300]
+    obj = {
+        "ints": [0, -1, 255, 65_536, 2**31, -(2**63), 2**100],
+        "text": ["x" * 300, "y", b"z", bytearray(b"ab")],
+        "nested": (shared, shared, {"k": (None, True, False)}, frozenset({1, 2})),
+        "set": {3, 4},
+        "array": np.arange(12, dtype=np.uint8).reshape(3, 4),
+    }
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        raw = pickle.dumps(obj, protocol=protocol)
+        _scan_pickle(raw, "ok", 1000, 32)  # no false refusal, whatever the opcodes
+        for cut in range(0, len(raw) - 1, max(1, len(raw) // 40)):
+            with pytest.raises(DataFormatError, match="not a valid pickle"):
+                _scan_pickle(raw[:cut], "cut", 1000, 32)
+    batch = py2_pickle({b"labels": [1, 2], b"data": np.zeros((2, 3072), np.uint8)})
+    assert load_cifar_pickle(batch)[b"labels"] == [1, 2]

@@ -32,6 +32,7 @@ import pickletools
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,18 +136,68 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 _MARK = -2  # a MARK on the simulated stack
 _LEAF = -1  # an object with no parts (number, string, global)
-_MUTATORS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
-_EMPTY_CONTAINERS = frozenset({"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"})
+
+# What the scan does with each opcode: the kinds below, from pickletools' table of opcodes.
+(_GENERIC, _MUTATE, _PUT, _MEMOIZE, _GET, _PUSH_MARK, _DUP, _STOP, _SKIP) = range(9)
+_KINDS = {
+    **dict.fromkeys(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"), _MUTATE),
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _PUT),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _GET),
+    "MEMOIZE": _MEMOIZE,
+    "MARK": _PUSH_MARK,
+    "DUP": _DUP,
+    "STOP": _STOP,
+    "PROTO": _SKIP,
+    "FRAME": _SKIP,
+}
+
+
+@dataclass(frozen=True)
+class _Op:
+    name: str
+    kind: int
+    arg: int  # bytes of argument (>= 0), or one of pickletools' variable-length codes (< 0)
+    lines: int  # newline-terminated argument lines (GLOBAL and INST have two)
+    below: int  # stack items consumed below the mark (or in all, without one)
+    marked: bool  # consumes a MARK and everything above it
+    pushes: bool
+    container: bool  # makes a new container even without inputs (EMPTY_LIST ...)
+
+
+_OPS: dict[int, _Op] = {
+    ord(op.code): _Op(
+        name=op.name,
+        kind=_KINDS.get(op.name, _GENERIC),
+        arg=op.arg.n if op.arg is not None else 0,
+        lines=2 if op.name in ("GLOBAL", "INST") else 1,
+        below=(
+            op.stack_before.index(pickletools.markobject)
+            if pickletools.markobject in op.stack_before
+            else len(op.stack_before)
+        ),
+        marked=pickletools.markobject in op.stack_before,
+        pushes=bool(op.stack_after),
+        container=op.name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"),
+    )
+    for op in pickletools.opcodes
+}
+_LENGTH_BYTES = {
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
 
 
 def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> None:
     """Refuse a pickle that would make too many objects or nest too deeply, without loading it.
 
-    Replays the opcodes' stack effects (from :mod:`pickletools`' table) on a stack of node
-    ids: each container or call result is a node that records its parts (by id, so a memo
-    reference shares the node) and how many plain values it holds. Then it counts, from the
-    result, how many objects a walk over the result would visit (a node reachable twice
-    counts twice) and how deep it goes, without walking it: one pass over the nodes.
+    Walks the opcodes (their argument sizes and stack effects come from :mod:`pickletools`'
+    table) and replays them on a stack of node ids: each container or call result is a node
+    that records its parts (by id, so a memo reference shares the node) and how many plain
+    values it holds. Then it counts, from the result, how many objects a walk over the
+    result would visit (a node reachable twice counts twice) and how deep it goes, without
+    walking it: one pass over the nodes.
 
     Raises:
         DataFormatError: over ``max_objects`` opcodes or objects, deeper than ``max_depth``,
@@ -158,65 +209,83 @@ def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> 
     memo: dict[int, int] = {}
     root = _LEAF
 
-    def new_node() -> int:
-        parts.append([])
-        leaves.append(0)
+    def new_node(items: list[int]) -> int:
+        parts.append([i for i in items if i >= 0])
+        leaves.append(sum(1 for i in items if i < 0))
         return len(parts) - 1
 
-    def attach(target: int, items: list[int]) -> None:
-        for item in items:
-            if item >= 0:
-                parts[target].append(item)
-            else:
-                leaves[target] += 1
-
+    end = len(data)
+    pos = count = 0
     try:
-        for count, (op, arg, _pos) in enumerate(pickletools.genops(data), start=1):
+        while True:
+            count += 1
             if count > max_objects:
                 raise DataFormatError(
                     f"{source}: refusing the pickle: more than {max_objects:,} opcodes"
                 )
-            name = op.name
-            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = stack[-1]  # type: ignore[arg-type]
-            elif name == "MEMOIZE":
+            if pos >= end:
+                raise ValueError("it ends before its STOP opcode")
+            op = _OPS.get(data[pos])
+            if op is None:
+                raise ValueError(f"unknown opcode 0x{data[pos]:02x} at byte {pos}")
+            pos += 1
+            start = pos
+            if op.arg > 0:
+                pos += op.arg
+            elif op.arg == pickletools.UP_TO_NEWLINE:
+                for _ in range(op.lines):
+                    nl = data.find(b"\n", pos)
+                    if nl < 0:
+                        raise ValueError(f"{op.name} at byte {start - 1} has no newline")
+                    pos = nl + 1
+            elif op.arg < 0:
+                width, signed = _LENGTH_BYTES[op.arg]
+                length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+                if length < 0:
+                    raise ValueError(f"{op.name} at byte {start - 1} has a negative length")
+                pos += width + length
+            if pos > end:
+                raise ValueError(f"{op.name} at byte {start - 1} runs past the end")
+            kind = op.kind
+            if kind in (_PUT, _GET):
+                text = data[start:pos]
+                key = int(text) if op.arg < 0 else int.from_bytes(text, "little")
+                if kind == _PUT:
+                    memo[key] = stack[-1]
+                else:
+                    stack.append(memo[key])
+            elif kind == _MEMOIZE:
                 memo[len(memo)] = stack[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                stack.append(memo[int(arg)])  # type: ignore[arg-type]
-            elif name == "MARK":
+            elif kind == _PUSH_MARK:
                 stack.append(_MARK)
-            elif name == "DUP":
+            elif kind == _DUP:
                 stack.append(stack[-1])
-            elif name == "STOP":
+            elif kind == _STOP:
                 root = stack.pop()
                 break
-            elif name in ("PROTO", "FRAME"):
-                continue
-            else:
-                before = op.stack_before
+            elif kind in (_GENERIC, _MUTATE):
                 sliced: list[int] = []
-                if pickletools.markobject in before:
+                if op.marked:
                     at = len(stack) - 1 - stack[::-1].index(_MARK)
                     sliced = stack[at + 1 :]
                     del stack[at:]
-                    n_below = before.index(pickletools.markobject)
-                else:
-                    n_below = len(before)
-                if n_below > len(stack):
-                    raise IndexError("stack underflow")
-                below = stack[len(stack) - n_below :]
-                del stack[len(stack) - n_below :]
-                if name in _MUTATORS:
-                    target = below[0] if below[0] >= 0 else new_node()
-                    attach(target, below[1:] + sliced)
+                if op.below > len(stack):
+                    raise IndexError("the stack runs empty")
+                below = stack[len(stack) - op.below :]
+                del stack[len(stack) - op.below :]
+                if kind == _MUTATE:
+                    target = below[0]
+                    if target < 0:
+                        target = new_node([])
+                    for item in below[1:] + sliced:
+                        if item >= 0:
+                            parts[target].append(item)
+                        else:
+                            leaves[target] += 1
                     stack.append(target)
-                elif op.stack_after:
-                    if below or sliced or name in _EMPTY_CONTAINERS:
-                        node = new_node()
-                        attach(node, below + sliced)
-                        stack.append(node)
-                    else:
-                        stack.append(_LEAF)
+                elif op.pushes:
+                    inputs = below + sliced
+                    stack.append(new_node(inputs) if inputs or op.container else _LEAF)
     except DataFormatError:
         raise
     except (ValueError, IndexError, KeyError) as exc:
