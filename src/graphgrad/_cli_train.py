@@ -18,8 +18,10 @@ def _hidden(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",")]
     except ValueError:
+        from ._quote import excerpt
+
         raise argparse.ArgumentTypeError(
-            f"--hidden takes comma-separated integers like 256,256, got {text!r}"
+            f"--hidden takes comma-separated integers like 256,256, got {excerpt(text)}"
         ) from None
 
 

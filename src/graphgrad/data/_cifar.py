@@ -373,7 +373,7 @@ def _as_str_keys(obj: Any, source: str) -> dict[str, Any]:
 
 def _get(d: dict[str, Any], key: str, source: str) -> Any:
     if key not in d:
-        present = ", ".join(repr(k) for k in sorted(d)) or "none"
+        present = excerpt(", ".join(repr(k) for k in sorted(d)) or "none", quote=False)
         raise DataFormatError(f"{source}: missing key b{key!r} (keys present: {present})")
     return d[key]
 
