@@ -453,3 +453,18 @@ def test_official_sizes_apply_only_to_official_hashes(
     with pytest.raises(DownloadError):  # the fixture's files are not the official ones
         download("mnist", tmp_path / "b", idx_server.base_url, False, timeout=TIMEOUT)
     assert seen[4] == SIZES["mnist"]["train-images-idx3-ubyte.gz"]
+
+
+def test_checksum_file(tmp_path: Path) -> None:
+    from graphgrad.data import read_checksum_file
+
+    good = tmp_path / "SHA256SUMS"
+    good.write_text(f"# sums\n{'A' * 64}  a.gz\n\n{'b' * 64} *b.gz\n")
+    assert read_checksum_file(good) == {"a.gz": "a" * 64, "b.gz": "b" * 64}
+    bad = tmp_path / "bad"
+    bad.write_text(f"{'a' * 64}  a.gz\nnot-a-sum " + "x" * 40_000 + "\n")
+    with pytest.raises(ValueError, match=r"bad:2: expected '<sha256>  <file name>'") as info:
+        read_checksum_file(bad)
+    assert len(str(info.value)) < 300
+    with pytest.raises(ValueError, match="cannot read"):
+        read_checksum_file(tmp_path / "missing")

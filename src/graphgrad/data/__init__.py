@@ -24,6 +24,7 @@ from ._download import (
     download,
     download_command,
     fetch_file,
+    read_checksum_file,
 )
 from ._errors import ChecksumError, DataFormatError, DatasetNotFoundError, DownloadError
 from ._idx import parse_idx, read_idx
@@ -59,6 +60,7 @@ __all__ = [
     "fetch_file",
     "load_cifar_pickle",
     "parse_idx",
+    "read_checksum_file",
     "read_idx",
     "regression_1d",
     "sine_1d",

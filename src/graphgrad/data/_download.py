@@ -792,16 +792,18 @@ def add_download_parser(
         description="Download a data set from its official host (https first), resuming "
         "interrupted downloads and verifying every file's size and SHA-256. Prints the folder "
         "holding it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("name", choices=sorted(SOURCES), help="the data set")
     parser.add_argument(
         "--root",
         type=Path,
         default=None,
+        metavar="DIR",
         help="data root (default: $GRAPHGRAD_DATA, else ~/.cache/graphgrad)",
     )
-    parser.add_argument("--base-url", default=None, help="take the files from this mirror")
+    parser.add_argument(
+        "--base-url", default=None, metavar="URL", help="take the files from this mirror"
+    )
     parser.add_argument(
         "--checksums",
         type=Path,
@@ -811,16 +813,25 @@ def add_download_parser(
         "(for a mirror that serves other files)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds allowed per connect or read"
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds allowed per connect or read (default 60)",
     )
     parser.add_argument(
-        "--deadline", type=float, default=3600.0, help="seconds allowed per file in all"
+        "--deadline",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds allowed per file in all, then give up; run again to resume (default 3600)",
     )
     parser.add_argument(
         "--min-rate",
         type=float,
         default=1024.0,
-        help="slowest accepted transfer, bytes per second over 30 s",
+        metavar="B",
+        help="give up below this many bytes per second over 30 s (default 1024)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=download_command, handler=download_command)
