@@ -362,7 +362,7 @@ def test_body_longer_than_the_expected_size_stops_there(tmp_path: Path) -> None:
     with RawServer(_reply(body, None)) as server:  # no Content-Length: delimited by close
         with pytest.raises(DownloadError, match="sent more than the expected 1,000 bytes"):
             fetch_file(server.url + "f", dest, _sha(good), size=1000, timeout=TIMEOUT)
-        assert server.sent < 4 << 20  # the client stopped reading long before the end
+        assert server.sent < 32 << 20  # the client hung up long before the end (64 MiB)
     assert not dest.exists() and not (tmp_path / "f.part").exists()
     # a Content-Length that disagrees with the expected size: refused before any body
     with (
