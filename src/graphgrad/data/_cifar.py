@@ -72,10 +72,12 @@ batch would be 154 MB)."""
 MAX_ARCHIVE_MEMBERS = 1000
 """The most entries read from a tarball (the official one has 9)."""
 MAX_PICKLE_OBJECTS = 2_000_000
-"""The most objects a batch pickle may make, shared references counted each time they are
-reachable (an official batch makes about 20,000)."""
+"""The most opcodes a batch pickle may have, and the most objects it may make, shared
+references counted each time they are reachable (a batch of 10,000 images in the official
+format has about 30,000 opcodes)."""
 MAX_PICKLE_DEPTH = 32
-"""The deepest nesting allowed in a batch pickle (an official batch nests 4 deep)."""
+"""The deepest nesting allowed in a batch pickle (the official format nests 6 deep, counting
+the array's constructor arguments)."""
 
 Layout = Literal["flat", "chw", "hwc"]
 _LAYOUTS = ("flat", "chw", "hwc")
