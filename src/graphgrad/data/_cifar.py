@@ -140,7 +140,7 @@ _MARK = -2  # a MARK on the simulated stack
 _LEAF = -1  # an object with no parts (number, string, global)
 
 # What the scan does with each opcode: the kinds below, from pickletools' table of opcodes.
-(_GENERIC, _MUTATE, _PUT, _MEMOIZE, _GET, _PUSH_MARK, _DUP, _STOP, _SKIP) = range(9)
+(_GENERIC, _MUTATE, _PUT, _MEMOIZE, _GET, _PUSH_MARK, _DUP, _STOP, _SKIP, _VALUE) = range(10)
 _KINDS = {
     **dict.fromkeys(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"), _MUTATE),
     **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _PUT),
@@ -166,10 +166,20 @@ class _Op:
     container: bool  # makes a new container even without inputs (EMPTY_LIST ...)
 
 
+def _kind(op: pickletools.OpcodeInfo) -> int:
+    """The scan's kind of ``op``; _VALUE for a plain value pushed from nothing (the fast path:
+    a number or a string)."""
+    kind = _KINDS.get(op.name, _GENERIC)
+    plain = not op.stack_before and len(op.stack_after) == 1
+    if kind == _GENERIC and plain and op.name not in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+        return _VALUE
+    return kind
+
+
 _OPS: dict[int, _Op] = {
     ord(op.code): _Op(
         name=op.name,
-        kind=_KINDS.get(op.name, _GENERIC),
+        kind=_kind(op),
         arg=op.arg.n if op.arg is not None else 0,
         lines=2 if op.name in ("GLOBAL", "INST") else 1,
         below=(
@@ -249,7 +259,9 @@ def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> 
             if pos > end:
                 raise ValueError(f"{op.name} at byte {start - 1} runs past the end")
             kind = op.kind
-            if kind in (_PUT, _GET):
+            if kind == _VALUE:
+                stack.append(_LEAF)
+            elif kind in (_PUT, _GET):
                 text = data[start:pos]
                 key = int(text) if op.arg < 0 else int.from_bytes(text, "little")
                 if kind == _PUT:
