@@ -27,7 +27,9 @@ SUBCOMMAND_MODULES = [
     "graphgrad._cli_core",
     "graphgrad._cli_graph",
     "graphgrad._cli_train",
+    "graphgrad._cli_data",
     "graphgrad._cli_playground",
+    "graphgrad._cli_info",
 ]
 
 #: Exit status after a closed pipe: 128 + SIGPIPE, what a shell reports for a Unix tool.
