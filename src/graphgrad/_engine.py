@@ -15,18 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ._graph import RELEASED
 from ._state import STATE, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
-
-
-class _Released(tuple):  # type: ignore[type-arg,unused-ignore]
-    """Marks a node whose graph was freed by an earlier ``backward()``."""
-
-    __slots__ = ()
-
-
-RELEASED = _Released()
 
 
 def run_backward(
@@ -48,11 +40,22 @@ def run_backward(
     and can be differentiated again.
     """
     if create_graph:
-        from .tensor import TENSOR_XP
-
+        if _GRAPH_XP is None:
+            raise BackwardError("create_graph=True: no recording namespace has been set")
         with enable_grad():
-            return _run(root, seed, TENSOR_XP, retain_graph, True, wrt, False)
+            return _run(root, seed, _GRAPH_XP, retain_graph, True, wrt, False)
     return _run(root, seed, _xp, retain_graph, False, wrt, seed_owned)
+
+
+#: The namespace rules compute with when ``create_graph=True``: the Tensor front end's, which
+#: records what it computes. The front end sets it on import (the engine imports no front end).
+_GRAPH_XP: Any = None
+
+
+def set_graph_namespace(xp: Any) -> None:
+    """Make ``xp`` the namespace of recorded (``create_graph=True``) backward passes."""
+    global _GRAPH_XP
+    _GRAPH_XP = xp
 
 
 def _run(
@@ -104,14 +107,18 @@ def _run(
         else:
             ans, args = node.data, [t.data for t in inputs]
         params = node._params
+        fast = () if graph_mode else op.fast  # in-place variants for NumPy arrays
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
                 continue
             if anomaly:
                 with np.errstate(all="ignore"):
+                    gi = _vjp(op, fast, i, xp, g, ans, args, params)
+            else:  # _vjp() written out: a call per edge is a measurable part of a tiny op
+                rule = fast[i] if fast else None
+                gi = None if rule is None else rule(g, ans, *args, **params)
+                if gi is None:
                     gi = op.vjp(i, xp, g, ans, args, params)
-            else:
-                gi = op.vjp(i, xp, g, ans, args, params)
             shape = inp.data.shape
             if gi.shape != shape:
                 gi = xp.sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi
@@ -140,6 +147,18 @@ def _run(
         if not retain_graph:
             node._inputs = RELEASED
     return results if wrt is not None else None
+
+
+def _vjp(op: Any, fast: Any, i: int, xp: Any, g: Any, ans: Any, args: Any, params: Any) -> Any:
+    """Argument ``i``'s gradient: the op's in-place variant where it has one and takes these
+    arrays (it returns ``None`` where it does not), else its rule."""
+    if fast:
+        rule = fast[i]
+        if rule is not None:
+            gi = rule(g, ans, *args, **params)
+            if gi is not None:
+                return gi
+    return op.vjp(i, xp, g, ans, args, params)
 
 
 def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:

@@ -33,8 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .._engine import RELEASED
-from ..errors import BackwardError
+from .._graph import collect
 from ..ops import _xp
 from ..scalar import Scalar, local_grads
 from ..tensor import Tensor
@@ -140,51 +139,6 @@ def _finite(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------- walking
-
-
-def collect(root: Any) -> list[Any]:
-    """Every node ``root`` depends on (itself included), in creation order. Iterative."""
-    if type(root) is Scalar:
-        return _collect_scalars(root)
-    seen = {id(root)}
-    order = [root]
-    stack = [root]
-    while stack:
-        n = stack.pop()
-        inputs = n._inputs
-        if inputs is RELEASED:
-            raise BackwardError(
-                f"cannot trace through op '{n._op.name}': its graph was freed by backward(); "
-                f"trace before backward, or call backward(retain_graph=True)"
-            )
-        for x in inputs:
-            if id(x) not in seen:
-                seen.add(id(x))
-                order.append(x)
-                stack.append(x)
-    order.sort(key=_seq)
-    return order
-
-
-def _collect_scalars(root: Scalar) -> list[Scalar]:
-    """:func:`collect` for Scalar graphs: reads the two input slots, marks nodes as seen."""
-    token = object()
-    root._m = token
-    order = [root]
-    stack = [root]
-    while stack:
-        n = stack.pop()
-        for x in (n._a, n._b):
-            if x is not None and x._m is not token:
-                x._m = token
-                order.append(x)
-                stack.append(x)
-    order.sort(key=_seq)
-    return order
-
-
-def _seq(n: Any) -> int:
-    return int(n._seq)
 
 
 def trace(root: Any, names: dict[str, Any] | None = None) -> Graph:
