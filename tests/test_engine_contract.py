@@ -7,7 +7,6 @@ Leaves accumulate over passes; a backward pass releases the graph it ran through
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,23 +14,13 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
-from graphgrad import _scalar_py
 from graphgrad.errors import BackwardError
+from twins import scalar_implementations
 
-
-def _kinds() -> dict[str, Callable[[float], Any]]:
-    kinds: dict[str, Callable[[float], Any]] = {
-        "tensor": lambda v: gg.Tensor(np.float64(v), requires_grad=True),
-        "scalar-pure": _scalar_py.Scalar,
-    }
-    try:
-        kinds["scalar-compiled"] = importlib.import_module("graphgrad._scalar_core").Scalar
-    except ImportError:  # pragma: no cover - no compiler at install
-        pass
-    return kinds
-
-
-KINDS = _kinds()
+KINDS: dict[str, Callable[[float], Any]] = {
+    "tensor": lambda v: gg.Tensor(np.float64(v), requires_grad=True),
+    **{f"scalar-{k}": m.Scalar for k, m in scalar_implementations().items()},
+}
 
 
 def _grad(x: Any) -> float:
@@ -49,7 +38,7 @@ def test_backward_twice_raises_and_names_the_op(make: Callable[[float], Any]) ->
     a, b, e = lecture(make)
     e.backward()
     assert (_grad(a), _grad(b)) == (2.0, 5.0)
-    with pytest.raises(BackwardError, match="backward through op 'mul' a second time.*retain"):
+    with pytest.raises(BackwardError, match=r"backward through op 'mul' a second time.*retain"):
         e.backward()
     assert (_grad(a), _grad(b)) == (2.0, 5.0)  # nothing was added by the failed pass
 

@@ -8,7 +8,6 @@ place of its dtype, relative to the true value: the tails, where sigmoid is tiny
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from types import ModuleType
 
@@ -17,6 +16,7 @@ import pytest
 
 import graphgrad as gg
 from graphgrad import _scalar_py
+from twins import scalar_implementations
 
 XS = [-700.0, -100.0, -40.0, -25.0, -17.0, -5.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 5.0, 17.0, 25.0]
 XS += [40.0, 100.0, 700.0]
@@ -72,23 +72,17 @@ def test_log_sigmoid_of_a_large_negative_number(dtype: type) -> None:
     np.testing.assert_allclose(x.grad, -1.0, rtol=1e-6)
 
 
-def _impls() -> list[ModuleType]:
-    out = [_scalar_py]
-    try:
-        out.append(importlib.import_module("graphgrad._scalar_core"))
-    except ImportError:  # pragma: no cover - no compiler at install
-        pass
-    return out
+IMPLS = scalar_implementations()
 
 
-@pytest.mark.parametrize("impl", _impls(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("impl", IMPLS.values(), ids=list(IMPLS))
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "softplus", "elu", "relu", "leaky_relu"])
 def test_scalar_activations_are_precise_everywhere(impl: ModuleType, name: str) -> None:
     got = np.array([getattr(impl.Scalar(x), name)().data for x in XS])
     _check(name, got, np.array(XS), np.float64)
 
 
-@pytest.mark.parametrize("impl", _impls(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("impl", IMPLS.values(), ids=list(IMPLS))
 def test_scalar_sigmoid_twins_agree_bit_for_bit(impl: ModuleType) -> None:
     for x in [*XS, -1e-300, 3e-8, -36.7, 36.7]:
         s = impl.Scalar(x).sigmoid()

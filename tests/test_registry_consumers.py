@@ -10,8 +10,6 @@ of the gradient-check spec table, so adding an op asks for nothing here.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import sys
 from types import ModuleType
@@ -20,25 +18,19 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
-from graphgrad import _scalar_py, expr, nn
+from graphgrad import expr, nn
 from graphgrad.scalar import FLOAT_FORWARD, registry_rules
 from graphgrad.tensor import OP_FUNCTIONS
 from graphgrad.units import SUPPORTED_OPS
 from op_specs import SPECS, op_params, scalar_inputs
+from twins import scalar_implementations
 
 ELEMENTWISE = [op for op in gg.REGISTRY.values() if op.elementwise]
 BY_NAME = [op for op in ELEMENTWISE if not op.symbol]  # called by name, not by an operator
 ACTIVATIONS = [op for op in gg.REGISTRY.values() if op.category == "activation"]
 
 
-def _impls() -> list[tuple[str, ModuleType]]:
-    out = [("pure", _scalar_py)]
-    with contextlib.suppress(ImportError):  # no compiler at install: the pure twin alone
-        out.append(("compiled", importlib.import_module("graphgrad._scalar_core")))
-    return out
-
-
-IMPLS = _impls()
+IMPLS = list(scalar_implementations().items())
 
 
 def _ids(op: gg.ops.Op) -> str:

@@ -146,7 +146,7 @@ class Op:
 
     def float_forward(self) -> Callable[..., float]:
         """The forward on Python floats: ``scalar`` if declared, else the NumPy forward run on
-        float64 numbers, with NumPy's warnings (but underflow) turned into an error that names the op."""
+        float64 numbers, NumPy's warnings (but underflow) turned into an error naming the op."""
         if self.scalar is not None:
             return self.scalar
         forward, name = self.forward, self.name
