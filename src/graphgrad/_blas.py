@@ -36,7 +36,7 @@ _active: dict[Any, int] = {}  # dtype -> cblas_?gemm address while MKL is select
 def _find_mkl() -> dict[str, Any]:
     if _mkl:
         return _mkl
-    if _fused._K is None or not hasattr(_fused._K, "gemm"):
+    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "gemm"):
         _mkl["error"] = (
             "graphgrad's compiled kernels, which call MKL, are not in use (not built, or "
             "GRAPHGRAD_PURE_PYTHON is set)"
@@ -145,7 +145,7 @@ def matmul(a: Any, b: Any) -> Any:
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
                 out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-                _fused._K.gemm(fn, la[0], la[1], lb[0], lb[1], out)
+                _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out)
                 return out
     return np.matmul(a, b)
 

@@ -195,7 +195,7 @@ def _paths(args: argparse.Namespace) -> int:
 
 def _paths_expr(expr: str, at: list[str], limit: int) -> int:
     from .paths import PathLimitError, backprop_grad, path_grad
-    from .viz.trace import _fmt
+    from .viz.data import fmt
 
     built = _build("paths", expr, at)
     if isinstance(built, int):
@@ -207,7 +207,7 @@ def _paths_expr(expr: str, at: list[str], limit: int) -> int:
     t0 = time.perf_counter()
     bp = backprop_grad(root, xs)
     t_bp = time.perf_counter() - t0
-    print(f"{out} = {expr.strip()} = {_fmt(root.data)}")
+    print(f"{out} = {expr.strip()} = {fmt(root.data)}")
     print()
     try:
         t0 = time.perf_counter()
@@ -218,7 +218,7 @@ def _paths_expr(expr: str, at: list[str], limit: int) -> int:
         ps = None
     rows = [["", "path sums", "backprop"]]
     for k, n in enumerate(names):
-        rows.append([f"∂{out}/∂{n}", _fmt(ps.grads[k]) if ps else "-", _fmt(bp.grads[k])])
+        rows.append([f"∂{out}/∂{n}", fmt(ps.grads[k]) if ps else "-", fmt(bp.grads[k])])
     if ps is not None:
         per = ", ".join(f"{n}: {c:,}" for n, c in zip(names, ps.paths_per_input, strict=True))
         rows.append(["paths", f"{ps.paths:,} ({per})", "-"])

@@ -27,6 +27,9 @@ if not pure_python_requested():
         _K = None
 
 COMPILED: bool = _K is not None
+#: The compiled kernels module (graphgrad._kernels), or None: for the other users of its
+#: loops (the BLAS switch's GEMM).
+KERNELS: Any = _K
 
 __all__ = ["COMPILED", "adam", "bad_label", "relu_grad", "sgd", "xent_backward", "xent_forward"]
 

@@ -832,6 +832,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'graphgrad.tensor' has no attribute {name!r}")
 
 
+# The front end's plumbing that the functional API and gradcheck build on, by public names.
+make_node = _apply  # run an op on Tensors and record the node if a gradient is needed
+constant = _const  # a leaf that requires no gradient, around an array as it is
+to_array = _to_array  # data as the array a Tensor would hold
+
 TENSOR_XP = TensorXP
 _xp_names.check(TensorXP)
 set_graph_namespace(TensorXP)

@@ -16,7 +16,8 @@ import shutil
 import subprocess
 from typing import Any
 
-from .trace import Graph, _fmt
+from .data import GraphData as Graph
+from .data import fmt
 
 __all__ = [
     "FORMATS",
@@ -43,18 +44,18 @@ class DotNotFoundError(RuntimeError):
 
 
 def _num(v: float | None) -> str:
-    return "-" if v is None else _fmt(v)
+    return "-" if v is None else fmt(v)
 
 
 def _value_text(n: dict[str, Any]) -> str:
     if n.get("value") is not None:
-        return _fmt(n["value"])
+        return fmt(n["value"])
     return str(n.get("value_summary") or "-")
 
 
 def _grad_text(n: dict[str, Any]) -> str:
     if n.get("grad") is not None:
-        return _fmt(n["grad"])
+        return fmt(n["grad"])
     return str(n.get("grad_summary") or "-")
 
 
@@ -185,7 +186,7 @@ def _dot_body(graph: Graph, prefix: str, indent: str) -> list[str]:
             continue
         value = e["local_grad"]
         text = f"{_deriv(graph, e)} = " + (
-            _fmt(value) if value is not None else e["local_grad_expr"]
+            fmt(value) if value is not None else e["local_grad_expr"]
         )
         lines.append(f"{indent}{prefix}{e['source']} -> {prefix}{e['target']} [label={_q(text)}];")
     return lines
