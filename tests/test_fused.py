@@ -41,7 +41,11 @@ def _both(monkeypatch: pytest.MonkeyPatch, fn, *arrays: np.ndarray, **kw):  # ty
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("first", [False, True])
 def test_sgd_kernel_matches_numpy_bit_for_bit(
-    monkeypatch: pytest.MonkeyPatch, dtype: type, mu: float, wd: float, nesterov: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: type,
+    mu: float,
+    wd: float,
+    nesterov: bool,
     first: bool,
 ) -> None:
     if nesterov and not mu:

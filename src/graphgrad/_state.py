@@ -29,6 +29,7 @@ def pure_python_requested() -> bool:
     parts (scalar core, fused kernels) are then not used even if they are built."""
     return os.environ.get("GRAPHGRAD_PURE_PYTHON", "").strip() not in ("", "0")
 
+
 #: Every graph node takes the next number at creation. A node is always created after its
 #: inputs, so creation order is a topological order: backward pops nodes from a heap keyed by
 #: this number (largest first) and never needs a recursive sort.
