@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
+from graphgrad._graph import Node
 from graphgrad.errors import BackwardError
 from twins import scalar_implementations
 
@@ -71,3 +72,13 @@ def test_backward_of_a_leaf_accumulates(make: Callable[[float], Any]) -> None:
     x.backward()
     x.backward()
     assert _grad(x) == 2.0
+
+
+@pytest.mark.parametrize("make", KINDS.values(), ids=list(KINDS))
+def test_every_node_satisfies_the_node_protocol(make: Callable[[float], Any]) -> None:
+    a, b, e = lecture(make)
+    for n in (a, b, e):
+        assert isinstance(n, Node)
+    assert e._op is gg.REGISTRY["mul"] and len(e._inputs) == 2
+    assert all(x._seq < e._seq for x in e._inputs)  # inputs are older: the engine's order
+    assert dict(e._params) == {}

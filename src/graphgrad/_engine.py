@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import sys
 from heapq import heappop, heappush
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ._graph import RELEASED
+from ._graph import RELEASED, Node
 from ._state import STATE, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
 
 
 def run_backward(
-    root: Any,
+    root: Node,
     seed: Any,
     *,
     retain_graph: bool = False,
     create_graph: bool = False,
-    wrt: list[Any] | None = None,
+    wrt: Sequence[Node] | None = None,
     seed_owned: bool = False,
 ) -> list[Any] | None:
     """Propagate ``seed`` (dL/d root) to every node ``root`` depends on.
@@ -64,7 +65,7 @@ def _run(
     xp: Any,
     retain_graph: bool,
     graph_mode: bool,
-    wrt: list[Any] | None,
+    wrt: Sequence[Any] | None,
     seed_owned: bool,
 ) -> list[Any] | None:
     pending: dict[int, Any] = {id(root): seed}
@@ -189,7 +190,7 @@ def _sole(g: Any) -> bool:
     )
 
 
-def _accumulate(node: Any, g: Any, fresh: bool) -> None:
+def _accumulate(node: Node, g: Any, fresh: bool) -> None:
     """Add ``g`` to ``node.grad``; ``g`` is copied first unless the engine allocated it."""
     if isinstance(g, np.ndarray | np.generic):
         dtype = node.data.dtype
