@@ -127,7 +127,8 @@ def _build(cmd: str, expr: str, at: list[str]) -> Any:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from .viz import FORMATS, DotNotFoundError, render, trace
+    from .viz import DotNotFoundError, render, trace
+    from .viz.formats import format_of
 
     built = _build("graph", args.expr, args.at)
     if isinstance(built, int):
@@ -140,9 +141,8 @@ def _graph(args: argparse.Namespace) -> int:
         return _write(text, args.output)
     fmt = args.format
     if fmt is None and args.output:
-        suffix = args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
-        fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
-        if fmt not in FORMATS:
+        fmt = format_of(args.output)
+        if fmt is None:
             return _error("graph", f"cannot tell the format from {args.output!r}; use --format")
     fmt = fmt or "text"
     try:
@@ -160,17 +160,14 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _write(data: str | bytes, path: str | None) -> int:
+    from .viz.formats import write
+
     if path is None:
         assert isinstance(data, str)
         sys.stdout.write(data)
         return 0
     try:
-        if isinstance(data, bytes):
-            with open(path, "wb") as f:
-                f.write(data)
-        else:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(data)
+        write(data, path)
     except OSError as e:
         print(f"graphgrad: error: cannot write {path}: {e.strerror}", file=sys.stderr)
         return 1

@@ -10,8 +10,8 @@ so memory falls as backward proceeds; intermediate nodes never get a public ``.g
 from __future__ import annotations
 
 import sys
-from heapq import heappop, heappush
 from collections.abc import Sequence
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np

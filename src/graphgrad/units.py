@@ -63,7 +63,11 @@ def _chain_sum(items: list[Scalar]) -> Scalar:
     return s
 
 
-def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
+def _fold(
+    a: Obj, axis: tuple[int, ...] | None, keepdims: bool, pick: Callable[[Any, Any], Any]
+) -> Obj:
+    """Reduce over axes as a left-to-right chain of pairwise units:
+    ``pick(pick(x_1, x_2), x_3)...`` (``+`` for sum, ``maximum``/``minimum`` for max/min)."""
     axes = tuple(range(a.ndim)) if axis is None else tuple(axis)
     kept = [i for i in range(a.ndim) if i not in axes]
     moved = np.transpose(a, kept + list(axes))
@@ -71,10 +75,21 @@ def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
     flat = moved.reshape((*out_shape, -1))
     out = np.empty(out_shape, dtype=object)
     for idx in np.ndindex(*out_shape):
-        out[idx] = _chain_sum(list(flat[idx]))
+        items = list(flat[idx])
+        if not items:
+            out[idx] = _const(0.0)
+            continue
+        m = items[0]
+        for x in items[1:]:
+            m = pick(m, x)
+        out[idx] = m
     if keepdims:
         out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
     return out
+
+
+def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
+    return _fold(a, axis, keepdims, operator.add)
 
 
 def _count(shape: tuple[int, ...], axis: tuple[int, ...] | None) -> int:
@@ -185,25 +200,6 @@ def _matmul(x: Obj, y: Obj) -> Obj:
     return _obj(out[()] if out.ndim == 0 else out)
 
 
-def _extreme(a: Obj, axis: tuple[int, ...] | None, keepdims: bool, pick: Any) -> Obj:
-    """max (or min) over axes as a chain of pairwise units: m = pick(pick(x_1, x_2), x_3)..."""
-    axes = tuple(range(a.ndim)) if axis is None else tuple(axis)
-    kept = [i for i in range(a.ndim) if i not in axes]
-    moved = np.transpose(a, kept + list(axes))
-    out_shape = tuple(a.shape[i] for i in kept)
-    flat = moved.reshape((*out_shape, -1))
-    out = np.empty(out_shape, dtype=object)
-    for idx in np.ndindex(*out_shape):
-        items = list(flat[idx])
-        m = items[0]
-        for x in items[1:]:
-            m = pick(m, x)
-        out[idx] = m
-    if keepdims:
-        out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
-    return out
-
-
 def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
     """o_t = h_1 + ... + h_D + b_t with h_d = w_td · x_d, for every sample."""
     x2 = x.reshape(-1, x.shape[-1])
@@ -235,7 +231,7 @@ def _expand(node: Tensor, ins: list[Obj]) -> Obj:
         # Pairwise units; at ties the chain splits the gradient differently from the fused
         # reductions (which share it evenly), elsewhere both send it all to the extremum.
         pick = _registry_unit(REGISTRY["maximum" if name == "max" else "minimum"], {})
-        return _extreme(ins[0], p.get("axis"), p.get("keepdims", False), pick)
+        return _fold(ins[0], p.get("axis"), p.get("keepdims", False), pick)
     if name == "mean":
         total = _sum(ins[0], p.get("axis"), p.get("keepdims", False))
         scale = 1.0 / _count(ins[0].shape, p.get("axis"))

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from typing import Any
 
+from .._atomic import atomic_write_bytes, atomic_write_text
 from .data import GraphData as Graph
 from .data import fmt
 
@@ -266,19 +267,29 @@ def render(graph: Graph, fmt: str) -> str | bytes:
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def format_of(path: str) -> str | None:
+    """The format a file's suffix asks for (``g.svg`` -> ``svg``, ``.txt`` -> ``text``,
+    ``.gv`` -> ``dot``), or ``None`` where the suffix names no format."""
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
+    return fmt if fmt in FORMATS else None
+
+
+def write(data: str | bytes, path: str) -> None:
+    """Write a rendered picture (text or bytes) to ``path`` atomically: a reader never sees a
+    half-written file, and an old file survives a failed write."""
+    if isinstance(data, bytes):
+        atomic_write_bytes(path, data)
+    else:
+        atomic_write_text(path, data)
+
+
 def save(graph: Graph, path: str, fmt: str | None = None) -> None:
     """Write ``graph`` to ``path``; the format comes from ``fmt`` or the file's suffix."""
     if fmt is None:
-        suffix = os.path.splitext(path)[1].lstrip(".").lower()
-        fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
-        if fmt not in FORMATS:
+        fmt = format_of(path)
+        if fmt is None:
             raise ValueError(
                 f"cannot tell the format from {path!r}; give one of {', '.join(FORMATS)}"
             )
-    data = render(graph, fmt)
-    if isinstance(data, bytes):
-        with open(path, "wb") as f:
-            f.write(data)
-    else:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(data)
+    write(render(graph, fmt), path)
