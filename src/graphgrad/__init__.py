@@ -8,6 +8,7 @@ functions; ``gg.numerical_grad`` / ``gg.gradcheck`` check it against finite diff
 from typing import Any
 
 from . import (
+    data,
     nn,
     optim,
     viz,
@@ -15,13 +16,22 @@ from . import (
 from ._blas import blas, blas_info, set_blas, using_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
-from ._state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
+from ._state import (
+    enable_grad,
+    get_default_dtype,
+    is_grad_enabled,
+    manual_seed,
+    no_grad,
+    set_default_dtype,
+)
+from ._version import __version__
 from .errors import (
     AnomalyError,
     BackwardError,
     GradcheckError,
     GradcheckWarning,
     GraphgradError,
+    InPlaceError,
     NonDifferentiableError,
     ShapeError,
 )
@@ -30,6 +40,7 @@ from .gradcheck import GradcheckResult, gradcheck, numerical_grad
 from .nn.functional import accuracy
 from .ops import REGISTRY
 from .paths import PathLimitError, backprop_grad, path_grad
+from .per_sample import per_sample_grads
 from .scalar import Scalar
 from .tensor import (
     OP_FUNCTIONS,
@@ -55,6 +66,7 @@ from .tensor import (
     stack,
     sum,
     sum_to,
+    swapaxes,
     tensor,
     transpose,
     where,
@@ -64,8 +76,6 @@ from .units import Units, units
 # One public function per elementwise op of the registry (gg.exp, gg.tanh, gg.softplus, ...).
 globals().update(OP_FUNCTIONS)
 
-__version__ = "0.1.0"
-
 __all__ = [
     "REGISTRY",
     "AnomalyError",
@@ -74,6 +84,7 @@ __all__ = [
     "GradcheckResult",
     "GradcheckWarning",
     "GraphgradError",
+    "InPlaceError",
     "NonDifferentiableError",
     "PathLimitError",
     "Scalar",
@@ -90,6 +101,7 @@ __all__ = [
     "broadcast_to",
     "concatenate",
     "cross_entropy",
+    "data",
     "detect_anomaly",
     "enable_grad",
     "get_default_dtype",
@@ -101,6 +113,7 @@ __all__ = [
     "linear",
     "log_softmax",
     "logsumexp",
+    "manual_seed",
     "matmul",
     "max",
     "mean",
@@ -112,6 +125,7 @@ __all__ = [
     "ops_table",
     "optim",
     "path_grad",
+    "per_sample_grads",
     "power",
     "reshape",
     "set_blas",
@@ -120,6 +134,7 @@ __all__ = [
     "stack",
     "sum",
     "sum_to",
+    "swapaxes",
     "tensor",
     "transpose",
     "units",

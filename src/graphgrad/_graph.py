@@ -77,7 +77,8 @@ def collect(root: Node) -> list[Any]:
             op = n._op
             raise BackwardError(
                 f"cannot trace through op '{op.name if op else '?'}': its graph was freed by "
-                f"backward(); trace before backward, or call backward(retain_graph=True)"
+                f"backward(); trace during backward with g = loss.backward(trace=True) (values "
+                f"and gradients), trace before it, or call backward(retain_graph=True)"
             )
         for x in inputs:
             if id(x) not in seen:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import STATE, next_seq
+from ._state import GRAD_ENABLED, next_seq
 from .errors import BackwardError
 from .ops import REGISTRY
 from .ops._registry import Op
@@ -197,7 +197,7 @@ class Scalar:
         out._m = None
         out._released = False
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _ADD
             out._a = self
@@ -220,7 +220,7 @@ class Scalar:
         out._m = None
         out._released = False
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _SUB
             out._a = self
@@ -243,7 +243,7 @@ class Scalar:
         out._m = None
         out._released = False
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _MUL
             out._a = self
@@ -305,7 +305,7 @@ class Scalar:
         out._m = None
         out._released = False
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _RELU
             out._a = self
@@ -431,7 +431,7 @@ def _unit(
     out._m = None
     out._released = False
     out._seq = _next()
-    if STATE.grad_enabled:
+    if GRAD_ENABLED.get():
         out.requires_grad = True
         out._op = op
         out._a = a

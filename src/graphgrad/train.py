@@ -125,7 +125,7 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
     try:
@@ -290,7 +290,7 @@ class Trainer:
                 ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
             self.history.append(record)
-            self.log(_epoch_line(record, epochs))
+            self.log(epoch_line(record, epochs))
             if self.run_dir is not None:
                 self.save_checkpoint()
             for cb in self.callbacks:
@@ -302,7 +302,7 @@ class Trainer:
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
         e = self.epoch + 1
-        bar = _progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
         seen, correct, loss_sum = 0, 0, 0.0
         t0 = time.perf_counter()
         try:
@@ -356,7 +356,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+def epoch_line(r: dict[str, Any], epochs: int) -> str:
     text = (
         f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} "
         f"acc {100 * r['train_accuracy']:.2f}%"
@@ -579,6 +579,7 @@ def run_training(
     progress: bool = True,
     plots: bool = True,
     log: Callable[[str], None] | None = None,
+    trainer_class: Callable[..., Trainer] = Trainer,
 ) -> RunResult:
     """Train, evaluate and report as ``cfg`` says; everything goes into the directory ``out``.
 
@@ -596,6 +597,7 @@ def run_training(
         progress: tqdm progress bars.
         plots: write the PNG figures (skipped with a message if matplotlib is missing).
         log: one line per event (default: stderr).
+        trainer_class: builds the Trainer (``graphgrad.distributed`` passes its own).
 
     Raises:
         RunError: ``out`` already holds a run (without ``resume``), nothing to resume, or
@@ -658,7 +660,7 @@ def run_training(
             },
         },
     )
-    trainer = Trainer(
+    trainer = trainer_class(
         model,
         optimizer,
         batch_size=cfg.train.batch_size,
@@ -701,6 +703,7 @@ def run_training(
     metrics = {
         **base,
         "status": "completed",
+        "world_size": getattr(trainer, "world_size", 1),
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "test": {"loss": test.loss, "accuracy": test.accuracy, "samples": len(data.y_test)},

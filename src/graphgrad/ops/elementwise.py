@@ -93,7 +93,7 @@ def _times_fast(g: Any, y: Any) -> Any:
     array that a rule returns unless the rule allocated it). ``None`` otherwise: the rule."""
     if (
         type(g) is np.ndarray
-        and g.ndim
+        and g.size  # an empty g has no first element (and nothing to multiply)
         and not any(g.strides)
         and type(y) is np.ndarray
         and y.shape == g.shape
