@@ -339,6 +339,12 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
     "stack0": [((0,), (0,)), ((0, 3), (0, 3))],
     "stack-1": [((0,), (0,))],
 }
+# Every case of an elementwise op of the registry takes the unary or binary empty shapes (a new
+# elementwise op needs no entry above).
+for _op in gg.REGISTRY.values():
+    if _op.elementwise:
+        for _case, _ in SPECS.get(_op.name, []):
+            EMPTY.setdefault(_case, B_EMPTY if len(_op.arg_names) == 2 else U_EMPTY)
 
 #: Ops that are deliberately not differentiable (their output never requires a gradient).
 NON_DIFFERENTIABLE = {"lt", "le", "gt", "ge", "eq", "ne", "sign", "argmax"}
