@@ -34,7 +34,8 @@ from ..scalar import Scalar
 from ..tensor import Tensor, cross_entropy, mse_loss, tensor
 from ..tensor import abs as t_abs
 from ..tensor import sum as t_sum
-from ..viz.trace import _finite, trace
+from ..viz.data import finite as _finite
+from ..viz.trace import trace
 from ._params import CLASSIFICATION, ParamError, Params, validate_params
 
 __all__ = ["DOMAIN", "NEURON_GRID", "PlaygroundError", "Session"]
