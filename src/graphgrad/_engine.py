@@ -21,7 +21,6 @@ from ._state import ANOMALY, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
 
-
 #: Gradient sinks: id(leaf) -> an object whose ``take(leaf, op, i, g, args, params) -> bool`` may
 #: consume the gradient for that leaf inside the consumer's VJP (``Op.vjp_into``), so that it
 #: is never materialised (``SGD(fused_backward=True)`` adds the weight gradient GEMM straight
