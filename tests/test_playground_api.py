@@ -15,6 +15,7 @@ import pytest
 
 import graphgrad as gg
 from graphgrad.playground import ParamError, Params, PlaygroundError, Session, validate_params
+from graphgrad.playground._session import MAX_HISTORY
 
 # ------------------------------------------------------------------------------ validation
 
@@ -263,6 +264,7 @@ def test_save_load_run_and_export(tmp_path: Any) -> None:
 starlette = pytest.importorskip("starlette", reason="needs the extra graphgrad[playground]")
 pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from graphgrad.playground import create_app  # noqa: E402
 
@@ -318,6 +320,8 @@ def test_page_and_static_files_only_from_the_package() -> None:
         ('{"type": "add_point", "x": 1e9, "y": 0, "label": 0}', None),
         ('{"type": "csv", "text": 5}', None),
         ('{"type": "hidden_view", "layer": 5, "i": 0, "j": 1}', None),
+        ('{"type": "step", "n": 1' + "0" * 5000 + "}", "message"),  # int() refuses 4300+ digits
+        ('{"type": "set", "params": {"seed": 1' + "0" * 5000 + "}}", "message"),
     ],
 )
 def test_bad_messages_get_an_error_reply_and_the_session_goes_on(message: str, field: Any) -> None:
@@ -485,3 +489,29 @@ def test_hidden_space_is_the_layer_as_the_network_computes_it() -> None:
         s.set_hidden_view(3, 0, 1)
     with pytest.raises(PlaygroundError, match="j must be"):
         s.set_hidden_view(2, 0, 3)
+
+
+def test_an_abandoned_tab_is_told_and_its_session_freed() -> None:
+    app = create_app(session_timeout=0.6)
+    client = TestClient(app)
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        ws.send_json({"type": "step", "n": 1})  # user input restarts the clock
+        _until(ws, "frame")
+        assert len(app.state.sessions) == 1
+        err = _until(ws, "error")
+        assert err["field"] == "session" and "reload the page" in err["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.reason == "idle"
+    assert len(app.state.sessions) == 0
+
+
+def test_loss_history_stays_bounded() -> None:
+    s = Session({"dataset": "xor", "layers": [2], "batch_size": 50})
+    for _ in range(MAX_HISTORY + 5):
+        s.step(1)
+    assert MAX_HISTORY // 2 <= len(s.history) <= MAX_HISTORY
+    steps = [h[0] for h in s.history]
+    assert steps == sorted(steps) and steps[-1] == s.step_count == MAX_HISTORY + 5
+    assert steps[0] <= 2  # thinned evenly, the start of the run still shown

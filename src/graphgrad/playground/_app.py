@@ -26,7 +26,10 @@ Anything else (malformed JSON, an unknown type or field, a value out of range) g
 while ``playing``: an update (``steps_per_update`` steps and a frame) whenever fewer than
 ``FRAMES_IN_FLIGHT`` frames await the page's ``ack``, in a
 worker thread so other tabs stay responsive. A session with no message from its user for
-``idle_timeout`` seconds stops training (``{"type": "idle"}``); a closed tab frees its session.
+``idle_timeout`` seconds stops training (``{"type": "idle"}``); one with no message at all
+(not even an ``ack``) from its user for ``session_timeout`` seconds is told so and closed, which
+frees it, as does a closed tab. A message longer than ``MAX_MESSAGE_BYTES`` gets an error; the
+WebSocket layer refuses frames over ``MAX_WS_FRAME_BYTES`` outright.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from ._session import PlaygroundError, Session
 __all__ = ["STATIC_DIR", "create_app"]
 
 MAX_MESSAGE_BYTES = 400_000
+#: uvicorn's ``ws_max_size``: larger frames close the socket before they are buffered.
+MAX_WS_FRAME_BYTES = 1_000_000
 MAX_SESSIONS = 32
 FRAMES_IN_FLIGHT = 4
 
@@ -152,7 +157,7 @@ class _Conn:
             raise ParamError("message", f"longer than {MAX_MESSAGE_BYTES} bytes")
         try:
             msg = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # ValueError: also a number of 4300+ digits
             raise ParamError("message", f"malformed JSON: {e}") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise ParamError("type", "expected an object with a string field 'type'")
@@ -258,12 +263,18 @@ class _Conn:
             raise ParamError("type", f"unknown message type {kind!r}")
 
 
-def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) -> Starlette:
+def create_app(
+    idle_timeout: float = 600.0,
+    runs_dir: str | Path | None = None,
+    session_timeout: float = 3600.0,
+) -> Starlette:
     """The playground's Starlette app. ``app.state.sessions`` holds the open sessions.
 
     Args:
         idle_timeout: seconds without a user message after which a tab's training pauses.
         runs_dir: where the page's "save" button writes checkpoints (None: saving is off).
+        session_timeout: seconds without a user message after which a tab's session is
+            closed and freed (so abandoned tabs do not hold the ``MAX_SESSIONS`` places).
     """
     runs = Path(runs_dir) if runs_dir is not None else None
 
@@ -286,7 +297,16 @@ def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) 
             await conn.state()
             await conn.frame()
             while True:
-                text = await ws.receive_text()
+                left = conn.last_user + session_timeout - time.monotonic()
+                try:
+                    text = await asyncio.wait_for(ws.receive_text(), timeout=max(left, 0.001))
+                except TimeoutError:
+                    conn.playing = False
+                    msg = (f"session closed after {session_timeout:g} s without input; "
+                           "reload the page to start again (the link keeps the settings)")
+                    await conn.send({"type": "error", "field": "session", "message": msg})
+                    await ws.close(code=1000, reason="idle")
+                    break
                 try:
                     await conn.handle(text)
                 except (ParamError, PlaygroundError) as e:
