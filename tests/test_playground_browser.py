@@ -114,6 +114,15 @@ def test_changing_layers_redraws_the_network(page: Any, server: str) -> None:
     assert float(line.get_attribute("data-w")) == w[3][1]
     colour = "rgb(8,119,189)" if w[3][1] >= 0 else "rgb(245,147,34)"
     assert line.get_attribute("stroke") == colour
+    # six hidden layers of 8: every neuron and button lies inside the network's panel
+    page.evaluate("setParams({layers: [8, 8, 8, 8, 8, 8]})")
+    page.wait_for_function("document.querySelectorAll('#net canvas.neuron').length === 52")
+    right = page.evaluate("document.getElementById('net').getBoundingClientRect().right")
+    items = page.evaluate(
+        "[...document.querySelectorAll('#net canvas.neuron, #net button.laybtn')]"
+        ".map((e) => e.getBoundingClientRect().right)"
+    )
+    assert max(items) <= right, (max(items), right)
 
 
 def test_bad_learning_rate_shows_the_error(page: Any, server: str) -> None:
@@ -164,6 +173,20 @@ def test_inside_view_equals_graphgrad(page: Any, server: str) -> None:
     edges = page.locator("#inside g.gedge")
     assert edges.count() == 3 * 2 + 2 * 2 + 2 + 1  # w_i*x_i, two partial sums, + b, tanh
     assert page.locator("#inside g.gedge text").count() == edges.count()  # local gradients
+    # readable: no label overlaps another or a node's box, and the page does not overflow
+    boxes = page.evaluate(
+        """() => [[...document.querySelectorAll('#inside g.gedge text')],
+                  [...document.querySelectorAll('#inside g.gnode rect')]].map(els => els.map(e => {
+                    const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }))"""
+    )
+
+    def apart(a: list[float], b: list[float]) -> bool:
+        return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+    labels, rects = boxes
+    for i, a in enumerate(labels):
+        assert all(apart(a, b) for b in labels[i + 1 :] + rects), a
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # check gradient: numerical and analytic side by side
     page.click("#gradcheck")
     page.wait_for_function("pg.gradcheck !== null")
