@@ -183,6 +183,13 @@ def test_kinks_equal_the_count_from_the_weights() -> None:
     assert len(k) == len(expected)
     assert np.allclose(k, expected, atol=1e-3)
     assert s.frame()["curve"]["kink_count"] == len(expected) <= 6
+    # biases start at 0 (every kink at x = 0): move them so that some leave [-3, 3] and two
+    # lie close together, so the count is not simply the number of units
+    lin.weight.data[:, 0] = [1.0, -2.0, 0.5, 1.0, 1.0, -0.25]
+    lin.bias.data[:] = [2.5, -1.0, 2.0, -3.5, -0.6, 0.5]  # kinks at -2.5, -0.5, -4, 3.5, 0.6, 2
+    k = s.kinks()
+    assert len(k) == 4 and np.allclose(k, [-2.5, -0.5, 0.6, 2.0], atol=1e-3)
+    assert s.frame()["curve"]["kink_count"] == 4
 
 
 def test_nan_loss_stops_and_says_so() -> None:
