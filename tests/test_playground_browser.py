@@ -231,7 +231,8 @@ def test_shared_url_restores_the_same_state(page: Any, browser: Any, server: str
     page.select_option("#activation", "relu")
     page.wait_for_function("pg.params.activation === 'relu'")
     page.click("#addlayer")
-    page.wait_for_function("pg.params.layers.length === 3")
+    # the state comes first, then the new network's frame: wait for both before reading
+    page.wait_for_function("pg.params.layers.length === 3 && pg.frame.weights.length === 4")
     url = page.url
     params, weights, points = page.evaluate("[pg.params, pg.frame.weights, pg.points]")
     other = browser.new_page()
