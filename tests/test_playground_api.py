@@ -274,6 +274,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from graphgrad.playground import create_app  # noqa: E402
+from graphgrad.playground._app import loopback_hosts  # noqa: E402
 
 
 def _until(ws: Any, kind: str, limit: int = 50) -> dict[str, Any]:
@@ -522,3 +523,22 @@ def test_loss_history_stays_bounded() -> None:
     steps = [h[0] for h in s.history]
     assert steps == sorted(steps) and steps[-1] == s.step_count == MAX_HISTORY + 5
     assert steps[0] <= 2  # thinned evenly, the start of the run still shown
+
+
+def test_other_sites_pages_and_other_host_names_are_refused() -> None:
+    app = create_app(allowed_hosts=[*(loopback_hosts("127.0.0.1") or []), "testserver"])
+    client = TestClient(app)
+    # a page from another site opening a socket to the playground (cross-site WebSocket)
+    evil = {"origin": "http://evil.example"}
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws", headers=evil),
+    ):
+        pass
+    assert refused.value.code == 1008 and len(app.state.sessions) == 0
+    with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:
+        _open(ws)  # the page's own origin
+    # DNS rebinding: the attacker's name resolving to 127.0.0.1 arrives as its Host
+    assert client.get("/", headers={"host": "evil.example"}).status_code == 400
+    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    assert loopback_hosts("0.0.0.0") is None  # listening everywhere: the user chose so

@@ -176,8 +176,9 @@ def test_inside_view_equals_graphgrad(page: Any, server: str) -> None:
     # readable: no label overlaps another or a node's box, and the page does not overflow
     boxes = page.evaluate(
         """() => [[...document.querySelectorAll('#inside g.gedge text')],
-                  [...document.querySelectorAll('#inside g.gnode rect')]].map(els => els.map(e => {
-                    const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }))"""
+                  [...document.querySelectorAll('#inside g.gnode rect')]].map(els =>
+                    els.map(e => { const r = e.getBoundingClientRect();
+                                   return [r.left, r.top, r.right, r.bottom]; }))"""
     )
 
     def apart(a: list[float], b: list[float]) -> bool:

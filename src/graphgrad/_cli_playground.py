@@ -70,12 +70,13 @@ def _playground(args: argparse.Namespace) -> int:
             return 2
     import uvicorn
 
-    from .playground._app import MAX_WS_FRAME_BYTES, create_app
+    from .playground._app import MAX_WS_FRAME_BYTES, create_app, loopback_hosts
 
     app = create_app(
         idle_timeout=args.idle_timeout,
         runs_dir=args.runs_dir,
         session_timeout=args.session_timeout,
+        allowed_hosts=loopback_hosts(args.host),
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"

@@ -30,6 +30,11 @@ worker thread so other tabs stay responsive. A session with no message from its 
 (not even an ``ack``) from its user for ``session_timeout`` seconds is told so and closed, which
 frees it, as does a closed tab. A message longer than ``MAX_MESSAGE_BYTES`` gets an error; the
 WebSocket layer refuses frames over ``MAX_WS_FRAME_BYTES`` outright.
+
+A web page from another site may open a WebSocket to 127.0.0.1 (browsers do not stop it) or
+reach the server under its own name by DNS rebinding: the socket refuses an ``Origin`` other
+than the page's own, and ``allowed_hosts`` (the CLI passes the loopback names and ``--host``)
+refuses requests for any other ``Host``.
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -52,7 +61,7 @@ from ._export import STATIC_DIR
 from ._params import ParamError
 from ._session import PlaygroundError, Session
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "create_app", "loopback_hosts"]
 
 MAX_MESSAGE_BYTES = 400_000
 #: uvicorn's ``ws_max_size``: larger frames close the socket before they are buffered.
@@ -263,10 +272,19 @@ class _Conn:
             raise ParamError("type", f"unknown message type {kind!r}")
 
 
+def loopback_hosts(host: str) -> list[str] | None:
+    """The ``Host`` names a server bound to ``host`` answers: the loopback names and ``host``
+    itself; None (any) when it listens on every interface (0.0.0.0, ::)."""
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    return sorted({"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"})
+
+
 def create_app(
     idle_timeout: float = 600.0,
     runs_dir: str | Path | None = None,
     session_timeout: float = 3600.0,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The playground's Starlette app. ``app.state.sessions`` holds the open sessions.
 
@@ -275,6 +293,7 @@ def create_app(
         runs_dir: where the page's "save" button writes checkpoints (None: saving is off).
         session_timeout: seconds without a user message after which a tab's session is
             closed and freed (so abandoned tabs do not hold the ``MAX_SESSIONS`` places).
+        allowed_hosts: the ``Host`` names served (None: any; see :func:`loopback_hosts`).
     """
     runs = Path(runs_dir) if runs_dir is not None else None
 
@@ -285,6 +304,10 @@ def create_app(
         return JSONResponse({"ok": True, "sessions": len(app.state.sessions)})
 
     async def ws_endpoint(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != ws.headers.get("host"):
+            await ws.close(code=1008)  # another site's page: refused before any session
+            return
         await ws.accept()
         if len(app.state.sessions) >= MAX_SESSIONS:
             await ws.send_text(_json({"type": "error", "field": "session",
@@ -302,8 +325,10 @@ def create_app(
                     text = await asyncio.wait_for(ws.receive_text(), timeout=max(left, 0.001))
                 except TimeoutError:
                     conn.playing = False
-                    msg = (f"session closed after {session_timeout:g} s without input; "
-                           "reload the page to start again (the link keeps the settings)")
+                    msg = (
+                        f"session closed after {session_timeout:g} s without input; "
+                        "reload the page to start again (the link keeps the settings)"
+                    )
                     await conn.send({"type": "error", "field": "session", "message": msg})
                     await ws.close(code=1000, reason="idle")
                     break
@@ -332,7 +357,10 @@ def create_app(
             Route("/api/health", health),
             WebSocketRoute("/ws", ws_endpoint),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
+        ],
+        middleware=[]
+        if allowed_hosts is None
+        else [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
     app.state.sessions = set()
     return app
