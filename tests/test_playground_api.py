@@ -542,3 +542,20 @@ def test_other_sites_pages_and_other_host_names_are_refused() -> None:
     assert client.get("/", headers={"host": "evil.example"}).status_code == 400
     assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
     assert loopback_hosts("0.0.0.0") is None  # listening everywhere: the user chose so
+
+
+def test_saves_per_tab_are_distinct_and_bounded(tmp_path: Any, monkeypatch: Any) -> None:
+    from graphgrad.playground import _app
+
+    monkeypatch.setattr(_app, "MAX_SAVES_PER_TAB", 2)
+    client = TestClient(create_app(runs_dir=tmp_path))
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        paths = []
+        for _ in range(2):  # within one second: still two runs
+            ws.send_json({"type": "save"})
+            paths.append(_until(ws, "saved")["path"])
+        ws.send_json({"type": "save"})
+        err = _until(ws, "error")
+    assert len(set(paths)) == 2 and err["field"] == "save" and "at most 2" in err["message"]
+    assert len(list(tmp_path.iterdir())) == 2

@@ -68,6 +68,8 @@ MAX_MESSAGE_BYTES = 400_000
 MAX_WS_FRAME_BYTES = 1_000_000
 MAX_SESSIONS = 32
 FRAMES_IN_FLIGHT = 4
+#: "save" writes a checkpoint on the server's disk: a tab may do it this many times.
+MAX_SAVES_PER_TAB = 20
 
 
 def _json(obj: Any) -> str:
@@ -105,6 +107,7 @@ class _Conn:
         self.idle_timeout = idle_timeout
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
+        self.saves = 0
 
     async def send(self, obj: dict[str, Any]) -> None:
         await self.ws.send_text(_json(_clean(obj)))
@@ -263,7 +266,10 @@ class _Conn:
                 raise ParamError("save", "this server saves no runs (start it with --runs-dir)")
             from ._export import save_run
 
-            name = time.strftime("run-%Y%m%d-%H%M%S") + f"-{id(self) % 10000:04d}"
+            if self.saves >= MAX_SAVES_PER_TAB:
+                raise ParamError("save", f"at most {MAX_SAVES_PER_TAB} saved runs per tab")
+            self.saves += 1  # in the name too: two saves in one second are two runs
+            name = time.strftime("run-%Y%m%d-%H%M%S") + f"-{id(self) % 10000:04d}-{self.saves}"
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             async with self.lock:
                 path = await asyncio.to_thread(save_run, s, self.runs_dir / name)
