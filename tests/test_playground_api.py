@@ -559,3 +559,18 @@ def test_saves_per_tab_are_distinct_and_bounded(tmp_path: Any, monkeypatch: Any)
         err = _until(ws, "error")
     assert len(set(paths)) == 2 and err["field"] == "save" and "at most 2" in err["message"]
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_from_a_1d_set_back_to_2d_the_features_take_x2_again() -> None:
+    s = Session({"dataset": "sine"})
+    assert s.params.features == ["x1"]
+    s.set_params({"dataset": "circles"})
+    assert s.params.features == ["x1", "x2"] and s.model.linear_layers()[0].weight.shape[1] == 2
+    s.set_params({"dataset": "abs"})
+    s.load_csv("0,0,0\n1,1,1\n2,2,1\n-1,-1,0\n")  # a CSV is 2-D too
+    assert s.params.features == ["x1", "x2"]
+    # a link that asks for x1 alone keeps it
+    assert validate_params({"dataset": "xor", "features": ["x1"]}, s.params).features == ["x1"]
+    assert validate_params(
+        {"dataset": "xor", "features": ["x1"]}, Params(dataset="sine")
+    ).features == ["x1"]

@@ -285,6 +285,9 @@ def test_diverging_network_stops_and_the_page_says_so(page: Any, server: str) ->
     page.wait_for_function("document.getElementById('error').textContent.includes('diverged')")
     page.wait_for_function("pg.playing === false")
     assert "lower the learning rate" in page.inner_text("#error")
+    page.click("#reset")  # a new run: the message goes
+    page.wait_for_function("pg.frame.step === 0 && !pg.frame.diverged")
+    assert page.inner_text("#error") == ""
 
 
 def test_csv_upload_click_to_add_and_hidden_space(page: Any, server: str) -> None:
