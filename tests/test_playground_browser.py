@@ -95,6 +95,13 @@ def test_xor_learns_to_test_loss_below_0_1(page: Any, server: str) -> None:
     assert loss < 0.1, f"test loss {loss} after {step} steps"
     assert step <= 1500
     assert "test loss" in page.inner_text("#losses").lower()
+    # the page's loss history stays bounded on a long run (thinned, the newest kept)
+    n, last = page.evaluate(
+        """() => { pg.history = Array.from({length: 1000}, (_, i) => [i - 2000, 1, 1]);
+                   onFrame({...pg.frame, step: pg.frame.step + 1});
+                   return [pg.history.length, pg.history[pg.history.length - 1][0]]; }"""
+    )
+    assert n <= 1000 and last == step + 1
 
 
 def test_changing_layers_redraws_the_network(page: Any, server: str) -> None:
