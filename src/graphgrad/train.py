@@ -153,7 +153,7 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     """A tqdm bar on a terminal; None when disabled, when stderr is not a terminal (a log
     file gets no redraws) or when tqdm (the ``train`` extra) is not installed."""
     if not enabled or not has_module("tqdm"):
@@ -335,7 +335,7 @@ class Trainer:
                 self._check_eval_loss(ev.loss, eval_split)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
             self.history.append(record)
-            self.log(_epoch_line(record, epochs))
+            self.log(epoch_line(record, epochs))
             if self.run_dir is not None:
                 self.save_checkpoint()
             for cb in self.callbacks:
@@ -370,7 +370,7 @@ class Trainer:
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
         e = self.epoch + 1
-        bar = _progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
         seen, correct, loss_sum = 0, 0, 0.0
         t0 = time.perf_counter()
         try:
@@ -422,7 +422,7 @@ def _silent(line: str) -> None:
     """A log that drops every line."""
 
 
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+def epoch_line(r: dict[str, Any], epochs: int) -> str:
     text = (
         f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} "
         f"acc {100 * r['train_accuracy']:.2f}%"
