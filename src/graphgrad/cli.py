@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "graphgrad._cli_core",
     "graphgrad._cli_graph",
     "graphgrad._cli_train",
+    "graphgrad._cli_lecture",
 ]
 
 
