@@ -4,7 +4,6 @@ with the numbers measured, in one page (``DIR/index.html``, ``DIR/README.md``)."
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from typing import Any
 
@@ -64,7 +63,9 @@ def register(sub: Any) -> None:
 
 
 def _lecture(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        import matplotlib  # noqa: F401  (the figures need it: say so before any work)
+    except ImportError:
         print(
             "graphgrad lecture: needs matplotlib: pip install 'graphgrad[train]'", file=sys.stderr
         )
