@@ -253,26 +253,26 @@ def test_model_errors(argv: list[str], message: str) -> None:
 
 def test_gradcheck_names_the_kink_and_suggests_moving_the_point() -> None:
     x = np.array([1.0, 0.0, -2.0])
-    res = gg.gradcheck(lambda t: gg.relu(t).sum(), x, raise_exception=False)
+    res = gg.gradcheck(lambda t: t.relu().sum(), x, raise_exception=False)
     assert not res.passed and len(res.kinks) == 1
     text = str(res)
     assert "op 'relu'" in text and "gradcheck input 0[1] = 0" in text
     assert gg.REGISTRY["relu"].kinks in text  # the registry's convention, not a copy
     assert "Move the point off the kink" in text
     with pytest.raises(gg.GradcheckError, match="kink: op 'relu'"):
-        gg.gradcheck(lambda t: gg.relu(t).sum(), x)
+        gg.gradcheck(lambda t: t.relu().sum(), x)
 
 
 def test_gradcheck_kink_of_an_intermediate_value() -> None:
     # 2x - 2 is 0 at x = 1: relu sees its kink through an intermediate node
-    res = gg.gradcheck(lambda t: gg.relu(t * 2 - 2).sum(), np.array([1.0, 3.0]),
+    res = gg.gradcheck(lambda t: (t * 2 - 2).relu().sum(), np.array([1.0, 3.0]),
                        raise_exception=False)  # fmt: skip
     assert not res.passed
     assert res.kinks and "its argument x[0] (computed from the inputs) = 0" in res.kinks[0]
 
 
 def test_gradcheck_off_the_kink_passes_without_a_kink_message() -> None:
-    res = gg.gradcheck(lambda t: gg.relu(t).sum(), np.array([1.0, 1e-3, -2.0]))
+    res = gg.gradcheck(lambda t: t.relu().sum(), np.array([1.0, 1e-3, -2.0]))
     assert res.passed and res.kinks == [] and "kink" not in str(res)
     # a failure that is not a kink says nothing about kinks
     bad = gg.gradcheck(lambda t: (t * t).sum(), np.array([1.0, 2.0]), eps=1.0, atol=0,

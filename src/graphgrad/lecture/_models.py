@@ -245,7 +245,7 @@ def universal_1d(ctx: Context) -> Topic:
         "approximate any function to any degree.",
         commands=[
             f"python examples/universal_approximation.py --hidden "
-            f"{','.join(map(str, hidden))} --steps {steps}"
+            f"{','.join(map(str, hidden))} --steps {steps} --out runs/universal"
         ],
         figures=figures,
         tables=[table(fits)],
@@ -382,9 +382,8 @@ def raw_pixels(ctx: Context) -> Topic:
     for r in rows:
         if "missing" in r:
             notes.append(
-                f"{r['dataset']}: skipped, the files are not present ({r['missing']}). "
-                f"Run `graphgrad download {r['dataset']}` and run this command again to add "
-                f"its rows."
+                f"{r['dataset']}: skipped, its files were not found. Run `graphgrad download "
+                f"{r['dataset']}`, then this command again, to add its rows."
             )
     notes.append(
         f"Each model: Adam 1e-3, cosine schedule, batch 128, {epochs} epoch(s), "
@@ -396,7 +395,10 @@ def raw_pixels(ctx: Context) -> Topic:
         claim="What if we use the raw images instead? Squeeze 32x32x3 images to vectors x with "
         "dim(x) = 3072. Also does not work: shallow MLPs perform poorly, neither do deep MLPs "
         "(also poor scaling: the first layer's parameters grow with the number of pixels).",
-        commands=["python examples/raw_pixels.py"],
+        commands=[
+            f"python examples/raw_pixels.py --epochs {epochs} --train-subset {subset} "
+            "--out runs/raw_pixels"
+        ],
         tables=["\n".join(prow), table(rows)],
         notes=notes,
         numbers={

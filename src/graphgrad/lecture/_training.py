@@ -163,7 +163,10 @@ def numerical(ctx: Context) -> Topic:
         "(ε cannot be arbitrarily small) and too inefficient: it must evaluate L dim(θ) + 1 "
         "times; the central difference is preferable. The analytic gradient is accurate and "
         "needs a single evaluation.",
-        commands=["python examples/numerical_vs_analytic.py"],
+        commands=[
+            f"python examples/numerical_vs_analytic.py --hidden {hidden[0]} --samples {samples} "
+            f"--coordinates {coords} --out runs/numerical"
+        ],
         figures=["eps_sweep.png"],
         tables=["\n".join(rows), sweep_table(sweep)],
         notes=[
