@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,7 +152,10 @@ def test_kink_counts(lecture: dict[str, Any]) -> None:
     for f in u["fits"]:
         assert 0 <= f["kinks"] <= f["hidden"] and f["grid_kinks"] <= f["hidden"], f
     assert u["all_within_bound"] is True
-    assert "kinks <= H for all" in lecture["stdout"]
+    line = next(ln for ln in lecture["stdout"].splitlines() if "kinks <= H for all" in ln)
+    printed = [(int(h), int(k)) for h, k in re.findall(r"H=(\d+): (\d+)", line)]
+    assert printed == [(f["hidden"], f["kinks"]) for f in u["fits"]]
+    assert all(k <= h for h, k in printed) and "fits: True (" in line
     act = lecture["topics"]["activations"]["numbers"]
     assert act["relu"]["a_prime_at_0"] == 0.0  # relu'(0) = 0
     assert act["leaky_relu:0.1"]["a_prime_at_0"] == pytest.approx(0.1)  # the slope
@@ -168,8 +172,16 @@ def test_other_numbers(lecture: dict[str, Any]) -> None:
     assert t["granularity"]["numbers"]["max_abs_diff"] < 1e-12
     dp = t["data_parallel"]["numbers"]
     assert dp["max_abs_diff_loop"] < 1e-12 * max(1.0, dp["max_abs_grad"])
-    if not hasattr(gg, "per_sample_grads"):
-        assert any("per_sample_grads" in n for n in t["data_parallel"]["notes"])
+    notes = t["data_parallel"]["notes"]
+    if "max_abs_diff_per_sample" in dp:  # gg.per_sample_grads exists
+        assert dp["max_abs_diff_per_sample"] < 1e-12 * max(1.0, dp["max_abs_grad"])
+    else:
+        assert any(n.startswith("(c) per-sample gradients") for n in notes)
+    if "max_abs_diff_mpi" in dp:  # mpi4py and mpiexec are installed
+        assert dp["mpi_ranks"] == 2
+        assert dp["max_abs_diff_mpi"] < 1e-12 * max(1.0, dp["max_abs_grad"])
+    else:
+        assert any(n.startswith("(d) multi-rank: skipped") for n in notes)
     counts = t["raw_pixels"]["numbers"]["first_layer_parameters"]
     assert list(counts.values()) == [785 * 256, 3073 * 256, 150529 * 256]
     results = t["raw_pixels"]["numbers"]["results"]
