@@ -238,7 +238,12 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
     t0 = time.perf_counter()
     bp = backprop_grad(root, xs)
     t_bp = time.perf_counter() - t0
-    shown = expr.strip() if expr is not None else f"the {model} graph"
+    if expr is None:
+        from .lecture.classifier import DESCRIPTIONS
+
+        shown = DESCRIPTIONS.get(str(model), str(model))
+    else:
+        shown = expr.strip()
     print(f"{out} = {shown} = {_fmt(root.data)}")
     print()
     try:

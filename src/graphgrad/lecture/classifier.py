@@ -22,7 +22,14 @@ from typing import Any
 
 from ..scalar import Scalar
 
-__all__ = ["DEFAULTS", "MODELS", "PARAMETERS", "build_model", "softmax_classifier"]
+__all__ = [
+    "DEFAULTS",
+    "DESCRIPTIONS",
+    "MODELS",
+    "PARAMETERS",
+    "build_model",
+    "softmax_classifier",
+]
 
 #: The values used when none are given: x = (0.5, -1), W = [[1, -0.5], [-1, 0.5]],
 #: b = (0.1, -0.2), true class y = 1 (classes are numbered 1..T, as in the lecture).
@@ -106,3 +113,6 @@ def build_model(name: str, values: Mapping[str, float] | None = None) -> tuple[A
 
 #: ``--model`` names -> builders.
 MODELS = {"softmax-classifier": softmax_classifier}
+
+#: ``--model`` names -> the formula, for printing.
+DESCRIPTIONS = {"softmax-classifier": "-ln softmax(W x + b)_y with D = 2, T = 2, as units"}
