@@ -310,3 +310,17 @@ def test_scalar_graph_before_backward_shows_dash_like_a_tensor_graph() -> None:
     after = gg.viz.trace(e)
     assert after.node("b")["grad"] == 5.0 and after.node("e")["grad"] == 1.0
     assert "∂e/∂e = 1" in after.to_dot()
+
+
+def test_without_graphviz_the_graph_is_given_as_dot_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphgrad import viz
+    from graphgrad.lecture import run_lecture
+
+    monkeypatch.setattr(viz, "dot_available", lambda: False)
+    (topic,) = run_lecture(tmp_path, quick=True, only=["worked_example"])
+    assert topic.figures == ["worked_example.dot"]
+    assert (tmp_path / "worked_example.dot").read_text(encoding="utf-8").startswith("digraph")
+    assert any("Graphviz" in n for n in topic.notes)
+    assert "Graphviz" in (tmp_path / "index.html").read_text(encoding="utf-8")
