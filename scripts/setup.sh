@@ -5,15 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v dot >/dev/null; then
+  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v dot >/dev/null \
+      || [ ! -x /usr/bin/chromium ]; then
     apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist graphviz >/dev/null 2>&1 \
-      || echo "setup: apt-get could not install dataset-fashion-mnist/graphviz (continuing)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist graphviz chromium >/dev/null 2>&1 \
+      || echo "setup: apt-get could not install dataset-fashion-mnist/graphviz/chromium (continuing)" >&2
   fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-extras=test,train,bench
+extras=test,train,bench,playground
 # Intel MKL for gg.set_blas("mkl") (optional; x86-64 only): tested, and a peer in bench/.
 if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then extras=$extras,mkl; fi
 .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true

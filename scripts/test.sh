@@ -10,6 +10,7 @@ if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then export GRAPHGRA
 .venv/bin/mypy
 .venv/bin/python examples/hessian_vector_product.py >/dev/null
 .venv/bin/python bench/bench_engine.py --quick >/dev/null
+.venv/bin/python bench/bench_playground.py --quick >/dev/null
 .venv/bin/python -m pytest "$@"
 if [ $# -eq 0 ]; then
   # The pure-Python/NumPy twins of the compiled parts, as an install without a compiler runs them.

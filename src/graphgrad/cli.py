@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "graphgrad._cli_graph",
     "graphgrad._cli_train",
     "graphgrad._cli_lecture",
+    "graphgrad._cli_playground",
 ]
 
 
