@@ -324,3 +324,14 @@ def test_without_graphviz_the_graph_is_given_as_dot_text(
     assert (tmp_path / "worked_example.dot").read_text(encoding="utf-8").startswith("digraph")
     assert any("Graphviz" in n for n in topic.notes)
     assert "Graphviz" in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_gradcheck_kink_message_skips_constant_arguments() -> None:
+    from graphgrad.gradcheck import kinks_hit
+
+    # x ** 2 at x = -1: pow's convention for d/dp at x <= 0 does not concern a constant p
+    assert kinks_hit(lambda t: (t**2).sum(), np.array([-1.0, 2.0])) == []
+    # relu at 0 through a constant input is no concern either; through t it is
+    c = np.array([0.0, 1.0])
+    assert kinks_hit(lambda t: (gg.tensor(c).relu() * t).sum(), np.array([1.0, 2.0])) == []
+    assert len(kinks_hit(lambda t: t.relu().sum(), c)) == 1

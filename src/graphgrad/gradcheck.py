@@ -233,6 +233,8 @@ def kinks_hit(
         for k, x in enumerate(args):
             if not op.differentiable_in(k) or x.size > max_elements:
                 continue
+            if not node._inputs[k].requires_grad:  # a constant: not perturbed by the check
+                continue
             where = _kink_elements(op, args, k, node._params, h)
             if where is None:
                 continue
