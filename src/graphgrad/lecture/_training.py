@@ -255,10 +255,12 @@ def data_parallel(ctx: Context) -> Topic:
         )
     else:
         try:
-            t0 = time.perf_counter()
             res = per_sample(model, cross_entropy, x, y)
-            t_ps = time.perf_counter() - t0
-            arrays = list(res.values()) if isinstance(res, dict) else list(res)
+            t_ps = _median_time(lambda: per_sample(model, cross_entropy, x, y), repeats)
+            if isinstance(res, dict):  # name -> (S, *shape), in the model's parameter order
+                arrays = [res[name] for name, _ in model.named_parameters()]
+            else:
+                arrays = list(res)
             mean = np.concatenate(
                 [
                     np.asarray(getattr(a, "data", a), dtype=np.float64).mean(axis=0).reshape(-1)
@@ -272,7 +274,7 @@ def data_parallel(ctx: Context) -> Topic:
             )
             numbers["max_abs_diff_per_sample"] = d
             numbers["seconds_per_sample"] = t_ps
-        except (TypeError, ValueError, AttributeError) as e:
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
             notes.append(f"(c) per-sample gradients: skipped, `gg.per_sample_grads` failed: {e}")
 
     mpi = _mpi_rows(ctx, samples, hidden)
