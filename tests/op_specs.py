@@ -183,6 +183,8 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "transpose": [
         ("T", Spec(lambda x: x.T, ("real",), UNARY_SHAPES)),
         ("transpose-axes", Spec(lambda x: x.transpose(1, 2, 0), ("real",), [((2, 3, 4),)])),
+        ("swapaxes", Spec(lambda x: x.swapaxes(0, -1), ("real",), UNARY_SHAPES[1:])),
+        ("swapaxes-3", Spec(lambda x: gg.swapaxes(x, 0, 2), ("real",), [((2, 3, 4),)])),
     ],
     "broadcast_to": [
         (
@@ -193,6 +195,7 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
                 UNARY_SHAPES[:2] + UNARY_SHAPES[3:4],
             ),
         ),
+        ("broadcast_to-empty", Spec(lambda x: gg.broadcast_to(x, (2, 0, 3)), ("real",), [])),
     ],
     "sum_to": [
         ("sum_to", Spec(lambda x: gg.sum_to(x, (1, 3)), ("real",), [((2, 3),), ((4, 2, 3),)])),
@@ -204,11 +207,16 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
         ("bool-mask", Spec(lambda x: x[np.array([True, False, True])], ("real",), [((3,),)])),
         ("tuple-adv", Spec(lambda x: x[[0, 1, 1], [2, 0, 2]], ("real",), [((2, 3),)])),
         ("ellipsis-newaxis", Spec(lambda x: x[..., None, 0], ("real",), [((2, 3),)])),
+        ("none-selected", Spec(lambda x: x[np.array([], dtype=np.int64)], ("real",), [])),
     ],
     "index_add": [
         (
             "index_add",
             Spec(lambda x: gg.index_add(x, np.array([0, 2, 0]), (4,)), ("real",), [((3,),)]),
+        ),
+        (
+            "index_add-empty",
+            Spec(lambda x: gg.index_add(x, np.array([], dtype=np.int64), (4,)), ("real",), []),
         ),
     ],
     "concatenate": [
@@ -241,6 +249,83 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     ],
 }
 
+#: Empty shapes (a zero-length axis) for every case of :data:`SPECS`, by case id: forward,
+#: backward and second order must work on them, giving empty gradients for empty inputs (and
+#: zeros for a non-empty input broadcast into an empty result), as NumPy's and PyTorch's
+#: conventions give. Reductions of no elements: sum 0, mean NaN, logsumexp -inf; max and min of
+#: no elements raise (NumPy and PyTorch both refuse), so their cases reduce only non-empty axes.
+U_EMPTY: list[tuple[Shape, ...]] = [((0,),), ((0, 3),), ((3, 0),)]
+B_EMPTY: list[tuple[Shape, ...]] = [
+    ((0,), (0,)),
+    ((0, 3), (0, 3)),
+    ((0, 3), (3,)),
+    ((3,), (0, 3)),
+    ((0, 3), ()),
+    ((), (0,)),
+    ((2, 0), (2, 1)),
+    ((1, 0), (2, 1)),
+]
+EMPTY: dict[str, list[tuple[Shape, ...]]] = {
+    **{
+        case: B_EMPTY for case in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where")
+    },
+    **{
+        case: U_EMPTY
+        for case in (
+            "pow-const",
+            "neg",
+            "exp",
+            "log",
+            "sqrt",
+            "abs",
+            "sigmoid",
+            "tanh",
+            "relu",
+            "leaky_relu",
+            "elu",
+            "clip",
+            "T",
+            "reshape",
+        )
+    },
+    **{f"{r}-{k}": U_EMPTY for r in ("sum", "mean", "logsumexp") for k in ("all", "axis0")},
+    **{f"{r}-axis-1-keep": U_EMPTY for r in ("sum", "mean", "logsumexp")},
+    **{f"{r}-axes01": [((0, 3),), ((2, 0, 2),)] for r in ("sum", "mean", "logsumexp")},
+    **{f"{r}-all": [] for r in ("max", "min")},  # no maximum of no numbers
+    **{f"{r}-axis0": [((3, 0),)] for r in ("max", "min")},  # (3, 0) -> (0,)
+    **{f"{r}-axis-1-keep": [((0, 3),)] for r in ("max", "min")},  # (0, 3) -> (0, 1)
+    **{f"{r}-axes01": [((2, 3, 0),)] for r in ("max", "min")},  # (2, 3, 0) -> (0,)
+    "softmax-1": [((0, 3),), ((3, 0),)],
+    "softmax-0": [((0, 3),), ((3, 0),)],
+    "log_softmax-1": [((0, 3),), ((3, 0),)],
+    "log_softmax-0": [((0, 3),), ((3, 0),)],
+    "ce-labels": [((0, 3),)],  # no samples: loss NaN, gradient empty
+    "ce-soft": [((0, 3),)],
+    "matmul": [((0, 3), (3, 4)), ((2, 0), (0, 4)), ((3,), (3, 0)), ((5, 0, 3), (3, 2))],
+    "linear": [((0, 3), (2, 3), (2,)), ((4, 0), (2, 0), (2,)), ((4, 3), (0, 3), (0,))],
+    "linear-nobias": [((0, 3), (2, 3)), ((4, 0), (2, 0))],
+    "reshape-3": [],  # (3, 2, 1) has 6 elements: no empty input reshapes to it
+    "transpose-axes": [((2, 0, 4),)],
+    "swapaxes": U_EMPTY,
+    "swapaxes-3": [((2, 0, 4),)],
+    "broadcast_to": [],  # to (2, 2, 3): see broadcast_to-empty below
+    "broadcast_to-empty": [((0, 3),), ((1, 3),), ((3,),)],  # -> (2, 0, 3)
+    "sum_to": [((0, 3),), ((4, 0, 3),)],
+    "slice": [((3, 0),), ((0, 4),)],
+    "int": [((3, 0),)],
+    "int-array-repeats": [((3, 0),)],
+    "bool-mask": [],  # a mask of 3 needs an axis of 3; see none-selected below
+    "none-selected": [((3,),), ((0,),), ((3, 2),)],  # x[[]]: nothing picked
+    "tuple-adv": [],  # needs indices 0..2 of a (2, 3)
+    "ellipsis-newaxis": [((0, 3),)],
+    "index_add": [],  # fixed indices into (4,); see index_add-empty
+    "index_add-empty": [((0,),)],
+    "concat0": [((0, 3), (1, 3)), ((0,), (2,)), ((0, 3), (0, 3))],
+    "concat1": [((2, 0), (2, 1)), ((0, 3), (0, 1))],
+    "stack0": [((0,), (0,)), ((0, 3), (0, 3))],
+    "stack-1": [((0,), (0,))],
+}
+
 #: Ops that are deliberately not differentiable (their output never requires a gradient).
 NON_DIFFERENTIABLE = {"lt", "le", "gt", "ge", "eq", "ne", "sign", "argmax"}
 
@@ -252,6 +337,7 @@ def sample(spec: Spec, shapes: tuple[Shape, ...], rng: np.random.Generator) -> l
         if (
             spec.distinct
             and len(xs) == 2
+            and all(x.size for x in xs)
             and np.min(np.abs(np.subtract(*np.broadcast_arrays(xs[0], xs[1])))) < 0.1
         ):
             continue
@@ -269,6 +355,16 @@ def cases() -> list[tuple[str, str, Spec, tuple[Shape, ...]]]:
     for op, entries in SPECS.items():
         for case_id, spec in entries:
             for shapes in spec.shapes:
+                out.append((op, f"{case_id}-{'x'.join(map(str, shapes))}", spec, shapes))
+    return out
+
+
+def empty_cases() -> list[tuple[str, str, Spec, tuple[Shape, ...]]]:
+    """(op name, case id, spec, shapes) for every empty shape in :data:`EMPTY`."""
+    out = []
+    for op, entries in SPECS.items():
+        for case_id, spec in entries:
+            for shapes in EMPTY.get(case_id, []):
                 out.append((op, f"{case_id}-{'x'.join(map(str, shapes))}", spec, shapes))
     return out
 

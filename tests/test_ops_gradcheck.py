@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
-from op_specs import NON_DIFFERENTIABLE, SPECS, cases, sample
+from op_specs import EMPTY, NON_DIFFERENTIABLE, SPECS, cases, empty_cases, sample
 
 CASES = cases()
 
@@ -58,3 +58,41 @@ def test_float32_grads_stay_float32(rng: np.random.Generator) -> None:
         for x in xs:
             assert x.grad is not None and x.grad.dtype == np.float32, (case, x.grad)
             assert x.grad.shape == x.shape, case
+
+
+# ------------------------------------------------------------------------- empty shapes
+
+EMPTY_CASES = empty_cases()
+
+
+def test_every_case_declares_its_empty_shapes() -> None:
+    """A new spec case must say how it behaves on a zero-length axis (or why it cannot)."""
+    ids = {case_id for entries in SPECS.values() for case_id, _ in entries}
+    assert ids == set(EMPTY), (
+        f"cases without empty shapes: {sorted(ids - set(EMPTY))}; "
+        f"unknown cases: {sorted(set(EMPTY) - ids)}"
+    )
+    assert len(EMPTY_CASES) >= 100
+
+
+@pytest.mark.parametrize(
+    ("op", "case", "spec", "shapes"), EMPTY_CASES, ids=[c[1] for c in EMPTY_CASES]
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_empty_shapes(op: str, case: str, spec, shapes, dtype, rng: np.random.Generator) -> None:
+    """Forward and backward on a zero-length axis: no error, no warning (warnings are errors
+    here), every gradient of its input's shape and dtype; a non-empty input broadcast into an
+    empty result gets zeros, and gradcheck (float64) and the second order agree."""
+    xs = [x.astype(dtype) for x in sample(spec, shapes, rng)]
+    leaves = [gg.Tensor(x, requires_grad=True) for x in xs]
+    out = spec.fn(*leaves)
+    assert out.requires_grad, case
+    out.backward(np.ones(out.shape, dtype=out.dtype))
+    for x, leaf in zip(xs, leaves, strict=True):
+        assert leaf.grad is not None, case
+        assert leaf.grad.shape == x.shape and leaf.grad.dtype == dtype, (case, leaf.grad)
+        if x.size and 0 in out.shape:  # a non-empty input reaching an empty output
+            assert not leaf.grad.any(), (case, leaf.grad)
+    if dtype is np.float64:
+        assert gg.gradcheck(spec.fn, xs, eps=1e-6, atol=spec.atol, rtol=spec.rtol).passed
+        test_second_order(op, case, spec, shapes, rng)

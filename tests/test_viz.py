@@ -160,8 +160,9 @@ def test_without_dot(monkeypatch: pytest.MonkeyPatch) -> None:
     g = lecture_graph()
     with pytest.raises(DotNotFoundError, match="install Graphviz"):
         g.to_svg()
-    assert g._repr_svg_() is None
-    assert g._repr_html_().startswith("<pre>")  # the text table
+    bundle = g._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert bundle["text/html"].startswith("<pre>") and "∂e/∂c" in bundle["text/html"]
     assert g.to_dot()  # DOT needs nothing
 
 
@@ -171,5 +172,123 @@ def test_svg_png_and_notebook_display() -> None:
     svg = g.to_svg()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "∂e/∂b = 5" in svg
     assert g.to_png()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert g._repr_html_().startswith("<svg")
-    assert "<svg" in (g._repr_svg_() or "")
+    assert R.to_html(g).startswith("<svg")
+    assert g._repr_mimebundle_()["image/svg+xml"].startswith("<svg")
+
+
+# ---------------------------------------------------------------------- notebook display
+
+
+def _chain(n: int) -> Graph:
+    x = gg.tensor(np.ones(3), requires_grad=True)
+    y = x
+    for _ in range(n):
+        y = y * 1.0001
+    return trace(y.sum())
+
+
+def test_notebook_display_has_one_entry_point_and_runs_dot_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """IPython calls every ``_repr_*_`` method it finds: a graph with both an SVG and an HTML
+    method ran Graphviz twice per display. Only ``_repr_mimebundle_`` is left."""
+    reprs = {n for n in dir(Graph) if n.startswith("_repr_") and n.endswith("_")}
+    assert reprs == {"_repr_mimebundle_"}
+    calls: list[str] = []
+    monkeypatch.setattr(R, "dot_available", lambda: True)
+    monkeypatch.setattr(R, "run_dot", lambda text, fmt, **kw: calls.append(fmt) or b"<svg/>")
+    assert lecture_graph()._repr_mimebundle_()["image/svg+xml"] == "<svg/>"
+    assert calls == ["svg"]
+
+
+def test_notebook_display_of_a_large_graph_is_a_placeholder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(R, "dot_available", lambda: True)
+    monkeypatch.setattr(R, "run_dot", lambda *a, **k: pytest.fail("dot ran on a large graph"))
+    g = _chain(R.DISPLAY_MAX_NODES)  # a few nodes over the limit
+    assert len(g.nodes) > R.DISPLAY_MAX_NODES
+    bundle = g._repr_mimebundle_()
+    html = bundle["text/html"]
+    assert "image/svg+xml" not in bundle and len(html) < 1000
+    assert f"more than {R.DISPLAY_MAX_NODES} nodes" in html and "g.save('graph.svg')" in html
+    assert R.to_html(g).startswith("<pre>Graph(tensor")  # the public HTML too
+    monkeypatch.setattr(R, "run_dot", lambda *a, **k: b"<svg/>")
+    assert R.to_html(g, max_svg_nodes=10**6) == "<svg/>"  # an explicit larger limit draws
+
+
+def test_notebook_display_never_raises_and_caps_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(R, "dot_available", lambda: True)
+
+    def slow(*a: object, **k: object) -> bytes:
+        raise RuntimeError("Graphviz's dot did not finish within 20 s")
+
+    monkeypatch.setattr(R, "run_dot", slow)
+    assert "did not finish" in lecture_graph()._repr_mimebundle_()["text/html"]
+    huge = b"<svg>" + b" " * R.DISPLAY_MAX_SVG_BYTES + b"</svg>"
+    monkeypatch.setattr(R, "run_dot", lambda *a, **k: huge)
+    html = lecture_graph()._repr_mimebundle_()["text/html"]
+    assert "too large to embed" in html and len(html) < 1000
+
+
+@needs_dot
+def test_notebook_display_with_graphviz_stays_small() -> None:
+    g = _chain(R.DISPLAY_MAX_NODES // 2 - 5)  # under the limit: drawn
+    svg = g._repr_mimebundle_()["image/svg+xml"]
+    assert svg.startswith("<svg") and len(svg) <= R.DISPLAY_MAX_SVG_BYTES
+
+
+# --------------------------------------------------------------- tracing during backward
+
+
+def test_backward_trace_records_every_gradient(rng: np.random.Generator) -> None:
+    x0, w0 = rng.standard_normal((4, 3)), rng.standard_normal((2, 3))
+    x = gg.tensor(x0, name="x")
+    w = gg.tensor(w0, requires_grad=True, name="w")
+    w.grad = np.ones_like(w0)  # an earlier gradient: leaves accumulate as usual
+    h = gg.linear(x, w)
+    h.name = "h"
+    loss = (h * h).mean()
+    loss.name = "L"
+    g = loss.backward(trace=True)  # no retain_graph needed
+    assert isinstance(g, Graph) and g.kind == "tensor" and g.meta["traced_during"] == "backward"
+    # the same gradients as an independent backward through a retained graph
+    w2 = gg.tensor(w0, requires_grad=True)
+    h2 = gg.linear(x, w2).retain_grad()
+    (h2 * h2).mean().backward()
+    node = {n["label"]: n for n in g.nodes}
+    assert node["L"]["grad"] == 1.0
+    assert node["h"]["grad_summary"] == gg.viz.summarize(h2.grad)
+    assert node["w"]["grad_summary"] == gg.viz.summarize(w2.grad)  # this pass only
+    assert node["x"]["grad"] is None and node["x"]["grad_summary"] is None  # a constant
+    np.testing.assert_allclose(w.grad, 1.0 + w2.grad)  # accumulated onto the earlier one
+    assert h.grad is None and loss.grad is None  # intermediate nodes: no public .grad
+    assert not h._retain
+    # drawable by the renderers, freed graph or not
+    text = g.to_text()
+    assert "h" in text and gg.viz.summarize(h2.grad).split(":")[0] in text
+    assert "∂" in g.explain() and g.to_dot().startswith("digraph")
+    with pytest.raises(BackwardError, match="freed"):
+        trace(loss)
+
+
+def test_backward_trace_keeps_retain_grad_and_one_element_values() -> None:
+    a = gg.tensor(2.0, requires_grad=True, name="a")
+    b = gg.tensor(1.0, requires_grad=True, name="b")
+    c = (a + b).retain_grad()
+    c.name = "c"
+    d = b + 1.0
+    d.name = "d"
+    e = c * d
+    e.name = "e"
+    g = e.backward(trace=True)
+    by = {n["label"]: n for n in g.nodes}
+    assert {k: (by[k]["value"], by[k]["grad"]) for k in "abcde"} == {
+        "a": (2.0, 2.0),
+        "b": (1.0, 5.0),
+        "c": (3.0, 2.0),
+        "d": (2.0, 3.0),
+        "e": (6.0, 1.0),
+    }  # the lecture's example, as the Scalar trace gives it
+    assert float(c.grad) == 2.0 and d.grad is None
+    assert gg.viz.trace_backward(gg.Scalar(1.0) * 3).kind == "scalar"

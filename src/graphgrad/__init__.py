@@ -6,6 +6,7 @@ functions; ``gg.numerical_grad`` / ``gg.gradcheck`` check it against finite diff
 """
 
 from . import (
+    data,
     nn,
     optim,
     viz,
@@ -13,13 +14,22 @@ from . import (
 from ._blas import blas, blas_info, set_blas, using_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
-from ._state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
+from ._state import (
+    enable_grad,
+    get_default_dtype,
+    is_grad_enabled,
+    manual_seed,
+    no_grad,
+    set_default_dtype,
+)
+from ._version import __version__
 from .errors import (
     AnomalyError,
     BackwardError,
     GradcheckError,
     GradcheckWarning,
     GraphgradError,
+    InPlaceError,
     NonDifferentiableError,
     ShapeError,
 )
@@ -68,14 +78,13 @@ from .tensor import (
     sub,
     sum,
     sum_to,
+    swapaxes,
     tanh,
     tensor,
     transpose,
     where,
 )
 from .units import Units, units
-
-__version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY",
@@ -85,6 +94,7 @@ __all__ = [
     "GradcheckResult",
     "GradcheckWarning",
     "GraphgradError",
+    "InPlaceError",
     "NonDifferentiableError",
     "PathLimitError",
     "Scalar",
@@ -104,6 +114,7 @@ __all__ = [
     "clip",
     "concatenate",
     "cross_entropy",
+    "data",
     "detect_anomaly",
     "div",
     "elu",
@@ -120,6 +131,7 @@ __all__ = [
     "log",
     "log_softmax",
     "logsumexp",
+    "manual_seed",
     "matmul",
     "max",
     "maximum",
@@ -147,6 +159,7 @@ __all__ = [
     "sub",
     "sum",
     "sum_to",
+    "swapaxes",
     "tanh",
     "tensor",
     "transpose",

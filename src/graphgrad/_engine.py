@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import STATE, enable_grad
+from ._state import ANOMALY, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
 
@@ -74,7 +74,7 @@ def _run(
         targets = {id(t): k for k, t in enumerate(wrt)}
         results = [None] * len(wrt)
         stop = min(t._seq for t in wrt)
-    anomaly = STATE.anomaly
+    anomaly = ANOMALY.get()
     while heap:
         neg_seq, node = heappop(heap)
         if -neg_seq < stop:
@@ -253,8 +253,8 @@ class detect_anomaly:
         self._prev: list[bool] = []
 
     def __enter__(self) -> None:
-        self._prev.append(STATE.anomaly)
-        STATE.anomaly = True
+        self._prev.append(ANOMALY.get())
+        ANOMALY.set(True)  # in the calling thread only
 
     def __exit__(self, *exc: object) -> None:
-        STATE.anomaly = self._prev.pop()
+        ANOMALY.set(self._prev.pop())

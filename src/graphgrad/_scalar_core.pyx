@@ -31,6 +31,7 @@ module's own functions, so their values and messages are the same by constructio
 """
 
 cimport cython
+from cpython.contextvars cimport PyContextVar_Get
 from cpython.object cimport PyObject
 from libc.math cimport exp, expm1, isinf, log, tanh
 from libc.stdlib cimport free, malloc, qsort, realloc
@@ -41,7 +42,7 @@ import itertools
 import numpy as np
 
 from . import _scalar_py as _py
-from ._state import STATE, next_seq
+from ._state import GRAD_ENABLED, next_seq
 from .errors import BackwardError
 from .ops import elementwise as E
 
@@ -52,24 +53,6 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
-    #include "structmember.h"
-    /* The byte offset of a writable object slot (a __slots__ member), or -1. */
-    static Py_ssize_t gg_slot_offset(PyObject *descr) {
-    #if defined(PYPY_VERSION) || defined(Py_LIMITED_API)
-        return -1;
-    #else
-        PyMemberDef *m;
-        if (Py_TYPE(descr) != &PyMemberDescr_Type) return -1;
-        m = ((PyMemberDescrObject *)descr)->d_member;
-        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) return -1;
-        return m->offset;
-    #endif
-    }
-    /* The slot at ``offset`` of ``obj``: 1 if it holds True, 0 if False, -1 otherwise. */
-    static CYTHON_INLINE int gg_slot_flag(PyObject *obj, Py_ssize_t offset) {
-        PyObject *v = *(PyObject **)((char *)obj + offset);
-        return v == Py_True ? 1 : (v == Py_False ? 0 : -1);
-    }
     /* itertools.count's object (Modules/itertoolsmodule.c, CPython 3.11 to 3.13): cnt is the
        next number while it fits a Py_ssize_t and the step is 1. */
     typedef struct { PyObject_HEAD Py_ssize_t cnt; PyObject *long_cnt; PyObject *long_step; }
@@ -93,8 +76,6 @@ cdef extern from *:
     void gg_prefetch(const void* p) noexcept nogil
     Py_ssize_t* gg_count_cell(PyObject* counter, Py_ssize_t expect, Py_ssize_t size) noexcept
     const Py_ssize_t PY_SSIZE_T_MAX
-    Py_ssize_t gg_slot_offset(object descr)
-    int gg_slot_flag(PyObject* obj, Py_ssize_t offset) noexcept
 
 #: The version of this core's interface; graphgrad.scalar refuses a stale build.
 CORE_API = 1
@@ -156,7 +137,7 @@ cdef tuple _REALS = (int, float, np.integer, np.floating)
 cdef object _counter = getattr(next_seq, "__self__", None)
 cdef bint _count_is_itertools = type(_counter) is itertools.count
 cdef object _next_seq = next_seq
-cdef object _STATE = STATE
+cdef object _GRAD_ENABLED = GRAD_ENABLED
 cdef Py_ssize_t* _count_cell = NULL
 
 
@@ -190,18 +171,16 @@ cdef inline long long _seq() except? -1:
     return _next_seq()
 
 
-# Whether ops record the graph: ``STATE.grad_enabled``, read straight from its slot (the
-# attribute lookup would be a good part of an op's cost); any other kind of STATE is asked.
-cdef Py_ssize_t _grad_slot = gg_slot_offset(type(STATE).__dict__.get("grad_enabled"))
-
-
+# Whether ops record the graph in the calling thread: the context variable
+# ``graphgrad._state.GRAD_ENABLED``, read through the C API (it caches the value per thread
+# and context, so this costs a pointer comparison or two, not a Python call).
 cdef inline bint _recording() except -1:
-    cdef int flag
-    if _grad_slot >= 0:
-        flag = gg_slot_flag(<PyObject*>_STATE, _grad_slot)
-        if flag >= 0:
-            return flag
-    return _STATE.grad_enabled
+    cdef PyObject* value = NULL
+    cdef bint flag
+    PyContextVar_Get(_GRAD_ENABLED, NULL, &value)
+    flag = (<object>value) is True
+    _decref(value)
+    return flag
 
 
 cdef inline double _as_double(object value, str what) except? -1.0:

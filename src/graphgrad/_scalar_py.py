@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import STATE, next_seq
+from ._state import GRAD_ENABLED, next_seq
 from .errors import BackwardError
 from .ops import REGISTRY
 from .ops._registry import Op
@@ -174,7 +174,7 @@ class Scalar:
         out._p = None
         out._m = None
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _ADD
             out._a = self
@@ -196,7 +196,7 @@ class Scalar:
         out._p = None
         out._m = None
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _SUB
             out._a = self
@@ -218,7 +218,7 @@ class Scalar:
         out._p = None
         out._m = None
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _MUL
             out._a = self
@@ -279,7 +279,7 @@ class Scalar:
         out._p = None
         out._m = None
         out._seq = _next()
-        if STATE.grad_enabled:
+        if GRAD_ENABLED.get():
             out.requires_grad = True
             out._op = _RELU
             out._a = self
@@ -487,7 +487,7 @@ def _unit(
     out._p = params
     out._m = None
     out._seq = _next()
-    if STATE.grad_enabled:
+    if GRAD_ENABLED.get():
         out.requires_grad = True
         out._op = op
         out._a = a

@@ -32,3 +32,8 @@ class GradcheckError(GraphgradError, AssertionError):
 
 class GradcheckWarning(UserWarning):
     """gradcheck was given inputs that are not float64, so its verdict is unreliable."""
+
+
+class InPlaceError(GraphgradError, RuntimeError):
+    """An in-place operation (``x += y``, ``x[i] = v``) on a tensor the graph depends on: a
+    leaf that requires gradients while gradients are recorded (PyTorch refuses it too)."""

@@ -1,8 +1,11 @@
-"""Figures for training runs and the lecture's experiments, as PNG files.
+"""Figures for training runs and the lecture's experiments.
+
+Every ``plot_*`` function returns the matplotlib ``Figure`` (a notebook shows it when it is
+the cell's value) and writes it as a PNG only when given a ``path`` (atomically).
 
 matplotlib is optional (``pip install 'graphgrad[train]'``) and imported only here, inside the
-functions. Figures are drawn on the Agg canvas directly (no pyplot, no global backend change)
-and written atomically. Every function takes plain data (lists and arrays), not models.
+functions. Figures are drawn on the Agg canvas directly (no pyplot, no global backend change).
+Every function takes plain data (lists and arrays), not models.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "plot_confusion_matrix",
@@ -27,7 +33,7 @@ __all__ = [
 ]
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -38,23 +44,26 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write_bytes(path, buf.getvalue())
+def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    """Write ``fig`` as a PNG to ``path`` (atomically) when one is given; return it."""
+    if path is not None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+        atomic_write_bytes(path, buf.getvalue())
+    return fig
 
 
 def plot_history(
     history: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     title: str = "",
-) -> None:
+) -> Figure:
     """Loss and accuracy per epoch, training and evaluation split, side by side.
 
     Args:
         history: one dict per epoch with ``epoch``, ``train_loss``, ``train_accuracy`` and,
             if evaluated, ``eval_loss``, ``eval_accuracy`` (and ``eval_split``).
-        path: the PNG to write.
+        path: the PNG to write; none is written without one.
     """
     fig = _figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -76,15 +85,15 @@ def plot_history(
         ax.legend()
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_confusion_matrix(
     matrix: np.ndarray,
     classes: Sequence[str],
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     title: str = "",
-) -> None:
+) -> Figure:
     """A T x T confusion matrix (rows: true class, columns: predicted), counts in the cells."""
     cm = np.asarray(matrix)
     t = cm.shape[0]
@@ -104,17 +113,17 @@ def plot_confusion_matrix(
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     if title:
         ax.set_title(title)
-    _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_first_layer(
     weight: np.ndarray,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None = None,
     image_shape: tuple[int, ...] = (28, 28),
     max_units: int = 64,
     title: str = "",
     labels: Sequence[str] | None = None,
-) -> None:
+) -> Figure:
     """The first layer's weight rows w_h (one per unit) shown as images.
 
     Args:
@@ -144,13 +153,13 @@ def plot_first_layer(
             ax.imshow(w[k].reshape(image_shape), cmap="RdBu_r", vmin=-lim, vmax=lim)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_init_study(
     result: Mapping[str, Any],
-    path: str | os.PathLike[str],
-) -> None:
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """Standard deviation of activations (left) and of gradients (right) per layer, log scale,
     one line per σ setting. ``result`` is what :func:`graphgrad.experiments.init_study` returns."""
     fig = _figure(11, 4.2)
@@ -170,13 +179,13 @@ def plot_init_study(
         f"{result['depth']} layers of {result['width']} {result['activation']} units, "
         f"S = {result['samples']} samples"
     )
-    _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_universal_approximation(
     fits: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
-) -> None:
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """One panel per H: the target, the training points, the net's fit and its kinks.
 
     Each entry has ``hidden``, ``x_grid``, ``target``, ``fit``, ``x_train``, ``y_train``,
@@ -196,13 +205,13 @@ def plot_universal_approximation(
         ax.set_title(f"H = {f['hidden']}: {f['num_kinks']} kinks (≤ H)")
         ax.set_xlabel("x")
     axes[0].legend(fontsize=7)
-    _save(fig, path)
+    return _finish(fig, path)
 
 
 def plot_eps_sweep(
     result: Mapping[str, Any],
-    path: str | os.PathLike[str],
-) -> None:
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
     """Error of forward and central differences vs ε, in float32 and float64, log-log.
 
     ``result`` is what :func:`graphgrad.experiments.eps_sweep` returns: ``eps`` and, per
@@ -222,4 +231,4 @@ def plot_eps_sweep(
     ax.set_title("finite differences: round-off (small ε) vs truncation (large ε)")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    _save(fig, path)
+    return _finish(fig, path)

@@ -8,14 +8,14 @@ reference counting alone; nothing waits for the cyclic garbage collector).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from . import _fused, _xp_names
 from ._engine import check_forward, run_backward, user_site
-from ._state import STATE, next_seq
-from .errors import BackwardError, ShapeError
+from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, _GradMode, next_seq
+from .errors import BackwardError, InPlaceError, ShapeError
 from .ops import elementwise as E
 from .ops import fused as FU
 from .ops import linalg as LA
@@ -23,6 +23,9 @@ from .ops import reduction as R
 from .ops import shape as SH
 from .ops._registry import Op
 from .scalar import Scalar, as_scalar
+
+if TYPE_CHECKING:
+    from .viz.trace import Graph
 
 _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
@@ -36,7 +39,8 @@ class Tensor:
             ``gg.get_default_dtype()`` (float32 unless changed); NumPy float arrays keep their
             dtype.
         requires_grad: record ops on this tensor and give it a ``.grad`` after ``backward()``.
-            Non-float data is cast to the default float dtype when this is set.
+            Only floating-point data can require gradients: integer or boolean data raises
+            a ``TypeError`` (as in PyTorch and JAX) unless ``dtype`` makes it float.
         dtype: force a dtype.
         name: a label shown in graph pictures and error messages.
 
@@ -81,7 +85,7 @@ class Tensor:
     ) -> None:
         arr = _to_array(data, dtype)
         if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
-            arr = arr.astype(STATE.default_dtype)
+            raise TypeError(_int_grad_message(data, arr))
         self.data = arr
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -157,6 +161,48 @@ class Tensor:
         for i in range(len(self)):
             yield self[i]
 
+    # ------------------------------------------------------------- in-place operators
+    # Python falls back from ``x += y`` to ``x = x + y`` when there is no ``__iadd__``: on a
+    # parameter that silently rebinds ``x`` to a new node, which gets no ``.grad`` (and an
+    # optimiser holding the old object never sees the change). These make every in-place
+    # operator explicit; see :func:`_inplace` for the rules.
+    def __iadd__(self, other: Any) -> Tensor:
+        return _inplace(self, other, E.add, "+=")
+
+    def __isub__(self, other: Any) -> Tensor:
+        return _inplace(self, other, E.sub, "-=")
+
+    def __imul__(self, other: Any) -> Tensor:
+        return _inplace(self, other, E.mul, "*=")
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return _inplace(self, other, E.div, "/=")
+
+    def __ipow__(self, other: Any) -> Tensor:
+        return _inplace(self, other, E.power, "**=")
+
+    def __imatmul__(self, other: Any) -> Tensor:
+        return _inplace(self, other, LA.matmul, "@=")
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``x[index] = value`` on a leaf: refused on one that requires grad while gradients
+        are recorded (as ``x += ...``); else written in place, NumPy's way (a graph that
+        already used ``x`` then sees the new values, as after writing into ``x.data``)."""
+        _check_inplace(self, value, "[i]")
+        if self._op is not None:
+            raise TypeError(
+                f"x[...] = value: x (shape {self.shape}) was computed by op "
+                f"'{self._op.name}', whose backward needs its values unchanged; build a new "
+                f"tensor instead, e.g. gg.where(mask, value, x)"
+            )
+        if isinstance(value, Tensor) and value.requires_grad and GRAD_ENABLED.get():
+            raise InPlaceError(
+                "x[...] = v: v requires grad, and writing its values into x would cut it from "
+                "the graph; build the tensor from v instead, e.g. gg.where(mask, v, x), "
+                "gg.stack or gg.concatenate"
+            )
+        self.data[_norm_index(index)] = _raw(value)
+
     def __float__(self) -> float:
         return float(self.item())
 
@@ -172,7 +218,7 @@ class Tensor:
     def __repr__(self) -> str:
         body = np.array2string(self.data, precision=4, separator=", ", threshold=20)
         extra = []
-        if self.data.dtype != STATE.default_dtype:
+        if self.data.dtype != SETTINGS.default_dtype:
             extra.append(f"dtype={self.data.dtype}")
         if self._op is not None:
             extra.append(f"op={self._op.name}")
@@ -183,9 +229,32 @@ class Tensor:
         return f"Tensor({body}{', ' if extra else ''}{', '.join(extra)})"
 
     # --------------------------------------------------------------------------- backward
+    @overload
     def backward(
-        self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False
-    ) -> None:
+        self,
+        grad: Any = ...,
+        retain_graph: bool = ...,
+        create_graph: bool = ...,
+        *,
+        trace: Literal[False] = ...,
+    ) -> None: ...
+    @overload
+    def backward(
+        self,
+        grad: Any = ...,
+        retain_graph: bool = ...,
+        create_graph: bool = ...,
+        *,
+        trace: Literal[True],
+    ) -> Graph: ...
+    def backward(
+        self,
+        grad: Any = None,
+        retain_graph: bool = False,
+        create_graph: bool = False,
+        *,
+        trace: bool = False,
+    ) -> Graph | None:
         """Backpropagate from this tensor: every leaf it depends on gets dL/d(leaf) in ``.grad``.
 
         Args:
@@ -195,7 +264,14 @@ class Tensor:
                 the graph is freed as backward proceeds.
             create_graph: record the backward pass itself, so ``.grad`` is a Tensor that can be
                 differentiated again (implies ``retain_graph``).
+            trace: also return the graph as plain data (a :class:`graphgrad.viz.Graph`) with
+                every node's value and gradient of this pass, drawable as any traced graph;
+                see :func:`graphgrad.viz.trace_backward`.
         """
+        if trace:
+            from .viz.trace import trace_backward
+
+            return trace_backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
         if not self.requires_grad:
             raise BackwardError(
                 f"backward() called on a tensor of shape {self.shape} that does not require "
@@ -228,6 +304,7 @@ class Tensor:
             create_graph=create_graph,
             seed_owned=owned,
         )
+        return None
 
     # -------------------------------------------------------------------------- operators
     def __add__(self, other: Any) -> Tensor:
@@ -370,8 +447,16 @@ class Tensor:
         return reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes: Any) -> Tensor:
-        """Permute the axes (reverse them when none are given)."""
-        return transpose(self, (axes[0] if len(axes) == 1 else axes) if axes else None)
+        """Permute the axes, NumPy's ``a.transpose(*axes)``: ``axes`` lists every axis in its
+        new order, as separate ints or one sequence (reverse them when none are given). To
+        swap two axes (PyTorch's ``transpose(dim0, dim1)``) use :meth:`swapaxes`."""
+        if len(axes) == 1 and not isinstance(axes[0], int | np.integer):
+            return transpose(self, axes[0])
+        return transpose(self, axes if axes else None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        """Swap two axes (NumPy's ``swapaxes``; PyTorch calls it ``transpose(dim0, dim1)``)."""
+        return swapaxes(self, axis1, axis2)
 
     def broadcast_to(self, shape: Sequence[int]) -> Tensor:
         """Repeat along new or size-1 axes to ``shape``."""
@@ -413,7 +498,7 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
         return np.asarray(data)
     arr = np.asarray(data)
     if arr.dtype == np.float64:  # Python floats: the default dtype, not NumPy's float64
-        arr = arr.astype(STATE.default_dtype)
+        arr = arr.astype(SETTINGS.default_dtype)
     return arr
 
 
@@ -457,7 +542,8 @@ def as_tensor(x: Any) -> Tensor:
 def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
     """Run ``op``'s forward on the inputs' arrays and record the node if a gradient is needed."""
     try:
-        if STATE.anomaly:  # our AnomalyError below is clearer than NumPy's RuntimeWarning
+        anomaly = ANOMALY.get()
+        if anomaly:  # our AnomalyError below is clearer than NumPy's RuntimeWarning
             with np.errstate(all="ignore"):
                 out = op.forward(*[t.data for t in inputs], **params)
         else:
@@ -473,12 +559,12 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
     t._seq = next_seq()
     t._site = None
     t._retain = False
-    if STATE.grad_enabled and op.differentiable and any(x.requires_grad for x in inputs):
+    if GRAD_ENABLED.get() and op.differentiable and any(x.requires_grad for x in inputs):
         t.requires_grad = True
         t._op = op
         t._inputs = inputs
         t._params = params
-        if STATE.anomaly:
+        if anomaly:
             t._site = user_site()
             check_forward(t)
     else:
@@ -486,7 +572,7 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
         t._op = None
         t._inputs = ()
         t._params = _EMPTY
-        if STATE.anomaly and op.differentiable:
+        if anomaly and op.differentiable:
             t._op, t._inputs, t._site = op, inputs, user_site()
             try:
                 check_forward(t)
@@ -516,6 +602,14 @@ def _norm_axis(axis: Any, ndim: int, opname: str) -> tuple[int, ...] | None:
     if len(set(out)) != len(out):
         raise ShapeError(f"{opname}: repeated axis in {axis}")
     return tuple(sorted(out))
+
+
+def _one_axis(axis: Any, ndim: int, opname: str) -> int:
+    if not isinstance(axis, int | np.integer) or isinstance(axis, bool):
+        raise TypeError(f"{opname}: an axis must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{opname}: axis {axis} is out of range for a tensor with {ndim} axes")
+    return int(axis) % ndim
 
 
 def _norm_index(index: Any) -> Any:
@@ -730,13 +824,31 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Maximum over ``axis``; tied maxima share the gradient evenly."""
-    return _reduce(R.max_, x, axis, keepdims)
+    """Maximum over ``axis``; tied maxima share the gradient evenly.
+
+    NumPy's ``max``: the values only. PyTorch's ``max(x, dim)`` returns (values, indices):
+    the result here refuses to be unpacked, and the indices are ``gg.argmax(x, axis)``. The
+    elementwise maximum of two tensors is ``gg.maximum(x, y)``."""
+    return _reduce_values_only(R.max_, x, axis, keepdims, "maximum")
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Minimum over ``axis``; tied minima share the gradient evenly."""
-    return _reduce(R.min_, x, axis, keepdims)
+    """Minimum over ``axis``; tied minima share the gradient evenly (values only, as
+    :func:`max`; the elementwise minimum of two tensors is ``gg.minimum(x, y)``)."""
+    return _reduce_values_only(R.min_, x, axis, keepdims, "minimum")
+
+
+def _reduce_values_only(op: Op, x: Any, axis: Any, keepdims: bool, pairwise: str) -> Tensor:
+    if isinstance(axis, Tensor | np.ndarray | float) and not isinstance(axis, np.integer):
+        raise TypeError(
+            f"gg.{op.name}(x, axis): axis must be an int, a tuple of ints or None, got "
+            f"{type(axis).__name__}; graphgrad follows NumPy, where the elementwise "
+            f"{pairwise} of two tensors (PyTorch's {op.name}(a, b)) is gg.{pairwise}(x, y)"
+        )
+    out = _reduce(op, x, axis, keepdims)
+    if axis is not None:
+        out.__class__ = _Reduced
+    return out
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -762,14 +874,52 @@ def reshape(x: Any, shape: Any) -> Tensor:
         ) from None
 
 
-def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
-    """Permute the axes (``None``: reverse them). A 2-D tensor's ``.T``."""
+def transpose(x: Any, axes: Sequence[int] | int | None = None) -> Tensor:
+    """Permute the axes, NumPy's ``np.transpose``: ``axes`` lists every axis of ``x`` in its
+    new order (``None``: reverse them; a 2-D tensor's ``.T``). To swap two axes, PyTorch's
+    ``transpose(x, dim0, dim1)``, use :func:`swapaxes`.
+
+    Two axes naming a 2-D tensor's own order, ``transpose(x, (0, 1))``, would leave it
+    unchanged where PyTorch swaps them: that call raises, naming both conventions."""
     t = as_tensor(x)
-    if axes is not None:
-        axes = tuple(int(a) % t.ndim for a in axes) if t.ndim else tuple(axes)
-        if sorted(axes) != list(range(t.ndim)):
-            raise ShapeError(f"transpose: {axes} is not a permutation of the axes of {t.shape}")
-    return _apply(SH.transpose, (t,), {"axes": axes})
+    if axes is None:
+        return _apply(SH.transpose, (t,), {"axes": None})
+    given = (axes,) if isinstance(axes, int | np.integer) else tuple(axes)
+    for a in given:
+        if not isinstance(a, int | np.integer) or not -t.ndim <= a < (t.ndim or 1):
+            raise ShapeError(f"transpose: axis {a!r} is out of range for shape {t.shape}")
+    perm = tuple(int(a) % t.ndim for a in given) if t.ndim else given
+    if len(perm) == 2 and t.ndim == 2 and perm == (0, 1):
+        raise ShapeError(
+            f"transpose{tuple(int(a) for a in given)} on a 2-D tensor: graphgrad follows NumPy, "
+            f"where the arguments are the new order of all the axes, so this would return the "
+            f"tensor unchanged (PyTorch's transpose(0, 1) swaps the two axes). To swap them "
+            f"write x.T, x.swapaxes(0, 1) or x.transpose(1, 0)"
+        )
+    if sorted(perm) != list(range(t.ndim)):
+        hint = ""
+        if len(perm) == 2 and t.ndim != 2:
+            hint = (
+                f"; graphgrad follows NumPy (a permutation of all {t.ndim} axes), to swap two "
+                f"axes as PyTorch's transpose(dim0, dim1) does write "
+                f"x.swapaxes({given[0]}, {given[1]})"
+            )
+        raise ShapeError(f"transpose: {given} is not a permutation of the axes of {t.shape}{hint}")
+    return _apply(SH.transpose, (t,), {"axes": perm})
+
+
+def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
+    """Swap two axes (NumPy's ``np.swapaxes``, PyTorch's ``transpose(x, dim0, dim1)``)."""
+    t = as_tensor(x)
+    i, j = (_one_axis(a, t.ndim, "swapaxes") for a in (axis1, axis2))
+    perm = list(range(t.ndim))
+    perm[i], perm[j] = perm[j], perm[i]
+    return _apply(SH.transpose, (t,), {"axes": tuple(perm)})
+
+
+def _transpose_perm(x: Any, axes: tuple[int, ...] | None) -> Tensor:
+    """Permute by a full permutation (the rules' ``xp.transpose``: no checks, no hints)."""
+    return _apply(SH.transpose, (as_tensor(x),), {"axes": axes})
 
 
 def sum_rows(x: Any) -> Tensor:
@@ -937,7 +1087,7 @@ class TensorXP:
     sum_to = staticmethod(sum_to)
     broadcast_to = staticmethod(broadcast_to)
     reshape = staticmethod(reshape)
-    transpose = staticmethod(transpose)
+    transpose = staticmethod(_transpose_perm)
     swap_last = staticmethod(swap_last)
     matmul = staticmethod(matmul)
     sum = staticmethod(sum)
@@ -952,3 +1102,102 @@ class TensorXP:
 
 TENSOR_XP = TensorXP
 _xp_names.check(TensorXP)
+
+
+# ------------------------------------------- PyTorch habits: refused, or made explicit
+
+
+def _int_grad_message(data: Any, arr: np.ndarray) -> str:
+    """The error for ``Tensor(<integers>, requires_grad=True)``."""
+    shown = repr(data) if isinstance(data, int | list | tuple) else "the array given"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return (
+        f"only floating-point tensors can require gradients, but {shown} gives {arr.dtype} "
+        f"data (PyTorch and JAX refuse this too; graphgrad no longer casts it silently): write "
+        f"float literals such as [1., 2.], or pass dtype=np.float32 (or float64)"
+    )
+
+
+def _check_inplace(x: Tensor, other: Any, sym: str) -> None:
+    """Refuse an in-place operation on a leaf that requires gradients while they are recorded."""
+    if x._op is None and x.requires_grad and GRAD_ENABLED.get():
+        name = f" {x.name!r}" if x.name else ""
+        head = f"x {sym} ..."
+        if sym.endswith("]"):  # x[i] = v
+            head = "x[i] = v"
+            why, instead = "the graph would not see the change", "gg.where(mask, v, x)"
+        else:
+            why = (
+                "Python would rebind x to a new tensor, so x.grad would stay None and an "
+                "optimiser holding x would never see the change"
+            )
+            instead = f"y = x {sym[:-1]} ..."
+        raise InPlaceError(
+            f"{head}: in-place operation on the leaf tensor{name} of shape {x.shape}, "
+            f"which requires grad: {why} (PyTorch refuses this too). Write {instead} for a "
+            f"new node of the graph, or update the values under `with gg.no_grad():` (as an "
+            f"optimiser step does)"
+        )
+
+
+def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
+    """``x <op>= other``. Rules (PyTorch's where it can be had without version counters):
+
+    * ``x`` a leaf that requires grad, gradients recorded: :class:`InPlaceError`;
+    * ``x`` a leaf under ``no_grad()`` (an optimiser step): ``x.data`` is updated in place,
+      NumPy's casting rule (``same_kind``) applies, and ``x`` stays the same object;
+    * otherwise: ``x <op> other`` is a new tensor (recorded if it needs a gradient) and Python
+      rebinds ``x`` to it. A graph that already used ``x`` keeps the values it saw: writing
+      into them would change that graph's gradients silently (PyTorch detects it with
+      version counters, graphgrad has none).
+    """
+    _check_inplace(x, other, sym)
+    o = _lift(other, x)
+    if x._op is not None or GRAD_ENABLED.get():
+        return matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
+    with _GradMode(False):
+        r = matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
+    if r.shape != x.shape:
+        raise ShapeError(
+            f"x {sym} y: the result has shape {r.shape} but x has shape {x.shape}; an in-place "
+            f"operation cannot change the shape (write x = x {sym[:-1]} y for a new tensor)"
+        )
+    try:
+        np.copyto(x.data, r.data, casting="same_kind")
+    except TypeError as e:
+        raise TypeError(
+            f"x {sym} y: cannot store the {r.dtype} result in x's {x.dtype} data in place "
+            f"(NumPy's same_kind rule); write x = x {sym[:-1]} y for a new tensor"
+        ) from e
+    return x
+
+
+class _Reduced(Tensor):
+    """The result of ``gg.max(x, axis)`` / ``gg.min(x, axis)``: an ordinary Tensor that
+    refuses to be iterated or indexed by a bare integer, because ``_, idx = gg.max(out, 1)``
+    and ``gg.max(out, 1)[1]`` are PyTorch's (values, indices) reading; here they would give
+    values (two of them on a batch of two, or row 1's maximum) silently. Slices, arrays and
+    ``gg.getitem(m, i)`` index it as usual, and anything computed from it is a plain Tensor."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Tensor:
+        if isinstance(index, int | np.integer) and not isinstance(index, bool):
+            raise TypeError(
+                f"gg.max(x, axis)[{index}] (or gg.min): graphgrad follows NumPy, so this is "
+                f"the extreme of row {index}, not item {index} of PyTorch's (values, indices) "
+                f"pair. For the indices write gg.argmax(x, axis); for row {index}'s value "
+                f"write gg.getitem(vals, {index}) or vals.data[{index}]"
+            )
+        return getitem(self, index)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        raise TypeError(
+            f"iterating over the result of gg.max(x, axis) or gg.min(x, axis) (shape "
+            f"{self.shape}): graphgrad "
+            f"follows NumPy, where max/min return the values only, not PyTorch's (values, "
+            f"indices) pair. For the indices write idx = gg.argmax(x, axis); for the values "
+            f"vals = gg.max(x, axis). To iterate over the values, iterate over vals.data or "
+            f"index vals[i]"
+        )

@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._state import default_generator
 from ._toy import RngLike, as_generator
 
 __all__ = ["ArrayDataset", "DataLoader", "Normalize", "standardize", "train_val_split"]
@@ -128,8 +129,9 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        # No seed: draw one, so that the epochs still differ and .seed can reproduce them.
-        self.seed = int(np.random.default_rng().integers(2**63)) if seed is None else int(seed)
+        # No seed: draw one from the global generator (gg.manual_seed makes it reproducible),
+        # so that the epochs still differ and .seed can reproduce them.
+        self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
         self._epoch = 0
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .._state import default_generator
 from ..tensor import Tensor, as_tensor, linear, reshape
 from . import init as I
 from .activations import Activation, get_activation
@@ -28,8 +29,8 @@ class Linear(Module):
         in_features: the input size (fan-in).
         out_features: the number of units T (or H for a hidden layer).
         bias: learn the bias b (initialised to 0).
-        rng: the generator the weights are drawn from; a fresh unseeded one if None
-            (pass one for reproducible runs).
+        rng: the generator the weights are drawn from; if None, the global generator
+            (``gg.manual_seed(n)`` makes it reproducible).
         std: σ of the N(0, σ) weights; by default chosen by ``init`` and ``activation``.
         init: ``"auto"``, ``"he"``, ``"lecun"`` or ``"xavier"`` (see :mod:`graphgrad.nn.init`).
         activation: the activation that follows this layer (its gain sets σ with ``"auto"``).
@@ -63,7 +64,7 @@ class Linear(Module):
             )
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        gen = rng if rng is not None else np.random.default_rng()
+        gen = rng if rng is not None else default_generator()
         shape = (self.out_features, self.in_features)
         if std is None:
             act = get_activation(activation)
@@ -140,7 +141,8 @@ class MLP(Sequential):
             ``"xavier"``, or ``"normal"`` (every weight N(0, ``std``)).
         std: σ for ``init="normal"``.
         bias: give every Linear a bias.
-        rng: the generator all weights are drawn from, layer by layer.
+        rng: the generator all weights are drawn from, layer by layer; if None, the global
+            generator (``gg.manual_seed(n)`` makes it reproducible).
         dtype: float32 (default) or float64.
     """
 
@@ -164,7 +166,7 @@ class MLP(Sequential):
             raise ValueError(
                 f"MLP: unknown init {init!r}; expected one of {(*I.SCHEMES, 'normal')}"
             )
-        gen = rng if rng is not None else np.random.default_rng()
+        gen = rng if rng is not None else default_generator()
         act = get_activation(activation)
         sizes = [int(in_features), *(int(h) for h in hidden), int(out_features)]
         self.sizes = tuple(sizes)

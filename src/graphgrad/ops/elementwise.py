@@ -52,7 +52,7 @@ def _times(xp: Any, g: Any, y: Any) -> Any:
     if (
         xp is _np_xp
         and type(g) is np.ndarray
-        and g.ndim
+        and g.size  # an empty g has no first element (and nothing to multiply)
         and not any(g.strides)
         and type(y) is np.ndarray
         and y.shape == g.shape

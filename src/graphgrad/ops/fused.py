@@ -29,6 +29,8 @@ def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def softmax(x: Any, axis: int = -1) -> Any:
+    if x.size == 0:  # nothing to normalise (np.max refuses an empty axis)
+        return np.zeros_like(x)
     z = np.exp(x - np.max(x, axis=axis, keepdims=True))
     z /= np.sum(z, axis=axis, keepdims=True)
     return z
@@ -48,6 +50,8 @@ def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def log_softmax(x: Any, axis: int = -1) -> Any:
+    if x.size == 0:
+        return np.zeros_like(x)
     z = x - np.max(x, axis=axis, keepdims=True)
     z -= np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
     return z
@@ -63,6 +67,8 @@ def _targets(labels: Any, shape: tuple[int, ...], dtype: Any) -> Any:
 
 
 def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
+    if xp.raw(x).shape[0] == 0:  # no samples: the gradient is empty, as the logits are
+        return xp.const(np.zeros_like(xp.raw(x)))
     if xp is _np_xp and labels.dtype.kind in "iu" and np.ndim(g) == 0:
         out = _fused.xent_backward(x, labels, float(g) / x.shape[0])  # one compiled pass
         if out is not None:
@@ -85,6 +91,8 @@ def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
     note="log-softmax fused with the loss for stability; mean over the S samples",
 )
 def cross_entropy(x: Any, labels: Any) -> Any:
+    if x.shape[0] == 0:  # the mean over no samples: NaN (0/0), as in PyTorch, no warning
+        return np.array(np.nan, dtype=x.dtype)
     if labels.dtype.kind in "iu" and x.shape[0]:
         loss = _fused.xent_forward(x, labels)  # one compiled pass, or None: NumPy below
         if loss is not None:

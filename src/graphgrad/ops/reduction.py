@@ -38,11 +38,16 @@ def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 def _mean_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     shape = xp.raw(x).shape
-    return xp.broadcast_to(xp.reshape(g, _kd(shape, axis)), shape) * (1.0 / _count(shape, axis))
+    n = _count(shape, axis)
+    # n == 0: x is empty, and so is its gradient (any factor gives the same empty array)
+    return xp.broadcast_to(xp.reshape(g, _kd(shape, axis)), shape) * (1.0 / n if n else 0.0)
 
 
 @defop("mean", ("x",), "(1/n) sum_i x_i", ("1/n",), _mean_vjp, category="reduction")
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    if _count(np.shape(x), axis) == 0:  # the mean of no numbers is NaN (0/0), as in PyTorch,
+        with np.errstate(invalid="ignore", divide="ignore"):  # without NumPy's warning
+            return np.sum(x, axis=axis, keepdims=keepdims) / 0.0
     return np.mean(x, axis=axis, keepdims=keepdims)
 
 
@@ -98,9 +103,13 @@ def _lse_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
     note="fused for stability: max subtracted before exp",
 )
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    if np.size(x) == 0:  # the log of an empty sum: -inf (PyTorch's value), no warning
+        with np.errstate(divide="ignore"):
+            out = np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
+    else:
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     if not keepdims:
         out = np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
     return out

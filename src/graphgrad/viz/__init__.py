@@ -2,7 +2,9 @@
 
 ``g = gg.viz.trace(e)`` gives a :class:`Graph` (``g.nodes``, ``g.edges``: lists of dicts);
 ``g.to_text()``, ``g.to_dot()``, ``g.to_svg()``, ``g.to_png()``, ``g.to_json()`` and
-``g.explain()`` render that data; in a notebook ``g`` draws itself.
+``g.explain()`` render that data; in a notebook ``g`` draws itself (up to
+``formats.DISPLAY_MAX_NODES`` nodes). ``g = loss.backward(trace=True)`` (or
+:func:`trace_backward`) traces a Tensor graph during backward, with every node's gradient.
 """
 
 from .explain import explain
@@ -19,7 +21,7 @@ from .formats import (
     to_svg,
     to_text,
 )
-from .trace import Graph, summarize, trace
+from .trace import Graph, summarize, trace, trace_backward
 
 __all__ = [
     "FORMATS",
@@ -37,4 +39,5 @@ __all__ = [
     "to_svg",
     "to_text",
     "trace",
+    "trace_backward",
 ]

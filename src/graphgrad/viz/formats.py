@@ -21,6 +21,7 @@ from .trace import Graph, _fmt
 __all__ = [
     "FORMATS",
     "DotNotFoundError",
+    "display_bundle",
     "dot_available",
     "run_dot",
     "save",
@@ -237,14 +238,57 @@ def to_png(graph: Graph) -> bytes:
 # ----------------------------------------------------------------------------------- HTML
 
 
-def to_html(graph: Graph, max_svg_nodes: int = 400) -> str:
-    """For notebooks: the SVG picture when ``dot`` is installed and the graph is small enough
-    to read, else the text tables."""
-    if dot_available() and len(graph.nodes) <= max_svg_nodes:
-        svg = to_svg(graph)
-        start = svg.find("<svg")
-        return svg[start:] if start >= 0 else svg
-    return f"<pre>{html.escape(to_text(graph))}</pre>"
+#: Notebook display limits: a graph with more nodes is not drawn inline (Graphviz takes
+#: seconds to minutes on thousands of nodes, and the SVG grows by about 1.5 kB a node), nor is
+#: an SVG larger than ``DISPLAY_MAX_SVG_BYTES`` embedded; a placeholder says how to draw it.
+DISPLAY_MAX_NODES = 200
+DISPLAY_MAX_SVG_BYTES = 400_000
+DISPLAY_DOT_TIMEOUT = 20.0
+
+
+def _placeholder(graph: Graph, why: str) -> str:
+    return (
+        f"<pre>{html.escape(repr(graph))}: {html.escape(why)}.\n"
+        f"Draw it to a file with g.save('graph.svg') (or `graphgrad graph`), read it with "
+        f"g.to_text() or g.explain(), or raise the limit: "
+        f"gg.viz.formats.DISPLAY_MAX_NODES = {max(len(graph.nodes), DISPLAY_MAX_NODES)}</pre>"
+    )
+
+
+def display_bundle(graph: Graph) -> dict[str, str]:
+    """What a notebook shows for ``graph`` (IPython's ``_repr_mimebundle_``): one SVG drawn by
+    a single run of ``dot`` when the graph has at most :data:`DISPLAY_MAX_NODES` nodes, the
+    text tables when ``dot`` is not installed, else a short placeholder; never an error."""
+    plain = repr(graph)
+    n = len(graph.nodes)
+    if n > DISPLAY_MAX_NODES:
+        why = f"too large to draw inline (more than {DISPLAY_MAX_NODES} nodes)"
+        return {"text/html": _placeholder(graph, why), "text/plain": plain}
+    if not dot_available():
+        return {"text/html": f"<pre>{html.escape(to_text(graph))}</pre>", "text/plain": plain}
+    try:
+        svg = run_dot(to_dot(graph), "svg", timeout=DISPLAY_DOT_TIMEOUT).decode("utf-8")
+    except (RuntimeError, OSError) as e:
+        return {"text/html": _placeholder(graph, f"not drawn: {e}"), "text/plain": plain}
+    if len(svg) > DISPLAY_MAX_SVG_BYTES:
+        why = f"its SVG ({len(svg) // 1000} kB) is too large to embed"
+        return {"text/html": _placeholder(graph, why), "text/plain": plain}
+    start = svg.find("<svg")
+    return {"image/svg+xml": svg[start:] if start >= 0 else svg, "text/plain": plain}
+
+
+def to_html(graph: Graph, max_svg_nodes: int | None = None) -> str:
+    """For web pages: the SVG picture (as HTML) when ``dot`` is installed and the graph has at
+    most ``max_svg_nodes`` nodes (default :data:`DISPLAY_MAX_NODES`), the text tables without
+    ``dot``, else a placeholder saying how to draw it."""
+    limit = DISPLAY_MAX_NODES if max_svg_nodes is None else max_svg_nodes
+    if len(graph.nodes) > limit:
+        return _placeholder(graph, f"too large to draw inline (more than {limit} nodes)")
+    if not dot_available():
+        return f"<pre>{html.escape(to_text(graph))}</pre>"
+    svg = to_svg(graph)
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg
 
 
 # ----------------------------------------------------------------------------------- save

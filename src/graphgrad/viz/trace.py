@@ -39,7 +39,7 @@ from ..ops import _xp
 from ..scalar import Scalar, local_grads
 from ..tensor import Tensor
 
-__all__ = ["Graph", "trace"]
+__all__ = ["Graph", "trace", "trace_backward"]
 
 
 @dataclass
@@ -114,15 +114,13 @@ class Graph:
         raise KeyError(f"no node labelled {label!r}; labels: {[n['label'] for n in self.nodes]}")
 
     # ---------------------------------------------------------------------- notebooks
-    def _repr_svg_(self) -> str | None:
-        from .formats import dot_available, to_svg
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """The notebook picture: one run of ``dot``, capped in nodes and bytes (see
+        :func:`graphgrad.viz.formats.display_bundle`). It is the only ``_repr_*_`` method, so
+        IPython does not draw the graph a second time for another format."""
+        from .formats import display_bundle
 
-        return to_svg(self) if dot_available() else None
-
-    def _repr_html_(self) -> str:
-        from .formats import to_html
-
-        return to_html(self)
+        return display_bundle(self)
 
     def __repr__(self) -> str:
         return f"Graph({self.kind}, {len(self.nodes)} nodes, {len(self.edges)} edges)"
@@ -155,7 +153,8 @@ def collect(root: Any) -> list[Any]:
         if inputs is RELEASED:
             raise BackwardError(
                 f"cannot trace through op '{n._op.name}': its graph was freed by backward(); "
-                f"trace before backward, or call backward(retain_graph=True)"
+                f"trace during backward with g = loss.backward(trace=True) (values and "
+                f"gradients), trace before it, or call backward(retain_graph=True)"
             )
         for x in inputs:
             if id(x) not in seen:
@@ -195,7 +194,9 @@ def trace(root: Any, names: dict[str, Any] | None = None) -> Graph:
         names: optional extra labels ``{label: node}`` for nodes that have no ``name``.
 
     For Tensors, trace before ``backward()`` or with ``backward(retain_graph=True)``;
-    intermediate tensors show a gradient only if they called ``retain_grad()``.
+    intermediate tensors show a gradient only if they called ``retain_grad()``. To record
+    every node's gradient, trace during backward: ``g = loss.backward(trace=True)`` (or
+    :func:`trace_backward`).
     """
     if isinstance(root, Scalar):
         kind = "scalar"
@@ -226,6 +227,60 @@ def trace(root: Any, names: dict[str, Any] | None = None) -> Graph:
         for k, j in enumerate(srcs):
             edges.append(_edge(j, i, k, arg_names, deriv_tpls, local[k], arg_labels))
     return Graph(nodes=nodes, edges=edges, root=index[id(root)], kind=kind)
+
+
+def trace_backward(
+    root: Any,
+    grad: Any = None,
+    *,
+    retain_graph: bool = False,
+    create_graph: bool = False,
+    names: dict[str, Any] | None = None,
+) -> Graph:
+    """Run ``root.backward()`` and return the traced graph with every node's gradient.
+
+    ``loss.backward(trace=True)`` calls this. The graph is walked before backward frees it
+    (no ``retain_graph=True`` needed); during backward the engine keeps dL/d(node) for every
+    node, as ``retain_grad()`` does, and the trace records those gradients (``grad`` and
+    ``grad_summary`` of each node: this pass's gradient, also for leaves that had one). After
+    the pass, intermediate nodes have no ``.grad`` again, leaves have accumulated as usual.
+    The :class:`Graph` draws like any other (``to_text``, ``to_svg``, ``explain``, notebooks).
+
+    Args:
+        root: the Tensor (or Scalar) to backpropagate from.
+        grad, retain_graph, create_graph: as for ``Tensor.backward``.
+        names: extra labels ``{label: node}``, as for :func:`trace`.
+    """
+    if isinstance(root, Scalar):  # scalar graphs keep every node's gradient anyway
+        root.backward() if grad is None else root.backward(grad)
+        return trace(root, names)
+    if not isinstance(root, Tensor):
+        raise TypeError(f"trace_backward: expected a Tensor or a Scalar, got {type(root).__name__}")
+    graph = trace(root, names)  # structure and values, before backward frees the graph
+    order = collect(root)  # the same nodes, in the same (creation) order as graph.nodes
+    saved = [(n._retain, n.grad) for n in order]
+    grads: list[Any] = [None] * len(order)
+    try:
+        for n in order:
+            n._retain = True
+            n.grad = None
+        root.backward(grad, retain_graph=retain_graph, create_graph=create_graph)
+        grads = [n.grad for n in order]
+    finally:
+        for n, (retain, prev), g in zip(order, saved, grads, strict=True):
+            n._retain = retain
+            if n._op is None or retain:  # leaves and retain_grad() nodes accumulate
+                n.grad = prev if g is None else (g if prev is None else prev + g)
+            else:  # intermediate nodes: no public gradient, as without tracing
+                n.grad = prev
+    for d, g in zip(graph.nodes, grads, strict=True):
+        if g is None:
+            continue
+        garr = np.asarray(g.data if isinstance(g, Tensor) else g)
+        d["grad"] = _one(garr)
+        d["grad_summary"] = summarize(garr)
+    graph.meta["traced_during"] = "backward"
+    return graph
 
 
 def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> Graph:
