@@ -14,7 +14,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-extras=test,train,bench,playground
+extras=test,train,bench,playground,distributed
 # Intel MKL for gg.set_blas("mkl") (optional; x86-64 only): tested, and a peer in bench/.
 if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then extras=$extras,mkl; fi
 .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true

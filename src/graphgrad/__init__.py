@@ -38,6 +38,7 @@ from .gradcheck import GradcheckResult, gradcheck, numerical_grad
 from .nn.functional import accuracy
 from .ops import REGISTRY
 from .paths import PathLimitError, backprop_grad, path_grad
+from .per_sample import per_sample_grads
 from .scalar import Scalar
 from .tensor import (
     Tensor,
@@ -147,6 +148,7 @@ __all__ = [
     "ops_table",
     "optim",
     "path_grad",
+    "per_sample_grads",
     "power",
     "relu",
     "reshape",

@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
     o.add_argument("--dtype", choices=["float32", "float64"])
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--no-plots", action="store_true", help="no PNG figures")
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI ranks: mpiexec -n N graphgrad train --distributed ... "
+        "(--batch-size is per rank; rank 0 writes --out; needs graphgrad[distributed])",
+    )
     t.set_defaults(handler=_train)
 
     e = sub.add_parser(
@@ -166,13 +172,23 @@ def _train(args: argparse.Namespace) -> int:
     from .data import DataFormatError, DatasetNotFoundError
     from .train import RunError, TrainingDiverged, run_training
 
+    runner: Any = run_training
+    if args.distributed:
+        from . import distributed
+
+        try:
+            distributed.init()
+        except distributed.MPIUnavailableError as e:
+            _err(str(e))
+            return 2
+        runner = distributed.run_training
     try:
         cfg = resolve_config(args)
     except (ConfigError, FileNotFoundError) as e:
         _err(str(e))
         return 2
     try:
-        run_training(
+        runner(
             cfg,
             args.out,
             resume=args.resume,

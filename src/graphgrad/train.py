@@ -579,6 +579,7 @@ def run_training(
     progress: bool = True,
     plots: bool = True,
     log: Callable[[str], None] | None = None,
+    trainer_class: Callable[..., Trainer] = Trainer,
 ) -> RunResult:
     """Train, evaluate and report as ``cfg`` says; everything goes into the directory ``out``.
 
@@ -596,6 +597,7 @@ def run_training(
         progress: tqdm progress bars.
         plots: write the PNG figures (skipped with a message if matplotlib is missing).
         log: one line per event (default: stderr).
+        trainer_class: builds the Trainer (``graphgrad.distributed`` passes its own).
 
     Raises:
         RunError: ``out`` already holds a run (without ``resume``), nothing to resume, or
@@ -658,7 +660,7 @@ def run_training(
             },
         },
     )
-    trainer = Trainer(
+    trainer = trainer_class(
         model,
         optimizer,
         batch_size=cfg.train.batch_size,
@@ -701,6 +703,7 @@ def run_training(
     metrics = {
         **base,
         "status": "completed",
+        "world_size": getattr(trainer, "world_size", 1),
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "test": {"loss": test.loss, "accuracy": test.accuracy, "samples": len(data.y_test)},

@@ -1,0 +1,306 @@
+"""Data parallelism on MPI: ``mpiexec -n 2`` runs against one process with the whole batch.
+
+Every MPI job runs in a subprocess (``mpiexec`` from the virtualenv, the ``mpich`` wheel of
+the ``distributed`` extra) with a timeout, so a hang fails the test instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graphgrad import checkpoint as ckpt
+from test_train import write_fake_fashion_mnist
+
+BIN = Path(sys.executable).parent
+MPIEXEC = BIN / "mpiexec"
+GRAPHGRAD = BIN / "graphgrad"
+pytestmark = pytest.mark.skipif(
+    not MPIEXEC.exists(), reason="needs the distributed extra: pip install 'graphgrad[distributed]'"
+)
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "GRAPHGRAD_DIST_TIMEOUT": "60",
+}
+
+
+def mpirun(n: int, *cmd: Any, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [str(MPIEXEC), "-n", str(n), *map(str, cmd)],
+        capture_output=True, text=True, timeout=timeout, env=env or ENV,
+    )  # fmt: skip
+
+
+def run(*cmd: Any, timeout: float = 120) -> Any:
+    return subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=timeout,
+                          env=ENV)  # fmt: skip
+
+
+def weights(run_dir: Path) -> dict[str, np.ndarray]:
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest is not None, f"no checkpoint in {run_dir}"
+    return dict(ckpt.load_checkpoint(latest).weights)
+
+
+def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("dist")
+    root = write_fake_fashion_mnist(base / "data", n_train=100, n_test=30)
+    common = ["--dataset", "fashion-mnist", "--data-root", root, "--hidden", "16", "--lr",
+              "0.05", "--optimizer", "sgd", "--momentum", "0.9", "--dtype", "float64",
+              "--seed", "3", "--no-progress", "--no-plots"]  # fmt: skip
+    out: dict[str, Any] = {"base": base, "common": common}
+    # Two ranks with 8 samples each against one process with 16.
+    out["two"] = mpirun(2, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "2",
+                        "--batch-size", "8", "--out", base / "two")  # fmt: skip
+    out["one"] = run(GRAPHGRAD, "train", *common, "--epochs", "2", "--batch-size", "16",
+                     "--out", base / "one")  # fmt: skip
+    out["half"] = mpirun(2, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "1",
+                         "--batch-size", "8", "--out", base / "half")  # fmt: skip
+    return out
+
+
+def test_two_ranks_equal_one_process_with_twice_the_batch(cli: dict[str, Any]) -> None:
+    two, one, base = cli["two"], cli["one"], cli["base"]
+    assert two.returncode == 0, two.stderr
+    assert one.returncode == 0, one.stderr
+    assert_same_weights(weights(base / "two"), weights(base / "one"))
+    m2 = json.loads((base / "two" / "metrics.json").read_text())
+    m1 = json.loads((base / "one" / "metrics.json").read_text())
+    assert m2["world_size"] == 2 and m1["world_size"] == 1
+    assert [h["world_size"] for h in m2["history"]] == [2, 2]
+    assert [h["global_batch_size"] for h in m2["history"]] == [16, 16]
+    assert m2["steps"] == m1["steps"] == 2 * 7  # ceil(100 / 16) steps per epoch
+    # Evaluation (split over the ranks each epoch; on rank 0 at the end) agrees too.
+    assert m2["test"]["accuracy"] == m1["test"]["accuracy"]
+    assert m2["test"]["loss"] == pytest.approx(m1["test"]["loss"], rel=1e-9)
+    for h2, h1 in zip(m2["history"], m1["history"], strict=True):
+        for key in ("train_loss", "train_accuracy", "eval_loss", "eval_accuracy"):
+            assert h2[key] == pytest.approx(h1[key], rel=1e-9), key
+    # Rank 0 alone speaks: one start line, one line per epoch.
+    assert two.stderr.count("training ") == 1 and two.stderr.count("epoch 2/2") == 1
+    assert "distributed: 2 MPI rank(s)" in two.stderr
+    meta = json.loads((ckpt.latest_checkpoint(base / "two") / ckpt.CHECKPOINT_JSON).read_text())
+    assert meta["distributed"] == {"world_size": 2, "batch_size_per_rank": 8,
+                                   "global_batch_size": 16}  # fmt: skip
+
+
+def test_resume_continues_exactly_with_the_same_or_another_world_size(
+    cli: dict[str, Any], tmp_path: Path
+) -> None:
+    base, common = cli["base"], cli["common"]
+    assert cli["half"].returncode == 0, cli["half"].stderr
+    other = tmp_path / "other"
+    shutil.copytree(base / "half", other)
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", "--resume", "--epochs", "2", "--out",
+               base / "half", "--no-progress", "--no-plots")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    assert_same_weights(weights(base / "half"), weights(base / "two"))
+
+    # The second epoch on one rank (8 samples a step) instead of two (16 a step).
+    r = mpirun(1, GRAPHGRAD, "train", "--distributed", "--resume", "--epochs", "2", "--out",
+               other, "--no-progress", "--no-plots")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    hist = json.loads((other / "metrics.json").read_text())["history"]
+    assert [(h["world_size"], h["global_batch_size"]) for h in hist] == [(2, 16), (1, 8)]
+    assert_same_weights(weights(other), reference_with_batch_change(base, common))
+
+
+def reference_with_batch_change(base: Path, common: list[Any]) -> dict[str, np.ndarray]:
+    """One process: epoch 1 with batch 16, then epoch 2 with batch 8 (the Python API)."""
+    from graphgrad.config import load_config
+    from graphgrad.train import Trainer, build_model, build_optimizer, load_data
+
+    cfg = load_config(base / "one" / "config.toml")
+    data = load_data(cfg.data, np.float64)
+    model = build_model(cfg.model, data.num_features, data.num_classes, np.float64)
+    opt = build_optimizer(cfg.optim, model.parameters())
+    trainer = Trainer(model, opt, batch_size=16, data_seed=cfg.data.seed, progress=False,
+                      log=lambda _line: None)  # fmt: skip
+    trainer.fit(data.x_train, data.y_train, 1)
+    trainer.batch_size = 8
+    trainer.fit(data.x_train, data.y_train, 2)
+    return model.state_dict()
+
+
+def test_a_run_directory_in_the_way_stops_every_rank_cleanly(cli: dict[str, Any]) -> None:
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *cli["common"], "--epochs", "1",
+               "--batch-size", "8", "--out", cli["base"] / "two", timeout=60)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.count("already holds a run") == 1  # printed once, by rank 0
+
+
+def test_divergence_stops_every_rank_with_one_message(cli: dict[str, Any], tmp_path: Path) -> None:
+    common = [a if a != "0.05" else "1e300" for a in cli["common"]]
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "1",
+               "--batch-size", "8", "--out", tmp_path / "nan", timeout=60)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("training diverged") == 1
+
+
+def test_without_mpi4py_the_flag_says_how_to_install_it(tmp_path: Path) -> None:
+    fake = tmp_path / "mpi4py"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'mpi4py'\", name='mpi4py')\n"
+    )
+    env = {**ENV, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run(
+        [str(GRAPHGRAD), "train", "--distributed", "--dataset", "two_moons", "--out",
+         str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'graphgrad[distributed]'" in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()  # nothing else happened
+    # Without the flag nothing changes.
+    r = subprocess.run([str(GRAPHGRAD), "train", "--dataset", "two_moons", "--epochs", "1",
+                        "--out", str(tmp_path / "plain"), "--no-progress", "--no-plots"],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+# ----------------------------------------------------------------------------- Python API
+
+API_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init()
+S, B = int(sys.argv[2]), int(sys.argv[3])
+g = np.random.default_rng(0)
+x = g.normal(size=(S, 6))
+y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+model = gg.nn.MLP(6, [12, 7], 3, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+opt = gg.optim.Adam(model.parameters(), lr=0.01)
+trainer = dist.DistributedTrainer(model, opt, world=world, batch_size=B, data_seed=5,
+                                  lr_schedule="cosine", log=lambda line: None, progress=False)
+hist = trainer.fit(x, y, epochs=3, eval_data=(x[:20], y[:20]))
+if world.is_root:
+    np.savez(sys.argv[1], **model.state_dict(), eval_loss=hist[-1]["eval_loss"])
+"""
+
+
+@pytest.mark.parametrize("samples", [64, 49])  # 49: the last step's shards are 0 and 1
+def test_python_api_equals_one_process(tmp_path: Path, samples: int) -> None:
+    import graphgrad as gg
+    from graphgrad.train import Trainer, evaluate
+
+    script = tmp_path / "api.py"
+    script.write_text(API_SCRIPT)
+    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", samples, 4)
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "w.npz")
+
+    g = np.random.default_rng(0)
+    x = g.normal(size=(samples, 6))
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    model = gg.nn.MLP(6, [12, 7], 3, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+    opt = gg.optim.Adam(model.parameters(), lr=0.01)
+    Trainer(model, opt, batch_size=8, data_seed=5, lr_schedule="cosine", progress=False,
+            log=lambda _line: None).fit(x, y, epochs=3)  # fmt: skip
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(got[name], p.data, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert float(got["eval_loss"]) == pytest.approx(evaluate(model, x[:20], y[:20]).loss, 1e-9)
+
+
+# ----------------------------------------------------------------------------- faults
+
+FAULT_SCRIPT = """
+import os, signal, sys, time, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init(timeout=float(sys.argv[2]))
+kind = sys.argv[1]
+
+def fault(trainer, record):
+    if world.rank != 1 or record["epoch"] != 1:
+        return
+    if kind == "raise":
+        raise RuntimeError("boom in a callback")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        time.sleep(600)
+    if kind == "drift":  # a rank whose weights no longer match: caught at the next epoch
+        trainer.model.parameters()[0].data[0, 0] += 1e-3
+
+g = np.random.default_rng(0)
+x, y = g.normal(size=(64, 4)), g.integers(0, 2, 64)
+model = gg.nn.MLP(4, [8], 2, rng=np.random.default_rng(1))
+trainer = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1), world=world,
+                                  batch_size=8, callbacks=[fault], progress=False)
+trainer.fit(x, y, epochs=50)
+"""
+
+
+@pytest.mark.parametrize("kind", ["raise", "kill", "hang", "drift"])
+def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str) -> None:
+    script = tmp_path / "fault.py"
+    script.write_text(textwrap.dedent(FAULT_SCRIPT))
+    r = mpirun(2, sys.executable, script, kind, 3, timeout=60)  # a hang fails by TimeoutExpired
+    assert r.returncode != 0
+    err = r.stderr + r.stdout  # mpiexec reports dead ranks on stdout
+    if kind == "raise":
+        assert "graphgrad: rank 1 of 2" in err and "failed: RuntimeError: boom in a callback" in err
+        assert "stopping all 2 ranks" in err
+    elif kind == "kill":  # mpiexec names the PID; rank 0 listed which rank has it
+        pid = err.split("1: pid ")[1].split()[0]
+        assert f"PID {pid} " in err and "BAD TERMINATION" in err
+    elif kind == "hang":
+        assert "graphgrad: rank 1 of 2" in err and "made no progress for" in err
+        assert "in fault" in err  # where it is stuck
+    else:
+        assert "after epoch 2 the weights of rank(s) [1] differ from rank 0's" in err
+
+
+def test_a_rank_failing_during_set_up_is_named_by_rank_0(tmp_path: Path) -> None:
+    script = tmp_path / "setup.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from graphgrad import distributed as dist, train
+        from graphgrad.config import RunConfig
+
+        world = dist.init()
+        if world.rank == 1:
+            def broken(*args, **kwargs):
+                raise FileNotFoundError("no data on this machine")
+            train.load_data = broken
+        cfg = RunConfig().with_overrides({"data.dataset": "two_moons"}, "test")
+        try:
+            dist.run_training(cfg, sys.argv[1], progress=False, plots=False)
+        except dist.DistributedError as e:
+            print("rank 0 says:", e, file=sys.stderr)
+            sys.exit(3)
+    """)
+    )
+    r = mpirun(2, sys.executable, script, tmp_path / "run", timeout=60)
+    assert r.returncode != 0
+    assert "rank 0 says: the distributed run could not start: rank 1" in r.stderr
+    assert "FileNotFoundError: no data on this machine" in r.stderr
