@@ -491,7 +491,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
         "gradients, 2 input gradients; the input x needs no gradient).",
         "Same He-normal start, same fixed batch; agreement checked after "
         f"{CHECK_STEPS} steps (tolerance {WEIGHT_TOL:g} on weights and loss).",
-        f"Threads: {threads} (threadpoolctl for NumPy's BLAS, torch.set_num_threads; JAX: "
+        f"Threads: {threads} (gg.set_num_threads and threadpoolctl, torch.set_num_threads; JAX: "
         "XLA ignores its thread flags here, so its client starts confined to that many "
         "CPUs by sched_setaffinity). cpu/wall in results.json shows what each peer used.",
     ]

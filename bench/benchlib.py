@@ -29,7 +29,11 @@ Row = dict[str, Any]
 
 @contextlib.contextmanager
 def threads_limited(n: int) -> Iterator[None]:
-    """BLAS/OpenMP pools (threadpoolctl) and PyTorch's intra-op pool limited to ``n``."""
+    """BLAS/OpenMP pools (threadpoolctl), graphgrad's (``gg.set_num_threads``: its BLAS and
+    its compiled kernels) and PyTorch's intra-op pool limited to ``n``."""
+    import graphgrad as gg
+
+    gg_old = gg.set_num_threads(n)
     torch: Any
     try:
         import torch
@@ -48,6 +52,7 @@ def threads_limited(n: int) -> Iterator[None]:
         with limiter:
             yield
     finally:
+        gg.set_num_threads(gg_old)
         if torch is not None and old is not None:
             torch.set_num_threads(old)
 

@@ -22,7 +22,12 @@ rounds.
 Also shown: the 8 GEMMs alone, in a hot loop, as bench_mlp_step.py's "GEMM only" peer times
 them (inside a step they run with colder caches), and a cProfile listing of graphgrad's step.
 
+With ``--speedup 1,2``: the non-GEMM part of graphgrad's step (step minus GEMMs: optimiser,
+elementwise kernels, framework) at 1 and at 2 threads (``gg.set_num_threads``), alternating
+in rounds, and its speed-up (median of per-round ratios); the issue's target is >= 1.6x.
+
 Run: python bench/profile_step.py [--shape 784,256,256,10 --batch 128] [--quick] [--md PATH]
+     [--speedup 1,2]
 """
 
 from __future__ import annotations
@@ -304,6 +309,53 @@ def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]
     return "\n".join(lines), {"shape": name, "ms": ms, "split": splits}
 
 
+def nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool) -> str:
+    """The non-GEMM part of graphgrad's step at each thread count in ``counts``, taking turns
+    (rounds alternate the order), and its speed-up from the first count to each other."""
+    x, y = _data(sizes, batch)
+    opt, step = graphgrad_step(sizes, x, y)
+    rounds, n = (2, 3) if quick else (15, 20)
+    before = gg.get_num_threads()
+    parts: dict[int, dict[str, list[float]]] = {k: defaultdict(list) for k in counts}
+    try:
+        for k in counts:
+            gg.set_num_threads(k)
+            for _ in range(3):
+                step()
+        for r in range(rounds):
+            for k in counts if r % 2 == 0 else counts[::-1]:
+                gg.set_num_threads(k)
+                sp = split_graphgrad(step, opt, n)
+                sp["non-GEMM"] = sp["step"] - sp["GEMMs"]
+                for part, v in sp.items():
+                    parts[k][part].append(v)
+    finally:
+        gg.set_num_threads(before)
+    name = "-".join(map(str, sizes)) + f" b{batch}"
+    base = counts[0]
+    lines = [
+        f"### {name}: graphgrad's step by thread count (ms, medians of {rounds} rounds)",
+        "",
+        "| part | "
+        + " | ".join(f"{k} thread(s)" for k in counts)
+        + " | "
+        + " | ".join(f"speed-up {base} -> {k}" for k in counts[1:])
+        + " |",
+        "|---|" + "---:|" * (2 * len(counts) - 1),
+    ]
+    for part in ("non-GEMM", "optimiser", "elementwise", "framework (the rest)", "GEMMs", "step"):
+        cells = [f"{statistics.median(parts[k][part]):.3f}" for k in counts]
+        ups = []
+        for k in counts[1:]:
+            per_round = [
+                a / b for a, b in zip(parts[base][part], parts[k][part], strict=True) if b > 0
+            ]
+            ups.append(f"{statistics.median(per_round):.2f}x" if per_round else "–")
+        lines.append(f"| {part} | " + " | ".join(cells + ups) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", action="append", help="layer sizes, e.g. 784,256,256,10")
@@ -311,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="few rounds (CI smoke run)")
     ap.add_argument("--md", type=Path, default=None, help="also write the tables here")
+    ap.add_argument(
+        "--speedup", default=None, help="thread counts, e.g. 1,2: the non-GEMM part's speed-up"
+    )
     args = ap.parse_args(argv)
     shapes = args.shape or ["784,256,256,10", "3072,512,512,10"]
     batches = args.batch or [128, 256][: len(shapes)]
@@ -327,6 +382,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with B.threads_limited(args.threads):
         for shape, batch in zip(shapes, batches, strict=True):
             md, _ = run([int(s) for s in shape.split(",")], batch, args.quick)
+            print(md)
+            text.append(md)
+    if args.speedup:
+        counts = [int(k) for k in args.speedup.split(",")]
+        text += ["## The non-GEMM part by thread count", ""]
+        for shape, batch in zip(shapes, batches, strict=True):
+            md = nongemm_speedup([int(s) for s in shape.split(",")], batch, counts, args.quick)
             print(md)
             text.append(md)
     if args.md is not None:

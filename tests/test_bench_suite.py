@@ -82,3 +82,35 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     assert all(v > 0 for v in parts)
     assert sum(parts) < float(row["step (split run)"])
     assert "`_engine.py" in text  # the cProfile listing names the engine's pass
+
+
+def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
+    out = tmp_path / "step.json"
+    peers = "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_step_procs.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--shape",
+            "20,16,16,4:8",
+            "--rounds",
+            "2",
+            "--peers",
+            peers,
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["agree"], row["losses"]
+    assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
+    assert all(v > 0 for v in row["ms"].values())
+    assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
+    assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])

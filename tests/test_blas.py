@@ -1,4 +1,5 @@
-"""gg.set_blas: 2-D float matrix products in NumPy's BLAS (default) or Intel MKL (optional).
+"""gg.set_blas: 2-D float matrix products in NumPy's BLAS or Intel MKL ("auto", the default,
+picks MKL on an Intel CPU where it is installed); gg.set_num_threads; ``graphgrad info``.
 
 The MKL tests run where the ``mkl`` wheel is installed; scripts/test.sh installs it on x86-64
 and sets GRAPHGRAD_REQUIRE_MKL=1, so there a missing MKL fails instead of skipping.
@@ -6,6 +7,7 @@ and sets GRAPHGRAD_REQUIRE_MKL=1, so there a missing MKL fails instead of skippi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,26 +37,66 @@ def mkl() -> Iterator[None]:
 
 
 def test_using_blas_restores_the_previous_library_after_an_error() -> None:
+    before = gg.blas()
     with pytest.raises(ZeroDivisionError), gg.using_blas("numpy"):
         1 / 0  # noqa: B018
-    assert gg.blas() == "numpy"
+    assert gg.blas() == before
 
 
-def test_default_is_numpy_and_unknown_names_are_refused() -> None:
-    assert gg.blas() == "numpy"
-    assert gg.blas_info() == {"blas": "numpy"}
-    with pytest.raises(ValueError, match=r"unknown BLAS 'openblas'.*'numpy' or 'mkl'"):
+def _expected_auto() -> str:
+    return "mkl" if MKL and _blas._cpu_vendor() == "GenuineIntel" else "numpy"
+
+
+def test_default_is_auto_and_unknown_names_are_refused() -> None:
+    if os.environ.get("GRAPHGRAD_BLAS"):
+        pytest.skip("GRAPHGRAD_BLAS is set")
+    assert gg.blas() == _expected_auto()
+    info = gg.blas_info()
+    assert info["blas"] == gg.blas() and info["requested"] == "auto" and info["reason"]
+    assert info["threads"] == gg.get_num_threads()
+    with pytest.raises(ValueError, match=r"unknown BLAS 'openblas'.*'auto', 'numpy' or 'mkl'"):
         gg.set_blas("openblas")
-    assert gg.blas() == "numpy"
+    assert gg.blas() == _expected_auto()
+
+
+@pytest.mark.parametrize(
+    ("vendor", "found", "chosen", "why"),
+    [
+        ("GenuineIntel", {"sgemm": 1, "dgemm": 2}, "mkl", "Intel CPU"),
+        ("AuthenticAMD", {"sgemm": 1, "dgemm": 2}, "numpy", "not an Intel one (AuthenticAMD)"),
+        ("GenuineIntel", {"error": "libmkl_rt was not found"}, "numpy", "MKL unavailable"),
+    ],
+)
+def test_auto_picks_mkl_only_on_intel_with_mkl_installed(
+    monkeypatch: pytest.MonkeyPatch, vendor: str, found: dict, chosen: str, why: str
+) -> None:
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(_blas, "_mkl", found)
+    with gg.using_blas("auto"):
+        assert gg.blas() == chosen
+        assert why in gg.blas_info()["reason"]
+
+
+def test_using_blas_restores_the_request() -> None:
+    before = gg.blas_info()["requested"]
+    with gg.using_blas("numpy"):
+        assert gg.blas_info() | {"threads": 0} == {
+            "blas": "numpy",
+            "requested": "numpy",
+            "reason": "set_blas('numpy')",
+            "threads": 0,
+        }
+    assert gg.blas_info()["requested"] == before
 
 
 def test_missing_mkl_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = gg.blas()
     monkeypatch.setattr(
         _blas, "_mkl", {"error": "Intel MKL (libmkl_rt) was not found: pip install mkl"}
     )
     with pytest.raises(RuntimeError, match=r"set_blas\('mkl'\): .*pip install mkl"):
         gg.set_blas("mkl")
-    assert gg.blas() == "numpy"
+    assert gg.blas() == before  # unchanged
 
 
 def _layouts(a: np.ndarray) -> list[np.ndarray]:
@@ -156,12 +198,13 @@ def _train(blas: str, steps: int = 3) -> list[np.ndarray]:
 def test_training_with_mkl_matches_numpy_blas() -> None:
     for a, b in zip(_train("numpy"), _train("mkl"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert gg.blas() == "numpy"
+    assert gg.blas() == _expected_auto() or os.environ.get("GRAPHGRAD_BLAS")
 
 
-def _blas_in_subprocess(value: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GRAPHGRAD_BLAS": value}
-    code = "import graphgrad as gg; print(gg.blas())"
+def _blas_in_subprocess(
+    value: str, code: str = "import graphgrad as gg; print(gg.blas())", **env_: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GRAPHGRAD_BLAS": value, **env_}
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
@@ -179,3 +222,91 @@ def test_bad_environment_value_warns_and_keeps_numpy() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "numpy"
     assert "GRAPHGRAD_BLAS=cublas" in proc.stderr and "unknown BLAS" in proc.stderr
+
+
+def test_environment_variable_numpy_forces_numpys_blas() -> None:
+    proc = _blas_in_subprocess("numpy", "import graphgrad as gg; print(gg.blas_info())")
+    assert proc.returncode == 0, proc.stderr
+    assert "'blas': 'numpy'" in proc.stdout and "GRAPHGRAD_BLAS=numpy" in proc.stdout
+
+
+def _blas_threads() -> dict[str, int]:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return {
+        d["internal_api"]: d["num_threads"]
+        for d in threadpoolctl.threadpool_info()
+        if d["user_api"] == "blas"
+    }
+
+
+def test_set_num_threads_governs_blas_and_kernels() -> None:
+    before = gg.get_num_threads()
+    try:
+        for n in (1, 2):
+            assert gg.set_num_threads(n) in (before, 1)
+            assert gg.get_num_threads() == n
+            assert set(_blas_threads().values()) == {n}  # NumPy's OpenBLAS and MKL, if loaded
+            if _blas._fused._K is not None:
+                assert _blas._fused._K.get_num_threads() == n
+    finally:
+        gg.set_num_threads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="set_num_threads: need a positive integer"):
+            gg.set_num_threads(bad)  # type: ignore[arg-type]
+
+
+def test_omp_num_threads_is_the_default() -> None:
+    code = "import graphgrad as gg; print(gg.get_num_threads(), gg.blas_info()['threads'])"
+    proc = _blas_in_subprocess("auto", code, OMP_NUM_THREADS="3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "3"]
+
+
+_DETERMINISM = """
+import numpy as np, graphgrad as gg
+gg.set_num_threads({n})
+rng = np.random.default_rng(0)
+model = gg.nn.MLP(300, [256, 256], 10, "relu", rng=rng)
+opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+x = rng.standard_normal((256, 300)).astype(np.float32)
+y = rng.integers(0, 10, 256)
+for _ in range(3):
+    opt.zero_grad()
+    gg.cross_entropy(model(x), y).backward()
+    opt.step()
+import hashlib
+print(hashlib.sha256(b"".join(p.data.tobytes() for p in model.parameters())).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("blas", ["auto", "numpy"])
+def test_runs_repeat_bit_for_bit_for_a_fixed_configuration(blas: str) -> None:
+    # Same library, same thread count: the same weights to the last bit, run after run.
+    outs = []
+    for _ in range(2):
+        proc = _blas_in_subprocess(blas, _DETERMINISM.format(n=2))
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout.split()[-1])
+    assert outs[0] == outs[1]
+
+
+def test_graphgrad_info_command() -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    env = {**os.environ, "GRAPHGRAD_BLAS": "numpy", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([exe, "info"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"numpy {np.__version__}" in out and "graphgrad " in out
+    assert "BLAS:      numpy (requested 'numpy': GRAPHGRAD_BLAS=numpy in the environment)" in out
+    assert "threads:   1 " in out and "graphgrad._kernels" in out
+    proc = subprocess.run(
+        [exe, "info", "--json"],
+        env={**os.environ, "GRAPHGRAD_BLAS": "auto"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["blas"]["blas"] == _expected_auto() and info["blas"]["requested"] == "auto"
+    assert info["compiled"]["graphgrad._kernels"] is _blas._fused.COMPILED

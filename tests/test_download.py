@@ -5,13 +5,15 @@ No test reaches beyond 127.0.0.1: an autouse fixture makes any other host fail.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gzip
 import hashlib
 import io
 import socket
 import tarfile
-import urllib.parse
+import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +26,13 @@ from data_fixtures import FileServer, idx_bytes, make_tarball, serve, write_cifa
 from graphgrad.data import (
     CHECKSUMS,
     CIFAR10,
+    SIZES,
     SOURCES,
     ChecksumError,
     DataFormatError,
     DownloadError,
     FashionMNIST,
-    add_download_parser,
+    _download,
     download,
     fetch_file,
 )
@@ -39,17 +42,15 @@ TIMEOUT = 5.0
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = urllib.request.urlopen
+    """Any socket connection beyond 127.0.0.1 fails the test (whatever opener is used)."""
+    real = socket.socket.connect
 
-    def guarded(request: Any, *args: Any, **kwargs: Any) -> Any:
-        url = request.full_url if isinstance(request, urllib.request.Request) else request
-        host = urllib.parse.urlsplit(url).hostname
-        if host != "127.0.0.1":
-            raise AssertionError(f"test tried to reach {url}")
-        assert kwargs.get("timeout") is not None, "every request must have a timeout"
-        return real(request, *args, **kwargs)
+    def guarded(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and address[0] != "127.0.0.1":
+            raise AssertionError(f"test tried to reach {address}")
+        real(self, address)
 
-    monkeypatch.setattr(urllib.request, "urlopen", guarded)
+    monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.delenv("GRAPHGRAD_DATA", raising=False)
 
 
@@ -219,7 +220,13 @@ def test_official_tables() -> None:
         assert set(CHECKSUMS[name]) == set(source.files)
         for sha in CHECKSUMS[name].values():
             assert len(sha) == 64 and int(sha, 16) >= 0 and sha == sha.lower()
-    assert SOURCES["fashion-mnist"].base_url.startswith("http://fashion-mnist.s3-website")
+    assert set(SIZES) == set(SOURCES)
+    for name, source in SOURCES.items():
+        assert set(SIZES[name]) == set(source.files)
+        # https first wherever the host offers it; plain http only as a later fallback
+        assert source.base_urls[0].startswith("https://")
+        assert all(u.endswith("/") for u in source.base_urls)
+    assert SOURCES["fashion-mnist"].base_urls[-1].startswith("http://fashion-mnist.s3-website")
     assert SOURCES["mnist"].base_url == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     assert SOURCES["cifar10"].base_url + SOURCES["cifar10"].files[0] == (
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -288,53 +295,176 @@ def test_unsafe_tarball_members_are_refused(tmp_path: Path, member: tarfile.TarI
     assert not [p for p in (root / "cifar10").iterdir() if p.name.startswith(".extract")]
 
 
-# --- the CLI handler ---------------------------------------------------------------------------
+# --- hostile servers: overlong bodies, trickles, planted links, mirrors --------------------------
 
 
-def _cli() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphgrad")
-    add_download_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+class RawServer:
+    """A loopback TCP server answering every connection with ``reply`` (bytes), sent in
+    ``step``-byte pieces ``delay`` seconds apart, for at most ``for_seconds``; counts what it
+    sent. For servers no well-behaved HTTP library would write."""
+
+    def __init__(self, reply: bytes, step: int = 1 << 16, delay: float = 0.0,
+                 for_seconds: float = 20.0) -> None:  # fmt: skip
+        self.reply, self.step, self.delay, self.for_seconds = reply, step, delay, for_seconds
+        self.sent = 0
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(4)
+        self._sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096) or b"\r\n\r\n"
+                start = time.monotonic()
+                try:
+                    for i in range(0, len(self.reply), self.step):
+                        if self._stop.is_set() or time.monotonic() - start > self.for_seconds:
+                            break
+                        conn.sendall(self.reply[i : i + self.step])
+                        self.sent += len(self.reply[i : i + self.step])
+                        if self.delay:
+                            time.sleep(self.delay)
+                except OSError:
+                    pass  # the client hung up: what we want it to do
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=25)
+        self._sock.close()
 
 
-def test_cli_success_and_failure(
-    tmp_path: Path,
-    idx_server: FileServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+def _reply(body: bytes, length: int | None) -> bytes:
+    head = "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def test_body_longer_than_the_expected_size_stops_there(tmp_path: Path) -> None:
+    good = b"x" * 1000
+    body = good + bytes(64 << 20)  # 64 MiB more than the file has
+    dest = tmp_path / "f"
+    with RawServer(_reply(body, None)) as server:  # no Content-Length: delimited by close
+        with pytest.raises(DownloadError, match="sent more than the expected 1,000 bytes"):
+            fetch_file(server.url + "f", dest, _sha(good), size=1000, timeout=TIMEOUT)
+        assert server.sent < 32 << 20  # the client hung up long before the end (64 MiB)
+    assert not dest.exists() and not (tmp_path / "f.part").exists()
+    # a Content-Length that disagrees with the expected size: refused before any body
+    with (
+        RawServer(_reply(body, len(body))) as server,
+        pytest.raises(DownloadError, match="announces 67,109,864 bytes, not the expected"),
+    ):
+        fetch_file(server.url + "f", dest, _sha(good), size=1000, timeout=TIMEOUT)
+    assert not (tmp_path / "f.part").exists()
+    # size unknown: cut off at max_bytes
+    with (
+        RawServer(_reply(body, None)) as server,
+        pytest.raises(DownloadError, match="more than the most accepted, 2,000 bytes"),
+    ):
+        fetch_file(server.url + "f", dest, _sha(good), max_bytes=2000, timeout=TIMEOUT)
+    assert not (tmp_path / "f.part").exists()
+
+
+def test_trickling_body_is_abandoned_below_the_minimum_rate(tmp_path: Path) -> None:
+    body = bytes(10_000)
+    with RawServer(_reply(body, len(body)), step=1, delay=0.02) as server:  # ~50 bytes/s
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match=r"too slow: .* below the minimum of 1,000"):
+            fetch_file(server.url + "f", tmp_path / "f", _sha(body), timeout=TIMEOUT,
+                       min_rate=1000, rate_window=0.5)  # fmt: skip
+        assert time.monotonic() - t0 < 10  # never the 200 s the trickle would take
+    assert (tmp_path / "f.part").is_file()  # kept for resuming
+
+
+def test_trickling_headers_are_abandoned_at_the_deadline(tmp_path: Path) -> None:
+    # each byte arrives within the per-read timeout, so only an overall deadline ends this
+    with RawServer(b"HTTP/1.0 200 OK\r\nX-Slow: " + b"y" * 5000, step=1, delay=0.05) as server:
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match="deadline"):
+            fetch_file(server.url + "f", tmp_path / "f", "0" * 64, timeout=TIMEOUT, deadline=1.0)
+        assert time.monotonic() - t0 < 10
+
+
+def test_planted_part_symlink_is_not_followed(tmp_path: Path, idx_server: FileServer) -> None:
+    name = "train-labels-idx1-ubyte.gz"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / (name + ".part")).symlink_to(victim)
+    with pytest.raises(DownloadError, match="symbolic link"):
+        fetch_file(idx_server.base_url + name, folder / name, _sha(idx_server.files[name]),
+                   timeout=TIMEOUT)  # fmt: skip
+    assert victim.read_text() == "precious"
+    assert not (folder / name).exists() and idx_server.log == []
+
+
+def test_mirrors_are_tried_in_order(
+    tmp_path: Path, idx_server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(CHECKSUMS, "fashion-mnist", _sums(idx_server.files))
-    argv = ["download", "fashion-mnist", "--root", str(tmp_path), "--base-url",
-            idx_server.base_url, "--no-progress", "--timeout", "5"]  # fmt: skip
-    args = _cli().parse_args(argv)
-    assert args.func(args) == 0
-    out, err = capsys.readouterr()
-    assert out.strip() == str(tmp_path / "fashion-mnist") and err == ""
-
-    bad = dict(_sums(idx_server.files), **{"train-images-idx3-ubyte.gz": "f" * 64})
-    monkeypatch.setitem(CHECKSUMS, "mnist", bad)
-    args = _cli().parse_args(["download", "mnist", "--root", str(tmp_path), "--base-url",
-                              idx_server.base_url, "--no-progress"])  # fmt: skip
-    assert args.func(args) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("graphgrad download: error: ")
-    assert "SHA-256 mismatch" in err and "f" * 64 in err
-
-
-def test_cli_rejects_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        _cli().parse_args(["download", "imagenet"])
-    assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_cli_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    argv = ["download", "cifar10", "--root", str(tmp_path), "--base-url", url, "--no-progress"]
-    args = _cli().parse_args([*argv, "--timeout", "2"])
-    assert args.func(args) == 1
-    assert "cannot connect" in capsys.readouterr().err
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    mirrors = (dead, idx_server.base_url)
+    monkeypatch.setitem(SOURCES, "mnist", dataclasses.replace(SOURCES["mnist"], base_urls=mirrors))
+    folder = download("mnist", tmp_path, progress=False, checksums=_sums(idx_server.files),
+                      timeout=TIMEOUT)  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == sorted(idx_server.files)
+
+
+def test_https_is_never_redirected_to_http() -> None:
+    request = urllib.request.Request("https://example.org/file")
+    handler = _download._NoDowngrade()
+    with pytest.raises(urllib.error.URLError, match="refusing a redirect from https"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://example.org/file")
+    ok = handler.redirect_request(request, None, 302, "Found", {}, "https://mirror.org/file")
+    assert ok is not None and ok.full_url == "https://mirror.org/file"
+
+
+def test_official_sizes_apply_only_to_official_hashes(
+    tmp_path: Path, idx_server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int | None] = []
+    real = _download.fetch_file
+
+    def spy(*args: Any, **kwargs: Any) -> bool:
+        seen.append(kwargs.get("size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_download, "fetch_file", spy)
+    download("mnist", tmp_path, idx_server.base_url, False, checksums=_sums(idx_server.files),
+             timeout=TIMEOUT)  # fmt: skip
+    assert seen == [None] * 4
+    with pytest.raises(DownloadError):  # the fixture's files are not the official ones
+        download("mnist", tmp_path / "b", idx_server.base_url, False, timeout=TIMEOUT)
+    assert seen[4] == SIZES["mnist"]["train-images-idx3-ubyte.gz"]
+
+
+def test_checksum_file(tmp_path: Path) -> None:
+    from graphgrad.data import read_checksum_file
+
+    good = tmp_path / "SHA256SUMS"
+    good.write_text(f"# sums\n{'A' * 64}  a.gz\n\n{'b' * 64} *b.gz\n")
+    assert read_checksum_file(good) == {"a.gz": "a" * 64, "b.gz": "b" * 64}
+    bad = tmp_path / "bad"
+    bad.write_text(f"{'a' * 64}  a.gz\nnot-a-sum " + "x" * 40_000 + "\n")
+    with pytest.raises(ValueError, match=r"bad:2: expected '<sha256>  <file name>'") as info:
+        read_checksum_file(bad)
+    assert len(str(info.value)) < 300
+    with pytest.raises(ValueError, match="cannot read"):
+        read_checksum_file(tmp_path / "missing")

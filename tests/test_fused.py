@@ -7,6 +7,9 @@ the kernels switched off (the path a machine without the extension takes).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -41,7 +44,11 @@ def _both(monkeypatch: pytest.MonkeyPatch, fn, *arrays: np.ndarray, **kw):  # ty
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("first", [False, True])
 def test_sgd_kernel_matches_numpy_bit_for_bit(
-    monkeypatch: pytest.MonkeyPatch, dtype: type, mu: float, wd: float, nesterov: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: type,
+    mu: float,
+    wd: float,
+    nesterov: bool,
     first: bool,
 ) -> None:
     if nesterov and not mu:
@@ -153,3 +160,191 @@ def test_optimiser_kernels_flush_subnormals_and_restore_the_mode() -> None:
     assert not buf.any()
     # ... and only inside the kernel: NumPy afterwards still has subnormals.
     assert np.float32(tiny) * np.float32(0.5) != 0
+
+
+# --- read-only, non-contiguous and 0-d inputs (both modes: scripts/test.sh runs this file
+# again with GRAPHGRAD_PURE_PYTHON=1) ------------------------------------------------------
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+_LAYOUTS = {
+    "read-only": _readonly,
+    "non-contiguous": lambda a: np.repeat(a, 2, axis=-1)[..., ::2] if a.ndim else a,
+    "frombuffer": lambda a: np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape),
+    "broadcast_to": lambda a: np.broadcast_to(a, a.shape),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_twins_take_readonly_strided_and_0d_inputs(
+    monkeypatch: pytest.MonkeyPatch, layout: str, shape: tuple, dtype: type
+) -> None:
+    rng = np.random.default_rng(4)
+    g0, x0, w0, v0, m0 = (rng.standard_normal(shape).astype(dtype) for _ in range(5))
+    x0[...] = np.where(np.abs(x0) < 0.3, 0.0, x0)  # some kinks
+    make = _LAYOUTS[layout]
+    g, x = make(g0), make(x0)
+    ref = g0 * (x0 > 0).astype(dtype)
+    np.testing.assert_array_equal(_fused.relu_grad(g, x), ref)
+    results = []
+    for k in (_fused._K, None):
+        with monkeypatch.context() as m:
+            m.setattr(_fused, "_K", k)
+            w, v, mm, vv = w0.copy(), v0.copy(), m0.copy(), np.abs(v0)
+            _fused.sgd(w, g, v, None, 0.1, 0.9, 0.0, False, False)
+            _fused.adam(w, g, mm, vv, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 2)
+            results.append((w, v, mm, vv, _fused.relu_grad(g, x)))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_on_readonly_logits(monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    x = _readonly(rng.standard_normal((6, 4)).astype(dtype))
+    y = _readonly(rng.integers(0, 4, 6))
+    out = []
+    for k in (_fused._K, None):
+        with monkeypatch.context() as m:
+            m.setattr(_fused, "_K", k)
+            t = gg.Tensor(x, requires_grad=True)
+            loss = gg.cross_entropy(t, y)
+            loss.backward()
+            out.append((loss.data, t.grad))
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_users_readonly_cases() -> None:
+    # relu's backward on a 0-d tensor: the upstream gradient of sum() is a read-only view.
+    x = gg.Tensor(np.float32(2.0), requires_grad=True)
+    x.relu().sum().backward()
+    assert x.grad == 1.0
+    # backward(grad=<read-only array>)
+    a = gg.Tensor(np.array([1.0, -1.0, 3.0], np.float32), requires_grad=True)
+    y = a.relu()
+    y.backward(grad=_readonly(np.ones(3, np.float32)))
+    np.testing.assert_array_equal(a.grad, [1, 0, 1])
+    # leaves on np.frombuffer / np.broadcast_to / a memory map, used as inputs
+    buf = np.arange(-3, 3, dtype=np.float32).tobytes()
+    for data in (np.frombuffer(buf, np.float32), np.broadcast_to(np.float32(1.5), (6,))):
+        leaf = gg.Tensor(data)
+        w = gg.Tensor(np.ones(6, np.float32), requires_grad=True)
+        (leaf * w).relu().sum().backward()
+        np.testing.assert_array_equal(w.grad, data * (data > 0))
+
+
+def test_memory_mapped_leaf(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([[1.0, -2.0, 0.5], [3.0, -1.0, 2.0]], np.float32))
+    data = np.load(path, mmap_mode="r")
+    x = gg.Tensor(data)
+    logits = gg.Tensor(np.asarray(data), requires_grad=True)
+    gg.cross_entropy(logits, np.array([0, 2])).backward()
+    assert logits.grad is not None and np.isfinite(logits.grad).all()
+    assert float(x.relu().sum().item()) == pytest.approx(6.5)
+
+
+def test_optimiser_step_with_readonly_grad() -> None:
+    for make in (
+        lambda p: gg.optim.SGD([p], lr=0.1, momentum=0.9),
+        lambda p: gg.optim.Adam([p], lr=0.1),
+    ):
+        p = gg.Tensor(np.ones(4, np.float32), requires_grad=True)
+        opt = make(p)
+        for _ in range(2):
+            p.grad = _readonly(np.full(4, 0.5, np.float32))
+            opt.step()
+        assert (p.data < 1).all()
+
+
+def test_optimiser_on_a_readonly_parameter_names_it() -> None:
+    p = gg.Tensor(np.frombuffer(np.ones(3, np.float32).tobytes(), np.float32), requires_grad=True)
+    opt = gg.optim.SGD([p], lr=0.1)
+    p.grad = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"SGD: parameter #0 is a read-only array"):
+        opt.step()
+
+
+# --- threads: the kernels give the same bits at any thread count -------------------------
+
+
+@pytest.fixture
+def kernel_threads() -> Iterator[Callable[[int], None]]:
+    before = gg.get_num_threads()
+    yield gg.set_num_threads
+    gg.set_num_threads(before)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_give_the_same_bits_at_1_and_2_threads(
+    monkeypatch: pytest.MonkeyPatch, kernel_threads: Callable[[int], None], dtype: type
+) -> None:
+    # Large enough to be split between threads (PAR_MIN), with an odd tail.
+    n = 3 * _fused._PAR_MIN + 17
+    rng = np.random.default_rng(6)
+    w0, g, v0, m0 = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+    x = rng.standard_normal(n).astype(dtype)
+    x[::7] = 0.0
+    x[5] = np.nan
+    logits = (3 * rng.standard_normal((4099, 10))).astype(dtype)
+    labels = rng.integers(0, 10, 4099)
+
+    def run() -> list[np.ndarray]:
+        w, v, m, vv = w0.copy(), v0.copy(), m0.copy(), np.abs(v0)
+        out = []
+        for mu, wd, nest, first in (
+            (0.9, 0.0, False, False),
+            (0.9, 1e-2, True, False),
+            (0.0, 0.0, False, False),
+            (0.9, 0.0, False, True),
+        ):
+            _fused.sgd(w, g, v if mu else None, None, 0.05, mu, wd, nest, first)
+            out += [w.copy(), v.copy()]
+        for wd in (0.0, 1e-2):
+            _fused.adam(w, g, m, vv, None, 1e-3, 0.9, 0.999, 1e-8, wd, 3)
+            out += [w.copy(), m.copy(), vv.copy()]
+        out.append(_fused.relu(x))
+        out.append(_fused.relu_grad(g, x))
+        if _fused._K is None:  # the NumPy references of the reductions
+            z = logits - logits.max(axis=1, keepdims=True)
+            z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+            xb = np.exp(z)
+            xb[np.arange(len(labels)), labels] -= 1
+            return [*out, -z[np.arange(len(labels)), labels].mean(), xb * 0.5]
+        xf = _fused.xent_forward(logits, labels)
+        xb = _fused.xent_backward(logits, labels, 0.5)
+        return [*out, xf, xb]
+
+    runs = {}
+    for k in (1, 2):
+        kernel_threads(k)
+        runs[k] = run()
+    with monkeypatch.context() as mp:
+        mp.setattr(_fused, "_K", None)  # the NumPy twins
+        twin = run()
+    for a, b in zip(runs[1], runs[2], strict=True):
+        np.testing.assert_array_equal(a, b)  # any thread count: the same bits
+    for a, c in zip(runs[1][:-2], twin[:-2], strict=True):
+        np.testing.assert_array_equal(a, c)  # elementwise: as NumPy
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, c in zip(runs[1][-2:], twin[-2:], strict=True):
+        np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
+
+
+def test_relu_twin_matches_numpy() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(_fused._PAR_MIN + 5).astype(np.float32)
+    x[:3] = [np.nan, -0.0, 0.0]
+    r = _fused.relu(x)
+    np.testing.assert_array_equal(r, np.maximum(x, 0))
+    assert not np.signbit(r[1])  # max(-0.0, 0) is +0.0 in NumPy

@@ -205,3 +205,85 @@ def test_matches_torch_optim(config: tuple[str, dict[str, object]]) -> None:
         tp.grad = torch.from_numpy(gr.copy())
         theirs.step()
     np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# --- SGD(fused_backward=True): the weight gradient GEMM adds into the momentum buffer ----
+
+
+def _mlp_run(fused: bool, blas: str, steps: int = 4, twice: bool = False) -> list[np.ndarray]:
+    import gc
+
+    gc.collect()  # an earlier fused optimiser's sinks go with it
+    with gg.using_blas(blas):
+        rng = np.random.default_rng(0)
+        model = gg.nn.MLP(24, [32, 16], 5, "relu", rng=rng)
+        opt = gg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused_backward=fused)
+        x = rng.standard_normal((40, 24)).astype(np.float32)
+        y = rng.integers(0, 5, 40)
+        for _ in range(steps):
+            opt.zero_grad()
+            for _ in range(2 if twice else 1):  # twice: gradients accumulate
+                gg.cross_entropy(model(x), y).backward()
+            opt.step()
+        if fused:
+            weights = [p for p in model.parameters() if p.data.ndim == 2]
+            assert weights and all(p.grad is None for p in weights)  # never materialised
+            assert all(p.grad is not None for p in model.parameters() if p.data.ndim == 1)
+        return [p.data.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("blas", ["numpy", "auto"])
+@pytest.mark.parametrize("twice", [False, True])
+def test_sgd_fused_backward_matches_the_unfused_update(blas: str, twice: bool) -> None:
+    plain = _mlp_run(False, blas, twice=twice)
+    fused = _mlp_run(True, blas, twice=twice)
+    for a, b in zip(plain, fused, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_fused_backward_uses_the_ops_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphgrad.ops._registry import REGISTRY
+
+    calls: list[float] = []
+    rule = REGISTRY["linear"].vjp_into[1]  # type: ignore[index]
+
+    def spy(g: np.ndarray, args: list, out: np.ndarray, beta: float) -> bool:
+        calls.append(beta)
+        return rule(g, args, out, beta)
+
+    monkeypatch.setitem(REGISTRY["linear"].vjp_into, 1, spy)  # type: ignore[arg-type]
+    _mlp_run(True, "numpy", steps=2)
+    assert calls == [0.0] * 3 + [0.9] * 3  # 3 weights: v = ∇ first, then v = 0.9 v + ∇
+
+
+def test_sgd_fused_backward_refuses_what_it_cannot_fuse() -> None:
+    p = gg.Tensor(np.ones((2, 2)), requires_grad=True)
+    for kw in (
+        {"momentum": 0.0},
+        {"momentum": 0.9, "weight_decay": 1e-4},
+        {"momentum": 0.9, "nesterov": True},
+    ):
+        with pytest.raises(ValueError, match="fused_backward needs momentum > 0"):
+            gg.optim.SGD([p], lr=0.1, fused_backward=True, **kw)  # type: ignore[arg-type]
+
+
+def test_sgd_fused_backward_leaves_other_graphs_alone() -> None:
+    import gc
+
+    from graphgrad import _engine
+
+    w = gg.Tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    opt = gg.optim.SGD([w], lr=0.1, momentum=0.9, fused_backward=True)
+    x = gg.Tensor(np.ones((4, 2), np.float32))
+    # gg.grad (wrt=...) and create_graph return gradients as usual, the buffer untouched
+    gw = gg.grad(lambda w: gg.linear(x, w, gg.Tensor(np.zeros(3, np.float32))).sum())(w)
+    np.testing.assert_array_equal(gw.data, np.full((3, 2), 4.0))
+    assert 0 not in opt.state
+    # matmul has no fused rule: its gradient lands in .grad and step() uses it
+    (x @ w.T).sum().backward()
+    assert w.grad is not None
+    opt.step()
+    np.testing.assert_allclose(w.data, 1 - 0.1 * 4.0)
+    del opt
+    gc.collect()
+    assert id(w) not in _engine.GRAD_SINKS

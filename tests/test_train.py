@@ -186,7 +186,8 @@ def test_run_training_writes_everything(tmp_path: Path) -> None:
     assert metrics["test"]["accuracy"] == res.test.accuracy
     assert np.array(metrics["confusion_matrix"]).sum() == 50
     assert metrics["versions"]["numpy"] == np.__version__
-    assert metrics["versions"]["blas"] == "numpy"  # the default: NumPy's own BLAS
+    assert metrics["versions"]["blas"] == gg.blas()  # the library the products ran in
+    assert metrics["versions"]["threads"] == str(gg.get_num_threads())
     assert metrics["seeds"] == {"model.seed": 0, "data.seed": 0}
     assert len(metrics["history"]) == 2 and metrics["history"][0]["eval_split"] == "test"
     assert res.test.accuracy > 0.5  # learnable fixture

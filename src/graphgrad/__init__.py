@@ -11,7 +11,7 @@ from . import (
     optim,
     viz,
 )
-from ._blas import blas, blas_info, set_blas, using_blas
+from ._blas import blas, blas_info, get_num_threads, set_blas, set_num_threads, using_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
 from ._state import (
@@ -122,6 +122,7 @@ __all__ = [
     "enable_grad",
     "exp",
     "get_default_dtype",
+    "get_num_threads",
     "getitem",
     "grad",
     "gradcheck",
@@ -154,6 +155,7 @@ __all__ = [
     "reshape",
     "set_blas",
     "set_default_dtype",
+    "set_num_threads",
     "sigmoid",
     "softmax",
     "sqrt",

@@ -133,6 +133,7 @@ def _error(cmd: str, msg: str) -> int:
 def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) -> Any:
     """Parse and evaluate EXPR (or build --model); returns (root, leaves) or an exit code
     after printing the error."""
+    from ._quote import excerpt
     from .expr import ExprError, evaluate, parse, parse_values
 
     try:
@@ -154,10 +155,11 @@ def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) 
         parsed = parse(expr)
         return evaluate(parsed, values)
     except ExprError as e:
-        return _error(cmd, f"in {expr.strip()!r} {e}")
+        return _error(cmd, f"in {excerpt(expr.strip(), e.column)} {e}")
 
 
 def _graph(args: argparse.Namespace) -> int:
+    from ._quote import excerpt
     from .viz import FORMATS, DotNotFoundError, render, trace
 
     built = _build("graph", args.expr, args.at, args.model)
@@ -174,7 +176,9 @@ def _graph(args: argparse.Namespace) -> int:
         suffix = args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
         fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
         if fmt not in FORMATS:
-            return _error("graph", f"cannot tell the format from {args.output!r}; use --format")
+            return _error(
+                "graph", f"cannot tell the format from {excerpt(args.output)}; use --format"
+            )
     fmt = fmt or "text"
     try:
         data = render(graph, fmt)
@@ -270,10 +274,14 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
 
 
 def _paths_layered(width: int, depth: int, limit: int) -> int:
-    from .paths import layered_table
+    from .paths import LayeredWorkError, layered_table
 
     if not (1 <= width <= 64 and 1 <= depth <= 200):
         return _error("paths", "--layered needs 1 <= WIDTH <= 64 and 1 <= DEPTH <= 200")
+    try:
+        table = layered_table(width, depth, limit=limit)  # counts the work before building
+    except LayeredWorkError as e:
+        return _error("paths", str(e))
     print(
         f"dense layered graphs of width {width}: unit = tanh(sum of weight * unit below); "
         f"paths from all {width} inputs to the output, path enumeration limit {limit:,}"
@@ -291,7 +299,7 @@ def _paths_layered(width: int, depth: int, limit: int) -> int:
             "max |diff|",
         ]
     ]
-    for r in layered_table(width, depth, limit=limit):
+    for r in table:
         rows.append(
             [
                 str(r.depth),

@@ -18,8 +18,10 @@ def _hidden(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",")]
     except ValueError:
+        from ._quote import excerpt
+
         raise argparse.ArgumentTypeError(
-            f"--hidden takes comma-separated integers like 256,256, got {text!r}"
+            f"--hidden takes comma-separated integers like 256,256, got {excerpt(text)}"
         ) from None
 
 
@@ -272,23 +274,16 @@ def _read_inputs(
     paths: list[Path], image_shape: tuple[int, ...] | None, d: int
 ) -> tuple[list[str], np.ndarray]:
     """Images from .npy/.png files as float32 (N, D) in [0, 1], with a name for each."""
+    from ._inputs import read_npy, read_png
+
     names: list[str] = []
     rows = []
     for path in paths:
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: cannot read as .npy: {e}") from None
+            arr = read_npy(path)  # header checked before the body is read
         elif suffix == ".png":
-            try:
-                import matplotlib.image as mpimg
-            except ImportError:  # pragma: no cover
-                raise ImportError(
-                    "reading PNG needs matplotlib: pip install 'graphgrad[train]'"
-                ) from None
-            arr = mpimg.imread(path)
+            arr = read_png(path, image_shape[-2:] if image_shape else None)
             if arr.ndim == 3 and image_shape is not None and len(image_shape) == 2:
                 arr = arr[..., :3].mean(axis=-1)  # RGB(A) -> grey
             elif arr.ndim == 3:

@@ -28,6 +28,12 @@ class _Released(tuple):  # type: ignore[type-arg,unused-ignore]
 
 RELEASED = _Released()
 
+#: Gradient sinks: id(leaf) -> an object whose ``take(leaf, op, i, g, args, params) -> bool`` may
+#: consume the gradient for that leaf inside the consumer's VJP (``Op.vjp_into``), so that it
+#: is never materialised (``SGD(fused_backward=True)`` adds the weight gradient GEMM straight
+#: into its momentum buffer). Empty unless such an optimiser exists; plain backward only.
+GRAD_SINKS: dict[int, Any] = {}
+
 
 def run_backward(
     root: Any,
@@ -75,6 +81,7 @@ def _run(
         results = [None] * len(wrt)
         stop = min(t._seq for t in wrt)
     anomaly = ANOMALY.get()
+    sinks = GRAD_SINKS if (wrt is None and not graph_mode) else None
     while heap:
         neg_seq, node = heappop(heap)
         if -neg_seq < stop:
@@ -107,6 +114,8 @@ def _run(
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
                 continue
+            if sinks and id(inp) in sinks and sinks[id(inp)].take(inp, op, i, g, args, params):
+                continue  # added straight into an optimiser's buffer
             if anomaly:
                 with np.errstate(all="ignore"):
                     gi = op.vjp(i, xp, g, ans, args, params)

@@ -13,22 +13,50 @@ dtype and shape and updates its first arguments in place; other layouts take the
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 
 from ._state import pure_python_requested
 
-_K: Any = None
-if not pure_python_requested():
+
+def _load_kernels() -> Any:
+    """Import the compiled kernels, with GCC's OpenMP runtime told to sleep, not spin, between
+    parallel loops (unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT): a spinning worker
+    takes the core the BLAS's own threads need next (measured on 2 shared cores: a step 10x
+    slower at 2 threads). libgomp reads the variable once, as the extension loads it; it is
+    removed again at once, so libraries loaded later see the environment as it was."""
+    if pure_python_requested():
+        return None
+    mine = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    if mine:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        from . import _kernels as _K  # type: ignore[no-redef,attr-defined,unused-ignore]
+        from . import _kernels  # type: ignore[attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - depends on the build
-        _K = None
+        return None
+    finally:
+        if mine:
+            del os.environ["OMP_WAIT_POLICY"]
+    return _kernels
+
+
+_K: Any = _load_kernels()
 
 COMPILED: bool = _K is not None
+_PAR_MIN: int = _K.PAR_MIN if _K is not None else 0
 
-__all__ = ["COMPILED", "adam", "bad_label", "relu_grad", "sgd", "xent_backward", "xent_forward"]
+__all__ = [
+    "COMPILED",
+    "adam",
+    "bad_label",
+    "relu",
+    "relu_grad",
+    "sgd",
+    "xent_backward",
+    "xent_forward",
+]
 
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -36,8 +64,9 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     """The arrays as 1-D views for a kernel, or None if a kernel cannot take them: all must
-    be C-contiguous ndarrays of one shape and one native float dtype. (Called several times
-    per training step, so written for speed: ~0.5 µs for three arrays.)"""
+    be C-contiguous ndarrays of one shape and one native float dtype. Inputs may be read-only
+    (the kernels take them as ``const``); callers check that the arrays they write are not.
+    (Called several times per training step, so written for speed: ~0.5 µs for three.)"""
     if _K is None:
         return None
     a0 = arrays[0]
@@ -75,7 +104,7 @@ def sgd(
     w -= lr (g' + mu v) with nesterov, else w -= lr v  (v = g' when mu = 0).
     """
     flat = _flat(w, g, v if v is not None else w)
-    if flat is not None:
+    if flat is not None and w.flags.writeable and (v is None or v.flags.writeable):
         _K.sgd(flat[0], flat[1], flat[2], lr, mu, wd, nesterov, first)
         return
     if tmp is None:
@@ -114,7 +143,7 @@ def adam(
     bc1 = 1.0 - b1**step
     bc2_sqrt = math.sqrt(1.0 - b2**step)
     flat = _flat(w, g, m, v)
-    if flat is not None:
+    if flat is not None and w.flags.writeable and m.flags.writeable and v.flags.writeable:
         _K.adam(*flat, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
         return
     if tmp is None:
@@ -134,6 +163,17 @@ def adam(
     np.divide(m, tmp, out=tmp)
     tmp *= lr / bc1
     np.subtract(w, tmp, out=w)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays."""
+    if _K is not None and type(x) is np.ndarray and x.size >= _PAR_MIN:
+        flat = _flat(x)
+        if flat is not None:
+            out = np.empty_like(x)
+            _K.relu(flat[0], out.ravel())
+            return out
+    return np.maximum(x, 0)
 
 
 def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:

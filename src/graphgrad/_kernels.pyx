@@ -7,10 +7,23 @@ NumPy twin in ``graphgrad/_fused.py`` does with whole-array calls, so both give 
 numbers (bit for bit in float32 and float64, except that the optimiser kernels flush
 subnormal numbers, below 1.2e-38 in float32, to zero, as ``torch.set_flush_denormal`` does); the twin is the reference the tests compare
 with and the path taken when this module is not built. Arrays arrive flattened, C-contiguous
-and of one dtype (``_fused.py`` checks that before calling).
+and of one dtype (``_fused.py`` checks that before calling); inputs may be read-only
+(``const`` memoryviews).
+
+Threads: above ``PAR_MIN`` elements a kernel splits its arrays into contiguous chunks, one per
+thread (OpenMP ``prange``, the GIL released; ``set_num_threads`` sets how many). Elementwise
+kernels compute each element exactly as the serial loop does, so their results are the same
+bit for bit at any thread count. Softmax cross-entropy's forward, a reduction, is arranged so
+that it is too: one loss per row in parallel, then the rows added in order on one thread.
+(Bias-gradient sums are a GEMV, ``ones @ G``, threaded by the BLAS, each output column a dot
+product on one thread.) Built without OpenMP (``OPENMP`` is False), everything runs on the
+calling thread.
 """
 
+cimport cython
+from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, sqrt
+from libc.stdlib cimport free, malloc
 
 cdef extern from *:
     """
@@ -66,7 +79,18 @@ cdef extern from *:
             T gi = g[i];                                                                    \
             o[i] = x[i] > (T)0 ? gi : (T)0;                                                 \
         }                                                                                   \
+    }                                                                                       \
+    static void gg_relu_##S(const T *restrict x, T *restrict o, Py_ssize_t n) {            \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                \
+            T xi = x[i];                                                                    \
+            o[i] = (xi > (T)0 || xi != xi) ? xi : (T)0; /* as np.maximum(x, 0): NaN, +0.0 */ \
+        }                                                                                   \
     }
+    #ifdef _OPENMP
+    #define GG_OPENMP 1
+    #else
+    #define GG_OPENMP 0
+    #endif
     #define SQRT_f sqrtf
     #define SQRT_d sqrt
     GG_LOOPS(float, f)
@@ -82,95 +106,200 @@ cdef extern from *:
     void gg_adam_d(double* w, const double* g, double* m, double* v, Py_ssize_t n, double c1, double c1m, double c2, double c2m, double e, double s, double k) noexcept nogil
     void gg_relu_grad_f(const float* g, const float* x, float* o, Py_ssize_t n) noexcept nogil
     void gg_relu_grad_d(const double* g, const double* x, double* o, Py_ssize_t n) noexcept nogil
+    void gg_relu_f(const float* x, float* o, Py_ssize_t n) noexcept nogil
+    void gg_relu_d(const double* x, double* o, Py_ssize_t n) noexcept nogil
+    int GG_OPENMP
 
 ctypedef fused real:
     float
     double
 
 
-def sgd(real[::1] w, real[::1] g, real[::1] v, double lr, double mu, double wd,
+OPENMP = bool(GG_OPENMP)  # built with OpenMP: the kernels below can use several threads
+
+#: Arrays with fewer elements than this are updated on the calling thread: below it, waking
+#: the other threads costs more than they save (a few microseconds).
+PAR_MIN = 32768
+cdef enum:
+    _ALIGN = 16  # chunk boundaries at multiples of 16 elements (64 bytes: one cache line)
+
+cdef int _nthreads = 1
+
+
+def set_num_threads(int n):
+    """Use up to ``n`` threads in the kernels (1: serial)."""
+    global _nthreads
+    _nthreads = n if n > 1 else 1
+
+
+def get_num_threads():
+    """The thread count the kernels use for large arrays."""
+    return _nthreads
+
+
+cdef inline Py_ssize_t _chunk(Py_ssize_t n, Py_ssize_t par_min, int* nc) noexcept nogil:
+    """Split n elements into *nc contiguous chunks (one per thread); returns the chunk length,
+    a multiple of _ALIGN. *nc is 1 (serial) below par_min or with one thread."""
+    cdef int k = _nthreads if GG_OPENMP else 1
+    if n < par_min or k < 2:
+        nc[0] = 1
+        return n
+    cdef Py_ssize_t step = (n + k - 1) // k
+    step = (step + _ALIGN - 1) // _ALIGN * _ALIGN
+    nc[0] = <int>((n + step - 1) // step)
+    return step
+
+
+cdef void _sgd_chunk(real* wp, const real* gp, real* vp, Py_ssize_t n, real l, real m,
+                     real d, bint has_mu, bint has_wd, bint nesterov, bint first) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real gi, vi
+    cdef unsigned int csr = gg_ftz_on()  # per thread: MXCSR is a thread's register
+    if not has_wd and has_mu and not nesterov and not first:  # the common case
+        if real is float:
+            gg_sgd_mom_f(wp, gp, vp, n, l, m)
+        else:
+            gg_sgd_mom_d(wp, gp, vp, n, l, m)
+    elif not has_wd and not has_mu:
+        if real is float:
+            gg_sgd_plain_f(wp, gp, n, l)
+        else:
+            gg_sgd_plain_d(wp, gp, n, l)
+    else:
+        for i in range(n):
+            gi = gp[i] + d * wp[i] if has_wd else gp[i]
+            if not has_mu:
+                vi = gi
+            else:
+                vi = gi if first else m * vp[i] + gi
+                vp[i] = vi
+            if nesterov:
+                vi = gi + m * vi
+            wp[i] = wp[i] - l * vi
+    gg_ftz_restore(csr)
+
+
+def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, double wd,
         bint nesterov, bint first):
     """SGD with momentum, in place: g' = g + wd w; v = g' (first step) or mu v + g';
     w -= lr (g' + mu v if nesterov else v). ``v`` is ignored when mu == 0."""
-    cdef Py_ssize_t i, n = w.shape[0]
-    cdef real l = <real>lr, m = <real>mu, d = <real>wd, gi, vi
+    cdef Py_ssize_t c, lo, hi, n = w.shape[0]
+    cdef real l = <real>lr, m = <real>mu, d = <real>wd
+    cdef bint has_mu = mu != 0, has_wd = wd != 0
     cdef real* wp = &w[0] if n else NULL
-    cdef real* gp = &g[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
-    cdef unsigned int csr
-    with nogil:
-        csr = gg_ftz_on()
-        if wd == 0 and mu != 0 and not nesterov and not first:  # the common case
-            if real is float:
-                gg_sgd_mom_f(wp, gp, vp, n, l, m)
-            else:
-                gg_sgd_mom_d(wp, gp, vp, n, l, m)
-        elif wd == 0 and mu == 0:
-            if real is float:
-                gg_sgd_plain_f(wp, gp, n, l)
-            else:
-                gg_sgd_plain_d(wp, gp, n, l)
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    if nc == 1:
+        with nogil:
+            _sgd_chunk(wp, gp, vp, n, l, m, d, has_mu, has_wd, nesterov, first)
+        return
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(n, lo + step)
+        _sgd_chunk(wp + lo, gp + lo, vp + lo, hi - lo, l, m, d, has_mu, has_wd, nesterov, first)
+
+
+cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, real c1,
+                      real c1m, real c2, real c2m, real e, real s, real k, real d,
+                      bint has_wd) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real gi, mi, vi, t
+    cdef unsigned int csr = gg_ftz_on()
+    if not has_wd:  # two copies of the loop, so that neither has a branch inside
+        if real is float:
+            gg_adam_f(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k)
         else:
-            for i in range(n):
-                gi = gp[i] + d * wp[i] if wd != 0 else gp[i]
-                if mu == 0:
-                    vi = gi
-                else:
-                    vi = gi if first else m * vp[i] + gi
-                    vp[i] = vi
-                if nesterov:
-                    vi = gi + m * vi
-                wp[i] = wp[i] - l * vi
-        gg_ftz_restore(csr)
+            gg_adam_d(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k)
+    else:
+        for i in range(n):
+            gi = gp[i] + d * wp[i]
+            mi = mp[i] * c1 + gi * c1m
+            t = gi * gi
+            vi = vp[i] * c2 + t * c2m
+            mp[i] = mi
+            vp[i] = vi
+            t = <real>sqrt(vi) / s + e
+            wp[i] = wp[i] - (mi / t) * k
+    gg_ftz_restore(csr)
 
 
-def adam(real[::1] w, real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
+def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
          double b2, double eps, double wd, double bc1, double bc2_sqrt):
     """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
     w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
-    cdef Py_ssize_t i, n = w.shape[0]
+    cdef Py_ssize_t c, lo, hi, n = w.shape[0]
     cdef real c1 = <real>b1, c1m = <real>(1.0 - b1), c2 = <real>b2, c2m = <real>(1.0 - b2)
     cdef real e = <real>eps, d = <real>wd, s = <real>bc2_sqrt, k = <real>(lr / bc1)
-    cdef real gi, mi, vi, t
+    cdef bint has_wd = wd != 0
     cdef real* wp = &w[0] if n else NULL
-    cdef real* gp = &g[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
     cdef real* mp = &m[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
-    cdef unsigned int csr
-    with nogil:
-        csr = gg_ftz_on()
-        if wd == 0:  # two copies of the loop, so that neither has a branch inside
-            if real is float:
-                gg_adam_f(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k)
-            else:
-                gg_adam_d(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k)
-        else:
-            for i in range(n):
-                gi = gp[i] + d * wp[i]
-                mi = mp[i] * c1 + gi * c1m
-                t = gi * gi
-                vi = vp[i] * c2 + t * c2m
-                mp[i] = mi
-                vp[i] = vi
-                t = <real>sqrt(vi) / s + e
-                wp[i] = wp[i] - (mi / t) * k
-        gg_ftz_restore(csr)
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    if nc == 1:
+        with nogil:
+            _adam_chunk(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k, d, has_wd)
+        return
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(n, lo + step)
+        _adam_chunk(wp + lo, gp + lo, mp + lo, vp + lo, hi - lo, c1, c1m, c2, c2m, e, s, k,
+                    d, has_wd)
 
 
-def relu_grad(real[::1] g, real[::1] x, real[::1] out):
+cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,
+                                  Py_ssize_t n) noexcept nogil:
+    # Both loads happen unconditionally, so the compiler turns the loop into vector compares
+    # and blends, with no branches.
+    if real is float:
+        gg_relu_grad_f(gp, xp, op, n)
+    else:
+        gg_relu_grad_d(gp, xp, op, n)
+
+
+def relu_grad(const real[::1] g, const real[::1] x, real[::1] out):
     """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
-    cdef Py_ssize_t i, n = g.shape[0]
-    cdef real* gp = &g[0] if n else NULL
-    cdef real* xp = &x[0] if n else NULL
+    cdef Py_ssize_t c, lo, hi, n = g.shape[0]
+    cdef const real* gp = &g[0] if n else NULL
+    cdef const real* xp = &x[0] if n else NULL
     cdef real* op = &out[0] if n else NULL
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    if nc == 1:
+        with nogil:
+            _relu_grad_chunk(gp, xp, op, n)
+        return
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(n, lo + step)
+        _relu_grad_chunk(gp + lo, xp + lo, op + lo, hi - lo)
 
-    with nogil:
-        # Both loads happen unconditionally, so the compiler turns the loop into vector
-        # compares and blends, with no branches.
-        if real is float:
-            gg_relu_grad_f(gp, xp, op, n)
-        else:
-            gg_relu_grad_d(gp, xp, op, n)
+
+cdef inline void _relu_chunk(const real* xp, real* op, Py_ssize_t n) noexcept nogil:
+    if real is float:
+        gg_relu_f(xp, op, n)
+    else:
+        gg_relu_d(xp, op, n)
+
+
+def relu(const real[::1] x, real[::1] out):
+    """out = max(x, 0), as ``np.maximum(x, 0)``: NaN stays NaN, -0.0 becomes +0.0."""
+    cdef Py_ssize_t c, lo, hi, n = x.shape[0]
+    cdef const real* xp = &x[0] if n else NULL
+    cdef real* op = &out[0] if n else NULL
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    if nc == 1:
+        with nogil:
+            _relu_chunk(xp, op, n)
+        return
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(n, lo + step)
+        _relu_chunk(xp + lo, op + lo, hi - lo)
 
 
 cdef inline double _exp(real v) noexcept nogil:
@@ -180,44 +309,94 @@ cdef inline double _exp(real v) noexcept nogil:
         return exp(v)
 
 
-def xent_forward(real[:, ::1] x, const long long[::1] labels):
-    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T), summed in double:
-    per row, m = max x_s, and log softmax(x_s)[y] = x_s[y] - m - log sum_j exp(x_sj - m)."""
-    cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
-    cdef double total = 0, z
-    cdef real m
+cdef inline double _xent_row(const real* xs, long long y, Py_ssize_t T) noexcept nogil:
+    """-log softmax(x_s)[y] for one row: m = max x_s; x_s[y] - m - log sum_j exp(x_sj - m)."""
+    cdef Py_ssize_t j
+    cdef real m = xs[0]
+    cdef double z = 0
+    for j in range(1, T):
+        if xs[j] > m:
+            m = xs[j]
+    for j in range(T):
+        z += _exp(xs[j] - m)
+    return <double>(xs[y] - m) - log(z)
+
+
+#: softmax cross-entropy splits its rows between threads from this many logits on (exp is
+#: dearer than the optimiser's multiply-adds, so from fewer elements).
+XENT_PAR_MIN = 16384
+
+
+def xent_forward(const real[:, ::1] x, const long long[::1] labels):
+    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T), summed in double, row 0
+    first (whatever the thread count: the rows' terms are computed in parallel, then added
+    in order)."""
+    cdef Py_ssize_t s, c, lo, hi, S = x.shape[0], T = x.shape[1]
+    cdef double total = 0
+    cdef double* rows
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(S, 2, &nc) if S * T >= XENT_PAR_MIN else S
+    if S * T < XENT_PAR_MIN:
+        nc = 1
+    if S == 0:
+        return float("nan")
+    if nc == 1:
+        with nogil:
+            for s in range(S):
+                total += _xent_row(&x[s, 0], labels[s], T)
+        return -total / S
+    rows = <double*>malloc(S * sizeof(double))
+    if rows == NULL:
+        raise MemoryError()
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(S, lo + step)
+        for s in range(lo, hi):
+            rows[s] = _xent_row(&x[s, 0], labels[s], T)
     with nogil:
         for s in range(S):
-            m = x[s, 0]
-            for j in range(1, T):
-                if x[s, j] > m:
-                    m = x[s, j]
-            z = 0
-            for j in range(T):
-                z += _exp(x[s, j] - m)
-            total += <double>(x[s, labels[s]] - m) - log(z)
-    return -total / S if S else float("nan")
+            total += rows[s]
+    free(rows)
+    return -total / S
 
 
-def xent_backward(real[:, ::1] x, const long long[::1] labels, double scale, real[:, ::1] out):
-    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
-    cdef Py_ssize_t s, j, S = x.shape[0], T = x.shape[1]
+cdef inline void _xent_grad_rows(const real[:, ::1] x, const long long[::1] labels,
+                                 double scale, real[:, ::1] out, Py_ssize_t lo,
+                                 Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t s, j, T = x.shape[1]
     cdef double z
     cdef real m
-    with nogil:
-        for s in range(S):
-            m = x[s, 0]
-            for j in range(1, T):
-                if x[s, j] > m:
-                    m = x[s, j]
-            z = 0
-            for j in range(T):
-                out[s, j] = <real>_exp(x[s, j] - m)
-                z += out[s, j]
-            z = scale / z
-            for j in range(T):
-                out[s, j] = <real>(out[s, j] * z)
-            out[s, labels[s]] = <real>(out[s, labels[s]] - scale)
+    for s in range(lo, hi):
+        m = x[s, 0]
+        for j in range(1, T):
+            if x[s, j] > m:
+                m = x[s, j]
+        z = 0
+        for j in range(T):
+            out[s, j] = <real>_exp(x[s, j] - m)
+            z += out[s, j]
+        z = scale / z
+        for j in range(T):
+            out[s, j] = <real>(out[s, j] * z)
+        out[s, labels[s]] = <real>(out[s, labels[s]] - scale)
+
+
+def xent_backward(const real[:, ::1] x, const long long[::1] labels, double scale,
+                  real[:, ::1] out):
+    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
+    cdef Py_ssize_t c, lo, hi, S = x.shape[0], T = x.shape[1]
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(S, 2, &nc) if S * T >= XENT_PAR_MIN else S
+    if S * T < XENT_PAR_MIN:
+        nc = 1
+    if nc == 1:
+        with nogil:
+            _xent_grad_rows(x, labels, scale, out, 0, S)
+        return
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(S, lo + step)
+        _xent_grad_rows(x, labels, scale, out, lo, hi)
 
 
 ctypedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
@@ -227,19 +406,20 @@ ctypedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double*, i
 
 
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
-         real[:, ::1] out):
-    """out = op(a) @ op(b) (op: transpose when ta/tb) by the CBLAS ``cblas_?gemm`` (LP64,
-    row-major) at address ``fn``: ``graphgrad/_blas.py`` finds it and checks the shapes."""
+         real[:, ::1] out, double beta=0.0):
+    """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
+    by the CBLAS ``cblas_?gemm`` (LP64, row-major) at address ``fn``: ``graphgrad/_blas.py``
+    finds it and checks the shapes."""
     cdef int M = out.shape[0], N = out.shape[1]
     cdef int K = a.shape[0] if ta else a.shape[1]
     cdef int lda = a.shape[1], ldb = b.shape[1]
     cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
     with nogil:
         if real is float:
-            (<sgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, 0.0,
-                           &out[0, 0], N)
+            (<sgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
+                           <float>beta, &out[0, 0], N)
         else:
-            (<dgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, 0.0,
+            (<dgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, beta,
                            &out[0, 0], N)
 
 

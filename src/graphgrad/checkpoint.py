@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
-from ._blas import blas
+from ._blas import blas, get_num_threads
 from .errors import GraphgradError
 
 __all__ = [
@@ -91,6 +91,7 @@ def library_versions() -> dict[str, str]:
     out["platform"] = platform.platform()
     # where the matrix products ran: MKL rounds differently from NumPy's OpenBLAS
     out["blas"] = blas()
+    out["threads"] = str(get_num_threads())  # a BLAS's sums may round differently per count
     return out
 
 

@@ -278,7 +278,9 @@ _SECTION_TYPES: dict[str, type] = {
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    from ._quote import excerpt
+
+    return f"{excerpt(repr(value), quote=False)} ({type(value).__name__})"
 
 
 def _coerce(value: Any, annotation: str, where: str) -> Any:

@@ -23,10 +23,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._quote import excerpt
 from .errors import GraphgradError
 from .scalar import Scalar
 
-__all__ = ["FUNCTIONS", "ExprError", "Parsed", "evaluate", "parse", "parse_values"]
+__all__ = [
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "ExprError",
+    "Parsed",
+    "evaluate",
+    "parse",
+    "parse_values",
+]
 
 #: The functions an expression may call: name -> (fewest, most) arguments. The optional
 #: second argument of leaky_relu (slope) and elu (alpha) must be a number.
@@ -89,7 +99,7 @@ def _tokens(text: str) -> list[tokenize.TokenInfo]:
 
 
 def _show(tok: tokenize.TokenInfo) -> str:
-    return repr(tok.string) if tok.string else tokenize.tok_name[tok.type]
+    return excerpt(tok.string) if tok.string else tokenize.tok_name[tok.type]
 
 
 def _check_tokens(text: str) -> None:
@@ -111,9 +121,8 @@ def _check_tokens(text: str) -> None:
                     raise ExprError(f"'{s}' is a function: call it as {s}(...)", col)
             elif tok.type == tokenize.NAME and s.isidentifier() and not _is_keyword(s):
                 if nxt == "(":
-                    raise ExprError(
-                        f"unknown function '{s}'; expected one of {', '.join(FUNCTIONS)}", col
-                    )
+                    known = ", ".join(FUNCTIONS)
+                    raise ExprError(f"unknown function {excerpt(s)}; expected one of {known}", col)
                 expect_operand = False
             elif s == "(":
                 prev = toks[k - 1].string if k > 0 else ""
@@ -171,10 +180,50 @@ class Parsed:
     names: tuple[str, ...]
 
 
+MAX_LENGTH = 10_000
+"""The longest expression accepted, in characters (checked before any parsing)."""
+MAX_DEPTH = 100
+"""The deepest nesting accepted: open parentheses, or signs in a row (checked before parsing)."""
+
+
+def _check_size(text: str) -> None:
+    """Refuse a text too long or too deeply nested, in one linear scan before any parsing.
+
+    Python's tokenizer and parser are not bounded in time and memory on millions of
+    parentheses; this keeps ``parse`` cheap on any input.
+    """
+    if len(text) > MAX_LENGTH:
+        raise ExprError(
+            f"the expression is {len(text):,} characters long, more than the limit of "
+            f"{MAX_LENGTH:,}"
+        )
+    depth = signs = 0
+    for col, ch in enumerate(text, start=1):
+        if ch == "(":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ExprError(
+                    f"parentheses nested more than {MAX_DEPTH} deep", column=col
+                )
+        elif ch == ")":
+            depth -= 1
+        if ch in "+-":
+            signs += 1
+            if signs > MAX_DEPTH:
+                raise ExprError(f"more than {MAX_DEPTH} signs in a row", column=col)
+        elif not ch.isspace():
+            signs = 0
+
+
 def parse(text: str) -> Parsed:
-    """Check ``text`` and return its tree; raises :class:`ExprError` naming the column."""
+    """Check ``text`` and return its tree; raises :class:`ExprError` naming the column.
+
+    At most :data:`MAX_LENGTH` characters and :data:`MAX_DEPTH` levels of nesting (checked
+    first, so hostile input costs one linear scan).
+    """
     if not isinstance(text, str):
         raise TypeError(f"parse: expected a string, got {type(text).__name__}")
+    _check_size(text)
     if "\n" in text.strip() or "\r" in text:
         raise ExprError("the expression must be on one line")
     text = text.strip()
@@ -202,7 +251,8 @@ def parse(text: str) -> Parsed:
         elif isinstance(node, ast.Constant):
             v = node.value
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ExprError(f"only real numbers are allowed, got {v!r}", col)
+                shown = excerpt(repr(v), quote=False)
+                raise ExprError(f"only real numbers are allowed, got {shown}", col)
         elif isinstance(node, ast.Name):
             if node.id in FUNCTIONS:
                 raise ExprError(f"'{node.id}' is a function: call it as {node.id}(...)", col)
@@ -265,7 +315,7 @@ def evaluate(
     if missing:
         col = _column_of(parsed, missing[0])
         given = ", ".join(sorted(values)) if values else "none"
-        raise ExprError(f"unknown name '{missing[0]}'; names given values: {given}", col)
+        raise ExprError(f"unknown name {excerpt(missing[0])}; names given values: {given}", col)
     leaves = {n: Scalar(values[n], name=n) for n in parsed.names}
     results: list[Scalar | float] = []
     stack: list[tuple[ast.AST, bool]] = [(parsed.tree.body, False)]
@@ -375,16 +425,20 @@ def parse_values(spec: str | Sequence[str]) -> dict[str, float]:
             name, sep, val = part.partition("=")
             name, val = name.strip(), val.strip()
             if not sep or not name or not val:
-                raise ExprError(f"expected NAME=NUMBER pairs separated by commas, got {part!r}")
+                raise ExprError(
+                    f"expected NAME=NUMBER pairs separated by commas, got {excerpt(part)}"
+                )
             if not name.isidentifier() or _is_keyword(name) or name in FUNCTIONS:
-                raise ExprError(f"{name!r} cannot be a variable name")
+                raise ExprError(f"{excerpt(name)} cannot be a variable name")
             try:
                 x = float(val)
             except ValueError:
-                raise ExprError(f"the value of {name} is not a number: {val!r}") from None
+                raise ExprError(
+                    f"the value of {excerpt(name)} is not a number: {excerpt(val)}"
+                ) from None
             if not math.isfinite(x):
-                raise ExprError(f"the value of {name} must be finite, got {val}")
+                raise ExprError(f"the value of {excerpt(name)} must be finite, got {excerpt(val)}")
             if name in out:
-                raise ExprError(f"{name} is given twice")
+                raise ExprError(f"{excerpt(name)} is given twice")
             out[name] = x
     return out

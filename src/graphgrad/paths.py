@@ -32,17 +32,38 @@ from .viz.trace import collect
 
 __all__ = [
     "Backprop",
+    "LayeredWorkError",
     "PathLimitError",
     "PathSums",
     "backprop_grad",
     "count_paths",
     "layered",
     "layered_table",
+    "layered_work",
     "path_grad",
 ]
 
 #: Default most paths :func:`path_grad` enumerates.
 DEFAULT_LIMIT = 1_000_000
+
+#: The most graph edges :func:`layered_table` builds in all (its depths together) by default:
+#: building, backpropagating and counting paths costs ~15 µs an edge in pure Python, so this
+#: keeps a table to a few seconds (width 64 and depths 1..200 would be 328 million edges).
+MAX_LAYERED_EDGES = 300_000
+
+
+class LayeredWorkError(GraphgradError, ValueError):
+    """A :func:`layered_table` would build more graph edges than its bound allows."""
+
+    def __init__(self, width: int, depth: int, needed: int, bound: int) -> None:
+        fits = max_layered_depth(width, bound)
+        hint = f"at width {width} use a depth of at most {fits}" if fits else "use a smaller width"
+        super().__init__(
+            f"width {width} and depths 1..{depth} would build {needed:,} graph edges, more "
+            f"than the bound of {bound:,} that keeps this to a few seconds; {hint}"
+        )
+        self.needed = needed
+        self.bound = bound
 
 
 class PathLimitError(GraphgradError, RuntimeError):
@@ -303,8 +324,42 @@ class LayeredRow:
     max_abs_diff: float | None  # between the two algorithms' gradients
 
 
-def layered_table(width: int, max_depth: int, limit: int = DEFAULT_LIMIT) -> list[LayeredRow]:
-    """Both algorithms on :func:`layered` graphs of depths 1..``max_depth``."""
+def layered_work(width: int, max_depth: int) -> int:
+    """Graph edges that :func:`layered_table` builds for depths 1..``max_depth``.
+
+    Each layer of :func:`layered` has ``width`` units of ``width`` products (two edges each:
+    weight and unit below) summed by ``width - 1`` additions (two edges each) into a tanh
+    (one edge): ``width * (4 * width - 1)`` edges; depth d has d layers plus the output sum.
+    Counted by formula, before anything is built.
+    """
+    per_layer = width * (4 * width - 1)
+    layers = max_depth * (max_depth + 1) // 2
+    return per_layer * layers + 2 * (width - 1) * max_depth
+
+
+def max_layered_depth(width: int, bound: int = MAX_LAYERED_EDGES) -> int:
+    """The largest depth D for which :func:`layered_work` (width, D) is within ``bound``."""
+    d = 0
+    while layered_work(width, d + 1) <= bound:
+        d += 1
+    return d
+
+
+def layered_table(
+    width: int,
+    max_depth: int,
+    limit: int = DEFAULT_LIMIT,
+    max_edges: int = MAX_LAYERED_EDGES,
+) -> list[LayeredRow]:
+    """Both algorithms on :func:`layered` graphs of depths 1..``max_depth``.
+
+    Raises:
+        LayeredWorkError: the graphs would have more than ``max_edges`` edges in all
+            (:func:`layered_work`); counted before anything is built.
+    """
+    needed = layered_work(width, max_depth)
+    if needed > max_edges:
+        raise LayeredWorkError(width, max_depth, needed, max_edges)
     rows = []
     for d in range(1, max_depth + 1):
         out, xs = layered(width, d)

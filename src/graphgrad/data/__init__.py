@@ -18,11 +18,13 @@ Downloads:
 from ._cifar import CIFAR10, CIFAR10_CLASSES, load_cifar_pickle, to_layout
 from ._download import (
     CHECKSUMS,
+    SIZES,
     SOURCES,
     add_download_parser,
     download,
     download_command,
     fetch_file,
+    read_checksum_file,
 )
 from ._errors import ChecksumError, DataFormatError, DatasetNotFoundError, DownloadError
 from ._idx import parse_idx, read_idx
@@ -39,6 +41,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "MNIST",
     "MNIST_CLASSES",
+    "SIZES",
     "SOURCES",
     "ArrayDataset",
     "ChecksumError",
@@ -57,6 +60,7 @@ __all__ = [
     "fetch_file",
     "load_cifar_pickle",
     "parse_idx",
+    "read_checksum_file",
     "read_idx",
     "regression_1d",
     "sine_1d",

@@ -12,6 +12,14 @@ Unpickling can run arbitrary code: a pickle may name any importable callable (``
 say) and call it. :class:`_RestrictedUnpickler` therefore refuses every global except the
 four that such files need (see ``_ALLOWED_GLOBALS``); a file naming anything else raises
 :class:`DataFormatError` before anything is called.
+
+A pickle can also be small and still expand into something enormous: a list holding the same
+list many times, itself held many times, is a few kilobytes on disk and billions of elements
+to anything that walks it (``np.asarray`` does). So before unpickling, :func:`_scan_pickle`
+reads the opcodes (without building anything) and counts the objects the pickle would make,
+counting a shared reference as often as it is reachable, and how deeply they nest; past
+:data:`MAX_PICKLE_OBJECTS` or :data:`MAX_PICKLE_DEPTH` the file is refused. Batch files and
+archive members over :data:`MAX_BATCH_BYTES` are refused before they are read.
 """
 
 from __future__ import annotations
@@ -20,15 +28,18 @@ import importlib
 import io
 import os
 import pickle
+import pickletools
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .._quote import excerpt
 from ._base import LabelledImages
 from ._errors import DataFormatError, DatasetNotFoundError
 from ._paths import ENV_VAR, search_folders
@@ -54,6 +65,19 @@ TEST_BATCHES = ("test_batch",)
 META_FILE = "batches.meta"
 SIDE = 32
 PIXELS = SIDE * SIDE * 3  # 3072 values per image
+
+MAX_BATCH_BYTES = 256 << 20
+"""The largest batch file read (an official one is 31 MB; all 50,000 training images in one
+batch would be 154 MB)."""
+MAX_ARCHIVE_MEMBERS = 1000
+"""The most entries read from a tarball (the official one has 9)."""
+MAX_PICKLE_OBJECTS = 2_000_000
+"""The most opcodes a batch pickle may have, and the most objects it may make, shared
+references counted each time they are reachable (a batch of 10,000 images in the official
+format has about 30,000 opcodes)."""
+MAX_PICKLE_DEPTH = 32
+"""The deepest nesting allowed in a batch pickle (the official format nests 6 deep, counting
+the array's constructor arguments)."""
 
 Layout = Literal["flat", "chw", "hwc"]
 _LAYOUTS = ("flat", "chw", "hwc")
@@ -112,20 +136,241 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load_cifar_pickle(data: bytes, source: str = "<bytes>") -> Any:
+_MARK = -2  # a MARK on the simulated stack
+_LEAF = -1  # an object with no parts (number, string, global)
+
+# What the scan does with each opcode: the kinds below, from pickletools' table of opcodes.
+(_GENERIC, _MUTATE, _PUT, _MEMOIZE, _GET, _PUSH_MARK, _DUP, _STOP, _SKIP, _VALUE) = range(10)
+_KINDS = {
+    **dict.fromkeys(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"), _MUTATE),
+    **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _PUT),
+    **dict.fromkeys(("GET", "BINGET", "LONG_BINGET"), _GET),
+    "MEMOIZE": _MEMOIZE,
+    "MARK": _PUSH_MARK,
+    "DUP": _DUP,
+    "STOP": _STOP,
+    "PROTO": _SKIP,
+    "FRAME": _SKIP,
+}
+
+
+@dataclass(frozen=True)
+class _Op:
+    name: str
+    kind: int
+    arg: int  # bytes of argument (>= 0), or one of pickletools' variable-length codes (< 0)
+    lines: int  # newline-terminated argument lines (GLOBAL and INST have two)
+    below: int  # stack items consumed below the mark (or in all, without one)
+    marked: bool  # consumes a MARK and everything above it
+    pushes: bool
+    container: bool  # makes a new container even without inputs (EMPTY_LIST ...)
+
+
+def _kind(op: pickletools.OpcodeInfo) -> int:
+    """The scan's kind of ``op``; _VALUE for a plain value pushed from nothing (the fast path:
+    a number or a string)."""
+    kind = _KINDS.get(op.name, _GENERIC)
+    plain = not op.stack_before and len(op.stack_after) == 1
+    if kind == _GENERIC and plain and op.name not in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+        return _VALUE
+    return kind
+
+
+_OPS: dict[int, _Op] = {
+    ord(op.code): _Op(
+        name=op.name,
+        kind=_kind(op),
+        arg=op.arg.n if op.arg is not None else 0,
+        lines=2 if op.name in ("GLOBAL", "INST") else 1,
+        below=(
+            op.stack_before.index(pickletools.markobject)
+            if pickletools.markobject in op.stack_before
+            else len(op.stack_before)
+        ),
+        marked=pickletools.markobject in op.stack_before,
+        pushes=bool(op.stack_after),
+        container=op.name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"),
+    )
+    for op in pickletools.opcodes
+}
+_LENGTH_BYTES = {
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
+
+
+def _scan_pickle(data: bytes, source: str, max_objects: int, max_depth: int) -> None:
+    """Refuse a pickle that would make too many objects or nest too deeply, without loading it.
+
+    Walks the opcodes (their argument sizes and stack effects come from :mod:`pickletools`'
+    table) and replays them on a stack of node ids: each container or call result is a node
+    that records its parts (by id, so a memo reference shares the node) and how many plain
+    values it holds. Then it counts, from the result, how many objects a walk over the
+    result would visit (a node reachable twice counts twice) and how deep it goes, without
+    walking it: one pass over the nodes.
+
+    Raises:
+        DataFormatError: over ``max_objects`` opcodes or objects, deeper than ``max_depth``,
+            a structure that contains itself, or opcodes that do not form a valid pickle.
+    """
+    parts: list[list[int]] = []  # node -> child nodes
+    leaves: list[int] = []  # node -> number of plain values inside it
+    stack: list[int] = []
+    memo: dict[int, int] = {}
+    root = _LEAF
+
+    def new_node(items: list[int]) -> int:
+        parts.append([i for i in items if i >= 0])
+        leaves.append(sum(1 for i in items if i < 0))
+        return len(parts) - 1
+
+    end = len(data)
+    pos = count = 0
+    try:
+        while True:
+            count += 1
+            if count > max_objects:
+                raise DataFormatError(
+                    f"{source}: refusing the pickle: more than {max_objects:,} opcodes"
+                )
+            if pos >= end:
+                raise ValueError("it ends before its STOP opcode")
+            op = _OPS.get(data[pos])
+            if op is None:
+                raise ValueError(f"unknown opcode 0x{data[pos]:02x} at byte {pos}")
+            pos += 1
+            start = pos
+            if op.arg > 0:
+                pos += op.arg
+            elif op.arg == pickletools.UP_TO_NEWLINE:
+                for _ in range(op.lines):
+                    nl = data.find(b"\n", pos)
+                    if nl < 0:
+                        raise ValueError(f"{op.name} at byte {start - 1} has no newline")
+                    pos = nl + 1
+            elif op.arg < 0:
+                width, signed = _LENGTH_BYTES[op.arg]
+                length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+                if length < 0:
+                    raise ValueError(f"{op.name} at byte {start - 1} has a negative length")
+                pos += width + length
+            if pos > end:
+                raise ValueError(f"{op.name} at byte {start - 1} runs past the end")
+            kind = op.kind
+            if kind == _VALUE:
+                stack.append(_LEAF)
+            elif kind in (_PUT, _GET):
+                text = data[start:pos]
+                key = int(text) if op.arg < 0 else int.from_bytes(text, "little")
+                if kind == _PUT:
+                    memo[key] = stack[-1]
+                else:
+                    stack.append(memo[key])
+            elif kind == _MEMOIZE:
+                memo[len(memo)] = stack[-1]
+            elif kind == _PUSH_MARK:
+                stack.append(_MARK)
+            elif kind == _DUP:
+                stack.append(stack[-1])
+            elif kind == _STOP:
+                root = stack.pop()
+                break
+            elif kind in (_GENERIC, _MUTATE):
+                sliced: list[int] = []
+                if op.marked:
+                    at = len(stack) - 1 - stack[::-1].index(_MARK)
+                    sliced = stack[at + 1 :]
+                    del stack[at:]
+                if op.below > len(stack):
+                    raise IndexError("the stack runs empty")
+                below = stack[len(stack) - op.below :]
+                del stack[len(stack) - op.below :]
+                if kind == _MUTATE:
+                    target = below[0]
+                    if target < 0:
+                        target = new_node([])
+                    for item in below[1:] + sliced:
+                        if item >= 0:
+                            parts[target].append(item)
+                        else:
+                            leaves[target] += 1
+                    stack.append(target)
+                elif op.pushes:
+                    inputs = below + sliced
+                    stack.append(new_node(inputs) if inputs or op.container else _LEAF)
+    except DataFormatError:
+        raise
+    except (ValueError, IndexError, KeyError) as exc:
+        raise DataFormatError(f"{source}: not a valid pickle: {exc}") from None
+
+    # Objects and depth reachable from the result, a shared node counted at each use:
+    # post-order over the nodes (iterative), refusing cycles.
+    if root < 0:
+        return
+    size = [0] * len(parts)
+    depth = [0] * len(parts)
+    state = bytearray(len(parts))  # 0 new, 1 in progress, 2 done
+    todo = [root]
+    while todo:
+        n = todo[-1]
+        if state[n] == 0:
+            state[n] = 1
+            for c in parts[n]:
+                if state[c] == 1:
+                    raise DataFormatError(f"{source}: refusing the pickle: it contains itself")
+                if state[c] == 0:
+                    todo.append(c)
+            continue
+        todo.pop()
+        if state[n] == 2:
+            continue
+        total = 1 + leaves[n]
+        deepest = 1 if leaves[n] else 0
+        for c in parts[n]:
+            total += size[c]
+            deepest = max(deepest, depth[c])
+            if total > max_objects:
+                break
+        size[n] = min(total, max_objects + 1)
+        depth[n] = deepest + 1
+        state[n] = 2
+        if size[n] > max_objects:
+            raise DataFormatError(
+                f"{source}: refusing the pickle: it expands to more than {max_objects:,} "
+                "objects (shared references counted at each use)"
+            )
+        if depth[n] > max_depth:
+            raise DataFormatError(
+                f"{source}: refusing the pickle: it nests deeper than {max_depth} levels"
+            )
+
+
+def load_cifar_pickle(
+    data: bytes,
+    source: str = "<bytes>",
+    *,
+    max_objects: int = MAX_PICKLE_OBJECTS,
+    max_depth: int = MAX_PICKLE_DEPTH,
+) -> Any:
     """Unpickle a CIFAR-10 batch safely (Python 2 pickles: ``encoding="bytes"``).
 
     Args:
         data: the file content.
         source: a name for it (usually its path), used in error messages.
+        max_objects: the most objects it may make, a shared reference counted at each use.
+        max_depth: the deepest nesting allowed.
 
     Returns:
         The unpickled object; dict keys written by Python 2 come back as bytes.
 
     Raises:
         DataFormatError: the pickle names a global outside the allowed four (e.g.
-            ``os.system``), or is not a valid pickle.
+            ``os.system``), would make more than ``max_objects`` objects or nest deeper
+            than ``max_depth``, or is not a valid pickle.
     """
+    _scan_pickle(data, source, max_objects, max_depth)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
@@ -142,7 +387,7 @@ def _as_str_keys(obj: Any, source: str) -> dict[str, Any]:
 
 def _get(d: dict[str, Any], key: str, source: str) -> Any:
     if key not in d:
-        present = ", ".join(repr(k) for k in sorted(d)) or "none"
+        present = excerpt(", ".join(repr(k) for k in sorted(d)) or "none", quote=False)
         raise DataFormatError(f"{source}: missing key b{key!r} (keys present: {present})")
     return d[key]
 
@@ -176,6 +421,14 @@ def parse_batch(raw: bytes, source: str) -> tuple[NDArray[np.uint8], NDArray[np.
         raise DataFormatError(
             f"{source}: b'labels' must be a list of integers, got {type(raw_labels).__name__}"
         )
+    if not isinstance(raw_labels, np.ndarray):
+        # Check the elements before NumPy walks them: a nested list would be expanded.
+        for v in raw_labels:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise DataFormatError(
+                    f"{source}: b'labels' must be a list of integers, got a "
+                    f"{type(v).__name__} among them"
+                )
     try:
         labels = np.asarray(raw_labels) if len(raw_labels) else np.zeros(0, np.int64)
     except (ValueError, TypeError) as exc:
@@ -219,8 +472,30 @@ def _from_folder(folder: Path, names: Iterable[str]) -> dict[str, tuple[bytes, s
     for name in names:
         path = folder / name
         if path.is_file():
+            _check_size(path.stat().st_size, str(path))
             out[name] = (path.read_bytes(), str(path))
     return out
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_BATCH_BYTES:
+        raise DataFormatError(
+            f"{source}: {size:,} bytes, more than any CIFAR-10 batch "
+            f"(the limit is {MAX_BATCH_BYTES:,}); not reading it"
+        )
+
+
+def check_archive_member(member: tarfile.TarInfo, count: int, archive: Path) -> None:
+    """Refuse the ``count``-th (1-based) entry of a tarball when it or the count is too large.
+
+    Called for each entry as it is read, before its data is: so a huge member in a small
+    compressed archive is refused without decompressing it.
+    """
+    if count > MAX_ARCHIVE_MEMBERS:
+        raise DataFormatError(
+            f"{archive}: more than {MAX_ARCHIVE_MEMBERS} entries; not a CIFAR-10 archive"
+        )
+    _check_size(member.size, f"{archive}:{excerpt(member.name)}")
 
 
 def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes, str]]:
@@ -232,13 +507,14 @@ def _from_archive(archive: Path, names: Iterable[str]) -> dict[str, tuple[bytes,
     out: dict[str, tuple[bytes, str]] = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
+                check_archive_member(member, count, archive)
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is None or not member.isfile():
                     continue
                 handle = tar.extractfile(member)
                 if handle is not None:
-                    out[name] = (handle.read(), f"{archive}:{member.name}")
+                    out[name] = (handle.read(member.size), f"{archive}:{member.name}")
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataFormatError(f"{archive}: cannot read the archive: {exc}") from exc
     return out

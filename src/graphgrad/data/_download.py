@@ -15,14 +15,20 @@ under ``cifar-10-batches-py/`` (no absolute paths, no ``..``, no links), and ext
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
+import math
 import os
 import re
 import shutil
+import socket
+import ssl
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -33,17 +39,28 @@ from types import TracebackType
 from typing import Any
 
 from .._atomic import fsync_directory, sha256_file
-from ._cifar import ARCHIVE_NAME, BATCH_FOLDER, META_FILE, TEST_BATCHES, TRAIN_BATCHES
+from .._quote import excerpt
+from ._cifar import (
+    ARCHIVE_NAME,
+    BATCH_FOLDER,
+    META_FILE,
+    TEST_BATCHES,
+    TRAIN_BATCHES,
+    check_archive_member,
+)
 from ._errors import ChecksumError, DataFormatError, DownloadError
 from ._paths import default_data_root
 
 __all__ = [
     "CHECKSUMS",
+    "MAX_DOWNLOAD_BYTES",
+    "SIZES",
     "SOURCES",
     "add_download_parser",
     "download",
     "download_command",
     "fetch_file",
+    "read_checksum_file",
 ]
 
 _CHUNK = 1 << 16
@@ -56,10 +73,15 @@ class Source:
 
     subdir: str
     """Folder under the data root (``fashion-mnist``, ``mnist``, ``cifar10``)."""
-    base_url: str
-    """URL that the file names are appended to."""
+    base_urls: tuple[str, ...]
+    """URLs that the file names are appended to, tried in order (https first)."""
     files: tuple[str, ...]
     """The official file names."""
+
+    @property
+    def base_url(self) -> str:
+        """The first (preferred) of :attr:`base_urls`."""
+        return self.base_urls[0]
 
 
 _IDX_FILES = (
@@ -70,16 +92,52 @@ _IDX_FILES = (
 )
 
 SOURCES: dict[str, Source] = {
-    # Zalando Research's own bucket. Its S3 *website* endpoint serves plain HTTP only;
-    # integrity comes from the SHA-256 check, not from the transport.
+    # Zalando Research's repository serves the files over https; their bucket's S3 *website*
+    # endpoint (the link in their README) serves plain HTTP only, so it comes second. Either
+    # way integrity comes from the SHA-256 check; https keeps the transport private too.
     "fashion-mnist": Source(
-        "fashion-mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", _IDX_FILES
+        "fashion-mnist",
+        (
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ),
+        _IDX_FILES,
     ),
-    # The mirror PyTorch maintains (yann.lecun.com no longer serves the files reliably).
-    "mnist": Source("mnist", "https://ossci-datasets.s3.amazonaws.com/mnist/", _IDX_FILES),
-    "cifar10": Source("cifar10", "https://www.cs.toronto.edu/~kriz/", (ARCHIVE_NAME,)),
+    # The mirror PyTorch maintains, then the one TensorFlow Datasets uses (yann.lecun.com no
+    # longer serves the files reliably).
+    "mnist": Source(
+        "mnist",
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+        _IDX_FILES,
+    ),
+    "cifar10": Source("cifar10", ("https://www.cs.toronto.edu/~kriz/",), (ARCHIVE_NAME,)),
 }
 """Data set name -> :class:`Source`."""
+
+SIZES: dict[str, dict[str, int]] = {
+    # Bytes of each file as distributed (the sizes published beside the SHA-256 values below).
+    # A download stops here: a server sending more is refused before it can fill the disk.
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": 26_421_880,
+        "train-labels-idx1-ubyte.gz": 29_515,
+        "t10k-images-idx3-ubyte.gz": 4_422_102,
+        "t10k-labels-idx1-ubyte.gz": 5_148,
+    },
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9_912_422,
+        "train-labels-idx1-ubyte.gz": 28_881,
+        "t10k-images-idx3-ubyte.gz": 1_648_877,
+        "t10k-labels-idx1-ubyte.gz": 4_542,
+    },
+    "cifar10": {ARCHIVE_NAME: 170_498_071},
+}
+"""Data set name -> {file name: size in bytes}; used with :data:`CHECKSUMS`."""
+
+MAX_DOWNLOAD_BYTES = 1 << 30
+"""The most bytes fetched for a file whose size is not known in advance (1 GiB)."""
 
 CHECKSUMS: dict[str, dict[str, str]] = {
     # SHA-256 of the files as distributed. None of the three projects publishes SHA-256 sums
@@ -125,6 +183,10 @@ CHECKSUMS: dict[str, dict[str, str]] = {
 """Data set name -> {file name: SHA-256 hex}. Tests and mirrors may patch it, or pass
 ``checksums=`` to :func:`download`."""
 
+_PINNED = {name: dict(table) for name, table in CHECKSUMS.items()}  # as shipped
+
+_MAX_EXTRACTED_BYTES = 1 << 30  # the official archive holds 178 MB
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -157,9 +219,35 @@ class _Progress:
             self._bar.close()
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_part(path: Path, mode: str) -> Any:
+    """Open a ``.part`` file without following a symbolic link planted in its place.
+
+    ``mode`` is ``"rb"``, ``"ab"`` or ``"wb"``. ``O_NOFOLLOW`` makes the open itself fail on
+    a link (POSIX); the ``lstat`` check covers systems without it.
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise DownloadError(
+            f"{path}: refusing to use it: it is a symbolic link or not a regular file "
+            "(remove it and run the download again)"
+        )
+    flags = {
+        "rb": os.O_RDONLY,
+        "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    }[mode]
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | getattr(os, "O_BINARY", 0), 0o644)
+    except OSError as exc:
+        raise DownloadError(f"{path}: cannot open the partial download: {exc.strerror}") from exc
+    return os.fdopen(fd, mode)
+
+
 def _hash_existing(path: Path) -> hashlib._Hash:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_part(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest
@@ -171,12 +259,130 @@ def _content_range_start(value: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+class _Watch:
+    """The sockets of one download; all are shut down when its overall deadline passes.
+
+    Shutting a socket down wakes a read blocked on it, so a server that trickles headers or
+    body one byte at a time (each read within the per-read timeout) is still abandoned.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    watch: _Watch | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        if self.watch is not None:
+            self.watch.add(self.sock)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    watch: _Watch | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        if self.watch is not None:
+            self.watch.add(self.sock)
+
+
+def _factory(cls: type[http.client.HTTPConnection], watch: _Watch) -> Any:
+    def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = cls(host, **kwargs)
+        conn.watch = watch  # type: ignore[attr-defined]
+        return conn
+
+    return make
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self._watch = watch
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_factory(_WatchedHTTP, self._watch), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__(context=ssl.create_default_context())
+        self._watch = watch
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            _factory(_WatchedHTTPS, self._watch),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, except from https to plain http."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if req.full_url.startswith("https:") and not newurl.startswith("https:"):
+            raise urllib.error.URLError(f"refusing a redirect from https to {excerpt(newurl)}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(request: urllib.request.Request, timeout: float, watch: _Watch) -> Any:
+    """Send ``request`` through an opener whose sockets ``watch`` can shut down."""
+    opener = urllib.request.build_opener(_HTTPHandler(watch), _HTTPSHandler(watch), _NoDowngrade())
+    return opener.open(request, timeout=timeout)
+
+
 def fetch_file(
     url: str,
     dest: str | os.PathLike[str],
     sha256: str,
     *,
+    size: int | None = None,
     timeout: float = 60.0,
+    deadline: float | None = 3600.0,
+    min_rate: float = 1024.0,
+    rate_window: float = 30.0,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
     progress: bool = False,
 ) -> bool:
     """Download ``url`` to ``dest``, resuming ``dest.part`` if present; verify; rename.
@@ -185,7 +391,15 @@ def fetch_file(
         url: an ``http://`` or ``https://`` URL.
         dest: the final path; its folder must exist.
         sha256: the expected SHA-256 (64 lowercase hex digits).
+        size: the expected size in bytes, if known: a server announcing or sending another
+            size is refused, and nothing past ``size`` bytes is written.
         timeout: seconds allowed for connecting and for each read.
+        deadline: seconds allowed for the whole file (headers, body, retries); ``None``:
+            no overall limit. The partial file is kept, so running again resumes.
+        min_rate: the slowest accepted transfer, bytes per second, measured over each
+            ``rate_window`` seconds; 0 accepts any rate.
+        rate_window: seconds over which the rate is measured.
+        max_bytes: the most bytes accepted when ``size`` is not known.
         progress: show a tqdm progress bar (if tqdm is installed).
 
     Returns:
@@ -195,32 +409,70 @@ def fetch_file(
     Raises:
         ChecksumError: the downloaded bytes have another hash; the ``.part`` file is
             deleted and ``dest`` is left as it was.
-        DownloadError: a network or HTTP error; a partial ``.part`` is kept for resuming.
+        DownloadError: a network or HTTP error, a transfer past the deadline or below the
+            minimum rate, a body longer than expected (deleted), a ``.part`` that is a
+            symbolic link (not followed); a partial ``.part`` is otherwise kept for resuming.
     """
     target = Path(dest)
     if target.is_file() and sha256_file(target) == sha256:
         return False
     part = target.with_name(target.name + ".part")
-    digest = hashlib.sha256()
+    limit = size if size is not None else max_bytes
+    watch = _Watch(deadline)
+    try:
+        digest = _fetch(url, part, sha256, limit, size is not None, timeout, watch, progress,
+                        min_rate, rate_window)  # fmt: skip
+    finally:
+        watch.cancel()
+    actual = digest.hexdigest()
+    if actual != sha256:
+        part.unlink()
+        raise ChecksumError(str(target), sha256, actual)
+    os.replace(part, target)
+    fsync_directory(target.parent)
+    return True
+
+
+def _fetch(
+    url: str,
+    part: Path,
+    sha256: str,
+    limit: int,
+    exact: bool,
+    timeout: float,
+    watch: _Watch,
+    progress: bool,
+    min_rate: float,
+    rate_window: float,
+) -> hashlib._Hash:
+    """Bring ``part`` to the whole body of ``url`` (at most ``limit`` bytes); its SHA-256."""
+    resume = f"run it again to resume from {part}"
     for _attempt in range(3):
+        if part.is_symlink():
+            _open_part(part, "rb")  # raises, naming the link
         offset = part.stat().st_size if part.is_file() else 0
+        if offset > limit:
+            part.unlink()  # longer than the file can be: not a prefix of it
+            offset = 0
         headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         request = urllib.request.Request(url, headers=headers)
         try:
-            response = urllib.request.urlopen(request, timeout=timeout)
+            response = _open(request, timeout, watch)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 416 and offset:
                 # Range not satisfiable: the part file is probably already complete.
                 digest = _hash_existing(part)
                 if digest.hexdigest() == sha256:
-                    break
+                    return digest
                 part.unlink()
                 continue
             raise DownloadError(f"{url}: HTTP error {exc.code} {exc.reason}") from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if watch.expired:
+                raise DownloadError(f"{url}: no reply within the deadline; {resume}") from exc
             reason = getattr(exc, "reason", exc)
             raise DownloadError(f"{url}: cannot connect: {reason}") from exc
         with response:
@@ -238,39 +490,90 @@ def fetch_file(
                 raise DownloadError(f"{url}: unexpected HTTP status {status}")
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
-            received = offset
-            try:
-                with (
-                    open(part, mode) as f,
-                    _Progress(progress, total, offset, target.name) as bar,
-                ):
-                    while chunk := response.read(_CHUNK):
-                        f.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                    f.flush()
-                    os.fsync(f.fileno())
-            except (OSError, http.client.HTTPException) as exc:
+            if total is not None and (total > limit or (exact and total != limit)):
+                if mode == "ab":
+                    part.unlink()
+                want = f"the expected {limit:,}" if exact else f"the most accepted, {limit:,}"
                 raise DownloadError(
-                    f"{url}: download interrupted after {received} bytes ({exc}); "
-                    f"run it again to resume from {part}"
-                ) from exc
-            if total is not None and received != total:
-                raise DownloadError(
-                    f"{url}: connection closed after {received} of {total} bytes; "
-                    f"run it again to resume from {part}"
+                    f"{url}: the server announces {total:,} bytes, not {want}; nothing was "
+                    "downloaded"
                 )
-        break
-    else:
-        raise DownloadError(f"{url}: the server's range replies made no sense; gave up")
-    actual = digest.hexdigest()
-    if actual != sha256:
-        part.unlink()
-        raise ChecksumError(str(target), sha256, actual)
-    os.replace(part, target)
-    fsync_directory(target.parent)
-    return True
+            label = part.name.removesuffix(".part")
+            _receive(response, part, mode, digest, offset, limit, exact, total, watch,
+                     url, label, progress, min_rate, rate_window)  # fmt: skip
+            return digest
+    raise DownloadError(f"{url}: the server's range replies made no sense; gave up")
+
+
+def _receive(
+    response: Any,
+    part: Path,
+    mode: str,
+    digest: hashlib._Hash,
+    offset: int,
+    limit: int,
+    exact: bool,
+    total: int | None,
+    watch: _Watch,
+    url: str,
+    label: str,
+    progress: bool,
+    min_rate: float,
+    rate_window: float,
+) -> None:
+    """Append the body to ``part`` in chunks, enforcing the size, deadline and minimum rate."""
+    resume = f"run it again to resume from {part}"
+    received = offset
+    window_start, window_bytes = time.monotonic(), received
+    try:
+        with _open_part(part, mode) as f, _Progress(progress, total, offset, label) as bar:
+            while True:
+                chunk = response.read1(min(_CHUNK, limit - received + 1))
+                if not chunk:
+                    break
+                if received + len(chunk) > limit:
+                    f.close()
+                    part.unlink()
+                    raise DownloadError(
+                        f"{url}: the server sent more than the "
+                        + ("expected" if exact else "most accepted,")
+                        + f" {limit:,} bytes; stopped there and deleted {part}"
+                    )
+                f.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+                now = time.monotonic()
+                if now - window_start >= rate_window:
+                    rate = (received - window_bytes) / (now - window_start)
+                    if rate < min_rate:
+                        raise DownloadError(
+                            f"{url}: too slow: {rate:,.0f} bytes/s over the last "
+                            f"{now - window_start:.0f} s, below the minimum of {min_rate:,.0f} "
+                            f"(--min-rate); {resume}"
+                        )
+                    window_start, window_bytes = now, received
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, http.client.HTTPException) as exc:
+        if watch.expired:
+            raise DownloadError(
+                f"{url}: not finished within the deadline (--deadline), {received:,} bytes "
+                f"received; {resume}"
+            ) from exc
+        raise DownloadError(
+            f"{url}: download interrupted after {received} bytes ({exc}); {resume}"
+        ) from exc
+    if watch.expired:
+        raise DownloadError(
+            f"{url}: not finished within the deadline (--deadline), {received:,} bytes "
+            f"received; {resume}"
+        )
+    expected = limit if exact else total
+    if expected is not None and received != expected:
+        raise DownloadError(
+            f"{url}: connection closed after {received} of {expected} bytes; {resume}"
+        )
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -278,12 +581,13 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     parts = [p for p in path.parts if p != "."]
     if path.is_absolute() or ".." in parts or not parts or parts[0] != BATCH_FOLDER:
         raise DataFormatError(
-            f"{archive}: refusing to extract member {member.name!r}: every member must lie "
+            f"{archive}: refusing to extract member {excerpt(member.name)}: every member must lie "
             f"inside {BATCH_FOLDER}/"
         )
     if not (member.isfile() or member.isdir()):
         raise DataFormatError(
-            f"{archive}: refusing to extract member {member.name!r}: not a plain file or folder"
+            f"{archive}: refusing to extract member {excerpt(member.name)}: not a plain file or "
+            "folder"
         )
 
 
@@ -305,9 +609,18 @@ def extract_cifar(archive: Path, folder: Path) -> Path:
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                members = tar.getmembers()
-                for member in members:
+                members = []
+                total = 0
+                for count, member in enumerate(tar, start=1):
+                    check_archive_member(member, count, archive)
                     _check_member(member, archive)
+                    total += member.size
+                    if total > _MAX_EXTRACTED_BYTES:
+                        raise DataFormatError(
+                            f"{archive}: its members add up to more than "
+                            f"{_MAX_EXTRACTED_BYTES:,} bytes; not extracting it"
+                        )
+                    members.append(member)
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # pragma: no cover - members were checked above
@@ -333,7 +646,10 @@ def download(
     progress: bool = True,
     *,
     checksums: Mapping[str, str] | None = None,
+    sizes: Mapping[str, int] | None = None,
     timeout: float = 60.0,
+    deadline: float | None = 3600.0,
+    min_rate: float = 1024.0,
 ) -> Path:
     """Download a data set (if not already there) and return the folder that holds it.
 
@@ -343,10 +659,16 @@ def download(
             Default: ``$GRAPHGRAD_DATA``, else ``~/.cache/graphgrad``, where the readers
             (``FashionMNIST()``, ``MNIST()``, ``CIFAR10()``) look by default.
         base_url: another host (a mirror, a test server) to take the files from, by their
-            official names.
+            official names. Default: the official hosts in ``SOURCES[name].base_urls``,
+            https first, each tried in turn when one fails.
         progress: show tqdm progress bars, when tqdm is installed.
         checksums: {file name: SHA-256} to use instead of ``CHECKSUMS[name]``.
+        sizes: {file name: bytes}; default: ``SIZES[name]`` for each file checked against
+            its official SHA-256, else unknown (the file is then cut off at
+            :data:`MAX_DOWNLOAD_BYTES`).
         timeout: seconds allowed for connecting and for each read of every request.
+        deadline: seconds allowed for each file in all (``None``: no limit).
+        min_rate: slowest accepted transfer in bytes per second (measured over 30 s).
 
     Returns:
         The folder holding the files: ``root/fashion-mnist``, ``root/mnist`` or, for
@@ -354,45 +676,104 @@ def download(
         passed as ``root=`` to the matching reader.
 
     Raises:
-        ValueError: unknown name, a base URL that is not http(s), a bad timeout, or a
-            missing or malformed checksum.
+        ValueError: unknown name, a base URL that is not http(s), a bad timeout, deadline
+            or rate, or a missing or malformed checksum.
         ChecksumError: a downloaded file has the wrong SHA-256 (nothing left in place).
-        DownloadError: network or HTTP failure (partial files are kept to resume).
-        DataFormatError: the CIFAR-10 archive is corrupt or has unsafe members.
+        DownloadError: network or HTTP failure, too slow, past the deadline, longer than
+            expected (partial files are kept to resume, except an overlong one).
+        DataFormatError: the CIFAR-10 archive is corrupt, too large or has unsafe members.
     """
     if name not in SOURCES:
-        raise ValueError(f"download: unknown data set {name!r}; choose from {sorted(SOURCES)}")
-    if not timeout > 0:
-        raise ValueError(f"download: timeout must be > 0 seconds, got {timeout!r}")
+        raise ValueError(
+            f"download: unknown data set {excerpt(name)}; choose from {sorted(SOURCES)}"
+        )
+    for what, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError(
+                f"download: {what} must be a finite number of seconds > 0, got {value!r}"
+            )
+    if not (min_rate >= 0 and math.isfinite(min_rate)):
+        raise ValueError(f"download: min_rate must be finite and >= 0, got {min_rate!r}")
     source = SOURCES[name]
     table = CHECKSUMS[name] if checksums is None else checksums
-    base = source.base_url if base_url is None else base_url
-    if not base.startswith(("http://", "https://")):
-        raise ValueError(f"download: base URL must start with http:// or https://, got {base!r}")
-    if not base.endswith("/"):
-        base += "/"
+    if sizes is None:
+        # An official size belongs to its official SHA-256: a patched or replaced checksum
+        # means other files, of sizes not known here.
+        sizes = {
+            f: n
+            for f, n in SIZES[name].items()
+            if table.get(f, "").lower() == _PINNED[name].get(f)
+        }
+    bases = source.base_urls if base_url is None else (base_url,)
+    for base in bases:
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(
+                f"download: base URL must start with http:// or https://, got {excerpt(base)}"
+            )
+    bases = tuple(b if b.endswith("/") else b + "/" for b in bases)
     folder = (Path(root).expanduser() if root is not None else default_data_root()) / source.subdir
     expected: dict[str, str] = {}
     for filename in source.files:
         sha = table.get(filename)
         if sha is None or not _HEX64.fullmatch(sha.lower()):
             raise ValueError(
-                f"download: no valid SHA-256 for {name}/{filename} (got {sha!r}); "
+                f"download: no valid SHA-256 for {name}/{filename} (got {excerpt(sha)}); "
                 "pass checksums={file name: sha256}"
             )
         expected[filename] = sha.lower()
     folder.mkdir(parents=True, exist_ok=True)
     for filename in source.files:
-        fetch_file(
-            base + filename,
-            folder / filename,
-            expected[filename],
-            timeout=timeout,
-            progress=progress,
-        )
+        failures: list[str] = []
+        for k, base in enumerate(bases):
+            try:
+                fetch_file(
+                    base + filename,
+                    folder / filename,
+                    expected[filename],
+                    size=sizes.get(filename),
+                    timeout=timeout,
+                    deadline=deadline,
+                    min_rate=min_rate,
+                    progress=progress,
+                )
+                break
+            except DownloadError as exc:
+                if k + 1 == len(bases):
+                    if failures:
+                        raise DownloadError(f"{exc} (also tried: {'; '.join(failures)})") from exc
+                    raise
+                failures.append(str(exc))
     if name == "cifar10":
         return extract_cifar(folder / ARCHIVE_NAME, folder)
     return folder
+
+
+def read_checksum_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a ``sha256sum``-style file: lines ``<64 hex digits>  <file name>``.
+
+    Returns:
+        {file name: SHA-256}. Blank lines and ``#`` comments are skipped.
+
+    Raises:
+        ValueError: the file cannot be read, is over 1 MB, or has a malformed line (named).
+    """
+    p = Path(path)
+    try:
+        if p.stat().st_size > 1 << 20:
+            raise ValueError(f"{p}: a checksum file over 1 MB; not reading it")
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read the checksum file: {exc}") from exc
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not _HEX64.fullmatch(parts[0].lower()):
+            raise ValueError(f"{p}:{number}: expected '<sha256>  <file name>', got {excerpt(line)}")
+        out[parts[1].lstrip("*")] = parts[0].lower()
+    return out
 
 
 def add_download_parser(
@@ -401,28 +782,59 @@ def add_download_parser(
     """Add the ``download`` sub-command to a CLI's argparse ``subparsers``.
 
     ``graphgrad download fashion-mnist|mnist|cifar10 [--root DIR] [--base-url URL]
-    [--timeout S] [--no-progress]``. The sub-parser's defaults set ``func`` to
-    :func:`download_command`, which takes the parsed namespace and returns the exit code.
+    [--checksums FILE] [--timeout S] [--deadline S] [--min-rate B] [--no-progress]``. The
+    sub-parser's defaults set ``func`` (and ``handler``) to :func:`download_command`, which
+    takes the parsed namespace and returns the exit code.
     """
     parser = subparsers.add_parser(
         "download",
         help="download a data set (fashion-mnist, mnist, cifar10), verified by SHA-256",
-        description="Download a data set from its official host, resuming interrupted "
-        "downloads and verifying every file's SHA-256. Prints the folder holding it.",
+        description="Download a data set from its official host (https first), resuming "
+        "interrupted downloads and verifying every file's size and SHA-256. Prints the folder "
+        "holding it.",
     )
     parser.add_argument("name", choices=sorted(SOURCES), help="the data set")
     parser.add_argument(
         "--root",
         type=Path,
         default=None,
+        metavar="DIR",
         help="data root (default: $GRAPHGRAD_DATA, else ~/.cache/graphgrad)",
     )
-    parser.add_argument("--base-url", default=None, help="take the files from this mirror")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per connect/read (default 60)"
+        "--base-url", default=None, metavar="URL", help="take the files from this mirror"
+    )
+    parser.add_argument(
+        "--checksums",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="SHA-256 sums to check instead of the official ones, one '<sha256>  <name>' a line "
+        "(for a mirror that serves other files)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds allowed per connect or read (default 60)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds allowed per file in all, then give up; run again to resume (default 3600)",
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=float,
+        default=1024.0,
+        metavar="B",
+        help="give up below this many bytes per second over 30 s (default 1024)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=download_command)
+    parser.set_defaults(func=download_command, handler=download_command)
     return parser
 
 
@@ -433,12 +845,16 @@ def download_command(args: argparse.Namespace) -> int:
     ``graphgrad download: error: ...``, to stderr and returns 1.
     """
     try:
+        sums_file = getattr(args, "checksums", None)
         path = download(
             args.name,
             root=getattr(args, "root", None),
             base_url=getattr(args, "base_url", None),
             progress=not getattr(args, "no_progress", False),
+            checksums=read_checksum_file(sums_file) if sums_file is not None else None,
             timeout=getattr(args, "timeout", 60.0),
+            deadline=getattr(args, "deadline", 3600.0),
+            min_rate=getattr(args, "min_rate", 1024.0),
         )
     except (DownloadError, DataFormatError, OSError, ValueError) as exc:
         message = " ".join(str(exc).split())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._quote import excerpt
 from ..tensor import Tensor, as_tensor, elu, leaky_relu, relu, sigmoid, tanh
 from .module import Module
 
@@ -140,14 +141,16 @@ def get_activation(spec: str | Activation) -> Activation:
     cls = ACTIVATIONS.get(name)
     if cls is None:
         raise ValueError(
-            f"unknown activation {spec!r}; expected one of {', '.join(sorted(ACTIVATIONS))}"
+            f"unknown activation {excerpt(spec)}; expected one of {', '.join(sorted(ACTIVATIONS))}"
         )
     if not arg:
         return cls()
     if cls not in (LeakyReLU, ELU):
-        raise ValueError(f"activation {name!r} takes no parameter, got {spec!r}")
+        raise ValueError(f"activation {excerpt(name)} takes no parameter, got {excerpt(spec)}")
     try:
         value = float(arg)
     except ValueError:
-        raise ValueError(f"activation {spec!r}: the parameter after ':' must be a number") from None
+        raise ValueError(
+            f"activation {excerpt(spec)}: the parameter after ':' must be a number"
+        ) from None
     return cls(value)

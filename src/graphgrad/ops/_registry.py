@@ -43,6 +43,10 @@ class Op:
         differentiable: ``False`` for ops whose output never requires a gradient (comparisons).
         category: the section of the op table.
         note: why the op is fused, or anything else a reader of the table should know.
+        vjp_into: argument index -> ``rule(g, inputs, out, beta) -> bool`` that adds the VJP
+            into a caller's buffer, ``out = beta * out + vjp`` (one GEMM for ``linear``'s
+            weight), returning False when it cannot; used by the engine's gradient sinks
+            (``SGD(fused_backward=True)``), never needed for correctness.
     """
 
     name: str
@@ -57,6 +61,7 @@ class Op:
     differentiable: bool = True
     category: str = "elementwise"
     note: str = ""
+    vjp_into: dict[int, Callable[..., bool]] | None = None
 
     def vjp(self, i: int, xp: Any, g: Any, ans: Any, inputs: Any, params: dict[str, Any]) -> Any:
         """The gradient of the loss w.r.t. argument ``i``, given the upstream gradient ``g``."""
@@ -105,6 +110,7 @@ def defop(
     aliases: bool = False,
     category: str = "elementwise",
     note: str = "",
+    vjp_into: dict[int, Callable[..., bool]] | None = None,
 ) -> Callable[[Callable[..., Any]], Op]:
     """Decorator: register the decorated NumPy forward as op ``name`` with the given rules."""
 
@@ -121,6 +127,7 @@ def defop(
                 aliases=aliases,
                 category=category,
                 note=note,
+                vjp_into=vjp_into,
             )
         )
 

@@ -60,6 +60,12 @@ def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     return xp.matmul(xp.swap_last(_flat2(g, xp)), _flat2(x, xp))
 
 
+def _linear_dw_into(g: Any, inputs: Any, out: Any, beta: float) -> bool:
+    # out = beta * out + G^T @ x in one GEMM (2-D only): SGD(fused_backward=True)'s momentum.
+    x = inputs[0]
+    return g.ndim == 2 and x.ndim == 2 and _blas.matmul_into(g.T, x, out, beta)
+
+
 def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     return xp.sum_rows(g)
 
@@ -74,6 +80,7 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     _linear_db,
     category="linear algebra",
     note="fused for speed: one GEMM and an in-place bias add; W is (out, in) as in PyTorch",
+    vjp_into={1: _linear_dw_into},
 )
 def linear(x: Any, w: Any, b: Any) -> Any:
     y = _blas.matmul(x, w.T)

@@ -62,6 +62,8 @@ class Adam(Optimizer):
             if g is None:
                 continue
             w = p.data
+            if not w.flags.writeable:
+                raise self._read_only(i)
             st = self.state.get(i)
             if st is None:
                 st = self.state[i] = {

@@ -62,6 +62,14 @@ class Optimizer:
         """Apply one update to every parameter that has a gradient."""
         raise NotImplementedError
 
+    def _read_only(self, i: int) -> ValueError:
+        """The error for a parameter whose array cannot be updated in place."""
+        return ValueError(
+            f"{type(self).__name__}: parameter #{i} is a read-only array (built on "
+            f"np.frombuffer, np.broadcast_to or a memory map?), which the update cannot change "
+            f"in place; give the Tensor a writable copy: p.data = p.data.copy()"
+        )
+
     def _scratch_for(self, i: int, p: Tensor) -> np.ndarray | None:
         """A scratch array of p's shape and dtype, reused across steps (not state), for the
         NumPy path of the updates; ``None`` when the compiled kernels do the update."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from .. import _fused
+from .. import _engine, _fused
 from ..tensor import Tensor
 from .optimizer import Optimizer
 
@@ -31,6 +33,14 @@ class SGD(Optimizer):
         momentum: μ in [0, 1).
         weight_decay: the L2 coefficient added to the gradient.
         nesterov: Nesterov momentum (needs momentum > 0).
+        fused_backward: add each weight gradient straight into its momentum buffer during
+            ``backward()`` (PyTorch's "optimizer in backward"): for the weight of ``linear``
+            the gradient GEMM computes ``v = μ v + Gᵀ x`` itself (β = μ), so the gradient
+            array is never written and read back, and ``step()`` only does ``θ -= lr v``.
+            Those weights' ``.grad`` stays ``None``; other parameters (biases, weights used
+            elsewhere) take the ordinary path. Needs momentum > 0, no weight decay, no
+            Nesterov. ``zero_grad()`` cannot undo a gradient already added: call
+            ``backward()`` once per ``step()``, or several times to accumulate.
     """
 
     hyper_names = ("lr", "momentum", "weight_decay", "nesterov")
@@ -43,6 +53,7 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
+        fused_backward: bool = False,
     ) -> None:
         super().__init__(params, lr)
         if not 0.0 <= momentum < 1.0:
@@ -51,16 +62,58 @@ class SGD(Optimizer):
             raise ValueError(f"SGD: weight_decay must be >= 0, got {weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
+        if fused_backward and (momentum == 0 or weight_decay or nesterov):
+            raise ValueError(
+                "SGD: fused_backward needs momentum > 0, weight_decay 0 and nesterov False"
+            )
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)
+        self.fused_backward = bool(fused_backward)
+        self._taken: set[int] = set()  # parameters whose gradient went into their buffer
+        if fused_backward:
+            keys = [id(p) for p in self.params]
+            for k in keys:
+                other = _engine.GRAD_SINKS.get(k)
+                if other is not None and other.alive():
+                    raise ValueError("SGD: a parameter already has a fused_backward optimiser")
+            me = weakref.ref(self)
+            for i, p in enumerate(self.params):
+                _engine.GRAD_SINKS[id(p)] = _MomentumSink(me, i, p)
+            weakref.finalize(self, _drop_sinks, keys)
+
+    def _take(self, i: int, p: Tensor, rule: Callable[..., bool], g: Any, args: Any) -> bool:
+        """Add parameter ``i``'s gradient into its momentum buffer with ``rule`` (an op's
+        ``vjp_into``): v = μ v + ∇ at the first contribution after a step, v += ∇ after."""
+        st = self.state.setdefault(i, {})
+        v = st.get("momentum_buffer")
+        if v is None:
+            v = st["momentum_buffer"] = np.zeros_like(p.data)
+            beta = 0.0  # the first step: v = ∇, as in the unfused update
+        else:
+            beta = 1.0 if i in self._taken else self.momentum
+        if not rule(g, args, v, beta):
+            return False
+        self._taken.add(i)
+        return True
 
     def step(self) -> None:
         lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
+        taken = self._taken
         for i, p in enumerate(self.params):
             g = p.grad
+            if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
+                if not p.data.flags.writeable:
+                    raise self._read_only(i)
+                v = self.state[i]["momentum_buffer"]
+                if g is not None:
+                    v += g  # a part of the gradient that took the ordinary path
+                _fused.sgd(p.data, v, None, self._scratch_for(i, p), lr, 0.0, 0.0, False, False)
+                continue
             if g is None:
                 continue
+            if not p.data.flags.writeable:
+                raise self._read_only(i)
             v = None
             first = False
             if mu:
@@ -70,3 +123,31 @@ class SGD(Optimizer):
                     v = st["momentum_buffer"] = np.empty_like(p.data)
                     first = True
             _fused.sgd(p.data, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)
+        taken.clear()
+
+
+class _MomentumSink:
+    """The engine's gradient sink for one parameter of an ``SGD(fused_backward=True)``."""
+
+    __slots__ = ("_i", "_opt", "_param")
+
+    def __init__(self, opt: weakref.ref[SGD], i: int, p: Tensor) -> None:
+        self._opt, self._i, self._param = opt, i, p  # dropped with the optimiser
+
+    def alive(self) -> bool:
+        return self._opt() is not None
+
+    def take(self, inp: Any, op: Any, i: int, g: Any, args: Any, params: Any) -> bool:
+        rules = op.vjp_into
+        rule = rules.get(i) if rules else None
+        opt, p = self._opt(), self._param
+        if rule is None or opt is None or p is not inp or params:
+            return False
+        return opt._take(self._i, p, rule, g, args)
+
+
+def _drop_sinks(keys: list[int]) -> None:
+    for k in keys:
+        sink = _engine.GRAD_SINKS.get(k)
+        if sink is not None and not sink.alive():
+            del _engine.GRAD_SINKS[k]

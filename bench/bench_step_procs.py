@@ -1,0 +1,281 @@
+"""The MLP training step with every peer in a process of its own, taking turns.
+
+Two thread pools in one process spin against each other, so in-process ratios at several
+threads mislead; here each peer (graphgrad as installed, graphgrad on NumPy's BLAS, graphgrad
+with ``SGD(fused_backward=True)``, the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX
+jit) runs in its own worker process. The parent starts them all, then, round after round (the
+order rotated each round), asks one worker at a time for ``number`` steps and reads back the
+time; the other workers sit idle, blocked on their input, with a pause between turns so the
+last peer's spinning threads go to sleep. 1-thread runs are pinned to CPU 0 (``taskset -c
+0``: XLA ignores the thread variables); n-thread runs get CPUs 0..n-1. Ratios are medians of
+the per-round ratios (both peers of a ratio timed in the same round).
+
+The step is bench_mlp_step.py's (forward, softmax cross-entropy, backward, SGD momentum 0.9,
+fp32), from the same weights and batch; every worker reports its loss after 3 steps, and the
+parent checks that they agree.
+
+Run:  python bench/bench_step_procs.py [--quick] [--threads 1,2] [--md PATH] [--json PATH]
+      [--shape 784,256,256,10:128 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SHAPES = ["784,256,256,10:128", "3072,512,512,10:256"]
+PEERS = [
+    "graphgrad",
+    "graphgrad (NumPy BLAS)",
+    "graphgrad fused_backward",
+    "GEMM only",
+    "pytorch",
+    "jax jit",
+]
+#: (numerator, denominator, target): the ratios reported, targets from the issue.
+RATIOS = [
+    ("graphgrad", "pytorch", "<= 0.90"),
+    ("graphgrad", "jax jit", "<= 0.95"),
+    ("graphgrad", "GEMM only", "<= 1.05 (1 thread)"),
+    ("graphgrad (NumPy BLAS)", "pytorch", None),
+    ("graphgrad fused_backward", "graphgrad", None),
+    ("graphgrad fused_backward", "pytorch", None),
+]
+
+
+# ------------------------------------------------------------------------------- worker
+
+
+def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
+    """Build the peer, then serve 'run N' (reply: seconds) and 'loss' on stdin/stdout."""
+    sys.path.insert(0, str(HERE))
+    if peer == "graphgrad (NumPy BLAS)":
+        os.environ["GRAPHGRAD_BLAS"] = "numpy"
+    import bench_mlp_step as M
+    import numpy as np
+
+    import graphgrad as gg
+
+    gg.set_num_threads(threads)
+    w0 = M.init_weights(sizes, seed=0)
+    x, y = M.make_batch(sizes[0], sizes[-1], batch, seed=0)
+    obj: Any
+    if peer.startswith("graphgrad"):
+        obj = M.GraphgradPeer(w0, x, y)
+        if peer == "graphgrad fused_backward":
+            obj.opt = gg.optim.SGD(
+                obj.model.parameters(), lr=M.LR, momentum=M.MU, fused_backward=True
+            )
+    elif peer == "GEMM only":
+        obj = _GgGemmPeer(M, w0, x, y)
+    elif peer == "pytorch":
+        import torch
+
+        torch.set_num_threads(threads)
+        obj = M.TorchPeer(w0, x, y)
+    elif peer == "jax jit":
+        obj = M.JaxPeer(w0, x, y, threads)
+    else:
+        raise SystemExit(f"unknown peer {peer!r}")
+    losses = []
+    for _ in range(3):
+        obj.step()
+        obj.sync()
+        losses.append(obj.last_loss())
+    print(json.dumps({"ready": True, "loss": losses[-1], "blas": gg.blas()}), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        n = int(cmd[1])
+        t0 = time.perf_counter()
+        for _ in range(n):
+            obj.step()
+        obj.sync()
+        print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+    del np
+
+
+class _GgGemmPeer:
+    """The 8 GEMMs of the step through graphgrad's BLAS (MKL when selected), preallocated."""
+
+    def __init__(self, M: Any, w0: Any, x: Any, y: Any) -> None:
+        from graphgrad import _blas
+
+        self.inner = M.GemmPeer(w0, x, y)
+        self.mm = _blas.matmul_into
+
+    def step(self) -> None:
+        p, mm = self.inner, self.mm
+        n = len(p.W)
+        mm(p.x, p.W[0].T, p.a[0], 0.0)
+        for k in range(1, n):
+            mm(p.a[k - 1], p.W[k].T, p.a[k], 0.0)
+        for k in range(n - 1, -1, -1):
+            mm(p.g[k].T, p.a[k - 1] if k else p.x, p.dW[k], 0.0)
+            if k:
+                mm(p.g[k], p.W[k], p.da[k - 1], 0.0)
+
+    def sync(self) -> None:
+        pass
+
+    def last_loss(self) -> float:
+        return float("nan")
+
+
+# ------------------------------------------------------------------------------- parent
+
+
+def _available(peer: str) -> bool:
+    mod = {"pytorch": "torch", "jax jit": "jax"}.get(peer)
+    if mod is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _start(peer: str, shape: str, threads: int) -> subprocess.Popen[str]:
+    cmd = [sys.executable, __file__, "--worker", peer, "--shape", shape, "--threads", str(threads)]
+    if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[:threads]
+        cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
+    assert p.stdin is not None and p.stdout is not None
+    if line:
+        p.stdin.write(line + "\n")
+        p.stdin.flush()
+    reply = p.stdout.readline()
+    if not reply:
+        raise RuntimeError(f"worker {p.args} exited ({p.wait()})")
+    return dict(json.loads(reply))
+
+
+def bench(
+    shape: str, threads: int, rounds: int, target_s: float, pause_s: float, peers: Sequence[str]
+) -> dict[str, Any]:
+    """Time ``peers`` on ``shape`` at ``threads`` threads, one process each, taking turns."""
+    procs = {k: _start(k, shape, threads) for k in peers if _available(k)}
+    try:
+        ready = {k: _ask(p, "") for k, p in procs.items()}
+        number = {}
+        for k, p in procs.items():  # calibrate: about target_s of steps per turn
+            one = _ask(p, "run 2")["s"] / 2
+            number[k] = max(1, round(target_s / max(one, 1e-6)))
+        times: dict[str, list[float]] = {k: [] for k in procs}
+        names = list(procs)
+        for r in range(rounds):
+            for k in names[r % len(names) :] + names[: r % len(names)]:
+                time.sleep(pause_s)
+                times[k].append(_ask(procs[k], f"run {number[k]}")["s"] / number[k])
+    finally:
+        for p in procs.values():
+            if p.poll() is None and p.stdin is not None:
+                p.stdin.write("quit\n")
+                p.stdin.flush()
+        for p in procs.values():
+            p.wait(timeout=60)
+    ref_loss = ready["graphgrad"]["loss"] if "graphgrad" in ready else None
+    ratios = []
+    for num, den, target in RATIOS:
+        if num in times and den in times:
+            per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
+            ratios.append(
+                {"ratio": f"{num} / {den}", "value": statistics.median(per_round), "target": target}
+            )
+    return {
+        "shape": shape,
+        "threads": threads,
+        "rounds": rounds,
+        "ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        "ratios": ratios,
+        "losses": {k: v["loss"] for k, v in ready.items()},
+        "blas": {k: v["blas"] for k, v in ready.items()},
+        "agree": ref_loss is None
+        or all(v["loss"] != v["loss"] or abs(v["loss"] - ref_loss) < 1e-4 for v in ready.values()),
+    }
+
+
+def _name(shape: str) -> str:
+    sizes, batch = shape.split(":")
+    return sizes.replace(",", "-") + f" b{batch}"
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    peers = [k for k in PEERS if any(k in r["ms"] for r in rows)]
+    labels = [f"{n} / {d}" for n, d, _ in RATIOS]
+    labels = [lab for lab in labels if any(x["ratio"] == lab for r in rows for x in r["ratios"])]
+    head = "| shape, threads | " + " | ".join(peers) + " | " + " | ".join(labels) + " |"
+    out = [head, "|---|" + "---:|" * (len(peers) + len(labels))]
+    for r in rows:
+        cells = [f"{r['ms'][k]:.2f} ms" if k in r["ms"] else "–" for k in peers]
+        rv = {x["ratio"]: x["value"] for x in r["ratios"]}
+        cells += [f"{rv[lab]:.2f}" if lab in rv else "–" for lab in labels]
+        out.append(f"| {_name(r['shape'])}, {r['threads']} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append(
+        "Ratios: medians of per-round ratios; times: medians of per-round means. "
+        "Targets: graphgrad / PyTorch <= 0.90, graphgrad / JAX <= 0.95, graphgrad / "
+        "GEMM-only (same BLAS) <= 1.05 at 1 thread."
+    )
+    bad = [f"{_name(r['shape'])} at {r['threads']}" for r in rows if not r["agree"]]
+    out.append(
+        "Losses after 3 steps agree across peers (1e-4)."
+        if not bad
+        else f"LOSSES DISAGREE: {', '.join(bad)}"
+    )
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds (proves it runs)")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (1,2)")
+    ap.add_argument("--shape", action="append", help="sizes:batch, e.g. 784,256,256,10:128")
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated peer names")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 15; quick 2)")
+    ap.add_argument("--md", type=Path, help="write the table as Markdown here")
+    ap.add_argument("--json", type=Path, help="write the records as JSON here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        sizes, batch = a.shape[0].split(":")
+        _worker(a.worker, [int(s) for s in sizes.split(",")], int(batch), int(a.threads))
+        return 0
+    rounds = a.rounds or (2 if a.quick else 15)
+    target_s, pause_s = (0.02, 0.0) if a.quick else (0.25, 0.3)
+    peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    rows = []
+    for threads in [int(t) for t in a.threads.split(",")]:
+        for shape in a.shape or SHAPES:
+            row = bench(shape, threads, rounds, target_s, pause_s, peers)
+            rows.append(row)
+            print(render([row]).splitlines()[2], flush=True)
+    md = render(rows)
+    print(md)
+    if a.md:
+        a.md.write_text(
+            "# MLP step, each peer in its own process\n\nGenerated by `python "
+            f"bench/bench_step_procs.py --threads {a.threads}`.\n\n{md}"
+        )
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Subcommand ``info``: versions, the BLAS in use and why, threads, compiled extensions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from importlib import metadata
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add ``info`` to the ``graphgrad`` command."""
+    p = sub.add_parser(
+        "info",
+        help="print versions, the BLAS in use (and why), thread count and compiled extensions",
+        description="Print what this installation runs with: Python, NumPy and graphgrad "
+        "versions, the library doing the matrix products (MKL or NumPy's BLAS) and why it "
+        "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
+        "extensions are in use.",
+        epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
+        "  OMP_NUM_THREADS=1 graphgrad info",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run)
+
+
+def collect() -> dict[str, Any]:
+    """Everything ``graphgrad info`` prints, as a dict."""
+    import numpy as np
+
+    from . import _blas, _fused, scalar
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("graphgrad", "mkl", "threadpoolctl", "torch"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    kernels = _fused._K
+    return {
+        "versions": versions,
+        "platform": platform.platform(),
+        "cpu": _blas._cpu_vendor() or "unknown",
+        "blas": _blas.blas_info(),
+        "threads": _blas.get_num_threads(),
+        "compiled": {
+            "graphgrad._kernels": _fused.COMPILED,
+            "graphgrad._scalar_core": bool(scalar.COMPILED),
+            "openmp": bool(kernels is not None and getattr(kernels, "OPENMP", False)),
+        },
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    b = info["blas"]
+    lines = [
+        "versions:  " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        f"platform:  {info['platform']} (CPU: {info['cpu']})",
+        f"BLAS:      {b['blas']} (requested {b['requested']!r}: {b['reason']})",
+    ]
+    if b.get("library"):
+        lines.append(f"           {b['library']}")
+    lines.append(
+        f"threads:   {info['threads']} (gg.set_num_threads; default OMP_NUM_THREADS, else "
+        "the CPUs available)"
+    )
+    comp = info["compiled"]
+    lines.append(
+        "compiled:  "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in comp.items())
+        + ("" if comp["graphgrad._kernels"] else " (pure Python/NumPy twins in use)")
+    )
+    print("\n".join(lines))
+    return 0
