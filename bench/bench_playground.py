@@ -143,6 +143,7 @@ def screenshots(out_dir: Path) -> list[Path]:
         page.click("#hv_show")
         page.wait_for_function("pg.playing === false && pg.frame.hidden_view")
         page.screenshot(path=str(paths[0]), clip={"x": 0, "y": 0, "width": 1300, "height": 980})
+        page.set_viewport_size({"width": 1600, "height": 1000})  # the whole graph in view
         page.fill("#sample", "3")
         w, x = page.evaluate("[pg.frame.weights[0], pg.points.train[3]]")
         z = [abs(sum(wi * xi for wi, xi in zip(row, x, strict=True)) + b)

@@ -7,6 +7,7 @@ bash scripts/setup.sh
 # setup.sh installs MKL on x86-64 Linux: there its tests must run, not skip.
 if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then export GRAPHGRAD_REQUIRE_MKL=1; fi
 .venv/bin/ruff check src tests bench examples
+.venv/bin/ruff format --check src tests bench examples
 .venv/bin/mypy
 .venv/bin/python examples/hessian_vector_product.py >/dev/null
 .venv/bin/python bench/bench_engine.py --quick >/dev/null

@@ -73,6 +73,7 @@ class Spec:
     distinct: bool = False  # inputs must differ pairwise by > 0.1 (max/min ties are kinks)
     reduce_distinct: bool = False  # a reduction's elements must be distinct (ties are kinks)
     ids: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # what ``fn`` passes (consumer tests)
 
 
 def _reductions(name: str) -> list[tuple[str, Callable[..., gg.Tensor], list[tuple[Shape, ...]]]]:
@@ -117,13 +118,26 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "abs": [("abs", Spec(gg.abs, ("real",), UNARY_SHAPES))],
     "sigmoid": [("sigmoid", Spec(gg.sigmoid, ("real",), UNARY_SHAPES))],
     "tanh": [("tanh", Spec(gg.tanh, ("real",), UNARY_SHAPES))],
+    "softplus": [("softplus", Spec(gg.softplus, ("real",), UNARY_SHAPES))],
+    "sin": [("sin", Spec(gg.sin, ("real",), UNARY_SHAPES))],
+    "cos": [("cos", Spec(gg.cos, ("real",), UNARY_SHAPES))],
     "relu": [("relu", Spec(gg.relu, ("real",), UNARY_SHAPES))],
     "leaky_relu": [("leaky_relu", Spec(lambda x: gg.leaky_relu(x, 0.1), ("real",), UNARY_SHAPES))],
     "elu": [("elu", Spec(lambda x: gg.elu(x, 1.3), ("real",), UNARY_SHAPES))],
     "maximum": [("maximum", Spec(gg.maximum, ("real", "real"), BINARY_SHAPES, distinct=True))],
     "minimum": [("minimum", Spec(gg.minimum, ("real", "real"), BINARY_SHAPES, distinct=True))],
     "where": [("where", Spec(_where, ("real", "real"), BINARY_SHAPES))],
-    "clip": [("clip", Spec(lambda x: gg.clip(x, -0.5, 0.5), ("clipsafe",), UNARY_SHAPES))],
+    "clip": [
+        (
+            "clip",
+            Spec(
+                lambda x: gg.clip(x, -0.5, 0.5),
+                ("clipsafe",),
+                UNARY_SHAPES,
+                params={"lo": -0.5, "hi": 0.5},
+            ),
+        )
+    ],
     "sum": [(i, Spec(f, ("real",), s)) for i, f, s in _reductions("sum")],
     "mean": [(i, Spec(f, ("real",), s)) for i, f, s in _reductions("mean")],
     "max": [(i, Spec(f, ("real",), s, reduce_distinct=True)) for i, f, s in _reductions("max")],
@@ -325,6 +339,12 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
     "stack0": [((0,), (0,)), ((0, 3), (0, 3))],
     "stack-1": [((0,), (0,))],
 }
+# Every case of an elementwise op of the registry takes the unary or binary empty shapes (a new
+# elementwise op needs no entry above).
+for _op in gg.REGISTRY.values():
+    if _op.elementwise:
+        for _case, _ in SPECS.get(_op.name, []):
+            EMPTY.setdefault(_case, B_EMPTY if len(_op.arg_names) == 2 else U_EMPTY)
 
 #: Ops that are deliberately not differentiable (their output never requires a gradient).
 NON_DIFFERENTIABLE = {"lt", "le", "gt", "ge", "eq", "ne", "sign", "argmax"}
@@ -347,6 +367,21 @@ def sample(spec: Spec, shapes: tuple[Shape, ...], rng: np.random.Generator) -> l
                 continue
         return xs
     raise RuntimeError("could not draw inputs off the kinks")
+
+
+def scalar_inputs(op: str, count: int = 3, seed: int = 0) -> list[tuple[float, ...]]:
+    """``count`` tuples of Python floats for op ``op``, drawn from its first spec's domains
+    (off kinks): the inputs the consumer tests (Scalars, units, expressions) try."""
+    spec = SPECS[op][0][1]
+    rng = np.random.default_rng(seed)
+    return [
+        tuple(float(a) for a in sample(spec, ((),) * len(spec.domains), rng)) for _ in range(count)
+    ]
+
+
+def op_params(op: str) -> dict[str, Any]:
+    """The parameters op ``op``'s first spec calls it with (``{}`` for most ops)."""
+    return dict(SPECS[op][0][1].params)
 
 
 def cases() -> list[tuple[str, str, Spec, tuple[Shape, ...]]]:

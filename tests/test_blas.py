@@ -123,13 +123,15 @@ def test_mkl_products_match_numpy_in_every_layout(mkl: None, dtype: Any, mkn: tu
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """Record the calls that reach the MKL kernel."""
     calls: list[tuple[Any, ...]] = []
-    real = _blas._fused._K
+    real = _blas._fused.KERNELS
 
     def gemm(*args: Any) -> None:
         calls.append(args)
         real.gemm(*args)
 
-    monkeypatch.setattr(_blas, "_fused", types.SimpleNamespace(_K=types.SimpleNamespace(gemm=gemm)))
+    monkeypatch.setattr(
+        _blas, "_fused", types.SimpleNamespace(KERNELS=types.SimpleNamespace(gemm=gemm))
+    )
     return calls
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import graphgrad as gg
 from graphgrad.playground import ParamError, Params, PlaygroundError, Session, validate_params
+from graphgrad.playground._session import MAX_HISTORY
 
 # ------------------------------------------------------------------------------ validation
 
@@ -182,6 +183,13 @@ def test_kinks_equal_the_count_from_the_weights() -> None:
     assert len(k) == len(expected)
     assert np.allclose(k, expected, atol=1e-3)
     assert s.frame()["curve"]["kink_count"] == len(expected) <= 6
+    # biases start at 0 (every kink at x = 0): move them so that some leave [-3, 3] and two
+    # lie close together, so the count is not simply the number of units
+    lin.weight.data[:, 0] = [1.0, -2.0, 0.5, 1.0, 1.0, -0.25]
+    lin.bias.data[:] = [2.5, -1.0, 2.0, -3.5, -0.6, 0.5]  # kinks at -2.5, -0.5, -4, 3.5, 0.6, 2
+    k = s.kinks()
+    assert len(k) == 4 and np.allclose(k, [-2.5, -0.5, 0.6, 2.0], atol=1e-3)
+    assert s.frame()["curve"]["kink_count"] == 4
 
 
 def test_nan_loss_stops_and_says_so() -> None:
@@ -263,8 +271,10 @@ def test_save_load_run_and_export(tmp_path: Any) -> None:
 starlette = pytest.importorskip("starlette", reason="needs the extra graphgrad[playground]")
 pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from graphgrad.playground import create_app  # noqa: E402
+from graphgrad.playground._app import loopback_hosts  # noqa: E402
 
 
 def _until(ws: Any, kind: str, limit: int = 50) -> dict[str, Any]:
@@ -318,6 +328,8 @@ def test_page_and_static_files_only_from_the_package() -> None:
         ('{"type": "add_point", "x": 1e9, "y": 0, "label": 0}', None),
         ('{"type": "csv", "text": 5}', None),
         ('{"type": "hidden_view", "layer": 5, "i": 0, "j": 1}', None),
+        ('{"type": "step", "n": 1' + "0" * 5000 + "}", "message"),  # int() refuses 4300+ digits
+        ('{"type": "set", "params": {"seed": 1' + "0" * 5000 + "}}", "message"),
     ],
 )
 def test_bad_messages_get_an_error_reply_and_the_session_goes_on(message: str, field: Any) -> None:
@@ -485,3 +497,80 @@ def test_hidden_space_is_the_layer_as_the_network_computes_it() -> None:
         s.set_hidden_view(3, 0, 1)
     with pytest.raises(PlaygroundError, match="j must be"):
         s.set_hidden_view(2, 0, 3)
+
+
+def test_an_abandoned_tab_is_told_and_its_session_freed() -> None:
+    app = create_app(session_timeout=0.6)
+    client = TestClient(app)
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        ws.send_json({"type": "step", "n": 1})  # user input restarts the clock
+        _until(ws, "frame")
+        assert len(app.state.sessions) == 1
+        err = _until(ws, "error")
+        assert err["field"] == "session" and "reload the page" in err["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.reason == "idle"
+    assert len(app.state.sessions) == 0
+
+
+def test_loss_history_stays_bounded() -> None:
+    s = Session({"dataset": "xor", "layers": [2], "batch_size": 50})
+    for _ in range(MAX_HISTORY + 5):
+        s.step(1)
+    assert MAX_HISTORY // 2 <= len(s.history) <= MAX_HISTORY
+    steps = [h[0] for h in s.history]
+    assert steps == sorted(steps) and steps[-1] == s.step_count == MAX_HISTORY + 5
+    assert steps[0] <= 2  # thinned evenly, the start of the run still shown
+
+
+def test_other_sites_pages_and_other_host_names_are_refused() -> None:
+    app = create_app(allowed_hosts=[*(loopback_hosts("127.0.0.1") or []), "testserver"])
+    client = TestClient(app)
+    # a page from another site opening a socket to the playground (cross-site WebSocket)
+    evil = {"origin": "http://evil.example"}
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws", headers=evil),
+    ):
+        pass
+    assert refused.value.code == 1008 and len(app.state.sessions) == 0
+    with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:
+        _open(ws)  # the page's own origin
+    # DNS rebinding: the attacker's name resolving to 127.0.0.1 arrives as its Host
+    assert client.get("/", headers={"host": "evil.example"}).status_code == 400
+    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    assert loopback_hosts("0.0.0.0") is None  # listening everywhere: the user chose so
+
+
+def test_saves_per_tab_are_distinct_and_bounded(tmp_path: Any, monkeypatch: Any) -> None:
+    from graphgrad.playground import _app
+
+    monkeypatch.setattr(_app, "MAX_SAVES_PER_TAB", 2)
+    client = TestClient(create_app(runs_dir=tmp_path))
+    with client.websocket_connect("/ws") as ws:
+        _open(ws)
+        paths = []
+        for _ in range(2):  # within one second: still two runs
+            ws.send_json({"type": "save"})
+            paths.append(_until(ws, "saved")["path"])
+        ws.send_json({"type": "save"})
+        err = _until(ws, "error")
+    assert len(set(paths)) == 2 and err["field"] == "save" and "at most 2" in err["message"]
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_from_a_1d_set_back_to_2d_the_features_take_x2_again() -> None:
+    s = Session({"dataset": "sine"})
+    assert s.params.features == ["x1"]
+    s.set_params({"dataset": "circles"})
+    assert s.params.features == ["x1", "x2"] and s.model.linear_layers()[0].weight.shape[1] == 2
+    s.set_params({"dataset": "abs"})
+    s.load_csv("0,0,0\n1,1,1\n2,2,1\n-1,-1,0\n")  # a CSV is 2-D too
+    assert s.params.features == ["x1", "x2"]
+    # a link that asks for x1 alone keeps it
+    assert validate_params({"dataset": "xor", "features": ["x1"]}, s.params).features == ["x1"]
+    assert validate_params(
+        {"dataset": "xor", "features": ["x1"]}, Params(dataset="sine")
+    ).features == ["x1"]

@@ -95,6 +95,13 @@ def test_xor_learns_to_test_loss_below_0_1(page: Any, server: str) -> None:
     assert loss < 0.1, f"test loss {loss} after {step} steps"
     assert step <= 1500
     assert "test loss" in page.inner_text("#losses").lower()
+    # the page's loss history stays bounded on a long run (thinned, the newest kept)
+    n, last, new = page.evaluate(  # one synchronous run: no frame arrives in between
+        """() => { pg.history = Array.from({length: 1000}, (_, i) => [i - 2000, 1, 1]);
+                   const s = pg.frame.step + 1; onFrame({...pg.frame, step: s});
+                   return [pg.history.length, pg.history[pg.history.length - 1][0], s]; }"""
+    )
+    assert n <= 1000 and last == new
 
 
 def test_changing_layers_redraws_the_network(page: Any, server: str) -> None:
@@ -114,6 +121,15 @@ def test_changing_layers_redraws_the_network(page: Any, server: str) -> None:
     assert float(line.get_attribute("data-w")) == w[3][1]
     colour = "rgb(8,119,189)" if w[3][1] >= 0 else "rgb(245,147,34)"
     assert line.get_attribute("stroke") == colour
+    # six hidden layers of 8: every neuron and button lies inside the network's panel
+    page.evaluate("setParams({layers: [8, 8, 8, 8, 8, 8]})")
+    page.wait_for_function("document.querySelectorAll('#net canvas.neuron').length === 52")
+    right = page.evaluate("document.getElementById('net').getBoundingClientRect().right")
+    items = page.evaluate(
+        "[...document.querySelectorAll('#net canvas.neuron, #net button.laybtn')]"
+        ".map((e) => e.getBoundingClientRect().right)"
+    )
+    assert max(items) <= right, (max(items), right)
 
 
 def test_bad_learning_rate_shows_the_error(page: Any, server: str) -> None:
@@ -164,6 +180,21 @@ def test_inside_view_equals_graphgrad(page: Any, server: str) -> None:
     edges = page.locator("#inside g.gedge")
     assert edges.count() == 3 * 2 + 2 * 2 + 2 + 1  # w_i*x_i, two partial sums, + b, tanh
     assert page.locator("#inside g.gedge text").count() == edges.count()  # local gradients
+    # readable: no label overlaps another or a node's box, and the page does not overflow
+    boxes = page.evaluate(
+        """() => [[...document.querySelectorAll('#inside g.gedge text')],
+                  [...document.querySelectorAll('#inside g.gnode rect')]].map(els =>
+                    els.map(e => { const r = e.getBoundingClientRect();
+                                   return [r.left, r.top, r.right, r.bottom]; }))"""
+    )
+
+    def apart(a: list[float], b: list[float]) -> bool:
+        return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+    labels, rects = boxes
+    for i, a in enumerate(labels):
+        assert all(apart(a, b) for b in labels[i + 1 :] + rects), a
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     # check gradient: numerical and analytic side by side
     page.click("#gradcheck")
     page.wait_for_function("pg.gradcheck !== null")
@@ -175,18 +206,24 @@ def test_inside_view_equals_graphgrad(page: Any, server: str) -> None:
 
 
 def test_kink_count_equals_the_count_from_the_weights(page: Any, server: str) -> None:
-    _open(page, server + "/#dataset=sine&layers=7&activation=relu&features=x1&lr=0.03")
+    # Adam, 200 steps: the kinks (all at x = 0 at the start, biases being 0) spread out
+    _open(page, server + "/#dataset=sine&layers=7&activation=relu&features=x1&lr=0.05"
+          "&optimizer=adam")  # fmt: skip
     page.fill("#batch_size", "20")
     page.dispatch_event("#batch_size", "change")
     page.wait_for_function("pg.params.batch_size === 20")
-    for _ in range(3):
-        page.click("#step")
-    page.wait_for_function("pg.frame.step === 3")
+    page.click("#step")  # one step, then 199 in one message
+    page.wait_for_function("pg.frame.step === 1")
+    page.evaluate("send({type: 'step', n: 199})")
+    page.wait_for_function("pg.frame.step === 200")
     shown = int(page.inner_text("#kinkcount"))
-    w = page.evaluate("pg.frame.weights[0]")
+    w, marked = page.evaluate("[pg.frame.weights[0], pg.frame.curve.kinks]")
     wv, bv = np.array(w["w"])[:, 0], np.array(w["b"])
     where = -bv / wv
-    assert shown == int(np.sum((where > -3) & (where < 3)))
+    expected = np.sort(where[(where > -3) & (where < 3)])
+    assert shown == len(expected) == len(marked)
+    assert np.allclose(marked, expected, atol=2e-3)
+    assert np.ptp(expected) > 0.5  # spread out: the positions are a real check
     assert shown <= 7 and "H = 7" in page.inner_text("#kinks")
 
 
@@ -202,7 +239,8 @@ def test_shared_url_restores_the_same_state(page: Any, browser: Any, server: str
     page.select_option("#activation", "relu")
     page.wait_for_function("pg.params.activation === 'relu'")
     page.click("#addlayer")
-    page.wait_for_function("pg.params.layers.length === 3")
+    # the state comes first, then the new network's frame: wait for both before reading
+    page.wait_for_function("pg.params.layers.length === 3 && pg.frame.weights.length === 4")
     url = page.url
     params, weights, points = page.evaluate("[pg.params, pg.frame.weights, pg.points]")
     other = browser.new_page()
@@ -254,6 +292,9 @@ def test_diverging_network_stops_and_the_page_says_so(page: Any, server: str) ->
     page.wait_for_function("document.getElementById('error').textContent.includes('diverged')")
     page.wait_for_function("pg.playing === false")
     assert "lower the learning rate" in page.inner_text("#error")
+    page.click("#reset")  # a new run: the message goes
+    page.wait_for_function("pg.frame.step === 0 && !pg.frame.diverged")
+    assert page.inner_text("#error") == ""
 
 
 def test_csv_upload_click_to_add_and_hidden_space(page: Any, server: str) -> None:

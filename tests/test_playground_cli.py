@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,14 @@ def test_playground_serves_the_page_on_loopback() -> None:
                 time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
             assert b"graphgrad playground" in r.read()
+        # a name other than loopback's (DNS rebinding) is refused
+        rebound = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", headers={"Host": "evil.example"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound)
+        assert refused.value.code == 400
+        refused.value.close()
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

@@ -152,7 +152,7 @@ def make(impl: ModuleType, nodes: list[Any], step: tuple[Any, ...]) -> Any:
     if op == "sqrt":
         return impl.apply_op(E.sqrt, x)
     if op == "abs":
-        return impl.apply_op(E.absolute, x)
+        return impl.apply_op(E.abs, x)
     if op in ("leaky_relu", "elu") and param is not None:
         return getattr(x, op)(param)
     return getattr(x, op)()

@@ -5,6 +5,8 @@
 functions; ``gg.numerical_grad`` / ``gg.gradcheck`` check it against finite differences.
 """
 
+from typing import Any
+
 from . import (
     data,
     nn,
@@ -41,51 +43,38 @@ from .paths import PathLimitError, backprop_grad, path_grad
 from .per_sample import per_sample_grads
 from .scalar import Scalar
 from .tensor import (
+    OP_FUNCTIONS,
     Tensor,
-    abs,
-    add,
     argmax,
     as_tensor,
     broadcast_to,
-    clip,
     concatenate,
     cross_entropy,
-    div,
-    elu,
-    exp,
     getitem,
     index_add,
-    leaky_relu,
     linear,
-    log,
     log_softmax,
     logsumexp,
     matmul,
     max,
-    maximum,
     mean,
     min,
-    minimum,
     mse_loss,
-    mul,
-    neg,
     power,
-    relu,
     reshape,
-    sigmoid,
     softmax,
-    sqrt,
     stack,
-    sub,
     sum,
     sum_to,
     swapaxes,
-    tanh,
     tensor,
     transpose,
     where,
 )
 from .units import Units, units
+
+# One public function per elementwise op of the registry (gg.exp, gg.tanh, gg.softplus, ...).
+globals().update(OP_FUNCTIONS)
 
 __all__ = [
     "REGISTRY",
@@ -103,24 +92,18 @@ __all__ = [
     "Tensor",
     "Units",
     "__version__",
-    "abs",
     "accuracy",
-    "add",
     "argmax",
     "as_tensor",
     "backprop_grad",
     "blas",
     "blas_info",
     "broadcast_to",
-    "clip",
     "concatenate",
     "cross_entropy",
     "data",
     "detect_anomaly",
-    "div",
-    "elu",
     "enable_grad",
-    "exp",
     "get_default_dtype",
     "get_num_threads",
     "getitem",
@@ -128,21 +111,15 @@ __all__ = [
     "gradcheck",
     "index_add",
     "is_grad_enabled",
-    "leaky_relu",
     "linear",
-    "log",
     "log_softmax",
     "logsumexp",
     "manual_seed",
     "matmul",
     "max",
-    "maximum",
     "mean",
     "min",
-    "minimum",
     "mse_loss",
-    "mul",
-    "neg",
     "nn",
     "no_grad",
     "numerical_grad",
@@ -151,20 +128,15 @@ __all__ = [
     "path_grad",
     "per_sample_grads",
     "power",
-    "relu",
     "reshape",
     "set_blas",
     "set_default_dtype",
     "set_num_threads",
-    "sigmoid",
     "softmax",
-    "sqrt",
     "stack",
-    "sub",
     "sum",
     "sum_to",
     "swapaxes",
-    "tanh",
     "tensor",
     "transpose",
     "units",
@@ -173,4 +145,10 @@ __all__ = [
     "viz",
     "vjp",
     "where",
+    *OP_FUNCTIONS,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Only for names that are not here; type checkers read the generated functions through it.
+    raise AttributeError(f"module 'graphgrad' has no attribute {name!r}")

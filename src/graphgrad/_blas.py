@@ -42,7 +42,7 @@ _active: dict[Any, int] = {}  # dtype -> cblas_?gemm address while MKL is select
 def _find_mkl() -> dict[str, Any]:
     if _mkl:
         return _mkl
-    if _fused._K is None or not hasattr(_fused._K, "gemm"):
+    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "gemm"):
         _mkl["error"] = (
             "graphgrad's compiled kernels, which call MKL, are not in use (not built, or "
             "GRAPHGRAD_PURE_PYTHON is set)"
@@ -235,8 +235,8 @@ def set_num_threads(n: int) -> int:
         raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
     previous = _threads[0]
     _threads[0] = n
-    if _fused._K is not None and hasattr(_fused._K, "set_num_threads"):
-        _fused._K.set_num_threads(n)
+    if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "set_num_threads"):
+        _fused.KERNELS.set_num_threads(n)
     if "lib" in _mkl:
         _set_mkl_threads(n)
     setters = _openblas_setters()
@@ -285,7 +285,7 @@ def matmul(a: Any, b: Any) -> Any:
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
                 out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-                _fused._K.gemm(fn, la[0], la[1], lb[0], lb[1], out)
+                _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out)
                 return out
     return np.matmul(a, b)
 
@@ -312,7 +312,7 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     if fn is not None and a.size > 0 and b.size > 0 and max(*a.shape, b.shape[1]) <= _INT_MAX:
         la, lb = _c_layout(a), _c_layout(b)
         if la is not None and lb is not None:
-            _fused._K.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta)
+            _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta)
             return True
     product = np.matmul(a, b)
     if beta == 0:
@@ -326,8 +326,8 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
 
 def _init_from_environment() -> None:
     _threads[0] = _default_threads()
-    if _fused._K is not None and hasattr(_fused._K, "set_num_threads"):
-        _fused._K.set_num_threads(_threads[0])
+    if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "set_num_threads"):
+        _fused.KERNELS.set_num_threads(_threads[0])
     env = os.environ.get("GRAPHGRAD_BLAS", "").strip().lower() or "auto"
     try:
         set_blas(env)

@@ -160,7 +160,8 @@ def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) 
 
 def _graph(args: argparse.Namespace) -> int:
     from ._quote import excerpt
-    from .viz import FORMATS, DotNotFoundError, render, trace
+    from .viz import DotNotFoundError, render, trace
+    from .viz.formats import format_of
 
     built = _build("graph", args.expr, args.at, args.model)
     if isinstance(built, int):
@@ -173,9 +174,8 @@ def _graph(args: argparse.Namespace) -> int:
         return _write(text, args.output)
     fmt = args.format
     if fmt is None and args.output:
-        suffix = args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
-        fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
-        if fmt not in FORMATS:
+        fmt = format_of(args.output)
+        if fmt is None:
             return _error(
                 "graph", f"cannot tell the format from {excerpt(args.output)}; use --format"
             )
@@ -195,17 +195,14 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _write(data: str | bytes, path: str | None) -> int:
+    from .viz.formats import write
+
     if path is None:
         assert isinstance(data, str)
         sys.stdout.write(data)
         return 0
     try:
-        if isinstance(data, bytes):
-            with open(path, "wb") as f:
-                f.write(data)
-        else:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(data)
+        write(data, path)
     except OSError as e:
         print(f"graphgrad: error: cannot write {path}: {e.strerror}", file=sys.stderr)
         return 1
@@ -230,7 +227,7 @@ def _paths(args: argparse.Namespace) -> int:
 
 def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None = None) -> int:
     from .paths import PathLimitError, backprop_grad, path_grad
-    from .viz.trace import _fmt
+    from .viz.data import fmt
 
     built = _build("paths", expr, at, model)
     if isinstance(built, int):
@@ -248,7 +245,7 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
         shown = DESCRIPTIONS.get(str(model), str(model))
     else:
         shown = expr.strip()
-    print(f"{out} = {shown} = {_fmt(root.data)}")
+    print(f"{out} = {shown} = {fmt(root.data)}")
     print()
     try:
         t0 = time.perf_counter()
@@ -259,7 +256,7 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
         ps = None
     rows = [["", "path sums", "backprop"]]
     for k, n in enumerate(names):
-        rows.append([f"∂{out}/∂{n}", _fmt(ps.grads[k]) if ps else "-", _fmt(bp.grads[k])])
+        rows.append([f"∂{out}/∂{n}", fmt(ps.grads[k]) if ps else "-", fmt(bp.grads[k])])
     if ps is not None:
         per = ", ".join(f"{n}: {c:,}" for n, c in zip(names, ps.paths_per_input, strict=True))
         rows.append(["paths", f"{ps.paths:,} ({per})", "-"])

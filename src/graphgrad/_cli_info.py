@@ -38,7 +38,7 @@ def collect() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    kernels = _fused._K
+    kernels = _fused.KERNELS
     return {
         "versions": versions,
         "platform": platform.platform(),

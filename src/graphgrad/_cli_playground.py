@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
         help="pause a tab's training after S seconds without input (default 600)",
     )  # fmt: skip
     p.add_argument(
+        "--session-timeout", type=float, default=3600.0, metavar="S",
+        help="close and free a tab's session after S seconds without input (default 3600)",
+    )  # fmt: skip
+    p.add_argument(
         "--runs-dir", default="playground-runs", metavar="DIR",
         help="where the page's 'save run' button writes checkpoints (default ./playground-runs)",
     )  # fmt: skip
@@ -59,14 +63,21 @@ def _playground(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"graphgrad playground: --port must be in 0..65535, got {args.port}", file=sys.stderr)
         return 2
-    if not args.idle_timeout > 0:
-        print("graphgrad playground: --idle-timeout must be > 0", file=sys.stderr)
-        return 2
+    for name in ("idle_timeout", "session_timeout"):
+        if not getattr(args, name) > 0:  # also refuses nan
+            flag = "--" + name.replace("_", "-")
+            print(f"graphgrad playground: {flag} must be > 0", file=sys.stderr)
+            return 2
     import uvicorn
 
-    from .playground._app import create_app
+    from .playground._app import MAX_WS_FRAME_BYTES, create_app, loopback_hosts
 
-    app = create_app(idle_timeout=args.idle_timeout, runs_dir=args.runs_dir)
+    app = create_app(
+        idle_timeout=args.idle_timeout,
+        runs_dir=args.runs_dir,
+        session_timeout=args.session_timeout,
+        allowed_hosts=loopback_hosts(args.host),
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
     print(f"graphgrad playground: {url}  (Ctrl-C to stop)", flush=True)
@@ -77,8 +88,9 @@ def _playground(args: argparse.Namespace) -> int:
         threading.Timer(1.0, webbrowser.open, (url,)).start()
     try:
         uvicorn.run(
-            app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio"
-        )
+            app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio",
+            ws_max_size=MAX_WS_FRAME_BYTES,
+        )  # fmt: skip
     except OSError as e:
         print(
             f"graphgrad playground: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr

@@ -10,23 +10,16 @@ so memory falls as backward proceeds; intermediate nodes never get a public ``.g
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
 
+from ._graph import RELEASED, Node
 from ._state import ANOMALY, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
 from .ops import _xp
-
-
-class _Released(tuple):  # type: ignore[type-arg,unused-ignore]
-    """Marks a node whose graph was freed by an earlier ``backward()``."""
-
-    __slots__ = ()
-
-
-RELEASED = _Released()
 
 #: Gradient sinks: id(leaf) -> an object whose ``take(leaf, op, i, g, args, params) -> bool`` may
 #: consume the gradient for that leaf inside the consumer's VJP (``Op.vjp_into``), so that it
@@ -36,12 +29,12 @@ GRAD_SINKS: dict[int, Any] = {}
 
 
 def run_backward(
-    root: Any,
+    root: Node,
     seed: Any,
     *,
     retain_graph: bool = False,
     create_graph: bool = False,
-    wrt: list[Any] | None = None,
+    wrt: Sequence[Node] | None = None,
     seed_owned: bool = False,
 ) -> list[Any] | None:
     """Propagate ``seed`` (dL/d root) to every node ``root`` depends on.
@@ -54,11 +47,22 @@ def run_backward(
     and can be differentiated again.
     """
     if create_graph:
-        from .tensor import TENSOR_XP
-
+        if _GRAPH_XP is None:
+            raise BackwardError("create_graph=True: no recording namespace has been set")
         with enable_grad():
-            return _run(root, seed, TENSOR_XP, retain_graph, True, wrt, False)
+            return _run(root, seed, _GRAPH_XP, retain_graph, True, wrt, False)
     return _run(root, seed, _xp, retain_graph, False, wrt, seed_owned)
+
+
+#: The namespace rules compute with when ``create_graph=True``: the Tensor front end's, which
+#: records what it computes. The front end sets it on import (the engine imports no front end).
+_GRAPH_XP: Any = None
+
+
+def set_graph_namespace(xp: Any) -> None:
+    """Make ``xp`` the namespace of recorded (``create_graph=True``) backward passes."""
+    global _GRAPH_XP
+    _GRAPH_XP = xp
 
 
 def _run(
@@ -67,7 +71,7 @@ def _run(
     xp: Any,
     retain_graph: bool,
     graph_mode: bool,
-    wrt: list[Any] | None,
+    wrt: Sequence[Any] | None,
     seed_owned: bool,
 ) -> list[Any] | None:
     pending: dict[int, Any] = {id(root): seed}
@@ -111,6 +115,7 @@ def _run(
         else:
             ans, args = node.data, [t.data for t in inputs]
         params = node._params
+        fast = () if graph_mode else op.fast  # in-place variants for NumPy arrays
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
                 continue
@@ -118,9 +123,12 @@ def _run(
                 continue  # added straight into an optimiser's buffer
             if anomaly:
                 with np.errstate(all="ignore"):
+                    gi = _vjp(op, fast, i, xp, g, ans, args, params)
+            else:  # _vjp() written out: a call per edge is a measurable part of a tiny op
+                rule = fast[i] if fast else None
+                gi = None if rule is None else rule(g, ans, *args, **params)
+                if gi is None:
                     gi = op.vjp(i, xp, g, ans, args, params)
-            else:
-                gi = op.vjp(i, xp, g, ans, args, params)
             shape = inp.data.shape
             if gi.shape != shape:
                 gi = xp.sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi
@@ -151,6 +159,18 @@ def _run(
     return results if wrt is not None else None
 
 
+def _vjp(op: Any, fast: Any, i: int, xp: Any, g: Any, ans: Any, args: Any, params: Any) -> Any:
+    """Argument ``i``'s gradient: the op's in-place variant where it has one and takes these
+    arrays (it returns ``None`` where it does not), else its rule."""
+    if fast:
+        rule = fast[i]
+        if rule is not None:
+            gi = rule(g, ans, *args, **params)
+            if gi is not None:
+                return gi
+    return op.vjp(i, xp, g, ans, args, params)
+
+
 def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
     """True if a rule allocated ``gi`` (so the engine may add into it in place): a base
     ndarray that is not the upstream gradient, the node's value or one of its inputs."""
@@ -179,7 +199,7 @@ def _sole(g: Any) -> bool:
     )
 
 
-def _accumulate(node: Any, g: Any, fresh: bool) -> None:
+def _accumulate(node: Node, g: Any, fresh: bool) -> None:
     """Add ``g`` to ``node.grad``; ``g`` is copied first unless the engine allocated it."""
     if isinstance(g, np.ndarray | np.generic):
         dtype = node.data.dtype

@@ -46,6 +46,9 @@ _K: Any = _load_kernels()
 
 COMPILED: bool = _K is not None
 _PAR_MIN: int = _K.PAR_MIN if _K is not None else 0
+#: The compiled kernels module (graphgrad._kernels), or None: for the other users of its
+#: loops (the BLAS switch's GEMM).
+KERNELS: Any = _K
 
 __all__ = [
     "COMPILED",

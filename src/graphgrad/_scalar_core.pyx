@@ -44,7 +44,7 @@ import numpy as np
 from . import _scalar_py as _py
 from ._state import GRAD_ENABLED, next_seq
 from .errors import BackwardError
-from .ops import elementwise as E
+from .ops import REGISTRY as E
 
 cdef extern from "Python.h":
     Py_ssize_t _refcnt "Py_REFCNT" (PyObject* o)
@@ -78,7 +78,7 @@ cdef extern from *:
     const Py_ssize_t PY_SSIZE_T_MAX
 
 #: The version of this core's interface; graphgrad.scalar refuses a stale build.
-CORE_API = 1
+CORE_API = 2
 
 # ----------------------------------------------------------------------------- op codes
 
@@ -100,31 +100,32 @@ cdef enum:  # a node's _code: 0 for a leaf, else its op (C_OTHER: the registry's
     C_MAXIMUM = 14
     C_OTHER = 15
 
-cdef object _ADD = E.add
-cdef object _SUB = E.sub
-cdef object _MUL = E.mul
-cdef object _DIV = E.div
-cdef object _POW = E.power
-cdef object _NEG = E.neg
-cdef object _EXP = E.exp
-cdef object _LOG = E.log
-cdef object _TANH = E.tanh
-cdef object _SIGMOID = E.sigmoid
-cdef object _RELU = E.relu
-cdef object _LEAKY = E.leaky_relu
-cdef object _ELU = E.elu
-cdef object _MAXIMUM = E.maximum
+cdef object _ADD = E["add"]
+cdef object _SUB = E["sub"]
+cdef object _MUL = E["mul"]
+cdef object _DIV = E["div"]
+cdef object _POW = E["pow"]
+cdef object _NEG = E["neg"]
+cdef object _EXP = E["exp"]
+cdef object _LOG = E["log"]
+cdef object _TANH = E["tanh"]
+cdef object _SIGMOID = E["sigmoid"]
+cdef object _RELU = E["relu"]
+cdef object _LEAKY = E["leaky_relu"]
+cdef object _ELU = E["elu"]
+cdef object _MAXIMUM = E["maximum"]
 
 cdef dict _CODES = {
-    E.add: C_ADD, E.sub: C_SUB, E.mul: C_MUL, E.div: C_DIV, E.power: C_POW, E.neg: C_NEG,
-    E.exp: C_EXP, E.log: C_LOG, E.tanh: C_TANH, E.sigmoid: C_SIGMOID, E.relu: C_RELU,
-    E.leaky_relu: C_LEAKY, E.elu: C_ELU, E.maximum: C_MAXIMUM,
+    E["add"]: C_ADD, E["sub"]: C_SUB, E["mul"]: C_MUL, E["div"]: C_DIV, E["pow"]: C_POW, E["neg"]: C_NEG,
+    E["exp"]: C_EXP, E["log"]: C_LOG, E["tanh"]: C_TANH, E["sigmoid"]: C_SIGMOID, E["relu"]: C_RELU,
+    E["leaky_relu"]: C_LEAKY, E["elu"]: C_ELU, E["maximum"]: C_MAXIMUM,
 }
 
 cdef dict _FLOAT_FORWARD = _py.FLOAT_FORWARD
-cdef object _to_float = _py._to_float
-cdef object _registry_rules = _py._registry_rules
-cdef object _pow_local = _py._pow_local
+cdef object _to_float = _py.to_float
+cdef object _registry_rules = _py.registry_rules
+cdef object _pow_local = _py.pow_local
+cdef object _released_message = _py.released_message
 cdef tuple _REALS = (int, float, np.integer, np.floating)
 
 # ------------------------------------------------------------- creation numbers, grad mode
@@ -234,8 +235,8 @@ cdef class _Extra:
 
 # The Op of each code (the registry's objects).
 cdef tuple _OPS = (
-    None, E.mul, E.add, E.relu, E.tanh, E.sub, E.neg, E.exp, E.sigmoid, E.div, E.log, E.power,
-    E.leaky_relu, E.elu, E.maximum,
+    None, E["mul"], E["add"], E["relu"], E["tanh"], E["sub"], E["neg"], E["exp"], E["sigmoid"], E["div"], E["log"], E["pow"],
+    E["leaky_relu"], E["elu"], E["maximum"],
 )
 
 
@@ -262,7 +263,7 @@ cdef class Scalar:
     cdef public double grad
     cdef readonly Scalar _a
     cdef readonly Scalar _b
-    cdef long long _w  # creation number << 16 | op code << 8 | requires_grad
+    cdef long long _w  # creation number << 16 | op code << 8 | released << 1 | requires_grad
     cdef _Extra _x  # the rarely set fields, or None
 
     def __init__(self, value, name=None, requires_grad=True):
@@ -394,14 +395,24 @@ cdef class Scalar:
         return f"Scalar({self.data:.6g}, grad={self.grad:.6g}{extra})"
 
     # ----------------------------------------------------------------------- backward
-    def backward(self, grad=1.0):
+    def backward(self, grad=1.0, retain_graph=False):
         """Backpropagate from this node: every node it depends on gets dL/d(node) in ``.grad``.
 
-        Leaves accumulate (call ``s.grad = 0.0``, or ``zero_grad`` of your model, between
-        steps); intermediate nodes get this pass's value. ``grad`` is dL/d(self), 1 by default.
-        The graph is kept, so pictures can still be drawn and backward can run again.
+        The Tensor engine's contract: leaves accumulate (call ``s.grad = 0.0``, or ``zero_grad``
+        of your model, between steps); a second backward through the same op nodes raises
+        :class:`~graphgrad.errors.BackwardError` unless the first passed ``retain_graph=True``.
+        Intermediate nodes get this pass's value. ``grad`` is dL/d(self), 1 by default. The
+        nodes keep their inputs either way, so pictures can be drawn after the pass.
         """
-        scalar_backward(self, grad)
+        scalar_backward(self, grad, retain_graph)
+
+    def __getattr__(self, name):
+        # The registry's other elementwise ops (sqrt, softplus, sin, ...): the reference's
+        # generated methods, bound to this node.
+        method = _OP_METHODS.get(name)
+        if method is None:
+            raise AttributeError(f"'Scalar' object has no attribute {name!r}")
+        return method.__get__(self, Scalar)
 
     def zero_grad(self):
         """Set this node's ``.grad`` to 0."""
@@ -464,14 +475,14 @@ cdef class Scalar:
         cdef double x = self.data
         cdef double y = exp(x)
         if isinf(y) and not isinf(x):
-            _py._f_exp(x)  # raises the reference's OverflowError
+            _FLOAT_FORWARD[_EXP](x)  # raises the reference's OverflowError
         return _node(y, C_EXP, _EXP, self, None, None)
 
     def log(self):
         """ln x (x > 0); local derivative 1/x."""
         cdef double x = self.data
         if not x > 0.0:
-            _py._f_log(x)  # raises the reference's ValueError
+            _FLOAT_FORWARD[_LOG](x)  # raises the reference's ValueError
         return _node(log(x), C_LOG, _LOG, self, None, None)
 
     def tanh(self):
@@ -480,8 +491,16 @@ cdef class Scalar:
 
     def sigmoid(self):
         """1 / (1 + e^-x); local derivative s(x)(1 - s(x))."""
-        # The registry's formula: (1 + tanh(x/2)) / 2 never overflows.
-        return _node(0.5 * tanh(0.5 * self.data) + 0.5, C_SIGMOID, _SIGMOID, self, None, None)
+        # The registry's split: exp of a non-positive number only (no overflow, full
+        # relative precision for negative x).
+        cdef double x = self.data
+        cdef double e
+        if x >= 0.0:
+            e = 1.0 / (1.0 + exp(-x))
+        else:
+            e = exp(x)
+            e = e / (1.0 + e)
+        return _node(e, C_SIGMOID, _SIGMOID, self, None, None)
 
     def relu(self):
         """max(0, x); local derivative 1 if x > 0 else 0 (0 at the kink)."""
@@ -579,7 +598,7 @@ cdef Scalar _lift(object x, str what):
 cdef Scalar _div(Scalar a, Scalar b):
     cdef double y = b.data
     if y == 0.0:
-        _py._f_div(a.data, y)  # raises the reference's ZeroDivisionError
+        _FLOAT_FORWARD[_DIV](a.data, y)  # raises the reference's ZeroDivisionError
     return _node(a.data / y, C_DIV, _DIV, a, b, None)
 
 
@@ -609,6 +628,11 @@ def apply_op(op, *inputs, **params):
         raise TypeError(f"apply_op: Scalar ops take one or two inputs, got {len(inputs)}")
     args = [_lift(x, op.name) for x in inputs]
     return _unit(op, args[0], args[1] if len(args) == 2 else None, dict(params) or None)
+
+
+# The methods of the registry's other elementwise ops (sqrt, softplus, sin, ...), made by the
+# reference's generator with this core's apply_op; Scalar.__getattr__ serves them.
+cdef dict _OP_METHODS = _py.op_methods(apply_op)
 
 
 def scalars(values, name=None):
@@ -882,13 +906,15 @@ def topological(Scalar root not None):
     return out
 
 
-def scalar_backward(root, seed=1.0):
+def scalar_backward(root, seed=1.0, retain_graph=False):
     """Reverse mode over a Scalar graph: the scalar twin of the tensor engine's ``run_backward``.
 
     The compiled twin of the reference's pass: the op nodes ``root`` depends on are visited
     newest first by creation number, each hands ``g * (local derivative)`` to its inputs'
     ``.grad`` (intermediate nodes start the pass at 0, leaves accumulate), with the same float
-    operations in the same order, so the gradients agree bit for bit.
+    operations in the same order, so the gradients agree bit for bit; and the same contract:
+    each op node visited is marked released unless ``retain_graph``, and a later pass that
+    reaches a released node raises ``BackwardError``.
     """
     if type(root) is not Scalar:
         raise TypeError(f"scalar_backward: expected a Scalar, got {type(root).__name__}")
@@ -911,12 +937,21 @@ def scalar_backward(root, seed=1.0):
         own_found.len = own_found.cap = own_slots.len = own_slots.cap = 0
     try:
         r.grad = s
-        _backward(r, slots)
+        _backward(r, slots, not retain_graph)
     finally:
         _give_bufs(shared, found, slots)
 
 
-cdef int _backward(Scalar root, _Nodes* slots) except -1:
+cdef inline int _spend(Scalar n, bint release) except -1:
+    """Raise if a backward released ``n`` before; mark it released if this one does."""
+    if n._w & 2:
+        raise BackwardError(_released_message(n._op))
+    if release:
+        n._w |= 2
+    return 0
+
+
+cdef int _backward(Scalar root, _Nodes* slots, bint release) except -1:
     """One pass, newest first: the slot array of :func:`_walk_dense`, filled as the pass goes
     (slot k's node is complete when the scan reaches it: its consumers are newer, in lower
     slots), each node placed at first reach (its gradient zeroed) and then its rule run. Where
@@ -935,7 +970,8 @@ cdef int _backward(Scalar root, _Nodes* slots) except -1:
             continue
         n = <Scalar>p
         if not _reach(&w, slots, k, n._a) or not _reach(&w, slots, k, n._b):
-            return _backward_heap(n, slots, k, w.top)
+            return _backward_heap(n, slots, k, w.top, release)
+        _spend(n, release)
         _rule(n)
     return 0
 
@@ -987,7 +1023,9 @@ cdef PyObject* _heap_pop(_Keyed* heap, Py_ssize_t* size) noexcept:
     return top
 
 
-cdef int _backward_heap(Scalar first, _Nodes* slots, Py_ssize_t k, Py_ssize_t top) except -1:
+cdef int _backward_heap(
+    Scalar first, _Nodes* slots, Py_ssize_t k, Py_ssize_t top, bint release
+) except -1:
     """The rest of a pass whose graph is too sparse for the slot array: ``first`` (its rule
     not run yet, its inputs maybe placed) and the nodes pending in slots ``k..top`` go on a
     heap, marked as seen (in a set of addresses); then newest first, as before."""
@@ -1009,6 +1047,7 @@ cdef int _backward_heap(Scalar first, _Nodes* slots, Py_ssize_t k, Py_ssize_t to
                     seen.add(<size_t><PyObject*>x)
                     x.grad = 0.0
                     _heap_push(&heap, &size, &cap, x)
+            _spend(n, release)
             _rule(n)
     finally:
         free(heap)

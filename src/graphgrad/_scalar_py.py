@@ -4,7 +4,10 @@ or the compiled core :mod:`graphgrad._scalar_core`, and documents both).
 This module is the reference: the compiled core must give the same values and gradients, bit
 for bit (tests check both on random graphs), and the helpers below that work on any node with
 ``_op``, ``_inputs``, ``_params``, ``data`` and ``grad`` (``FLOAT_FORWARD``, ``FLOAT_XP``,
-``local_grads``, ``_registry_rules``) serve both implementations.
+``local_grads``, ``registry_rules``, ``OP_METHODS``) serve both implementations. Every op of
+the registry that acts on single numbers is a Scalar op: its float forward and its methods
+are derived from its record; the common ops' rules are also written out inline for speed
+(tests check them against the registry's rules).
 
 It keeps the design notes of :mod:`graphgrad.scalar`: slotted nodes with two input slots
 (``_a``, ``_b``), operators written out inline, and a backward pass that counts creation
@@ -30,10 +33,13 @@ from .ops._registry import Op
 __all__ = [
     "FLOAT_FORWARD",
     "FLOAT_XP",
+    "OP_METHODS",
     "Scalar",
     "apply_op",
     "as_scalar",
     "local_grads",
+    "op_methods",
+    "registry_rules",
     "scalar_backward",
     "scalars",
     "topological",
@@ -72,7 +78,19 @@ class Scalar:
     ``gg.exp(s)``, ...) make new nodes. Values and gradients are Python floats.
     """
 
-    __slots__ = ("_a", "_b", "_m", "_op", "_p", "_seq", "data", "grad", "name", "requires_grad")
+    __slots__ = (
+        "_a",
+        "_b",
+        "_m",
+        "_op",
+        "_p",
+        "_released",
+        "_seq",
+        "data",
+        "grad",
+        "name",
+        "requires_grad",
+    )
 
     data: float
     grad: float
@@ -84,9 +102,10 @@ class Scalar:
     _p: dict[str, float] | None
     _seq: int
     _m: object
+    _released: bool
 
     def __init__(self, value: Any, name: str | None = None, requires_grad: bool = True) -> None:
-        self.data = _to_float(value, "Scalar")
+        self.data = to_float(value, "Scalar")
         self.grad = 0.0
         self.name = name
         self.requires_grad = bool(requires_grad)
@@ -96,6 +115,7 @@ class Scalar:
         self._p = None
         self._seq = _next()
         self._m = None
+        self._released = False
 
     # -------------------------------------------------------------------------- facts
     @property
@@ -142,14 +162,16 @@ class Scalar:
         return f"Scalar({self.data:.6g}, grad={self.grad:.6g}{extra})"
 
     # ----------------------------------------------------------------------- backward
-    def backward(self, grad: float = 1.0) -> None:
+    def backward(self, grad: float = 1.0, retain_graph: bool = False) -> None:
         """Backpropagate from this node: every node it depends on gets dL/d(node) in ``.grad``.
 
-        Leaves accumulate (call ``s.grad = 0.0``, or ``zero_grad`` of your model, between
-        steps); intermediate nodes get this pass's value. ``grad`` is dL/d(self), 1 by default.
-        The graph is kept, so pictures can still be drawn and backward can run again.
+        The Tensor engine's contract: leaves accumulate (call ``s.grad = 0.0``, or ``zero_grad``
+        of your model, between steps); a second backward through the same op nodes raises
+        :class:`~graphgrad.errors.BackwardError` unless the first passed ``retain_graph=True``.
+        Intermediate nodes get this pass's value. ``grad`` is dL/d(self), 1 by default. The
+        nodes keep their inputs either way, so pictures can be drawn after the pass.
         """
-        scalar_backward(self, grad)
+        scalar_backward(self, grad, retain_graph)
 
     def zero_grad(self) -> None:
         """Set this node's ``.grad`` to 0."""
@@ -173,6 +195,7 @@ class Scalar:
         out.name = None
         out._p = None
         out._m = None
+        out._released = False
         out._seq = _next()
         if GRAD_ENABLED.get():
             out.requires_grad = True
@@ -195,6 +218,7 @@ class Scalar:
         out.name = None
         out._p = None
         out._m = None
+        out._released = False
         out._seq = _next()
         if GRAD_ENABLED.get():
             out.requires_grad = True
@@ -217,6 +241,7 @@ class Scalar:
         out.name = None
         out._p = None
         out._m = None
+        out._released = False
         out._seq = _next()
         if GRAD_ENABLED.get():
             out.requires_grad = True
@@ -278,6 +303,7 @@ class Scalar:
         out.name = None
         out._p = None
         out._m = None
+        out._released = False
         out._seq = _next()
         if GRAD_ENABLED.get():
             out.requires_grad = True
@@ -290,11 +316,11 @@ class Scalar:
 
     def leaky_relu(self, slope: float = 0.01) -> Scalar:
         """x if x > 0 else slope * x; local derivative 1 or ``slope`` (``slope`` at 0)."""
-        return _unit(_LEAKY, self, params={"slope": _to_float(slope, "leaky_relu slope")})
+        return _unit(_LEAKY, self, params={"slope": to_float(slope, "leaky_relu slope")})
 
     def elu(self, alpha: float = 1.0) -> Scalar:
         """x if x > 0 else alpha (e^x - 1); local derivative 1 or alpha e^x (alpha at 0)."""
-        return _unit(_ELU, self, params={"alpha": _to_float(alpha, "elu alpha")})
+        return _unit(_ELU, self, params={"alpha": to_float(alpha, "elu alpha")})
 
     def maximum(self, other: Any) -> Scalar:
         """max(self, other); the larger input gets the gradient, a tie splits it 1/2, 1/2."""
@@ -306,7 +332,8 @@ class Scalar:
 # ------------------------------------------------------------------------------ plumbing
 
 
-def _to_float(value: Any, what: str) -> float:
+def to_float(value: Any, what: str) -> float:
+    """``value`` as a float; a TypeError naming ``what`` for anything but a real number."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"{what}: expected a real number, got {type(value).__name__} {value!r}")
     return float(value)
@@ -330,6 +357,7 @@ def _lift(x: Any, what: str) -> Scalar:
         c._p = None
         c._seq = _next()
         c._m = None
+        c._released = False
         return c
     hint = " (Scalars and Tensors do not mix; use float(s))" if hasattr(x, "shape") else ""
     raise TypeError(f"unsupported operand for '{what}' with a Scalar: {type(x).__name__}{hint}")
@@ -357,6 +385,7 @@ def _restore(
     out._p = params
     out._seq = _next()
     out._m = None
+    out._released = False
     return out
 
 
@@ -373,96 +402,10 @@ def _detached(out: Scalar) -> None:
     out._b = None
 
 
-def _domain(op: str, msg: str) -> ValueError:
-    return ValueError(f"{op}: {msg}")
-
-
-# Float forwards, the twins of the registry's NumPy forwards (tests check that they agree).
-# Where NumPy would return inf/nan with a warning, these raise an error that names the op.
-
-
-def _f_div(x: float, y: float) -> float:
-    if y == 0.0:
-        raise ZeroDivisionError(f"div: division by zero ({x:g} / 0)")
-    return x / y
-
-
-def _f_pow(x: float, p: float) -> float:
-    try:
-        r = x**p
-    except ZeroDivisionError:
-        raise ZeroDivisionError(f"pow: 0 ** {p:g} divides by zero") from None
-    except OverflowError:
-        raise OverflowError(f"pow: {x:g} ** {p:g} overflows a float") from None
-    if type(r) is complex:
-        raise _domain("pow", f"{x:g} ** {p:g} is not real (negative base, non-integer power)")
-    return float(r)
-
-
-def _f_exp(x: float) -> float:
-    try:
-        return math.exp(x)
-    except OverflowError:
-        raise OverflowError(f"exp: exp({x:g}) overflows a float (limit ~ exp(709.78))") from None
-
-
-def _f_log(x: float) -> float:
-    if not x > 0.0:
-        raise _domain("log", f"ln({x:g}) is undefined: x must be > 0")
-    return math.log(x)
-
-
-def _f_sigmoid(x: float) -> float:
-    # The registry's formula: (1 + tanh(x/2)) / 2 never overflows.
-    return 0.5 * math.tanh(0.5 * x) + 0.5
-
-
-def _f_relu(x: float) -> float:
-    return x if x > 0.0 else 0.0
-
-
-def _f_leaky(x: float, slope: float = 0.01) -> float:
-    return x if x > 0.0 else x * slope
-
-
-def _f_elu(x: float, alpha: float = 1.0) -> float:
-    return x if x > 0.0 else alpha * math.expm1(x)
-
-
-def _f_maximum(x: float, y: float) -> float:
-    return x if x >= y else y
-
-
-def _f_minimum(x: float, y: float) -> float:
-    return x if x <= y else y
-
-
-def _f_sqrt(x: float) -> float:
-    if x < 0.0:
-        raise _domain("sqrt", f"sqrt({x:g}) is undefined: x must be >= 0")
-    return math.sqrt(x)
-
-
-#: op -> its forward on Python floats. A Scalar can be made by exactly these ops.
+#: op -> its forward on Python floats (declared on the op, or derived from its NumPy
+#: forward). A Scalar can be made by exactly these ops: the registry's elementwise ops.
 FLOAT_FORWARD: dict[Op, Callable[..., float]] = {
-    _E["add"]: float.__add__,
-    _E["sub"]: float.__sub__,
-    _E["mul"]: float.__mul__,
-    _E["div"]: _f_div,
-    _E["pow"]: _f_pow,
-    _E["neg"]: float.__neg__,
-    _E["exp"]: _f_exp,
-    _E["log"]: _f_log,
-    _E["tanh"]: math.tanh,
-    _E["sigmoid"]: _f_sigmoid,
-    _E["relu"]: _f_relu,
-    _E["leaky_relu"]: _f_leaky,
-    _E["elu"]: _f_elu,
-    _E["maximum"]: _f_maximum,
-    # Served by the generic rule path only (no fast path in the backward loop):
-    _E["minimum"]: _f_minimum,
-    _E["sqrt"]: _f_sqrt,
-    _E["abs"]: math.fabs,
+    op: op.float_forward() for op in REGISTRY.values() if op.elementwise
 }
 
 
@@ -486,6 +429,7 @@ def _unit(
     out.name = None
     out._p = params
     out._m = None
+    out._released = False
     out._seq = _next()
     if GRAD_ENABLED.get():
         out.requires_grad = True
@@ -538,7 +482,7 @@ def topological(root: Scalar) -> list[Scalar]:
     return order
 
 
-def scalar_backward(root: Scalar, seed: float = 1.0) -> None:
+def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False) -> None:
     """Reverse mode over a Scalar graph: the scalar twin of the tensor engine's ``run_backward``.
 
     The same order as the tensor engine: nodes are visited newest first, by creation number
@@ -553,10 +497,14 @@ def scalar_backward(root: Scalar, seed: float = 1.0) -> None:
     The common ops' rules are written out inline: the same formulas as the registry's VJP rules
     (tests check that both agree), because a Python call per edge would cost more than the
     arithmetic. Other ops run the registry's own rule on floats through :data:`FLOAT_XP`.
+
+    The contract of the tensor engine: leaves accumulate; each op node visited is marked
+    released unless ``retain_graph``, and a later pass that reaches it raises
+    :class:`BackwardError` (the nodes keep their inputs, so the graph can still be drawn).
     """
     if type(root) is not Scalar:
         raise TypeError(f"scalar_backward: expected a Scalar, got {type(root).__name__}")
-    seed = _to_float(seed, "backward grad")
+    seed = to_float(seed, "backward grad")
     if root._op is None:  # a leaf: d root / d root = seed
         if not root.requires_grad:
             raise BackwardError(
@@ -569,6 +517,7 @@ def scalar_backward(root: Scalar, seed: float = 1.0) -> None:
     s = root._seq
     pending: dict[int, Any] = {s: root}
     take = pending.pop
+    release = not retain_graph
     add, sub, mul, relu, tanh = _ADD, _SUB, _MUL, _RELU, _TANH
     misses = 0
     while pending:
@@ -592,6 +541,9 @@ def scalar_backward(root: Scalar, seed: float = 1.0) -> None:
         if b is not None and b._op is not None and b._seq not in pending:
             pending[b._seq] = b
             b.grad = 0.0
+        if n._released:  # (after placing its inputs, as the compiled core does)
+            raise BackwardError(released_message(op))
+        n._released = release
         if op is mul:
             a.grad += g * b.data
             b.grad += g * a.data
@@ -609,6 +561,14 @@ def scalar_backward(root: Scalar, seed: float = 1.0) -> None:
             b.grad -= g
         else:
             _backward_other(n, op, g)
+
+
+def released_message(op: Op) -> str:
+    """The error of a second backward through a node whose graph a first backward released."""
+    return (
+        f"backward through op '{op.name}' a second time: its graph was freed by the first "
+        f"backward(); pass retain_graph=True to the first call to keep it"
+    )
 
 
 def _backward_other(n: Scalar, op: Op, g: float) -> None:
@@ -632,7 +592,7 @@ def _backward_other(n: Scalar, op: Op, g: float) -> None:
         a.grad += g / a.data
     elif op is _POW:
         assert b is not None
-        a.grad += g * b.data * _pow_local(a.data, b.data - 1)
+        a.grad += g * b.data * pow_local(a.data, b.data - 1)
         if a.data > 0.0:  # d/dp x^p = ln(x) x^p; taken as 0 where x <= 0, as in the registry
             b.grad += g * math.log(a.data) * n.data
     elif op is _LEAKY:
@@ -650,11 +610,11 @@ def _backward_other(n: Scalar, op: Op, g: float) -> None:
             a.grad += g * 0.5
             b.grad += g * 0.5
     else:
-        for inp, lg in zip(n._inputs, _registry_rules(n, g), strict=True):
+        for inp, lg in zip(n._inputs, registry_rules(n, g), strict=True):
             inp.grad += lg
 
 
-def _pow_local(x: float, q: float) -> float:
+def pow_local(x: float, q: float) -> float:
     """x ** q for the power rule; 0 ** (negative) is +inf, as in NumPy."""
     try:
         return float(x**q)
@@ -665,36 +625,15 @@ def _pow_local(x: float, q: float) -> float:
 def local_grads(node: Scalar) -> tuple[float, ...]:
     """∂node/∂input for each input of an op node, in argument order (the edges' labels).
 
-    The values of the registry's VJP rules run with upstream gradient 1 (the derivative column of
-    the op table evaluated at this node): written out for the common ops, which tests check
-    against the rules, and computed by the rules themselves for the others.
+    The registry's own VJP rules run with upstream gradient 1 (the derivative column of the op
+    table evaluated at this node): pictures show what the rules compute.
     """
-    op = node._op
-    if op is None:
+    if node._op is None:
         return ()
-    a, b = node._a, node._b
-    if op is _ADD:
-        return (1.0, 1.0)
-    if op is _MUL:
-        return (b.data, a.data)  # type: ignore[union-attr]
-    if op is _SUB:
-        return (1.0, -1.0)
-    if op is _TANH:
-        y = node.data
-        return (1 - y * y,)
-    if op is _RELU:
-        return (1.0 if a.data > 0.0 else 0.0,)  # type: ignore[union-attr]
-    if op is _NEG:
-        return (-1.0,)
-    if op is _EXP:
-        return (node.data,)
-    if op is _SIGMOID:
-        y = node.data
-        return (y * (1 - y),)
-    return _registry_rules(node, 1.0)
+    return registry_rules(node, 1.0)
 
 
-def _registry_rules(node: Scalar, g: float) -> tuple[float, ...]:
+def registry_rules(node: Scalar, g: float) -> tuple[float, ...]:
     """``g`` times each local derivative of ``node``, by the registry's VJP rules.
 
     The inputs are passed as NumPy float64 scalars, so the rules follow NumPy's conventions at
@@ -757,7 +696,47 @@ class FloatXP:
     index_add = staticmethod(_no_array_op("index_add"))
 
 
+for _op, _fwd in FLOAT_FORWARD.items():  # every elementwise op by name: xp.cos, xp.softplus...
+    if not hasattr(FloatXP, _op.name):
+        setattr(FloatXP, _op.name, staticmethod(_fwd))
+
 FLOAT_XP = FloatXP
+
+
+def op_methods(apply: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+    """name -> method for every elementwise op called by its name (not an operator), made
+    with ``apply`` (an implementation's ``apply_op``): ``s.softplus()``, ``s.minimum(t)``."""
+    methods = {}
+    for op in FLOAT_FORWARD:
+        if not op.symbol:
+            methods[op.name] = _op_method(op, apply)
+    return methods
+
+
+def _op_method(op: Op, apply: Callable[..., Any]) -> Callable[..., Any]:
+    """``Scalar.<op name>``: the op applied to this node (and ``other``), parameters after."""
+    if len(op.arg_names) == 1:
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return apply(op, self, **op.bind(args, kwargs))
+
+    else:
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not args:
+                raise TypeError(f"{op.name}() needs a second operand")
+            return apply(op, self, args[0], **op.bind(args[1:], kwargs))
+
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = op.summary()
+    return method
+
+
+#: The Scalar methods the class does not write out, one per elementwise op called by name.
+OP_METHODS: dict[str, Callable[..., Any]] = op_methods(apply_op)
+for _name, _method in OP_METHODS.items():
+    if _name not in Scalar.__dict__:
+        setattr(Scalar, _name, _method)
 
 
 def scalars(values: Iterable[Any], name: str | None = None) -> list[Scalar]:

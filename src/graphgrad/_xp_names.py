@@ -7,8 +7,22 @@ from typing import Any
 from .ops import _xp
 
 NAMES = (
-    "raw", "const", "sum_to", "broadcast_to", "reshape", "transpose", "swap_last", "matmul",
-    "sum", "sum_rows", "exp", "log", "where", "softmax", "getitem", "index_add",
+    "raw",
+    "const",
+    "sum_to",
+    "broadcast_to",
+    "reshape",
+    "transpose",
+    "swap_last",
+    "matmul",
+    "sum",
+    "sum_rows",
+    "exp",
+    "log",
+    "where",
+    "softmax",
+    "getitem",
+    "index_add",
 )
 
 

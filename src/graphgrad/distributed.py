@@ -574,9 +574,9 @@ class DistributedTrainer(Trainer):
         order = epoch_order(len(y), self.data_seed, self.epoch)
         model.train()
         e = self.epoch + 1
-        from .train import _progress_bar
+        from .train import progress_bar
 
-        bar = _progress_bar(steps, f"epoch {e}/{epochs}", self.progress and w.is_root)
+        bar = progress_bar(steps, f"epoch {e}/{epochs}", self.progress and w.is_root)
         seen, correct, loss_sum = 0, 0.0, 0.0
         reduce_before = w.allreduce_seconds
         t0 = time.perf_counter()
@@ -641,9 +641,9 @@ class DistributedTrainer(Trainer):
 
 
 def _line(r: dict[str, Any], epochs: int) -> str:
-    from .train import _epoch_line
+    from .train import epoch_line
 
-    return _epoch_line(r, epochs) + f"  [{r['world_size']} ranks]"
+    return epoch_line(r, epochs) + f"  [{r['world_size']} ranks]"
 
 
 # ----------------------------------------------------------------------------- whole runs

@@ -23,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._graph import collect
 from ._quote import excerpt
 from .errors import GraphgradError
-from .scalar import Scalar
+from .ops import REGISTRY
+from .scalar import Scalar, apply_op
 
 __all__ = [
     "FUNCTIONS",
@@ -38,17 +40,13 @@ __all__ = [
     "parse_values",
 ]
 
-#: The functions an expression may call: name -> (fewest, most) arguments. The optional
-#: second argument of leaky_relu (slope) and elu (alpha) must be a number.
+#: The functions an expression may call: name -> (fewest, most) arguments. Every elementwise
+#: op of the registry that is called by name (not an operator); its inputs come first, then
+#: its optional parameters (leaky_relu's slope, elu's alpha, ...), which must be numbers.
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    "exp": (1, 1),
-    "log": (1, 1),
-    "tanh": (1, 1),
-    "sigmoid": (1, 1),
-    "relu": (1, 1),
-    "leaky_relu": (1, 2),
-    "elu": (1, 2),
-    "maximum": (2, 2),
+    op.name: (len(op.arg_names), len(op.arg_names) + len(op.params))
+    for op in REGISTRY.values()
+    if op.elementwise and not op.symbol
 }
 
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
@@ -202,9 +200,7 @@ def _check_size(text: str) -> None:
         if ch == "(":
             depth += 1
             if depth > MAX_DEPTH:
-                raise ExprError(
-                    f"parentheses nested more than {MAX_DEPTH} deep", column=col
-                )
+                raise ExprError(f"parentheses nested more than {MAX_DEPTH} deep", column=col)
         elif ch == ")":
             depth -= 1
         if ch in "+-":
@@ -266,12 +262,13 @@ def parse(text: str) -> Parsed:
             if node.keywords or not lo <= len(node.args) <= hi:
                 want = str(lo) if lo == hi else f"{lo} or {hi}"
                 raise ExprError(f"{fn}() takes {want} positional argument(s)", col)
-            if (
-                len(node.args) == 2
-                and fn in ("leaky_relu", "elu")
-                and _number(node.args[1]) is None
-            ):
-                raise ExprError(f"the second argument of {fn}() must be a number", col)
+            for k, arg in enumerate(node.args[lo:], start=lo):
+                if _number(arg) is None:
+                    raise ExprError(
+                        f"argument {k + 1} of {fn}() (its parameter "
+                        f"{REGISTRY[fn].params[k - lo][0]}) must be a number",
+                        col,
+                    )
             stack += list(reversed(node.args))
         else:
             raise ExprError(
@@ -368,14 +365,11 @@ def _apply(node: ast.AST, results: list[Any]) -> Any:
         x = results.pop()
         return -_as_node(x) if isinstance(node.op, ast.USub) else x
     assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    fn = node.func.id
+    fn = REGISTRY[node.func.id]
     args = [results.pop() for _ in node.args][::-1]
-    x = _as_node(args[0])
-    if fn == "maximum":
-        return x.maximum(_as_node(args[1]))
-    if fn in ("leaky_relu", "elu") and len(args) == 2:
-        return getattr(x, fn)(float(args[1]))
-    return getattr(x, fn)()
+    n = len(fn.arg_names)
+    params = {name: float(v) for (name, _), v in zip(fn.params, args[n:], strict=False)}
+    return apply_op(fn, *[_as_node(a) for a in args[:n]], **params)
 
 
 def _as_node(v: Any) -> Scalar:
@@ -402,8 +396,6 @@ def _letters(taken: set[str]) -> Any:
 
 def _name_nodes(root: Scalar, taken: set[str]) -> None:
     """Name the unnamed op nodes in creation order with letters not in ``taken``."""
-    from .viz.trace import collect
-
     fresh = _letters(taken)
     for n in collect(root):
         if n._op is not None and not n.name:

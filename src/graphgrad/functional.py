@@ -15,7 +15,7 @@ from ._engine import run_backward
 from ._state import STATE
 from .errors import BackwardError, ShapeError
 from .ops.elementwise import add
-from .tensor import Tensor, _apply, _const, _to_array
+from .tensor import Tensor, constant, make_node, to_array
 
 
 def _input(x: Any) -> tuple[Tensor, bool]:
@@ -24,11 +24,11 @@ def _input(x: Any) -> tuple[Tensor, bool]:
         if x.requires_grad and STATE.grad_enabled:
             # x + 0 is a new node that depends on x: gradients w.r.t. it flow on to the outer
             # graph when the inner backward records itself.
-            node = _apply(add, (x, _const(np.zeros((), dtype=x.data.dtype))))
+            node = make_node(add, (x, constant(np.zeros((), dtype=x.data.dtype))))
             return node, True
         arr = x.data
     else:
-        arr = _to_array(x, None)
+        arr = to_array(x, None)
     if arr.dtype.kind not in "fc":
         arr = arr.astype(STATE.default_dtype)
     return Tensor(arr, requires_grad=True), False
@@ -64,12 +64,12 @@ def _value_and_grads(
             f"use gg.vjp for non-scalar outputs"
         )
     if not out.requires_grad:
-        grads = [_const(np.zeros_like(n.data)) for n in nodes]
+        grads = [constant(np.zeros_like(n.data)) for n in nodes]
         return out, tuple(grads)
     seed = np.ones_like(out.data)
     raw = run_backward(
         out,
-        _const(seed) if nested else seed,
+        constant(seed) if nested else seed,
         retain_graph=nested,
         create_graph=nested,
         wrt=nodes,
@@ -78,11 +78,11 @@ def _value_and_grads(
     grads = []
     for n, g in zip(nodes, raw, strict=True):
         if g is None:
-            grads.append(_const(np.zeros_like(n.data)))
+            grads.append(constant(np.zeros_like(n.data)))
         elif isinstance(g, Tensor):
             grads.append(g)
         else:
-            grads.append(_const(np.asarray(g, dtype=n.data.dtype)))
+            grads.append(constant(np.asarray(g, dtype=n.data.dtype)))
     return (out if nested else out.detach()), tuple(grads)
 
 
@@ -149,16 +149,16 @@ def vjp(f: Callable[..., Any], *xs: Any) -> tuple[Tensor, Callable[[Any], tuple[
         if arr.shape != out.shape:
             raise ShapeError(f"vjp: cotangent has shape {arr.shape}, output has {out.shape}")
         if not out.requires_grad:
-            return tuple(_const(np.zeros_like(n.data)) for n in nodes)
-        seed = v if (nested and isinstance(v, Tensor)) else (_const(arr) if nested else arr)
+            return tuple(constant(np.zeros_like(n.data)) for n in nodes)
+        seed = v if (nested and isinstance(v, Tensor)) else (constant(arr) if nested else arr)
         raw = run_backward(out, seed, retain_graph=True, create_graph=nested, wrt=nodes)
         assert raw is not None
         res = []
         for n, g in zip(nodes, raw, strict=True):
             if g is None:
-                res.append(_const(np.zeros_like(n.data)))
+                res.append(constant(np.zeros_like(n.data)))
             else:
-                res.append(g if isinstance(g, Tensor) else _const(np.asarray(g, n.data.dtype)))
+                res.append(g if isinstance(g, Tensor) else constant(np.asarray(g, n.data.dtype)))
         return tuple(res)
 
     return (out if nested else out.detach()), vjp_fn

@@ -16,7 +16,7 @@ import numpy as np
 from ._engine import run_backward
 from ._state import no_grad
 from .errors import GradcheckError, GradcheckWarning
-from .tensor import Tensor, _const
+from .tensor import Tensor, constant
 
 
 def _as_arrays(inputs: Any) -> tuple[list[np.ndarray], bool]:
@@ -33,7 +33,7 @@ def _as_arrays(inputs: Any) -> tuple[list[np.ndarray], bool]:
 
 def _scalar(f: Callable[..., Any], arrays: Sequence[np.ndarray]) -> float:
     with no_grad():
-        out = f(*[_const(a) for a in arrays])
+        out = f(*[constant(a) for a in arrays])
     val = out.data if isinstance(out, Tensor) else np.asarray(out)
     if val.size != 1:
         raise ValueError(
@@ -132,7 +132,7 @@ def _jacobians_numerical(
 ) -> list[np.ndarray]:
     def vec() -> np.ndarray:
         with no_grad():
-            out = f(*[_const(a) for a in arrays])
+            out = f(*[constant(a) for a in arrays])
         return np.array(out.data, dtype=np.float64, copy=True).reshape(-1)  # views alias input
 
     jacs = []

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._graph import collect
 from .errors import GraphgradError
 from .scalar import Scalar, local_grads
-from .viz.trace import collect
 
 __all__ = [
     "Backprop",

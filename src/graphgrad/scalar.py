@@ -13,8 +13,9 @@ Three differences from Tensors, each for a reason:
   included: the gradients are the pass's working storage (a slot per node is cheaper than a
   dict) and pictures of the graph show them. Leaves accumulate over calls, as Tensors do;
   intermediate nodes are reset by each pass.
-* the graph is not freed by ``backward()``: its nodes are small, Python frees them by reference
-  counting once the output is dropped, and a picture can be drawn after the pass.
+* the nodes keep their inputs after ``backward()`` (a picture can be drawn after the pass), yet
+  the engine's contract holds: a second backward through the same op nodes raises unless the
+  first passed ``retain_graph=True``, as with Tensors.
 * a node stores its (at most two) inputs in two slots, ``_a`` and ``_b``, not in a tuple: one
   tracked object per node instead of two halves the work of Python's cyclic garbage collector,
   which runs while a large graph is built even though the graph holds no cycles.
@@ -41,8 +42,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import _scalar_py
-from ._scalar_py import FLOAT_FORWARD, FLOAT_XP, local_grads
-from ._scalar_py import _registry_rules as _registry_rules  # for tests: the rules on floats
+from ._scalar_py import FLOAT_FORWARD, FLOAT_XP, OP_METHODS, local_grads, registry_rules
 from ._state import pure_python_requested
 
 __all__ = [
@@ -50,17 +50,19 @@ __all__ = [
     "FLOAT_FORWARD",
     "FLOAT_XP",
     "IMPLEMENTATION",
+    "OP_METHODS",
     "Scalar",
     "apply_op",
     "as_scalar",
     "local_grads",
+    "registry_rules",
     "scalar_backward",
     "scalars",
     "topological",
 ]
 
 #: The compiled core's interface version this module expects (a stale build is not used).
-_CORE_API = 1
+_CORE_API = 2
 
 
 def _choose() -> tuple[Any, str]:

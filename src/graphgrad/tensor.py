@@ -7,25 +7,26 @@ reference counting alone; nothing waits for the cyclic garbage collector).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from . import _fused, _xp_names
-from ._engine import check_forward, run_backward, user_site
-from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, _GradMode, next_seq
+from ._engine import check_forward, run_backward, set_graph_namespace, user_site
+from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, next_seq, no_grad
 from .errors import BackwardError, InPlaceError, ShapeError
+from .ops import REGISTRY, Op
 from .ops import elementwise as E
 from .ops import fused as FU
 from .ops import linalg as LA
 from .ops import reduction as R
 from .ops import shape as SH
-from .ops._registry import Op
-from .scalar import Scalar, as_scalar
+from .scalar import Scalar, apply_op
 
 if TYPE_CHECKING:
-    from .viz.trace import Graph
+    from .viz.data import GraphData as Graph
 
 _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
@@ -179,7 +180,7 @@ class Tensor:
         return _inplace(self, other, E.div, "/=")
 
     def __ipow__(self, other: Any) -> Tensor:
-        return _inplace(self, other, E.power, "**=")
+        return _inplace(self, other, E.pow, "**=")
 
     def __imatmul__(self, other: Any) -> Tensor:
         return _inplace(self, other, LA.matmul, "@=")
@@ -269,9 +270,9 @@ class Tensor:
                 see :func:`graphgrad.viz.trace_backward`.
         """
         if trace:
-            from .viz.trace import trace_backward
-
-            return trace_backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
+            if _TRACER is None:
+                raise BackwardError("backward(trace=True): graphgrad.viz is not imported")
+            return _TRACER(self, grad, retain_graph=retain_graph, create_graph=create_graph)
         if not self.requires_grad:
             raise BackwardError(
                 f"backward() called on a tensor of shape {self.shape} that does not require "
@@ -332,10 +333,10 @@ class Tensor:
         return _apply(E.div, (_lift(other, self), self))
 
     def __pow__(self, other: Any) -> Tensor:
-        return _apply(E.power, (self, _lift(other, self)))
+        return _apply(E.pow, (self, _lift(other, self)))
 
     def __rpow__(self, other: Any) -> Tensor:
-        return _apply(E.power, (_lift(other, self), self))
+        return _apply(E.pow, (_lift(other, self), self))
 
     def __matmul__(self, other: Any) -> Tensor:
         return matmul(self, other)
@@ -350,73 +351,35 @@ class Tensor:
         return self
 
     def __abs__(self) -> Tensor:
-        return _apply(E.absolute, (self,))
+        return _apply(E.abs, (self,))
 
     def __lt__(self, other: Any) -> Tensor:
-        return _apply(E.less, (self, _lift(other, self)))
+        return _apply(E.lt, (self, _lift(other, self)))
 
     def __le__(self, other: Any) -> Tensor:
-        return _apply(E.less_equal, (self, _lift(other, self)))
+        return _apply(E.le, (self, _lift(other, self)))
 
     def __gt__(self, other: Any) -> Tensor:
-        return _apply(E.greater, (self, _lift(other, self)))
+        return _apply(E.gt, (self, _lift(other, self)))
 
     def __ge__(self, other: Any) -> Tensor:
-        return _apply(E.greater_equal, (self, _lift(other, self)))
+        return _apply(E.ge, (self, _lift(other, self)))
 
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _apply(E.equal, (self, _lift(other, self)))
+        return _apply(E.eq, (self, _lift(other, self)))
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _apply(E.not_equal, (self, _lift(other, self)))
+        return _apply(E.ne, (self, _lift(other, self)))
 
     def __getitem__(self, index: Any) -> Tensor:
         return getitem(self, index)
 
     # ------------------------------------------------------------------ method forms
-    def exp(self) -> Tensor:
-        """Elementwise e^x."""
-        return _apply(E.exp, (self,))
+    # The elementwise ops called by name (x.exp(), x.tanh(), x.maximum(y), ...) are added
+    # below from the registry; those with more to them are written here.
+    if TYPE_CHECKING:
 
-    def log(self) -> Tensor:
-        """Elementwise natural logarithm."""
-        return _apply(E.log, (self,))
-
-    def sqrt(self) -> Tensor:
-        """Elementwise square root."""
-        return _apply(E.sqrt, (self,))
-
-    def abs(self) -> Tensor:
-        """Elementwise |x| (gradient 0 at 0)."""
-        return _apply(E.absolute, (self,))
-
-    def sigmoid(self) -> Tensor:
-        """Elementwise 1 / (1 + e^-x)."""
-        return _apply(E.sigmoid, (self,))
-
-    def tanh(self) -> Tensor:
-        """Elementwise tanh."""
-        return _apply(E.tanh, (self,))
-
-    def relu(self) -> Tensor:
-        """Elementwise max(0, x) (gradient 0 at 0)."""
-        return _apply(E.relu, (self,))
-
-    def leaky_relu(self, slope: float = 0.01) -> Tensor:
-        """Elementwise x if x > 0 else slope * x."""
-        return leaky_relu(self, slope)
-
-    def elu(self, alpha: float = 1.0) -> Tensor:
-        """Elementwise x if x > 0 else alpha (e^x - 1)."""
-        return elu(self, alpha)
-
-    def maximum(self, other: Any) -> Tensor:
-        """Elementwise max(self, other), broadcasting."""
-        return maximum(self, other)
-
-    def minimum(self, other: Any) -> Tensor:
-        """Elementwise min(self, other), broadcasting."""
-        return minimum(self, other)
+        def __getattr__(self, name: str) -> Any: ...
 
     def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
         """Elementwise clip to [lo, hi]."""
@@ -636,156 +599,6 @@ def tensor(
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
 
 
-def _unary(op: Op, x: Any) -> Tensor:
-    return _apply(op, (as_tensor(x),))
-
-
-def _binary(op: Op, x: Any, y: Any) -> Tensor:
-    if isinstance(x, Tensor):
-        return _apply(op, (x, _lift(y, x)))
-    if isinstance(y, Tensor):
-        return _apply(op, (_lift(x, y), y))
-    tx = as_tensor(x)
-    return _apply(op, (tx, _lift(y, tx)))
-
-
-def add(x: Any, y: Any) -> Tensor:
-    """x + y, broadcasting."""
-    return _binary(E.add, x, y)
-
-
-def sub(x: Any, y: Any) -> Tensor:
-    """x - y, broadcasting."""
-    return _binary(E.sub, x, y)
-
-
-def mul(x: Any, y: Any) -> Tensor:
-    """x * y, broadcasting."""
-    return _binary(E.mul, x, y)
-
-
-def div(x: Any, y: Any) -> Tensor:
-    """x / y, broadcasting."""
-    return _binary(E.div, x, y)
-
-
-def power(x: Any, y: Any) -> Tensor:
-    """x ** y, broadcasting."""
-    return _binary(E.power, x, y)
-
-
-def neg(x: Any) -> Tensor:
-    """-x."""
-    return _unary(E.neg, x)
-
-
-@overload
-def exp(x: Scalar) -> Scalar: ...
-@overload
-def exp(x: Any) -> Tensor: ...
-def exp(x: Any) -> Tensor | Scalar:
-    """Elementwise e^x; local derivative e^x (the output is reused). Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.exp()
-    return _unary(E.exp, x)
-
-
-@overload
-def log(x: Scalar) -> Scalar: ...
-@overload
-def log(x: Any) -> Tensor: ...
-def log(x: Any) -> Tensor | Scalar:
-    """Elementwise ln x; local derivative 1/x. Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.log()
-    return _unary(E.log, x)
-
-
-def sqrt(x: Any) -> Tensor:
-    """Elementwise square root."""
-    return _unary(E.sqrt, x)
-
-
-def abs(x: Any) -> Tensor:
-    """Elementwise |x|; gradient sign(x), 0 at 0."""
-    return _unary(E.absolute, x)
-
-
-@overload
-def sigmoid(x: Scalar) -> Scalar: ...
-@overload
-def sigmoid(x: Any) -> Tensor: ...
-def sigmoid(x: Any) -> Tensor | Scalar:
-    """Elementwise logistic sigmoid 1 / (1 + e^-x). Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.sigmoid()
-    return _unary(E.sigmoid, x)
-
-
-@overload
-def tanh(x: Scalar) -> Scalar: ...
-@overload
-def tanh(x: Any) -> Tensor: ...
-def tanh(x: Any) -> Tensor | Scalar:
-    """Elementwise tanh. Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.tanh()
-    return _unary(E.tanh, x)
-
-
-@overload
-def relu(x: Scalar) -> Scalar: ...
-@overload
-def relu(x: Any) -> Tensor: ...
-def relu(x: Any) -> Tensor | Scalar:
-    """Elementwise max(0, x); gradient 0 at 0. Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.relu()
-    return _unary(E.relu, x)
-
-
-@overload
-def leaky_relu(x: Scalar, slope: float = ...) -> Scalar: ...
-@overload
-def leaky_relu(x: Any, slope: float = ...) -> Tensor: ...
-def leaky_relu(x: Any, slope: float = 0.01) -> Tensor | Scalar:
-    """Elementwise x if x > 0 else slope * x; gradient ``slope`` at 0. Scalars give a Scalar."""
-    if type(x) is Scalar:
-        return x.leaky_relu(slope)
-    return _apply(E.leaky_relu, (as_tensor(x),), {"slope": slope})
-
-
-@overload
-def elu(x: Scalar, alpha: float = ...) -> Scalar: ...
-@overload
-def elu(x: Any, alpha: float = ...) -> Tensor: ...
-def elu(x: Any, alpha: float = 1.0) -> Tensor | Scalar:
-    """Elementwise x if x > 0 else alpha (e^x - 1); gradient ``alpha`` at 0. Scalars give a
-    Scalar."""
-    if type(x) is Scalar:
-        return x.elu(alpha)
-    return _apply(E.elu, (as_tensor(x),), {"alpha": alpha})
-
-
-@overload
-def maximum(x: Scalar, y: Any) -> Scalar: ...
-@overload
-def maximum(x: Any, y: Scalar) -> Scalar: ...
-@overload
-def maximum(x: Any, y: Any) -> Tensor: ...
-def maximum(x: Any, y: Any) -> Tensor | Scalar:
-    """Elementwise max(x, y), broadcasting; at ties each side gets half the gradient. A Scalar
-    with a Scalar or a number gives a Scalar."""
-    if type(x) is Scalar or type(y) is Scalar:
-        return as_scalar(x).maximum(y)
-    return _binary(E.maximum, x, y)
-
-
-def minimum(x: Any, y: Any) -> Tensor:
-    """Elementwise min(x, y), broadcasting; at ties each side gets half the gradient."""
-    return _binary(E.minimum, x, y)
-
-
 def where(cond: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``cond`` is true, else ``y`` (broadcasting; ``cond`` is not differentiable)."""
     c = as_tensor(cond)
@@ -801,10 +614,13 @@ def where(cond: Any, x: Any, y: Any) -> Tensor:
     return _apply(E.where, (c, tx, ty))
 
 
-def clip(x: Any, lo: Any = None, hi: Any = None) -> Tensor:
-    """Clip to [lo, hi]; the gradient passes inside (boundaries included), is 0 outside."""
+def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
+    """Clip to [lo, hi], min(max(x, lo), hi); the gradient passes inside (boundaries
+    included), is 0 outside. A Scalar gives a Scalar."""
     if lo is None and hi is None:
         raise ValueError("clip: give lo, hi or both")
+    if type(x) is Scalar:
+        return apply_op(E.clip, x, lo=lo, hi=hi)
     return _apply(E.clip, (as_tensor(x),), {"lo": lo, "hi": hi})
 
 
@@ -815,7 +631,7 @@ def _reduce(op: Op, x: Any, axis: Any, keepdims: bool) -> Tensor:
 
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (int, tuple or None for all); shape loses those axes unless keepdims."""
-    return _reduce(R.sum_, x, axis, keepdims)
+    return _reduce(R.sum, x, axis, keepdims)
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -829,13 +645,13 @@ def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     NumPy's ``max``: the values only. PyTorch's ``max(x, dim)`` returns (values, indices):
     the result here refuses to be unpacked, and the indices are ``gg.argmax(x, axis)``. The
     elementwise maximum of two tensors is ``gg.maximum(x, y)``."""
-    return _reduce_values_only(R.max_, x, axis, keepdims, "maximum")
+    return _reduce_values_only(R.max, x, axis, keepdims, "maximum")
 
 
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Minimum over ``axis``; tied minima share the gradient evenly (values only, as
     :func:`max`; the elementwise minimum of two tensors is ``gg.minimum(x, y)``)."""
-    return _reduce_values_only(R.min_, x, axis, keepdims, "minimum")
+    return _reduce_values_only(R.min, x, axis, keepdims, "minimum")
 
 
 def _reduce_values_only(op: Op, x: Any, axis: Any, keepdims: bool, pairwise: str) -> Tensor:
@@ -1092,16 +908,99 @@ class TensorXP:
     matmul = staticmethod(matmul)
     sum = staticmethod(sum)
     sum_rows = staticmethod(sum_rows)
-    exp = staticmethod(exp)
-    log = staticmethod(log)
     where = staticmethod(where)
     softmax = staticmethod(softmax)
     getitem = staticmethod(getitem)
     index_add = staticmethod(index_add)
 
 
+# ------------------------------------------------------- functions made from the registry
+
+
+def _op_function(op: Op) -> Callable[..., Any]:
+    """The public function of elementwise op ``op`` (``gg.tanh``): its inputs (Tensors, arrays,
+    numbers; Scalars give a Scalar), then its parameters by position or name."""
+
+    def unary(x: Any, *args: Any, **kwargs: Any) -> Any:
+        params = op.bind(args, kwargs) if (args or kwargs or op.params) else _EMPTY
+        if type(x) is Scalar:
+            return apply_op(op, x, **params)
+        return _apply(op, (as_tensor(x),), params)
+
+    def binary(x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        params = op.bind(args, kwargs) if (args or kwargs or op.params) else _EMPTY
+        if type(x) is Scalar or type(y) is Scalar:
+            return apply_op(op, x, y, **params)
+        if isinstance(x, Tensor):
+            return _apply(op, (x, _lift(y, x)), params)
+        if isinstance(y, Tensor):
+            return _apply(op, (_lift(x, y), y), params)
+        tx = as_tensor(x)
+        return _apply(op, (tx, _lift(y, tx)), params)
+
+    function = unary if len(op.arg_names) == 1 else binary
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(a, kind) for a in op.arg_names]
+        + [inspect.Parameter(n, kind, default=d) for n, d in op.params]
+    )
+    function.__name__ = function.__qualname__ = op.name
+    function.__doc__ = op.summary()
+    function.__module__ = "graphgrad"
+    return function
+
+
+def _op_method(function: Callable[..., Any]) -> Callable[..., Any]:
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return function(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = function.__name__
+    method.__doc__ = function.__doc__
+    return method
+
+
+#: name -> public function for every elementwise op of the registry (``gg.exp``, ``gg.tanh``,
+#: ``gg.maximum``, ``gg.softplus``, ...); ``clip`` is written out above (it checks its bounds).
+OP_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    op.name: globals().get(op.name) or _op_function(op)
+    for op in REGISTRY.values()
+    if op.elementwise
+}
+globals().update(OP_FUNCTIONS)
+power = OP_FUNCTIONS["pow"]  # NumPy's name for it
+
+for _name, _function in OP_FUNCTIONS.items():
+    if not REGISTRY[_name].symbol and _name not in Tensor.__dict__:
+        setattr(Tensor, _name, _op_method(_function))  # x.exp(), x.maximum(y), ...
+    if not hasattr(TensorXP, _name):
+        setattr(TensorXP, _name, staticmethod(_function))  # rules may use any op: xp.cos
+
+
+def __getattr__(name: str) -> Any:
+    # Only for names that are not here: the generated functions above are module globals.
+    # (Type checkers read this signature for them.)
+    raise AttributeError(f"module 'graphgrad.tensor' has no attribute {name!r}")
+
+
+#: ``backward(trace=True)``'s tracer, :func:`graphgrad.viz.trace_backward`: the picture layer
+#: sets it on import (the front end imports nothing above it).
+_TRACER: Callable[..., Any] | None = None
+
+
+def set_backward_tracer(tracer: Callable[..., Any]) -> None:
+    """Make ``tracer(tensor, grad, retain_graph=, create_graph=)`` serve backward(trace=True)."""
+    global _TRACER
+    _TRACER = tracer
+
+
+# The front end's plumbing that the functional API and gradcheck build on, by public names.
+make_node = _apply  # run an op on Tensors and record the node if a gradient is needed
+constant = _const  # a leaf that requires no gradient, around an array as it is
+to_array = _to_array  # data as the array a Tensor would hold
+
 TENSOR_XP = TensorXP
 _xp_names.check(TensorXP)
+set_graph_namespace(TensorXP)
 
 
 # ------------------------------------------- PyTorch habits: refused, or made explicit
@@ -1156,7 +1055,7 @@ def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
     o = _lift(other, x)
     if x._op is not None or GRAD_ENABLED.get():
         return matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
-    with _GradMode(False):
+    with no_grad():
         r = matmul(x, o) if op is LA.matmul else _apply(op, (x, o))
     if r.shape != x.shape:
         raise ShapeError(

@@ -125,7 +125,7 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}; expected 'constant' or 'cosine'")
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
     try:
@@ -290,7 +290,7 @@ class Trainer:
                 ev = evaluate(self.model, *eval_data, self.eval_batch_size, self.loss_fn)
                 record.update(eval_loss=ev.loss, eval_accuracy=ev.accuracy, eval_split=eval_split)
             self.history.append(record)
-            self.log(_epoch_line(record, epochs))
+            self.log(epoch_line(record, epochs))
             if self.run_dir is not None:
                 self.save_checkpoint()
             for cb in self.callbacks:
@@ -302,7 +302,7 @@ class Trainer:
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
         e = self.epoch + 1
-        bar = _progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
         seen, correct, loss_sum = 0, 0, 0.0
         t0 = time.perf_counter()
         try:
@@ -356,7 +356,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+def epoch_line(r: dict[str, Any], epochs: int) -> str:
     text = (
         f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} "
         f"acc {100 * r['train_accuracy']:.2f}%"

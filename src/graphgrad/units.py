@@ -6,7 +6,8 @@ The lecture: "granularity can be chosen freely". A linear unit can be one node
 ``backward()``, or after ``backward(retain_graph=True)``) and rebuilds the same computation one
 number at a time, as a :class:`~graphgrad.scalar.Scalar` graph:
 
-* elementwise ops become one unit per element (broadcasting repeats the same input unit);
+* elementwise ops (every op of the registry that acts on single numbers) become one unit per
+  element (broadcasting repeats the same input unit);
 * ``linear`` / ``matmul`` become the products ``h_d = w_d · x_d``, summed left to right, ``+ b``;
 * ``matmul`` batches over leading axes (each batch entry its own products and sums);
 * ``sum`` / ``mean`` become chains of additions (``mean`` then times ``1/n``); ``max`` / ``min``
@@ -29,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from .ops import elementwise as E
+from ._graph import collect
+from .ops import REGISTRY, Op
 from .scalar import Scalar, apply_op
 from .tensor import Tensor
-from .viz.trace import collect
 
 __all__ = ["SUPPORTED_OPS", "Units", "units"]
 
@@ -62,7 +63,11 @@ def _chain_sum(items: list[Scalar]) -> Scalar:
     return s
 
 
-def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
+def _fold(
+    a: Obj, axis: tuple[int, ...] | None, keepdims: bool, pick: Callable[[Any, Any], Any]
+) -> Obj:
+    """Reduce over axes as a left-to-right chain of pairwise units:
+    ``pick(pick(x_1, x_2), x_3)...`` (``+`` for sum, ``maximum``/``minimum`` for max/min)."""
     axes = tuple(range(a.ndim)) if axis is None else tuple(axis)
     kept = [i for i in range(a.ndim) if i not in axes]
     moved = np.transpose(a, kept + list(axes))
@@ -70,10 +75,21 @@ def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
     flat = moved.reshape((*out_shape, -1))
     out = np.empty(out_shape, dtype=object)
     for idx in np.ndindex(*out_shape):
-        out[idx] = _chain_sum(list(flat[idx]))
+        items = list(flat[idx])
+        if not items:
+            out[idx] = _const(0.0)
+            continue
+        m = items[0]
+        for x in items[1:]:
+            m = pick(m, x)
+        out[idx] = m
     if keepdims:
         out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
     return out
+
+
+def _sum(a: Obj, axis: tuple[int, ...] | None, keepdims: bool = False) -> Obj:
+    return _fold(a, axis, keepdims, operator.add)
 
 
 def _count(shape: tuple[int, ...], axis: tuple[int, ...] | None) -> int:
@@ -86,31 +102,16 @@ def _count(shape: tuple[int, ...], axis: tuple[int, ...] | None) -> int:
 
 # ----------------------------------------------------------------------------- expanders
 
-_BINARY: dict[Any, Callable[..., Any]] = {
-    E.add: operator.add,
-    E.sub: operator.sub,
-    E.mul: operator.mul,
-    E.div: operator.truediv,
-    E.power: operator.pow,
-    E.maximum: Scalar.maximum,
-}
-_UNARY: dict[Any, str] = {
-    E.neg: "__neg__",
-    E.exp: "exp",
-    E.log: "log",
-    E.tanh: "tanh",
-    E.sigmoid: "sigmoid",
-    E.relu: "relu",
-}
-
 
 def _elementwise(fn: Callable[..., Any], *arrays: Obj) -> Obj:
     return _obj(np.frompyfunc(fn, len(arrays), 1)(*arrays))
 
 
-def _registry_unit(op: Any) -> Callable[..., Scalar]:
+def _registry_unit(op: Op, params: dict[str, Any]) -> Callable[..., Scalar]:
+    """A unit of ``op`` on one or two Scalars, with the node's parameters."""
+
     def make(*xs: Scalar) -> Scalar:
-        return apply_op(op, *xs)
+        return apply_op(op, *xs, **params)
 
     return make
 
@@ -199,25 +200,6 @@ def _matmul(x: Obj, y: Obj) -> Obj:
     return _obj(out[()] if out.ndim == 0 else out)
 
 
-def _extreme(a: Obj, axis: tuple[int, ...] | None, keepdims: bool, pick: Any) -> Obj:
-    """max (or min) over axes as a chain of pairwise units: m = pick(pick(x_1, x_2), x_3)..."""
-    axes = tuple(range(a.ndim)) if axis is None else tuple(axis)
-    kept = [i for i in range(a.ndim) if i not in axes]
-    moved = np.transpose(a, kept + list(axes))
-    out_shape = tuple(a.shape[i] for i in kept)
-    flat = moved.reshape((*out_shape, -1))
-    out = np.empty(out_shape, dtype=object)
-    for idx in np.ndindex(*out_shape):
-        items = list(flat[idx])
-        m = items[0]
-        for x in items[1:]:
-            m = pick(m, x)
-        out[idx] = m
-    if keepdims:
-        out = out.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
-    return out
-
-
 def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
     """o_t = h_1 + ... + h_D + b_t with h_d = w_td · x_d, for every sample."""
     x2 = x.reshape(-1, x.shape[-1])
@@ -229,25 +211,13 @@ def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
     return out.reshape((*x.shape[:-1], w.shape[0]))
 
 
-def _MAXIMUM(a: Scalar, b: Scalar) -> Scalar:
-    return a.maximum(b)
-
-
 def _expand(node: Tensor, ins: list[Obj]) -> Obj:
     op = node._op
     assert op is not None
     p = node._params
-    if op in _BINARY:
-        return _elementwise(_BINARY[op], ins[0], ins[1])
-    if op in _UNARY:
-        return _elementwise(operator.methodcaller(_UNARY[op]), ins[0])
+    if op.elementwise:  # one unit per element, the op itself
+        return _elementwise(_registry_unit(op, p), *ins)
     name = op.name
-    if name == "leaky_relu":
-        return _elementwise(operator.methodcaller("leaky_relu", p.get("slope", 0.01)), ins[0])
-    if name == "elu":
-        return _elementwise(operator.methodcaller("elu", p.get("alpha", 1.0)), ins[0])
-    if name in ("sqrt", "abs", "minimum"):
-        return _elementwise(_registry_unit(op), *ins)
     if name == "where":
         cond = np.asarray(node._inputs[0].data, dtype=bool)
         return _obj(np.where(cond, ins[1], ins[2]))
@@ -260,8 +230,8 @@ def _expand(node: Tensor, ins: list[Obj]) -> Obj:
     if name in ("max", "min"):
         # Pairwise units; at ties the chain splits the gradient differently from the fused
         # reductions (which share it evenly), elsewhere both send it all to the extremum.
-        pick = _MAXIMUM if name == "max" else _registry_unit(E.minimum)
-        return _extreme(ins[0], p.get("axis"), p.get("keepdims", False), pick)
+        pick = _registry_unit(REGISTRY["maximum" if name == "max" else "minimum"], {})
+        return _fold(ins[0], p.get("axis"), p.get("keepdims", False), pick)
     if name == "mean":
         total = _sum(ins[0], p.get("axis"), p.get("keepdims", False))
         scale = 1.0 / _count(ins[0].shape, p.get("axis"))
@@ -305,25 +275,9 @@ def _sum_to(a: Obj, shape: tuple[int, ...]) -> Obj:
     return _sum(a, axes, keepdims=True).reshape(shape)
 
 
-#: The Tensor ops :func:`units` can expand.
+#: The Tensor ops :func:`units` can expand: every elementwise op, then the others above.
 SUPPORTED_OPS = (
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "pow",
-    "neg",
-    "exp",
-    "log",
-    "sqrt",
-    "abs",
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "maximum",
-    "minimum",
+    *(op.name for op in REGISTRY.values() if op.elementwise),
     "where",
     "linear",
     "matmul",

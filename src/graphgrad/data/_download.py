@@ -700,9 +700,7 @@ def download(
         # An official size belongs to its official SHA-256: a patched or replaced checksum
         # means other files, of sizes not known here.
         sizes = {
-            f: n
-            for f, n in SIZES[name].items()
-            if table.get(f, "").lower() == _PINNED[name].get(f)
+            f: n for f, n in SIZES[name].items() if table.get(f, "").lower() == _PINNED[name].get(f)
         }
     bases = source.base_urls if base_url is None else (base_url,)
     for base in bases:

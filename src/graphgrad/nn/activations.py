@@ -1,8 +1,9 @@
-"""Activation functions a(·) as modules: ``Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU``.
+"""Activation functions a(·) as modules: ``Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU``, and
+one for every op of the registry's ``activation`` category (``softplus`` ...).
 
-Each calls the engine's op of the same name (``gg.relu`` ...), where its local derivative and
-the convention at its kink are declared. :func:`get_activation` builds one from a name, as used
-by :class:`~graphgrad.nn.MLP` and the config files.
+Each calls the registry's op of the same name (``gg.relu`` ...), where its local derivative,
+the convention at its kink and its init gain are declared. :func:`get_activation` builds one
+from a name, as used by :class:`~graphgrad.nn.MLP` and the config files.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._quote import excerpt
-from ..tensor import Tensor, as_tensor, elu, leaky_relu, relu, sigmoid, tanh
+from ..ops import REGISTRY
+from ..tensor import OP_FUNCTIONS, Tensor, as_tensor
 from .module import Module
 
 __all__ = [
@@ -27,14 +29,34 @@ __all__ = [
 
 
 class Activation(Module):
-    """Base of the activation modules. ``name`` and ``param`` give the init gain."""
+    """Base of the activation modules. ``name`` and ``param`` give the init gain.
+
+    A subclass for a registry op sets ``name`` to the op's name and inherits ``forward``; an
+    op with a parameter (leaky_relu's slope) takes it as the constructor's one argument.
+    """
 
     name: str = "identity"
+
+    def __init__(self, param: float | None = None) -> None:
+        super().__init__()
+        params = REGISTRY[self.name].params if self.name in REGISTRY else ()
+        if param is not None and not params:
+            raise TypeError(f"activation {self.name!r} takes no parameter, got {param!r}")
+        self._param = float(param) if param is not None else (params[0][1] if params else None)
 
     @property
     def param(self) -> float | None:
         """The activation's parameter (leaky slope, ELU alpha), or None."""
-        return None
+        return self._param
+
+    def forward(self, x: Any) -> Tensor:
+        fn = OP_FUNCTIONS[self.name]
+        result: Tensor = fn(x) if self._param is None else fn(x, self._param)
+        return result
+
+    def extra_repr(self) -> str:
+        params = REGISTRY[self.name].params if self.name in REGISTRY else ()
+        return f"{params[0][0]}={self._param}" if params else ""
 
 
 class Identity(Activation):
@@ -51,26 +73,17 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def forward(self, x: Any) -> Tensor:
-        return sigmoid(x)
-
 
 class Tanh(Activation):
     """a(v) = tanh(v)."""
 
     name = "tanh"
 
-    def forward(self, x: Any) -> Tensor:
-        return tanh(x)
-
 
 class ReLU(Activation):
     """a(v) = max(0, v); subgradient 0 at v = 0."""
 
     name = "relu"
-
-    def forward(self, x: Any) -> Tensor:
-        return relu(x)
 
 
 class LeakyReLU(Activation):
@@ -79,18 +92,11 @@ class LeakyReLU(Activation):
     name = "leaky_relu"
 
     def __init__(self, slope: float = 0.01) -> None:
-        super().__init__()
-        self.slope = float(slope)
+        super().__init__(slope)
 
     @property
-    def param(self) -> float | None:
-        return self.slope
-
-    def forward(self, x: Any) -> Tensor:
-        return leaky_relu(x, self.slope)
-
-    def extra_repr(self) -> str:
-        return f"slope={self.slope}"
+    def slope(self) -> float:
+        return float(self._param or 0.0)
 
 
 class ELU(Activation):
@@ -99,36 +105,42 @@ class ELU(Activation):
     name = "elu"
 
     def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
+        super().__init__(alpha)
 
     @property
-    def param(self) -> float | None:
-        return self.alpha
-
-    def forward(self, x: Any) -> Tensor:
-        return elu(x, self.alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+    def alpha(self) -> float:
+        return float(self._param or 0.0)
 
 
-#: name -> class, for :func:`get_activation`.
+def _activation_class(name: str) -> type[Activation]:
+    """The module class of registry activation ``name`` that has no class written above."""
+    title = "".join(part.capitalize() for part in name.split("_"))
+    doc = f"a(v) = {REGISTRY[name].formula.replace('x', 'v')} (the registry's op {name!r})."
+    return type(title, (Activation,), {"name": name, "__doc__": doc, "__module__": __name__})
+
+
+_NAMED: dict[str, type[Activation]] = {
+    c.name: c for c in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU)
+}
+
+#: name -> class, for :func:`get_activation`: identity, and every op of the registry's
+#: ``activation`` category.
 ACTIVATIONS: dict[str, type[Activation]] = {
     "identity": Identity,
     "linear": Identity,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-    "relu": ReLU,
-    "leaky_relu": LeakyReLU,
-    "elu": ELU,
+    **{
+        op.name: _NAMED.get(op.name) or _activation_class(op.name)
+        for op in REGISTRY.values()
+        if op.category == "activation"
+    },
 }
 
 
 def get_activation(spec: str | Activation) -> Activation:
     """An activation module from a name: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"identity"``,
-    ``"leaky_relu"`` or ``"elu"``, optionally with its parameter after a colon
-    (``"leaky_relu:0.1"``, ``"elu:0.5"``). A module is returned as is.
+    ``"leaky_relu"``, ``"elu"``, ``"softplus"`` (any key of :data:`ACTIVATIONS`), optionally
+    with its parameter after a colon (``"leaky_relu:0.1"``, ``"elu:0.5"``). A module is
+    returned as is.
 
     Raises:
         ValueError: an unknown name or a malformed parameter.
@@ -145,7 +157,7 @@ def get_activation(spec: str | Activation) -> Activation:
         )
     if not arg:
         return cls()
-    if cls not in (LeakyReLU, ELU):
+    if not (name in REGISTRY and REGISTRY[name].params):
         raise ValueError(f"activation {excerpt(name)} takes no parameter, got {excerpt(spec)}")
     try:
         value = float(arg)

@@ -18,7 +18,11 @@ tanh           1                     LeCun: tanh is the identity near 0 (PyTorch
 relu           sqrt(2)               He: ReLU zeroes half of its input, E[relu(z)²] = Var z / 2
 leaky_relu(s)  sqrt(2 / (1 + s²))    He, for the leaky half
 elu            sqrt(2)               treated as ReLU-like (He)
+softplus       sqrt(2)               treated as ReLU-like (He)
 =============  ====================  =========================================================
+
+Each gain is declared on the activation's op in the registry (``Op.gain``), so a new
+activation brings its gain with it.
 
 Xavier/Glorot averages the forward and backward conditions: σ = gain · sqrt(2 / (fan_in + fan_out)).
 
@@ -34,6 +38,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
+
+from ..ops import REGISTRY
 
 __all__ = [
     "SCHEMES",
@@ -61,23 +67,22 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def gain(activation: str, param: float | None = None) -> float:
-    """The gain of ``activation`` (see the module's table); ``param`` is leaky_relu's slope.
+    """The gain of ``activation`` (see the module's table), as declared on the registry's op of
+    that name (``Op.gain``); ``param`` is its parameter (leaky_relu's slope).
 
     Raises:
         ValueError: an unknown activation name.
     """
     name = activation.lower()
-    if name in ("identity", "linear", "none", "sigmoid", "tanh"):
+    if name in ("identity", "linear", "none"):
         return 1.0
-    if name in ("relu", "elu"):
-        return math.sqrt(2.0)
-    if name == "leaky_relu":
-        slope = 0.01 if param is None else float(param)
-        return math.sqrt(2.0 / (1.0 + slope * slope))
-    raise ValueError(
-        f"gain: unknown activation {activation!r}; expected identity, sigmoid, tanh, relu, "
-        f"leaky_relu or elu"
-    )
+    op = REGISTRY.get(name)
+    if op is None or op.gain is None:
+        known = ["identity", *(n for n, o in REGISTRY.items() if o.gain is not None)]
+        raise ValueError(
+            f"gain: unknown activation {activation!r}; expected one of {', '.join(known)}"
+        )
+    return op.gain(param)
 
 
 def init_std(

@@ -115,3 +115,11 @@ def may_repeat(index: Any) -> bool:
     """True if ``index`` holds an integer array, so a position may be picked more than once."""
     items = index if isinstance(index, tuple) else (index,)
     return any(isinstance(i, np.ndarray) and i.dtype.kind in "iu" for i in items)
+
+
+def adopt(ops: Any) -> None:
+    """Offer each op's NumPy forward under its name (``cos``, ``softplus``, ...), unless a
+    function of that name is written above."""
+    module = globals()
+    for op in ops:
+        module.setdefault(op.name, op.forward)

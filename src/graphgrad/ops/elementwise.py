@@ -2,27 +2,41 @@
 
 Each op is its NumPy forward plus one VJP rule per argument, ``rule(xp, g, ans, *inputs)``:
 ``g`` is dL/d(out), ``ans`` is out itself. Broadcasting is undone by the engine, not here.
+The rules read as the lecture's formulas and use operators and ``xp`` functions only, so one
+rule serves NumPy arrays, Tensors (higher order) and Python floats (scalar units); where a
+NumPy pass can save memory traffic, an in-place variant is registered beside the rule
+(``fast=``), used by an ordinary backward pass on arrays.
+
+``scalar=`` gives an op's forward on Python floats where the NumPy forward would warn (the
+float version raises an error naming the op instead) or where ``math`` is faster; without it
+the scalar units run the NumPy forward on float64 numbers.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import _fused
-from . import _xp as _np_xp
-from ._registry import defop, nondiff
+from ._registry import HE_GAIN, LECUN_GAIN, defop, nondiff
 
 
 def _same_array_kind(g: Any, ans: Any) -> bool:
-    """Both are non-0-d arrays of one dtype and g is at most as large, so `t *= g` is exact."""
+    """Both are non-0-d arrays of one dtype and of one shape, so `t *= g` is exact."""
     return (
         type(ans) is np.ndarray
         and ans.ndim > 0
-        and getattr(g, "dtype", None) == ans.dtype
-        and np.shape(g) == ans.shape
+        and type(g) is np.ndarray
+        and g.dtype == ans.dtype
+        and g.shape == ans.shape
     )
+
+
+def _domain(op: str, msg: str) -> ValueError:
+    return ValueError(f"{op}: {msg}")
+
 
 # ---------------------------------------------------------------------------- arithmetic
 
@@ -35,23 +49,50 @@ def _neg_g(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     return -g
 
 
-@defop("add", ("x1", "x2"), "x1 + x2", ("1", "1"), _g, _g, aliases=True)
+@defop(
+    "add",
+    ("x1", "x2"),
+    "x1 + x2",
+    ("1", "1"),
+    _g,
+    _g,
+    aliases=True,
+    symbol="+",
+    scalar=float.__add__,
+)
 def add(x: Any, y: Any) -> Any:
     return np.add(x, y)
 
 
-@defop("sub", ("x1", "x2"), "x1 - x2", ("1", "-1"), _g, _neg_g, aliases=True)
+@defop(
+    "sub",
+    ("x1", "x2"),
+    "x1 - x2",
+    ("1", "-1"),
+    _g,
+    _neg_g,
+    aliases=True,
+    symbol="-",
+    scalar=float.__sub__,
+)
 def sub(x: Any, y: Any) -> Any:
     return np.subtract(x, y)
 
 
-def _times(xp: Any, g: Any, y: Any) -> Any:
-    """``g * y``. When ``g`` is one number broadcast (as ``sum``'s rule hands down), it is
-    ``y * c``, and for ``c == 1`` it is ``y`` itself, with no pass over memory: the engine
-    never writes into an array that a rule returns unless the rule allocated it."""
+def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * y
+
+
+def _mul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return g * x
+
+
+def _times_fast(g: Any, y: Any) -> Any:
+    """``g * y`` when ``g`` is one number broadcast (as ``sum``'s rule hands down): ``y * c``,
+    and for ``c == 1`` ``y`` itself, with no pass over memory (the engine never writes into an
+    array that a rule returns unless the rule allocated it). ``None`` otherwise: the rule."""
     if (
-        xp is _np_xp
-        and type(g) is np.ndarray
+        type(g) is np.ndarray
         and g.size  # an empty g has no first element (and nothing to multiply)
         and not any(g.strides)
         and type(y) is np.ndarray
@@ -60,18 +101,28 @@ def _times(xp: Any, g: Any, y: Any) -> Any:
     ):
         c = g.item(0)
         return y if c == 1 else np.multiply(y, y.dtype.type(c))
-    return g * y
+    return None
 
 
-def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
-    return _times(xp, g, y)
+def _mul_dx_fast(g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return _times_fast(g, y)
 
 
-def _mul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
-    return _times(xp, g, x)
+def _mul_dy_fast(g: Any, ans: Any, x: Any, y: Any) -> Any:
+    return _times_fast(g, x)
 
 
-@defop("mul", ("x1", "x2"), "x1 * x2", ("x2", "x1"), _mul_dx, _mul_dy)
+@defop(
+    "mul",
+    ("x1", "x2"),
+    "x1 * x2",
+    ("x2", "x1"),
+    _mul_dx,
+    _mul_dy,
+    symbol="*",
+    scalar=float.__mul__,
+    fast=(_mul_dx_fast, _mul_dy_fast),
+)
 def mul(x: Any, y: Any) -> Any:
     return np.multiply(x, y)
 
@@ -84,7 +135,22 @@ def _div_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     return -g * x / (y * y)
 
 
-@defop("div", ("x1", "x2"), "x1 / x2", ("1/x2", "-x1/x2^2"), _div_dx, _div_dy)
+def _f_div(x: float, y: float) -> float:
+    if y == 0.0:
+        raise ZeroDivisionError(f"div: division by zero ({x:g} / 0)")
+    return x / y
+
+
+@defop(
+    "div",
+    ("x1", "x2"),
+    "x1 / x2",
+    ("1/x2", "-x1/x2^2"),
+    _div_dx,
+    _div_dy,
+    symbol="/",
+    scalar=_f_div,
+)
 def div(x: Any, y: Any) -> Any:
     return np.divide(x, y)
 
@@ -100,6 +166,18 @@ def _pow_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     return xp.where(xp.const(pos), g * xp.log(safe_x) * ans, 0)
 
 
+def _f_pow(x: float, p: float) -> float:
+    try:
+        r = x**p
+    except ZeroDivisionError:
+        raise ZeroDivisionError(f"pow: 0 ** {p:g} divides by zero") from None
+    except OverflowError:
+        raise OverflowError(f"pow: {x:g} ** {p:g} overflows a float") from None
+    if type(r) is complex:
+        raise _domain("pow", f"{x:g} ** {p:g} is not real (negative base, non-integer power)")
+    return float(r)
+
+
 @defop(
     "pow",
     ("x", "p"),
@@ -108,8 +186,10 @@ def _pow_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     _pow_dx,
     _pow_dy,
     kinks="d/dp taken as 0 where x <= 0 (ln x undefined)",
+    symbol="**",
+    scalar=_f_pow,
 )
-def power(x: Any, y: Any) -> Any:
+def pow(x: Any, y: Any) -> Any:
     return np.power(x, y)
 
 
@@ -117,7 +197,7 @@ def _neg_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     return -g
 
 
-@defop("neg", ("x",), "-x", ("-1",), _neg_vjp)
+@defop("neg", ("x",), "-x", ("-1",), _neg_vjp, symbol="-x", scalar=float.__neg__)
 def neg(x: Any) -> Any:
     return np.negative(x)
 
@@ -129,7 +209,14 @@ def _exp_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     return g * ans
 
 
-@defop("exp", ("x",), "exp(x)", ("exp(x)",), _exp_vjp)
+def _f_exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        raise OverflowError(f"exp: exp({x:g}) overflows a float (limit ~ exp(709.78))") from None
+
+
+@defop("exp", ("x",), "exp(x)", ("exp(x)",), _exp_vjp, scalar=_f_exp)
 def exp(x: Any) -> Any:
     return np.exp(x)
 
@@ -138,7 +225,15 @@ def _log_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     return g / x
 
 
-@defop("log", ("x",), "ln(x)", ("1/x",), _log_vjp, kinks="x <= 0: outside the domain")
+def _f_log(x: float) -> float:
+    if not x > 0.0:
+        raise _domain("log", f"ln({x:g}) is undefined: x must be > 0")
+    return math.log(x)
+
+
+@defop(
+    "log", ("x",), "ln(x)", ("1/x",), _log_vjp, kinks="x <= 0: outside the domain", scalar=_f_log
+)
 def log(x: Any) -> Any:
     return np.log(x)
 
@@ -147,7 +242,15 @@ def _sqrt_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     return g / (2 * ans)
 
 
-@defop("sqrt", ("x",), "sqrt(x)", ("1/(2 sqrt(x))",), _sqrt_vjp, kinks="x = 0: +inf")
+def _f_sqrt(x: float) -> float:
+    if x < 0.0:
+        raise _domain("sqrt", f"sqrt({x:g}) is undefined: x must be >= 0")
+    return math.sqrt(x)
+
+
+@defop(
+    "sqrt", ("x",), "sqrt(x)", ("1/(2 sqrt(x))",), _sqrt_vjp, kinks="x = 0: +inf", scalar=_f_sqrt
+)
 def sqrt(x: Any) -> Any:
     return np.sqrt(x)
 
@@ -157,8 +260,8 @@ def _abs_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     return g * xp.const(np.sign(xp.raw(x)))
 
 
-@defop("abs", ("x",), "|x|", ("sign(x)",), _abs_vjp, kinks="x = 0: gradient 0")
-def absolute(x: Any) -> Any:
+@defop("abs", ("x",), "|x|", ("sign(x)",), _abs_vjp, kinks="x = 0: gradient 0", scalar=math.fabs)
+def abs(x: Any) -> Any:
     return np.abs(x)
 
 
@@ -166,12 +269,25 @@ def absolute(x: Any) -> Any:
 
 
 def _sigmoid_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
-    if xp is _np_xp and _same_array_kind(g, ans):  # in place: one temporary, not three
-        t = np.subtract(1, ans)
-        t *= ans
-        t *= g
-        return t
     return g * ans * (1 - ans)
+
+
+def _sigmoid_fast(g: Any, ans: Any, x: Any) -> Any:
+    if not _same_array_kind(g, ans):
+        return None
+    t = np.subtract(1, ans)  # in place: one temporary, not three
+    t *= ans
+    t *= g
+    return t
+
+
+def _f_sigmoid(x: float) -> float:
+    # The registry's split: exp of a non-positive number only, so no overflow and full
+    # relative precision on both sides (sigmoid(-40) = 4.2e-18, not 0).
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 
 
 @defop(
@@ -181,31 +297,58 @@ def _sigmoid_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     ("s(x) (1 - s(x))",),
     _sigmoid_vjp,
     category="activation",
-    note="computed as (1 + tanh(x/2)) / 2: no overflow for any x",
+    note="computed from e = exp(-|x|) as 1/(1+e) for x >= 0, e/(1+e) for x < 0: no overflow, "
+    "and full relative precision for negative x",
+    scalar=_f_sigmoid,
+    gain=LECUN_GAIN,
+    fast=(_sigmoid_fast,),
 )
 def sigmoid(x: Any) -> Any:
-    return 0.5 * np.tanh(0.5 * x) + 0.5
+    e = np.exp(-np.abs(x))
+    return np.divide(np.where(x >= 0, 1, e), 1 + e)
 
 
 def _tanh_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
-    if xp is _np_xp and _same_array_kind(g, ans):  # in place: one temporary, not three
-        t = np.multiply(ans, ans)
-        np.subtract(1, t, out=t)
-        t *= g
-        return t
     return g * (1 - ans * ans)
 
 
-@defop("tanh", ("x",), "tanh(x)", ("1 - tanh(x)^2",), _tanh_vjp, category="activation")
+def _tanh_fast(g: Any, ans: Any, x: Any) -> Any:
+    if not _same_array_kind(g, ans):
+        return None
+    t = np.multiply(ans, ans)  # in place: one temporary, not three
+    np.subtract(1, t, out=t)
+    t *= g
+    return t
+
+
+@defop(
+    "tanh",
+    ("x",),
+    "tanh(x)",
+    ("1 - tanh(x)^2",),
+    _tanh_vjp,
+    category="activation",
+    scalar=math.tanh,
+    gain=LECUN_GAIN,
+    fast=(_tanh_fast,),
+)
 def tanh(x: Any) -> Any:
     return np.tanh(x)
 
 
 def _relu_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     # Subgradient at 0: 0 (the derivative of the flat side), as in PyTorch and JAX.
-    if xp is _np_xp and type(g) is np.ndarray and type(x) is np.ndarray:
-        return _fused.relu_grad(g, x)  # one pass (compiled), or g * (x > 0)
     return g * xp.const((xp.raw(x) > 0).astype(xp.raw(g).dtype))
+
+
+def _relu_fast(g: Any, ans: Any, x: Any) -> Any:
+    if type(g) is np.ndarray and type(x) is np.ndarray:
+        return _fused.relu_grad(g, x)  # one pass (compiled), or g * (x > 0)
+    return None
+
+
+def _f_relu(x: float) -> float:
+    return x if x > 0.0 else 0.0
 
 
 @defop(
@@ -216,6 +359,9 @@ def _relu_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     _relu_vjp,
     kinks="x = 0: gradient 0",
     category="activation",
+    scalar=_f_relu,
+    gain=HE_GAIN,
+    fast=(_relu_fast,),
 )
 def relu(x: Any) -> Any:
     return _fused.relu(x)  # np.maximum(x, 0), on several threads for large float arrays
@@ -227,6 +373,16 @@ def _leaky_relu_vjp(xp: Any, g: Any, ans: Any, x: Any, slope: float = 0.01) -> A
     return g * xp.const(np.where(xr > 0, 1, slope).astype(xp.raw(g).dtype))
 
 
+def _f_leaky(x: float, slope: float = 0.01) -> float:
+    return x if x > 0.0 else x * slope
+
+
+def _leaky_gain(slope: float | None = None) -> float:
+    # He, for the leaky half: E[a(z)^2] = (1 + slope^2) Var z / 2.
+    s = 0.01 if slope is None else float(slope)
+    return math.sqrt(2.0 / (1.0 + s * s))
+
+
 @defop(
     "leaky_relu",
     ("x",),
@@ -235,6 +391,8 @@ def _leaky_relu_vjp(xp: Any, g: Any, ans: Any, x: Any, slope: float = 0.01) -> A
     _leaky_relu_vjp,
     kinks="x = 0: slope",
     category="activation",
+    scalar=_f_leaky,
+    gain=_leaky_gain,
 )
 def leaky_relu(x: Any, slope: float = 0.01) -> Any:
     return np.where(x > 0, x, x * slope)
@@ -247,6 +405,10 @@ def _elu_vjp(xp: Any, g: Any, ans: Any, x: Any, alpha: float = 1.0) -> Any:
     return xp.where(pos, g, g * (ans + alpha))
 
 
+def _f_elu(x: float, alpha: float = 1.0) -> float:
+    return x if x > 0.0 else alpha * math.expm1(x)
+
+
 @defop(
     "elu",
     ("x",),
@@ -255,9 +417,51 @@ def _elu_vjp(xp: Any, g: Any, ans: Any, x: Any, alpha: float = 1.0) -> Any:
     _elu_vjp,
     kinks="x = 0: alpha (left side)",
     category="activation",
+    scalar=_f_elu,
+    gain=HE_GAIN,  # treated as ReLU-like
 )
 def elu(x: Any, alpha: float = 1.0) -> Any:
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _softplus_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    # d/dx ln(1 + e^x) = e^x / (1 + e^x) = exp(x - softplus(x)): the output is reused.
+    return g * xp.exp(x - ans)
+
+
+@defop(
+    "softplus",
+    ("x",),
+    "ln(1 + exp(x))",
+    ("sigmoid(x)",),
+    _softplus_vjp,
+    category="activation",
+    note="computed as max(x, 0) + ln(1 + exp(-|x|)): no overflow for any x",
+    gain=HE_GAIN,  # treated as ReLU-like
+)
+def softplus(x: Any) -> Any:
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+# ---------------------------------------------------------------------- trigonometric
+
+
+def _sin_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return g * xp.cos(x)
+
+
+@defop("sin", ("x",), "sin(x)", ("cos(x)",), _sin_vjp)
+def sin(x: Any) -> Any:
+    return np.sin(x)
+
+
+def _cos_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    return -g * xp.sin(x)
+
+
+@defop("cos", ("x",), "cos(x)", ("-sin(x)",), _cos_vjp)
+def cos(x: Any) -> Any:
+    return np.cos(x)
 
 
 # ----------------------------------------------------------------- selection (max-like)
@@ -270,6 +474,14 @@ def _tie_weights(xp: Any, x: Any, y: Any, sign: int) -> Any:
     w = (d > 0) + 0.5 * (d == 0)
     dtype = np.result_type(xr, yr)
     return xp.const(w.astype(dtype if dtype.kind == "f" else np.float64))
+
+
+def _f_maximum(x: float, y: float) -> float:
+    return x if x >= y else y
+
+
+def _f_minimum(x: float, y: float) -> float:
+    return x if x <= y else y
 
 
 def _maximum_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -289,6 +501,7 @@ def _maximum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     _maximum_dy,
     kinks="x1 = x2: gradient split 1/2, 1/2",
     category="selection",
+    scalar=_f_maximum,
 )
 def maximum(x: Any, y: Any) -> Any:
     return np.maximum(x, y)
@@ -311,6 +524,7 @@ def _minimum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     _minimum_dy,
     kinks="x1 = x2: gradient split 1/2, 1/2",
     category="selection",
+    scalar=_f_minimum,
 )
 def minimum(x: Any, y: Any) -> Any:
     return np.minimum(x, y)
@@ -367,32 +581,32 @@ def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
 
 
 @nondiff("lt", ("x1", "x2"), "x1 < x2")
-def less(x: Any, y: Any) -> Any:
+def lt(x: Any, y: Any) -> Any:
     return np.less(x, y)
 
 
 @nondiff("le", ("x1", "x2"), "x1 <= x2")
-def less_equal(x: Any, y: Any) -> Any:
+def le(x: Any, y: Any) -> Any:
     return np.less_equal(x, y)
 
 
 @nondiff("gt", ("x1", "x2"), "x1 > x2")
-def greater(x: Any, y: Any) -> Any:
+def gt(x: Any, y: Any) -> Any:
     return np.greater(x, y)
 
 
 @nondiff("ge", ("x1", "x2"), "x1 >= x2")
-def greater_equal(x: Any, y: Any) -> Any:
+def ge(x: Any, y: Any) -> Any:
     return np.greater_equal(x, y)
 
 
 @nondiff("eq", ("x1", "x2"), "x1 == x2")
-def equal(x: Any, y: Any) -> Any:
+def eq(x: Any, y: Any) -> Any:
     return np.equal(x, y)
 
 
 @nondiff("ne", ("x1", "x2"), "x1 != x2")
-def not_equal(x: Any, y: Any) -> Any:
+def ne(x: Any, y: Any) -> Any:
     return np.not_equal(x, y)
 
 

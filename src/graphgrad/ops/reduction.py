@@ -32,7 +32,7 @@ def _sum_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
 
 
 @defop("sum", ("x",), "sum_i x_i", ("1",), _sum_vjp, aliases=True, category="reduction")
-def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.sum(x, axis=axis, keepdims=keepdims)
 
 
@@ -71,7 +71,7 @@ def _extreme_vjp(
     kinks="ties: gradient split evenly among the maxima",
     category="reduction",
 )
-def max_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.max(x, axis=axis, keepdims=keepdims)
 
 
@@ -84,7 +84,7 @@ def max_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     kinks="ties: gradient split evenly among the minima",
     category="reduction",
 )
-def min_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.min(x, axis=axis, keepdims=keepdims)
 
 

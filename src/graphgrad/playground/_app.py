@@ -26,7 +26,15 @@ Anything else (malformed JSON, an unknown type or field, a value out of range) g
 while ``playing``: an update (``steps_per_update`` steps and a frame) whenever fewer than
 ``FRAMES_IN_FLIGHT`` frames await the page's ``ack``, in a
 worker thread so other tabs stay responsive. A session with no message from its user for
-``idle_timeout`` seconds stops training (``{"type": "idle"}``); a closed tab frees its session.
+``idle_timeout`` seconds stops training (``{"type": "idle"}``); one with no message at all
+(not even an ``ack``) from its user for ``session_timeout`` seconds is told so and closed, which
+frees it, as does a closed tab. A message longer than ``MAX_MESSAGE_BYTES`` gets an error; the
+WebSocket layer refuses frames over ``MAX_WS_FRAME_BYTES`` outright.
+
+A web page from another site may open a WebSocket to 127.0.0.1 (browsers do not stop it) or
+reach the server under its own name by DNS rebinding: the socket refuses an ``Origin`` other
+than the page's own, and ``allowed_hosts`` (the CLI passes the loopback names and ``--host``)
+refuses requests for any other ``Host``.
 """
 
 from __future__ import annotations
@@ -35,10 +43,14 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -49,11 +61,15 @@ from ._export import STATIC_DIR
 from ._params import ParamError
 from ._session import PlaygroundError, Session
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "create_app", "loopback_hosts"]
 
 MAX_MESSAGE_BYTES = 400_000
+#: uvicorn's ``ws_max_size``: larger frames close the socket before they are buffered.
+MAX_WS_FRAME_BYTES = 1_000_000
 MAX_SESSIONS = 32
 FRAMES_IN_FLIGHT = 4
+#: "save" writes a checkpoint on the server's disk: a tab may do it this many times.
+MAX_SAVES_PER_TAB = 20
 
 
 def _json(obj: Any) -> str:
@@ -91,6 +107,7 @@ class _Conn:
         self.idle_timeout = idle_timeout
         self.lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
+        self.saves = 0
 
     async def send(self, obj: dict[str, Any]) -> None:
         await self.ws.send_text(_json(_clean(obj)))
@@ -152,7 +169,7 @@ class _Conn:
             raise ParamError("message", f"longer than {MAX_MESSAGE_BYTES} bytes")
         try:
             msg = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
+        except (ValueError, RecursionError) as e:  # ValueError: also a number of 4300+ digits
             raise ParamError("message", f"malformed JSON: {e}") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise ParamError("type", "expected an object with a string field 'type'")
@@ -249,7 +266,10 @@ class _Conn:
                 raise ParamError("save", "this server saves no runs (start it with --runs-dir)")
             from ._export import save_run
 
-            name = time.strftime("run-%Y%m%d-%H%M%S") + f"-{id(self) % 10000:04d}"
+            if self.saves >= MAX_SAVES_PER_TAB:
+                raise ParamError("save", f"at most {MAX_SAVES_PER_TAB} saved runs per tab")
+            self.saves += 1  # in the name too: two saves in one second are two runs
+            name = time.strftime("run-%Y%m%d-%H%M%S") + f"-{id(self) % 10000:04d}-{self.saves}"
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             async with self.lock:
                 path = await asyncio.to_thread(save_run, s, self.runs_dir / name)
@@ -258,12 +278,28 @@ class _Conn:
             raise ParamError("type", f"unknown message type {kind!r}")
 
 
-def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) -> Starlette:
+def loopback_hosts(host: str) -> list[str] | None:
+    """The ``Host`` names a server bound to ``host`` answers: the loopback names and ``host``
+    itself; None (any) when it listens on every interface (0.0.0.0, ::)."""
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    return sorted({"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"})
+
+
+def create_app(
+    idle_timeout: float = 600.0,
+    runs_dir: str | Path | None = None,
+    session_timeout: float = 3600.0,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
     """The playground's Starlette app. ``app.state.sessions`` holds the open sessions.
 
     Args:
         idle_timeout: seconds without a user message after which a tab's training pauses.
         runs_dir: where the page's "save" button writes checkpoints (None: saving is off).
+        session_timeout: seconds without a user message after which a tab's session is
+            closed and freed (so abandoned tabs do not hold the ``MAX_SESSIONS`` places).
+        allowed_hosts: the ``Host`` names served (None: any; see :func:`loopback_hosts`).
     """
     runs = Path(runs_dir) if runs_dir is not None else None
 
@@ -274,6 +310,10 @@ def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) 
         return JSONResponse({"ok": True, "sessions": len(app.state.sessions)})
 
     async def ws_endpoint(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != ws.headers.get("host"):
+            await ws.close(code=1008)  # another site's page: refused before any session
+            return
         await ws.accept()
         if len(app.state.sessions) >= MAX_SESSIONS:
             await ws.send_text(_json({"type": "error", "field": "session",
@@ -286,7 +326,18 @@ def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) 
             await conn.state()
             await conn.frame()
             while True:
-                text = await ws.receive_text()
+                left = conn.last_user + session_timeout - time.monotonic()
+                try:
+                    text = await asyncio.wait_for(ws.receive_text(), timeout=max(left, 0.001))
+                except TimeoutError:
+                    conn.playing = False
+                    msg = (
+                        f"session closed after {session_timeout:g} s without input; "
+                        "reload the page to start again (the link keeps the settings)"
+                    )
+                    await conn.send({"type": "error", "field": "session", "message": msg})
+                    await ws.close(code=1000, reason="idle")
+                    break
                 try:
                     await conn.handle(text)
                 except (ParamError, PlaygroundError) as e:
@@ -312,7 +363,10 @@ def create_app(idle_timeout: float = 600.0, runs_dir: str | Path | None = None) 
             Route("/api/health", health),
             WebSocketRoute("/ws", ws_endpoint),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
+        ],
+        middleware=[]
+        if allowed_hosts is None
+        else [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
     app.state.sessions = set()
     return app

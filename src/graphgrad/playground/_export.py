@@ -24,7 +24,7 @@ import numpy as np
 
 from .._atomic import atomic_write_text
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..viz.trace import _finite
+from ..viz.data import finite as _finite
 from ._params import ParamError, validate_params
 from ._session import INPUT_MAP, Session
 

@@ -164,10 +164,13 @@ def validate_params(update: Any, base: Params | None = None) -> Params:
     unknown = sorted(set(update) - set(_CHECKS))
     if unknown:
         raise ParamError(unknown[0], f"unknown parameter; known: {', '.join(_CHECKS)}")
-    values = (base or Params()).to_dict()
+    base = base or Params()
+    values = base.to_dict()
     for name, v in update.items():
         values[name] = _CHECKS[name](v)
     p = Params(**values)
     if p.dataset in REGRESSION:
         p.features = [f for f in p.features if f in ("x1", "x1^2", "sin_x1")] or ["x1"]
+    elif base.dataset in REGRESSION and "features" not in update:
+        p.features = Params().features  # back to 2-D: x2 again (a 1-D set had dropped it)
     return p

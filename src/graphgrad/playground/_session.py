@@ -34,7 +34,8 @@ from ..scalar import Scalar
 from ..tensor import Tensor, cross_entropy, mse_loss, tensor
 from ..tensor import abs as t_abs
 from ..tensor import sum as t_sum
-from ..viz.trace import _finite, trace
+from ..viz.data import finite as _finite
+from ..viz.trace import trace
 from ._params import CLASSIFICATION, ParamError, Params, validate_params
 
 __all__ = ["DOMAIN", "NEURON_GRID", "PlaygroundError", "Session"]
@@ -48,6 +49,9 @@ KINK_GRID = 6001
 MAX_CSV_BYTES = 200_000
 MAX_CSV_ROWS = 2000
 MAX_BAD_ROWS_REPORTED = 20
+#: The loss history keeps at most this many entries: past it, every other one is dropped
+#: (the curve keeps its shape at half the resolution), so a long run's memory stays bounded.
+MAX_HISTORY = 1000
 
 # Fields whose change means new data / a new network (the others keep the weights).
 _DATA_FIELDS = ("dataset", "classes", "noise", "n_points", "train_ratio", "seed")
@@ -218,6 +222,8 @@ class Session:
                 "lower the learning rate and reset"
             )
         self.history.append((self.step_count, self.train_loss, self.test_loss))
+        if len(self.history) > MAX_HISTORY:
+            self.history = self.history[-1::-2][::-1]  # every other entry, the last kept
 
     def _steps(self, n: int) -> None:
         p = self.params

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .trace import Graph, _fmt
+from .data import GraphData as Graph
+from .data import fmt
 
 __all__ = ["explain"]
 
 
 def _n(v: float | None, fallback: str = "?") -> str:
-    return fallback if v is None else _fmt(v)
+    return fallback if v is None else fmt(v)
 
 
 def explain(graph: Graph) -> str:

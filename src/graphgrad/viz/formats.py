@@ -16,7 +16,9 @@ import shutil
 import subprocess
 from typing import Any
 
-from .trace import Graph, _fmt
+from .._atomic import atomic_write_bytes, atomic_write_text
+from .data import GraphData as Graph
+from .data import fmt
 
 __all__ = [
     "FORMATS",
@@ -44,18 +46,18 @@ class DotNotFoundError(RuntimeError):
 
 
 def _num(v: float | None) -> str:
-    return "-" if v is None else _fmt(v)
+    return "-" if v is None else fmt(v)
 
 
 def _value_text(n: dict[str, Any]) -> str:
     if n.get("value") is not None:
-        return _fmt(n["value"])
+        return fmt(n["value"])
     return str(n.get("value_summary") or "-")
 
 
 def _grad_text(n: dict[str, Any]) -> str:
     if n.get("grad") is not None:
-        return _fmt(n["grad"])
+        return fmt(n["grad"])
     return str(n.get("grad_summary") or "-")
 
 
@@ -186,7 +188,7 @@ def _dot_body(graph: Graph, prefix: str, indent: str) -> list[str]:
             continue
         value = e["local_grad"]
         text = f"{_deriv(graph, e)} = " + (
-            _fmt(value) if value is not None else e["local_grad_expr"]
+            fmt(value) if value is not None else e["local_grad_expr"]
         )
         lines.append(f"{indent}{prefix}{e['source']} -> {prefix}{e['target']} [label={_q(text)}];")
     return lines
@@ -309,19 +311,29 @@ def render(graph: Graph, fmt: str) -> str | bytes:
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def format_of(path: str) -> str | None:
+    """The format a file's suffix asks for (``g.svg`` -> ``svg``, ``.txt`` -> ``text``,
+    ``.gv`` -> ``dot``), or ``None`` where the suffix names no format."""
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
+    return fmt if fmt in FORMATS else None
+
+
+def write(data: str | bytes, path: str) -> None:
+    """Write a rendered picture (text or bytes) to ``path`` atomically: a reader never sees a
+    half-written file, and an old file survives a failed write."""
+    if isinstance(data, bytes):
+        atomic_write_bytes(path, data)
+    else:
+        atomic_write_text(path, data)
+
+
 def save(graph: Graph, path: str, fmt: str | None = None) -> None:
     """Write ``graph`` to ``path``; the format comes from ``fmt`` or the file's suffix."""
     if fmt is None:
-        suffix = os.path.splitext(path)[1].lstrip(".").lower()
-        fmt = {"txt": "text", "gv": "dot"}.get(suffix, suffix)
-        if fmt not in FORMATS:
+        fmt = format_of(path)
+        if fmt is None:
             raise ValueError(
                 f"cannot tell the format from {path!r}; give one of {', '.join(FORMATS)}"
             )
-    data = render(graph, fmt)
-    if isinstance(data, bytes):
-        with open(path, "wb") as f:
-            f.write(data)
-    else:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(data)
+    write(render(graph, fmt), path)

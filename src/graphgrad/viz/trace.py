@@ -25,165 +25,59 @@ never formed by the engine) and only ``local_grad_expr`` describes it.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .._engine import RELEASED
-from ..errors import BackwardError
+from .._graph import collect
 from ..ops import _xp
 from ..scalar import Scalar, local_grads
-from ..tensor import Tensor
+from ..tensor import Tensor, set_backward_tracer
+from . import formats
+from .data import GraphData, fmt
+from .explain import explain
 
 __all__ = ["Graph", "trace", "trace_backward"]
 
 
-@dataclass
-class Graph:
+class Graph(GraphData):
     """A traced graph: plain ``nodes`` and ``edges`` (lists of dicts), and how to draw it.
 
     ``root`` is the id of the traced output; ``kind`` is ``"scalar"`` or ``"tensor"``.
     """
 
-    nodes: list[dict[str, Any]]
-    edges: list[dict[str, Any]]
-    root: int
-    kind: str = "scalar"
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    # ------------------------------------------------------------------------ as data
-    def to_dict(self) -> dict[str, Any]:
-        """The plain data: ``{"kind", "root", "nodes", "edges"}`` (and ``meta`` if any)."""
-        out: dict[str, Any] = {"kind": self.kind, "root": self.root}
-        if self.meta:
-            out["meta"] = self.meta
-        out["nodes"] = self.nodes
-        out["edges"] = self.edges
-        return out
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """The plain data as JSON (non-finite numbers become ``null``)."""
-        return json.dumps(_finite(self.to_dict()), indent=indent, ensure_ascii=False)
-
     # ------------------------------------------------------------------------ renders
     def to_text(self) -> str:
         """A table of nodes (op, definition, value, gradient) and one of edges."""
-        from .formats import to_text
-
-        return to_text(self)
+        return formats.to_text(self)
 
     def to_dot(self, title: str | None = None) -> str:
         """Graphviz DOT text (needs nothing installed)."""
-        from .formats import to_dot
-
-        return to_dot(self, title=title)
+        return formats.to_dot(self, title=title)
 
     def to_svg(self) -> str:
         """SVG through Graphviz's ``dot`` (raises a clear error if it is not installed)."""
-        from .formats import to_svg
-
-        return to_svg(self)
+        return formats.to_svg(self)
 
     def to_png(self) -> bytes:
         """PNG bytes through Graphviz's ``dot``."""
-        from .formats import to_png
-
-        return to_png(self)
+        return formats.to_png(self)
 
     def explain(self) -> str:
         """Backprop step by step, node by node in reverse topological order."""
-        from .explain import explain
-
         return explain(self)
 
     def save(self, path: str, fmt: str | None = None) -> None:
         """Write the graph to ``path`` as text, dot, svg, png or json (from the suffix)."""
-        from .formats import save
-
-        save(self, path, fmt)
-
-    def node(self, label: str) -> dict[str, Any]:
-        """The node with this label (name), e.g. ``g.node("c")["grad"]``."""
-        for n in self.nodes:
-            if n["label"] == label:
-                return n
-        raise KeyError(f"no node labelled {label!r}; labels: {[n['label'] for n in self.nodes]}")
+        formats.save(self, path, fmt)
 
     # ---------------------------------------------------------------------- notebooks
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """The notebook picture: one run of ``dot``, capped in nodes and bytes (see
         :func:`graphgrad.viz.formats.display_bundle`). It is the only ``_repr_*_`` method, so
         IPython does not draw the graph a second time for another format."""
-        from .formats import display_bundle
-
-        return display_bundle(self)
-
-    def __repr__(self) -> str:
-        return f"Graph({self.kind}, {len(self.nodes)} nodes, {len(self.edges)} edges)"
-
-
-def _finite(obj: Any) -> Any:
-    """A copy of ``obj`` in which NaN and infinities are ``None`` (JSON has no such numbers)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-# ------------------------------------------------------------------------------- walking
-
-
-def collect(root: Any) -> list[Any]:
-    """Every node ``root`` depends on (itself included), in creation order. Iterative."""
-    if type(root) is Scalar:
-        return _collect_scalars(root)
-    seen = {id(root)}
-    order = [root]
-    stack = [root]
-    while stack:
-        n = stack.pop()
-        inputs = n._inputs
-        if inputs is RELEASED:
-            raise BackwardError(
-                f"cannot trace through op '{n._op.name}': its graph was freed by backward(); "
-                f"trace during backward with g = loss.backward(trace=True) (values and "
-                f"gradients), trace before it, or call backward(retain_graph=True)"
-            )
-        for x in inputs:
-            if id(x) not in seen:
-                seen.add(id(x))
-                order.append(x)
-                stack.append(x)
-    order.sort(key=_seq)
-    return order
-
-
-def _collect_scalars(root: Scalar) -> list[Scalar]:
-    """:func:`collect` for Scalar graphs: reads the two input slots, marks nodes as seen."""
-    token = object()
-    root._m = token
-    order = [root]
-    stack = [root]
-    while stack:
-        n = stack.pop()
-        for x in (n._a, n._b):
-            if x is not None and x._m is not token:
-                x._m = token
-                order.append(x)
-                stack.append(x)
-    order.sort(key=_seq)
-    return order
-
-
-def _seq(n: Any) -> int:
-    return int(n._seq)
+        return formats.display_bundle(self)
 
 
 def trace(root: Any, names: dict[str, Any] | None = None) -> Graph:
@@ -300,7 +194,7 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
         op = n._op
         if op is None:
             const = not n.requires_grad
-            label = name or (_fmt(n.data) if const else f"n{i}")
+            label = name or (fmt(n.data) if const else f"n{i}")
             nodes.append(
                 {
                     "id": i, "name": name, "label": label, "kind": "const" if const else "input",
@@ -367,7 +261,7 @@ def _node_data(i: int, n: Any, name: str | None, kind: str) -> dict[str, Any]:
     node_kind = "op" if not leaf else ("input" if n.requires_grad else "const")
     if kind == "scalar":
         value: float | None = n.data
-        label = name or (_fmt(n.data) if node_kind == "const" else f"n{i}")
+        label = name or (fmt(n.data) if node_kind == "const" else f"n{i}")
         return {
             "id": i,
             "name": name,
@@ -385,7 +279,7 @@ def _node_data(i: int, n: Any, name: str | None, kind: str) -> dict[str, Any]:
     if name:
         label = name
     elif node_kind == "const" and value is not None:
-        label = _fmt(value)
+        label = fmt(value)
     else:
         label = f"n{i}"
     return {
@@ -459,11 +353,6 @@ def _template(formula: str, arg_names: tuple[str, ...]) -> Template:
     return tuple(parts), tuple(slots)
 
 
-def _fmt(v: float) -> str:
-    """A short form of a number: ``6``, ``0.5``, ``1e-07``, ``-inf``."""
-    return f"{v:.6g}"
-
-
 def summarize(a: np.ndarray) -> str:
     """A one-line summary of an array: shape, and its value or mean/min/max."""
     shape = "x".join(str(s) for s in a.shape) or "scalar"
@@ -472,7 +361,10 @@ def summarize(a: np.ndarray) -> str:
     if a.dtype.kind not in "fiub":
         return f"{shape} {a.dtype}"
     if a.size == 1:
-        return f"{shape}: {_fmt(float(a.reshape(-1)[0]))}"
+        return f"{shape}: {fmt(float(a.reshape(-1)[0]))}"
     with np.errstate(all="ignore"):
         mean, lo, hi = float(np.mean(a)), float(np.min(a)), float(np.max(a))
-    return f"{shape}: mean {_fmt(mean)}, in [{_fmt(lo)}, {_fmt(hi)}]"
+    return f"{shape}: mean {fmt(mean)}, in [{fmt(lo)}, {fmt(hi)}]"
+
+
+set_backward_tracer(trace_backward)
