@@ -44,7 +44,7 @@ def test_using_blas_restores_the_previous_library_after_an_error() -> None:
 
 
 def _expected_auto() -> str:
-    return "mkl" if MKL and _blas._cpu_vendor() == "GenuineIntel" else "numpy"
+    return "mkl" if MKL and _blas.cpu_vendor() == "GenuineIntel" else "numpy"
 
 
 def test_default_is_auto_and_unknown_names_are_refused() -> None:
@@ -70,7 +70,7 @@ def test_default_is_auto_and_unknown_names_are_refused() -> None:
 def test_auto_picks_mkl_only_on_intel_with_mkl_installed(
     monkeypatch: pytest.MonkeyPatch, vendor: str, found: dict, chosen: str, why: str
 ) -> None:
-    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(_blas, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(_blas, "_mkl", found)
     with gg.using_blas("auto"):
         assert gg.blas() == chosen

@@ -79,7 +79,7 @@ def _find_mkl() -> dict[str, Any]:
     return _mkl
 
 
-def _cpu_vendor() -> str:
+def cpu_vendor() -> str:
     """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``...), or "" if unknown."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -93,7 +93,7 @@ def _cpu_vendor() -> str:
 
 def _auto() -> tuple[str, str]:
     """What ``"auto"`` selects, and why."""
-    vendor = _cpu_vendor()
+    vendor = cpu_vendor()
     if vendor != "GenuineIntel":
         return "numpy", f"the CPU is not an Intel one ({vendor or 'vendor unknown'})"
     found = _find_mkl()

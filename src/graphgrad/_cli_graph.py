@@ -15,15 +15,20 @@ examples:
   graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --explain
   graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --format svg -o lecture.svg
   graphgrad graph "tanh(w*x + c)" --at w=0.5,x=2,c=-1 --format json
+  graphgrad graph --model softmax-classifier --at x1=0.5,x2=-1,y=1 --format svg -o clf.svg
 
 expressions: numbers, names, + - * / **, unary -, and the functions
 exp log tanh sigmoid relu leaky_relu(x[, slope]) elu(x[, alpha]) maximum(x, y).
-Intermediate results are named with unused letters in the order they are computed."""
+Intermediate results are named with unused letters in the order they are computed.
+--model softmax-classifier draws the lecture's linear classifier (D = 2, T = 2) with softmax
+and cross-entropy attached, as units, each shared subexpression once; its names are
+x1 x2 (data), w11 w12 w21 w22 b1 b2 (parameters) and y (the true class, 1 or 2)."""
 
 _PATHS_EPILOG = """\
 examples:
   graphgrad paths "(a+b)*(b+1)" --at a=2,b=1
   graphgrad paths --layered 3 6
+  graphgrad paths --model softmax-classifier
   graphgrad paths --layered 4 12 --limit 10000000"""
 
 
@@ -41,7 +46,8 @@ def register(sub: Any) -> None:
         epilog=_GRAPH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g.add_argument("expr", metavar="EXPR", help='the expression, e.g. "(a+b)*(b+1)"')
+    g.add_argument("expr", metavar="EXPR", nargs="?", help='the expression, e.g. "(a+b)*(b+1)"')
+    _add_model(g)
     g.add_argument(
         "--at",
         action="append",
@@ -79,6 +85,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("expr", metavar="EXPR", nargs="?", help="the expression")
+    _add_model(p)
     p.add_argument(
         "--at",
         action="append",
@@ -102,6 +109,18 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_paths)
 
 
+def _add_model(parser: Any) -> None:
+    from .lecture.classifier import MODELS
+
+    parser.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=None,
+        help="instead of EXPR, a model graph built from units (values from --at; the "
+        "model's parameters are the inputs)",
+    )
+
+
 def _wrap(text: str) -> str:
     return textwrap.fill(text, width=78)
 
@@ -111,8 +130,9 @@ def _error(cmd: str, msg: str) -> int:
     return 2
 
 
-def _build(cmd: str, expr: str, at: list[str]) -> Any:
-    """Parse and evaluate; returns (root, leaves) or an exit code after printing the error."""
+def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) -> Any:
+    """Parse and evaluate EXPR (or build --model); returns (root, leaves) or an exit code
+    after printing the error."""
     from ._quote import excerpt
     from .expr import ExprError, evaluate, parse, parse_values
 
@@ -120,6 +140,17 @@ def _build(cmd: str, expr: str, at: list[str]) -> Any:
         values = parse_values(at)
     except ExprError as e:
         return _error(cmd, f"--at: {e}")
+    if model is not None:
+        from .lecture.classifier import build_model
+
+        if expr is not None:
+            return _error(cmd, "give either EXPR or --model, not both")
+        try:
+            return build_model(model, values)
+        except ValueError as e:
+            return _error(cmd, f"--model {model}: {e}")
+    if expr is None:
+        return _error(cmd, "give an expression EXPR (or --model NAME)")
     try:
         parsed = parse(expr)
         return evaluate(parsed, values)
@@ -132,7 +163,7 @@ def _graph(args: argparse.Namespace) -> int:
     from .viz import DotNotFoundError, render, trace
     from .viz.formats import format_of
 
-    built = _build("graph", args.expr, args.at)
+    built = _build("graph", args.expr, args.at, args.model)
     if isinstance(built, int):
         return built
     root, _ = built
@@ -187,19 +218,19 @@ def _paths(args: argparse.Namespace) -> int:
     if limit < 0:
         return _error("paths", "--limit must be >= 0")
     if args.layered is not None:
-        if args.expr is not None:
+        if args.expr is not None or args.model is not None:
             return _error("paths", "give either EXPR or --layered WIDTH DEPTH, not both")
         return _paths_layered(args.layered[0], args.layered[1], limit)
-    if args.expr is None:
+    if args.expr is None and args.model is None:
         return _error("paths", "give an expression (EXPR --at ...) or --layered WIDTH DEPTH")
-    return _paths_expr(args.expr, args.at, limit)
+    return _paths_expr(args.expr, args.at, limit, args.model)
 
 
-def _paths_expr(expr: str, at: list[str], limit: int) -> int:
+def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None = None) -> int:
     from .paths import PathLimitError, backprop_grad, path_grad
     from .viz.data import fmt
 
-    built = _build("paths", expr, at)
+    built = _build("paths", expr, at, model)
     if isinstance(built, int):
         return built
     root, leaves = built
@@ -209,7 +240,13 @@ def _paths_expr(expr: str, at: list[str], limit: int) -> int:
     t0 = time.perf_counter()
     bp = backprop_grad(root, xs)
     t_bp = time.perf_counter() - t0
-    print(f"{out} = {expr.strip()} = {fmt(root.data)}")
+    if expr is None:
+        from .lecture.classifier import DESCRIPTIONS
+
+        shown = DESCRIPTIONS.get(str(model), str(model))
+    else:
+        shown = expr.strip()
+    print(f"{out} = {shown} = {fmt(root.data)}")
     print()
     try:
         t0 = time.perf_counter()

@@ -42,7 +42,7 @@ def collect() -> dict[str, Any]:
     return {
         "versions": versions,
         "platform": platform.platform(),
-        "cpu": _blas._cpu_vendor() or "unknown",
+        "cpu": _blas.cpu_vendor() or "unknown",
         "blas": _blas.blas_info(),
         "threads": _blas.get_num_threads(),
         "compiled": {

@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = [
     "graphgrad._cli_core",
     "graphgrad._cli_graph",
     "graphgrad._cli_train",
+    "graphgrad._cli_lecture",
     "graphgrad._cli_data",
     "graphgrad._cli_playground",
     "graphgrad._cli_info",

@@ -94,6 +94,7 @@ class GradcheckResult:
     analytic: list[np.ndarray] = field(default_factory=list)
     numerical: list[np.ndarray] = field(default_factory=list)
     reentrant: bool = True
+    kinks: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         rows = [
@@ -103,7 +104,7 @@ class GradcheckResult:
         head = "gradcheck passed" if self.passed else "gradcheck FAILED"
         if not self.reentrant:
             head += " (backward run twice gave different results)"
-        return "\n".join([head, *rows])
+        return "\n".join([head, *rows, *(f"  {k}" for k in self.kinks)])
 
 
 def _jacobians_analytic(
@@ -192,6 +193,88 @@ def gradcheck(
         rel_err.append(float(rel.max()) if rel.size else 0.0)
         ok = ok and bool(np.all(diff <= atol + rtol * np.abs(n)))
     result = GradcheckResult(ok, abs_err, rel_err, analytic, numerical, reentrant)
+    if not ok:
+        result.kinks = kinks_hit(f, arrays, eps)
     if not ok and raise_exception:
         raise GradcheckError(str(result))
     return result
+
+
+# ---------------------------------------------------------------------- kinks
+
+
+def kinks_hit(
+    f: Callable[..., Any], inputs: Any, eps: float = 1e-6, max_elements: int = 10_000
+) -> list[str]:
+    """Which ops of ``f``'s graph are evaluated at (or within a step of) a kink, where the
+    derivative is not defined: one sentence per op argument, naming the op, its convention at
+    the kink (the registry's ``kinks`` fact), the element and what to do.
+
+    An op with a declared kink is tested element by element: its one-sided slopes with step
+    ``10 * eps`` must agree (and be finite). Central differences straddling a kink average the
+    two sides while backprop takes the declared convention, so gradcheck fails there even though
+    the rule is right. Arguments with more than ``max_elements`` elements are not tested.
+    """
+    from .viz.trace import collect
+
+    arrays, _ = _as_arrays(inputs)
+    leaves = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+    out = f(*leaves)
+    if not isinstance(out, Tensor):
+        return []
+    leaf_index = {id(t): i for i, t in enumerate(leaves)}
+    h = 10.0 * eps
+    found = []
+    for node in collect(out):
+        op = node._op
+        if op is None or not op.kinks or not op.differentiable:
+            continue
+        args = [np.array(x.data, dtype=np.float64) for x in node._inputs]
+        for k, x in enumerate(args):
+            if not op.differentiable_in(k) or x.size > max_elements:
+                continue
+            if not node._inputs[k].requires_grad:  # a constant: not perturbed by the check
+                continue
+            where = _kink_elements(op, args, k, node._params, h)
+            if where is None:
+                continue
+            idx = np.unravel_index(where, x.shape) if x.ndim else ()
+            at = f"[{', '.join(str(int(i)) for i in idx)}]" if x.ndim else ""
+            arg = op.arg_names[k] if k < len(op.arg_names) else f"#{k}"
+            source = node._inputs[k]
+            whose = (
+                f"gradcheck input {leaf_index[id(source)]}{at}"
+                if id(source) in leaf_index
+                else f"its argument {arg}{at} (computed from the inputs)"
+            )
+            found.append(
+                f"kink: op '{op.name}' ({op.formula}) is evaluated at its kink: {whose} = "
+                f"{x.reshape(-1)[where]:.6g}, where the derivative is not defined (convention: "
+                f"{op.kinks}); central differences average the two sides there. Move the point "
+                f"off the kink by more than eps (e.g. add 1e-3) and check again."
+            )
+    return found
+
+
+def _kink_elements(
+    op: Any, args: list[np.ndarray], k: int, params: dict[str, Any], h: float
+) -> int | None:
+    """The flat index of the first element of argument ``k`` at which ``op``'s one-sided
+    slopes differ (or are not finite); ``None`` if there is none."""
+    base = np.asarray(op.forward(*args, **params), dtype=np.float64)
+    x = args[k]
+    flat = x.reshape(-1)
+    with np.errstate(all="ignore"):
+        for p in range(flat.size):
+            old = flat[p]
+            flat[p] = old + h
+            plus = np.asarray(op.forward(*args, **params), dtype=np.float64)
+            flat[p] = old - h
+            minus = np.asarray(op.forward(*args, **params), dtype=np.float64)
+            flat[p] = old
+            right, left = (plus - base) / h, (base - minus) / h
+            if not (np.all(np.isfinite(right)) and np.all(np.isfinite(left))):
+                return p
+            if np.any(np.abs(right - left) > 1e-3 * (1.0 + np.abs(right) + np.abs(left))):
+                return p
+    return None

@@ -178,7 +178,13 @@ def trace_backward(
 
 
 def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> Graph:
-    """:func:`trace` for Scalar graphs (a million nodes take seconds, not minutes)."""
+    """:func:`trace` for Scalar graphs (a million nodes take seconds, not minutes).
+
+    A Scalar's ``.grad`` starts at 0.0 and ``backward()`` sets the output's to 1 (its seed):
+    while the output's is still 0 no pass has run from it, so every gradient is unknown and
+    drawn as "-" (``None``), as for a Tensor graph before ``backward()``.
+    """
+    ran = root.grad != 0.0
     nodes: list[dict[str, Any]] = []
     edges: list[dict[str, Any]] = []
     labels: list[str] = []
@@ -193,7 +199,7 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
                 {
                     "id": i, "name": name, "label": label, "kind": "const" if const else "input",
                     "op": None, "expr": None, "value": n.data,
-                    "grad": None if const else n.grad, "shape": (),
+                    "grad": None if const or not ran else n.grad, "shape": (),
                 }
             )  # fmt: skip
             labels.append(label)
@@ -207,7 +213,7 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
             {
                 "id": i, "name": name, "label": label, "kind": "op", "op": op.name,
                 "expr": _fill(expr_tpl, arg_labels), "value": n.data,
-                "grad": n.grad, "shape": (),
+                "grad": n.grad if ran else None, "shape": (),
             }
         )  # fmt: skip
         labels.append(label)
