@@ -160,9 +160,7 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None
-    )
+    bar = tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
     if bar.disable:
         bar.close()
         return None
