@@ -66,7 +66,16 @@ from .errors import GraphgradError
 from .nn.module import Module
 from .optim import Optimizer
 from .tensor import Tensor, cross_entropy
-from .train import EvalResult, RunError, RunResult, Trainer, TrainingDiverged, evaluate, lr_factor
+from .train import (
+    EvalResult,
+    RunError,
+    RunResult,
+    Trainer,
+    TrainingDiverged,
+    evaluate,
+    progress_bar,
+    show_progress,
+)
 
 __all__ = [
     "INSTALL_HINT",
@@ -576,8 +585,6 @@ class DistributedTrainer(Trainer):
         order = epoch_order(len(y), self.data_seed, self.epoch)
         model.train()
         e = self.epoch + 1
-        from .train import progress_bar
-
         bar = progress_bar(steps, f"epoch {e}/{epochs}", self.progress and w.is_root)
         seen, correct, loss_sum = 0, 0.0, 0.0
         reduce_before = w.allreduce_seconds
@@ -603,39 +610,19 @@ class DistributedTrainer(Trainer):
                     raise TrainingDiverged(
                         f"the training loss is {step_loss / len(batch)} at epoch {e}, step "
                         f"{b + 1} of {steps} (optimizer step {self.step + 1}); training stopped. "
-                        f"The last checkpoint is from before "
-                        f"({self.last_checkpoint or 'none written'}). Try a smaller learning "
-                        f"rate (now {opt.lr})."
+                        f"{self._advice()}"
                     )
-                if schedule != "constant":
-                    opt.lr = base_lr * lr_factor(schedule, self.step, total)
-                opt.step()
-                self.step += 1
+                self._optimizer_step(schedule, base_lr, total)
                 w.progress()
                 seen += len(batch)
                 loss_sum += step_loss
                 correct += step_hits
-                if bar is not None:
-                    bar.update(1)
-                    if b % 20 == 0:
-                        rate = seen / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{rate:,.0f}")
+                show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:
                 bar.close()
-        seconds = time.perf_counter() - t0
-        self.epoch += 1
         return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": round(correct) / max(seen, 1),
-            "eval_loss": None,
-            "eval_accuracy": None,
-            "eval_split": None,
-            "seconds": seconds,
-            "samples_per_second": seen / max(seconds, 1e-9),
-            "lr": opt.lr,
+            **self._epoch_record(seen, loss_sum, round(correct), t0),
             "world_size": w.size,
             "global_batch_size": global_batch,
             "allreduce_seconds": w.allreduce_seconds - reduce_before,

@@ -384,22 +384,29 @@ class Trainer:
                     )
                 opt.zero_grad()
                 loss.backward()
-                if schedule != "constant":
-                    opt.lr = base_lr * lr_factor(schedule, self.step, total)
-                opt.step()
-                self.step += 1
+                self._optimizer_step(schedule, base_lr, total)
                 n = len(yb)
                 seen += n
                 loss_sum += value * n
                 correct += int(np.count_nonzero(np.argmax(logits.data, axis=1) == yb))
-                if bar is not None:
-                    bar.update(1)
-                    if b % 20 == 0:
-                        rate = seen / max(time.perf_counter() - t0, 1e-9)
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{rate:,.0f}")
+                show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:
                 bar.close()
+        return self._epoch_record(seen, loss_sum, correct, t0)
+
+    def _optimizer_step(self, schedule: str, base_lr: float, total: int) -> None:
+        """One update at the schedule's rate for the current step (shared with subclasses)."""
+        opt = self.optimizer
+        if schedule != "constant":
+            opt.lr = base_lr * lr_factor(schedule, self.step, total)
+        opt.step()
+        self.step += 1
+
+    def _epoch_record(
+        self, seen: int, loss_sum: float, correct: float, t0: float
+    ) -> dict[str, Any]:
+        """Close the epoch: count it and return its history record (no evaluation yet)."""
         seconds = time.perf_counter() - t0
         self.epoch += 1
         return {
@@ -412,8 +419,18 @@ class Trainer:
             "eval_split": None,
             "seconds": seconds,
             "samples_per_second": seen / max(seconds, 1e-9),
-            "lr": opt.lr,
+            "lr": self.optimizer.lr,
         }
+
+
+def show_progress(bar: Any, b: int, seen: int, loss_sum: float, t0: float) -> None:
+    """Advance the epoch's progress bar (if any) by one step; every 20 steps, show the running
+    loss and the samples per second."""
+    if bar is not None:
+        bar.update(1)
+        if b % 20 == 0:
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{rate:,.0f}")
 
 
 def _silent(line: str) -> None:
