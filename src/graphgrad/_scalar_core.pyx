@@ -33,7 +33,7 @@ module's own functions, so their values and messages are the same by constructio
 cimport cython
 from cpython.contextvars cimport PyContextVar_Get
 from cpython.object cimport PyObject
-from libc.math cimport exp, expm1, isinf, log, tanh
+from libc.math cimport exp, expm1, isinf, log, pow, tanh
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memset
 
@@ -78,7 +78,7 @@ cdef extern from *:
     const Py_ssize_t PY_SSIZE_T_MAX
 
 #: The version of this core's interface; graphgrad.scalar refuses a stale build.
-CORE_API = 2
+CORE_API = 3
 
 # ----------------------------------------------------------------------------- op codes
 
@@ -124,7 +124,7 @@ cdef dict _CODES = {
 cdef dict _FLOAT_FORWARD = _py.FLOAT_FORWARD
 cdef object _to_float = _py.to_float
 cdef object _registry_rules = _py.registry_rules
-cdef object _pow_local = _py.pow_local
+cdef object _float_params = _py.float_params
 cdef object _released_message = _py.released_message
 cdef tuple _REALS = (int, float, np.integer, np.floating)
 
@@ -238,6 +238,11 @@ cdef tuple _OPS = (
     None, E["mul"], E["add"], E["relu"], E["tanh"], E["sub"], E["neg"], E["exp"], E["sigmoid"], E["div"], E["log"], E["pow"],
     E["leaky_relu"], E["elu"], E["maximum"],
 )
+
+#: The ops whose forward and rule this core writes out in C (the rest run the registry's
+#: rule through the reference's ``registry_rules``); tests check each one against the
+#: registry, bit for bit, at the edges of its domain too.
+INLINE_OPS = tuple(op.name for op in _OPS[1:])
 
 
 @cython.final
@@ -627,7 +632,7 @@ def apply_op(op, *inputs, **params):
     if not 1 <= len(inputs) <= 2:
         raise TypeError(f"apply_op: Scalar ops take one or two inputs, got {len(inputs)}")
     args = [_lift(x, op.name) for x in inputs]
-    return _unit(op, args[0], args[1] if len(args) == 2 else None, dict(params) or None)
+    return _unit(op, args[0], args[1] if len(args) == 2 else None, _float_params(op, params))
 
 
 # The methods of the registry's other elementwise ops (sqrt, softplus, sin, ...), made by the
@@ -1071,38 +1076,31 @@ cdef inline int _rule(Scalar n) except -1:
         a.grad += g
         b.grad += g
     elif code == C_RELU:
-        if a.data > 0.0:
-            a.grad += g
+        a.grad += g * (1.0 if a.data > 0.0 else 0.0)
     elif code == C_TANH:
         y = n.data
         a.grad += g * (1.0 - y * y)
     elif code == C_SUB:
         a.grad += g
-        b.grad -= g
+        b.grad += -g
     elif code == C_NEG:
-        a.grad -= g
+        a.grad += -g
     elif code == C_EXP:
         a.grad += g * n.data
     elif code == C_SIGMOID:
         y = n.data
         a.grad += g * y * (1.0 - y)
-    elif code == C_DIV:
+    elif code == C_DIV:  # (C's division gives inf where Python's raises: as NumPy's)
         x = a.data
         d = b.data
-        if d == 0.0:  # Python's float division raises where C's gives inf: so does this
-            raise ZeroDivisionError("float division by zero")
         a.grad += g / d
-        if d * d == 0.0:
-            raise ZeroDivisionError("float division by zero")
         b.grad += -g * x / (d * d)
     elif code == C_LOG:
-        if a.data == 0.0:
-            raise ZeroDivisionError("float division by zero")
         a.grad += g / a.data
-    elif code == C_POW:
-        a.grad += g * b.data * <double>_pow_local(a.data, b.data - 1.0)
-        if a.data > 0.0:  # d/dp x^p = ln(x) x^p; taken as 0 where x <= 0, as in the registry
-            b.grad += g * log(a.data) * n.data
+    elif code == C_POW:  # (C's pow, as NumPy's: inf for 0 ** negative, not an exception)
+        x = a.data
+        a.grad += g * b.data * pow(x, b.data - 1.0)
+        b.grad += g * log(x) * n.data if x > 0.0 else 0.0  # ln(x) x^p; 0 where x <= 0
     elif code == C_LEAKY:
         if a.data > 0.0:
             a.grad += g
@@ -1113,18 +1111,18 @@ cdef inline int _rule(Scalar n) except -1:
             a.grad += g
         else:
             a.grad += g * (n.data + <double>_param(n, "alpha", 1.0))
-    elif code == C_MAXIMUM:
-        d = a.data - b.data  # ties split the gradient 1/2, 1/2 as in the registry
-        if d > 0.0:
-            a.grad += g
-        elif d < 0.0:
-            b.grad += g
-        else:
-            a.grad += g * 0.5
-            b.grad += g * 0.5
+    elif code == C_MAXIMUM:  # weights 1 (wins), 0 (loses), 1/2 (ties; 0 for nan)
+        a.grad += g * _tie_weight(a.data - b.data)
+        b.grad += g * _tie_weight(b.data - a.data)
     else:
         _other(n, g)
     return 0
+
+
+cdef inline double _tie_weight(double d) noexcept:
+    """The registry's share of the gradient for the input ahead by ``d`` (maximum): 1 if
+    ``d > 0``, 1/2 at a tie, else 0 (nan included)."""
+    return 1.0 if d > 0.0 else (0.5 if d == 0.0 else 0.0)
 
 
 cdef object _param(Scalar n, str key, object default):

@@ -1,27 +1,28 @@
 """The pure-Python implementation of scalar units (see :mod:`graphgrad.scalar`, which picks it
 or the compiled core :mod:`graphgrad._scalar_core`, and documents both).
 
-This module is the reference: the compiled core must give the same values and gradients, bit
-for bit (tests check both on random graphs), and the helpers below that work on any node with
+This module is the reference, and it holds no formula of its own: every Scalar op is an op of
+the registry that acts on single numbers, its value is the op's float forward
+(:data:`FLOAT_FORWARD`) and its backward step is the op's own VJP rules (``op.vjps``) run on
+Python floats with :class:`FloatXP` as the namespace. The methods and operators of
+:class:`Scalar` are made from the registry too (an op's ``symbol`` gives its operator). The
+compiled core must give the same values and gradients, bit for bit (tests check both on random
+graphs and at the edges of each op's domain); the helpers below that work on any node with
 ``_op``, ``_inputs``, ``_params``, ``data`` and ``grad`` (``FLOAT_FORWARD``, ``FLOAT_XP``,
-``local_grads``, ``registry_rules``, ``OP_METHODS``) serve both implementations. Every op of
-the registry that acts on single numbers is a Scalar op: its float forward and its methods
-are derived from its record; the common ops' rules are also written out inline for speed
-(tests check them against the registry's rules).
+``local_grads``, ``registry_rules``, ``op_methods``) serve both implementations.
 
 It keeps the design notes of :mod:`graphgrad.scalar`: slotted nodes with two input slots
-(``_a``, ``_b``), operators written out inline, and a backward pass that counts creation
-numbers down instead of sorting.
+(``_a``, ``_b``), node construction written out in the few functions that make nodes, and a
+backward pass that counts creation numbers down instead of sorting.
 
 Nodes refer only to their inputs (no closures, no back references), so no reference cycles.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,35 +34,34 @@ from .ops._registry import Op
 __all__ = [
     "FLOAT_FORWARD",
     "FLOAT_XP",
+    "OPERATORS",
     "OP_METHODS",
     "Scalar",
     "apply_op",
     "as_scalar",
+    "float_params",
     "local_grads",
     "op_methods",
     "registry_rules",
+    "released_message",
     "scalar_backward",
     "scalars",
+    "to_float",
     "topological",
 ]
 
 _new = object.__new__
 _next = next_seq
 
-# The ops a Scalar can be made by. Bound to module names so the hot paths compare identities.
-# (Looked up by name: the op modules' attributes, inferred, are not typed yet where mypy meets
-# this module inside an import cycle.)
-_E = REGISTRY
-_ADD, _SUB, _MUL, _DIV, _POW, _NEG = (
-    _E["add"],
-    _E["sub"],
-    _E["mul"],
-    _E["div"],
-    _E["pow"],
-    _E["neg"],
-)
-_EXP, _LOG, _TANH, _SIGMOID = _E["exp"], _E["log"], _E["tanh"], _E["sigmoid"]
-_RELU, _LEAKY, _ELU, _MAXIMUM = _E["relu"], _E["leaky_relu"], _E["elu"], _E["maximum"]
+#: Python's operator methods of each op ``symbol`` of the registry (the reflected one second).
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "+": ("__add__", "__radd__"),
+    "-": ("__sub__", "__rsub__"),
+    "*": ("__mul__", "__rmul__"),
+    "/": ("__truediv__", "__rtruediv__"),
+    "**": ("__pow__", "__rpow__"),
+    "-x": ("__neg__",),
+}
 
 
 class Scalar:
@@ -183,150 +183,26 @@ class Scalar:
         fields = (self.data, self.grad, self.name, self.requires_grad, self._op, self._a, self._b)
         return _restore, (*fields, self._p)
 
-    # ---------------------------------------------------------------------- operators
-    # Each operator is written out (no shared helper) because a Python call per node is a
-    # measurable part of a scalar graph's cost; _unit() below is the generic, slower path.
-    def __add__(self, other: Any) -> Scalar:
-        if type(other) is not Scalar:
-            other = _lift(other, "+")
-        out = _new(Scalar)
-        out.data = self.data + other.data
-        out.grad = 0.0
-        out.name = None
-        out._p = None
-        out._m = None
-        out._released = False
-        out._seq = _next()
-        if GRAD_ENABLED.get():
-            out.requires_grad = True
-            out._op = _ADD
-            out._a = self
-            out._b = other
-        else:
-            _detached(out)
-        return out
-
-    def __radd__(self, other: Any) -> Scalar:
-        return _lift(other, "+").__add__(self)
-
-    def __sub__(self, other: Any) -> Scalar:
-        if type(other) is not Scalar:
-            other = _lift(other, "-")
-        out = _new(Scalar)
-        out.data = self.data - other.data
-        out.grad = 0.0
-        out.name = None
-        out._p = None
-        out._m = None
-        out._released = False
-        out._seq = _next()
-        if GRAD_ENABLED.get():
-            out.requires_grad = True
-            out._op = _SUB
-            out._a = self
-            out._b = other
-        else:
-            _detached(out)
-        return out
-
-    def __rsub__(self, other: Any) -> Scalar:
-        return _lift(other, "-").__sub__(self)
-
-    def __mul__(self, other: Any) -> Scalar:
-        if type(other) is not Scalar:
-            other = _lift(other, "*")
-        out = _new(Scalar)
-        out.data = self.data * other.data
-        out.grad = 0.0
-        out.name = None
-        out._p = None
-        out._m = None
-        out._released = False
-        out._seq = _next()
-        if GRAD_ENABLED.get():
-            out.requires_grad = True
-            out._op = _MUL
-            out._a = self
-            out._b = other
-        else:
-            _detached(out)
-        return out
-
-    def __rmul__(self, other: Any) -> Scalar:
-        return _lift(other, "*").__mul__(self)
-
-    def __truediv__(self, other: Any) -> Scalar:
-        if type(other) is not Scalar:
-            other = _lift(other, "/")
-        return _unit(_DIV, self, other)
-
-    def __rtruediv__(self, other: Any) -> Scalar:
-        return _unit(_DIV, _lift(other, "/"), self)
-
-    def __pow__(self, other: Any) -> Scalar:
-        if type(other) is not Scalar:
-            other = _lift(other, "**")
-        return _unit(_POW, self, other)
-
-    def __rpow__(self, other: Any) -> Scalar:
-        return _unit(_POW, _lift(other, "**"), self)
-
-    def __neg__(self) -> Scalar:
-        return _unit(_NEG, self)
-
     def __pos__(self) -> Scalar:
         return self
 
-    # ---------------------------------------------------------------------- functions
-    def exp(self) -> Scalar:
-        """e^x; local derivative e^x (the output is reused)."""
-        return _unit(_EXP, self)
+    # The operators (``+ - * / **``, unary ``-``) and one method per elementwise op called by
+    # name (``exp``, ``relu``, ``leaky_relu(slope)``, ``softplus``, ``maximum(other)``, ...)
+    # are made from the registry below (``_install_ops``); these lines only declare their types.
+    if TYPE_CHECKING:
 
-    def log(self) -> Scalar:
-        """ln x (x > 0); local derivative 1/x."""
-        return _unit(_LOG, self)
-
-    def tanh(self) -> Scalar:
-        """tanh x; local derivative 1 - tanh(x)^2."""
-        return _unit(_TANH, self)
-
-    def sigmoid(self) -> Scalar:
-        """1 / (1 + e^-x); local derivative s(x)(1 - s(x))."""
-        return _unit(_SIGMOID, self)
-
-    def relu(self) -> Scalar:
-        """max(0, x); local derivative 1 if x > 0 else 0 (0 at the kink)."""
-        d = self.data
-        out = _new(Scalar)
-        out.data = d if d > 0.0 else 0.0
-        out.grad = 0.0
-        out.name = None
-        out._p = None
-        out._m = None
-        out._released = False
-        out._seq = _next()
-        if GRAD_ENABLED.get():
-            out.requires_grad = True
-            out._op = _RELU
-            out._a = self
-            out._b = None
-        else:
-            _detached(out)
-        return out
-
-    def leaky_relu(self, slope: float = 0.01) -> Scalar:
-        """x if x > 0 else slope * x; local derivative 1 or ``slope`` (``slope`` at 0)."""
-        return _unit(_LEAKY, self, params={"slope": to_float(slope, "leaky_relu slope")})
-
-    def elu(self, alpha: float = 1.0) -> Scalar:
-        """x if x > 0 else alpha (e^x - 1); local derivative 1 or alpha e^x (alpha at 0)."""
-        return _unit(_ELU, self, params={"alpha": to_float(alpha, "elu alpha")})
-
-    def maximum(self, other: Any) -> Scalar:
-        """max(self, other); the larger input gets the gradient, a tie splits it 1/2, 1/2."""
-        if type(other) is not Scalar:
-            other = _lift(other, "maximum")
-        return _unit(_MAXIMUM, self, other)
+        def __add__(self, other: Any) -> Scalar: ...
+        def __radd__(self, other: Any) -> Scalar: ...
+        def __sub__(self, other: Any) -> Scalar: ...
+        def __rsub__(self, other: Any) -> Scalar: ...
+        def __mul__(self, other: Any) -> Scalar: ...
+        def __rmul__(self, other: Any) -> Scalar: ...
+        def __truediv__(self, other: Any) -> Scalar: ...
+        def __rtruediv__(self, other: Any) -> Scalar: ...
+        def __pow__(self, other: Any) -> Scalar: ...
+        def __rpow__(self, other: Any) -> Scalar: ...
+        def __neg__(self) -> Scalar: ...
+        def __getattr__(self, name: str) -> Callable[..., Scalar]: ...
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -409,10 +285,18 @@ FLOAT_FORWARD: dict[Op, Callable[..., float]] = {
 }
 
 
+def float_params(op: Op, params: dict[str, Any]) -> dict[str, Any] | None:
+    """``op``'s parameters as floats (``None`` stays: "no bound"), ``None`` for none; a
+    TypeError naming the op and the parameter for anything but a real number."""
+    if not params:
+        return None
+    return {k: v if v is None else to_float(v, f"{op.name} {k}") for k, v in params.items()}
+
+
 def _unit(
     op: Op, a: Scalar, b: Scalar | None = None, params: dict[str, float] | None = None
 ) -> Scalar:
-    """Apply ``op`` to one or two Scalars: the generic (slower) way to make a node."""
+    """Apply ``op`` to one or two Scalars: the generic way to make a node."""
     fwd = FLOAT_FORWARD.get(op)
     if fwd is None:
         raise NotImplementedError(
@@ -420,7 +304,7 @@ def _unit(
             f"{', '.join(o.name for o in FLOAT_FORWARD)}"
         )
     if b is not None:
-        value = fwd(a.data, b.data)
+        value = fwd(a.data, b.data, **params) if params else fwd(a.data, b.data)
     else:
         value = fwd(a.data, **params) if params else fwd(a.data)
     out = _new(Scalar)
@@ -441,12 +325,128 @@ def _unit(
     return out
 
 
-def apply_op(op: Op, *inputs: Any, **params: float) -> Scalar:
+def apply_op(op: Op, *inputs: Any, **params: Any) -> Scalar:
     """Make a node of op ``op`` (a registry Op, e.g. ``gg.REGISTRY['minimum']``) on Scalars."""
     if not 1 <= len(inputs) <= 2:
         raise TypeError(f"apply_op: Scalar ops take one or two inputs, got {len(inputs)}")
     args = [_lift(x, op.name) for x in inputs]
-    return _unit(op, args[0], args[1] if len(args) == 2 else None, dict(params) or None)
+    return _unit(op, args[0], args[1] if len(args) == 2 else None, float_params(op, params))
+
+
+# ------------------------------------------------------- methods made from the registry
+
+
+def _binary_operator(op: Op, what: str) -> tuple[Callable[..., Scalar], Callable[..., Scalar]]:
+    """``Scalar.__add__`` and ``Scalar.__radd__`` for op ``add`` (and so on): the op's float
+    forward, a number on either side lifted to a constant. The node is made here, not by a
+    shared helper: a Python call per node is a measurable part of a scalar graph's cost."""
+    fwd = FLOAT_FORWARD[op]
+
+    def method(self: Scalar, other: Any) -> Scalar:
+        if type(other) is not Scalar:
+            other = _lift(other, what)
+        out = _new(Scalar)
+        out.data = fwd(self.data, other.data)
+        out.grad = 0.0
+        out.name = None
+        out._p = None
+        out._m = None
+        out._released = False
+        out._seq = _next()
+        if GRAD_ENABLED.get():
+            out.requires_grad = True
+            out._op = op
+            out._a = self
+            out._b = other
+        else:
+            _detached(out)
+        return out
+
+    def reflected(self: Scalar, other: Any) -> Scalar:
+        return method(_lift(other, what), self)
+
+    return method, reflected
+
+
+def _unary_method(op: Op) -> Callable[..., Scalar]:
+    """``Scalar.exp`` for op ``exp`` (and so on, for a one-input op with no parameter)."""
+    fwd = FLOAT_FORWARD[op]
+
+    def method(self: Scalar) -> Scalar:
+        out = _new(Scalar)
+        out.data = fwd(self.data)
+        out.grad = 0.0
+        out.name = None
+        out._p = None
+        out._m = None
+        out._released = False
+        out._seq = _next()
+        if GRAD_ENABLED.get():
+            out.requires_grad = True
+            out._op = op
+            out._a = self
+            out._b = None
+        else:
+            _detached(out)
+        return out
+
+    return method
+
+
+def op_methods(apply: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+    """name -> method for every elementwise op called by its name (not an operator), made
+    with ``apply`` (an implementation's ``apply_op``): ``s.softplus()``, ``s.minimum(t)``,
+    ``s.leaky_relu(0.1)`` (parameters by position or name, as the op's forward takes them)."""
+    methods = {}
+    for op in FLOAT_FORWARD:
+        if not op.symbol:
+            methods[op.name] = _op_method(op, apply)
+    return methods
+
+
+def _op_method(op: Op, apply: Callable[..., Any]) -> Callable[..., Any]:
+    """``Scalar.<op name>``: the op applied to this node (and ``other``), parameters after."""
+    if len(op.arg_names) == 1:
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return apply(op, self, **op.bind(args, kwargs))
+
+    else:
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not args:
+                raise TypeError(f"{op.name}() needs a second operand")
+            return apply(op, self, args[0], **op.bind(args[1:], kwargs))
+
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = op.summary()
+    return method
+
+
+#: The methods of the elementwise ops called by name, by ``op_methods`` (the compiled core
+#: serves the ones it does not write out in C from its own ``op_methods(apply_op)``).
+OP_METHODS: dict[str, Callable[..., Any]] = op_methods(apply_op)
+
+
+def _install_ops() -> None:
+    """Give :class:`Scalar` a method per elementwise op of the registry: its operators by the
+    op's ``symbol``; by name otherwise (a fast method for an op with one input and no
+    parameter, the generic one of :data:`OP_METHODS` for the rest)."""
+    for op in FLOAT_FORWARD:
+        if op.symbol in OPERATORS:
+            names = OPERATORS[op.symbol]
+            made: tuple[Callable[..., Scalar], ...] = (
+                (_unary_method(op),) if len(names) == 1 else _binary_operator(op, op.symbol)
+            )
+        elif len(op.arg_names) == 1 and not op.params:
+            names, made = (op.name,), (_unary_method(op),)
+        else:
+            names, made = (op.name,), (OP_METHODS[op.name],)
+        for name, method in zip(names, made, strict=True):
+            method.__name__ = name
+            method.__qualname__ = f"Scalar.{name}"
+            method.__doc__ = op.summary()
+            setattr(Scalar, name, method)
 
 
 # ------------------------------------------------------------------------------ backward
@@ -482,6 +482,12 @@ def topological(root: Scalar) -> list[Scalar]:
     return order
 
 
+#: What a rule on Python floats raises where NumPy would give inf or nan (``0 ** -0.5``, a
+#: division by an underflowed ``x * x``), and a NumPy warning turned into an error.
+_EDGE = (ArithmeticError, RuntimeWarning)
+_RETRY = (*_EDGE, TypeError)  # and no rule for an input: registry_rules names the op
+
+
 def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False) -> None:
     """Reverse mode over a Scalar graph: the scalar twin of the tensor engine's ``run_backward``.
 
@@ -492,11 +498,9 @@ def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False)
     each node reached but not yet visited to the node, and the pass takes numbers ``s, s-1, ...``
     from it (jumping to the largest pending number across long gaps). Each visited node's
     gradient is complete (its consumers are newer) and it hands ``g * (local derivative)`` to
-    its inputs' ``.grad``.
-
-    The common ops' rules are written out inline: the same formulas as the registry's VJP rules
-    (tests check that both agree), because a Python call per edge would cost more than the
-    arithmetic. Other ops run the registry's own rule on floats through :data:`FLOAT_XP`.
+    its inputs' ``.grad``: the op's own VJP rules of the registry, run on Python floats with
+    :class:`FloatXP` (at the edges of a domain, where Python raises, on NumPy float64 numbers:
+    :func:`registry_rules`).
 
     The contract of the tensor engine: leaves accumulate; each op node visited is marked
     released unless ``retain_graph``, and a later pass that reaches it raises
@@ -518,7 +522,7 @@ def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False)
     pending: dict[int, Any] = {s: root}
     take = pending.pop
     release = not retain_graph
-    add, sub, mul, relu, tanh = _ADD, _SUB, _MUL, _RELU, _TANH
+    xp = FloatXP
     misses = 0
     while pending:
         n = take(s, None)
@@ -530,8 +534,6 @@ def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False)
                 misses = 0
             continue
         misses = 0
-        g = n.grad
-        op = n._op
         a = n._a
         b = n._b
         # Reached for the first time: an intermediate node starts this pass at 0.
@@ -542,25 +544,29 @@ def scalar_backward(root: Scalar, seed: float = 1.0, retain_graph: bool = False)
             pending[b._seq] = b
             b.grad = 0.0
         if n._released:  # (after placing its inputs, as the compiled core does)
-            raise BackwardError(released_message(op))
+            raise BackwardError(released_message(n._op))
         n._released = release
-        if op is mul:
-            a.grad += g * b.data
-            b.grad += g * a.data
-        elif op is add:
-            a.grad += g
-            b.grad += g
-        elif op is relu:
-            if a.data > 0.0:
-                a.grad += g
-        elif op is tanh:
-            y = n.data
-            a.grad += g * (1 - y * y)
-        elif op is sub:
-            a.grad += g
-            b.grad -= g
-        else:
-            _backward_other(n, op, g)
+        g = n.grad
+        rules = n._op.vjps
+        p = n._p
+        try:  # the registry's rules: rule(xp, g, ans, *inputs, **params)
+            if b is None:
+                da = rules[0](xp, g, n.data, a.data, **p) if p else rules[0](xp, g, n.data, a.data)
+                a.grad += da
+            else:
+                x = a.data
+                y = b.data
+                if p:
+                    da = rules[0](xp, g, n.data, x, y, **p)
+                    db = rules[1](xp, g, n.data, x, y, **p)
+                else:
+                    da = rules[0](xp, g, n.data, x, y)
+                    db = rules[1](xp, g, n.data, x, y)
+                a.grad += da
+                b.grad += db
+        except _RETRY:  # an edge of a domain, or an input with no rule
+            for inp, d in zip(n._inputs, registry_rules(n, g), strict=True):
+                inp.grad += d
 
 
 def released_message(op: Op) -> str:
@@ -571,62 +577,12 @@ def released_message(op: Op) -> str:
     )
 
 
-def _backward_other(n: Scalar, op: Op, g: float) -> None:
-    """The less frequent ops: inline rules for the Scalar methods, the registry's rule otherwise."""
-    a = n._a
-    b = n._b
-    assert a is not None  # an op node always has an input
-    if op is _NEG:
-        a.grad -= g
-    elif op is _EXP:
-        a.grad += g * n.data
-    elif op is _SIGMOID:
-        y = n.data
-        a.grad += g * y * (1 - y)
-    elif op is _DIV:
-        assert b is not None
-        x, d = a.data, b.data
-        a.grad += g / d
-        b.grad += -g * x / (d * d)
-    elif op is _LOG:
-        a.grad += g / a.data
-    elif op is _POW:
-        assert b is not None
-        a.grad += g * b.data * pow_local(a.data, b.data - 1)
-        if a.data > 0.0:  # d/dp x^p = ln(x) x^p; taken as 0 where x <= 0, as in the registry
-            b.grad += g * math.log(a.data) * n.data
-    elif op is _LEAKY:
-        a.grad += g if a.data > 0.0 else g * n._params.get("slope", 0.01)
-    elif op is _ELU:
-        a.grad += g if a.data > 0.0 else g * (n.data + n._params.get("alpha", 1.0))
-    elif op is _MAXIMUM:
-        assert b is not None
-        d = a.data - b.data  # ties split the gradient 1/2, 1/2 as in the registry
-        if d > 0.0:
-            a.grad += g
-        elif d < 0.0:
-            b.grad += g
-        else:
-            a.grad += g * 0.5
-            b.grad += g * 0.5
-    else:
-        for inp, lg in zip(n._inputs, registry_rules(n, g), strict=True):
-            inp.grad += lg
-
-
-def pow_local(x: float, q: float) -> float:
-    """x ** q for the power rule; 0 ** (negative) is +inf, as in NumPy."""
-    try:
-        return float(x**q)
-    except ZeroDivisionError:
-        return math.inf
-
-
 def local_grads(node: Scalar) -> tuple[float, ...]:
     """∂node/∂input for each input of an op node, in argument order (the edges' labels).
 
     The registry's own VJP rules run with upstream gradient 1 (the derivative column of the op
-    table evaluated at this node): pictures show what the rules compute.
+    table evaluated at this node), as the backward pass runs them: pictures show what the
+    rules compute.
     """
     if node._op is None:
         return ()
@@ -634,22 +590,33 @@ def local_grads(node: Scalar) -> tuple[float, ...]:
 
 
 def registry_rules(node: Scalar, g: float) -> tuple[float, ...]:
-    """``g`` times each local derivative of ``node``, by the registry's VJP rules.
+    """``g`` times each local derivative of ``node``, by the registry's VJP rules: the numbers
+    the backward pass hands to ``node``'s inputs (in both implementations).
 
-    The inputs are passed as NumPy float64 scalars, so the rules follow NumPy's conventions at
-    the edges of their domains (``0 ** -0.5`` is ``inf``, not an exception).
+    The rules run on Python floats; where one raises (``0 ** -0.5``, a division by an
+    underflowed number), they run again on NumPy float64 numbers, so they follow NumPy's
+    conventions at the edges of their domains (``inf``, not an exception), as on Tensors.
     """
     op = node._op
     assert op is not None
     inputs = node._inputs
-    args = tuple(np.float64(x.data) for x in inputs)
-    out = []
+    for i in range(len(inputs)):
+        if not op.differentiable_in(i):
+            raise BackwardError(f"op '{op.name}' has no derivative in its argument #{i}")
+    params = node._params
+    xs = tuple(x.data for x in inputs)
+    try:
+        return tuple(
+            float(op.vjp(i, FloatXP, g, node.data, xs, params)) for i in range(len(inputs))
+        )
+    except _EDGE:
+        pass
+    args = tuple(np.float64(x) for x in xs)
     with np.errstate(all="ignore"):
-        for i in range(len(inputs)):
-            if not op.differentiable_in(i):
-                raise BackwardError(f"op '{op.name}' has no derivative in its argument #{i}")
-            out.append(float(op.vjp(i, FLOAT_XP, g, np.float64(node.data), args, node._params)))
-    return tuple(out)
+        return tuple(
+            float(op.vjp(i, FloatXP, g, np.float64(node.data), args, params))
+            for i in range(len(inputs))
+        )
 
 
 # --------------------------------------------------------------- the float VJP namespace
@@ -676,7 +643,8 @@ class FloatXP:
 
     ``raw`` gives a NumPy float64 scalar, because a few rules call array methods on the raw
     value (``(x > 0).astype(dtype)``); ``const`` turns the result back into a Python float.
-    Shape functions are identities or errors: a Scalar has shape ``()``.
+    Shape functions are identities or errors: a Scalar has shape ``()``. Every elementwise op
+    of the registry is here by its name, as its float forward (``xp.cos``, ``xp.exp``).
     """
 
     raw = staticmethod(np.float64)
@@ -684,59 +652,24 @@ class FloatXP:
     sum_to = staticmethod(_identity_to)
     broadcast_to = staticmethod(_identity_to)
     reshape = staticmethod(_identity_to)
-    exp = staticmethod(math.exp)
-    log = staticmethod(math.log)
     where = staticmethod(_where)
     transpose = staticmethod(_no_array_op("transpose"))
     swap_last = staticmethod(_no_array_op("swap_last"))
     matmul = staticmethod(_no_array_op("matmul"))
     sum = staticmethod(_no_array_op("sum"))
+    sum_rows = staticmethod(_no_array_op("sum_rows"))
     softmax = staticmethod(_no_array_op("softmax"))
     getitem = staticmethod(_no_array_op("getitem"))
     index_add = staticmethod(_no_array_op("index_add"))
 
 
-for _op, _fwd in FLOAT_FORWARD.items():  # every elementwise op by name: xp.cos, xp.softplus...
+for _op, _fwd in FLOAT_FORWARD.items():  # every elementwise op by name: xp.exp, xp.cos, ...
     if not hasattr(FloatXP, _op.name):
         setattr(FloatXP, _op.name, staticmethod(_fwd))
 
 FLOAT_XP = FloatXP
 
-
-def op_methods(apply: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
-    """name -> method for every elementwise op called by its name (not an operator), made
-    with ``apply`` (an implementation's ``apply_op``): ``s.softplus()``, ``s.minimum(t)``."""
-    methods = {}
-    for op in FLOAT_FORWARD:
-        if not op.symbol:
-            methods[op.name] = _op_method(op, apply)
-    return methods
-
-
-def _op_method(op: Op, apply: Callable[..., Any]) -> Callable[..., Any]:
-    """``Scalar.<op name>``: the op applied to this node (and ``other``), parameters after."""
-    if len(op.arg_names) == 1:
-
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return apply(op, self, **op.bind(args, kwargs))
-
-    else:
-
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if not args:
-                raise TypeError(f"{op.name}() needs a second operand")
-            return apply(op, self, args[0], **op.bind(args[1:], kwargs))
-
-    method.__name__ = method.__qualname__ = op.name
-    method.__doc__ = op.summary()
-    return method
-
-
-#: The Scalar methods the class does not write out, one per elementwise op called by name.
-OP_METHODS: dict[str, Callable[..., Any]] = op_methods(apply_op)
-for _name, _method in OP_METHODS.items():
-    if _name not in Scalar.__dict__:
-        setattr(Scalar, _name, _method)
+_install_ops()
 
 
 def scalars(values: Iterable[Any], name: str | None = None) -> list[Scalar]:

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: The compiled core's interface version this module expects (a stale build is not used).
-_CORE_API = 2
+_CORE_API = 3
 
 
 def _choose() -> tuple[Any, str]:
@@ -73,6 +73,8 @@ def _choose() -> tuple[Any, str]:
         core = importlib.import_module("graphgrad._scalar_core")
     except ImportError:
         return _scalar_py, "pure Python (the compiled core graphgrad._scalar_core is not built)"
+    except AttributeError:  # built against an older reference, which it reads as it loads
+        return _scalar_py, "pure Python (graphgrad._scalar_core is a stale build: reinstall)"
     if getattr(core, "CORE_API", None) != _CORE_API:
         return _scalar_py, "pure Python (graphgrad._scalar_core is a stale build: reinstall)"
     return core, "compiled (graphgrad._scalar_core, Cython)"
