@@ -19,9 +19,9 @@ import pytest
 
 import graphgrad as gg
 from graphgrad import expr, nn
-from graphgrad.scalar import FLOAT_FORWARD, registry_rules
+from graphgrad.scalar import FLOAT_FORWARD, local_grads, registry_rules
 from graphgrad.tensor import OP_FUNCTIONS
-from graphgrad.units import SUPPORTED_OPS
+from graphgrad.units import EXPANSIONS, SUPPORTED_OPS
 from op_specs import SPECS, op_params, scalar_inputs
 from twins import scalar_implementations
 
@@ -93,9 +93,14 @@ def test_scalar_op(op: gg.ops.Op, impl: ModuleType) -> None:
         assert out.data == FLOAT_FORWARD[op](*args, **params), where
         ref = op.forward(*[np.float64(v) for v in args], **params)
         assert out.data == pytest.approx(float(ref), rel=1e-14, abs=1e-300), where
-        out.backward(0.5)
-        for x, g in zip(xs, registry_rules(out, 0.5), strict=True):
-            assert x.grad == pytest.approx(g, rel=1e-14, abs=1e-300), where
+        labels = local_grads(out)  # the edge labels of `graphgrad graph`: upstream 1
+        out.backward(0.5, retain_graph=True)
+        # exactly what the registry's rules give (the compiled core's inline copies included)
+        assert [x.grad for x in xs] == list(registry_rules(out, 0.5)), where
+        for x in xs:
+            x.grad = 0.0
+        out.backward(1.0)
+        assert [x.grad for x in xs] == list(labels), f"{where}: edge labels != backward"
     if impl.Scalar is gg.Scalar:  # the public function dispatches on the active implementation
         xs = [impl.Scalar(v) for v in scalar_inputs(op.name)[0]]
         assert isinstance(OP_FUNCTIONS[op.name](*xs, **params), impl.Scalar), where
@@ -121,6 +126,14 @@ def test_units(op: gg.ops.Op) -> None:
         )
 
 
+def test_unit_expansions_name_registry_ops() -> None:
+    """The ops that are not elementwise expand by a table keyed by registry names."""
+    for name in EXPANSIONS:
+        assert name in gg.REGISTRY, f"gg.units expands {name!r}, which is not a registry op"
+        assert not gg.REGISTRY[name].elementwise, f"{name!r} is elementwise: no entry needed"
+    assert len(set(SUPPORTED_OPS)) == len(SUPPORTED_OPS)
+
+
 # ------------------------------------------------------------------- expression language
 
 
@@ -138,6 +151,17 @@ def test_expression_function(op: gg.ops.Op) -> None:
         assert out.data == FLOAT_FORWARD[op](*values, **op_params(op.name)), text
         out.backward()
         assert all(math.isfinite(leaf.grad) for leaf in leaves.values()), text
+
+
+def test_graph_help_lists_every_function(capsys: pytest.CaptureFixture[str]) -> None:
+    """`graphgrad graph --help` lists the language's functions from the registry."""
+    from graphgrad import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["graph", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in expr.FUNCTIONS:
+        assert expr.signature(name) in text, f"graphgrad graph --help does not list {name!r}"
 
 
 # --------------------------------------------------------------- activations, init gains

@@ -9,20 +9,34 @@ import textwrap
 import time
 from typing import Any
 
-_GRAPH_EPILOG = """\
+_GRAPH_EXAMPLES = """\
 examples:
   graphgrad graph "(a+b)*(b+1)" --at a=2,b=1
   graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --explain
   graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --format svg -o lecture.svg
   graphgrad graph "tanh(w*x + c)" --at w=0.5,x=2,c=-1 --format json
   graphgrad graph --model softmax-classifier --at x1=0.5,x2=-1,y=1 --format svg -o clf.svg
+"""
 
-expressions: numbers, names, + - * / **, unary -, and the functions
-exp log tanh sigmoid relu leaky_relu(x[, slope]) elu(x[, alpha]) maximum(x, y).
+_GRAPH_NOTES = """\
 Intermediate results are named with unused letters in the order they are computed.
 --model softmax-classifier draws the lecture's linear classifier (D = 2, T = 2) with softmax
 and cross-entropy attached, as units, each shared subexpression once; its names are
 x1 x2 (data), w11 w12 w21 w22 b1 b2 (parameters) and y (the true class, 1 or 2)."""
+
+
+def _graph_epilog() -> str:
+    """The examples, and the functions of the expression language (from the registry)."""
+    from .expr import FUNCTIONS, signature
+
+    calls = " ".join(signature(name) for name in FUNCTIONS)
+    functions = textwrap.fill(
+        f"expressions: numbers, names, + - * / **, unary -, and the functions {calls}.",
+        width=94,
+        break_on_hyphens=False,
+    )
+    return f"{_GRAPH_EXAMPLES}\n{functions}\n{_GRAPH_NOTES}"
+
 
 _PATHS_EPILOG = """\
 examples:
@@ -34,6 +48,8 @@ examples:
 
 def register(sub: Any) -> None:
     """Add ``graph`` and ``paths`` to the ``graphgrad`` command."""
+    from .viz.formats import FORMATS
+
     g = sub.add_parser(
         "graph",
         help="evaluate an expression, backpropagate, and print or draw its annotated graph",
@@ -43,21 +59,13 @@ def register(sub: Any) -> None:
             "print or draw the graph: each node with its op, value and gradient, each edge with "
             "its local gradient."
         ),
-        epilog=_GRAPH_EPILOG,
+        epilog=_graph_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g.add_argument("expr", metavar="EXPR", nargs="?", help='the expression, e.g. "(a+b)*(b+1)"')
-    _add_model(g)
-    g.add_argument(
-        "--at",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE[,...]",
-        help="values of the names, e.g. a=2,b=1 (may be repeated)",
-    )
+    _add_inputs(g)
     g.add_argument(
         "--format",
-        choices=["text", "dot", "svg", "png", "json"],
+        choices=list(FORMATS),
         default=None,
         help="output format (default: text, or from the suffix of -o FILE); svg and png need "
         "Graphviz's dot program",
@@ -84,15 +92,7 @@ def register(sub: Any) -> None:
         epilog=_PATHS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("expr", metavar="EXPR", nargs="?", help="the expression")
-    _add_model(p)
-    p.add_argument(
-        "--at",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE[,...]",
-        help="values of the names, e.g. a=2,b=1",
-    )
+    _add_inputs(p)
     p.add_argument(
         "--layered",
         nargs=2,
@@ -109,9 +109,20 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_paths)
 
 
-def _add_model(parser: Any) -> None:
+def _add_inputs(parser: Any) -> None:
+    """EXPR, or --model NAME, and the values of the names (--at): ``graph`` and ``paths``."""
     from .lecture.classifier import MODELS
 
+    parser.add_argument(
+        "expr", metavar="EXPR", nargs="?", help='the expression, e.g. "(a+b)*(b+1)"'
+    )
+    parser.add_argument(
+        "--at",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,...]",
+        help="values of the names, e.g. a=2,b=1 (may be repeated)",
+    )
     parser.add_argument(
         "--model",
         choices=list(MODELS),

@@ -38,6 +38,7 @@ __all__ = [
     "evaluate",
     "parse",
     "parse_values",
+    "signature",
 ]
 
 #: The functions an expression may call: name -> (fewest, most) arguments. Every elementwise
@@ -48,6 +49,17 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     for op in REGISTRY.values()
     if op.elementwise and not op.symbol
 }
+
+
+def signature(name: str) -> str:
+    """How the function ``name`` is called: ``exp(x)``, ``leaky_relu(x[, slope])``,
+    ``maximum(x1, x2)`` (from the op's record: its inputs, then its optional parameters)."""
+    op = REGISTRY[name]
+    args = ", ".join(op.arg_names)
+    if op.params:
+        args += "".join(f"[, {p}" for p, _ in op.params) + "]" * len(op.params)
+    return f"{name}({args})"
+
 
 _BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _OPERATORS = ("+", "-", "*", "/", "**")

@@ -35,7 +35,7 @@ from .ops import REGISTRY, Op
 from .scalar import Scalar, apply_op
 from .tensor import Tensor
 
-__all__ = ["SUPPORTED_OPS", "Units", "units"]
+__all__ = ["EXPANSIONS", "SUPPORTED_OPS", "Units", "units"]
 
 Obj = np.ndarray  # an object array of Scalars
 
@@ -211,60 +211,22 @@ def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
     return out.reshape((*x.shape[:-1], w.shape[0]))
 
 
+#: How a non-elementwise op becomes units: ``expand(node, input unit arrays, params)``.
+Expansion = Callable[[Tensor, list[Obj], dict[str, Any]], Obj]
+
+
 def _expand(node: Tensor, ins: list[Obj]) -> Obj:
     op = node._op
     assert op is not None
-    p = node._params
     if op.elementwise:  # one unit per element, the op itself
-        return _elementwise(_registry_unit(op, p), *ins)
-    name = op.name
-    if name == "where":
-        cond = np.asarray(node._inputs[0].data, dtype=bool)
-        return _obj(np.where(cond, ins[1], ins[2]))
-    if name == "linear":
-        return _linear(*ins)
-    if name == "matmul":
-        return _matmul(ins[0], ins[1])
-    if name == "sum":
-        return _sum(ins[0], p.get("axis"), p.get("keepdims", False))
-    if name in ("max", "min"):
-        # Pairwise units; at ties the chain splits the gradient differently from the fused
-        # reductions (which share it evenly), elsewhere both send it all to the extremum.
-        pick = _registry_unit(REGISTRY["maximum" if name == "max" else "minimum"], {})
-        return _fold(ins[0], p.get("axis"), p.get("keepdims", False), pick)
-    if name == "mean":
-        total = _sum(ins[0], p.get("axis"), p.get("keepdims", False))
-        scale = 1.0 / _count(ins[0].shape, p.get("axis"))
-        return _elementwise(operator.mul, total, _obj(_const(scale)))
-    if name == "logsumexp":
-        # ln sum exp(x - m) + m, with the maximum m a constant (as in the fused op).
-        axis = p.get("axis")
-        shift = _consts(_values(ins[0]).max(axis=axis, keepdims=True))
-        ex = _elementwise(operator.methodcaller("exp"), _elementwise(operator.sub, ins[0], shift))
-        total = _sum(ex, axis, keepdims=True)
-        out = _elementwise(operator.add, _elementwise(operator.methodcaller("log"), total), shift)
-        return out.reshape(node.data.shape)
-    if name in ("softmax", "log_softmax"):
-        return _softmax_rows(ins[0], p.get("axis", -1), log=name == "log_softmax")
-    if name == "cross_entropy":
-        return _cross_entropy(ins[0], node._inputs[1])
-    if name == "reshape":
-        return ins[0].reshape(p["shape"])
-    if name == "transpose":
-        return np.transpose(ins[0], p.get("axes"))
-    if name == "broadcast_to":
-        return np.broadcast_to(ins[0], p["shape"])
-    if name == "sum_to":
-        return _sum_to(ins[0], tuple(p["shape"]))
-    if name == "getitem":
-        return _obj(ins[0][p["index"]])
-    if name == "concatenate":
-        return np.concatenate(ins, axis=p.get("axis", 0))
-    if name == "stack":
-        return np.stack(ins, axis=p.get("axis", 0))
-    raise NotImplementedError(
-        f"units: op '{name}' has no scalar-unit expansion; supported: {', '.join(SUPPORTED_OPS)}"
-    )
+        return _elementwise(_registry_unit(op, node._params), *ins)
+    expansion = EXPANSIONS.get(op.name)
+    if expansion is None:
+        raise NotImplementedError(
+            f"units: op '{op.name}' has no scalar-unit expansion; supported: "
+            f"{', '.join(SUPPORTED_OPS)}"
+        )
+    return expansion(node, ins, node._params)
 
 
 def _sum_to(a: Obj, shape: tuple[int, ...]) -> Obj:
@@ -275,28 +237,61 @@ def _sum_to(a: Obj, shape: tuple[int, ...]) -> Obj:
     return _sum(a, axes, keepdims=True).reshape(shape)
 
 
-#: The Tensor ops :func:`units` can expand: every elementwise op, then the others above.
-SUPPORTED_OPS = (
-    *(op.name for op in REGISTRY.values() if op.elementwise),
-    "where",
-    "linear",
-    "matmul",
-    "sum",
-    "mean",
-    "max",
-    "min",
-    "logsumexp",
-    "softmax",
-    "log_softmax",
-    "cross_entropy",
-    "reshape",
-    "transpose",
-    "broadcast_to",
-    "sum_to",
-    "getitem",
-    "concatenate",
-    "stack",
-)
+def _fold_pick(name: str) -> Expansion:
+    # Pairwise units; at ties the chain splits the gradient differently from the fused
+    # reductions (which share it evenly), elsewhere both send it all to the extremum.
+    pick = _registry_unit(REGISTRY[name], {})
+
+    def expand(node: Tensor, ins: list[Obj], p: dict[str, Any]) -> Obj:
+        return _fold(ins[0], p.get("axis"), p.get("keepdims", False), pick)
+
+    return expand
+
+
+def _mean(node: Tensor, ins: list[Obj], p: dict[str, Any]) -> Obj:
+    total = _sum(ins[0], p.get("axis"), p.get("keepdims", False))
+    scale = 1.0 / _count(ins[0].shape, p.get("axis"))
+    return _elementwise(operator.mul, total, _obj(_const(scale)))
+
+
+def _logsumexp(node: Tensor, ins: list[Obj], p: dict[str, Any]) -> Obj:
+    # ln sum exp(x - m) + m, with the maximum m a constant (as in the fused op).
+    axis = p.get("axis")
+    shift = _consts(_values(ins[0]).max(axis=axis, keepdims=True))
+    ex = _elementwise(operator.methodcaller("exp"), _elementwise(operator.sub, ins[0], shift))
+    total = _sum(ex, axis, keepdims=True)
+    out = _elementwise(operator.add, _elementwise(operator.methodcaller("log"), total), shift)
+    return out.reshape(node.data.shape)
+
+
+#: The ops that are not elementwise and how each becomes scalar units: op name ->
+#: ``expand(node, input unit arrays, params)``. (Elementwise ops need no entry: each element
+#: is one unit of the op itself.) The keys are registry names (a test checks them).
+EXPANSIONS: dict[str, Expansion] = {
+    "where": lambda node, ins, p: _obj(
+        np.where(np.asarray(node._inputs[0].data, dtype=bool), ins[1], ins[2])
+    ),
+    "linear": lambda node, ins, p: _linear(*ins),
+    "matmul": lambda node, ins, p: _matmul(ins[0], ins[1]),
+    "sum": lambda node, ins, p: _sum(ins[0], p.get("axis"), p.get("keepdims", False)),
+    "mean": _mean,
+    "max": _fold_pick("maximum"),
+    "min": _fold_pick("minimum"),
+    "logsumexp": _logsumexp,
+    "softmax": lambda node, ins, p: _softmax_rows(ins[0], p.get("axis", -1), log=False),
+    "log_softmax": lambda node, ins, p: _softmax_rows(ins[0], p.get("axis", -1), log=True),
+    "cross_entropy": lambda node, ins, p: _cross_entropy(ins[0], node._inputs[1]),
+    "reshape": lambda node, ins, p: ins[0].reshape(p["shape"]),
+    "transpose": lambda node, ins, p: np.transpose(ins[0], p.get("axes")),
+    "broadcast_to": lambda node, ins, p: np.broadcast_to(ins[0], p["shape"]),
+    "sum_to": lambda node, ins, p: _sum_to(ins[0], tuple(p["shape"])),
+    "getitem": lambda node, ins, p: _obj(ins[0][p["index"]]),
+    "concatenate": lambda node, ins, p: np.concatenate(ins, axis=p.get("axis", 0)),
+    "stack": lambda node, ins, p: np.stack(ins, axis=p.get("axis", 0)),
+}
+
+#: The Tensor ops :func:`units` can expand: every elementwise op, then :data:`EXPANSIONS`.
+SUPPORTED_OPS = (*(op.name for op in REGISTRY.values() if op.elementwise), *EXPANSIONS)
 
 
 # ---------------------------------------------------------------------------------- API

@@ -259,23 +259,22 @@ def _edge(
 def _node_data(i: int, n: Any, name: str | None, kind: str) -> dict[str, Any]:
     leaf = n._op is None
     node_kind = "op" if not leaf else ("input" if n.requires_grad else "const")
+    extra: dict[str, Any] = {}
     if kind == "scalar":
         value: float | None = n.data
-        label = name or (fmt(n.data) if node_kind == "const" else f"n{i}")
-        return {
-            "id": i,
-            "name": name,
-            "label": label,
-            "kind": node_kind,
-            "op": None if leaf else n._op.name,
-            "expr": None,
-            "value": value,
-            "grad": n.grad if node_kind != "const" else None,
-            "shape": (),  # tuples, not lists: a dict of atoms is not tracked by the cyclic GC
+        grad = n.grad if node_kind != "const" else None
+        shape: tuple[int, ...] = ()  # tuples, not lists: a dict of atoms is not GC-tracked
+    else:
+        value = _one(n.data)
+        g = n.grad
+        garr = np.asarray(g.data if isinstance(g, Tensor) else g) if g is not None else None
+        grad = _one(garr) if garr is not None else None
+        shape = tuple(n.data.shape)
+        extra = {
+            "dtype": str(n.data.dtype),
+            "value_summary": summarize(n.data),
+            "grad_summary": summarize(garr) if garr is not None else None,
         }
-    value = _one(n.data)
-    g = n.grad
-    garr = np.asarray(g.data if isinstance(g, Tensor) else g) if g is not None else None
     if name:
         label = name
     elif node_kind == "const" and value is not None:
@@ -290,11 +289,9 @@ def _node_data(i: int, n: Any, name: str | None, kind: str) -> dict[str, Any]:
         "op": None if leaf else n._op.name,
         "expr": None,
         "value": value,
-        "grad": _one(garr) if garr is not None else None,
-        "shape": tuple(n.data.shape),
-        "dtype": str(n.data.dtype),
-        "value_summary": summarize(n.data),
-        "grad_summary": summarize(garr) if garr is not None else None,
+        "grad": grad,
+        "shape": shape,
+        **extra,
     }
 
 
