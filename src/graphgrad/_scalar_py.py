@@ -109,12 +109,8 @@ class Scalar:
         self.grad = 0.0
         self.name = name
         self.requires_grad = bool(requires_grad)
-        self._op = None
-        self._a = None
-        self._b = None
-        self._p = None
+        self._op = self._a = self._b = self._p = self._m = None  # a leaf: no op, no inputs
         self._seq = _next()
-        self._m = None
         self._released = False
 
     # -------------------------------------------------------------------------- facts
@@ -222,19 +218,7 @@ def _lift(x: Any, what: str) -> Scalar:
     if type(x) is float or (
         isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
     ):
-        c = _new(Scalar)
-        c.data = float(x)
-        c.grad = 0.0
-        c.name = None
-        c.requires_grad = False
-        c._op = None
-        c._a = None
-        c._b = None
-        c._p = None
-        c._seq = _next()
-        c._m = None
-        c._released = False
-        return c
+        return _restore(float(x), 0.0, None, False, None, None, None, None)
     hint = " (Scalars and Tensors do not mix; use float(s))" if hasattr(x, "shape") else ""
     raise TypeError(f"unsupported operand for '{what}' with a Scalar: {type(x).__name__}{hint}")
 
@@ -249,7 +233,8 @@ def _restore(
     b: Scalar | None,
     params: dict[str, float] | None,
 ) -> Scalar:
-    """A node rebuilt from the fields :meth:`Scalar.__reduce__` gives."""
+    """A node of these fields and a new creation number: the generic constructor (a copy's
+    rebuild by :meth:`Scalar.__reduce__`, constants, nodes of the generic path)."""
     out = _new(Scalar)
     out.data = data
     out.grad = grad
@@ -307,22 +292,9 @@ def _unit(
         value = fwd(a.data, b.data, **params) if params else fwd(a.data, b.data)
     else:
         value = fwd(a.data, **params) if params else fwd(a.data)
-    out = _new(Scalar)
-    out.data = value
-    out.grad = 0.0
-    out.name = None
-    out._p = params
-    out._m = None
-    out._released = False
-    out._seq = _next()
     if GRAD_ENABLED.get():
-        out.requires_grad = True
-        out._op = op
-        out._a = a
-        out._b = b
-    else:
-        _detached(out)
-    return out
+        return _restore(value, 0.0, None, True, op, a, b, params)
+    return _restore(value, 0.0, None, False, None, None, None, params)  # a constant leaf
 
 
 def apply_op(op: Op, *inputs: Any, **params: Any) -> Scalar:
@@ -373,22 +345,9 @@ def _unary_method(op: Op) -> Callable[..., Scalar]:
     fwd = FLOAT_FORWARD[op]
 
     def method(self: Scalar) -> Scalar:
-        out = _new(Scalar)
-        out.data = fwd(self.data)
-        out.grad = 0.0
-        out.name = None
-        out._p = None
-        out._m = None
-        out._released = False
-        out._seq = _next()
         if GRAD_ENABLED.get():
-            out.requires_grad = True
-            out._op = op
-            out._a = self
-            out._b = None
-        else:
-            _detached(out)
-        return out
+            return _restore(fwd(self.data), 0.0, None, True, op, self, None, None)
+        return _restore(fwd(self.data), 0.0, None, False, None, None, None, None)
 
     return method
 
