@@ -194,6 +194,14 @@ def test_no_private_reaches() -> None:
     assert not reaches, "private names used across modules:\n" + "\n".join(reaches)
 
 
+def test_the_graph_walk_is_core() -> None:
+    """``collect`` lives in ``_graph`` (layer 3): the scalar-unit, path and expression modules
+    walk graphs without importing the pictures (``viz``)."""
+    for mod in ("graphgrad.expr", "graphgrad.units", "graphgrad.paths", "graphgrad._engine"):
+        assert not any(t.startswith("graphgrad.viz") for t in EDGES[mod]), f"{mod} imports viz"
+    assert "graphgrad._graph" in EDGES["graphgrad.units"]
+
+
 def test_the_checks_can_fail() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _resolve("graphgrad.viz.trace", False, 2, "ops") == "graphgrad.ops"

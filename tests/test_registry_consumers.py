@@ -10,6 +10,7 @@ of the gradient-check spec table, so adding an op asks for nothing here.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from types import ModuleType
@@ -19,7 +20,7 @@ import pytest
 
 import graphgrad as gg
 from graphgrad import expr, nn
-from graphgrad.scalar import FLOAT_FORWARD, local_grads, registry_rules
+from graphgrad.scalar import FLOAT_FORWARD, FLOAT_XP, local_grads, registry_rules
 from graphgrad.tensor import OP_FUNCTIONS
 from graphgrad.units import EXPANSIONS, SUPPORTED_OPS
 from op_specs import SPECS, op_params, scalar_inputs
@@ -188,6 +189,40 @@ def test_init_gain(op: gg.ops.Op) -> None:
     g = nn.init.gain(op.name)
     assert math.isfinite(g) and g > 0
     assert nn.init.init_std((4, 8), op.name) == pytest.approx(g / math.sqrt(8))
+
+
+# --------------------------------------------------------------------- the VJP namespaces
+
+
+def test_vjp_namespaces_offer_the_same_names() -> None:
+    """A rule computes with whichever namespace it is given: NumPy's (``ops._xp``, a backward
+    pass), the recording one (``TensorXP``, ``create_graph=True``) or the float one
+    (``FloatXP``, scalar units). Each offers every function of NumPy's, and every elementwise
+    op by its name (``xp.cos``)."""
+    from graphgrad.ops import _xp
+    from graphgrad.tensor import TensorXP
+
+    helpers = {"adopt", "may_repeat"}  # the module's own plumbing, not for rules
+    names = {
+        n
+        for n, v in vars(_xp).items()
+        if inspect.isfunction(v) and v.__module__ == _xp.__name__ and n not in helpers
+    } | {op.name for op in ELEMENTWISE}
+    for label, ns in (("ops._xp", _xp), ("TensorXP", TensorXP), ("FloatXP", FLOAT_XP)):
+        missing = sorted(n for n in names if not hasattr(ns, n))
+        assert not missing, f"VJP namespace {label} lacks {missing}"
+
+
+@pytest.mark.parametrize("op", [op for op in gg.REGISTRY.values() if op.differentiable], ids=_ids)
+def test_rules_do_not_test_their_namespace(op: gg.ops.Op) -> None:
+    """One rule serves every namespace: a speed-up that holds for NumPy arrays only is a
+    ``fast=`` variant registered beside the rule, never a test of ``xp`` inside it."""
+    for rule in (*op.vjps, op.vjp_any):
+        if rule is not None:
+            text = inspect.getsource(rule)
+            assert "xp is " not in text and "isinstance(xp" not in text, (
+                f"op {op.name!r}: rule {rule.__name__} tests its namespace (use a fast= variant)"
+            )
 
 
 # ------------------------------------------------------------------------------ names
