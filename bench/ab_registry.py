@@ -103,7 +103,7 @@ def child(bench: str, tree: Path, quick: bool) -> float:
         a = gg.tensor([1.0], requires_grad=True)
         b = gg.tensor([2.0], requires_grad=True)
         seed = np.ones(1, np.float32)
-        number, repeat = (500, 5) if quick else (5000, 15)
+        number, repeat = (500, 5) if quick else (5000, 25)
         times = []
         for _ in range(repeat + 1):  # the first repeat warms up
             t0 = time.process_time()
@@ -123,7 +123,7 @@ def child(bench: str, tree: Path, quick: bool) -> float:
     random.seed(1337)
     node = impl.Scalar
     step = bs.make_step(bs.graphgrad_mlp(node), node, xs, ys)
-    iters = (3 if quick else 15) if bench == "scalar" else (2 if quick else 5)
+    iters = (3 if quick else 40) if bench == "scalar" else (2 if quick else 6)
     times = []
     for k in range(iters + 1):  # iteration 0 warms up
         t0 = time.process_time()
