@@ -259,8 +259,9 @@ cdef class Scalar:
             such constants). Constants are drawn as constants and are not inputs of path sums.
 
     Operators ``+ - * / **`` and unary ``-`` work with Scalars and Python numbers on either side;
-    the methods ``exp, log, tanh, sigmoid, relu, leaky_relu, elu, maximum`` (and the module-level
-    ``gg.exp(s)``, ...) make new nodes. Values and gradients are Python floats.
+    every elementwise op of the registry is a method by its name (``s.exp()``, ``s.relu()``,
+    ``s.leaky_relu(0.1)``, ``s.softplus()``, ``s.maximum(t)``, ...) and a module-level function
+    (``gg.exp(s)``). Values and gradients are Python floats.
     """
 
     # 64 bytes with Python's object header: the passes touch as little memory as they can.
