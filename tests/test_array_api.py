@@ -202,7 +202,10 @@ def test_a_numpy_array_with_a_strict_tensor_is_an_error_not_a_copy() -> None:
 
 
 def test_labels_are_checked_on_any_device() -> None:
-    x = gg.tensor(np.ones((2, 3)), device=DEV)
+    x = gg.tensor(np.ones((2, 3)), device=DEV, requires_grad=True)
+    raw = strict.asarray([0, 2], device=strict.Device("device1"))  # a raw device batch
+    loss = gg.cross_entropy(x, raw)
+    assert str(loss.device) == DEV and abs(loss.item() - np.log(3)) < 1e-6
     with pytest.raises(ValueError, match="label 3 at index 1"):
         gg.cross_entropy(x, gg.tensor(np.array([0, 3]), device=DEV))
 

@@ -1025,7 +1025,12 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
         A 0-d tensor.
     """
     tx = as_tensor(logits)
-    lab = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    if isinstance(labels, Tensor):
+        lab = labels.data
+    elif type(labels) is not _ND and _backend.is_array(labels):
+        lab = labels  # an array of another namespace (a batch on the GPU) stays where it is
+    else:
+        lab = np.asarray(labels)
     if tx.ndim != 2:
         raise ShapeError(f"cross_entropy: logits must be (S, T), got shape {tx.shape}")
     s, t = tx.shape
