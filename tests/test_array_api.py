@@ -154,6 +154,14 @@ def test_creation_functions_take_a_device() -> None:
     assert z.shape == (2, 3) and str(z.device) == DEV and z.dtype == strict.float32
     assert o.dtype == strict.float64 and o.requires_grad
     assert gg.zeros(2).device == gg.Device("cpu") and gg.ones(2).numpy().tolist() == [1, 1]
+    assert gg.zeros(2, 3, device=DEV).shape == (2, 3)
+    gg.manual_seed(5)
+    r = gg.randn(2, 3, device=DEV, dtype=np.float64)
+    gg.manual_seed(5)
+    assert np.array_equal(_host(r), gg.randn((2, 3), dtype=np.float64).numpy())
+    assert str(r.device) == DEV
+    with pytest.raises(TypeError, match="zeros: the shape must be integers"):
+        gg.zeros(2.5)
 
 
 def test_python_numbers_and_lists_join_the_tensor_device() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from . import _backend, _fused, _xp_names
 from ._backend import CPU, Device, device_of, dtype_kind, namespace_of, parse_device
 from ._engine import check_forward, run_backward, set_graph_namespace, user_site
-from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, next_seq, no_grad
+from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, default_generator, next_seq, no_grad
 from .errors import BackwardError, DeviceMismatchError, InPlaceError, ShapeError
 from .ops import REGISTRY, Op
 from .ops import elementwise as E
@@ -732,27 +732,56 @@ def tensor(
 
 
 def zeros(
-    shape: int | Sequence[int],
+    *shape: Any,
     dtype: Any = None,
     device: str | Device | None = None,
     requires_grad: bool = False,
 ) -> Tensor:
-    """A tensor of zeros of ``shape`` (dtype: ``gg.get_default_dtype()`` unless given)."""
-    return _filled(0.0, shape, dtype, device, requires_grad)
+    """A tensor of zeros: ``gg.zeros(2, 3)`` or ``gg.zeros((2, 3))`` (dtype:
+    ``gg.get_default_dtype()`` unless given), made on ``device``."""
+    return _filled(0.0, _shape_of(shape, "zeros"), dtype, device, requires_grad)
 
 
 def ones(
-    shape: int | Sequence[int],
+    *shape: Any,
     dtype: Any = None,
     device: str | Device | None = None,
     requires_grad: bool = False,
 ) -> Tensor:
-    """A tensor of ones of ``shape`` (dtype: ``gg.get_default_dtype()`` unless given)."""
-    return _filled(1.0, shape, dtype, device, requires_grad)
+    """A tensor of ones: ``gg.ones(2, 3)`` or ``gg.ones((2, 3))``, made on ``device``."""
+    return _filled(1.0, _shape_of(shape, "ones"), dtype, device, requires_grad)
 
 
-def _filled(value: float, shape: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
-    shp = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+def randn(
+    *shape: Any,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+    rng: np.random.Generator | None = None,
+) -> Tensor:
+    """Standard normal draws: ``gg.randn(2, 3)`` or ``gg.randn((2, 3))``. Drawn on the host
+    from ``rng`` (default: the global generator, see ``gg.manual_seed``) and then copied to
+    ``device``, so one seed gives the same numbers on every device."""
+    shp = _shape_of(shape, "randn")
+    gen = default_generator() if rng is None else rng
+    host = gen.standard_normal(shp).astype(SETTINGS.default_dtype if dtype is None else dtype)
+    return Tensor(host, requires_grad=requires_grad, device=device)
+
+
+def _shape_of(shape: tuple[Any, ...], name: str) -> tuple[int, ...]:
+    """``(2, 3)`` from ``(2, 3)`` or ``((2, 3),)``; a clear TypeError for anything else."""
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        shape = tuple(shape[0])
+    if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in shape):
+        raise TypeError(f"{name}: the shape must be integers, got {shape!r}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{name}: negative dimension in shape {shape}")
+    return tuple(int(n) for n in shape)
+
+
+def _filled(
+    value: float, shp: tuple[int, ...], dtype: Any, device: Any, requires_grad: bool
+) -> Tensor:
     dev = parse_device(device)
     dt = SETTINGS.default_dtype if dtype is None else dtype
     xp = dev.xp
