@@ -265,10 +265,12 @@ def _kind(i: Any) -> str:
 
 
 def portable_getitem(xp: Any, x: Any, index: Any) -> Any:
-    """``x[index]`` with NumPy's meaning, spelled as the standard allows: a boolean mask as
-    the sole index; one integer array as ``take`` along axis 0 (negative entries counted
-    from the end, as NumPy does); integer arrays with integers over every axis as they are;
-    anything else through :func:`portable_index`."""
+    """``x[index]`` with NumPy's meaning (CuPy: as it is), spelled as the standard allows:
+    a boolean mask as the sole index; one integer array as ``take`` along axis 0 (negative
+    entries counted from the end, as NumPy does); integer arrays with integers over every
+    axis as they are; anything else through :func:`portable_index`."""
+    if getattr(xp, "__name__", "").split(".")[-1] == "cupy":
+        return x[index]  # CuPy indexes as NumPy does (one gather kernel)
     items = index if isinstance(index, tuple) else (index,)
     kinds = [_kind(i) for i in items]
     if len(items) == 1 and kinds[0] == "b":
