@@ -26,7 +26,8 @@ from ._registry import HE_GAIN, LECUN_GAIN, defop, nondiff
 _ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
 _F64 = np.float64  # what Op.float_forward hands the forwards (scalar units)
 
-# Forwards compute with the namespace of their inputs: NumPy (checked first, by type) or any
+# Forwards compute with the namespace of their inputs: NumPy (checked first, by the type of
+# the first input: ``tensor._apply`` has already refused inputs on different devices) or any
 # array API namespace (CuPy, array_api_strict), by the standard's names. Rules compute masks
 # on raw arrays with ``namespace_of`` too; NumPy-only fast paths (``fast=``, ``_fused``) are
 # selected by ``type(x) is np.ndarray``.
