@@ -11,6 +11,17 @@ from op_specs import EMPTY, NON_DIFFERENTIABLE, SPECS, cases, empty_cases, sampl
 CASES = cases()
 
 
+def test_array_api_strict_is_installed() -> None:
+    """tests/test_array_api.py runs this table on array-api-strict; it skips without the
+    package, so its absence fails here (it is in the ``test`` extra)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("array_api_strict") is not None, (
+        "array-api-strict is missing: pip install -e '.[test]' (or pip install array-api-strict); "
+        "without it tests/test_array_api.py is skipped"
+    )
+
+
 def test_every_op_has_a_spec() -> None:
     registered = set(gg.REGISTRY)
     missing = {n for n, op in gg.REGISTRY.items() if op.differentiable} - set(SPECS)
