@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cli_args import finite_float, int_at_least
+from ._cli_args import device_name, finite_float, int_at_least
 
 
 def _hidden(text: str) -> list[int]:
@@ -196,6 +196,15 @@ def register(sub: Any) -> None:
             "a checkpoint is written after every epoch; keep this many of the newest",
         ),
     )
+    o.add_argument(
+        "--device",
+        type=device_name,
+        help=_cfg(
+            "train.device",
+            "where to train: cpu (NumPy), cuda or cuda:N (CuPy: pip install graphgrad[cuda]), "
+            "array-api-strict (the array API portability check)",
+        ),
+    )
     t.add_argument(
         "--no-progress",
         action="store_true",
@@ -338,6 +347,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         "train.lr_schedule": args.lr_schedule,
         "train.dtype": args.dtype,
         "train.keep_checkpoints": args.keep_checkpoints,
+        "train.device": args.device,
     }
     source = (
         f"{args.config} with the command-line options" if args.config else "command-line options"
