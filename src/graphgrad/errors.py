@@ -37,3 +37,13 @@ class GradcheckWarning(UserWarning):
 class InPlaceError(GraphgradError, RuntimeError):
     """An in-place operation (``x += y``, ``x[i] = v``) on a tensor the graph depends on: a
     leaf that requires gradients while gradients are recorded (PyTorch refuses it too)."""
+
+
+class DeviceUnavailableError(GraphgradError, RuntimeError):
+    """A device was asked for whose library or hardware is missing (``device="cuda"`` without
+    CuPy or without a GPU); the message says what is missing and how to install it."""
+
+
+class DeviceMismatchError(GraphgradError, RuntimeError):
+    """One op was given tensors on different devices (or a NumPy array with a GPU tensor); the
+    message names the op, both devices and the shapes."""
