@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -48,7 +49,10 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES: list[tuple[tuple[int, ...], int]] = [((784, 256, 256, 10), 128), ((3072, 512, 512, 10), 256)]
+SHAPES: list[tuple[tuple[int, ...], int]] = [
+    ((784, 256, 256, 10), 128),
+    ((3072, 512, 512, 10), 256),
+]
 QUICK_SHAPES: list[tuple[tuple[int, ...], int]] = [((64, 32, 32, 10), 16), ((96, 48, 48, 10), 32)]
 LR, MU = 0.01, 0.9
 TARGET = 1.5  # the issue's bar: graphgrad within 1.5x of PyTorch CUDA eager
@@ -94,7 +98,6 @@ def check_ops(device: str, quick: bool) -> dict[str, Any]:
     """Every spec case on ``device`` against NumPy, float64: values and gradients."""
     sys.path.insert(0, str(ROOT / "tests"))
     import op_specs
-
     from graphgrad import _backend
 
     rng = np.random.default_rng(0)
@@ -218,7 +221,7 @@ def _init(sizes: tuple[int, ...], batch: int) -> tuple[list[np.ndarray], np.ndar
     rng = np.random.default_rng(0)
     ws = [
         (rng.standard_normal((b, a)) * np.sqrt(2.0 / a)).astype(np.float32)
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        for a, b in itertools.pairwise(sizes)
     ]
     x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=batch).astype(np.int64)
@@ -379,7 +382,9 @@ def check_kernels(device: str, quick: bool) -> dict[str, Any]:
                         if on_host:
                             _fused.adam(w, g, m, v, None, 1e-3, 0.9, 0.999, 1e-8, 1e-4, t)
                         elif impl == "fused":
-                            cupy_updates.adam(w, g, m, v, xp, 1e-3, 0.9, 0.999, 1e-8, 1e-4, bc1, bc2)
+                            cupy_updates.adam(
+                                w, g, m, v, xp, 1e-3, 0.9, 0.999, 1e-8, 1e-4, bc1, bc2
+                            )
                         else:
                             xp_updates.adam(w, g, m, v, xp, 1e-3, 0.9, 0.999, 1e-8, 1e-4, bc1, bc2)
                 sync(device)

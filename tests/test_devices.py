@@ -47,9 +47,7 @@ def mlp(device: str | None = None, dtype: Any = np.float32) -> gg.nn.MLP:
 
 def gg_cmd(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GRAPHGRAD_DEBUG"}
-    return subprocess.run(
-        [GRAPHGRAD, *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return subprocess.run([GRAPHGRAD, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 # ------------------------------------------------------------------------- nn: layers, to()
@@ -83,7 +81,9 @@ class TestModuleTo:
     def test_device_of_a_model_split_across_devices_is_an_error(self) -> None:
         m = mlp()
         m[0].to(STRICT)
-        with pytest.raises(DeviceMismatchError, match=r"0\.weight is on array-api-strict but 2\.weight is on cpu"):
+        with pytest.raises(
+            DeviceMismatchError, match=r"0\.weight is on array-api-strict but 2\.weight is on cpu"
+        ):
             _ = m.device  # first parameter on strict, the others on the CPU
         assert gg.nn.Flatten().device.is_cpu  # no parameters: the CPU
 
@@ -363,9 +363,7 @@ class TestCommand:
 
     @pytest.mark.skipif(HAVE_CUPY, reason="CuPy is installed: cuda may exist here")
     @pytest.mark.parametrize("cmd", ["train", "eval", "predict"])
-    def test_cuda_without_cupy_is_one_line_before_any_work(
-        self, tmp_path: Path, cmd: str
-    ) -> None:
+    def test_cuda_without_cupy_is_one_line_before_any_work(self, tmp_path: Path, cmd: str) -> None:
         out = tmp_path / "run"
         args = {
             "train": ["train", *TOY, "--device", "cuda", "--out", str(out)],

@@ -76,8 +76,8 @@ from .errors import GraphgradError
 
 __all__ = [
     "DATASETS",
-    "DEVICE_PATTERN",
     "DATASET_SHAPES",
+    "DEVICE_PATTERN",
     "LR_SCHEDULES",
     "MAX_PARAMETERS",
     "TOY_DATASETS",

@@ -2,9 +2,9 @@
 
 Assigning a Tensor with ``requires_grad=True`` to an attribute registers it as a parameter;
 assigning a Module registers it as a sub-module; :meth:`Module.register_buffer` registers an
-array that is state but not learned. ``model.to(device)`` moves parameters and buffers. Names are dotted paths (``"0.weight"``,
-``"encoder.2.bias"``), the same as PyTorch's, so weights saved from a graphgrad model load
-into the matching ``torch.nn`` model.
+array that is state but not learned. ``model.to(device)`` moves parameters and buffers.
+Names are dotted paths (``"0.weight"``, ``"encoder.2.bias"``), the same as PyTorch's, so
+weights saved from a graphgrad model load into the matching ``torch.nn`` model.
 """
 
 from __future__ import annotations
@@ -246,9 +246,7 @@ class Module:
                 continue
             arr = _backend.to_numpy(value.data if isinstance(value, Tensor) else value)
             if arr.shape != tuple(params[name].shape):
-                bad_shape.append(
-                    f"{name}: expected {tuple(params[name].shape)}, got {arr.shape}"
-                )
+                bad_shape.append(f"{name}: expected {tuple(params[name].shape)}, got {arr.shape}")
             arrays[name] = arr
         problems = []
         if strict and missing:
