@@ -86,20 +86,32 @@ def _reductions(name: str) -> list[tuple[str, Callable[..., gg.Tensor], list[tup
     ]
 
 
+# Constants an op is called with are made on its input's device (``x.device``), so that every
+# spec also runs on array-api-strict (tests/test_array_api.py): NumPy arrays do not mix with
+# tensors of another device.
+
+
 def _where(x: gg.Tensor, y: gg.Tensor) -> gg.Tensor:
     shape = np.broadcast_shapes(x.shape, y.shape)
     cond = np.random.default_rng(7).random(shape) < 0.5
-    return gg.where(cond, x, y)
+    return gg.where(gg.tensor(cond, device=x.device), x, y)
 
 
 def _ce_int(x: gg.Tensor) -> gg.Tensor:
     labels = np.arange(x.shape[0]) % x.shape[1]
-    return gg.cross_entropy(x, labels)
+    return gg.cross_entropy(x, gg.tensor(labels, device=x.device))
 
 
 def _ce_soft(x: gg.Tensor) -> gg.Tensor:
     t = np.random.default_rng(3).random(x.shape)
-    return gg.cross_entropy(x, t / t.sum(axis=1, keepdims=True))
+    return gg.cross_entropy(x, gg.tensor(t / t.sum(axis=1, keepdims=True), device=x.device))
+
+
+def _round_trip(x: gg.Tensor) -> gg.Tensor:
+    """``x`` to another device and back (two ``to_device`` nodes): array-api-strict's fake
+    ``device1`` from the CPU, the CPU from any other device."""
+    home = x.device
+    return x.to("array-api-strict:device1" if home.is_cpu else "cpu").to(home)
 
 
 SPECS: dict[str, list[tuple[str, Spec]]] = {
@@ -211,6 +223,7 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
         ),
         ("broadcast_to-empty", Spec(lambda x: gg.broadcast_to(x, (2, 0, 3)), ("real",), [])),
     ],
+    "to_device": [("to_device", Spec(_round_trip, ("real",), UNARY_SHAPES))],
     "sum_to": [
         ("sum_to", Spec(lambda x: gg.sum_to(x, (1, 3)), ("real",), [((2, 3),), ((4, 2, 3),)])),
     ],
@@ -300,6 +313,7 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
             "clip",
             "T",
             "reshape",
+            "to_device",
         )
     },
     **{f"{r}-{k}": U_EMPTY for r in ("sum", "mean", "logsumexp") for k in ("all", "axis0")},

@@ -13,6 +13,7 @@ from . import (
     optim,
     viz,
 )
+from ._backend import Device
 from ._blas import blas, blas_info, get_num_threads, set_blas, set_num_threads, using_blas
 from ._engine import detect_anomaly
 from ._optable import ops_table
@@ -28,6 +29,8 @@ from ._version import __version__
 from .errors import (
     AnomalyError,
     BackwardError,
+    DeviceMismatchError,
+    DeviceUnavailableError,
     GradcheckError,
     GradcheckWarning,
     GraphgradError,
@@ -60,6 +63,7 @@ from .tensor import (
     mean,
     min,
     mse_loss,
+    ones,
     power,
     reshape,
     softmax,
@@ -68,8 +72,10 @@ from .tensor import (
     sum_to,
     swapaxes,
     tensor,
+    to_device,
     transpose,
     where,
+    zeros,
 )
 from .units import Units, units
 
@@ -80,6 +86,9 @@ __all__ = [
     "REGISTRY",
     "AnomalyError",
     "BackwardError",
+    "Device",
+    "DeviceMismatchError",
+    "DeviceUnavailableError",
     "GradcheckError",
     "GradcheckResult",
     "GradcheckWarning",
@@ -123,6 +132,7 @@ __all__ = [
     "nn",
     "no_grad",
     "numerical_grad",
+    "ones",
     "ops_table",
     "optim",
     "path_grad",
@@ -138,6 +148,7 @@ __all__ = [
     "sum_to",
     "swapaxes",
     "tensor",
+    "to_device",
     "transpose",
     "units",
     "using_blas",
@@ -145,6 +156,7 @@ __all__ = [
     "viz",
     "vjp",
     "where",
+    "zeros",
     *OP_FUNCTIONS,
 ]
 

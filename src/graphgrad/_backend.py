@@ -50,6 +50,7 @@ def _numpy_namespace() -> Any:
     shim.astype = lambda x, dtype, copy=True: x.astype(dtype, copy=copy)
     shim.isdtype = _np_isdtype
     shim.cumulative_sum = lambda x, axis=None: np.cumsum(x, axis=axis)
+    shim.bool = np.bool_
     shim.__name__ = "numpy"
     return shim
 
@@ -75,6 +76,10 @@ def _np_isdtype(dtype: Any, kind: Any) -> bool:
 
 #: NumPy as an array namespace (the ``np`` module on NumPy >= 2).
 NUMPY: Any = _numpy_namespace()
+
+#: Types whose namespace is NumPy, checked by identity (``type(x) in NUMPY_TYPES``): the fast
+#: path of every op's forward, before :func:`namespace_of` is asked.
+NUMPY_TYPES = frozenset({_ND, np.float64, np.float32, np.bool_, np.int64, float, int, bool})
 
 
 @dataclass(frozen=True)
@@ -393,15 +398,26 @@ def xp_dtype(xp: Any, dtype: Any) -> Any:
     return getattr(xp, np.dtype(name).name)
 
 
-def _is_foreign_array(data: Any) -> bool:
-    """True for an array of a namespace other than NumPy (CuPy, array-api-strict, ...)."""
+def is_array(data: Any) -> bool:
+    """True for an array of any namespace (NumPy's ``ndarray`` included; not lists, numbers
+    or NumPy scalars)."""
     t = type(data)
-    if t is _ND or isinstance(data, (np.generic, *_PY_NUMBERS, list, tuple)) or data is None:
+    if t is _ND:
+        return True
+    if isinstance(data, (np.generic, *_PY_NUMBERS, list, tuple, str)) or data is None:
         return False
+    if t in _NAMESPACES:
+        return True
     try:
-        return _namespace_of_type(data) is not NUMPY
+        _namespace_of_type(data)
     except TypeError:
         return False
+    return True
+
+
+def _is_foreign_array(data: Any) -> bool:
+    """True for an array of a namespace other than NumPy (CuPy, array-api-strict, ...)."""
+    return type(data) is not _ND and is_array(data) and _namespace_of_type(data) is not NUMPY
 
 
 def asarray(data: Any, device: str | Device | None = None, dtype: Any = None) -> Any:

@@ -5,6 +5,11 @@ created after its inputs, so this visits the graph in reverse topological order 
 recursive sort, and a node is processed only once all of its consumers have been (they are
 newer). Pending gradients live in a dict local to the pass and are popped as they are used,
 so memory falls as backward proceeds; intermediate nodes never get a public ``.grad``.
+
+The namespace the rules compute with is chosen per node from its data: :mod:`graphgrad.ops._xp`
+for NumPy arrays (with the ``fast=`` in-place variants, which are for NumPy only), else the
+portable twin of the array's namespace (``_xp.xp_for``: CuPy, array_api_strict); with
+``create_graph=True`` the recording namespace of the Tensor front end, on every device.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._backend import dtype_kind, namespace_of, to_numpy
 from ._graph import RELEASED, Node
 from ._state import ANOMALY, enable_grad
 from .errors import AnomalyError, BackwardError, ShapeError
@@ -86,6 +92,8 @@ def _run(
         stop = min(t._seq for t in wrt)
     anomaly = ANOMALY.get()
     sinks = GRAD_SINKS if (wrt is None and not graph_mode) else None
+    xp_for = _xp.xp_for
+    numpy_xp = xp
     while heap:
         neg_seq, node = heappop(heap)
         if -neg_seq < stop:
@@ -100,10 +108,10 @@ def _run(
         if op is None:  # a leaf
             if wrt is None:
                 fresh = graph_mode or key in owned or _sole(g)  # not inside the call below:
-                _accumulate(node, g, fresh)  # its argument list would hold one more reference
+                _accumulate(node, g, fresh, graph_mode)  # (it would hold one more reference)
             continue
         if node._retain and wrt is None:
-            _accumulate(node, g, graph_mode or key in owned)
+            _accumulate(node, g, graph_mode or key in owned, graph_mode)
         inputs = node._inputs
         if inputs is RELEASED:
             raise BackwardError(
@@ -112,10 +120,14 @@ def _run(
             )
         if graph_mode:
             ans, args = node, inputs
+            fast = ()
         else:
             ans, args = node.data, [t.data for t in inputs]
+            if type(ans) is np.ndarray:
+                xp, fast = numpy_xp, op.fast  # in-place variants: for NumPy arrays only
+            else:
+                xp, fast = xp_for(ans), ()
         params = node._params
-        fast = () if graph_mode else op.fast  # in-place variants for NumPy arrays
         for i, inp in enumerate(inputs):
             if not inp.requires_grad:
                 continue
@@ -131,7 +143,8 @@ def _run(
                     gi = op.vjp(i, xp, g, ans, args, params)
             shape = inp.data.shape
             if gi.shape != shape:
-                gi = xp.sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi
+                sum_to = xp.sum_to if graph_mode else xp_for(gi).sum_to  # gi's own device
+                gi = sum_to(gi, shape) if len(gi.shape) >= len(shape) else gi
                 if gi.shape != shape:
                     raise ShapeError(
                         f"backward of op '{op.name}': the gradient for its argument "
@@ -147,11 +160,16 @@ def _run(
                 if not graph_mode and not op.aliases and _fresh(gi, g, ans, args):
                     owned.add(k2)
                 heappush(heap, (-inp._seq, inp))
-            elif not graph_mode and k2 in owned and prev.dtype == np.result_type(prev, gi):
+            elif (
+                not graph_mode
+                and k2 in owned
+                and type(prev) is np.ndarray
+                and prev.dtype == np.result_type(prev, gi)
+            ):
                 np.add(prev, gi, out=prev)  # we allocated prev: accumulate in place
             else:
                 pending[k2] = prev + gi
-                if not graph_mode and type(pending[k2]) is np.ndarray:
+                if not graph_mode and _owns_memory(pending[k2]):
                     owned.add(k2)
         gi = prev = None  # no stale references: _sole() counts them
         if not retain_graph:
@@ -171,10 +189,21 @@ def _vjp(op: Any, fast: Any, i: int, xp: Any, g: Any, ans: Any, args: Any, param
     return op.vjp(i, xp, g, ans, args, params)
 
 
+def _owns_memory(a: Any) -> bool:
+    """True for an array that is not a view of another: a NumPy or CuPy array whose ``base``
+    is None (other namespaces cannot tell, so their arrays are taken as views)."""
+    return getattr(a, "base", 1) is None
+
+
 def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
-    """True if a rule allocated ``gi`` (so the engine may add into it in place): a base
-    ndarray that is not the upstream gradient, the node's value or one of its inputs."""
-    if type(gi) is not np.ndarray or gi.base is not None or gi is g or gi is ans:
+    """True if a rule allocated ``gi`` (so the engine may keep it without a copy): an array
+    owning its memory that is not the upstream gradient, the node's value or an input."""
+    if gi is g or gi is ans:
+        return False
+    if type(gi) is np.ndarray:
+        if gi.base is not None:
+            return False
+    elif getattr(gi, "base", 1) is not None:  # CuPy has base; other namespaces: a view
         return False
     for a in args:  # noqa: SIM110 - a plain loop: all() over a generator costs 4x, per node
         if gi is a:
@@ -199,9 +228,11 @@ def _sole(g: Any) -> bool:
     )
 
 
-def _accumulate(node: Node, g: Any, fresh: bool) -> None:
+def _accumulate(node: Node, g: Any, fresh: bool, graph_mode: bool = False) -> None:
     """Add ``g`` to ``node.grad``; ``g`` is copied first unless the engine allocated it."""
-    if isinstance(g, np.ndarray | np.generic):
+    if graph_mode:  # a Tensor (create_graph=True)
+        node.grad = g if node.grad is None else node.grad + g
+    elif isinstance(g, np.ndarray | np.generic):
         dtype = node.data.dtype
         if g.dtype != dtype:
             g = g.astype(dtype)
@@ -210,8 +241,16 @@ def _accumulate(node: Node, g: Any, fresh: bool) -> None:
             node.grad = g if (fresh and type(g) is np.ndarray) else np.array(g, dtype=dtype)
         else:
             node.grad = node.grad + g
-    else:  # a Tensor (create_graph=True)
-        node.grad = g if node.grad is None else node.grad + g
+    else:  # an array of another namespace (CuPy, array_api_strict)
+        xp = namespace_of(g)
+        dtype = node.data.dtype
+        if g.dtype != dtype:
+            g = xp.astype(g, dtype)
+            fresh = True
+        if node.grad is None:
+            node.grad = g if fresh else xp.asarray(g, copy=True)
+        else:
+            node.grad = node.grad + g
 
 
 def _arg_name(op: Any, i: int) -> str:
@@ -222,7 +261,7 @@ def _arg_name(op: Any, i: int) -> str:
 def _ranges(arrays: Any) -> str:
     parts = []
     for a in arrays:
-        a = np.asarray(a)
+        a = to_numpy(a)
         if a.size and a.dtype.kind in "fiub":
             parts.append(f"shape {a.shape} in [{np.min(a):.4g}, {np.max(a):.4g}]")
         else:
@@ -233,7 +272,10 @@ def _ranges(arrays: Any) -> str:
 def check_forward(node: Any) -> None:
     """Anomaly mode: raise if the op that made ``node`` produced NaN or Inf."""
     out = node.data
-    if out.dtype.kind in "fc" and not np.all(np.isfinite(out)):
+    if dtype_kind(out.dtype) not in "fc":
+        return
+    out = to_numpy(out)  # a debugging mode: a copy to the host is acceptable
+    if not np.all(np.isfinite(out)):
         raise AnomalyError(
             f"op '{node._op.name}' produced {_bad(out)} in its forward pass\n"
             f"  inputs: {_ranges([t.data for t in node._inputs])}\n"
@@ -242,7 +284,7 @@ def check_forward(node: Any) -> None:
 
 
 def _check_backward(node: Any, op: Any, i: int, gi: Any) -> None:
-    arr = gi.data if hasattr(gi, "_op") else np.asarray(gi)
+    arr = to_numpy(gi.data if hasattr(gi, "_op") else gi)
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         raise AnomalyError(
             f"the backward of op '{op.name}' produced {_bad(arr)} in the gradient for its "

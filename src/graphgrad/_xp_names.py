@@ -23,6 +23,7 @@ NAMES = (
     "softmax",
     "getitem",
     "index_add",
+    "to_device",
 )
 
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from . import _fused, _xp_names
+from . import _backend, _fused, _xp_names
+from ._backend import CPU, Device, device_of, dtype_kind, namespace_of, parse_device
 from ._engine import check_forward, run_backward, set_graph_namespace, user_site
 from ._state import ANOMALY, GRAD_ENABLED, SETTINGS, next_seq, no_grad
-from .errors import BackwardError, InPlaceError, ShapeError
+from .errors import BackwardError, DeviceMismatchError, InPlaceError, ShapeError
 from .ops import REGISTRY, Op
 from .ops import elementwise as E
 from .ops import fused as FU
@@ -30,23 +31,29 @@ if TYPE_CHECKING:
 
 _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
+_ND = np.ndarray
 
 
 class Tensor:
     """An n-dimensional array (``.data``, a NumPy array) that is a node of the graph.
 
     Args:
-        data: anything ``numpy.asarray`` accepts. Python floats and lists of floats become
-            ``gg.get_default_dtype()`` (float32 unless changed); NumPy float arrays keep their
-            dtype.
+        data: anything ``numpy.asarray`` accepts, or an array of another array API namespace
+            (a CuPy or ``array_api_strict`` array, which keeps its namespace and device).
+            Python floats and lists of floats become ``gg.get_default_dtype()`` (float32
+            unless changed); float arrays keep their dtype.
         requires_grad: record ops on this tensor and give it a ``.grad`` after ``backward()``.
             Only floating-point data can require gradients: integer or boolean data raises
             a ``TypeError`` (as in PyTorch and JAX) unless ``dtype`` makes it float.
         dtype: force a dtype.
         name: a label shown in graph pictures and error messages.
+        device: where the values live: ``"cpu"`` (NumPy, the default), ``"cuda"``/``"cuda:N"``
+            (CuPy), ``"array-api-strict[:device1|device2]"``, or a :class:`Device`; ``None``
+            keeps ``data``'s own device (NumPy for lists and numbers).
 
     Attributes:
-        data: the values, a ``numpy.ndarray``.
+        data: the values, a ``numpy.ndarray`` on the CPU (an array of the device's namespace
+            elsewhere).
         grad: ``None`` until a backward pass reaches this leaf; then dL/d(self), an array of
             ``data``'s shape and dtype (a Tensor when ``create_graph=True`` was used).
     """
@@ -83,9 +90,10 @@ class Tensor:
         requires_grad: bool = False,
         dtype: Any = None,
         name: str | None = None,
+        device: str | Device | None = None,
     ) -> None:
-        arr = _to_array(data, dtype)
-        if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
+        arr = _to_array(data, dtype, device)
+        if requires_grad and dtype_kind(arr.dtype) not in _FLOAT_KINDS:
             raise TypeError(_int_grad_message(data, arr))
         self.data = arr
         self.grad = None
@@ -120,6 +128,25 @@ class Tensor:
         return self.data.size
 
     @property
+    def device(self) -> Device:
+        """Where the values live, a :class:`graphgrad.Device`; ``str(t.device)`` is ``"cpu"``,
+        ``"cuda:0"``, ``"array-api-strict"`` or ``"array-api-strict:device1"``."""
+        return CPU if type(self.data) is _ND else device_of(self.data)
+
+    def to(self, device: str | Device) -> Tensor:
+        """This tensor on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...): ``self`` if it
+        is there already, else a copy that is a node of the graph (op ``to_device``), so the
+        gradient flows back to this tensor's device."""
+        dev = parse_device(device)
+        if self.device == dev:
+            return self
+        return _apply(SH.to_device, (self,), {"device": dev})
+
+    def cpu(self) -> Tensor:
+        """``self.to("cpu")``."""
+        return self.to(CPU)
+
+    @property
     def op(self) -> str | None:
         """The name of the op that produced this tensor (``None`` for a leaf)."""
         return self._op.name if self._op is not None else None
@@ -135,14 +162,20 @@ class Tensor:
         return transpose(self)
 
     def numpy(self) -> np.ndarray:
-        """The NumPy array behind this tensor (shared, not copied)."""
+        """The NumPy array behind this tensor (shared, not copied); a tensor on another
+        device raises a TypeError: copy it first, ``t.to("cpu").numpy()``."""
+        if type(self.data) is not _ND:
+            raise TypeError(_host_message("numpy()", self))
         return self.data
 
     def item(self) -> Any:
-        """The single element as a Python number."""
-        if self.data.size != 1:
-            raise ValueError(f"item(): the tensor has {self.data.size} elements, not 1")
-        return self.data.item()
+        """The single element as a Python number (on any device)."""
+        size = _size(self.data)
+        if size != 1:
+            raise ValueError(f"item(): the tensor has {size} elements, not 1")
+        if type(self.data) is _ND:
+            return self.data.item()
+        return _backend.to_numpy(self.data).item()
 
     def detach(self) -> Tensor:
         """A tensor sharing ``data`` that is cut from the graph (requires no gradient)."""
@@ -156,7 +189,7 @@ class Tensor:
     def __len__(self) -> int:
         if self.data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return len(self.data)
+        return int(self.data.shape[0])
 
     def __iter__(self) -> Iterator[Tensor]:
         for i in range(len(self)):
@@ -202,7 +235,7 @@ class Tensor:
                 "the graph; build the tensor from v instead, e.g. gg.where(mask, v, x), "
                 "gg.stack or gg.concatenate"
             )
-        self.data[_norm_index(index)] = _raw(value)
+        self.data[_norm_index(index, self.data)] = _raw(value)
 
     def __float__(self) -> float:
         return float(self.item())
@@ -214,13 +247,18 @@ class Tensor:
         return bool(self.data)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if type(self.data) is not _ND:
+            raise TypeError(_host_message("numpy.asarray(tensor)", self))
         return self.data if dtype is None else self.data.astype(dtype)
 
     def __repr__(self) -> str:
-        body = np.array2string(self.data, precision=4, separator=", ", threshold=20)
+        host = _backend.to_numpy(self.data)
+        body = np.array2string(host, precision=4, separator=", ", threshold=20)
         extra = []
-        if self.data.dtype != SETTINGS.default_dtype:
-            extra.append(f"dtype={self.data.dtype}")
+        if host.dtype != SETTINGS.default_dtype:
+            extra.append(f"dtype={host.dtype}")
+        if type(self.data) is not _ND:
+            extra.append(f"device='{self.device}'")
         if self._op is not None:
             extra.append(f"op={self._op.name}")
         elif self.requires_grad:
@@ -280,17 +318,30 @@ class Tensor:
                 f"under no_grad()"
             )
         owned = False
+        data = self.data
         if grad is None:
-            if self.data.size != 1:
+            if _size(data) != 1:
                 raise BackwardError(
                     f"backward() on a non-scalar tensor of shape {self.shape} needs a gradient "
                     f"argument of that shape (dL/d this tensor); reduce a loss to one number "
                     f"first, e.g. with .sum() or .mean()"
                 )
-            seed: Any = np.ones_like(self.data)
+            seed: Any = (
+                np.ones_like(data) if type(data) is _ND else namespace_of(data).ones_like(data)
+            )
             owned = True
         else:
-            seed = grad.data if isinstance(grad, Tensor) else np.asarray(grad, self.data.dtype)
+            if isinstance(grad, Tensor):
+                seed = grad.data
+                if type(seed) is not type(data) and grad.device != self.device:
+                    raise DeviceMismatchError(
+                        f"backward(): the gradient is on {grad.device} but the tensor is on "
+                        f"{self.device} (shape {self.shape}); move it with .to('{self.device}')"
+                    )
+            elif type(data) is _ND:
+                seed = np.asarray(grad, data.dtype)
+            else:
+                seed = _backend.asarray(grad, self.device, data.dtype)
             if seed.shape != self.shape:
                 raise ShapeError(
                     f"backward(): the gradient has shape {seed.shape} but the tensor has shape "
@@ -445,7 +496,7 @@ class Tensor:
 # ------------------------------------------------------------------------------ plumbing
 
 
-def _to_array(data: Any, dtype: Any) -> np.ndarray:
+def _to_array(data: Any, dtype: Any, device: Any = None) -> Any:
     if isinstance(data, Tensor):
         data = data.data
     elif isinstance(data, Scalar):
@@ -453,6 +504,8 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
             "a Scalar cannot be mixed with Tensors: build the graph from one kind of node, "
             "or use gg.Tensor(s.data) for a constant"
         )
+    if device is not None or (type(data) is not _ND and _backend.is_array(data)):
+        return _to_device_array(data, dtype, device)
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
     if isinstance(data, np.ndarray):
@@ -465,10 +518,36 @@ def _to_array(data: Any, dtype: Any) -> np.ndarray:
     return arr
 
 
+def _to_device_array(data: Any, dtype: Any, device: Any) -> Any:
+    """``data`` on ``device`` (``None``: an array's own device): an array of another namespace
+    keeps its dtype; host data is read as on the CPU (Python floats: the default dtype)."""
+    if type(data) is _ND or not _backend.is_array(data):
+        host = _to_array(data, dtype, None)
+        return host if device is None else _backend.asarray(host, device)
+    if device is None:
+        device = device_of(data)
+    return _backend.asarray(data, device, dtype)
+
+
+def _size(a: Any) -> int:
+    """The number of elements of an array of any namespace."""
+    n = 1
+    for k in a.shape:
+        n *= int(k)
+    return n
+
+
+def _host_message(what: str, t: Tensor) -> str:
+    return (
+        f"{what}: the tensor (shape {t.shape}) is on {t.device}, not in host memory; copy it "
+        f"first: t.to('cpu').numpy()"
+    )
+
+
 _new = object.__new__
 
 
-def _const(arr: np.ndarray) -> Tensor:
+def _const(arr: Any) -> Tensor:
     """A leaf that requires no gradient, made without ``__init__``'s conversions."""
     t = _new(Tensor)
     t.data = arr
@@ -489,21 +568,47 @@ def _lift(x: Any, like: Tensor) -> Tensor:
     ``x * 0.5`` stays float32 (no silent float64 upcast)."""
     if isinstance(x, Tensor):
         return x
+    data = like.data
+    if type(data) is not _ND:  # numbers and lists join like's device; arrays keep theirs
+        return _lift_to_device(x, like)
     if isinstance(x, int | float) and not isinstance(x, bool):
-        dt = like.data.dtype
+        dt = data.dtype
         return _const(np.asarray(x, dtype=dt) if dt.kind in _FLOAT_KINDS else np.asarray(x))
     if isinstance(x, np.ndarray):
         return _const(x)
     return _const(_to_array(x, None))
 
 
+def _lift_to_device(x: Any, like: Tensor) -> Tensor:
+    """:func:`_lift` for ``like`` on a device other than NumPy's: a Python number or list
+    becomes a constant there; an array stays where it is (``_apply`` names a mismatch)."""
+    if isinstance(x, int | float | bool | list | tuple | np.generic):
+        host = np.asarray(x)
+        dt = like.data.dtype
+        if isinstance(x, int | float) and not isinstance(x, bool):
+            if dtype_kind(dt) in _FLOAT_KINDS:
+                return _const(_backend.asarray(host, like.device, dt))
+        elif host.dtype == np.float64:
+            host = host.astype(SETTINGS.default_dtype)
+        return _const(_backend.asarray(host, like.device))
+    return _const(_to_array(x, None))
+
+
 def as_tensor(x: Any) -> Tensor:
-    """``x`` if it is a Tensor, else a constant Tensor made from it."""
+    """``x`` if it is a Tensor, else a constant Tensor made from it (on its own device)."""
     return x if isinstance(x, Tensor) else _const(_to_array(x, None))
 
 
 def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) -> Tensor:
-    """Run ``op``'s forward on the inputs' arrays and record the node if a gradient is needed."""
+    """Run ``op``'s forward on the inputs' arrays and record the node if a gradient is needed.
+
+    Inputs on different devices (a NumPy array with a GPU tensor included) raise a
+    :class:`DeviceMismatchError` naming the op, both devices and the shapes."""
+    if len(inputs) > 1:
+        for x in inputs:
+            if type(x.data) is not _ND:
+                _check_devices(op, inputs)
+                break
     try:
         anomaly = ANOMALY.get()
         if anomaly:  # our AnomalyError below is clearer than NumPy's RuntimeWarning
@@ -513,8 +618,8 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
             out = op.forward(*[t.data for t in inputs], **params)
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, inputs, e) from e
-    if type(out) is not np.ndarray:
-        out = np.asarray(out)
+    if type(out) is not np.ndarray and (isinstance(out, np.generic) or not hasattr(out, "shape")):
+        out = np.asarray(out)  # NumPy returns scalars for some 0-d results
     t = _new(Tensor)
     t.data = out
     t.grad = None
@@ -542,6 +647,20 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
             finally:
                 t._op, t._inputs = None, ()
     return t
+
+
+def _check_devices(op: Op, inputs: tuple[Tensor, ...]) -> None:
+    """Raise if the inputs of ``op`` are not all on one device."""
+    first = inputs[0]
+    dev = first.device
+    for t in inputs[1:]:
+        other = t.device
+        if other != dev:
+            raise DeviceMismatchError(
+                f"{op.name}: its inputs are on different devices, {dev} (shape {first.shape}) "
+                f"and {other} (shape {t.shape}); move one first, e.g. x.to('{dev}') "
+                f"(a NumPy array counts as a cpu tensor)"
+            )
 
 
 def _forward_error(op: Op, inputs: tuple[Tensor, ...], e: Exception) -> Exception:
@@ -575,17 +694,23 @@ def _one_axis(axis: Any, ndim: int, opname: str) -> int:
     return int(axis) % ndim
 
 
-def _norm_index(index: Any) -> Any:
+def _norm_index(index: Any, like: Any = None) -> Any:
+    """``index`` with Tensors and lists as arrays; for ``like`` (the indexed array) on another
+    device than NumPy's, index arrays are copied there (as PyTorch takes CPU indices)."""
     if isinstance(index, tuple):
-        return tuple(_norm_index_item(i) for i in index)
-    return _norm_index_item(index)
+        return tuple(_norm_index_item(i, like) for i in index)
+    return _norm_index_item(index, like)
 
 
-def _norm_index_item(i: Any) -> Any:
+def _norm_index_item(i: Any, like: Any = None) -> Any:
     if isinstance(i, Tensor):
-        return i.data
-    if isinstance(i, list):
-        return np.asarray(i)
+        i = i.data
+    elif isinstance(i, list):
+        i = np.asarray(i)
+    if like is None or type(like) is _ND:
+        return i
+    if type(i) is _ND or _backend.is_array(i):
+        return _backend.to_device(i, device_of(like))
     return i
 
 
@@ -593,16 +718,64 @@ def _norm_index_item(i: Any) -> Any:
 
 
 def tensor(
-    data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None
+    data: Any,
+    requires_grad: bool = False,
+    dtype: Any = None,
+    name: str | None = None,
+    device: str | Device | None = None,
 ) -> Tensor:
-    """Make a Tensor (same arguments as :class:`Tensor`)."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
+    """Make a Tensor (same arguments as :class:`Tensor`; ``device="cuda"`` puts it on the GPU)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name, device=device)
+
+
+def zeros(
+    shape: int | Sequence[int],
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of zeros of ``shape`` (dtype: ``gg.get_default_dtype()`` unless given)."""
+    return _filled(0.0, shape, dtype, device, requires_grad)
+
+
+def ones(
+    shape: int | Sequence[int],
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of ones of ``shape`` (dtype: ``gg.get_default_dtype()`` unless given)."""
+    return _filled(1.0, shape, dtype, device, requires_grad)
+
+
+def _filled(value: float, shape: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    shp = (shape,) if isinstance(shape, int | np.integer) else tuple(shape)
+    dev = parse_device(device)
+    dt = SETTINGS.default_dtype if dtype is None else dtype
+    xp = dev.xp
+    if dev.is_cpu:
+        arr = np.full(shp, value, dtype=dt)
+    elif dev.kind == "cuda":
+        with dev.native:
+            arr = xp.full(shp, value, dtype=_backend.xp_dtype(xp, dt))
+    else:
+        arr = xp.full(shp, value, dtype=_backend.xp_dtype(xp, dt), device=dev.native)
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def to_device(x: Any, device: str | Device) -> Tensor:
+    """``x`` on ``device`` (differentiable: the gradient goes back to ``x``'s device); the
+    function form of :meth:`Tensor.to`."""
+    return as_tensor(x).to(device)
 
 
 def where(cond: Any, x: Any, y: Any) -> Tensor:
     """``x`` where ``cond`` is true, else ``y`` (broadcasting; ``cond`` is not differentiable)."""
     c = as_tensor(cond)
-    if c.data.dtype != np.bool_:
+    if type(c.data) is not _ND:
+        if dtype_kind(c.data.dtype) != "b":
+            c = _const(namespace_of(c.data).astype(c.data, namespace_of(c.data).bool))
+    elif c.data.dtype != np.bool_:
         c = _const(c.data.astype(bool))
     if isinstance(x, Tensor):
         tx, ty = x, _lift(y, x)
@@ -765,14 +938,13 @@ def sum_to(x: Any, shape: Sequence[int]) -> Tensor:
 def getitem(x: Any, index: Any) -> Tensor:
     """``x[index]`` (slices, ints, int or bool arrays); repeated indices sum in backward."""
     t = as_tensor(x)
-    return _apply(SH.getitem, (t,), {"index": _norm_index(index)})
+    return _apply(SH.getitem, (t,), {"index": _norm_index(index, t.data)})
 
 
 def index_add(x: Any, index: Any, shape: Sequence[int]) -> Tensor:
     """A zero tensor of ``shape`` with ``x`` added at ``index`` (the transpose of getitem)."""
-    return _apply(
-        SH.index_add, (as_tensor(x),), {"index": _norm_index(index), "shape": tuple(shape)}
-    )
+    t = as_tensor(x)
+    return _apply(SH.index_add, (t,), {"index": _norm_index(index, t.data), "shape": tuple(shape)})
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
@@ -854,7 +1026,9 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
     if tx.ndim != 2:
         raise ShapeError(f"cross_entropy: logits must be (S, T), got shape {tx.shape}")
     s, t = tx.shape
-    if lab.dtype.kind in "iu":
+    if type(lab) is not _ND:
+        _check_labels_any(tx, lab)
+    elif lab.dtype.kind in "iu":
         if lab.shape != (s,):
             raise ShapeError(
                 f"cross_entropy: integer labels must have shape ({s},) for logits {tx.shape}, "
@@ -876,6 +1050,34 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
     return _apply(FU.cross_entropy, (tx, _const(lab)))
 
 
+def _check_labels_any(tx: Tensor, lab: Any) -> None:
+    """cross_entropy's label checks for labels of another namespace than NumPy's (the range
+    check reads one boolean back from the device)."""
+    s, t = tx.shape
+    kind = dtype_kind(lab.dtype)
+    if kind in "iu":
+        if tuple(lab.shape) != (s,):
+            raise ShapeError(
+                f"cross_entropy: integer labels must have shape ({s},) for logits {tx.shape}, "
+                f"got {tuple(lab.shape)}"
+            )
+        xp = namespace_of(lab)
+        if s and bool(xp.any((lab < 0) | (lab >= t))):
+            host = _backend.to_numpy(lab)
+            bad = int(np.flatnonzero((host < 0) | (host >= t))[0])
+            raise ValueError(
+                f"cross_entropy: label {int(host[bad])} at index {bad} is outside [0, {t})"
+            )
+    elif kind == "f":
+        if tuple(lab.shape) != tx.shape:
+            raise ShapeError(
+                f"cross_entropy: target probabilities must have the logits' shape {tx.shape}, "
+                f"got {tuple(lab.shape)}"
+            )
+    else:
+        raise TypeError(f"cross_entropy: labels must be integers or floats, got {lab.dtype}")
+
+
 def mse_loss(pred: Any, target: Any) -> Tensor:
     """Mean squared error mean((pred - target)^2) over all elements; shapes must match."""
     tp = as_tensor(pred)
@@ -891,7 +1093,7 @@ def _raw(x: Any) -> Any:
 
 
 def _const_any(a: Any) -> Tensor:
-    return _const(np.asarray(a))
+    return _const(a if type(a) is _ND or _backend.is_array(a) else np.asarray(a))
 
 
 class TensorXP:
@@ -912,6 +1114,7 @@ class TensorXP:
     softmax = staticmethod(softmax)
     getitem = staticmethod(getitem)
     index_add = staticmethod(index_add)
+    to_device = staticmethod(to_device)
 
 
 # ------------------------------------------------------- functions made from the registry
@@ -1063,13 +1266,26 @@ def _inplace(x: Tensor, other: Any, op: Op, sym: str) -> Tensor:
             f"operation cannot change the shape (write x = x {sym[:-1]} y for a new tensor)"
         )
     try:
-        np.copyto(x.data, r.data, casting="same_kind")
+        if type(x.data) is _ND:
+            np.copyto(x.data, r.data, casting="same_kind")
+        else:
+            _copy_into(x.data, r.data)
     except TypeError as e:
         raise TypeError(
             f"x {sym} y: cannot store the {r.dtype} result in x's {x.dtype} data in place "
             f"(NumPy's same_kind rule); write x = x {sym[:-1]} y for a new tensor"
         ) from e
     return x
+
+
+def _copy_into(dst: Any, src: Any) -> None:
+    """``dst[...] = src`` for arrays of another namespace, with NumPy's ``same_kind`` rule."""
+    kd, ks = dtype_kind(dst.dtype), dtype_kind(src.dtype)
+    order = "buifc"
+    if order.index(ks) > order.index(kd):
+        raise TypeError(f"cannot cast {src.dtype} to {dst.dtype} (same_kind)")
+    xp = namespace_of(dst)
+    dst[...] = src if src.dtype == dst.dtype else xp.astype(src, dst.dtype)
 
 
 class _Reduced(Tensor):

@@ -1,16 +1,22 @@
-"""The NumPy namespace VJP rules compute with during an ordinary backward pass.
+"""The namespaces VJP rules compute with during an ordinary backward pass.
 
-Each function here has a twin of the same name in :class:`graphgrad.tensor.TensorXP` that does
-the same on Tensors and records the graph (used when ``create_graph=True``).
+The module's functions are the NumPy namespace (the fast path: BLAS through ``_blas``, a GEMV
+for bias gradients, ``np.add.at``). :class:`ArrayXP` is its portable twin, the same names
+written in the Python array API standard for any other array namespace (CuPy,
+``array_api_strict``); :func:`xp_for` picks one from an array's type, NumPy first.
+
+Each function here also has a twin of the same name in :class:`graphgrad.tensor.TensorXP` that
+does the same on Tensors and records the graph (used when ``create_graph=True``).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 
-from .. import _blas
+from .. import _backend, _blas
 
 Array = np.ndarray
 
@@ -117,9 +123,175 @@ def may_repeat(index: Any) -> bool:
     return any(isinstance(i, np.ndarray) and i.dtype.kind in "iu" for i in items)
 
 
+def to_device(x: Array, device: Any) -> Any:
+    """``x`` moved to ``device`` (a :class:`graphgrad._backend.Device`)."""
+    return _backend.to_device(x, device)
+
+
+_ADOPTED: dict[str, Any] = {}
+
+
 def adopt(ops: Any) -> None:
-    """Offer each op's NumPy forward under its name (``cos``, ``softplus``, ...), unless a
-    function of that name is written above."""
+    """Offer each op's forward under its name (``cos``, ``softplus``, ...), unless a function
+    of that name is written above; :class:`ArrayXP` offers the same names."""
     module = globals()
     for op in ops:
         module.setdefault(op.name, op.forward)
+        _ADOPTED.setdefault(op.name, op.forward)
+
+
+# ------------------------------------------------------------------- the portable twin
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for k in shape:
+        n *= int(k)
+    return n
+
+
+class ArrayXP:
+    """This module's functions for any array API namespace ``xp`` (one instance per
+    namespace, from :func:`generic`): standard names only, so CuPy and ``array_api_strict``
+    run the rules that NumPy runs through the module above. Elementwise ops are offered by
+    name as the module offers them (their forwards pick the namespace of their inputs)."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.name = getattr(xp, "__name__", type(xp).__name__)
+        self._is_cupy = self.name.split(".")[-1] == "cupy"
+
+    def __repr__(self) -> str:
+        return f"ArrayXP({self.name})"
+
+    def __getattr__(self, name: str) -> Any:
+        forward = _ADOPTED.get(name)
+        if forward is None:
+            raise AttributeError(f"ArrayXP({self.name}) has no function {name!r}")
+        return forward
+
+    def raw(self, x: Any) -> Any:
+        return x
+
+    def const(self, a: Any) -> Any:
+        return a
+
+    def sum_to(self, x: Any, shape: tuple[int, ...]) -> Any:
+        if tuple(x.shape) == tuple(shape):
+            return x
+        lead = x.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(
+            i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1
+        )
+        y = self.xp.sum(x, axis=axes, keepdims=True) if axes else x
+        return self.xp.reshape(y, tuple(shape)) if lead else y
+
+    def broadcast_to(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return self.xp.broadcast_to(x, tuple(shape))
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return self.xp.reshape(x, tuple(shape))
+
+    def transpose(self, x: Any, axes: tuple[int, ...] | None) -> Any:
+        perm = tuple(range(x.ndim - 1, -1, -1)) if axes is None else tuple(axes)
+        return self.xp.permute_dims(x, perm)
+
+    def swap_last(self, x: Any) -> Any:
+        return self.xp.matrix_transpose(x)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.xp.matmul(a, b)
+
+    def sum_rows(self, x: Any) -> Any:
+        return self.xp.sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim > 1 else x
+
+    def sum(self, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return self.xp.sum(x, axis=axis, keepdims=keepdims)
+
+    def exp(self, x: Any) -> Any:
+        return self.xp.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return self.xp.log(x)
+
+    def where(self, c: Any, a: Any, b: Any) -> Any:
+        return where_any(self.xp, c, a, b)
+
+    def softmax(self, x: Any, axis: int = -1) -> Any:
+        xp = self.xp
+        z = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+        return z / xp.sum(z, axis=axis, keepdims=True)
+
+    def getitem(self, x: Any, index: Any) -> Any:
+        return x[index]
+
+    def index_add(self, g: Any, index: Any, shape: tuple[int, ...]) -> Any:
+        """A zero array of ``shape`` with ``g`` added at ``index`` (repeated indices sum).
+
+        The standard has no scatter-add (and ``array_api_strict`` no fancy ``__setitem__``):
+        the flat positions ``index`` picks are read from ``arange(n)``, and each output
+        element sums the ``g`` entries whose position is its own (a ``where`` over an
+        (entries, n) comparison: exact, NaN-safe, O(entries x n) memory). CuPy uses
+        ``cupyx.scatter_add`` instead (one atomic pass).
+        """
+        xp, shape = self.xp, tuple(shape)
+        if self._is_cupy:
+            import cupyx  # lazily: only with CuPy installed
+
+            out = xp.zeros(shape, dtype=g.dtype)
+            cupyx.scatter_add(out, index, g)
+            return out
+        n = _prod(shape)
+        dev = g.device
+        pos = xp.reshape(xp.reshape(xp.arange(n, device=dev), shape)[index], (-1,))
+        flat = xp.reshape(xp.broadcast_to(g, pos.shape if g.ndim == 0 else g.shape), (-1,))
+        hit = pos[:, None] == xp.arange(n, device=dev)[None, :]
+        zero = xp.zeros((), dtype=g.dtype, device=dev)
+        out = xp.sum(xp.where(hit, flat[:, None], zero), axis=0, dtype=g.dtype)
+        return xp.reshape(out, shape)
+
+    def to_device(self, x: Any, device: Any) -> Any:
+        return _backend.to_device(x, device)
+
+
+def where_any(xp: Any, c: Any, a: Any, b: Any) -> Any:
+    """``xp.where(c, a, b)`` where ``a`` or ``b`` may be a Python number (both numbers: the
+    first becomes a 0-d array of the other's dtype if it has one, else of float64)."""
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        a = xp.asarray(float(a), device=c.device)
+    return xp.where(c, a, b)
+
+
+_GENERIC: dict[int, ArrayXP] = {}
+
+
+def generic(xp: Any) -> ArrayXP:
+    """The :class:`ArrayXP` of namespace ``xp`` (made once per namespace)."""
+    twin = _GENERIC.get(id(xp))
+    if twin is None:
+        twin = _GENERIC[id(xp)] = ArrayXP(xp)
+    return twin
+
+
+def xp_for(array: Any) -> Any:
+    """The VJP namespace for arrays like ``array``: this module for NumPy, else the portable
+    twin of ``array``'s namespace."""
+    if type(array) is np.ndarray:
+        return _module
+    ns = _backend.namespace_of(array)
+    return _module if _backend.is_numpy(ns) else generic(ns)
+
+
+def sum_to_any(x: Any, shape: tuple[int, ...]) -> Any:
+    """:func:`sum_to` for an array of any namespace."""
+    return sum_to(x, shape) if type(x) is np.ndarray else xp_for(x).sum_to(x, shape)
+
+
+def index_add_any(g: Any, index: Any, shape: tuple[int, ...]) -> Any:
+    """:func:`index_add` for an array of any namespace."""
+    if type(g) is np.ndarray or isinstance(g, np.generic):
+        return index_add(np.asarray(g), index, shape)
+    return xp_for(g).index_add(g, index, shape)
+
+
+_module = sys.modules[__name__]

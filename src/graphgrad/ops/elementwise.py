@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from .. import _fused
+from .._backend import NUMPY, NUMPY_TYPES, dtype_kind, namespace_of
 from ._registry import HE_GAIN, LECUN_GAIN, defop, nondiff
+
+# Forwards compute with the namespace of their inputs: NumPy (checked first, by type) or any
+# array API namespace (CuPy, array_api_strict), by the standard's names. Rules compute masks
+# on raw arrays with ``namespace_of`` too; NumPy-only fast paths (``fast=``, ``_fused``) are
+# selected by ``type(x) is np.ndarray``.
 
 
 def _same_array_kind(g: Any, ans: Any) -> bool:
@@ -32,6 +38,11 @@ def _same_array_kind(g: Any, ans: Any) -> bool:
         and g.dtype == ans.dtype
         and g.shape == ans.shape
     )
+
+
+def _astype(ns: Any, a: Any, dtype: Any) -> Any:
+    """``a`` as ``dtype`` in namespace ``ns`` (NumPy: the method, which NumPy scalars have)."""
+    return a.astype(dtype) if ns is NUMPY else ns.astype(a, dtype)
 
 
 def _domain(op: str, msg: str) -> ValueError:
@@ -61,7 +72,8 @@ def _neg_g(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=float.__add__,
 )
 def add(x: Any, y: Any) -> Any:
-    return np.add(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.add(x, y)
 
 
 @defop(
@@ -76,7 +88,8 @@ def add(x: Any, y: Any) -> Any:
     scalar=float.__sub__,
 )
 def sub(x: Any, y: Any) -> Any:
-    return np.subtract(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.subtract(x, y)
 
 
 def _mul_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -124,7 +137,8 @@ def _mul_dy_fast(g: Any, ans: Any, x: Any, y: Any) -> Any:
     fast=(_mul_dx_fast, _mul_dy_fast),
 )
 def mul(x: Any, y: Any) -> Any:
-    return np.multiply(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.multiply(x, y)
 
 
 def _div_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -152,7 +166,8 @@ def _f_div(x: float, y: float) -> float:
     scalar=_f_div,
 )
 def div(x: Any, y: Any) -> Any:
-    return np.divide(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.divide(x, y)
 
 
 def _pow_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -190,7 +205,9 @@ def _f_pow(x: float, p: float) -> float:
     scalar=_f_pow,
 )
 def pow(x: Any, y: Any) -> Any:
-    return np.power(x, y)
+    if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES:
+        return np.power(x, y)
+    return namespace_of(x, y).pow(x, y)
 
 
 def _neg_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -199,7 +216,8 @@ def _neg_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("neg", ("x",), "-x", ("-1",), _neg_vjp, symbol="-x", scalar=float.__neg__)
 def neg(x: Any) -> Any:
-    return np.negative(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.negative(x)
 
 
 # ------------------------------------------------------------------- transcendental
@@ -218,7 +236,8 @@ def _f_exp(x: float) -> float:
 
 @defop("exp", ("x",), "exp(x)", ("exp(x)",), _exp_vjp, scalar=_f_exp)
 def exp(x: Any) -> Any:
-    return np.exp(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.exp(x)
 
 
 def _log_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -235,7 +254,8 @@ def _f_log(x: float) -> float:
     "log", ("x",), "ln(x)", ("1/x",), _log_vjp, kinks="x <= 0: outside the domain", scalar=_f_log
 )
 def log(x: Any) -> Any:
-    return np.log(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.log(x)
 
 
 def _sqrt_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -252,17 +272,20 @@ def _f_sqrt(x: float) -> float:
     "sqrt", ("x",), "sqrt(x)", ("1/(2 sqrt(x))",), _sqrt_vjp, kinks="x = 0: +inf", scalar=_f_sqrt
 )
 def sqrt(x: Any) -> Any:
-    return np.sqrt(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.sqrt(x)
 
 
 def _abs_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     # Subgradient at 0: sign(0) = 0, so no gradient flows through abs at exactly 0.
-    return g * xp.const(np.sign(xp.raw(x)))
+    xr = xp.raw(x)
+    return g * xp.const(namespace_of(xr).sign(xr))
 
 
 @defop("abs", ("x",), "|x|", ("sign(x)",), _abs_vjp, kinks="x = 0: gradient 0", scalar=math.fabs)
 def abs(x: Any) -> Any:
-    return np.abs(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.abs(x)
 
 
 # ---------------------------------------------------------------------- activations
@@ -304,8 +327,9 @@ def _f_sigmoid(x: float) -> float:
     fast=(_sigmoid_fast,),
 )
 def sigmoid(x: Any) -> Any:
-    e = np.exp(-np.abs(x))
-    return np.divide(np.where(x >= 0, 1, e), 1 + e)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.divide(xp.where(x >= 0, 1, e), 1 + e)
 
 
 def _tanh_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -333,12 +357,14 @@ def _tanh_fast(g: Any, ans: Any, x: Any) -> Any:
     fast=(_tanh_fast,),
 )
 def tanh(x: Any) -> Any:
-    return np.tanh(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.tanh(x)
 
 
 def _relu_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     # Subgradient at 0: 0 (the derivative of the flat side), as in PyTorch and JAX.
-    return g * xp.const((xp.raw(x) > 0).astype(xp.raw(g).dtype))
+    xr = xp.raw(x)
+    return g * xp.const(_astype(namespace_of(xr), xr > 0, xp.raw(g).dtype))
 
 
 def _relu_fast(g: Any, ans: Any, x: Any) -> Any:
@@ -364,13 +390,19 @@ def _f_relu(x: float) -> float:
     fast=(_relu_fast,),
 )
 def relu(x: Any) -> Any:
-    return _fused.relu(x)  # np.maximum(x, 0), on several threads for large float arrays
+    if type(x) in NUMPY_TYPES:
+        return _fused.relu(x)  # np.maximum(x, 0), on several threads for large float arrays
+    return namespace_of(x).maximum(x, 0)
 
 
 def _leaky_relu_vjp(xp: Any, g: Any, ans: Any, x: Any, slope: float = 0.01) -> Any:
     # At 0 the slope of the left side is used.
     xr = xp.raw(x)
-    return g * xp.const(np.where(xr > 0, 1, slope).astype(xp.raw(g).dtype))
+    ns, dt = namespace_of(xr), xp.raw(g).dtype
+    if ns is NUMPY:
+        return g * xp.const(np.where(xr > 0, 1, slope).astype(dt))
+    w = ns.where(xr > 0, ns.ones_like(xr, dtype=dt), ns.full_like(xr, slope, dtype=dt))
+    return g * xp.const(w)
 
 
 def _f_leaky(x: float, slope: float = 0.01) -> float:
@@ -395,7 +427,8 @@ def _leaky_gain(slope: float | None = None) -> float:
     gain=_leaky_gain,
 )
 def leaky_relu(x: Any, slope: float = 0.01) -> Any:
-    return np.where(x > 0, x, x * slope)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.where(x > 0, x, x * slope)
 
 
 def _elu_vjp(xp: Any, g: Any, ans: Any, x: Any, alpha: float = 1.0) -> Any:
@@ -421,7 +454,8 @@ def _f_elu(x: float, alpha: float = 1.0) -> float:
     gain=HE_GAIN,  # treated as ReLU-like
 )
 def elu(x: Any, alpha: float = 1.0) -> Any:
-    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
 def _softplus_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -440,7 +474,8 @@ def _softplus_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     gain=HE_GAIN,  # treated as ReLU-like
 )
 def softplus(x: Any) -> Any:
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 # ---------------------------------------------------------------------- trigonometric
@@ -452,7 +487,8 @@ def _sin_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("sin", ("x",), "sin(x)", ("cos(x)",), _sin_vjp)
 def sin(x: Any) -> Any:
-    return np.sin(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.sin(x)
 
 
 def _cos_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
@@ -461,7 +497,8 @@ def _cos_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("cos", ("x",), "cos(x)", ("-sin(x)",), _cos_vjp)
 def cos(x: Any) -> Any:
-    return np.cos(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.cos(x)
 
 
 # ----------------------------------------------------------------- selection (max-like)
@@ -470,10 +507,15 @@ def cos(x: Any) -> Any:
 def _tie_weights(xp: Any, x: Any, y: Any, sign: int) -> Any:
     """1 where x wins, 0 where it loses, 1/2 at ties (the gradient is split evenly)."""
     xr, yr = xp.raw(x), xp.raw(y)
+    ns = namespace_of(xr, yr)
     d = (xr - yr) * sign
-    w = (d > 0) + 0.5 * (d == 0)
-    dtype = np.result_type(xr, yr)
-    return xp.const(w.astype(dtype if dtype.kind == "f" else np.float64))
+    if ns is NUMPY:
+        w = (d > 0) + 0.5 * (d == 0)
+        dtype = np.result_type(xr, yr)
+        return xp.const(w.astype(dtype if dtype.kind == "f" else np.float64))
+    dtype = ns.result_type(xr, yr)
+    dtype = dtype if dtype_kind(dtype) == "f" else ns.float64
+    return xp.const(_astype(ns, d > 0, dtype) + 0.5 * _astype(ns, d == 0, dtype))
 
 
 def _f_maximum(x: float, y: float) -> float:
@@ -504,7 +546,8 @@ def _maximum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=_f_maximum,
 )
 def maximum(x: Any, y: Any) -> Any:
-    return np.maximum(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.maximum(x, y)
 
 
 def _minimum_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -527,7 +570,8 @@ def _minimum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=_f_minimum,
 )
 def minimum(x: Any, y: Any) -> Any:
-    return np.minimum(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.minimum(x, y)
 
 
 def _where_dx(xp: Any, g: Any, ans: Any, c: Any, x: Any, y: Any) -> Any:
@@ -550,18 +594,21 @@ def _where_dy(xp: Any, g: Any, ans: Any, c: Any, x: Any, y: Any) -> Any:
     category="selection",
 )
 def where(c: Any, x: Any, y: Any) -> Any:
-    return np.where(c, x, y)
+    if type(c) in NUMPY_TYPES and type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES:
+        return np.where(c, x, y)
+    return namespace_of(c, x, y).where(c, x, y)
 
 
 def _clip_vjp(xp: Any, g: Any, ans: Any, x: Any, lo: Any = None, hi: Any = None) -> Any:
     # Inside [lo, hi] (boundaries included, as in PyTorch) the gradient passes, outside it is 0.
     xr = xp.raw(x)
-    inside = np.ones(xr.shape, dtype=bool)
+    ns = namespace_of(xr)
+    inside = ns.ones_like(xr, dtype=ns.bool)
     if lo is not None:
-        inside &= xr >= lo
+        inside = inside & (xr >= lo)
     if hi is not None:
-        inside &= xr <= hi
-    return g * xp.const(inside.astype(xp.raw(g).dtype))
+        inside = inside & (xr <= hi)
+    return g * xp.const(_astype(ns, inside, xp.raw(g).dtype))
 
 
 @defop(
@@ -574,7 +621,8 @@ def _clip_vjp(xp: Any, g: Any, ans: Any, x: Any, lo: Any = None, hi: Any = None)
     category="selection",
 )
 def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
-    return np.clip(x, lo, hi)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.clip(x, lo, hi)
 
 
 # ------------------------------------------------------------------ not differentiable
@@ -582,39 +630,47 @@ def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
 
 @nondiff("lt", ("x1", "x2"), "x1 < x2")
 def lt(x: Any, y: Any) -> Any:
-    return np.less(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.less(x, y)
 
 
 @nondiff("le", ("x1", "x2"), "x1 <= x2")
 def le(x: Any, y: Any) -> Any:
-    return np.less_equal(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.less_equal(x, y)
 
 
 @nondiff("gt", ("x1", "x2"), "x1 > x2")
 def gt(x: Any, y: Any) -> Any:
-    return np.greater(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.greater(x, y)
 
 
 @nondiff("ge", ("x1", "x2"), "x1 >= x2")
 def ge(x: Any, y: Any) -> Any:
-    return np.greater_equal(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.greater_equal(x, y)
 
 
 @nondiff("eq", ("x1", "x2"), "x1 == x2")
 def eq(x: Any, y: Any) -> Any:
-    return np.equal(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.equal(x, y)
 
 
 @nondiff("ne", ("x1", "x2"), "x1 != x2")
 def ne(x: Any, y: Any) -> Any:
-    return np.not_equal(x, y)
+    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    return xp.not_equal(x, y)
 
 
 @nondiff("sign", ("x",), "sign(x)", category="piecewise constant")
 def sign(x: Any) -> Any:
-    return np.sign(x)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.sign(x)
 
 
 @nondiff("argmax", ("x",), "argmax(x, axis)", category="piecewise constant")
 def argmax(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return np.argmax(x, axis=axis, keepdims=keepdims)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.argmax(x, axis=axis, keepdims=keepdims)

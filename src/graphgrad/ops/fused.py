@@ -2,6 +2,10 @@
 
 All subtract the row maximum before ``exp``, so no logit is too large (a plain composition of
 ``exp`` / ``sum`` / ``log`` overflows for logits around 90 in float32).
+
+Forwards compute with the namespace of their inputs. Cross-entropy's compiled passes
+(``_fused.xent_forward``, the ``fast=`` VJP) are selected for NumPy arrays only; the portable
+twin beside each (the standard's ``take_along_axis`` and a one-hot comparison) serves the others.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import _fused
+from .._backend import NUMPY, NUMPY_TYPES, dtype_kind, namespace_of
 from ._registry import defop
 
 
@@ -28,10 +33,11 @@ def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def softmax(x: Any, axis: int = -1) -> Any:
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
     if x.size == 0:  # nothing to normalise (np.max refuses an empty axis)
-        return np.zeros_like(x)
-    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    z /= np.sum(z, axis=axis, keepdims=True)
+        return xp.zeros_like(x)
+    z = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    z /= xp.sum(z, axis=axis, keepdims=True)
     return z
 
 
@@ -49,32 +55,41 @@ def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def log_softmax(x: Any, axis: int = -1) -> Any:
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
     if x.size == 0:
-        return np.zeros_like(x)
-    z = x - np.max(x, axis=axis, keepdims=True)
-    z -= np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+        return xp.zeros_like(x)
+    z = x - xp.max(x, axis=axis, keepdims=True)
+    z -= xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
     return z
 
 
 def _targets(labels: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     """Integer labels (S,) as one-hot rows (S, T); probability rows (S, T) as they are."""
-    if labels.dtype.kind in "iu":
-        t = np.zeros(shape, dtype=dtype)
-        t[np.arange(shape[0]), labels] = 1
-        return t
-    return labels.astype(dtype, copy=False)
+    if type(labels) is np.ndarray:
+        if labels.dtype.kind in "iu":
+            t = np.zeros(shape, dtype=dtype)
+            t[np.arange(shape[0]), labels] = 1
+            return t
+        return labels.astype(dtype, copy=False)
+    xp = namespace_of(labels)  # the portable twin: no fancy __setitem__ in the standard
+    if dtype_kind(labels.dtype) in "iu":
+        classes = xp.arange(shape[1], dtype=labels.dtype, device=labels.device)
+        return xp.astype(labels[:, None] == classes[None, :], dtype)
+    return xp.astype(labels, dtype, copy=False)
 
 
 def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
-    if xp.raw(x).shape[0] == 0:  # no samples: the gradient is empty, as the logits are
-        return xp.const(np.zeros_like(xp.raw(x)))
     xr = xp.raw(x)
+    ns = namespace_of(xr)
+    if xr.shape[0] == 0:  # no samples: the gradient is empty, as the logits are
+        return xp.const(ns.zeros_like(xr))
     t = _targets(xp.raw(labels), xr.shape, xr.dtype)
-    total = np.sum(t, axis=1, keepdims=True)  # 1 per row for labels and proper distributions
+    total = ns.sum(t, axis=1, keepdims=True)  # 1 per row for labels and proper distributions
     return (xp.softmax(x, -1) * xp.const(total) - xp.const(t)) * (g * (1.0 / xr.shape[0]))
 
 
 def _ce_fast(g: Any, ans: Any, x: Any, labels: Any) -> Any:
+    # fast= variants run on NumPy arrays only (the engine's rule)
     if labels.dtype.kind in "iu" and np.ndim(g) == 0 and x.shape[0]:
         return _fused.xent_backward(x, labels, float(g) / x.shape[0])  # one compiled pass
     return None  # (also where the kernel is not built): the rule
@@ -93,6 +108,8 @@ def _ce_fast(g: Any, ans: Any, x: Any, labels: Any) -> Any:
     fast=(_ce_fast, None),
 )
 def cross_entropy(x: Any, labels: Any) -> Any:
+    if type(x) is not np.ndarray:
+        return _cross_entropy_any(x, labels)
     if x.shape[0] == 0:  # the mean over no samples: NaN (0/0), as in PyTorch, no warning
         return np.array(np.nan, dtype=x.dtype)
     if labels.dtype.kind in "iu" and x.shape[0]:
@@ -105,3 +122,16 @@ def cross_entropy(x: Any, labels: Any) -> Any:
         picked = z[np.arange(x.shape[0]), labels]
         return -np.mean(picked)
     return -np.mean(np.sum(labels * z, axis=1))
+
+
+def _cross_entropy_any(x: Any, labels: Any) -> Any:
+    """The portable twin of the forward (any array API namespace)."""
+    xp = namespace_of(x, labels)
+    if x.shape[0] == 0:
+        return xp.asarray(float("nan"), dtype=x.dtype, device=x.device)
+    z = x - xp.max(x, axis=1, keepdims=True)
+    z = z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
+    if dtype_kind(labels.dtype) in "iu":
+        picked = xp.take_along_axis(z, xp.astype(labels, xp.int64)[:, None], axis=1)
+        return -xp.mean(picked)
+    return -xp.mean(xp.sum(labels * z, axis=1))

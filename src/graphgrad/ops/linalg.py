@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import _blas
+from .._backend import namespace_of
 from ._registry import defop
 
 
@@ -44,7 +45,9 @@ def _matmul_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     note="batched over leading axes; 1-D operands follow NumPy's rules",
 )
 def matmul(x: Any, y: Any) -> Any:
-    return _blas.matmul(x, y)  # np.matmul, or MKL for 2-D floats if selected
+    if type(x) is np.ndarray:
+        return _blas.matmul(x, y)  # np.matmul, or MKL for 2-D floats if selected
+    return namespace_of(x, y).matmul(x, y)
 
 
 def _flat2(a: Any, xp: Any) -> Any:
@@ -63,6 +66,8 @@ def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
 def _linear_dw_into(g: Any, inputs: Any, out: Any, beta: float) -> bool:
     # out = beta * out + G^T @ x in one GEMM (2-D only): SGD(fused_backward=True)'s momentum.
     x = inputs[0]
+    if type(g) is not np.ndarray or type(x) is not np.ndarray:
+        return False  # NumPy only (the engine then runs the rule)
     return g.ndim == 2 and x.ndim == 2 and _blas.matmul_into(g.T, x, out, beta)
 
 
@@ -83,6 +88,9 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     vjp_into={1: _linear_dw_into},
 )
 def linear(x: Any, w: Any, b: Any) -> Any:
+    if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
+        xp = namespace_of(x, w, b)
+        return xp.matmul(x, xp.matrix_transpose(w)) + b
     y = _blas.matmul(x, w.T)
     if y.dtype == np.result_type(y, b):
         y += b

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import NUMPY, NUMPY_TYPES, namespace_of
 from ._registry import defop
 
 
@@ -33,7 +34,8 @@ def _sum_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
 
 @defop("sum", ("x",), "sum_i x_i", ("1",), _sum_vjp, aliases=True, category="reduction")
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return np.sum(x, axis=axis, keepdims=keepdims)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.sum(x, axis=axis, keepdims=keepdims)
 
 
 def _mean_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -45,10 +47,11 @@ def _mean_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: boo
 
 @defop("mean", ("x",), "(1/n) sum_i x_i", ("1/n",), _mean_vjp, category="reduction")
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    if _count(np.shape(x), axis) == 0:  # the mean of no numbers is NaN (0/0), as in PyTorch,
-        with np.errstate(invalid="ignore", divide="ignore"):  # without NumPy's warning
-            return np.sum(x, axis=axis, keepdims=keepdims) / 0.0
-    return np.mean(x, axis=axis, keepdims=keepdims)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    if _count(tuple(x.shape), axis) == 0:  # the mean of no numbers is NaN (0/0), as in
+        with np.errstate(invalid="ignore", divide="ignore"):  # PyTorch, without the warning
+            return xp.sum(x, axis=axis, keepdims=keepdims) / 0.0
+    return xp.mean(x, axis=axis, keepdims=keepdims)
 
 
 def _extreme_vjp(
@@ -57,9 +60,13 @@ def _extreme_vjp(
     # Ties: the gradient is split evenly among all elements equal to the extreme.
     xr = xp.raw(x)
     kd = _kd(xr.shape, axis)
-    hit = xr == np.reshape(xp.raw(ans), kd)
-    w = hit / np.sum(hit, axis=axis, keepdims=True)
-    return xp.reshape(g, kd) * xp.const(w.astype(xr.dtype))
+    ns = namespace_of(xr)
+    if ns is NUMPY:
+        hit = xr == np.reshape(xp.raw(ans), kd)
+        w = hit / np.sum(hit, axis=axis, keepdims=True)
+        return xp.reshape(g, kd) * xp.const(w.astype(xr.dtype))
+    hits = ns.astype(xr == ns.reshape(xp.raw(ans), kd), xr.dtype)
+    return xp.reshape(g, kd) * xp.const(hits / ns.sum(hits, axis=axis, keepdims=True))
 
 
 @defop(
@@ -72,7 +79,8 @@ def _extreme_vjp(
     category="reduction",
 )
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return np.max(x, axis=axis, keepdims=keepdims)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.max(x, axis=axis, keepdims=keepdims)
 
 
 @defop(
@@ -85,7 +93,8 @@ def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     category="reduction",
 )
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    return np.min(x, axis=axis, keepdims=keepdims)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.min(x, axis=axis, keepdims=keepdims)
 
 
 def _lse_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -103,13 +112,14 @@ def _lse_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
     note="fused for stability: max subtracted before exp",
 )
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    if np.size(x) == 0:  # the log of an empty sum: -inf (PyTorch's value), no warning
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    if x.size == 0:  # the log of an empty sum: -inf (PyTorch's value), no warning
         with np.errstate(divide="ignore"):
-            out = np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
+            out = xp.log(xp.sum(xp.exp(x), axis=axis, keepdims=True))
     else:
-        m = np.max(x, axis=axis, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0)
-        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+        m = xp.max(x, axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)
+        out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
     if not keepdims:
-        out = np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
+        out = xp.squeeze(out, axis=axis) if axis is not None else xp.reshape(out, ())
     return out

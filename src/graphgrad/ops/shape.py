@@ -1,4 +1,7 @@
-"""Shape ops: they move numbers around without changing them, so their rules move ``g`` back."""
+"""Shape ops: they move numbers around without changing them, so their rules move ``g`` back.
+
+``to_device`` belongs here too: it moves numbers to another device (its rule moves ``g`` back).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _backend
+from .._backend import NUMPY, NUMPY_TYPES, namespace_of
+from . import _xp
 from ._registry import Op, defop, register
 
 
@@ -23,11 +29,13 @@ def _reshape_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
     category="shape",
 )
 def reshape(x: Any, shape: Any = None) -> Any:
-    return np.reshape(x, shape)
+    if type(x) in NUMPY_TYPES:
+        return np.reshape(x, shape)
+    return namespace_of(x).reshape(x, tuple(shape))
 
 
 def _transpose_vjp(xp: Any, g: Any, ans: Any, x: Any, axes: Any = None) -> Any:
-    inverse = None if axes is None else tuple(np.argsort(axes))
+    inverse = None if axes is None else tuple(sorted(range(len(axes)), key=list(axes).__getitem__))
     return xp.transpose(g, inverse)
 
 
@@ -41,7 +49,10 @@ def _transpose_vjp(xp: Any, g: Any, ans: Any, x: Any, axes: Any = None) -> Any:
     category="shape",
 )
 def transpose(x: Any, axes: Any = None) -> Any:
-    return np.transpose(x, axes)
+    if type(x) in NUMPY_TYPES:
+        return np.transpose(x, axes)
+    perm = tuple(range(x.ndim - 1, -1, -1)) if axes is None else tuple(axes)
+    return namespace_of(x).permute_dims(x, perm)
 
 
 def _broadcast_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
@@ -58,7 +69,8 @@ def _broadcast_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
     category="shape",
 )
 def broadcast_to(x: Any, shape: Any = None) -> Any:
-    return np.broadcast_to(x, shape)
+    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    return xp.broadcast_to(x, tuple(shape))
 
 
 def _sum_to_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
@@ -76,9 +88,7 @@ def _sum_to_vjp(xp: Any, g: Any, ans: Any, x: Any, shape: Any = None) -> Any:
     note="the transpose of broadcast_to; used by higher-order gradients",
 )
 def sum_to(x: Any, shape: Any = None) -> Any:
-    from ._xp import sum_to as _sum_to
-
-    return _sum_to(x, shape)
+    return _xp.sum_to_any(x, shape)
 
 
 def _getitem_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None) -> Any:
@@ -112,9 +122,7 @@ def _index_add_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None, shape: 
     note="the transpose of getitem; used by higher-order gradients",
 )
 def index_add(x: Any, index: Any = None, shape: Any = None) -> Any:
-    from ._xp import index_add as _index_add
-
-    return _index_add(x, index, shape)
+    return _xp.index_add_any(x, index, shape)
 
 
 def _concat_vjp(xp: Any, i: int, g: Any, ans: Any, *xs: Any, axis: int = 0) -> Any:
@@ -125,7 +133,9 @@ def _concat_vjp(xp: Any, i: int, g: Any, ans: Any, *xs: Any, axis: int = 0) -> A
 
 
 def _concatenate(*xs: Any, axis: int = 0) -> Any:
-    return np.concatenate(xs, axis=axis)
+    if type(xs[0]) is np.ndarray:
+        return np.concatenate(xs, axis=axis)
+    return namespace_of(*xs).concat(list(xs), axis=axis)
 
 
 concatenate = register(
@@ -148,7 +158,8 @@ def _stack_vjp(xp: Any, i: int, g: Any, ans: Any, *xs: Any, axis: int = 0) -> An
 
 
 def _stack(*xs: Any, axis: int = 0) -> Any:
-    return np.stack(xs, axis=axis)
+    xp = NUMPY if type(xs[0]) in NUMPY_TYPES else namespace_of(*xs)
+    return xp.stack(list(xs), axis=axis)
 
 
 stack = register(
@@ -164,3 +175,21 @@ stack = register(
         category="shape",
     )
 )
+
+
+def _to_device_vjp(xp: Any, g: Any, ans: Any, x: Any, device: Any = None) -> Any:
+    return xp.to_device(g, _backend.device_of(xp.raw(x)))
+
+
+@defop(
+    "to_device",
+    ("x",),
+    "x copied to another device",
+    ("1 (the gradient is copied back)",),
+    _to_device_vjp,
+    aliases=True,
+    category="shape",
+    note="the only op whose input and output live on different devices (Tensor.to)",
+)
+def to_device(x: Any, device: Any = None) -> Any:
+    return _backend.to_device(x, device)
