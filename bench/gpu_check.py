@@ -238,7 +238,7 @@ def graphgrad_step(sizes: tuple[int, ...], batch: int, device: str) -> Any:
     for layer, w in zip(model.linear_layers(), ws, strict=True):
         layer.load_state_dict({"weight": w, "bias": np.zeros(w.shape[0], np.float32)})
     opt = gg.optim.SGD(model.parameters(), LR, momentum=MU)
-    xd, yd = _backend.to_device(x, device), _backend.to_device(y, device)
+    xd, yd = _backend.to_device(x, device), gg.Tensor(_backend.to_device(y, device))
 
     def step() -> None:
         opt.zero_grad()

@@ -136,7 +136,7 @@ def evaluate(
                 else:
                     yb_dev = yb
                 logits = model(xb)
-                total += float(loss_fn(logits, yb_dev).data) * len(yb)
+                total += float(loss_fn(logits, _labels(yb_dev)).data) * len(yb)
                 p = _argmax_rows(logits.data)
                 preds[start : start + len(yb)] = p
                 correct += int(np.count_nonzero(p == _backend.to_numpy(yb)))
@@ -172,6 +172,12 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
         bar.close()
         return None
     return bar
+
+
+def _labels(y: Any) -> Any:
+    """Labels as the loss takes them: a NumPy array as it is, a device array in a Tensor (so
+    that it stays on its device)."""
+    return y if type(y) is np.ndarray else Tensor(y)
 
 
 def _argmax_rows(x: Any) -> np.ndarray:
@@ -413,7 +419,7 @@ class Trainer:
         try:
             for b, (xb, yb) in enumerate(loader):
                 logits = model(xb)
-                loss = loss_fn(logits, yb)
+                loss = loss_fn(logits, _labels(yb))
                 value = float(loss.data)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
