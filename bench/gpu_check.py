@@ -293,10 +293,12 @@ class Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{','.join(map(str, sizes))} {batch} {steps}\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.kind} worker stopped (exit {self.proc.wait()})")
-        return float(json.loads(line)["seconds_per_step"])
+        while True:  # skip anything a library printed on stdout
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the {self.kind} worker stopped (exit {self.proc.wait()})")
+            if line.startswith('{"seconds_per_step"'):
+                return float(json.loads(line)["seconds_per_step"])
 
     def close(self) -> None:
         if self.proc.stdin is not None:
