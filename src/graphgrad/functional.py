@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._engine import run_backward
+from . import _backend
 from ._state import STATE
 from .errors import BackwardError, ShapeError
 from .ops.elementwise import add
@@ -24,14 +25,32 @@ def _input(x: Any) -> tuple[Tensor, bool]:
         if x.requires_grad and STATE.grad_enabled:
             # x + 0 is a new node that depends on x: gradients w.r.t. it flow on to the outer
             # graph when the inner backward records itself.
-            node = make_node(add, (x, constant(np.zeros((), dtype=x.data.dtype))))
+            node = make_node(add, (x, constant(_zero_like(x.data))))
             return node, True
         arr = x.data
     else:
         arr = to_array(x, None)
-    if arr.dtype.kind not in "fc":
-        arr = arr.astype(STATE.default_dtype)
+    if _backend.dtype_kind(arr.dtype) not in "fc":
+        arr = _backend.asarray(arr, _backend.device_of(arr), STATE.default_dtype)
     return Tensor(arr, requires_grad=True), False
+
+
+def _zero_like(a: Any) -> Any:
+    """A 0-d zero of ``a``'s dtype on ``a``'s device."""
+    if type(a) is np.ndarray:
+        return np.zeros((), dtype=a.dtype)
+    return _backend.asarray(0, _backend.device_of(a), a.dtype)
+
+
+def _zeros_like(a: Any) -> Any:
+    return _backend.namespace_of(a).zeros_like(a)
+
+
+def _as_grad(g: Any, like: Any) -> Any:
+    """The gradient array ``g`` with ``like``'s dtype, on ``like``'s device."""
+    if type(like) is np.ndarray:
+        return np.asarray(g, dtype=like.dtype)
+    return _backend.asarray(g, _backend.device_of(like), like.dtype)
 
 
 def _argnums(argnums: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -58,15 +77,15 @@ def _value_and_grads(
         out = f(*call_args)
     if not isinstance(out, Tensor):
         raise TypeError(f"grad: the function must return a Tensor, got {type(out).__name__}")
-    if out.data.size != 1:
+    if out.data.ndim and any(k != 1 for k in out.data.shape):
         raise BackwardError(
             f"grad: the function must return a single number (a loss), got shape {out.shape}; "
             f"use gg.vjp for non-scalar outputs"
         )
     if not out.requires_grad:
-        grads = [constant(np.zeros_like(n.data)) for n in nodes]
+        grads = [constant(_zeros_like(n.data)) for n in nodes]
         return out, tuple(grads)
-    seed = np.ones_like(out.data)
+    seed = _backend.namespace_of(out.data).ones_like(out.data)
     raw = run_backward(
         out,
         constant(seed) if nested else seed,
@@ -78,11 +97,11 @@ def _value_and_grads(
     grads = []
     for n, g in zip(nodes, raw, strict=True):
         if g is None:
-            grads.append(constant(np.zeros_like(n.data)))
+            grads.append(constant(_zeros_like(n.data)))
         elif isinstance(g, Tensor):
             grads.append(g)
         else:
-            grads.append(constant(np.asarray(g, dtype=n.data.dtype)))
+            grads.append(constant(_as_grad(g, n.data)))
     return (out if nested else out.detach()), tuple(grads)
 
 
@@ -145,20 +164,20 @@ def vjp(f: Callable[..., Any], *xs: Any) -> tuple[Tensor, Callable[[Any], tuple[
         raise TypeError(f"vjp: the function must return a Tensor, got {type(out).__name__}")
 
     def vjp_fn(v: Any) -> tuple[Tensor, ...]:
-        arr = v.data if isinstance(v, Tensor) else np.asarray(v, dtype=out.data.dtype)
+        arr = v.data if isinstance(v, Tensor) else _as_grad(v, out.data)
         if arr.shape != out.shape:
             raise ShapeError(f"vjp: cotangent has shape {arr.shape}, output has {out.shape}")
         if not out.requires_grad:
-            return tuple(constant(np.zeros_like(n.data)) for n in nodes)
+            return tuple(constant(_zeros_like(n.data)) for n in nodes)
         seed = v if (nested and isinstance(v, Tensor)) else (constant(arr) if nested else arr)
         raw = run_backward(out, seed, retain_graph=True, create_graph=nested, wrt=nodes)
         assert raw is not None
         res = []
         for n, g in zip(nodes, raw, strict=True):
             if g is None:
-                res.append(constant(np.zeros_like(n.data)))
+                res.append(constant(_zeros_like(n.data)))
             else:
-                res.append(g if isinstance(g, Tensor) else constant(np.asarray(g, n.data.dtype)))
+                res.append(g if isinstance(g, Tensor) else constant(_as_grad(g, n.data)))
         return tuple(res)
 
     return (out if nested else out.detach()), vjp_fn

@@ -16,6 +16,7 @@ import numpy as np
 from ._engine import run_backward
 from ._state import no_grad
 from .errors import GradcheckError, GradcheckWarning
+from ._backend import to_numpy
 from .tensor import Tensor, constant
 
 
@@ -24,7 +25,7 @@ def _as_arrays(inputs: Any) -> tuple[list[np.ndarray], bool]:
     items = [inputs] if single else list(inputs)
     arrays = []
     for x in items:
-        a = x.data if isinstance(x, Tensor) else np.asarray(x)
+        a = to_numpy(x.data) if isinstance(x, Tensor) else np.asarray(x)  # checked on the CPU
         if a.dtype.kind not in "fc":
             a = a.astype(np.float64)
         arrays.append(np.array(a, copy=True))

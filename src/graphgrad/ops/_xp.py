@@ -11,6 +11,7 @@ does the same on Tensors and records the graph (used when ``create_graph=True``)
 
 from __future__ import annotations
 
+import builtins
 import sys
 from typing import Any
 
@@ -223,7 +224,7 @@ class ArrayXP:
         return z / xp.sum(z, axis=axis, keepdims=True)
 
     def getitem(self, x: Any, index: Any) -> Any:
-        return x[index]
+        return portable_getitem(self.xp, x, index)
 
     def index_add(self, g: Any, index: Any, shape: tuple[int, ...]) -> Any:
         """A zero array of ``shape`` with ``g`` added at ``index`` (repeated indices sum).
@@ -243,7 +244,8 @@ class ArrayXP:
             return out
         n = _prod(shape)
         dev = g.device
-        pos = xp.reshape(xp.reshape(xp.arange(n, device=dev), shape)[index], (-1,))
+        picked = portable_getitem(xp, xp.reshape(xp.arange(n, device=dev), shape), index)
+        pos = xp.reshape(picked, (-1,))
         flat = xp.reshape(xp.broadcast_to(g, pos.shape if g.ndim == 0 else g.shape), (-1,))
         hit = pos[:, None] == xp.arange(n, device=dev)[None, :]
         zero = xp.zeros((), dtype=g.dtype, device=dev)
@@ -252,6 +254,65 @@ class ArrayXP:
 
     def to_device(self, x: Any, device: Any) -> Any:
         return _backend.to_device(x, device)
+
+
+def _kind(i: Any) -> str:
+    """``"b"``/``"i"`` for a boolean/integer index array, ``""`` for anything else."""
+    if hasattr(i, "dtype") and hasattr(i, "ndim") and not isinstance(i, np.generic):
+        k = _backend.dtype_kind(i.dtype)
+        return "b" if k == "b" else ("i" if k in "iu" else "")
+    return ""
+
+
+def portable_getitem(xp: Any, x: Any, index: Any) -> Any:
+    """``x[index]`` with NumPy's meaning, spelled as the standard allows: a boolean mask as
+    the sole index; one integer array as ``take`` along axis 0 (negative entries counted
+    from the end, as NumPy does); integer arrays with integers over every axis as they are;
+    anything else through :func:`portable_index`."""
+    items = index if isinstance(index, tuple) else (index,)
+    kinds = [_kind(i) for i in items]
+    if len(items) == 1 and kinds[0] == "b":
+        return x[items[0]]
+    if "i" in kinds:
+        if len(items) == 1:
+            idx = items[0]
+            n = x.shape[0]
+            idx = xp.where(idx < 0, idx + n, idx)
+            flat = xp.take(x, xp.reshape(idx, (-1,)), axis=0)
+            return xp.reshape(flat, tuple(idx.shape) + tuple(x.shape[1:]))
+        return x[tuple(items)]  # integer arrays and integers over every axis (else: its error)
+    return x[portable_index(index, tuple(x.shape))]
+
+
+def portable_index(index: Any, shape: tuple[int, ...]) -> Any:
+    """NumPy's reading of ``index`` spelled as the standard requires: a trailing ``...`` where
+    the index names fewer axes than the array has, and slices clamped to their axis (NumPy
+    allows ``x[5:]`` on 3 elements; the standard leaves out-of-range starts unspecified)."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if not any(i is Ellipsis for i in items):
+        items.append(Ellipsis)
+
+    def used(i: Any) -> int:  # how many axes an index item consumes
+        if i is None or i is Ellipsis:
+            return 0
+        if hasattr(i, "dtype") and hasattr(i, "ndim") and _backend.dtype_kind(i.dtype) == "b":
+            return int(i.ndim)
+        return 1
+
+    out, axis = [], 0
+    for k, i in enumerate(items):
+        if i is Ellipsis:
+            axis = len(shape) - builtins.sum(used(j) for j in items[k + 1 :])
+        elif isinstance(i, slice) and axis < len(shape):
+            n = shape[axis]
+            start, stop, step = i.indices(n)
+            if n == 0 or (step > 0 and start >= stop) or (step < 0 and start <= stop):
+                i = slice(0, 0, 1)  # an empty selection
+            else:
+                i = slice(start, None if stop < 0 else stop, step)
+        axis += used(i)
+        out.append(i)
+    return tuple(out)
 
 
 def where_any(xp: Any, c: Any, a: Any, b: Any) -> Any:

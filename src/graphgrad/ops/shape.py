@@ -105,7 +105,9 @@ def _getitem_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None) -> Any:
     category="shape",
 )
 def getitem(x: Any, index: Any = None) -> Any:
-    return x[index]
+    if type(x) is np.ndarray:
+        return x[index]
+    return _xp.portable_getitem(namespace_of(x), x, index)
 
 
 def _index_add_vjp(xp: Any, g: Any, ans: Any, x: Any, index: Any = None, shape: Any = None) -> Any:
