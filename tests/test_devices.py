@@ -296,6 +296,25 @@ class TestTraining:
             np.testing.assert_allclose(p1.data, host(p2.data), rtol=1e-4, atol=1e-5)
         assert str(_backend.device_of(m2[0].weight.data)) == STRICT
 
+    @pytest.mark.parametrize("device", ["cpu", STRICT])
+    def test_a_nan_loss_names_its_batch_on_every_device(self, device: str) -> None:
+        from graphgrad.train import TrainingDiverged
+
+        x, y = _moons(64)
+        calls = []
+
+        def loss_fn(logits: gg.Tensor, labels: Any) -> gg.Tensor:
+            calls.append(1)
+            loss = gg.cross_entropy(logits, labels)
+            return loss * float("nan") if len(calls) == 3 else loss
+
+        m = gg.nn.MLP(2, [8], 2, rng=np.random.default_rng(0), device=device)
+        t = Trainer(m, SGD(m.parameters(), 0.1), batch_size=16, loss_fn=loss_fn, log=None,
+                    progress=False)  # fmt: skip
+        with pytest.raises(TrainingDiverged, match=r"at epoch 1, batch 3 of 4 \(optimizer step 3"):
+            t.fit(x, y, 1)
+        assert t.history == []
+
     def test_trainer_device_moves_the_model_and_evaluate_follows_it(self) -> None:
         x, y = _moons(64)
         m = gg.nn.MLP(2, [8], 2, rng=np.random.default_rng(0))

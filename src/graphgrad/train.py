@@ -409,6 +409,8 @@ class Trainer:
         )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
+        if not self.device.is_cpu:
+            return self._train_epoch_on_device(loader, epochs)
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
@@ -439,6 +441,56 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self._epoch_record(seen, loss_sum, correct, t0)
+
+    def _train_epoch_on_device(self, loader: Any, epochs: int) -> dict[str, Any]:
+        """The epoch on a device other than the CPU, without a host synchronisation per step:
+        each step's loss and count of correct predictions stay on the device and come back
+        together at the end of the epoch (and every 20 steps for a progress bar). A NaN/Inf
+        loss is then reported with its batch, as on the CPU, but only after the epoch: the
+        steps after it ran on diverged weights, and no checkpoint is written of them."""
+        model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        model.train()
+        e = self.epoch + 1
+        first_step = self.step
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        losses: list[Any] = []
+        counts: list[Any] = []
+        sizes: list[int] = []
+        xp: Any = None
+        t0 = time.perf_counter()
+        try:
+            for b, (xb, yb) in enumerate(loader):
+                logits = model(xb)
+                loss = loss_fn(logits, _labels(yb))
+                opt.zero_grad()
+                loss.backward()
+                self._optimizer_step(schedule, base_lr, total)
+                xp = xp or _backend.namespace_of(logits.data)
+                losses.append(loss.data)
+                counts.append(xp.count_nonzero(xp.argmax(logits.data, axis=1) == yb))
+                sizes.append(int(yb.shape[0]))
+                if bar is not None:
+                    seen = sum(sizes)
+                    running = float(losses[-1]) * seen if b % 20 == 0 else 0.0
+                    show_progress(bar, b, seen, running, t0)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not losses:
+            return self._epoch_record(0, 0.0, 0, t0)
+        values = _backend.to_numpy(xp.stack(losses)).astype(np.float64)
+        correct = int(_backend.to_numpy(xp.stack(counts)).sum())
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            b = int(bad[0])
+            raise TrainingDiverged(
+                f"the training loss is {values[b]} at epoch {e}, batch {b + 1} of "
+                f"{len(loader)} (optimizer step {first_step + b + 1}); training stopped. "
+                f"{self._advice()}"
+            )
+        n = np.asarray(sizes, dtype=np.float64)
+        return self._epoch_record(int(n.sum()), float(values @ n), correct, t0)
 
     def _optimizer_step(self, schedule: str, base_lr: float, total: int) -> None:
         """One update at the schedule's rate for the current step (shared with subclasses)."""
