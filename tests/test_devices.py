@@ -45,6 +45,10 @@ def mlp(device: str | None = None, dtype: Any = np.float32) -> gg.nn.MLP:
     return gg.nn.MLP(3, [5, 4], 2, rng=np.random.default_rng(0), dtype=dtype, device=device)
 
 
+def mlp2() -> gg.nn.MLP:
+    return gg.nn.MLP(2, [8], 2, rng=np.random.default_rng(0))
+
+
 def gg_cmd(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GRAPHGRAD_DEBUG"}
     return subprocess.run([GRAPHGRAD, *args], capture_output=True, text=True, env=env, timeout=300)
@@ -177,6 +181,22 @@ class TestOptimisers:
         o3.load_state_dict(sd)
         buf3 = next(v for k, v in o3.state[0].items() if k != "step")
         assert str(_backend.device_of(buf3)) == STRICT
+
+    def test_fused_backward_moved_off_the_cpu_takes_the_ordinary_update(self) -> None:
+        x, y = _moons(32)
+        fused, plain = mlp2(), mlp2()
+        o1 = SGD(fused.parameters(), 0.1, momentum=0.9, fused_backward=True)
+        o2 = SGD(plain.parameters(), 0.1, momentum=0.9)
+        for model, opt in ((fused, o1), (plain, o2)):
+            for k in range(4):
+                if k == 2:
+                    model.to(STRICT)  # fused for two steps on the CPU, then moved
+                xb, yb = (_backend.to_device(a, model.device) for a in (x, y))
+                opt.zero_grad()
+                gg.cross_entropy(model(xb), gg.Tensor(yb)).backward()
+                opt.step()
+        for p1, p2 in zip(fused.parameters(), plain.parameters(), strict=True):
+            np.testing.assert_allclose(host(p1.data), host(p2.data), rtol=1e-6, atol=1e-7)
 
     def test_fused_backward_is_refused_off_the_cpu(self) -> None:
         with pytest.raises(ValueError, match=r"fused_backward runs on the cpu device .* "
