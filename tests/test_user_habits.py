@@ -492,6 +492,8 @@ TORCH_READINGS: dict[str, list[tuple[Callable[[Tensor], Any], Callable[[Any], An
         (lambda x: gg.log_softmax(x, 2), lambda t: torch.log_softmax(t, 2)),
     ],
     "concatenate": [(lambda x: gg.concatenate([x, x], 1), lambda t: torch.cat([t, t], 1))],
+    "zeros": [(lambda x: gg.zeros((2, 3)), lambda t: torch.zeros((2, 3)))],
+    "ones": [(lambda x: gg.ones(x.shape), lambda t: torch.ones(t.shape))],
     "stack": [(lambda x: gg.stack([x, x], 2), lambda t: torch.stack([t, t], 2))],
     "swapaxes": [
         (lambda x: x.swapaxes(0, 2), lambda t: t.swapaxes(0, 2)),

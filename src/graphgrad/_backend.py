@@ -259,9 +259,9 @@ def namespace_of(*arrays: Any) -> Any:
     found: Any = None
     for a in arrays:
         t = type(a)
-        if t is _ND or t in _PY_NUMBERS or a is None or isinstance(a, np.generic):
+        if t in NUMPY_TYPES or a is None:
             continue
-        ns = _NAMESPACES.get(t) or _namespace_of_type(a)
+        ns = _NAMESPACES.get(t) or _namespace_of_type(a)  # NumPy scalars: cached as NumPy
         if ns is NUMPY:
             continue
         if found is not None and ns is not found:

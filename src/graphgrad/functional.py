@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import run_backward
 from . import _backend
+from ._engine import run_backward
 from ._state import STATE
 from .errors import BackwardError, ShapeError
 from .ops.elementwise import add

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ._backend import to_numpy
 from ._engine import run_backward
 from ._state import no_grad
 from .errors import GradcheckError, GradcheckWarning
-from ._backend import to_numpy
 from .tensor import Tensor, constant
 
 

@@ -320,7 +320,7 @@ class Tensor:
         owned = False
         data = self.data
         if grad is None:
-            if _size(data) != 1:
+            if (data.size if type(data) is _ND else _size(data)) != 1:
                 raise BackwardError(
                     f"backward() on a non-scalar tensor of shape {self.shape} needs a gradient "
                     f"argument of that shape (dL/d this tensor); reduce a loss to one number "
@@ -604,21 +604,24 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
 
     Inputs on different devices (a NumPy array with a GPU tensor included) raise a
     :class:`DeviceMismatchError` naming the op, both devices and the shapes."""
-    if len(inputs) > 1:
-        for x in inputs:
-            if type(x.data) is not _ND:
-                _check_devices(op, inputs)
-                break
+    datas = [t.data for t in inputs]
+    n = len(datas)
+    if n > 1 and (
+        type(datas[0]) is not _ND
+        or type(datas[-1]) is not _ND
+        or (n > 2 and any(type(d) is not _ND for d in datas))
+    ):
+        _check_devices(op, inputs)
     try:
         anomaly = ANOMALY.get()
         if anomaly:  # our AnomalyError below is clearer than NumPy's RuntimeWarning
             with np.errstate(all="ignore"):
-                out = op.forward(*[t.data for t in inputs], **params)
+                out = op.forward(*datas, **params)
         else:
-            out = op.forward(*[t.data for t in inputs], **params)
+            out = op.forward(*datas, **params)
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, inputs, e) from e
-    if type(out) is not np.ndarray and (isinstance(out, np.generic) or not hasattr(out, "shape")):
+    if type(out) is not _ND and (isinstance(out, np.generic) or not hasattr(out, "shape")):
         out = np.asarray(out)  # NumPy returns scalars for some 0-d results
     t = _new(Tensor)
     t.data = out

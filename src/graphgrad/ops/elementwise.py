@@ -23,6 +23,8 @@ from .. import _fused
 from .._backend import NUMPY, NUMPY_TYPES, dtype_kind, namespace_of
 from ._registry import HE_GAIN, LECUN_GAIN, defop, nondiff
 
+_ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
+
 # Forwards compute with the namespace of their inputs: NumPy (checked first, by type) or any
 # array API namespace (CuPy, array_api_strict), by the standard's names. Rules compute masks
 # on raw arrays with ``namespace_of`` too; NumPy-only fast paths (``fast=``, ``_fused``) are
@@ -72,7 +74,7 @@ def _neg_g(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=float.__add__,
 )
 def add(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.add(x, y)
 
 
@@ -88,7 +90,7 @@ def add(x: Any, y: Any) -> Any:
     scalar=float.__sub__,
 )
 def sub(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.subtract(x, y)
 
 
@@ -137,7 +139,7 @@ def _mul_dy_fast(g: Any, ans: Any, x: Any, y: Any) -> Any:
     fast=(_mul_dx_fast, _mul_dy_fast),
 )
 def mul(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.multiply(x, y)
 
 
@@ -166,7 +168,7 @@ def _f_div(x: float, y: float) -> float:
     scalar=_f_div,
 )
 def div(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.divide(x, y)
 
 
@@ -205,7 +207,7 @@ def _f_pow(x: float, p: float) -> float:
     scalar=_f_pow,
 )
 def pow(x: Any, y: Any) -> Any:
-    if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES:
+    if type(x) is _ND:
         return np.power(x, y)
     return namespace_of(x, y).pow(x, y)
 
@@ -216,7 +218,7 @@ def _neg_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("neg", ("x",), "-x", ("-1",), _neg_vjp, symbol="-x", scalar=float.__neg__)
 def neg(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.negative(x)
 
 
@@ -236,7 +238,7 @@ def _f_exp(x: float) -> float:
 
 @defop("exp", ("x",), "exp(x)", ("exp(x)",), _exp_vjp, scalar=_f_exp)
 def exp(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.exp(x)
 
 
@@ -254,7 +256,7 @@ def _f_log(x: float) -> float:
     "log", ("x",), "ln(x)", ("1/x",), _log_vjp, kinks="x <= 0: outside the domain", scalar=_f_log
 )
 def log(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.log(x)
 
 
@@ -272,7 +274,7 @@ def _f_sqrt(x: float) -> float:
     "sqrt", ("x",), "sqrt(x)", ("1/(2 sqrt(x))",), _sqrt_vjp, kinks="x = 0: +inf", scalar=_f_sqrt
 )
 def sqrt(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.sqrt(x)
 
 
@@ -284,7 +286,7 @@ def _abs_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("abs", ("x",), "|x|", ("sign(x)",), _abs_vjp, kinks="x = 0: gradient 0", scalar=math.fabs)
 def abs(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.abs(x)
 
 
@@ -327,7 +329,7 @@ def _f_sigmoid(x: float) -> float:
     fast=(_sigmoid_fast,),
 )
 def sigmoid(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     e = xp.exp(-xp.abs(x))
     return xp.divide(xp.where(x >= 0, 1, e), 1 + e)
 
@@ -357,7 +359,7 @@ def _tanh_fast(g: Any, ans: Any, x: Any) -> Any:
     fast=(_tanh_fast,),
 )
 def tanh(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.tanh(x)
 
 
@@ -427,7 +429,7 @@ def _leaky_gain(slope: float | None = None) -> float:
     gain=_leaky_gain,
 )
 def leaky_relu(x: Any, slope: float = 0.01) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.where(x > 0, x, x * slope)
 
 
@@ -454,7 +456,7 @@ def _f_elu(x: float, alpha: float = 1.0) -> float:
     gain=HE_GAIN,  # treated as ReLU-like
 )
 def elu(x: Any, alpha: float = 1.0) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
@@ -474,7 +476,7 @@ def _softplus_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
     gain=HE_GAIN,  # treated as ReLU-like
 )
 def softplus(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
@@ -487,7 +489,7 @@ def _sin_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("sin", ("x",), "sin(x)", ("cos(x)",), _sin_vjp)
 def sin(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.sin(x)
 
 
@@ -497,7 +499,7 @@ def _cos_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
 
 @defop("cos", ("x",), "cos(x)", ("-sin(x)",), _cos_vjp)
 def cos(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.cos(x)
 
 
@@ -546,7 +548,7 @@ def _maximum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=_f_maximum,
 )
 def maximum(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.maximum(x, y)
 
 
@@ -570,7 +572,7 @@ def _minimum_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
     scalar=_f_minimum,
 )
 def minimum(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.minimum(x, y)
 
 
@@ -594,7 +596,7 @@ def _where_dy(xp: Any, g: Any, ans: Any, c: Any, x: Any, y: Any) -> Any:
     category="selection",
 )
 def where(c: Any, x: Any, y: Any) -> Any:
-    if type(c) in NUMPY_TYPES and type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES:
+    if type(x) is _ND:
         return np.where(c, x, y)
     return namespace_of(c, x, y).where(c, x, y)
 
@@ -621,7 +623,7 @@ def _clip_vjp(xp: Any, g: Any, ans: Any, x: Any, lo: Any = None, hi: Any = None)
     category="selection",
 )
 def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.clip(x, lo, hi)
 
 
@@ -630,47 +632,47 @@ def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
 
 @nondiff("lt", ("x1", "x2"), "x1 < x2")
 def lt(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.less(x, y)
 
 
 @nondiff("le", ("x1", "x2"), "x1 <= x2")
 def le(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.less_equal(x, y)
 
 
 @nondiff("gt", ("x1", "x2"), "x1 > x2")
 def gt(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.greater(x, y)
 
 
 @nondiff("ge", ("x1", "x2"), "x1 >= x2")
 def ge(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.greater_equal(x, y)
 
 
 @nondiff("eq", ("x1", "x2"), "x1 == x2")
 def eq(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.equal(x, y)
 
 
 @nondiff("ne", ("x1", "x2"), "x1 != x2")
 def ne(x: Any, y: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES and type(y) in NUMPY_TYPES else namespace_of(x, y)
+    xp = np if type(x) is _ND else namespace_of(x, y)
     return xp.not_equal(x, y)
 
 
 @nondiff("sign", ("x",), "sign(x)", category="piecewise constant")
 def sign(x: Any) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.sign(x)
 
 
 @nondiff("argmax", ("x",), "argmax(x, axis)", category="piecewise constant")
 def argmax(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.argmax(x, axis=axis, keepdims=keepdims)

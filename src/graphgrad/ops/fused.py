@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from .. import _fused
-from .._backend import NUMPY, NUMPY_TYPES, dtype_kind, namespace_of
+from .._backend import dtype_kind, namespace_of
 from ._registry import defop
+
+_ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
 
 
 def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
@@ -33,7 +35,7 @@ def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def softmax(x: Any, axis: int = -1) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     if x.size == 0:  # nothing to normalise (np.max refuses an empty axis)
         return xp.zeros_like(x)
     z = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
@@ -55,7 +57,7 @@ def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     note="fused for stability",
 )
 def log_softmax(x: Any, axis: int = -1) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     if x.size == 0:
         return xp.zeros_like(x)
     z = x - xp.max(x, axis=axis, keepdims=True)

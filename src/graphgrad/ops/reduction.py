@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import NUMPY, NUMPY_TYPES, namespace_of
+from .._backend import NUMPY, namespace_of
 from ._registry import defop
+
+_ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
 
 
 def _kd(shape: tuple[int, ...], axis: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -34,7 +36,7 @@ def _sum_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
 
 @defop("sum", ("x",), "sum_i x_i", ("1",), _sum_vjp, aliases=True, category="reduction")
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.sum(x, axis=axis, keepdims=keepdims)
 
 
@@ -47,7 +49,7 @@ def _mean_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: boo
 
 @defop("mean", ("x",), "(1/n) sum_i x_i", ("1/n",), _mean_vjp, category="reduction")
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     if _count(tuple(x.shape), axis) == 0:  # the mean of no numbers is NaN (0/0), as in
         with np.errstate(invalid="ignore", divide="ignore"):  # PyTorch, without the warning
             return xp.sum(x, axis=axis, keepdims=keepdims) / 0.0
@@ -79,7 +81,7 @@ def _extreme_vjp(
     category="reduction",
 )
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.max(x, axis=axis, keepdims=keepdims)
 
 
@@ -93,7 +95,7 @@ def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     category="reduction",
 )
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     return xp.min(x, axis=axis, keepdims=keepdims)
 
 
@@ -112,7 +114,7 @@ def _lse_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool
     note="fused for stability: max subtracted before exp",
 )
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    xp = NUMPY if type(x) in NUMPY_TYPES else namespace_of(x)
+    xp = np if type(x) is _ND else namespace_of(x)
     if x.size == 0:  # the log of an empty sum: -inf (PyTorch's value), no warning
         with np.errstate(divide="ignore"):
             out = xp.log(xp.sum(xp.exp(x), axis=axis, keepdims=True))
