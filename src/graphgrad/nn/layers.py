@@ -91,12 +91,9 @@ class Linear(Module):
 
 
 def _parameter(arr: Any) -> Tensor:
-    """A Tensor with requires_grad holding ``arr`` (an array of any namespace) as it is."""
-    if type(arr) is np.ndarray:
-        return Tensor(arr, requires_grad=True)
-    t = Tensor(np.empty(0, _backend.dtype_name(arr.dtype)), requires_grad=True)
-    t.data = arr  # the Tensor takes the device array itself (no round trip through the host)
-    return t
+    """A Tensor with requires_grad holding ``arr`` (an array of any namespace, kept where it
+    is)."""
+    return Tensor(arr, requires_grad=True)
 
 
 class Flatten(Module):
