@@ -265,3 +265,27 @@ def test_generic_index_add_sums_repeats_and_keeps_nan_local() -> None:
     g = xp.asarray([1.0, 2.0, float("nan"), 4.0])
     out = gg.ops._xp.generic(xp).index_add(g, xp.asarray([0, 2, 3, 0]), (5,))
     assert np.array_equal(_host(out), np.array([5.0, 0.0, 2.0, np.nan, 0.0]), equal_nan=True)
+
+
+def test_info_has_a_devices_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from graphgrad import cli
+
+    assert cli.main(["info"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("devices:")]
+    assert len(line) == 1 and "cpu: NumPy" in line[0]
+    assert f"array-api-strict: {strict.__version__}" in line[0]
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert "cuda: not installed: pip install graphgrad[cuda]" in line[0]
+
+
+def test_anomaly_mode_and_functional_api_on_strict() -> None:
+    x = gg.tensor([1.0, -1.0], requires_grad=True, device=DEV)
+    with gg.detect_anomaly(), pytest.raises(gg.AnomalyError, match="op 'log'"):
+        gg.log(x)
+    g = gg.grad(lambda t: (t * t * t).sum())(x)
+    assert str(g.device) == DEV and _host(g).tolist() == [3.0, 3.0]
+    # a second derivative through the recording namespace, on strict
+    gg2 = gg.grad(lambda t: gg.grad(lambda u: (u * u * u).sum())(t).sum())(x)
+    assert _host(gg2).tolist() == [6.0, -6.0]

@@ -436,3 +436,28 @@ def asarray(data: Any, device: str | Device | None = None, dtype: Any = None) ->
         if arr.dtype != want:
             arr = xp.astype(arr, want)
     return arr
+
+
+def devices_info() -> dict[str, str]:
+    """One line per device kind for ``graphgrad info``: NumPy on the CPU; CuPy's version and
+    GPU count, or how to install it; array-api-strict's version, or how to install it."""
+    info = {"cpu": f"NumPy {np.__version__}"}
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError:
+        info["cuda"] = f"not installed: {CUDA_INSTALL}"
+    else:
+        try:
+            count = int(cupy.cuda.runtime.getDeviceCount())
+        except Exception as e:  # no driver or runtime
+            count, why = 0, f" ({type(e).__name__})"
+        else:
+            why = ""
+        info["cuda"] = f"CuPy {cupy.__version__}, {count} GPU(s){why}"
+    try:
+        strict = importlib.import_module("array_api_strict")
+    except ImportError:
+        info["array-api-strict"] = f"not installed: {STRICT_INSTALL}"
+    else:
+        info["array-api-strict"] = f"{strict.__version__} (devices: CPU_DEVICE, device1, device2)"
+    return info

@@ -30,7 +30,7 @@ def collect() -> dict[str, Any]:
     """Everything ``graphgrad info`` prints, as a dict."""
     import numpy as np
 
-    from . import _blas, _fused, scalar
+    from . import _backend, _blas, _fused, scalar
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("graphgrad", "mkl", "threadpoolctl", "torch"):
@@ -45,6 +45,7 @@ def collect() -> dict[str, Any]:
         "cpu": _blas.cpu_vendor() or "unknown",
         "blas": _blas.blas_info(),
         "threads": _blas.get_num_threads(),
+        "devices": _backend.devices_info(),
         "compiled": {
             "graphgrad._kernels": _fused.COMPILED,
             "graphgrad._scalar_core": bool(scalar.COMPILED),
@@ -76,5 +77,6 @@ def _run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in comp.items())
         + ("" if comp["graphgrad._kernels"] else " (pure Python/NumPy twins in use)")
     )
+    lines.append("devices:   " + "; ".join(f"{k}: {v}" for k, v in info["devices"].items()))
     print("\n".join(lines))
     return 0
