@@ -324,7 +324,7 @@ def check_step(device: str, quick: bool) -> dict[str, Any]:
     on_gpu = device.startswith("cuda")
     ref_kind, ref_device = ("torch", "cuda") if on_gpu else ("graphgrad", "cpu")
     ref_name = "PyTorch CUDA eager" if on_gpu else "graphgrad on NumPy (cpu)"
-    pairs, steps = (3, 5) if quick else (7, 50)
+    pairs, steps = (3, 5) if quick else (11, 100)
     rows = []
     mine, ref = Worker("graphgrad", device), Worker(ref_kind, ref_device)
     try:
