@@ -267,7 +267,9 @@ def test_run_directory_guards(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="already holds a run"):
         run_training(cfg, tmp_path / "r", progress=False, plots=False, log=quiet)
     changed = cfg.with_overrides({"optim.lr": 0.5, "train.epochs": 2})
-    with pytest.raises(RunError, match=r"only train.epochs may change\): optim.lr: 0.01 -> 0.5"):
+    with pytest.raises(
+        RunError, match=r"only train.epochs and train.device may change\): optim.lr"
+    ):
         run_training(changed, tmp_path / "r", resume=True, progress=False, plots=False, log=quiet)
 
 

@@ -8,7 +8,7 @@ import argparse
 import math
 from typing import Any
 
-__all__ = ["finite_float", "int_at_least"]
+__all__ = ["device_name", "finite_float", "int_at_least"]
 
 
 def int_at_least(lo: int, hi: int | None = None) -> Any:
@@ -46,3 +46,18 @@ def finite_float(lo: float | None = None, lo_open: bool = False) -> Any:
 
     parse.__name__ = "number"
     return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device's name as ``train.device`` spells it (``cpu``, ``cuda``,
+    ``cuda:N``, ``array-api-strict[:device1]``); whether it is there is checked before any work."""
+    from .config import DEVICE_PATTERN
+
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected cpu, cuda, cuda:N or array-api-strict, got {text[:80]!r}"
+        )
+    return text
+
+
+device_name.__name__ = "device"

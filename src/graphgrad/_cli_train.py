@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cli_args import finite_float, int_at_least
+from ._cli_args import device_name, finite_float, int_at_least
 
 
 def _hidden(text: str) -> list[int]:
@@ -196,6 +196,15 @@ def register(sub: Any) -> None:
             "a checkpoint is written after every epoch; keep this many of the newest",
         ),
     )
+    o.add_argument(
+        "--device",
+        type=device_name,
+        help=_cfg(
+            "train.device",
+            "where to train: cpu (NumPy), cuda or cuda:N (CuPy: pip install graphgrad[cuda]), "
+            "array-api-strict (the array API portability check)",
+        ),
+    )
     t.add_argument(
         "--no-progress",
         action="store_true",
@@ -228,6 +237,12 @@ def register(sub: Any) -> None:
         default=1000,
         help="samples per forward pass",
     )
+    e.add_argument(
+        "--device",
+        type=device_name,
+        default="cpu",
+        help="where to evaluate: cpu, cuda, cuda:N, array-api-strict",
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(handler=_eval)
 
@@ -247,6 +262,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--data-root", help="folder holding the data files (for --test-index)")
     p.add_argument("--top-k", type=int_at_least(1), default=3, help="classes shown per input")
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="cpu",
+        help="where to run the model: cpu, cuda, cuda:N, array-api-strict",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_predict)
 
@@ -338,6 +359,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
         "train.lr_schedule": args.lr_schedule,
         "train.dtype": args.dtype,
         "train.keep_checkpoints": args.keep_checkpoints,
+        "train.device": args.device,
     }
     source = (
         f"{args.config} with the command-line options" if args.config else "command-line options"
@@ -378,6 +400,11 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as e:
         _err(str(e))
         return 2
+    if not _device_ready(cfg.train.device, "train.device"):
+        return 1
+    if args.distributed and cfg.train.device != "cpu":
+        _err(f"--distributed trains on the cpu device only, not {cfg.train.device!r}")
+        return 2
     try:
         runner(
             cfg,
@@ -416,6 +443,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_ready(device: str, what: str) -> bool:
+    """Whether ``device`` can be used; if not, the one-line error (what is missing and how to
+    install it) is printed. Checked before any data is read or anything written."""
+    from . import _backend
+    from .errors import DeviceUnavailableError
+
+    try:
+        _backend.parse_device(device)
+    except DeviceUnavailableError as e:
+        _err(f"{what}: {e}")
+        return False
+    except ValueError as e:
+        _err(f"{what}: {e}")
+        return False
+    return True
+
+
 def _os_error(e: OSError, doing: str) -> str:
     import errno
 
@@ -428,10 +472,10 @@ def _os_error(e: OSError, doing: str) -> str:
 # --------------------------------------------------------------------------------- eval
 
 
-def _load(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+def _load(path: Path, device: str = "cpu") -> tuple[Any, Any, dict[str, Any]]:
     from .train import model_from_checkpoint
 
-    return model_from_checkpoint(path)
+    return model_from_checkpoint(path, device)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -443,9 +487,11 @@ def _eval(args: argparse.Namespace) -> int:
     from .nn.functional import confusion_matrix
     from .train import evaluate, load_data
 
+    if not _device_ready(args.device, "--device"):
+        return 1
     try:
         require_extra("graphgrad eval (checkpoints)", ["safetensors"])
-        model, cfg, _info = _load(args.checkpoint)
+        model, cfg, _info = _load(args.checkpoint, args.device)
         dcfg = cfg.data if args.data_root is None else replace(cfg.data, root=args.data_root)
         if args.split == "test":
             dcfg = replace(dcfg, val_fraction=0.0)
@@ -526,11 +572,13 @@ def _predict(args: argparse.Namespace) -> int:
     from .tensor import softmax
     from .train import load_data
 
+    if not _device_ready(args.device, "--device"):
+        return 1
     try:
         require_extra("graphgrad predict (checkpoints)", ["safetensors"])
         if any(str(p).lower().endswith(".png") for p in args.inputs):
             require_extra("graphgrad predict on PNG files", ["matplotlib"])
-        model, cfg, info = _load(args.checkpoint)
+        model, cfg, info = _load(args.checkpoint, args.device)
     except (CheckpointError, MissingExtraError) as e:
         _err(str(e))
         return 1
@@ -555,8 +603,10 @@ def _predict(args: argparse.Namespace) -> int:
     if len(xs) == 0:
         _err("nothing to predict: give .npy/.png files or --test-index")
         return 2
+    from ._backend import to_device, to_numpy
+
     model.eval()
-    probs = softmax(model(xs)).data
+    probs = to_numpy(softmax(model(to_device(xs, model.device))).data)
     k = max(1, min(args.top_k, len(classes)))
     results: list[dict[str, Any]] = []
     for name, pr in zip(names, probs, strict=True):

@@ -9,6 +9,7 @@ A checkpoint is a directory::
     optimizer.safetensors   the optimiser's per-parameter arrays (momentum, Adam's m and v),
                             named ``<parameter name>/<entry>``
     checkpoint.json         epoch, step, optimiser type, hyper-parameters and step counts, the
+                            device the model was on (``"cpu"``, ``"cuda:0"`` ...), the
                             seeds, the resolved config, the history so far, library versions,
                             the SHA-256 and size of both files, and ``meta_sha256``: the
                             SHA-256 of all its other entries (canonical JSON), so that an
@@ -20,6 +21,12 @@ when complete, so a checkpoint that exists is whole; an interrupted save leaves 
 each file's SHA-256 are checked, and the entries are validated (epoch and step >= 0, shapes
 that match the weights); a mismatch raises :class:`CheckpointError` naming the file.
 (Version 1 checkpoints, written before ``meta_sha256`` existed, are read without it.)
+
+Devices: a model on a GPU (or any array API device) is saved through host memory; the files
+are the same as from the CPU. :func:`load_checkpoint` gives NumPy arrays unless
+``map_location`` names a device; ``model.load_state_dict`` and ``optimizer.load_state_dict``
+copy onto the device of the model they load into, so a checkpoint written on one device is
+resumed on any other.
 
 Training runs keep their checkpoints in ``<run>/checkpoints/epoch-NNNN``;
 :func:`latest_checkpoint` finds the newest.
@@ -42,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
 from ._blas import blas, get_num_threads
 from ._extras import require_extra
@@ -110,9 +118,10 @@ def save_weights(
     tensors: Mapping[str, np.ndarray],
     metadata_: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``name -> array`` to a safetensors file, atomically."""
+    """Write ``name -> array`` to a safetensors file, atomically (arrays on a device are
+    copied to host memory first)."""
     stn = _safetensors_numpy()
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    arrays = {k: np.ascontiguousarray(_backend.to_numpy(v)) for k, v in tensors.items()}
     data = stn.save(arrays, metadata=dict(metadata_) if metadata_ else None)
     atomic_write_bytes(path, data)
 
@@ -142,14 +151,16 @@ class Checkpoint:
 
     Attributes:
         path: its directory.
-        weights: parameter name -> array (from ``model.safetensors``).
+        weights: parameter (and buffer) name -> array (from ``model.safetensors``): NumPy
+            arrays, or arrays on the device given to :func:`load_checkpoint` as
+            ``map_location``.
         optimizer: the optimiser's state dict (``Optimizer.load_state_dict`` takes it), or
             None if none was saved. Indices follow the order of ``param_names``.
         meta: the whole of ``checkpoint.json``.
     """
 
     path: Path
-    weights: dict[str, np.ndarray]
+    weights: dict[str, Any]
     optimizer: dict[str, Any] | None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +173,13 @@ class Checkpoint:
     def step(self) -> int:
         """Optimiser steps taken when it was saved."""
         return int(self.meta.get("step", 0))
+
+    @property
+    def device(self) -> str:
+        """The device the model was on when saved (``"cpu"`` for checkpoints from before
+        devices were recorded)."""
+        d = self.meta.get("device", "cpu")
+        return d if isinstance(d, str) else "cpu"
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -199,16 +217,22 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         named = list(model.named_parameters())
-        save_weights(tmp / MODEL_FILE, {n: p.data for n, p in named}, {"format": FORMAT})
+        buffers = list(model.named_buffers()) if hasattr(model, "named_buffers") else []
+        tensors = {n: p.data for n, p in named}
+        tensors.update(buffers)
+        save_weights(tmp / MODEL_FILE, tensors, {"format": FORMAT})
         meta: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "epoch": int(epoch),
             "step": int(step),
             "param_names": [n for n, _ in named],
-            "shapes": {n: list(p.shape) for n, p in named},
-            "dtype": str(named[0][1].data.dtype) if named else "float32",
+            "shapes": {n: list(a.shape) for n, a in tensors.items()},
+            "dtype": _backend.dtype_name(named[0][1].data.dtype) if named else "float32",
+            "device": str(model.device) if hasattr(model, "device") else "cpu",
         }
+        if buffers:
+            meta["buffer_names"] = [n for n, _ in buffers]
         files = [MODEL_FILE]
         if optimizer is not None:
             meta["optimizer"] = _save_optimizer(tmp / OPTIMIZER_FILE, optimizer, named)
@@ -300,8 +324,16 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | _backend.Device | None = None
+) -> Checkpoint:
     """Read and verify a checkpoint directory (or the newest one of a run directory).
+
+    Args:
+        path: the checkpoint or run directory.
+        map_location: put the weights and the optimiser's arrays on this device (``"cpu"``,
+            ``"cuda"``, ``"array-api-strict"`` ...); None: NumPy arrays in host memory. (Loading
+            into a model with ``load_state_dict`` copies onto the model's device anyway.)
 
     Raises:
         CheckpointError: no checkpoint there, invalid ``checkpoint.json``, a file whose
@@ -328,9 +360,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 f"{CHECKPOINT_JSON} recorded {str(info.get('sha256'))[:16]}... "
                 f"(the file was modified or is corrupt)"
             )
+    dev = None if map_location is None else _backend.parse_device(map_location)
     weights = load_weights(cdir / MODEL_FILE)
     names = meta.get("param_names", [])
-    if sorted(names) != sorted(weights):
+    buffer_names = meta.get("buffer_names", [])
+    if not (isinstance(buffer_names, list) and all(isinstance(n, str) for n in buffer_names)):
+        raise CheckpointError(f"{cdir / CHECKPOINT_JSON}: buffer_names must be a list of names")
+    if sorted([*names, *buffer_names]) != sorted(weights):
         raise CheckpointError(
             f"{cdir / MODEL_FILE}: tensors {sorted(weights)} do not match the parameters "
             f"recorded in {CHECKPOINT_JSON}: {sorted(names)}"
@@ -346,6 +382,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     optimizer = None
     if "optimizer" in meta and OPTIMIZER_FILE in files:
         optimizer = _load_optimizer(cdir / OPTIMIZER_FILE, meta["optimizer"], names)
+    if dev is not None and not dev.is_cpu:
+        weights = {n: _backend.to_device(a, dev) for n, a in weights.items()}
+        if optimizer is not None:
+            for entry in optimizer["state"].values():
+                for k, v in entry.items():
+                    if isinstance(v, np.ndarray):
+                        entry[k] = _backend.to_device(v, dev)
     return Checkpoint(cdir, weights, optimizer, meta)
 
 

@@ -42,6 +42,9 @@ A file has four tables; every key is optional and takes the default shown::
     dtype = "float32"           # or "float64"
     keep_checkpoints = 1        # a checkpoint is written after every epoch; the newest
                                 # keep_checkpoints of them are kept, older ones deleted
+    device = "cpu"              # where to train: cpu (NumPy), cuda or cuda:N (CuPy, the
+                                # cuda extra), array-api-strict[:device1] (the portability
+                                # check); a run may be resumed on another device
 
 These defaults are the README's recipe for the image data sets (MLP 784-256-256-10, He
 initialisation, Adam 1e-3, cosine schedule, 15 epochs: 89.9% on Fashion-MNIST). A toy data
@@ -62,6 +65,7 @@ import itertools
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +77,7 @@ from .errors import GraphgradError
 __all__ = [
     "DATASETS",
     "DATASET_SHAPES",
+    "DEVICE_PATTERN",
     "LR_SCHEDULES",
     "MAX_PARAMETERS",
     "TOY_DATASETS",
@@ -161,6 +166,10 @@ def _f(default: Any, **rule: Any) -> Any:
 
 _MAX_COUNT = 10_000_000  # batch sizes, samples, hidden units
 
+#: The spellings ``train.device`` accepts (whether the device exists is checked when a run
+#: starts, so that a configuration written on a GPU machine still reads on another one).
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d{1,3})?|array-api-strict(:device[12])?")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -210,6 +219,7 @@ class TrainConfig:
     lr_schedule: str = _f("cosine", choices=LR_SCHEDULES)
     dtype: str = _f("float32", choices=("float32", "float64"))
     keep_checkpoints: int = _f(1, lo=1, hi=1_000_000)
+    device: str = "cpu"  # checked by validate (the spelling; whether it exists: at run time)
 
 
 def model_parameters(in_features: int, hidden: tuple[int, ...], out_features: int) -> int:
@@ -317,6 +327,7 @@ class RunConfig:
         Raises:
             ConfigError: naming ``source`` and the field at fault.
         """
+        from ._quote import excerpt
         from .nn.activations import get_activation
 
         for section in _SECTION_TYPES:
@@ -341,6 +352,12 @@ class RunConfig:
             )
         if m.init == "normal" and not m.init_std > 0:
             raise bad("model.init_std", "must be > 0 when model.init = 'normal'")
+        if not DEVICE_PATTERN.fullmatch(self.train.device):
+            raise bad(
+                "train.device",
+                f"must be cpu, cuda, cuda:N, array-api-strict or array-api-strict:device1, "
+                f"got {excerpt(self.train.device)}",
+            )
         d_in, t_out = DATASET_SHAPES[self.data.dataset]
         hidden = () if m.kind == "linear" else m.hidden
         check_model_size(d_in, hidden, t_out, f"{source}: model.hidden")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
 from . import checkpoint as ckpt
 from ._atomic import atomic_write_text
 from ._extras import has_module, require_extra
@@ -112,7 +113,8 @@ def evaluate(
 ) -> EvalResult:
     """Mean loss and accuracy of ``model`` on (x (S, D), y (S,)), in batches, under no_grad.
 
-    The model is put in eval mode and restored to its previous mode afterwards.
+    The model is put in eval mode and restored to its previous mode afterwards. The batches
+    are copied to the model's device (``model.device``); the predictions come back as NumPy.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise TypeError(f"evaluate: batch_size must be an integer, got {batch_size!r}")
@@ -121,6 +123,7 @@ def evaluate(
     if len(x) != len(y):
         raise ValueError(f"evaluate: {len(x)} inputs but {len(y)} labels")
     was_training = model.training
+    dev = model.device
     model.eval()
     total, correct = 0.0, 0
     preds = np.empty(len(y), dtype=np.int64)
@@ -128,11 +131,15 @@ def evaluate(
         with no_grad():
             for start in range(0, len(y), batch_size):
                 xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                if not dev.is_cpu:
+                    xb, yb_dev = _backend.to_device(xb, dev), _backend.to_device(yb, dev)
+                else:
+                    yb_dev = yb
                 logits = model(xb)
-                total += float(loss_fn(logits, yb).data) * len(yb)
-                p = np.argmax(logits.data, axis=1)
+                total += float(loss_fn(logits, _labels(yb_dev)).data) * len(yb)
+                p = _argmax_rows(logits.data)
                 preds[start : start + len(yb)] = p
-                correct += int(np.count_nonzero(p == yb))
+                correct += int(np.count_nonzero(p == _backend.to_numpy(yb)))
     finally:
         model.train(was_training)
     n = max(len(y), 1)
@@ -167,10 +174,39 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return bar
 
 
+def _labels(y: Any) -> Any:
+    """Labels as the loss takes them: a NumPy array as it is, a device array in a Tensor (so
+    that it stays on its device)."""
+    return y if type(y) is np.ndarray else Tensor(y)
+
+
+def _argmax_rows(x: Any) -> np.ndarray:
+    """The index of the largest entry of each row of (S, T) ``x``, as NumPy int64 (S,)."""
+    if type(x) is np.ndarray:
+        return np.argmax(x, axis=1)
+    xp = _backend.namespace_of(x)
+    return _backend.to_numpy(xp.argmax(x, axis=1)).astype(np.int64, copy=False)
+
+
+def _count_correct(x: Any, labels: Any) -> int:
+    """How many rows of logits ``x`` (S, T) have their largest entry at ``labels`` (S,),
+    computed where ``x`` lives (one number comes back)."""
+    if type(x) is np.ndarray:
+        return int(np.count_nonzero(np.argmax(x, axis=1) == labels))
+    xp = _backend.namespace_of(x)
+    return int(xp.count_nonzero(xp.argmax(x, axis=1) == labels))
+
+
 def _not_finite(model: Module) -> str | None:
     """The name of the first parameter holding NaN or Inf, or None."""
     for name, p in model.named_parameters():
-        if not np.isfinite(p.data).all():
+        w = p.data
+        if type(w) is np.ndarray:
+            if not np.isfinite(w).all():
+                return name
+            continue
+        xp = _backend.namespace_of(w)
+        if not bool(xp.all(xp.isfinite(w))):
             return name
     return None
 
@@ -197,6 +233,9 @@ class Trainer:
             see :func:`lr_factor`). Resuming an interrupted run reproduces it exactly; a
             cosine run extended to more epochs follows the new, longer schedule.
         base_lr: the learning rate the schedule scales (default: the optimiser's lr now).
+        device: train there (``"cpu"``, ``"cuda"``, ``"array-api-strict"`` ...): the model is
+            moved there (in place; the optimiser's state follows) and every batch is copied
+            there; None: wherever the model is (``model.device``).
 
     Attributes:
         epoch: epochs completed.
@@ -222,10 +261,14 @@ class Trainer:
         callbacks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
         lr_schedule: str = "constant",
         base_lr: float | None = None,
+        device: str | _backend.Device | None = None,
     ) -> None:
         lr_factor(lr_schedule, 0, 1)  # validates the name
         if batch_size < 1:
             raise ValueError(f"Trainer: batch_size must be >= 1, got {batch_size}")
+        if device is not None:
+            model.to(device)
+        self.device = model.device
         self.model = model
         self.optimizer = optimizer
         self.batch_size = int(batch_size)
@@ -319,7 +362,9 @@ class Trainer:
 
         if len(x) != len(y):
             raise ValueError(f"fit: {len(x)} inputs but {len(y)} labels")
-        loader = DataLoader((x, y), self.batch_size, shuffle=True, seed=self.data_seed)
+        loader = DataLoader(
+            (x, y), self.batch_size, shuffle=True, seed=self.data_seed, device=self.device
+        )
         while self.epoch < epochs:
             loader.set_epoch(self.epoch)
             # Overflow/NaN are caught by the loss check with a clear message (TrainingDiverged);
@@ -364,6 +409,8 @@ class Trainer:
         )
 
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
+        if not self.device.is_cpu:
+            return self._train_epoch_on_device(loader, epochs)
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
@@ -374,7 +421,7 @@ class Trainer:
         try:
             for b, (xb, yb) in enumerate(loader):
                 logits = model(xb)
-                loss = loss_fn(logits, yb)
+                loss = loss_fn(logits, _labels(yb))
                 value = float(loss.data)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
@@ -385,15 +432,65 @@ class Trainer:
                 opt.zero_grad()
                 loss.backward()
                 self._optimizer_step(schedule, base_lr, total)
-                n = len(yb)
+                n = int(yb.shape[0])
                 seen += n
                 loss_sum += value * n
-                correct += int(np.count_nonzero(np.argmax(logits.data, axis=1) == yb))
+                correct += _count_correct(logits.data, yb)
                 show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:
                 bar.close()
         return self._epoch_record(seen, loss_sum, correct, t0)
+
+    def _train_epoch_on_device(self, loader: Any, epochs: int) -> dict[str, Any]:
+        """The epoch on a device other than the CPU, without a host synchronisation per step:
+        each step's loss and count of correct predictions stay on the device and come back
+        together at the end of the epoch (and every 20 steps for a progress bar). A NaN/Inf
+        loss is then reported with its batch, as on the CPU, but only after the epoch: the
+        steps after it ran on diverged weights, and no checkpoint is written of them."""
+        model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        model.train()
+        e = self.epoch + 1
+        first_step = self.step
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        losses: list[Any] = []
+        counts: list[Any] = []
+        sizes: list[int] = []
+        xp: Any = None
+        t0 = time.perf_counter()
+        try:
+            for b, (xb, yb) in enumerate(loader):
+                logits = model(xb)
+                loss = loss_fn(logits, _labels(yb))
+                opt.zero_grad()
+                loss.backward()
+                self._optimizer_step(schedule, base_lr, total)
+                xp = xp or _backend.namespace_of(logits.data)
+                losses.append(loss.data)
+                counts.append(xp.count_nonzero(xp.argmax(logits.data, axis=1) == yb))
+                sizes.append(int(yb.shape[0]))
+                if bar is not None:
+                    seen = sum(sizes)
+                    running = float(losses[-1]) * seen if b % 20 == 0 else 0.0
+                    show_progress(bar, b, seen, running, t0)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not losses:
+            return self._epoch_record(0, 0.0, 0, t0)
+        values = _backend.to_numpy(xp.stack(losses)).astype(np.float64)
+        correct = int(_backend.to_numpy(xp.stack(counts)).sum())
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            b = int(bad[0])
+            raise TrainingDiverged(
+                f"the training loss is {values[b]} at epoch {e}, batch {b + 1} of "
+                f"{len(loader)} (optimizer step {first_step + b + 1}); training stopped. "
+                f"{self._advice()}"
+            )
+        n = np.asarray(sizes, dtype=np.float64)
+        return self._epoch_record(int(n.sum()), float(values @ n), correct, t0)
 
     def _optimizer_step(self, schedule: str, base_lr: float, total: int) -> None:
         """One update at the schedule's rate for the current step (shared with subclasses)."""
@@ -585,9 +682,14 @@ def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = Tr
 
 
 def build_model(
-    cfg: ModelConfig, in_features: int, out_features: int, dtype: Any = np.float32
+    cfg: ModelConfig,
+    in_features: int,
+    out_features: int,
+    dtype: Any = np.float32,
+    device: str | _backend.Device | None = None,
 ) -> MLP:
-    """The MLP a config describes, its weights drawn from ``default_rng(cfg.seed)``.
+    """The MLP a config describes, its weights drawn from ``default_rng(cfg.seed)`` (on the
+    host, then copied to ``device``: the same weights on every device).
 
     Raises:
         ConfigError: more than :data:`~graphgrad.config.MAX_PARAMETERS` parameters (checked
@@ -604,6 +706,7 @@ def build_model(
         std=cfg.init_std if cfg.init == "normal" else None,
         rng=np.random.default_rng(cfg.seed),
         dtype=dtype,
+        device=device,
     )
 
 
@@ -623,8 +726,10 @@ def build_optimizer(cfg: OptimConfig, params: Sequence[Tensor]) -> Optimizer:
 
 def model_from_checkpoint(
     checkpoint: ckpt.Checkpoint | str | os.PathLike[str],
+    device: str | _backend.Device | None = None,
 ) -> tuple[MLP, RunConfig, dict[str, Any]]:
-    """Rebuild the model saved in a checkpoint (or a run directory's newest one).
+    """Rebuild the model saved in a checkpoint (or a run directory's newest one), on
+    ``device`` (default cpu, wherever it was saved from).
 
     Returns:
         (model with the saved weights, the run's config, the ``model`` entry of
@@ -658,6 +763,7 @@ def model_from_checkpoint(
     except ConfigError as e:
         raise ckpt.CheckpointError(str(e)) from None
     dtype = np.dtype(cfg.train.dtype)
+    dev = _backend.parse_device(device)
     model = build_model(cfg.model, dims[0], dims[1], dtype)
     want = {n: tuple(p.shape) for n, p in model.named_parameters()}
     got = {n: tuple(np.shape(a)) for n, a in c.weights.items()}
@@ -669,6 +775,8 @@ def model_from_checkpoint(
             f"describes (saved vs expected shape): {'; '.join(diff[:4])}"
         )
     model.load_state_dict(c.weights)
+    if not dev.is_cpu:
+        model.to(dev)
     return model, cfg, info
 
 
@@ -756,9 +864,12 @@ def run_training(
         TrainingDiverged: NaN/Inf training, evaluation or test loss, or weights;
             ``metrics.json`` records ``status: "diverged"`` and the history until then.
         MissingExtraError: safetensors (the ``train`` extra) is not installed.
+        graphgrad.errors.DeviceUnavailableError: ``train.device`` names a device whose
+            library or hardware is missing (checked before anything is read or written).
     """
     say: Callable[[str], None] = log if log is not None else _silent
     check_run_dependencies(plots)
+    _backend.parse_device(cfg.train.device)
     if plots and not has_module("matplotlib"):
         logger.warning("no figures: matplotlib is not installed (pip install 'graphgrad[train]')")
         plots = False
@@ -797,11 +908,13 @@ def _run_locked(
         start = ckpt.load_checkpoint(latest)
         if start.config is not None:
             saved = RunConfig.from_dict(start.config, str(latest / ckpt.CHECKPOINT_JSON))
-            changed = [d for d in saved.diff(cfg) if not d.startswith("train.epochs:")]
+            changed = [
+                d for d in saved.diff(cfg) if not d.startswith(("train.epochs:", "train.device:"))
+            ]
             if changed:
                 raise RunError(
                     f"{run_dir}: cannot resume with a different configuration (only "
-                    f"train.epochs may change): {'; '.join(changed)}"
+                    f"train.epochs and train.device may change): {'; '.join(changed)}"
                 )
     elif latest is not None:
         raise RunError(
@@ -809,8 +922,9 @@ def _run_locked(
             f"continue it, or choose another --out"
         )
     dtype = np.dtype(cfg.train.dtype)
+    device = _backend.parse_device(cfg.train.device)
     data = load_data(cfg.data, dtype)
-    model = build_model(cfg.model, data.num_features, data.num_classes, dtype)
+    model = build_model(cfg.model, data.num_features, data.num_classes, dtype, device)
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
     optimizer = build_optimizer(cfg.optim, model.parameters())
     seeds = {"model.seed": cfg.model.seed, "data.seed": cfg.data.seed}
@@ -829,6 +943,7 @@ def _run_locked(
         {
             "config": cfg.to_dict(),
             "seeds": seeds,
+            "device": str(device),
             "versions": versions,
             "model": model_info,
             "num_parameters": model.num_parameters(),
@@ -854,6 +969,7 @@ def _run_locked(
         checkpoint_extra={"config": cfg.to_dict(), "seeds": seeds, "model": model_info},
         progress=progress,
         log=say,
+        device=device,
     )
     if start is not None:
         trainer.resume_from(start)
@@ -862,10 +978,16 @@ def _run_locked(
         )
     logger.info(
         f"training {model.num_parameters():,} parameters {list(model.sizes)} on "
-        f"{len(data.y_train):,} samples of {cfg.data.dataset}; evaluating on "
+        f"{len(data.y_train):,} samples of {cfg.data.dataset} on {device}; evaluating on "
         f"{len(data.y_eval):,} ({data.eval_split})"
     )
-    base = {"config": cfg.to_dict(), "seeds": seeds, "versions": versions, "model": model_info}
+    base = {
+        "config": cfg.to_dict(),
+        "seeds": seeds,
+        "versions": versions,
+        "model": model_info,
+        "device": str(device),
+    }
     try:
         trainer.fit(
             data.x_train,
@@ -937,7 +1059,7 @@ def _write_plots(
         plots.plot_history(history, run_dir / "curves.png", title)
         plots.plot_confusion_matrix(cm, data.classes, run_dir / "confusion_matrix.png", title)
         if data.image_shape is not None and len(model.sizes) >= 2:
-            first = model.linear_layers()[0].weight.data
+            first = _backend.to_numpy(model.linear_layers()[0].weight.data)
             templates = len(model.sizes) == 2  # a linear classifier: one template per class
             plots.plot_first_layer(
                 first, run_dir / "first_layer.png", data.image_shape,

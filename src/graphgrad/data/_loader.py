@@ -9,6 +9,7 @@ from typing import Any, Protocol, cast, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .. import _backend
 from .._state import default_generator
 from ._toy import RngLike, as_generator
 
@@ -86,6 +87,10 @@ class DataLoader:
 
     ``len(loader)`` is the number of batches per epoch: ``ceil(n / batch_size)``, or
     ``n // batch_size`` with ``drop_last=True`` (which drops the short final batch).
+
+    ``device="cuda"`` (or ``"array-api-strict"`` ...) gathers each batch on the host, as
+    above, then copies it to the device: one host-to-device copy per array per batch, of the
+    batch only (the data set stays in host memory).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class DataLoader:
         shuffle: bool = False,
         seed: int | None = None,
         drop_last: bool = False,
+        device: str | _backend.Device | None = None,
     ) -> None:
         """Args:
         data: an array, a tuple/list of equal-length arrays, or a data set object with
@@ -103,6 +109,11 @@ class DataLoader:
         shuffle: visit items in a new random order each epoch.
         seed: non-negative int seeding the per-epoch orders (see above).
         drop_last: omit the final batch when it is smaller than ``batch_size``.
+        device: where the batches are delivered (default cpu: NumPy arrays as they are).
+
+        Raises:
+            graphgrad.errors.DeviceUnavailableError: the device's library or hardware is
+                missing (checked here, before any batch).
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
             raise TypeError(f"DataLoader: batch_size must be an int, got {batch_size!r}")
@@ -132,6 +143,7 @@ class DataLoader:
         # No seed: draw one from the global generator (gg.manual_seed makes it reproducible),
         # so that the epochs still differ and .seed can reproduce them.
         self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
+        self.device = _backend.parse_device(device)
         self._epoch = 0
 
     @property
@@ -165,12 +177,23 @@ class DataLoader:
                 slice(start, stop) if order is None else order[start:stop]
             )
             batch = self.dataset[index]
+            if not self.device.is_cpu:
+                batch = self._to_device(batch)
             yield batch[0] if self._single else batch
+
+    def _to_device(self, batch: Any) -> Any:
+        """The batch's arrays (a tuple/list of them, or one) copied to the device."""
+        dev = self.device
+        if isinstance(batch, tuple | list):
+            return type(batch)(_backend.to_device(a, dev) for a in batch)
+        return _backend.to_device(batch, dev)
 
     def __repr__(self) -> str:
         return (
             f"DataLoader({len(self.dataset)} items, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last})"
+            f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}"
+            + ("" if self.device.is_cpu else f", device={str(self.device)!r}")
+            + ")"
         )
 
 

@@ -28,7 +28,8 @@ Xavier/Glorot averages the forward and backward conditions: σ = gain · sqrt(2 
 
 Biases start at 0 (``zeros``). Every function returns a new array, float32 unless ``dtype``
 says otherwise; sampling is done directly in that dtype so the result depends only on the
-generator's state.
+generator's state. With ``device=`` (``"cuda"``, ``"array-api-strict"`` ...) the array is drawn
+on the host and copied there: the same generator state gives the same numbers on every device.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .. import _backend
 from ..ops import REGISTRY
+
+Device = _backend.Device
 
 __all__ = [
     "SCHEMES",
@@ -115,10 +119,17 @@ def init_std(
 
 
 def zeros(
-    shape: tuple[int, ...], rng: np.random.Generator | None = None, dtype: DTypeLike = np.float32
-) -> np.ndarray:
-    """All zeros (``rng`` is accepted for a uniform signature and not used)."""
-    return np.zeros(shape, dtype=dtype)
+    shape: tuple[int, ...],
+    rng: np.random.Generator | None = None,
+    dtype: DTypeLike = np.float32,
+    *,
+    device: str | Device | None = None,
+) -> Any:
+    """All zeros (``rng`` is accepted for a uniform signature and not used), on ``device``."""
+    dev = _backend.parse_device(device)
+    if dev.is_cpu:
+        return np.zeros(shape, dtype=dtype)
+    return _backend.to_device(np.zeros(shape, dtype=dtype), dev)
 
 
 def normal(
@@ -126,14 +137,17 @@ def normal(
     rng: np.random.Generator,
     std: float = 1.0,
     dtype: DTypeLike = np.float32,
-) -> np.ndarray:
-    """Samples of N(0, std) of the given shape, drawn in ``dtype``."""
+    *,
+    device: str | Device | None = None,
+) -> Any:
+    """Samples of N(0, std) of the given shape, drawn in ``dtype`` on the host, on ``device``."""
+    dev = _backend.parse_device(device)
     dt: Any = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"normal: dtype must be float32 or float64, got {dt}")
     out = rng.standard_normal(shape, dtype=dt)
     out *= dt.type(std)
-    return out
+    return out if dev.is_cpu else _backend.to_device(out, dev)
 
 
 def he_normal(
@@ -141,19 +155,27 @@ def he_normal(
     rng: np.random.Generator,
     slope: float = 0.0,
     dtype: DTypeLike = np.float32,
-) -> np.ndarray:
+    *,
+    device: str | Device | None = None,
+) -> Any:
     """He (Kaiming) normal: σ = sqrt(2 / ((1 + slope²) · fan_in)); for ReLU (slope 0) and
     leaky ReLU."""
     fan_in, _ = fans(shape)
-    return normal(shape, rng, math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in)), dtype)
+    return normal(
+        shape, rng, math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in)), dtype, device=device
+    )
 
 
 def lecun_normal(
-    shape: tuple[int, ...], rng: np.random.Generator, dtype: DTypeLike = np.float32
-) -> np.ndarray:
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    dtype: DTypeLike = np.float32,
+    *,
+    device: str | Device | None = None,
+) -> Any:
     """LeCun normal: σ = 1 / sqrt(fan_in); for identity, tanh and sigmoid."""
     fan_in, _ = fans(shape)
-    return normal(shape, rng, 1.0 / math.sqrt(fan_in), dtype)
+    return normal(shape, rng, 1.0 / math.sqrt(fan_in), dtype, device=device)
 
 
 def xavier_normal(
@@ -161,7 +183,9 @@ def xavier_normal(
     rng: np.random.Generator,
     gain: float = 1.0,
     dtype: DTypeLike = np.float32,
-) -> np.ndarray:
+    *,
+    device: str | Device | None = None,
+) -> Any:
     """Xavier (Glorot) normal: σ = gain · sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
-    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype)
+    return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype, device=device)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .. import _backend
 from .._state import default_generator
 from ..tensor import Tensor, as_tensor, linear, reshape
 from . import init as I
@@ -35,6 +36,9 @@ class Linear(Module):
         init: ``"auto"``, ``"he"``, ``"lecun"`` or ``"xavier"`` (see :mod:`graphgrad.nn.init`).
         activation: the activation that follows this layer (its gain sets σ with ``"auto"``).
         dtype: float32 (default) or float64.
+        device: where the parameters live (``"cpu"``, ``"cuda"``, ``"array-api-strict"``
+            ...; default cpu). The weights are drawn on the host from ``rng`` and copied
+            there, so a seed gives the same weights on every device.
 
     Attributes:
         weight: (out_features, in_features).
@@ -55,8 +59,10 @@ class Linear(Module):
         init: str = "auto",
         activation: str | Activation = "identity",
         dtype: DTypeLike = np.float32,
+        device: str | _backend.Device | None = None,
     ) -> None:
         super().__init__()
+        dev = _backend.parse_device(device)
         if in_features < 1 or out_features < 1:
             raise ValueError(
                 f"Linear: in_features and out_features must be >= 1, got "
@@ -69,9 +75,9 @@ class Linear(Module):
         if std is None:
             act = get_activation(activation)
             std = I.init_std(shape, act.name, init, act.param)
-        self.weight = Tensor(I.normal(shape, gen, std, dtype), requires_grad=True)
+        self.weight = _parameter(I.normal(shape, gen, std, dtype, device=dev))
         self.bias = (
-            Tensor(I.zeros((self.out_features,), dtype=dtype), requires_grad=True) if bias else None
+            _parameter(I.zeros((self.out_features,), dtype=dtype, device=dev)) if bias else None
         )
 
     def forward(self, x: Any) -> Tensor:
@@ -82,6 +88,12 @@ class Linear(Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
         )
+
+
+def _parameter(arr: Any) -> Tensor:
+    """A Tensor with requires_grad holding ``arr`` (an array of any namespace, kept where it
+    is)."""
+    return Tensor(arr, requires_grad=True)
 
 
 class Flatten(Module):
@@ -144,6 +156,8 @@ class MLP(Sequential):
         rng: the generator all weights are drawn from, layer by layer; if None, the global
             generator (``gg.manual_seed(n)`` makes it reproducible).
         dtype: float32 (default) or float64.
+        device: where the parameters live (default cpu); the same seed gives the same weights
+            on every device.
     """
 
     def __init__(
@@ -158,8 +172,10 @@ class MLP(Sequential):
         bias: bool = True,
         rng: np.random.Generator | None = None,
         dtype: DTypeLike = np.float32,
+        device: str | _backend.Device | None = None,
     ) -> None:
         super().__init__()
+        dev = _backend.parse_device(device)
         if init == "normal" and std is None:
             raise ValueError("MLP: init='normal' needs std")
         if init not in (*I.SCHEMES, "normal"):
@@ -184,6 +200,7 @@ class MLP(Sequential):
                     init="auto" if init == "normal" else init,
                     activation="identity" if last else act,
                     dtype=dtype,
+                    device=dev,
                 )
             )
             if not last:

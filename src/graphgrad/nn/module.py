@@ -1,9 +1,10 @@
 """``Module``: a callable that owns named parameters and sub-modules, PyTorch-style.
 
 Assigning a Tensor with ``requires_grad=True`` to an attribute registers it as a parameter;
-assigning a Module registers it as a sub-module. Names are dotted paths (``"0.weight"``,
-``"encoder.2.bias"``), the same as PyTorch's, so weights saved from a graphgrad model load
-into the matching ``torch.nn`` model.
+assigning a Module registers it as a sub-module; :meth:`Module.register_buffer` registers an
+array that is state but not learned. ``model.to(device)`` moves parameters and buffers.
+Names are dotted paths (``"0.weight"``, ``"encoder.2.bias"``), the same as PyTorch's, so
+weights saved from a graphgrad model load into the matching ``torch.nn`` model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GraphgradError
+from .. import _backend
+from ..errors import DeviceMismatchError, GraphgradError
 from ..tensor import Tensor
 
 __all__ = ["Module", "StateDictError"]
@@ -33,10 +35,12 @@ class Module:
     training: bool
     _parameters: dict[str, Tensor]
     _modules: dict[str, Module]
+    _buffers: dict[str, Any]
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "training", True)
 
     # ------------------------------------------------------------------ registration
@@ -47,8 +51,13 @@ class Module:
                 f"{type(self).__name__}: call super().__init__() before assigning {name!r}"
             )
         modules = self._modules
+        buffers = self.__dict__.get("_buffers", {})
         params.pop(name, None)
         modules.pop(name, None)
+        if name in buffers and not isinstance(value, Module | Tensor):
+            buffers[name] = value  # a buffer stays a buffer when reassigned
+        elif name in buffers:
+            del buffers[name]
         if isinstance(value, Tensor) and value.requires_grad:
             params[name] = value
         elif isinstance(value, Module):
@@ -58,7 +67,21 @@ class Module:
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
+        self._buffers.pop(name, None)
         object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Register ``value`` (an array of any namespace, or None) as buffer ``name``: state
+        that is not learned (no gradient, not given to optimisers) but is moved by
+        :meth:`to` and saved by :meth:`state_dict`. Read and reassign it as ``self.<name>``."""
+        if isinstance(value, Tensor | Module):
+            raise TypeError(
+                f"register_buffer({name!r}): expected an array, got {type(value).__name__}"
+            )
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
 
     def register_parameter(self, name: str, value: Tensor | None) -> None:
         """Register ``value`` (a Tensor that requires a gradient) as parameter ``name``."""
@@ -113,6 +136,64 @@ class Module:
         """Every parameter, in the order of :meth:`named_parameters`."""
         return [p for _, p in self.named_parameters()]
 
+    def named_buffers(self) -> Iterator[tuple[str, Any]]:
+        """(dotted name, array) for every buffer that is not None, in registration order."""
+        for mod_name, mod in self.named_modules():
+            for bname, b in mod._buffers.items():
+                if b is not None:
+                    yield (f"{mod_name}.{bname}" if mod_name else bname), b
+
+    # ------------------------------------------------------------------ devices
+    def to(self, device: str | _backend.Device | None) -> Module:
+        """Move every parameter (and its gradient) and every buffer to ``device``, in place;
+        returns self.
+
+        The Parameter objects stay the same Tensors (their ``.data`` is replaced by a copy on
+        the device), so an optimiser built before the move keeps working: its state (momentum,
+        Adam's moments) follows its parameters to their device at its next step. Moving to the
+        device the model is on already copies nothing.
+
+        Args:
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"array-api-strict"`` ... (see
+                :func:`graphgrad.tensor`), or a Device.
+
+        Raises:
+            graphgrad.errors.DeviceUnavailableError: the device's library or hardware is
+                missing (the message says how to install it); nothing is moved then.
+            ValueError: an unknown device name.
+        """
+        dev = _backend.parse_device(device)
+        for _, p in self.named_parameters():
+            p.data = _backend.to_device(p.data, dev)
+            if p.grad is not None:
+                p.grad = _backend.to_device(p.grad, dev)
+        for _, mod in self.named_modules():
+            for bname, b in list(mod._buffers.items()):
+                if b is not None:
+                    moved = _backend.to_device(b, dev)
+                    mod._buffers[bname] = moved
+                    object.__setattr__(mod, bname, moved)
+        return self
+
+    @property
+    def device(self) -> _backend.Device:
+        """The device holding the parameters and buffers (``cpu`` for a module without any).
+
+        Raises:
+            DeviceMismatchError: they are on different devices (the message names two).
+        """
+        found: dict[_backend.Device, str] = {}
+        arrays = [(n, p.data) for n, p in self.named_parameters()]
+        for name, arr in [*arrays, *self.named_buffers()]:
+            found.setdefault(_backend.device_of(arr), name)
+            if len(found) > 1:
+                (d1, n1), (d2, n2) = found.items()
+                raise DeviceMismatchError(
+                    f"{type(self).__name__}.device: {n1} is on {d1} but {n2} is on {d2}; move "
+                    f"the whole model with .to(device)"
+                )
+        return next(iter(found), _backend.CPU)
+
     def num_parameters(self) -> int:
         """dim(θ): the number of scalar parameters."""
         return sum(p.data.size for p in self.parameters())
@@ -134,11 +215,17 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Name -> a copy of the parameter's array, in :meth:`named_parameters` order."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """Name -> a NumPy copy (in host memory, whatever the device) of each parameter's
+        array, in :meth:`named_parameters` order, then of each buffer."""
+        out = {name: np.array(_backend.to_numpy(p.data), copy=True)
+               for name, p in self.named_parameters()}  # fmt: skip
+        for name, b in self.named_buffers():
+            out[name] = np.array(_backend.to_numpy(b), copy=True)
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy arrays into the parameters, in place (optimisers keep working).
+        """Copy arrays into the parameters and buffers, in place (optimisers keep working), on
+        the device each one is on (arrays from any device are accepted).
 
         Args:
             state: name -> array (or Tensor), e.g. from :meth:`state_dict` or a safetensors file.
@@ -148,7 +235,8 @@ class Module:
             StateDictError: names missing or unexpected (with ``strict``), or shapes that
                 differ; the message lists every problem. Nothing is copied in that case.
         """
-        params = dict(self.named_parameters())
+        params: dict[str, Any] = {n: p.data for n, p in self.named_parameters()}
+        params.update(self.named_buffers())
         missing = [n for n in params if n not in state]
         unexpected = [n for n in state if n not in params]
         bad_shape = []
@@ -156,9 +244,9 @@ class Module:
         for name, value in state.items():
             if name not in params:
                 continue
-            arr = value.data if isinstance(value, Tensor) else np.asarray(value)
-            if arr.shape != params[name].shape:
-                bad_shape.append(f"{name}: expected {params[name].shape}, got {arr.shape}")
+            arr = _backend.to_numpy(value.data if isinstance(value, Tensor) else value)
+            if arr.shape != tuple(params[name].shape):
+                bad_shape.append(f"{name}: expected {tuple(params[name].shape)}, got {arr.shape}")
             arrays[name] = arr
         problems = []
         if strict and missing:
@@ -172,7 +260,12 @@ class Module:
                 f"load_state_dict into {type(self).__name__}: " + " | ".join(problems)
             )
         for name, arr in arrays.items():
-            np.copyto(params[name].data, arr, casting="same_kind")
+            dst = params[name]
+            if type(dst) is np.ndarray:
+                np.copyto(dst, arr, casting="same_kind")
+                continue
+            host = arr.astype(_backend.dtype_name(dst.dtype), casting="same_kind")
+            dst[...] = _backend.to_device(host, _backend.device_of(dst))
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
 
-from .. import _fused
+from .. import _backend, _fused
 from ..tensor import Tensor
-from .optimizer import Optimizer
+from .optimizer import Optimizer, on_device_of, updates_for
 
 __all__ = ["Adam"]
 
@@ -22,7 +23,9 @@ class Adam(Optimizer):
         θ ← θ − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
 
     which is the bias-corrected update m̂ / (sqrt(v̂) + eps) written as PyTorch computes it.
-    Parameters are updated in place; gradients of ``None`` are skipped.
+    Parameters are updated in place; gradients of ``None`` are skipped. On NumPy arrays the
+    update is one compiled kernel per parameter; on CuPy one ``ElementwiseKernel`` launch; on
+    another array API namespace in-place ``xp`` expressions (see :class:`SGD`).
 
     Args:
         params: the parameters.
@@ -62,15 +65,26 @@ class Adam(Optimizer):
             if g is None:
                 continue
             w = p.data
-            if not w.flags.writeable:
+            numpy = type(w) is np.ndarray
+            if numpy and not w.flags.writeable:
                 raise self._read_only(i)
             st = self.state.get(i)
             if st is None:
+                xp = _backend.namespace_of(w)
                 st = self.state[i] = {
                     "step": 0,
-                    "exp_avg": np.zeros_like(w),
-                    "exp_avg_sq": np.zeros_like(w),
+                    "exp_avg": xp.zeros_like(w),
+                    "exp_avg_sq": xp.zeros_like(w),
                 }
+            elif not numpy or type(st["exp_avg"]) is not np.ndarray:
+                st["exp_avg"] = on_device_of(st["exp_avg"], w)
+                st["exp_avg_sq"] = on_device_of(st["exp_avg_sq"], w)
             st["step"] += 1
             m, v = st["exp_avg"], st["exp_avg_sq"]
-            _fused.adam(w, g, m, v, self._scratch_for(i, p), lr, b1, b2, eps, wd, st["step"])
+            if numpy and type(g) is np.ndarray:
+                _fused.adam(w, g, m, v, self._scratch_for(i, p), lr, b1, b2, eps, wd, st["step"])
+                continue
+            t = st["step"]
+            xp = _backend.namespace_of(w)
+            bc1, bc2_sqrt = 1.0 - b1**t, math.sqrt(1.0 - b2**t)
+            updates_for(xp).adam(w, g, m, v, xp, lr, b1, b2, eps, wd, bc1, bc2_sqrt)

@@ -7,11 +7,33 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _fused
+from .. import _backend, _fused
 from ..errors import GraphgradError
 from ..tensor import Tensor
 
-__all__ = ["Optimizer", "OptimizerStateError"]
+__all__ = ["Optimizer", "OptimizerStateError", "updates_for"]
+
+
+def updates_for(xp: Any) -> Any:
+    """The module with the ``sgd`` and ``adam`` updates for arrays of namespace ``xp`` other
+    than NumPy: :mod:`graphgrad.optim.cupy_updates` (one fused kernel per update) for CuPy,
+    :mod:`graphgrad.optim.xp_updates` (portable in-place expressions) for any other."""
+    if "cupy" in getattr(xp, "__name__", ""):
+        from . import cupy_updates
+
+        return cupy_updates
+    from . import xp_updates
+
+    return xp_updates
+
+
+def on_device_of(buf: Any, w: Any) -> Any:
+    """``buf`` on the device of ``w``: itself when it is there already (the usual case, checked
+    cheaply), else a copy moved there (a model moved with ``Module.to`` after the optimiser
+    made its state)."""
+    if type(buf) is type(w) and (type(w) is np.ndarray or buf.device == w.device):
+        return buf
+    return _backend.to_device(buf, _backend.device_of(w))
 
 
 class OptimizerStateError(GraphgradError, ValueError):
@@ -42,7 +64,7 @@ class Optimizer:
                 raise TypeError(
                     f"{type(self).__name__}: parameter #{i} is not a Tensor with requires_grad=True"
                 )
-            if p.data.dtype.kind != "f":
+            if _backend.dtype_kind(p.data.dtype) != "f":
                 raise TypeError(f"{type(self).__name__}: parameter #{i} is {p.data.dtype}")
             if id(p) in seen:
                 raise ValueError(f"{type(self).__name__}: parameter #{i} is listed twice")
@@ -90,18 +112,23 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """``{"type", "hyper", "state"}``; ``state`` maps a parameter index to its arrays
-        (copies) and step count. Everything :meth:`load_state_dict` needs to continue."""
+        (NumPy copies in host memory, whatever the device) and step count. Everything
+        :meth:`load_state_dict` needs to continue, on any device."""
         return {
             "type": type(self).__name__,
             "hyper": self.hyperparameters(),
             "state": {
-                i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                i: {
+                    k: (v if isinstance(v, int) else np.array(_backend.to_numpy(v), copy=True))
+                    for k, v in s.items()
+                }
                 for i, s in self.state.items()
             },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore hyper-parameters and per-parameter state saved by :meth:`state_dict`.
+        """Restore hyper-parameters and per-parameter state saved by :meth:`state_dict`; the
+        arrays are copied onto the device of their parameter.
 
         Raises:
             OptimizerStateError: another optimiser type, a parameter index out of range, an
@@ -126,13 +153,14 @@ class Optimizer:
                     continue
                 if k not in self.state_names:
                     raise OptimizerStateError(f"{name} state: unknown entry {k!r} for #{i}")
-                arr = np.asarray(v)
+                arr = _backend.to_numpy(v)
                 if arr.shape != p.shape:
                     raise OptimizerStateError(
                         f"{name} state: {k} of parameter #{i} has shape {arr.shape}, the "
                         f"parameter has {p.shape}"
                     )
-                restored[k] = np.array(arr, dtype=p.data.dtype, copy=True)
+                host = np.array(arr, dtype=_backend.dtype_name(p.data.dtype), copy=True)
+                restored[k] = _backend.to_device(host, _backend.device_of(p.data))
             new_state[i] = restored
         hyper = dict(state.get("hyper", {}))
         for k in hyper:

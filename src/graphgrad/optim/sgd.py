@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _engine, _fused
+from .. import _backend, _engine, _fused
 from ..tensor import Tensor
-from .optimizer import Optimizer
+from .optimizer import Optimizer, on_device_of, updates_for
 
 __all__ = ["SGD"]
 
@@ -40,7 +40,14 @@ class SGD(Optimizer):
             Those weights' ``.grad`` stays ``None``; other parameters (biases, weights used
             elsewhere) take the ordinary path. Needs momentum > 0, no weight decay, no
             Nesterov. ``zero_grad()`` cannot undo a gradient already added: call
-            ``backward()`` once per ``step()``, or several times to accumulate.
+            ``backward()`` once per ``step()``, or several times to accumulate. NumPy (the
+            ``cpu`` device) only: parameters on another device are refused here, and if the
+            model is moved to another device later, its updates take the ordinary path
+            (the same numbers, without the fusion).
+
+    On NumPy arrays the update is one compiled kernel per parameter (``graphgrad._fused``); on
+    CuPy one ``ElementwiseKernel`` launch (:mod:`graphgrad.optim.cupy_updates`); on any other
+    array API namespace in-place ``xp`` expressions (:mod:`graphgrad.optim.xp_updates`).
     """
 
     hyper_names = ("lr", "momentum", "weight_decay", "nesterov")
@@ -66,6 +73,13 @@ class SGD(Optimizer):
             raise ValueError(
                 "SGD: fused_backward needs momentum > 0, weight_decay 0 and nesterov False"
             )
+        if fused_backward:
+            for i, p in enumerate(self.params):
+                if type(p.data) is not np.ndarray:
+                    raise ValueError(
+                        f"SGD: fused_backward runs on the cpu device (NumPy) only; parameter "
+                        f"#{i} is on {_backend.device_of(p.data)}: use fused_backward=False there"
+                    )
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)
@@ -112,7 +126,9 @@ class SGD(Optimizer):
                 continue
             if g is None:
                 continue
-            if not p.data.flags.writeable:
+            w = p.data
+            numpy = type(w) is np.ndarray
+            if numpy and not w.flags.writeable:
                 raise self._read_only(i)
             v = None
             first = False
@@ -120,9 +136,15 @@ class SGD(Optimizer):
                 st = self.state.setdefault(i, {})
                 v = st.get("momentum_buffer")
                 if v is None:
-                    v = st["momentum_buffer"] = np.empty_like(p.data)
+                    xp = _backend.namespace_of(w)
+                    v = st["momentum_buffer"] = xp.empty_like(w)
                     first = True
-            _fused.sgd(p.data, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)
+                elif not numpy or type(v) is not np.ndarray:
+                    v = st["momentum_buffer"] = on_device_of(v, w)
+            if numpy and type(g) is np.ndarray:
+                _fused.sgd(w, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)
+            else:
+                updates_for(_backend.namespace_of(w)).sgd(w, g, v, lr, mu, wd, nesterov, first)
         taken.clear()
 
 
@@ -143,6 +165,8 @@ class _MomentumSink:
         opt, p = self._opt(), self._param
         if rule is None or opt is None or p is not inp or params:
             return False
+        if type(p.data) is not np.ndarray or type(g) is not np.ndarray:
+            return False  # moved off the CPU: the ordinary path (same numbers, not fused)
         return opt._take(self._i, p, rule, g, args)
 
 
