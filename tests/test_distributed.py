@@ -196,30 +196,55 @@ import graphgrad as gg
 from graphgrad import distributed as dist
 
 world = dist.init()
-S, B = int(sys.argv[2]), int(sys.argv[3])
+S, B, overlap = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "overlap"
 g = np.random.default_rng(0)
 x = g.normal(size=(S, 6))
 y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
 model = gg.nn.MLP(6, [12, 7], 3, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
 opt = gg.optim.Adam(model.parameters(), lr=0.01)
 trainer = dist.DistributedTrainer(model, opt, world=world, batch_size=B, data_seed=5,
-                                  lr_schedule="cosine", log=lambda line: None, progress=False)
+                                  lr_schedule="cosine", log=lambda line: None, progress=False,
+                                  overlap=overlap, bucket_bytes=8 * (7 * 3 + 12 * 7))
 hist = trainer.fit(x, y, epochs=3, eval_data=(x[:20], y[:20]))
+red = trainer.reducer
+buckets = red.bucket_sizes or [red.buffer.size]
+if overlap:  # a step that uses the first weight once more than the first step did
+    w0 = model.parameters()[0]
+    try:
+        red.backward(gg.cross_entropy(model(x[:4]), y[:4]) + (w0 * w0).sum(), 0.5)
+        red.finish()
+    except dist.DistributedError as e:
+        print(f"rank {world.rank}: {e}", file=sys.stderr)
 if world.is_root:
-    np.savez(sys.argv[1], **model.state_dict(), eval_loss=hist[-1]["eval_loss"])
+    np.savez(sys.argv[1], **model.state_dict(), eval_loss=hist[-1]["eval_loss"],
+             buckets=buckets, calls=world.allreduce_calls, malloc=world.malloc_tuned)
 """
 
 
+@pytest.mark.parametrize("overlap", ["overlap", "blocking"])
 @pytest.mark.parametrize("samples", [64, 49])  # 49: the last step's shards are 0 and 1
-def test_python_api_equals_one_process(tmp_path: Path, samples: int) -> None:
+def test_python_api_equals_one_process(tmp_path: Path, samples: int, overlap: str) -> None:
     import graphgrad as gg
     from graphgrad.train import Trainer, evaluate
 
     script = tmp_path / "api.py"
     script.write_text(API_SCRIPT)
-    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", samples, 4)
+    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", samples, 4, overlap)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "w.npz")
+    steps = 3 * -(-samples // 8)
+    params = 6 * 12 + 12 + 12 * 7 + 7 + 7 * 3 + 3
+    assert bool(got["malloc"])  # glibc: init() told malloc to keep freed memory
+    if overlap == "overlap":
+        # buckets: the weights as they complete (3*7 and 12*7 share 8*12*7 bytes), the first
+        # weight, then the biases and the 3 statistics; every step after the first starts
+        # one Iallreduce per bucket during or after the backward pass
+        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12, 12 + 7 + 3 + 3]
+        assert int(got["calls"]) == 1 + 3 * (steps - 1) + 2
+        for rank in (0, 1):
+            assert f"rank {rank}: GradientReducer(overlap=True): parameter #0 (12, 6)" in r.stderr
+    else:
+        assert list(got["buckets"]) == [params + 3] and int(got["calls"]) == steps
 
     g = np.random.default_rng(0)
     x = g.normal(size=(samples, 6))
