@@ -29,10 +29,14 @@ What is shared and how:
   .permutation(S)`` (the single-process rule); global batch k is positions [k·N·B, (k+1)·N·B)
   of it, and rank r takes the r-th of N near-equal contiguous parts of that batch
   (:func:`shard_bounds`). No data is sent: every rank loads the whole data set.
-* **Gradients.** After the backward pass each rank packs its gradients, already weighted by
-  n_r / L, into one contiguous buffer (the parameters in order, then the step's loss sum,
-  correct count and sample count) and calls one in-place ``Allreduce`` on it; the summed
-  buffer is handed to the optimiser as views, without a copy (:class:`GradientReducer`).
+* **Gradients.** Each rank's backward pass is seeded with n_r / L, so its gradients come out
+  weighted, and writes the weight gradients straight into one contiguous buffer (the
+  parameters, then the step's loss sum, correct count and sample count); one in-place
+  ``Allreduce`` sums it and the optimiser gets views of it, without a copy
+  (:class:`GradientReducer`). With ``overlap=True`` the buffer is summed in buckets, each
+  started (``Iallreduce``) during the backward pass as soon as its gradients are complete.
+* **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`):
+  under MPI each step otherwise faults its temporaries' pages back in from the kernel.
 * **Output.** Rank 0 alone prints, writes checkpoints (atomically, as always), metrics and
   figures; the history records ``world_size`` and ``global_batch_size``. Other ranks never
   touch the run directory, so it need not be shared between machines. ``--resume`` reads the
