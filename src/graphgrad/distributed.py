@@ -265,12 +265,18 @@ class World:
 
     def abort(self, exc: BaseException | None = None, code: int = 1) -> None:
         """Print why this rank fails and stop every rank of the job (``MPI_Abort``)."""
+        self.training = False  # the watchdog must not cut the report short (it would exit 124)
+        if self._watchdog is not None:
+            self._watchdog.where = None
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             traceback.print_exception(exc, file=sys.stderr)
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
             f"failed: {type(exc).__name__}: {exc}" if exc is not None else "failed"
         )  # fmt: skip
         _stderr_line(f"graphgrad: {self.label()} {why}; stopping all {self.size} ranks")
+        for stream in (sys.stdout, sys.stderr):  # what this rank printed before, too
+            with contextlib.suppress(Exception):
+                stream.flush()
         self.comm.Abort(code)
 
 
