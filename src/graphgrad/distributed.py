@@ -196,6 +196,13 @@ class World:
         self.allreduce_calls += 1
         return req
 
+    def test_all(self, requests: Sequence[Any]) -> bool:
+        """Give MPI a chance to progress ``requests`` (``MPI_Testall``); True if all are done."""
+        t0 = time.perf_counter()
+        done = bool(self._mpi.Request.Testall(list(requests)))
+        self.allreduce_seconds += time.perf_counter() - t0
+        return done
+
     def wait_all(self, requests: Sequence[Any]) -> None:
         """Wait until the reductions ``requests`` (from :meth:`iallreduce_`) are done."""
         if not requests:
@@ -570,6 +577,8 @@ class GradientReducer:
     def take(self, k: int, op: Any, i: int, g: Any, args: Any, params: Any) -> bool:
         """Parameter ``k``'s gradient sink (the engine's protocol): write the op's gradient
         for it into its slice of the buffer (β = 0 first, then 1: contributions add up)."""
+        if self._requests:  # let the reductions already started move on (MPI progresses
+            self.world.test_all(self._requests)  # only inside MPI calls)
         rules = op.vjp_into
         rule = rules.get(i) if rules else None
         if (
