@@ -63,7 +63,12 @@ def test_the_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     assert res["harness"]["agree"] and res["harness"]["speedup_b_over_a"] > 0
     row = res["scaling"]["frameworks"]["graphgrad"]
     assert row["samples_per_second_1"] > 0 and row["samples_per_second_2"] > 0
-    assert row["allreduce_ms_per_step"] > 0
+    assert row["allreduce_ms_per_step"] > 0 and row["malloc_tuned"] and row["buckets"] is None
+    rows = res["scaling"]["frameworks"]
+    assert rows["graphgrad-overlap"]["buckets"] == [256 * 256 + 10 * 256, 784 * 256,
+                                                    256 + 256 + 10 + 3]  # fmt: skip
+    assert not rows["graphgrad-system-malloc"]["malloc_tuned"]
+    assert res["scaling"]["allreduce_alone_ms"] > 0
     pytest.importorskip("torch")
     torch_out = tmp_path / "t.json"
     r = subprocess.run(
