@@ -258,6 +258,45 @@ def test_python_api_equals_one_process(tmp_path: Path, samples: int, overlap: st
     assert float(got["eval_loss"]) == pytest.approx(evaluate(model, x[:20], y[:20]).loss, 1e-9)
 
 
+PENALTY_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init()
+g = np.random.default_rng(0)
+x = g.normal(size=(40, 6))
+y = (x[:, 0] > 0).astype(np.int64)
+result = {}
+for overlap in (False, True):
+    model = gg.nn.MLP(6, [12, 7], 2, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+    w0 = model.parameters()[0]  # used twice a step: by its layer and by the penalty
+    loss = lambda logits, labels: gg.cross_entropy(logits, labels) + 1e-2 * (w0 * w0).sum()
+    trainer = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1, 0.9),
+                                      world=world, batch_size=4, loss_fn=loss, overlap=overlap,
+                                      log=lambda line: None, progress=False)
+    trainer.fit(x, y, epochs=2)
+    result[overlap] = (model.state_dict(), trainer.reducer.bucket_sizes)
+if world.is_root:
+    (a, _), (b, buckets) = result[False], result[True]
+    worst = max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(a[k]) + 1e-12))) for k in a)
+    print("buckets", buckets, "worst", worst)
+"""
+
+
+def test_overlap_with_a_parameter_also_used_outside_its_layer(tmp_path: Path) -> None:
+    """The first weight gets its gradient from its layer (into the buffer, during backward)
+    and from a penalty (through .grad, at the end): it goes to the last bucket, and the
+    weights equal the blocking reduction's."""
+    script = tmp_path / "penalty.py"
+    script.write_text(PENALTY_SCRIPT)
+    r = mpirun(2, sys.executable, script)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"buckets [{7 * 2 + 12 * 7}, {6 * 12 + 12 + 7 + 2 + 3}] worst ")
+    assert float(line.split()[-1]) < 1e-12
+
+
 # ----------------------------------------------------------------------------- faults
 
 FAULT_SCRIPT = """

@@ -592,7 +592,7 @@ class GradientReducer:
         self._clock += 1
         self._done_at[k] = self._clock
         plan = self._plan
-        if self._live and plan is not None:
+        if self._live and plan is not None and plan[k]:  # an early parameter's, counted
             if self._count[k] > plan[k]:
                 raise DistributedError(self._changed(k))
             if self._count[k] == plan[k]:
