@@ -18,10 +18,12 @@ launched by the same ``mpiexec``, taking turns (the order rotated each round):
   (glibc's malloc left as MPI leaves it; the 1-rank run gets
   ``distributed.keep_freed_memory()`` like the ranks, so that the baseline is like for like);
 * PyTorch, 1 rank: a plain loop; N ranks: ``DistributedDataParallel`` over gloo (TCP on
-  127.0.0.1; the rank comes from mpiexec's PMI_RANK). A PyTorch run that fails is run
-  again, up to 3 times, and every failure is printed and kept in the JSON
-  (``failed_runs_rerun``): gloo once ended a run with "terminate called without an active
-  exception"; the worker now shuts its process group down in a ``finally``.
+  127.0.0.1, rendezvous through a file; the rank comes from mpiexec's PMI_RANK). A PyTorch
+  run that fails is run again, up to 3 times, and every failure is printed and kept in the
+  JSON (``failed_runs_rerun``): some runs ended with "terminate called without an active
+  exception" (exit 15) while the ranks met through a TCP store hosted by rank 0; the worker
+  now meets through a file store (no store server thread) and shuts its process group down
+  in a ``finally``. Whether that is the cause is not proven: failures stay reported.
 
 Each run trains two passes of ``--steps`` steps and times the second. Scaling = samples/s on
 N ranks / on 1 rank, per round, median over rounds; efficiency = scaling / N. graphgrad's
@@ -43,7 +45,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def worker_graphgrad(steps: int, out: Path, variant: str) -> None:
         }))  # fmt: skip
 
 
-def worker_torch(steps: int, out: Path, port: int) -> None:
+def worker_torch(steps: int, out: Path) -> None:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -146,7 +147,10 @@ def worker_torch(steps: int, out: Path, port: int) -> None:
         import torch.distributed as tdist
         from torch.nn.parallel import DistributedDataParallel
 
-        tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        # Rendezvous through a file (FileStore: no TCP store server thread on rank 0 to tear
+        # down at exit); gloo itself still talks TCP over 127.0.0.1.
+        store = out.with_suffix(".store")
+        tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                  world_size=size)  # fmt: skip
         model = DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -227,27 +231,21 @@ def _mpiexec() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _launch(n: int, args: Sequence[str], out: Path, tries: int = 1) -> dict[str, Any]:
     """Run a worker under ``mpiexec -n n``; with ``tries`` > 1 a failed run is started again
-    (with a fresh port for PyTorch) and the failures are returned under ``"failures"``."""
+    and the failures are returned under ``"failures"``."""
     failures: list[str] = []
     for _attempt in range(tries):
         cmd = [_mpiexec(), *BIND, "-n", str(n), sys.executable, __file__, *args, "--out",
                str(out)]  # fmt: skip
-        if "--port" in args:
-            cmd[cmd.index("--port") + 1] = str(_free_port())
+        out.with_suffix(".store").unlink(missing_ok=True)  # PyTorch's rendezvous file
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                            env={**os.environ, **ONE_THREAD})  # fmt: skip
         if r.returncode == 0:
             break
         tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-        failures.append(f"exit {r.returncode}: {tail[:200]}")
+        failures.append(f"{n} rank(s), exit {r.returncode}: {tail[:200]}")
+        print(r.stdout[-1500:] + r.stderr[-1500:], file=sys.stderr)
         if len(failures) == tries:
             raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
         print(f"bench_distributed: {' '.join(args[:2])} on {n} rank(s) failed ({failures[-1]});"
@@ -312,7 +310,7 @@ def scaling(ranks: int, rounds: int, steps: int, tmp: Path, torch_too: bool) -> 
         order = peers[r % len(peers) :] + peers[: r % len(peers)]  # rotated each round
         for row, n in order:
             worker, variant = ROWS[row]
-            extra = ["--port", "0"] if worker == "torch" else ["--variant", variant]
+            extra = [] if worker == "torch" else ["--variant", variant]
             res = _launch(
                 n,
                 ["--worker", worker, "--steps", str(steps), *extra],
@@ -444,7 +442,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--worker", choices=["graphgrad", "torch", "harness", "allreduce"],
                     help=argparse.SUPPRESS)  # fmt: skip
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -452,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker_graphgrad(args.steps, args.out, args.variant)
         return 0
     if args.worker == "torch":
-        worker_torch(args.steps, args.out, args.port or _free_port())
+        worker_torch(args.steps, args.out)
         return 0
     if args.worker == "allreduce":
         worker_allreduce(args.out)
