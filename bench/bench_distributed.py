@@ -34,8 +34,13 @@ minor page faults (what MPI's effect on malloc showed up as). ``--bind-to-core``
 every run (both frameworks) with ``mpiexec -bind-to core``. Targets: graphgrad's scaling
 >= 1.7 at N = 2 and >= PyTorch DDP's.
 
+``--phases`` instead times the phases of one step (batch gather, forward, backward,
+Allreduce, optimiser; wall and CPU) on 1 process and on each of N ranks, to show where a
+slower N-rank step loses its time.
+
 Run: python bench/bench_distributed.py [--quick] [--ranks 2] [--rounds 3] [--steps 100]
                                        [--no-torch] [--bind-to-core] [--json PATH]
+     python bench/bench_distributed.py --phases [--steps 300] [--bind-to-core]
 """
 
 from __future__ import annotations
@@ -179,6 +184,98 @@ def worker_torch(steps: int, out: Path) -> None:
             "samples_per_second": steps * size * BATCH / seconds,
             "step_ms": 1e3 * seconds / steps,
         }))  # fmt: skip
+
+
+PHASES = ("batch", "forward", "backward", "allreduce", "optimizer")
+
+
+def worker_phases(steps: int, out: Path) -> None:
+    """The training step cut into phases, each timed in wall and this thread's CPU time
+    (``time.thread_time``), over ``steps`` steps after as many to warm up: the same work as
+    the Trainer (1 process, no MPI) and the DistributedTrainer (N ranks, GradientReducer).
+    ``batch`` is the gather of the step's samples; ``backward`` on N ranks writes the weight
+    gradients into the Allreduce buffer; ``allreduce`` is ``finish()`` (waiting included)."""
+    import resource
+
+    import graphgrad as gg
+    from graphgrad import distributed as dist
+
+    _limit_threads()
+    size = int(os.environ.get("PMI_SIZE", "1"))
+    x, y = _data(steps * size * BATCH)
+    model = gg.nn.MLP(SIZES[0], list(SIZES[1:-1]), SIZES[-1], rng=np.random.default_rng(0))
+    opt = gg.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    world, reducer, rank = None, None, 0
+    if size > 1:
+        world = dist.init(timeout=0)
+        reducer = dist.GradientReducer(model.parameters(), world, extra=3)
+        rank = world.rank
+    else:
+        dist.keep_freed_memory()
+    order = np.random.default_rng(0).permutation(len(y))
+    wall = dict.fromkeys(PHASES, 0.0)
+    cpu = dict.fromkeys(PHASES, 0.0)
+    for timed in (False, True):
+        if world is not None:
+            world.barrier()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        for b in range(steps):
+            marks = [(time.perf_counter(), time.thread_time())]
+            idx = order[(b * size + rank) * BATCH : (b * size + rank + 1) * BATCH]
+            xb, yb = x[idx], y[idx]
+            marks.append((time.perf_counter(), time.thread_time()))
+            opt.zero_grad()
+            loss = gg.cross_entropy(model(xb), yb)
+            float(loss.data)
+            marks.append((time.perf_counter(), time.thread_time()))
+            if reducer is None:
+                loss.backward()
+            else:
+                reducer.backward(loss, 1 / size)
+            marks.append((time.perf_counter(), time.thread_time()))
+            if reducer is not None:
+                reducer.finish()
+            marks.append((time.perf_counter(), time.thread_time()))
+            opt.step()
+            marks.append((time.perf_counter(), time.thread_time()))
+            if timed:
+                for k, name in enumerate(PHASES):
+                    wall[name] += marks[k + 1][0] - marks[k][0]
+                    cpu[name] += marks[k + 1][1] - marks[k][1]
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    mine = {
+        "wall_ms": {k: 1e3 * v / steps for k, v in wall.items()},
+        "cpu_ms": {k: 1e3 * v / steps for k, v in cpu.items()},
+        "kernel_ms": 1e3 * (r1.ru_stime - r0.ru_stime) / steps,
+        "page_faults": (r1.ru_minflt - r0.ru_minflt) / steps,
+    }
+    every = world.allgather(mine) if world is not None else [mine]
+    if rank == 0:
+        out.write_text(json.dumps({"ranks": every}))
+
+
+def phases(ranks: int, steps: int, tmp: Path) -> str:
+    """Run :func:`worker_phases` on 1 and on ``ranks`` ranks; a table of the phases."""
+    one = _launch(1, ["--worker", "phases", "--steps", str(steps)], tmp / "ph1.json")["ranks"]
+    many = _launch(ranks, ["--worker", "phases", "--steps", str(steps)],
+                   tmp / "phn.json")["ranks"]  # fmt: skip
+    head = " | ".join(f"rank {r}" for r in range(ranks))
+    lines = [
+        f"## One step in phases, ms per step (wall / CPU of the main thread), {steps} steps",
+        "",
+        f"| phase | 1 process | {head} |",
+        "|---|---:|" + "---:|" * ranks,
+    ]
+    for name in PHASES:
+        cells = [f"{d['wall_ms'][name]:.3f} / {d['cpu_ms'][name]:.3f}" for d in one + many]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    total = [
+        f"{sum(d['wall_ms'].values()):.3f} / {sum(d['cpu_ms'].values()):.3f}" for d in one + many
+    ]
+    lines.append("| **step** | " + " | ".join(total) + " |")
+    faults = [f"{d['kernel_ms']:.3f} ms, {d['page_faults']:.0f} faults" for d in one + many]
+    lines.append("| kernel time, page faults (process) | " + " | ".join(faults) + " |")
+    return "\n".join(lines)
 
 
 def worker_allreduce(out: Path) -> None:
@@ -437,10 +534,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="timed steps per run")
     ap.add_argument("--samples", type=int, default=128, help="S of the harness")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch DDP")
+    ap.add_argument(
+        "--phases",
+        action="store_true",
+        help="only time the phases of a step on 1 and N ranks (a table)",
+    )
     ap.add_argument("--bind-to-core", action="store_true",
                     help="mpiexec -bind-to core for every run (rank r on core r)")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--worker", choices=["graphgrad", "torch", "harness", "allreduce"],
+    ap.add_argument("--worker", choices=["graphgrad", "torch", "harness", "allreduce", "phases"],
                     help=argparse.SUPPRESS)  # fmt: skip
     ap.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -450,6 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.worker == "torch":
         worker_torch(args.steps, args.out)
+        return 0
+    if args.worker == "phases":
+        worker_phases(args.steps, args.out)
         return 0
     if args.worker == "allreduce":
         worker_allreduce(args.out)
@@ -461,6 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         BIND[:] = ["-bind-to", "core"]
     if args.quick:
         args.rounds, args.steps, args.samples = 1, 10, 32
+    if args.phases:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(phases(args.ranks, args.steps, Path(tmp)))
+        return 0
     torch_too = not args.no_torch
     if torch_too:
         try:

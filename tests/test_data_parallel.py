@@ -68,6 +68,11 @@ def test_the_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
                                                     256 + 256 + 10 + 3]  # fmt: skip
     assert not rows["graphgrad-system-malloc"]["malloc_tuned"]
     assert res["scaling"]["allreduce_alone_ms"] > 0
+    r = subprocess.run([sys.executable, str(bench), "--phases", "--steps", "3"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "| phase | 1 process | rank 0 | rank 1 |" in r.stdout
+    assert all(f"| {name} | " in r.stdout for name in ("batch", "backward", "allreduce"))
     pytest.importorskip("torch")
     torch_out = tmp_path / "t.json"
     r = subprocess.run(
