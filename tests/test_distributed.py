@@ -208,10 +208,10 @@ trainer = dist.DistributedTrainer(model, opt, world=world, batch_size=B, data_se
 hist = trainer.fit(x, y, epochs=3, eval_data=(x[:20], y[:20]))
 red = trainer.reducer
 buckets = red.bucket_sizes or [red.buffer.size]
-if overlap:  # a step that uses the first weight once more than the first step did
-    w0 = model.parameters()[0]
+if overlap:  # a step that uses the second weight once more than the first step did
+    w1 = model.parameters()[2]
     try:
-        red.backward(gg.cross_entropy(model(x[:4]), y[:4]) + (w0 * w0).sum(), 0.5)
+        red.backward(gg.cross_entropy(model(x[:4]), y[:4]) + (w1 * w1).sum(), 0.5)
         red.finish()
     except dist.DistributedError as e:
         print(f"rank {world.rank}: {e}", file=sys.stderr)
@@ -236,13 +236,14 @@ def test_python_api_equals_one_process(tmp_path: Path, samples: int, overlap: st
     params = 6 * 12 + 12 + 12 * 7 + 7 + 7 * 3 + 3
     assert bool(got["malloc"])  # glibc: init() told malloc to keep freed memory
     if overlap == "overlap":
-        # buckets: the weights as they complete (3*7 and 12*7 share 8*12*7 bytes), the first
-        # weight, then the biases and the 3 statistics; every step after the first starts
-        # one Iallreduce per bucket during or after the backward pass
-        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12, 12 + 7 + 3 + 3]
-        assert int(got["calls"]) == 1 + 3 * (steps - 1) + 2
+        # buckets: the weights as they complete (7*3 and 12*7 fill bucket_bytes), then the
+        # first weight (it completes last), the biases and the 3 statistics; the first step
+        # is one Allreduce, every later one starts one Iallreduce per bucket (the first
+        # during the backward pass); the changed step stops after its first
+        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12 + 12 + 7 + 3 + 3]
+        assert int(got["calls"]) == 1 + 2 * (steps - 1) + 1
         for rank in (0, 1):
-            assert f"rank {rank}: GradientReducer(overlap=True): parameter #0 (12, 6)" in r.stderr
+            assert f"rank {rank}: GradientReducer(overlap=True): parameter #2 (7, 12)" in r.stderr
     else:
         assert list(got["buckets"]) == [params + 3] and int(got["calls"]) == steps
 
@@ -274,7 +275,7 @@ for overlap in (False, True):
     loss = lambda logits, labels: gg.cross_entropy(logits, labels) + 1e-2 * (w0 * w0).sum()
     trainer = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1, 0.9),
                                       world=world, batch_size=4, loss_fn=loss, overlap=overlap,
-                                      log=lambda line: None, progress=False)
+                                      bucket_bytes=8, log=lambda line: None, progress=False)
     trainer.fit(x, y, epochs=2)
     result[overlap] = (model.state_dict(), trainer.reducer.bucket_sizes)
 if world.is_root:
@@ -293,7 +294,9 @@ def test_overlap_with_a_parameter_also_used_outside_its_layer(tmp_path: Path) ->
     r = mpirun(2, sys.executable, script)
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip().splitlines()[-1]
-    assert line.startswith(f"buckets [{7 * 2 + 12 * 7}, {6 * 12 + 12 + 7 + 2 + 3}] worst ")
+    # one bucket per early weight (bucket_bytes 8): the last layer's; the middle one's joins
+    # the last bucket, with the first weight, the biases and the statistics
+    assert line.startswith(f"buckets [{2 * 7}, {7 * 12 + 12 * 6 + 12 + 7 + 2 + 3}] worst ")
     assert float(line.split()[-1]) < 1e-12
 
 

@@ -462,7 +462,8 @@ class GradientReducer:
     how many contributions each parameter's gradient gets through the sinks, rank 0's record
     is broadcast, and the buckets are the parameters in the order they completed, up to
     ``bucket_bytes`` each, then one last bucket with the parameters whose gradient only
-    reaches ``.grad`` at the end of the pass and the extra scalars. Every rank starts the
+    reaches ``.grad`` at the end of the pass and the extra scalars, joined by the bucket that
+    completes last (it would overlap with nothing but them). Every rank starts the
     same buckets in the same order. This assumes every step uses each parameter the same
     number of times (a static graph, as PyTorch DDP's ``static_graph``); a step that does
     not raises :class:`DistributedError`.
@@ -592,8 +593,8 @@ class GradientReducer:
         self._clock += 1
         self._done_at[k] = self._clock
         plan = self._plan
-        if self._live and plan is not None and plan[k]:  # an early parameter's, counted
-            if self._count[k] > plan[k]:
+        if self._live and plan is not None and self._bucket_of[k] < len(self._buckets) - 1:
+            if self._count[k] > plan[k]:  # an early parameter's: its bucket may have started
                 raise DistributedError(self._changed(k))
             if self._count[k] == plan[k]:
                 b = self._bucket_of[k]
@@ -673,7 +674,10 @@ class GradientReducer:
                 buckets[-1].append(k)
             else:
                 buckets.append([k])
-        buckets.append(late)  # the last bucket: late parameters, then the extra scalars
+        # The last bucket: the bucket that completes last (nothing but the late gradients
+        # would run beside it: one Iallreduce fewer), the late parameters, the scalars.
+        last = buckets.pop() if buckets else []
+        buckets.append(last + late)
         g = [np.array(self.views[k]) for k in range(len(self.params))]
         self._layout([k for members in buckets for k in members])
         for k in range(len(self.params)):
