@@ -300,6 +300,19 @@ def test_overlap_with_a_parameter_also_used_outside_its_layer(tmp_path: Path) ->
     assert float(line.split()[-1]) < 1e-12
 
 
+def test_a_fused_backward_sgd_is_refused_with_the_reason() -> None:
+    code = (
+        "import numpy as np, graphgrad as gg\n"
+        "from graphgrad import distributed as dist\n"
+        "m = gg.nn.MLP(3, [4], 2, rng=np.random.default_rng(0))\n"
+        "opt = gg.optim.SGD(m.parameters(), 0.1, momentum=0.9, fused_backward=True)\n"
+        "dist.DistributedTrainer(m, opt, world=dist.init(), batch_size=4)\n"
+    )
+    r = mpirun(1, sys.executable, "-c", code, timeout=60)
+    assert r.returncode != 0
+    assert "DistributedTrainer: SGD(fused_backward=True) adds each rank's own gradient" in r.stderr
+
+
 # ----------------------------------------------------------------------------- faults
 
 FAULT_SCRIPT = """
