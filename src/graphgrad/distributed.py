@@ -355,12 +355,13 @@ MALLOC_SETTINGS = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep the memory a training step frees for the next step.
 
-    Starting MPI (the ``mpich`` wheel's UCX and libfabric) leaves glibc's malloc mapping
-    every array above its 128 KiB default threshold afresh from the kernel and unmapping it
-    when freed, so each step of an MLP faulted its temporaries' pages back in: about 420 page
-    faults and 0.8 ms of kernel time a step on the 2-core test machine (a 1.8 ms step). With
-    the settings of :data:`MALLOC_SETTINGS` the steps reuse the same memory (no page faults).
-    Returns False where there is no glibc ``mallopt`` (other C libraries, other systems).
+    Once MPI is started (the ``mpich`` wheel's UCX and libfabric), the arrays a step frees
+    went back to the kernel and the next step faulted their pages in again: about 420 minor
+    page faults and 0.6-0.9 ms more CPU time in a 1.8 ms MLP step on the 2-core test machine.
+    With the settings of :data:`MALLOC_SETTINGS` (glibc's mmap and trim thresholds; both are
+    needed) the steps reuse the same memory and fault no pages. The process then keeps up to
+    1 GiB of freed memory instead of returning it. Returns False where there is no glibc
+    ``mallopt`` (other C libraries, other systems), doing nothing.
     """
     if not sys.platform.startswith("linux"):
         return False
