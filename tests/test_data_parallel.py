@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,19 +62,23 @@ def test_the_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
     assert res["harness"]["agree"] and res["harness"]["speedup_b_over_a"] > 0
     row = res["scaling"]["frameworks"]["graphgrad"]
     assert row["samples_per_second_1"] > 0 and row["samples_per_second_2"] > 0
-    assert row["allreduce_ms_per_step"] > 0
+    assert row["allreduce_ms_per_step"] > 0 and row["malloc_tuned"] and row["buckets"] is None
+    rows = res["scaling"]["frameworks"]
+    assert rows["graphgrad-overlap"]["buckets"] == [256 * 256 + 10 * 256,
+                                                    784 * 256 + 256 + 256 + 10 + 3]  # fmt: skip
+    assert not rows["graphgrad-system-malloc"]["malloc_tuned"]
+    assert res["scaling"]["allreduce_alone_ms"] > 0
+    r = subprocess.run([sys.executable, str(bench), "--phases", "--steps", "3"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "| phase | 1 process | rank 0 | rank 1 |" in r.stdout
+    assert all(f"| {name} | " in r.stdout for name in ("batch", "backward", "allreduce"))
     pytest.importorskip("torch")
     torch_out = tmp_path / "t.json"
     r = subprocess.run(
         [str(mpiexec), "-n", "2", sys.executable, str(bench), "--worker", "torch", "--steps", "3",
-         "--port", str(free_port()), "--out", str(torch_out)],
+         "--out", str(torch_out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(torch_out.read_text())["samples_per_second"] > 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

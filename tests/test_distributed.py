@@ -196,30 +196,56 @@ import graphgrad as gg
 from graphgrad import distributed as dist
 
 world = dist.init()
-S, B = int(sys.argv[2]), int(sys.argv[3])
+S, B, overlap = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "overlap"
 g = np.random.default_rng(0)
 x = g.normal(size=(S, 6))
 y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
 model = gg.nn.MLP(6, [12, 7], 3, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
 opt = gg.optim.Adam(model.parameters(), lr=0.01)
 trainer = dist.DistributedTrainer(model, opt, world=world, batch_size=B, data_seed=5,
-                                  lr_schedule="cosine", log=lambda line: None, progress=False)
+                                  lr_schedule="cosine", log=lambda line: None, progress=False,
+                                  overlap=overlap, bucket_bytes=8 * (7 * 3 + 12 * 7))
 hist = trainer.fit(x, y, epochs=3, eval_data=(x[:20], y[:20]))
+red = trainer.reducer
+buckets = red.bucket_sizes or [red.buffer.size]
+if overlap:  # a step that uses the second weight once more than the first step did
+    w1 = model.parameters()[2]
+    try:
+        red.backward(gg.cross_entropy(model(x[:4]), y[:4]) + (w1 * w1).sum(), 0.5)
+        red.finish()
+    except dist.DistributedError as e:
+        print(f"rank {world.rank}: {e}", file=sys.stderr)
 if world.is_root:
-    np.savez(sys.argv[1], **model.state_dict(), eval_loss=hist[-1]["eval_loss"])
+    np.savez(sys.argv[1], **model.state_dict(), eval_loss=hist[-1]["eval_loss"],
+             buckets=buckets, calls=world.allreduce_calls, malloc=world.malloc_tuned)
 """
 
 
+@pytest.mark.parametrize("overlap", ["overlap", "blocking"])
 @pytest.mark.parametrize("samples", [64, 49])  # 49: the last step's shards are 0 and 1
-def test_python_api_equals_one_process(tmp_path: Path, samples: int) -> None:
+def test_python_api_equals_one_process(tmp_path: Path, samples: int, overlap: str) -> None:
     import graphgrad as gg
     from graphgrad.train import Trainer, evaluate
 
     script = tmp_path / "api.py"
     script.write_text(API_SCRIPT)
-    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", samples, 4)
+    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", samples, 4, overlap)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "w.npz")
+    steps = 3 * -(-samples // 8)
+    params = 6 * 12 + 12 + 12 * 7 + 7 + 7 * 3 + 3
+    assert bool(got["malloc"])  # glibc: init() told malloc to keep freed memory
+    if overlap == "overlap":
+        # buckets: the weights as they complete (7*3 and 12*7 fill bucket_bytes), then the
+        # first weight (it completes last), the biases and the 3 statistics; the first step
+        # is one Allreduce, every later one starts one Iallreduce per bucket (the first
+        # during the backward pass); the changed step stops after its first
+        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12 + 12 + 7 + 3 + 3]
+        assert int(got["calls"]) == 1 + 2 * (steps - 1) + 1
+        for rank in (0, 1):
+            assert f"rank {rank}: GradientReducer(overlap=True): parameter #2 (7, 12)" in r.stderr
+    else:
+        assert list(got["buckets"]) == [params + 3] and int(got["calls"]) == steps
 
     g = np.random.default_rng(0)
     x = g.normal(size=(samples, 6))
@@ -231,6 +257,60 @@ def test_python_api_equals_one_process(tmp_path: Path, samples: int) -> None:
     for name, p in model.named_parameters():
         np.testing.assert_allclose(got[name], p.data, rtol=1e-9, atol=1e-12, err_msg=name)
     assert float(got["eval_loss"]) == pytest.approx(evaluate(model, x[:20], y[:20]).loss, 1e-9)
+
+
+PENALTY_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init()
+g = np.random.default_rng(0)
+x = g.normal(size=(40, 6))
+y = (x[:, 0] > 0).astype(np.int64)
+result = {}
+for overlap in (False, True):
+    model = gg.nn.MLP(6, [12, 7], 2, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+    w0 = model.parameters()[0]  # used twice a step: by its layer and by the penalty
+    loss = lambda logits, labels: gg.cross_entropy(logits, labels) + 1e-2 * (w0 * w0).sum()
+    trainer = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1, 0.9),
+                                      world=world, batch_size=4, loss_fn=loss, overlap=overlap,
+                                      bucket_bytes=8, log=lambda line: None, progress=False)
+    trainer.fit(x, y, epochs=2)
+    result[overlap] = (model.state_dict(), trainer.reducer.bucket_sizes)
+if world.is_root:
+    (a, _), (b, buckets) = result[False], result[True]
+    worst = max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(a[k]) + 1e-12))) for k in a)
+    print("buckets", buckets, "worst", worst)
+"""
+
+
+def test_overlap_with_a_parameter_also_used_outside_its_layer(tmp_path: Path) -> None:
+    """The first weight gets its gradient from its layer (into the buffer, during backward)
+    and from a penalty (through .grad, at the end): it goes to the last bucket, and the
+    weights equal the blocking reduction's."""
+    script = tmp_path / "penalty.py"
+    script.write_text(PENALTY_SCRIPT)
+    r = mpirun(2, sys.executable, script)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    # one bucket per early weight (bucket_bytes 8): the last layer's; the middle one's joins
+    # the last bucket, with the first weight, the biases and the statistics
+    assert line.startswith(f"buckets [{2 * 7}, {7 * 12 + 12 * 6 + 12 + 7 + 2 + 3}] worst ")
+    assert float(line.split()[-1]) < 1e-12
+
+
+def test_a_fused_backward_sgd_is_refused_with_the_reason() -> None:
+    code = (
+        "import numpy as np, graphgrad as gg\n"
+        "from graphgrad import distributed as dist\n"
+        "m = gg.nn.MLP(3, [4], 2, rng=np.random.default_rng(0))\n"
+        "opt = gg.optim.SGD(m.parameters(), 0.1, momentum=0.9, fused_backward=True)\n"
+        "dist.DistributedTrainer(m, opt, world=dist.init(), batch_size=4)\n"
+    )
+    r = mpirun(1, sys.executable, "-c", code, timeout=60)
+    assert r.returncode != 0
+    assert "DistributedTrainer: SGD(fused_backward=True) adds each rank's own gradient" in r.stderr
 
 
 # ----------------------------------------------------------------------------- faults

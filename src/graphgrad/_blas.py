@@ -314,13 +314,13 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         if la is not None and lb is not None:
             _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta)
             return True
+    if beta == 0:  # the same BLAS call, writing into out: no product array, no copy
+        np.matmul(a, b, out=out)
+        return True
     product = np.matmul(a, b)
-    if beta == 0:
-        np.copyto(out, product)
-    else:
-        if beta != 1:
-            out *= beta
-        out += product
+    if beta != 1:
+        out *= beta
+    out += product
     return True
 
 

@@ -30,7 +30,8 @@ from .ops import _xp
 #: Gradient sinks: id(leaf) -> an object whose ``take(leaf, op, i, g, args, params) -> bool`` may
 #: consume the gradient for that leaf inside the consumer's VJP (``Op.vjp_into``), so that it
 #: is never materialised (``SGD(fused_backward=True)`` adds the weight gradient GEMM straight
-#: into its momentum buffer). Empty unless such an optimiser exists; plain backward only.
+#: into its momentum buffer; ``graphgrad.distributed.GradientReducer.backward`` writes it into
+#: its Allreduce buffer, for that pass only). Empty unless such a user exists; plain backward only.
 GRAD_SINKS: dict[int, Any] = {}
 
 

@@ -29,10 +29,14 @@ What is shared and how:
   .permutation(S)`` (the single-process rule); global batch k is positions [k·N·B, (k+1)·N·B)
   of it, and rank r takes the r-th of N near-equal contiguous parts of that batch
   (:func:`shard_bounds`). No data is sent: every rank loads the whole data set.
-* **Gradients.** After the backward pass each rank packs its gradients, already weighted by
-  n_r / L, into one contiguous buffer (the parameters in order, then the step's loss sum,
-  correct count and sample count) and calls one in-place ``Allreduce`` on it; the summed
-  buffer is handed to the optimiser as views, without a copy (:class:`GradientReducer`).
+* **Gradients.** Each rank's backward pass is seeded with n_r / L, so its gradients come out
+  weighted, and writes the weight gradients straight into one contiguous buffer (the
+  parameters, then the step's loss sum, correct count and sample count); one in-place
+  ``Allreduce`` sums it and the optimiser gets views of it, without a copy
+  (:class:`GradientReducer`). With ``overlap=True`` the buffer is summed in buckets, each
+  started (``Iallreduce``) during the backward pass as soon as its gradients are complete.
+* **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`):
+  under MPI each step otherwise faults its temporaries' pages back in from the kernel.
 * **Output.** Rank 0 alone prints, writes checkpoints (atomically, as always), metrics and
   figures; the history records ``world_size`` and ``global_batch_size``. Other ranks never
   touch the run directory, so it need not be shared between machines. ``--resume`` reads the
@@ -47,6 +51,7 @@ What is shared and how:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import math
 import os
@@ -62,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _engine
 from .errors import GraphgradError
 from .nn.module import Module
 from .optim import Optimizer
@@ -87,6 +93,7 @@ __all__ = [
     "data_parallel_grads",
     "evaluate_sharded",
     "init",
+    "keep_freed_memory",
     "run_training",
     "shard_bounds",
 ]
@@ -148,6 +155,7 @@ class World:
         self.allreduce_calls = 0
         self.setup_agreed = False
         self.training = False
+        self.malloc_tuned = False  # set by init(): keep_freed_memory() took effect
         self._watchdog = _Watchdog(self, timeout) if timeout and timeout > 0 else None
         # Who is who, for the messages about a rank that died: mpiexec reports PIDs.
         self.peers: list[tuple[str, int]] = [
@@ -177,6 +185,32 @@ class World:
         self.allreduce_seconds += time.perf_counter() - t0
         self.allreduce_calls += 1
         return buf
+
+    def iallreduce_(self, buf: np.ndarray) -> Any:
+        """Start summing the contiguous array ``buf`` over all ranks in place (a non-blocking
+        MPI Iallreduce); returns the request for :meth:`wait_all`. Every rank must start the
+        same reductions in the same order."""
+        t0 = time.perf_counter()
+        req = self.comm.Iallreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
+        self.allreduce_seconds += time.perf_counter() - t0
+        self.allreduce_calls += 1
+        return req
+
+    def test_all(self, requests: Sequence[Any]) -> bool:
+        """Give MPI a chance to progress ``requests`` (``MPI_Testall``); True if all are done."""
+        t0 = time.perf_counter()
+        done = bool(self._mpi.Request.Testall(list(requests)))
+        self.allreduce_seconds += time.perf_counter() - t0
+        return done
+
+    def wait_all(self, requests: Sequence[Any]) -> None:
+        """Wait until the reductions ``requests`` (from :meth:`iallreduce_`) are done."""
+        if not requests:
+            return
+        t0 = time.perf_counter()
+        with self.waiting("Iallreduce"):
+            self._mpi.Request.Waitall(list(requests))
+        self.allreduce_seconds += time.perf_counter() - t0
 
     def broadcast(self, obj: Any, root: int = 0) -> Any:
         """``obj`` of rank ``root`` on every rank (pickled)."""
@@ -238,12 +272,18 @@ class World:
 
     def abort(self, exc: BaseException | None = None, code: int = 1) -> None:
         """Print why this rank fails and stop every rank of the job (``MPI_Abort``)."""
+        self.training = False  # the watchdog must not cut the report short (it would exit 124)
+        if self._watchdog is not None:
+            self._watchdog.where = None
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             traceback.print_exception(exc, file=sys.stderr)
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
             f"failed: {type(exc).__name__}: {exc}" if exc is not None else "failed"
         )  # fmt: skip
         _stderr_line(f"graphgrad: {self.label()} {why}; stopping all {self.size} ranks")
+        for stream in (sys.stdout, sys.stderr):  # what this rank printed before, too
+            with contextlib.suppress(Exception):
+                stream.flush()
         self.comm.Abort(code)
 
 
@@ -307,7 +347,39 @@ class _Watchdog:
 _WORLD: World | None = None
 
 
-def init(comm: Any = None, *, timeout: float | None = None, abort_on_error: bool = True) -> World:
+#: glibc's malloc settings that :func:`init` makes (``mallopt`` parameters and values): blocks
+#: up to 32 MiB come from the heap, and freed heap memory is kept up to 1 GiB.
+MALLOC_SETTINGS = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 1 << 30)}
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep the memory a training step frees for the next step.
+
+    Once MPI is started (the ``mpich`` wheel's UCX and libfabric), the arrays a step frees
+    went back to the kernel and the next step faulted their pages in again: about 420 minor
+    page faults and 0.6-0.9 ms more CPU time in a 1.8 ms MLP step on the 2-core test machine.
+    With the settings of :data:`MALLOC_SETTINGS` (glibc's mmap and trim thresholds; both are
+    needed) the steps reuse the same memory and fault no pages. The process then keeps up to
+    1 GiB of freed memory instead of returning it. Returns False where there is no glibc
+    ``mallopt`` (other C libraries, other systems), doing nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values())
+
+
+def init(
+    comm: Any = None,
+    *,
+    timeout: float | None = None,
+    abort_on_error: bool = True,
+    tune_malloc: bool = True,
+) -> World:
     """Start (or return) the MPI world of this process.
 
     Args:
@@ -317,6 +389,8 @@ def init(comm: Any = None, *, timeout: float | None = None, abort_on_error: bool
         abort_on_error: install a ``sys.excepthook`` that turns an uncaught exception on any
             rank into a message naming the rank and ``MPI_Abort`` (else the other ranks
             would wait for this one forever).
+        tune_malloc: call :func:`keep_freed_memory` once MPI has started (it undoes the
+            page faults a step costs under MPI); ``World.malloc_tuned`` says if it took.
 
     Raises:
         MPIUnavailableError: mpi4py is not installed (the message says how to install it).
@@ -332,6 +406,7 @@ def init(comm: Any = None, *, timeout: float | None = None, abort_on_error: bool
         except ValueError:
             raise ValueError(f"GRAPHGRAD_DIST_TIMEOUT must be seconds, got {env!r}") from None
     world = World(comm if comm is not None else mpi.COMM_WORLD, mpi, timeout)
+    world.malloc_tuned = keep_freed_memory() if tune_malloc else False
     if abort_on_error and world.size > 1:
         previous = sys.excepthook
 
@@ -365,21 +440,52 @@ def epoch_order(num_samples: int, data_seed: int, epoch: int) -> np.ndarray:
 
 
 class GradientReducer:
-    """Averages the parameters' gradients over the ranks with one Allreduce per step.
+    """Averages the parameters' gradients over the ranks through one contiguous buffer.
 
-    One contiguous buffer holds every parameter's gradient, in the order given, followed by
-    ``extra`` scalars (statistics to sum along, e.g. loss, correct, samples). :meth:`reduce`
-    packs the local gradients scaled by ``weight`` (n_r / L), sums the buffer over the ranks
-    in place and makes each parameter's ``.grad`` a view of its slice (no copy). A parameter
-    without a gradient on this rank (an empty shard) contributes zeros.
+    The buffer holds every parameter's gradient followed by ``extra`` scalars (statistics to
+    sum along, e.g. loss, correct, samples). A step is :meth:`backward` (or gradients already
+    in ``.grad``), then :meth:`finish`, which sums the buffer over the ranks in place and makes
+    each parameter's ``.grad`` a view of its slice (no copy). A parameter without a gradient
+    on this rank (an empty shard, an unused parameter) contributes zeros.
+
+    :meth:`backward` seeds the backward pass with ``weight`` (n_r / L) instead of 1, so the
+    gradients come out already weighted (the chain rule is linear in the seed), and the
+    gradients that an op can write into a given array (``Op.vjp_into``: the weight of
+    ``linear``) are written straight into their slice of the buffer during the pass, through
+    the engine's gradient sinks (``graphgrad._engine.GRAD_SINKS``, installed for that call
+    only). The others (biases) reach ``.grad`` as usual and are copied in by :meth:`finish`.
+
+    With ``overlap=True`` the buffer is reduced in buckets with non-blocking
+    ``Iallreduce`` calls, each started during the backward pass as soon as the gradients in
+    it are complete, and waited for by :meth:`finish`: the summing of the last layers'
+    gradients runs while the first layers' are still being computed. Which parameters are
+    complete when is learnt on the first step (reduced the blocking way): every rank records
+    how many contributions each parameter's gradient gets through the sinks, rank 0's record
+    is broadcast, and the buckets are the parameters in the order they completed, up to
+    ``bucket_bytes`` each, then one last bucket with the parameters whose gradient only
+    reaches ``.grad`` at the end of the pass and the extra scalars, joined by the bucket that
+    completes last (it would overlap with nothing but them). Every rank starts the
+    same buckets in the same order. This assumes every step uses each parameter the same
+    number of times (a static graph, as PyTorch DDP's ``static_graph``); a step that does
+    not raises :class:`DistributedError`.
 
     Args:
         params: the parameters, in the same order on every rank.
         world: the ranks.
         extra: how many scalars follow the gradients.
+        overlap: reduce in buckets during the backward pass (see above).
+        bucket_bytes: the size a bucket may grow to before the next one starts.
     """
 
-    def __init__(self, params: Sequence[Tensor], world: World, extra: int = 0) -> None:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        world: World,
+        extra: int = 0,
+        *,
+        overlap: bool = False,
+        bucket_bytes: int = 1 << 20,
+    ) -> None:
         self.params = list(params)
         self.world = world
         dtypes = {p.data.dtype for p in self.params}
@@ -387,25 +493,223 @@ class GradientReducer:
             raise ValueError(
                 f"GradientReducer: parameters of mixed dtypes {sorted(map(str, dtypes))}"
             )
+        if bucket_bytes < 1:
+            raise ValueError(f"GradientReducer: bucket_bytes must be >= 1, got {bucket_bytes}")
         self.dtype = dtypes.pop()
-        self.offsets = np.cumsum([0, *(p.data.size for p in self.params)])
-        self.size = int(self.offsets[-1])
+        self.overlap = bool(overlap)
+        self.bucket_bytes = int(bucket_bytes)
+        self.n_extra = int(extra)
+        self.size = sum(p.data.size for p in self.params)
         self.buffer = np.empty(self.size + extra, dtype=self.dtype)
         self.extra = self.buffer[self.size :]
+        self._layout(list(range(len(self.params))))
+        self._sinks = [_BufferSink(self, k) for k in range(len(self.params))]
+        n = len(self.params)
+        self._count = [0] * n  # contributions written into the buffer by the sinks this step
+        self._late = [False] * n  # a contribution took the ordinary path (.grad) this step
+        self._done_at = [0] * n  # when the last sink contribution arrived (recording step)
+        self._clock = 0
+        self._plan: list[int] | None = None  # sink contributions per parameter (overlap)
+        self._buckets: list[tuple[int, int, list[int]]] = []  # [a, b) of buffer, params
+        self._waiting = [0] * 0  # per bucket: parameters not complete yet
+        self._bucket_of: list[int] = []
+        self._next = 0  # the next bucket to start (buckets start in order)
+        self._requests: list[Any] = []
+        self._live = False  # inside backward()..finish() of an overlapped step
+        self._recording = False  # this step's backward() sets the buckets (overlap)
+        self._started = False  # backward() or reduce() began this step
+        #: how the buckets were laid out (None: one Allreduce per step); for reports.
+        self.bucket_sizes: list[int] | None = None
+
+    def _layout(self, order: list[int]) -> None:
+        """Place the parameters in the buffer in ``order``; ``.views[k]`` is parameter k's."""
+        self.offsets = [0] * len(self.params)
+        self.views: list[np.ndarray] = [self.buffer[:0]] * len(self.params)
+        at = 0
+        for k in order:
+            p = self.params[k]
+            self.offsets[k] = at
+            self.views[k] = self.buffer[at : at + p.data.size].reshape(p.shape)
+            at += p.data.size
+
+    # ------------------------------------------------------------------ a step
+    def backward(self, loss: Tensor, weight: float) -> None:
+        """``loss.backward()`` seeded with ``weight``, the gradients written into the buffer
+        where an op can (see the class doc); with overlap, buckets start during the pass."""
+        self._start_step(live=self._plan is not None)
+        self._recording = self.overlap and self._plan is None
+        keys = [id(p) for p in self.params]
+        sinks = _engine.GRAD_SINKS
+        saved = {k: sinks[k] for k in keys if k in sinks}  # e.g. a fused_backward SGD's
+        for k, sink in zip(keys, self._sinks, strict=True):
+            sinks[k] = sink
+        try:
+            loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
+        finally:
+            for k in keys:
+                del sinks[k]
+            sinks.update(saved)
 
     def reduce(self, weight: float) -> np.ndarray:
-        """Pack ``weight ·`` local gradients, Allreduce, unpack as views; returns ``extra``."""
-        buf, w = self.buffer, self.dtype.type(weight)
-        for p, a, b in zip(self.params, self.offsets[:-1], self.offsets[1:], strict=True):
-            g = p.grad
+        """Reduce gradients that are already in ``.grad`` (an ordinary ``backward()``),
+        scaled by ``weight``, with one blocking Allreduce; returns ``extra``."""
+        self._start_step(live=False)
+        self._recording = False
+        for k, p in enumerate(self.params):
+            if p.grad is not None:
+                np.multiply(np.asarray(p.grad), self.dtype.type(weight), out=self.views[k])
+                self._count[k] = 1
+                p.grad = None
+        return self.finish()
+
+    def _start_step(self, live: bool) -> None:
+        if self._live:
+            raise DistributedError(
+                "GradientReducer: a new step began before finish() of the last one"
+            )
+        for k in range(len(self.params)):
+            self._count[k] = 0
+            self._late[k] = False
+        self._live, self._started = live, True
+        if live:
+            self._waiting = [len(members) for _a, _b, members in self._buckets]
+            self._next = 0
+            self._requests = []
+
+    def take(self, k: int, op: Any, i: int, g: Any, args: Any, params: Any) -> bool:
+        """Parameter ``k``'s gradient sink (the engine's protocol): write the op's gradient
+        for it into its slice of the buffer (β = 0 first, then 1: contributions add up)."""
+        if self._requests:  # let the reductions already started move on (MPI progresses
+            self.world.test_all(self._requests)  # only inside MPI calls)
+        rules = op.vjp_into
+        rule = rules.get(i) if rules else None
+        if (
+            rule is None
+            or params
+            or not rule(g, args, self.views[k], 1.0 if self._count[k] else 0.0)
+        ):
+            self._late[k] = True  # the engine computes it the ordinary way, into .grad
+            return False
+        self._count[k] += 1
+        self._clock += 1
+        self._done_at[k] = self._clock
+        plan = self._plan
+        if self._live and plan is not None and self._bucket_of[k] < len(self._buckets) - 1:
+            if self._count[k] > plan[k]:  # an early parameter's: its bucket may have started
+                raise DistributedError(self._changed(k))
+            if self._count[k] == plan[k]:
+                b = self._bucket_of[k]
+                self._waiting[b] -= 1
+                if b == self._next and self._waiting[b] == 0:
+                    self._start_ready()
+        return True
+
+    def _start_ready(self) -> None:
+        """Start every complete bucket from the next one on, in order."""
+        while self._next < len(self._buckets) - 1 and self._waiting[self._next] == 0:
+            a, b, _members = self._buckets[self._next]
+            self._requests.append(self.world.iallreduce_(self.buffer[a:b]))
+            self._next += 1
+
+    def finish(self) -> np.ndarray:
+        """Sum the buffer over the ranks (or wait for the buckets), then point every ``.grad``
+        at its slice; returns ``extra`` (summed too). Without a :meth:`backward` since the
+        last call (an empty shard) this rank contributes zeros, or what is in ``.grad``."""
+        if not self._started:  # no backward() this step (an empty shard): zeros
+            self._start_step(live=self._plan is not None)
+            self._recording = self.overlap and self._plan is None  # the others record now
+        live, self._live, self._started = self._live, False, False
+        for k, p in enumerate(self.params):
+            g, view = p.grad, self.views[k]
+            if live and self._plan is not None and self._bucket_of[k] < len(self._buckets) - 1:
+                # an early parameter: complete when its bucket started, or unused this step
+                if g is not None or self._count[k] not in (0, self._plan[k]):
+                    self.world.wait_all(self._requests)
+                    raise DistributedError(self._changed(k))
+                if self._count[k] == 0:
+                    view[...] = 0
+                    self._waiting[self._bucket_of[k]] -= 1
+                continue
             if g is None:
-                buf[a:b] = 0
+                if self._count[k] == 0:
+                    view[...] = 0
+            elif self._count[k] == 0:
+                np.copyto(view, np.asarray(g))
             else:
-                np.multiply(np.asarray(g).reshape(-1), w, out=buf[a:b])
-        self.world.allreduce_(buf)
-        for p, a, b in zip(self.params, self.offsets[:-1], self.offsets[1:], strict=True):
-            p.grad = buf[a:b].reshape(p.shape)
+                np.add(view, np.asarray(g), out=view)
+        if live:
+            self._start_ready()  # buckets held back by an unused parameter
+            a, b, _members = self._buckets[-1]
+            self._requests.append(self.world.iallreduce_(self.buffer[a:b]))
+            self.world.wait_all(self._requests)
+            self._requests = []
+        else:
+            self.world.allreduce_(self.buffer)
+            if self._recording:
+                self._recording = False
+                self._make_plan()
+        for k, p in enumerate(self.params):
+            p.grad = self.views[k]
         return self.extra
+
+    def _changed(self, k: int) -> str:
+        return (
+            f"GradientReducer(overlap=True): parameter #{k} {tuple(self.params[k].shape)} got "
+            f"its gradient from a different set of ops than at the first step (which set the "
+            "buckets); overlap needs every step to use each parameter the same way: use "
+            "overlap=False"
+        )
+
+    def _make_plan(self) -> None:
+        """After the first (blocking) step: the buckets, from rank 0's record of it."""
+        early = [k for k in range(len(self.params)) if self._count[k] and not self._late[k]]
+        early.sort(key=lambda k: self._done_at[k])
+        mine = ([self._count[k] if k in early else 0 for k in range(len(self.params))], early)
+        plan, early = self.world.broadcast(mine)
+        late = [k for k in range(len(self.params)) if k not in early]
+        buckets: list[list[int]] = []
+        limit = max(1, self.bucket_bytes // self.dtype.itemsize)
+        for k in early:
+            n = self.params[k].data.size
+            if buckets and sum(self.params[j].data.size for j in buckets[-1]) + n <= limit:
+                buckets[-1].append(k)
+            else:
+                buckets.append([k])
+        # The last bucket: the bucket that completes last (nothing but the late gradients
+        # would run beside it: one Iallreduce fewer), the late parameters, the scalars.
+        last = buckets.pop() if buckets else []
+        buckets.append(last + late)
+        g = [np.array(self.views[k]) for k in range(len(self.params))]
+        self._layout([k for members in buckets for k in members])
+        for k in range(len(self.params)):
+            self.views[k][...] = g[k]
+        self._buckets, self._bucket_of = [], [0] * len(self.params)
+        a = 0
+        for i, members in enumerate(buckets):
+            b = a + sum(self.params[k].data.size for k in members)
+            if i == len(buckets) - 1:
+                b += self.n_extra
+            self._buckets.append((a, b, members))
+            for k in members:
+                self._bucket_of[k] = i
+            a = b
+        self.bucket_sizes = [b - a for a, b, _members in self._buckets]
+        self._plan = plan
+
+
+class _BufferSink:
+    """The engine's gradient sink for one parameter of a :class:`GradientReducer`."""
+
+    __slots__ = ("_k", "_reducer")
+
+    def __init__(self, reducer: GradientReducer, k: int) -> None:
+        self._reducer, self._k = reducer, k
+
+    def alive(self) -> bool:
+        return True
+
+    def take(self, inp: Any, op: Any, i: int, g: Any, args: Any, params: Any) -> bool:
+        return self._reducer.take(self._k, op, i, g, args, params)
 
 
 def data_parallel_grads(
@@ -422,10 +726,10 @@ def data_parallel_grads(
     w = world if world is not None else init()
     lo, hi = shard_bounds(len(y), w.rank, w.size)
     model.zero_grad()
-    if hi > lo:
-        loss_fn(model(x[lo:hi]), y[lo:hi]).backward()
     reducer = GradientReducer(model.parameters(), w)
-    reducer.reduce((hi - lo) / len(y))
+    if hi > lo:
+        reducer.backward(loss_fn(model(x[lo:hi]), y[lo:hi]), (hi - lo) / len(y))
+    reducer.finish()
     out = {name: np.array(p.grad) for name, p in model.named_parameters()}
     model.zero_grad()
     return out
@@ -470,20 +774,36 @@ class DistributedTrainer(Trainer):
     the ranks. ``fit`` starts by broadcasting rank 0's weights, optimiser state and progress,
     so a run resumed on rank 0 (:meth:`resume_from`) continues on every rank.
 
+    The gradients are averaged through a :class:`GradientReducer`: one Allreduce of one
+    buffer per step, or with ``overlap=True`` buckets of up to ``bucket_bytes`` reduced with
+    ``Iallreduce`` while the backward pass goes on (a static graph is assumed; see there).
+    Both give the same weights to float rounding. ``SGD(fused_backward=True)`` cannot be
+    used (it would step on each rank's own gradient).
+
     Each history record also has ``world_size``, ``global_batch_size`` and
-    ``allreduce_seconds`` (this rank's time inside the gradient Allreduce in the epoch).
+    ``allreduce_seconds`` (this rank's time inside the gradient Allreduce calls in the epoch,
+    waiting for the slower rank included).
     """
 
     def __init__(self, model: Module, optimizer: Optimizer, *, world: World | None = None,
+                 overlap: bool = False, bucket_bytes: int = 1 << 20,
                  **kwargs: Any) -> None:  # fmt: skip
         world = world if world is not None else init()
+        if getattr(optimizer, "fused_backward", False):
+            raise ValueError(
+                "DistributedTrainer: SGD(fused_backward=True) adds each rank's own gradient "
+                "into its momentum during backward, before the ranks' gradients are averaged; "
+                "use fused_backward=False"
+            )
         if not world.is_root:
             kwargs.update(run_dir=None, progress=False, log=lambda _line: None)
         super().__init__(model, optimizer, **kwargs)
         self.world = world
         self.world_size = world.size
+        self.overlap = bool(overlap)
         self.checkpoint_extra.setdefault("distributed", {})
-        self._reducer = GradientReducer(model.parameters(), world, extra=3)
+        self.reducer = GradientReducer(model.parameters(), world, extra=3, overlap=overlap,
+                                        bucket_bytes=bucket_bytes)  # fmt: skip
 
     def _sync_state(self) -> None:
         """Rank 0's weights, optimiser state, epoch, step and history on every rank."""
@@ -578,6 +898,7 @@ class DistributedTrainer(Trainer):
 
     def _distributed_epoch(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
         model, opt, loss_fn, w = self.model, self.optimizer, self.loss_fn, self.world
+        reducer = self.reducer
         global_batch = self.batch_size * w.size
         steps = math.ceil(len(y) / global_batch)
         total = epochs * steps
@@ -597,14 +918,17 @@ class DistributedTrainer(Trainer):
                 opt.zero_grad()
                 stats = (0.0, 0.0)
                 if len(idx):
+                    yb = y[idx]
                     logits = model(x[idx])
-                    loss = loss_fn(logits, y[idx])
-                    loss.backward()
-                    hits = np.count_nonzero(np.argmax(logits.data, axis=1) == y[idx])
-                    stats = (float(loss.data) * len(idx), float(hits))
-                extra = self._reducer.extra
+                    loss = loss_fn(logits, yb)
+                    stats = (float(loss.data) * len(idx), 0.0)
+                    reducer.backward(loss, len(idx) / len(batch))  # weighted, into the buffer
+                    del loss
+                    hits = np.count_nonzero(np.argmax(logits.data, axis=1) == yb)
+                    stats = (stats[0], float(hits))
+                extra = reducer.extra
                 extra[0], extra[1], extra[2] = stats[0], stats[1], len(idx)
-                self._reducer.reduce(len(idx) / len(batch))
+                reducer.finish()
                 step_loss, step_hits = float(extra[0]), float(extra[1])
                 if not math.isfinite(step_loss):  # the same sum on every rank: all stop
                     raise TrainingDiverged(
