@@ -242,7 +242,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     try:  # loaded here so that threadpoolctl lists MKL's pool too
         from graphgrad import _blas
 
-        found = _blas._find_mkl()
+        found = _blas.find_mkl()
         info["graphgrad_mkl"] = found.get("path") or found.get("error")
     except ImportError:  # pragma: no cover
         pass

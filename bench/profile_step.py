@@ -214,7 +214,7 @@ def run(sizes: list[int], batch: int, quick: bool) -> tuple[str, dict[str, Any]]
     g_opt, g_step = graphgrad_step(sizes, x, y)
     peers: dict[str, Callable[[], Any]] = {"graphgrad": g_step}
     m_step = m_opt = None
-    if "error" not in _blas._find_mkl():
+    if "error" not in _blas.find_mkl():
         m_opt, m_plain = graphgrad_step(sizes, x, y)
         m_step = peers["graphgrad + MKL"] = _with_mkl(m_plain)
     t_step = None
