@@ -8,6 +8,7 @@ scalar losses) passed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,10 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
 
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
-    peers = "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch"
+    peers = (
+        "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch,"
+        "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
+    )
     proc = subprocess.run(
         [
             sys.executable,
@@ -106,11 +110,17 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},  # it recalibrates
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 thread(s): BLAS:" in proc.stdout  # set_blas("auto") measured first
     (row,) = json.loads(out.read_text())
     assert row["agree"], row["losses"]
     assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
     assert all(v > 0 for v in row["ms"].values())
     assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
+    # a variant: the plain peer run with extra environment variables, and its ratio to it
+    variant = "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
+    assert row["blas"][variant] == "numpy" and row["ms"][variant] > 0
+    assert any(r["ratio"] == f"{variant} / graphgrad" for r in row["ratios"])
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
