@@ -124,3 +124,36 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     assert row["blas"][variant] == "numpy" and row["ms"][variant] > 0
     assert any(r["ratio"] == f"{variant} / graphgrad" for r in row["ratios"])
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
+
+
+def test_scaling_bench_quick(tmp_path: Path) -> None:
+    md, png = tmp_path / "SCALING.md", tmp_path / "scaling.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_scaling.py"),
+            "--quick",
+            "--md",
+            str(md),
+            "--png",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 thread(s): BLAS:" in proc.stdout
+    text = md.read_text()
+    for sweep in ("### batch", "### width", "### depth"):
+        assert sweep in text
+    rows = [ln.split("|") for ln in text.splitlines() if ln.startswith("| ") and "ms" not in ln]
+    assert len(rows) == 6  # two points per sweep
+    for r in rows:
+        assert float(r[3]) > 0  # graphgrad's time; PyTorch's is "–" where torch is missing
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert png.stat().st_size > 0
