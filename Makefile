@@ -6,6 +6,8 @@
 #                     bench/SCALING.md and bench/scaling.png
 #   make bench-quick  the suite in quick mode (CI: proves it runs), written to $(QUICK_OUT)
 #   make profile      where an MLP step's time goes, graphgrad vs PyTorch: bench/PROFILE.md
+#   make recalibrate  set_blas("auto")'s measurement again, at 1 and 2 threads (quiet machine)
+#   make bench-pools  A/B of the thread-pool settings at 2 threads, each in its own process
 #   make test / main  scripts/test.sh / scripts/main.sh
 PY ?= .venv/bin/python
 THREADS ?= 1
@@ -13,7 +15,7 @@ QUICK_OUT ?= $(or $(TMPDIR),/tmp)/graphgrad-bench-quick
 
 STEP_THREADS ?= 1,2
 
-.PHONY: bench bench-quick bench-jax bench-scaling profile test main
+.PHONY: bench bench-quick bench-jax bench-scaling bench-pools profile recalibrate test main
 
 bench: bench-jax
 	$(PY) bench/run_all.py --threads $(THREADS)
@@ -33,7 +35,19 @@ bench-jax:
 	@$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q jax \
 		|| echo "bench: jax could not be installed; the JAX peer is skipped"
 
-profile:
+recalibrate:
+	OMP_NUM_THREADS=1 $(PY) -m graphgrad info --recalibrate
+	OMP_NUM_THREADS=2 $(PY) -m graphgrad info --recalibrate
+
+# Each variant is graphgrad with extra environment variables, timed in the same rounds:
+# kernels kept serial, OpenBLAS's workers spinning ~2^16 cycles instead of ~2^28, libgomp
+# spinning briefly instead of sleeping, MKL (one libgomp pool for GEMMs and kernels).
+POOL_PEERS ?= graphgrad,graphgrad[GRAPHGRAD_PAR_MIN=1000000000],graphgrad[OPENBLAS_THREAD_TIMEOUT=16],graphgrad[GOMP_SPINCOUNT=30000],graphgrad[GRAPHGRAD_BLAS=mkl],graphgrad[GRAPHGRAD_BLAS=mkl;GOMP_SPINCOUNT=30000],pytorch
+bench-pools:
+	$(PY) bench/bench_step_procs.py --threads 2 --rounds 15 --peers '$(POOL_PEERS)' \
+		--md bench/POOLS.md --json bench/pools.json
+
+profile: recalibrate
 	$(PY) bench/profile_step.py --threads $(THREADS) --speedup 1,2 --md bench/PROFILE.md
 
 test:

@@ -244,6 +244,7 @@ def machine_info(threads: int) -> dict[str, Any]:
 
         found = _blas.find_mkl()
         info["graphgrad_mkl"] = found.get("path") or found.get("error")
+        info["graphgrad_blas"] = _blas.blas_info()  # set_blas("auto")'s choice and figures
     except ImportError:  # pragma: no cover
         pass
     for mod in ("torch", "jax", "jaxlib", "micrograd", "threadpoolctl"):
