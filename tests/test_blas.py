@@ -539,3 +539,15 @@ def test_mkl_and_the_kernels_share_one_openmp_pool() -> None:
     openmp = [p for p in pools if p.startswith("openmp ")]
     assert len(openmp) == 1 and "libgomp" in openmp[0], pools  # no libiomp5 beside it
     assert any(p.startswith("blas ") and "mkl" in p and p.endswith(" gnu") for p in pools)
+
+
+def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # as with HOME unset, no passwd
+    monkeypatch.chdir(tmp_path)
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl" and "not cached" in gg.blas_info()["reason"]
+    assert list(tmp_path.iterdir()) == []

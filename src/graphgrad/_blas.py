@@ -328,9 +328,10 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     if memo is not None and not refresh:
         return memo
     rec: dict[str, Any] | None = None
-    directory_ok = True
+    directory_ok = path.is_absolute()  # not with HOME unset: never into the working directory
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory_ok:
+            path.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         directory_ok = False
     lock = _file_lock(path.with_name(path.name + ".lock")) if directory_ok else None
