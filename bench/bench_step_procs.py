@@ -16,7 +16,9 @@ parent checks that they agree.
 
 Peers in variants: ``NAME[VAR=VALUE;VAR=VALUE]`` runs peer NAME with those environment
 variables (e.g. ``graphgrad[GRAPHGRAD_BLAS=mkl;GOMP_SPINCOUNT=100000]``) and reports its time
-over the plain peer's: the A/B of a setting, in the same rounds.
+over its parent's, the same peer without the last variable where that peer runs too (here
+``graphgrad[GRAPHGRAD_BLAS=mkl]``), else the plain peer: the A/B of a setting, in the same
+rounds.
 
 Before each thread count the parent runs ``graphgrad info --recalibrate`` once, pinned as the
 workers are, so that ``set_blas("auto")`` chooses from figures measured on this (quiet)
@@ -77,6 +79,15 @@ def split_variant(peer: str) -> tuple[str, dict[str, str]]:
             raise SystemExit(f"bench_step_procs: bad variant {peer!r}: want NAME[VAR=VALUE;...]")
         env[name.strip()] = value.strip()
     return base, env
+
+
+def parent(peer: str, running: Any) -> str:
+    """The peer a variant is compared with: the same variant without its last variable when
+    that one is in ``running``, else the plain peer."""
+    base, env = split_variant(peer)
+    items = list(env.items())[:-1]
+    up = f"{base}[{';'.join(f'{a}={b}' for a, b in items)}]" if items else base
+    return up if up in running else base
 
 
 def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
@@ -234,10 +245,9 @@ def bench(
     ref_loss = ready["graphgrad"]["loss"] if "graphgrad" in ready else None
     ratios = []
     pairs = list(RATIOS)
-    for k in times:  # each variant against its plain peer
-        base, env = split_variant(k)
-        if env:
-            pairs.append((k, base, None))
+    for k in times:  # each variant against its parent
+        if split_variant(k)[1]:
+            pairs.append((k, parent(k, times), None))
     for num, den, target in pairs:
         if num in times and den in times:
             per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = {"mlp_step", "tiny", "scalar", "epoch", "memory"}
 
@@ -89,7 +91,7 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
     peers = (
         "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch,"
-        "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
+        "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000],graphgrad[GRAPHGRAD_PAR_MIN=64]"
     )
     proc = subprocess.run(
         [
@@ -119,10 +121,14 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
     assert all(v > 0 for v in row["ms"].values())
     assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
-    # a variant: the plain peer run with extra environment variables, and its ratio to it
+    # variants: a peer run with extra environment variables, and its ratio to its parent (the
+    # same without the last variable) or, where that does not run, to the plain peer
     variant = "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
     assert row["blas"][variant] == "numpy" and row["ms"][variant] > 0
-    assert any(r["ratio"] == f"{variant} / graphgrad" for r in row["ratios"])
+    labels = {r["ratio"] for r in row["ratios"]}
+    assert f"{variant} / graphgrad" in labels
+    assert "graphgrad[GRAPHGRAD_PAR_MIN=64] / graphgrad" in labels
+    assert row["agree"]  # a low parallel threshold changes no result
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
 
 
@@ -157,3 +163,19 @@ def test_scaling_bench_quick(tmp_path: Path) -> None:
     except ImportError:
         return
     assert png.stat().st_size > 0
+
+
+def test_variant_names_and_their_parents() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_step_procs as P
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert P.split_variant("graphgrad") == ("graphgrad", {})
+    assert P.split_variant("graphgrad[A=1;B=x y]") == ("graphgrad", {"A": "1", "B": "x y"})
+    running = {"graphgrad", "graphgrad[A=1]"}
+    assert P.parent("graphgrad[A=1;B=2]", running) == "graphgrad[A=1]"
+    assert P.parent("graphgrad[B=2;A=1]", running) == "graphgrad"  # no graphgrad[B=2]
+    assert P.parent("graphgrad[A=1]", running) == "graphgrad"
+    with pytest.raises(SystemExit, match="bad variant"):
+        P.split_variant("graphgrad[A]")
