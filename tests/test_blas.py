@@ -552,3 +552,22 @@ def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
     gg.set_blas("auto")
     assert gg.blas() == "mkl" and "not cached" in gg.blas_info()["reason"]
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_mkl
+def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env.pop("GRAPHGRAD_BLAS", None)
+    proc = subprocess.run(
+        [exe, "info", "--recalibrate"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("recalibrated at 1 thread(s): MKL ") and str(tmp_path) in first
+    (path,) = (tmp_path / "graphgrad" / "blas").glob("blas-*.json")
+    rec = json.loads(path.read_text())
+    assert f"-> {rec['choice']} for set_blas('auto')" in first
+    assert (
+        f"BLAS:      {rec['choice']} (requested 'auto': calibration at 1 thread(s)" in proc.stdout
+    )

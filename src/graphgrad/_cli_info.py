@@ -67,9 +67,16 @@ def _run(args: argparse.Namespace) -> int:
         if "error" in _blas.find_mkl():
             print(f"recalibrate: nothing to choose between ({_blas.find_mkl()['error']})")
         else:
-            _blas.calibrate(refresh=True)
+            rec = _blas.calibrate(refresh=True)
             if _blas.blas_info()["requested"] == "auto":
                 _blas.set_blas("auto")
+            s = rec["seconds"]
+            if not args.json:
+                print(
+                    f"recalibrated at {rec['key']['threads']} thread(s): MKL "
+                    f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
+                    f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
+                )
     info = collect()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
