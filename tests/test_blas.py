@@ -571,3 +571,16 @@ def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
     assert (
         f"BLAS:      {rec['choice']} (requested 'auto': calibration at 1 thread(s)" in proc.stdout
     )
+
+
+def test_a_failing_calibration_falls_back_to_numpy(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(a: Any, b: Any) -> None:
+        raise OSError("the GEMM library crashed")
+
+    monkeypatch.setattr(_blas, "matmul", broken)
+    gg.set_blas("auto")
+    assert gg.blas() == "numpy"
+    assert "calibration failed (OSError: the GEMM library crashed)" in gg.blas_info()["reason"]
+    assert not list(_blas.cache_dir().glob("blas-*.json"))  # nothing cached from a failure

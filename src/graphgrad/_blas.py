@@ -369,7 +369,10 @@ def _auto() -> tuple[str, str, dict[str, Any] | None]:
     found = find_mkl()
     if "error" in found:
         return "numpy", f"the only BLAS installed (MKL unavailable: {found['error']})", None
-    rec = calibrate()
+    try:
+        rec = calibrate()
+    except Exception as e:  # a failed measurement must not fail an import
+        return "numpy", f"the calibration failed ({type(e).__name__}: {e}); NumPy's BLAS", None
     s = rec["seconds"]
     how = "measured now" if rec["measured"] else "measured earlier, cached"
     if rec.get("measured") and not rec.get("cache_written"):
