@@ -584,3 +584,18 @@ def test_a_failing_calibration_falls_back_to_numpy(
     assert gg.blas() == "numpy"
     assert "calibration failed (OSError: the GEMM library crashed)" in gg.blas_info()["reason"]
     assert not list(_blas.cache_dir().glob("blas-*.json"))  # nothing cached from a failure
+
+
+def test_a_held_lock_delays_but_never_hangs(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    monkeypatch.setattr(_blas, "_LOCK_WAIT_S", 0.2)
+    key = _blas.calibration_key()
+    lock_path = _blas._cache_path(key).with_name(_blas._cache_path(key).name + ".lock")
+    lock_path.parent.mkdir(parents=True)
+    with open(lock_path, "w") as holder:  # another process, stopped while measuring
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        fake.cost.update(numpy=2.0, mkl=1.0)
+        gg.set_blas("auto")
+    assert gg.blas() == "mkl" and gg.blas_info()["calibration"]["measured_now"]

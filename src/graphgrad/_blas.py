@@ -167,6 +167,7 @@ CALIBRATION_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 51
 #: no extra library, and results bit-identical with plain NumPy).
 CALIBRATION_MARGIN = 0.03
 _CAL_ROUNDS, _CAL_BUDGET_S = 9, 0.4
+_LOCK_WAIT_S = 5.0
 _CACHE_FORMAT = 1
 
 _clock = time.perf_counter  # the calibration's clock (tests substitute a fake one)
@@ -293,8 +294,10 @@ def _load_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (POSIX ``flock``), so that processes starting together
-    measure one at a time and the later ones read the first one's result; no lock where that
-    is not possible (never an error)."""
+    measure one at a time and the later ones read the first one's result. Waits at most
+    ``_LOCK_WAIT_S`` (a measurement takes under a second; a holder that is stopped must not
+    hang every later import), then goes on without it, as where locking is not possible:
+    never an error."""
     try:
         import fcntl
 
@@ -303,8 +306,15 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
         yield
     finally:
         os.close(fd)
@@ -318,8 +328,8 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     cached record when there is a valid one for this configuration (:func:`calibration_key`),
     else a new measurement (under a second), cached atomically. ``refresh=True`` measures
     again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
-    file, or None where it could not be written) and ``measured`` (True when measured now).
-    Never raises over the cache: an unwritable cache directory leaves the result in memory."""
+    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
+    over the cache: an unwritable cache directory leaves the result in memory only."""
     if "error" in find_mkl():
         raise RuntimeError(f"calibrate: {_mkl['error']}")
     key = calibration_key()
