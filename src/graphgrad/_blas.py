@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import glob
 import hashlib
 import json
@@ -144,6 +145,7 @@ def cpu_vendor() -> str:
     return _cpuinfo("vendor_id")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU model name (``AMD EPYC 9555 64-Core Processor``...), or a coarser description
     (``platform.processor()``, the machine type) where it is not known."""
@@ -239,13 +241,17 @@ def cache_dir() -> Path:
 
 
 def _library_version() -> str:
+    """MKL's path and version string (asked once, kept in ``_mkl``)."""
+    if "version" in _mkl:
+        return str(_mkl["version"])
     lib = _mkl.get("lib")
     fn = getattr(lib, "MKL_Get_Version_String", None)
     if fn is None:
         return str(_mkl.get("path", ""))
     buf = ctypes.create_string_buffer(256)
     fn(buf, 256)
-    return f"{_mkl.get('path', '')} {buf.value.decode(errors='replace').strip()}"
+    _mkl["version"] = f"{_mkl.get('path', '')} {buf.value.decode(errors='replace').strip()}"
+    return str(_mkl["version"])
 
 
 def calibration_key() -> dict[str, Any]:
