@@ -179,3 +179,21 @@ def test_variant_names_and_their_parents() -> None:
     assert P.parent("graphgrad[A=1]", running) == "graphgrad"
     with pytest.raises(SystemExit, match="bad variant"):
         P.split_variant("graphgrad[A]")
+
+
+def test_wake_bench_quick(tmp_path: Path) -> None:
+    md = tmp_path / "WAKE.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_wake.py"), "--quick", "--md", str(md)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if "compiled kernels are not in use" in proc.stderr + proc.stdout:
+        pytest.skip("kernels not built")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = md.read_text().splitlines()
+    rows = [ln.split("|")[1:-1] for ln in lines if ln[:3].strip("| ").isdigit()]
+    assert [int(r[0]) for r in rows] == [16384, 65536, 262144]
+    assert all(float(c) > 0 for r in rows for c in r[1:])
+    assert "First size at which 2 threads beat 1" in md.read_text()
