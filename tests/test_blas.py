@@ -599,3 +599,14 @@ def test_a_held_lock_delays_but_never_hangs(
         fake.cost.update(numpy=2.0, mkl=1.0)
         gg.set_blas("auto")
     assert gg.blas() == "mkl" and gg.blas_info()["calibration"]["measured_now"]
+
+
+def test_a_kernel_variable_is_part_of_the_key(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    plain = _blas.calibration_key()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # OpenBLAS without AVX-512 kernels
+    haswell = _blas.calibration_key()
+    assert haswell["env"] == {"OPENBLAS_CORETYPE": "Haswell"} and plain != haswell
+    assert _blas._cache_path(plain) != _blas._cache_path(haswell)

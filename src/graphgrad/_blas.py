@@ -254,10 +254,23 @@ def _library_version() -> str:
     return str(_mkl["version"])
 
 
+#: Environment variables that change the libraries' GEMM kernels or threading: part of the
+#: calibration's key (OPENBLAS_CORETYPE=Haswell, say, makes OpenBLAS skip AVX-512 kernels).
+_KERNEL_VARIABLES = (
+    "OPENBLAS_CORETYPE",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "MKL_DYNAMIC",
+    "MKL_THREADING_LAYER",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+)
+
+
 def calibration_key() -> dict[str, Any]:
     """What a cached calibration holds for: CPU model, thread count, library versions (NumPy
-    and its BLAS, MKL and its threading layer, graphgrad). Another key means a new
-    measurement."""
+    and its BLAS, MKL and its threading layer, graphgrad) and the environment variables that
+    change the libraries' kernels or threads. Another key means a new measurement."""
     from ._version import __version__
 
     cfg = getattr(getattr(np, "__config__", None), "CONFIG", None)
@@ -270,6 +283,8 @@ def calibration_key() -> dict[str, Any]:
         "mkl": _library_version(),
         "mkl_threading": _mkl.get("threading", ""),
         "graphgrad": __version__,
+        # variables that change which GEMM kernels the libraries run
+        "env": {k: os.environ[k] for k in _KERNEL_VARIABLES if k in os.environ},
     }
 
 
