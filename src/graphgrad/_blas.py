@@ -552,6 +552,8 @@ def set_num_threads(n: int) -> int:
     Elementwise kernels give the same bits at any thread count, and so do the kernels' sums
     (per-row or per-column partials, added in a fixed order); a BLAS's GEMM may round
     differently at another thread count, so runs repeat bit for bit for a fixed count.
+    Under ``set_blas("auto")`` a new count chooses the library again (its calibration for
+    that count: cached, or measured once).
 
     Raises:
         ValueError: ``n`` is not a positive integer.
@@ -576,13 +578,7 @@ def set_num_threads(n: int) -> int:
         else:
             threadpoolctl.threadpool_limits(n, user_api="blas")
     if n != previous and _choice["requested"] == "auto":
-        # the calibration is per thread count: choose again (cached, or measured once)
-        reason = _choice["reason"]
-        try:
-            set_blas("auto")
-        finally:
-            if _choice["reason"] is None:  # pragma: no cover - set_blas always sets one
-                _choice["reason"] = reason
+        set_blas("auto")  # the calibration is per thread count: cached, or measured once
     return previous
 
 
