@@ -506,6 +506,8 @@ def test_graphgrad_info_command() -> None:
         cal = info["blas"]["calibration"]
         assert cal["seconds"] == _blas.calibrate()["seconds"] and cal["cache"]
         assert "calibration at" in info["blas"]["reason"]
+        if info["compiled"]["openmp"]:  # MKL's threads in the kernels' libgomp: one pool
+            assert info["blas"]["mkl_threading"] == "GNU"
     else:
         assert "the only BLAS installed" in info["blas"]["reason"]
     assert info["compiled"]["graphgrad._kernels"] is _blas._fused.COMPILED

@@ -479,8 +479,8 @@ def blas_info() -> dict[str, Any]:
     }
     if _active:
         info["library"] = _mkl.get("path")
-        if _mkl.get("threading"):
-            info["mkl_threading"] = _mkl["threading"]
+    if _mkl.get("threading"):  # MKL loaded (selected or calibrated): its OpenMP runtime
+        info["mkl_threading"] = _mkl["threading"]
     cal = _choice.get("calibration")
     if cal is not None:
         info["calibration"] = {

@@ -88,7 +88,9 @@ def _run(args: argparse.Namespace) -> int:
         f"BLAS:      {b['blas']} (requested {b['requested']!r}: {b['reason']})",
     ]
     if b.get("library"):
-        lines.append(f"           {b['library']} (threading layer {b.get('mkl_threading', '?')})")
+        lines.append(f"           {b['library']}")
+    if b.get("mkl_threading"):
+        lines.append(f"           MKL's threading layer: {b['mkl_threading']}")
     if b.get("calibration"):
         lines.append(f"           calibration cached in {b['calibration']['cache']}")
     lines.append(
