@@ -271,7 +271,8 @@ def test_the_real_calibration_gives_positive_figures(
 def test_using_blas_restores_the_request() -> None:
     before = gg.blas_info()["requested"]
     with gg.using_blas("numpy"):
-        assert gg.blas_info() | {"threads": 0} == {
+        info = {k: v for k, v in gg.blas_info().items() if k != "mkl_threading"}
+        assert info | {"threads": 0} == {
             "blas": "numpy",
             "requested": "numpy",
             "reason": "set_blas('numpy')",
