@@ -1,8 +1,8 @@
 """Where graphgrad's matrix products run (NumPy's BLAS or Intel MKL), and on how many threads.
 
 NumPy's wheels bundle OpenBLAS. PyTorch's CPU wheels link Intel's MKL, whose single-precision
-GEMM was 5-20% faster on the Intel CPUs measured here (``bench/PROFILE.md``), and slower than
-OpenBLAS on some AMD ones; the matrix products are most of an MLP step. The default,
+GEMM was 5-20% faster on the Intel CPUs measured here (``bench/PROFILE.md``) and need not be
+elsewhere; the matrix products are most of an MLP step. The default,
 ``set_blas("auto")``, does not guess: where the ``mkl`` wheel is installed (``pip install
 graphgrad[mkl]``) it times both libraries on the GEMMs of a typical MLP step (fp32, both
 transposes, the current thread count; a fraction of a second, once per machine) and uses the
