@@ -6,6 +6,9 @@
 #                     bench/SCALING.md and bench/scaling.png
 #   make bench-quick  the suite in quick mode (CI: proves it runs), written to $(QUICK_OUT)
 #   make profile      where an MLP step's time goes, graphgrad vs PyTorch: bench/PROFILE.md
+#   make recalibrate  set_blas("auto")'s measurement again, at 1 and 2 threads (quiet machine)
+#   make bench-pools  A/B of the thread-pool settings at 2 threads, each in its own process
+#   make bench-wake   what a kernel's parallel region costs, per wait policy: bench/WAKE.md
 #   make test / main  scripts/test.sh / scripts/main.sh
 PY ?= .venv/bin/python
 THREADS ?= 1
@@ -13,7 +16,7 @@ QUICK_OUT ?= $(or $(TMPDIR),/tmp)/graphgrad-bench-quick
 
 STEP_THREADS ?= 1,2
 
-.PHONY: bench bench-quick bench-jax bench-scaling profile test main
+.PHONY: bench bench-quick bench-jax bench-scaling bench-pools bench-wake profile recalibrate test main
 
 bench: bench-jax
 	$(PY) bench/run_all.py --threads $(THREADS)
@@ -33,7 +36,30 @@ bench-jax:
 	@$(PY) -c "import jax" 2>/dev/null || $(PY) -m pip install -q jax \
 		|| echo "bench: jax could not be installed; the JAX peer is skipped"
 
-profile:
+recalibrate:
+	OMP_NUM_THREADS=1 $(PY) -m graphgrad info --recalibrate
+	OMP_NUM_THREADS=2 $(PY) -m graphgrad info --recalibrate
+
+# Each variant is graphgrad with extra environment variables, timed in the same rounds and
+# reported over its parent (the variant without its last variable): per BLAS, the kernels kept
+# serial (GRAPHGRAD_PAR_MIN), libgomp spinning briefly instead of sleeping (GOMP_SPINCOUNT),
+# OpenBLAS's workers spinning ~2^16 cycles after a GEMM instead of ~2^28.
+NB = graphgrad[GRAPHGRAD_BLAS=numpy
+MK = graphgrad[GRAPHGRAD_BLAS=mkl
+POOL_PEERS ?= graphgrad,pytorch,$(NB)],$(NB);GRAPHGRAD_PAR_MIN=1000000000],$(NB);GOMP_SPINCOUNT=1000],$(NB);OPENBLAS_THREAD_TIMEOUT=16],$(MK)],$(MK);GRAPHGRAD_PAR_MIN=1000000000],$(MK);GOMP_SPINCOUNT=1000],$(MK);GOMP_SPINCOUNT=30000]
+bench-pools:
+	$(PY) bench/bench_step_procs.py --threads 2 --rounds 15 --peers '$(POOL_PEERS)' \
+		--md bench/POOLS.md --json bench/pools.json
+
+# The parallel-region cost under the default (libgomp sleeping) and with short spins.
+bench-wake:
+	$(PY) bench/bench_wake.py --md bench/WAKE.md
+	GOMP_SPINCOUNT=1000 $(PY) bench/bench_wake.py
+	GOMP_SPINCOUNT=30000 $(PY) bench/bench_wake.py
+	GRAPHGRAD_BLAS=mkl $(PY) bench/bench_wake.py
+	GRAPHGRAD_BLAS=mkl GOMP_SPINCOUNT=30000 $(PY) bench/bench_wake.py
+
+profile: recalibrate
 	$(PY) bench/profile_step.py --threads $(THREADS) --speedup 1,2 --md bench/PROFILE.md
 
 test:

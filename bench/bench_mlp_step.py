@@ -136,7 +136,7 @@ class GraphgradMklPeer(GraphgradPeer):
 def mkl_available() -> bool:
     from graphgrad import _blas
 
-    return "error" not in _blas._find_mkl()
+    return "error" not in _blas.find_mkl()
 
 
 class TorchPeer(Peer):

@@ -6,6 +6,11 @@ SGD momentum 0.9): batch 32-1024; width (both hidden layers) 128-2048; depth (li
 2-16 at width 512. Writes a Markdown table and, when matplotlib is installed, a plot
 (time per step and graphgrad / PyTorch against each swept size).
 
+First ``graphgrad info --recalibrate`` runs at that thread count (``--no-recalibrate`` keeps the
+cached calibration), so that ``set_blas("auto")`` chooses from figures measured on this
+machine now. About 3-4 minutes per thread count; ``--quick`` (two points per sweep, CI) about
+half a minute.
+
 Run:  python bench/bench_scaling.py [--quick] [--threads 1] [--md PATH] [--png PATH]
 """
 
@@ -125,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 9; quick 2)")
     ap.add_argument("--md", type=Path, help="write the table as Markdown here")
     ap.add_argument("--png", type=Path, help="write the plot here")
+    ap.add_argument("--no-recalibrate", action="store_true", help="keep the cached calibration")
     a = ap.parse_args(argv)
+    if not a.no_recalibrate:
+        print(f"{a.threads} thread(s): {P.recalibrate(a.threads)}", flush=True)
     res = run(a.quick, a.threads, a.rounds or (2 if a.quick else 9))
     md = render(res, a.threads)
     print(md)

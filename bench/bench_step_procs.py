@@ -14,8 +14,18 @@ The step is bench_mlp_step.py's (forward, softmax cross-entropy, backward, SGD m
 fp32), from the same weights and batch; every worker reports its loss after 3 steps, and the
 parent checks that they agree.
 
+Peers in variants: ``NAME[VAR=VALUE;VAR=VALUE]`` runs peer NAME with those environment
+variables (e.g. ``graphgrad[GRAPHGRAD_BLAS=mkl;GOMP_SPINCOUNT=100000]``) and reports its time
+over its parent's, the same peer without the last variable where that peer runs too (here
+``graphgrad[GRAPHGRAD_BLAS=mkl]``), else the plain peer: the A/B of a setting, in the same
+rounds.
+
+Before each thread count the parent runs ``graphgrad info --recalibrate`` once, pinned as the
+workers are, so that ``set_blas("auto")`` chooses from figures measured on this (quiet)
+machine rather than from a calibration cached earlier (``--no-recalibrate`` keeps the cache).
+
 Run:  python bench/bench_step_procs.py [--quick] [--threads 1,2] [--md PATH] [--json PATH]
-      [--shape 784,256,256,10:128 ...]
+      [--shape 784,256,256,10:128 ...] [--peers graphgrad,pytorch,...] [--no-recalibrate]
 """
 
 from __future__ import annotations
@@ -56,9 +66,34 @@ RATIOS = [
 # ------------------------------------------------------------------------------- worker
 
 
+def split_variant(peer: str) -> tuple[str, dict[str, str]]:
+    """``"graphgrad[A=1;B=2]"`` -> ``("graphgrad", {"A": "1", "B": "2"})``; a plain name has no
+    variables."""
+    if not peer.endswith("]") or "[" not in peer:
+        return peer, {}
+    base, _, rest = peer[:-1].partition("[")
+    env = {}
+    for item in rest.split(";"):
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise SystemExit(f"bench_step_procs: bad variant {peer!r}: want NAME[VAR=VALUE;...]")
+        env[name.strip()] = value.strip()
+    return base, env
+
+
+def parent(peer: str, running: Any) -> str:
+    """The peer a variant is compared with: the same variant without its last variable when
+    that one is in ``running``, else the plain peer."""
+    base, env = split_variant(peer)
+    items = list(env.items())[:-1]
+    up = f"{base}[{';'.join(f'{a}={b}' for a, b in items)}]" if items else base
+    return up if up in running else base
+
+
 def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
     """Build the peer, then serve 'run N' (reply: seconds) and 'loss' on stdin/stdout."""
     sys.path.insert(0, str(HERE))
+    peer, _ = split_variant(peer)  # the parent set the variant's variables
     if peer == "graphgrad (NumPy BLAS)":
         os.environ["GRAPHGRAD_BLAS"] = "numpy"
     import bench_mlp_step as M
@@ -137,7 +172,7 @@ class _GgGemmPeer:
 
 
 def _available(peer: str) -> bool:
-    mod = {"pytorch": "torch", "jax jit": "jax"}.get(peer)
+    mod = {"pytorch": "torch", "jax jit": "jax"}.get(split_variant(peer)[0])
     if mod is None:
         return True
     import importlib.util
@@ -145,13 +180,31 @@ def _available(peer: str) -> bool:
     return importlib.util.find_spec(mod) is not None
 
 
-def _start(peer: str, shape: str, threads: int) -> subprocess.Popen[str]:
-    cmd = [sys.executable, __file__, "--worker", peer, "--shape", shape, "--threads", str(threads)]
+def _pinned(cmd: list[str], threads: int) -> list[str]:
     if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))[:threads]
         cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+    return cmd
+
+
+def _start(peer: str, shape: str, threads: int) -> subprocess.Popen[str]:
+    cmd = [sys.executable, __file__, "--worker", peer, "--shape", shape, "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), **split_variant(peer)[1]}
+    return subprocess.Popen(
+        _pinned(cmd, threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+def recalibrate(threads: int) -> str:
+    """``graphgrad info --recalibrate`` at ``threads`` threads, pinned as the workers are:
+    ``set_blas("auto")``'s choice measured now. Returns its BLAS line."""
+    cmd = [sys.executable, "-m", "graphgrad", "info", "--recalibrate"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    env.pop("GRAPHGRAD_BLAS", None)
+    out = subprocess.run(
+        _pinned(cmd, threads), env=env, capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    return next((ln for ln in out.splitlines() if ln.startswith("BLAS:")), out.strip())
 
 
 def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
@@ -191,7 +244,11 @@ def bench(
             p.wait(timeout=60)
     ref_loss = ready["graphgrad"]["loss"] if "graphgrad" in ready else None
     ratios = []
-    for num, den, target in RATIOS:
+    pairs = list(RATIOS)
+    for k in times:  # each variant against its parent
+        if split_variant(k)[1]:
+            pairs.append((k, parent(k, times), None))
+    for num, den, target in pairs:
         if num in times and den in times:
             per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
             ratios.append(
@@ -217,7 +274,11 @@ def _name(shape: str) -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     peers = [k for k in PEERS if any(k in r["ms"] for r in rows)]
+    peers += [k for r in rows for k in r["ms"] if k not in peers]  # variants
+    peers = list(dict.fromkeys(peers))
     labels = [f"{n} / {d}" for n, d, _ in RATIOS]
+    labels += [x["ratio"] for r in rows for x in r["ratios"]]
+    labels = list(dict.fromkeys(labels))
     labels = [lab for lab in labels if any(x["ratio"] == lab for r in rows for x in r["ratios"])]
     head = "| shape, threads | " + " | ".join(peers) + " | " + " | ".join(labels) + " |"
     out = [head, "|---|" + "---:|" * (len(peers) + len(labels))]
@@ -232,6 +293,13 @@ def render(rows: list[dict[str, Any]]) -> str:
         "Targets: graphgrad / PyTorch <= 0.90, graphgrad / JAX <= 0.95, graphgrad / "
         "GEMM-only (same BLAS) <= 1.05 at 1 thread."
     )
+    used = {
+        f"{k} at {r['threads']}: {v}"
+        for r in rows
+        for k, v in r.get("blas", {}).items()
+        if k.startswith("graphgrad") and v
+    }
+    out.append("graphgrad's BLAS (set_blas('auto') unless forced): " + ", ".join(sorted(used)))
     bad = [f"{_name(r['shape'])} at {r['threads']}" for r in rows if not r["agree"]]
     out.append(
         "Losses after 3 steps agree across peers (1e-4)."
@@ -250,6 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 15; quick 2)")
     ap.add_argument("--md", type=Path, help="write the table as Markdown here")
     ap.add_argument("--json", type=Path, help="write the records as JSON here")
+    ap.add_argument(
+        "--no-recalibrate",
+        action="store_true",
+        help="keep set_blas('auto')'s cached calibration instead of measuring it again first",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
@@ -261,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = [p.strip() for p in a.peers.split(",") if p.strip()]
     rows = []
     for threads in [int(t) for t in a.threads.split(",")]:
+        if not a.no_recalibrate:
+            print(f"{threads} thread(s): {recalibrate(threads)}", flush=True)
         for shape in a.shape or SHAPES:
             row = bench(shape, threads, rounds, target_s, pause_s, peers)
             rows.append(row)

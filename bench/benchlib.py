@@ -242,8 +242,9 @@ def machine_info(threads: int) -> dict[str, Any]:
     try:  # loaded here so that threadpoolctl lists MKL's pool too
         from graphgrad import _blas
 
-        found = _blas._find_mkl()
+        found = _blas.find_mkl()
         info["graphgrad_mkl"] = found.get("path") or found.get("error")
+        info["graphgrad_blas"] = _blas.blas_info()  # set_blas("auto")'s choice and figures
     except ImportError:  # pragma: no cover
         pass
     for mod in ("torch", "jax", "jaxlib", "micrograd", "threadpoolctl"):

@@ -8,9 +8,12 @@ scalar losses) passed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = {"mlp_step", "tiny", "scalar", "epoch", "memory"}
@@ -86,7 +89,10 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
 
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
-    peers = "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch"
+    peers = (
+        "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch,"
+        "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000],graphgrad[GRAPHGRAD_PAR_MIN=64]"
+    )
     proc = subprocess.run(
         [
             sys.executable,
@@ -106,11 +112,88 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},  # it recalibrates
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 thread(s): BLAS:" in proc.stdout  # set_blas("auto") measured first
     (row,) = json.loads(out.read_text())
     assert row["agree"], row["losses"]
     assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
     assert all(v > 0 for v in row["ms"].values())
     assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
+    # variants: a peer run with extra environment variables, and its ratio to its parent (the
+    # same without the last variable) or, where that does not run, to the plain peer
+    variant = "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
+    assert row["blas"][variant] == "numpy" and row["ms"][variant] > 0
+    labels = {r["ratio"] for r in row["ratios"]}
+    assert f"{variant} / graphgrad" in labels
+    assert "graphgrad[GRAPHGRAD_PAR_MIN=64] / graphgrad" in labels
+    assert row["agree"]  # a low parallel threshold changes no result
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
+
+
+def test_scaling_bench_quick(tmp_path: Path) -> None:
+    md, png = tmp_path / "SCALING.md", tmp_path / "scaling.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_scaling.py"),
+            "--quick",
+            "--md",
+            str(md),
+            "--png",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 thread(s): BLAS:" in proc.stdout
+    text = md.read_text()
+    for sweep in ("### batch", "### width", "### depth"):
+        assert sweep in text
+    rows = [ln.split("|") for ln in text.splitlines() if ln.startswith("| ") and "ms" not in ln]
+    assert len(rows) == 6  # two points per sweep
+    for r in rows:
+        assert float(r[3]) > 0  # graphgrad's time; PyTorch's is "–" where torch is missing
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert png.stat().st_size > 0
+
+
+def test_variant_names_and_their_parents() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_step_procs as P
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert P.split_variant("graphgrad") == ("graphgrad", {})
+    assert P.split_variant("graphgrad[A=1;B=x y]") == ("graphgrad", {"A": "1", "B": "x y"})
+    running = {"graphgrad", "graphgrad[A=1]"}
+    assert P.parent("graphgrad[A=1;B=2]", running) == "graphgrad[A=1]"
+    assert P.parent("graphgrad[B=2;A=1]", running) == "graphgrad"  # no graphgrad[B=2]
+    assert P.parent("graphgrad[A=1]", running) == "graphgrad"
+    with pytest.raises(SystemExit, match="bad variant"):
+        P.split_variant("graphgrad[A]")
+
+
+def test_wake_bench_quick(tmp_path: Path) -> None:
+    md = tmp_path / "WAKE.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_wake.py"), "--quick", "--md", str(md)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if "compiled kernels are not in use" in proc.stderr + proc.stdout:
+        pytest.skip("kernels not built")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = md.read_text().splitlines()
+    rows = [ln.split("|")[1:-1] for ln in lines if ln[:3].strip("| ").isdigit()]
+    assert [int(r[0]) for r in rows] == [16384, 65536, 262144]
+    assert all(float(c) > 0 for r in rows for c in r[1:])
+    assert "First size at which 2 threads beat 1" in md.read_text()

@@ -1,5 +1,9 @@
 """gg.set_blas: 2-D float matrix products in NumPy's BLAS or Intel MKL ("auto", the default,
-picks MKL on an Intel CPU where it is installed); gg.set_num_threads; ``graphgrad info``.
+times both where MKL is installed and keeps the faster, cached per machine and configuration);
+gg.set_num_threads; ``graphgrad info``.
+
+The calibration's logic (choice, cache, corruption, overrides) is tested with a fake clock and
+a fake GEMM, so no test depends on how fast anything runs.
 
 The MKL tests run where the ``mkl`` wheel is installed; scripts/test.sh installs it on x86-64
 and sets GRAPHGRAD_REQUIRE_MKL=1, so there a missing MKL fails instead of skipping.
@@ -21,13 +25,13 @@ import pytest
 import graphgrad as gg
 from graphgrad import _blas
 
-MKL = "error" not in _blas._find_mkl()
+MKL = "error" not in _blas.find_mkl()
 needs_mkl = pytest.mark.skipif(not MKL, reason="Intel MKL (pip install mkl) is not installed")
 
 
 def test_mkl_is_present_where_required() -> None:
     if os.environ.get("GRAPHGRAD_REQUIRE_MKL"):
-        assert MKL, _blas._find_mkl().get("error")
+        assert MKL, _blas.find_mkl().get("error")
 
 
 @pytest.fixture
@@ -44,7 +48,9 @@ def test_using_blas_restores_the_previous_library_after_an_error() -> None:
 
 
 def _expected_auto() -> str:
-    return "mkl" if MKL and _blas.cpu_vendor() == "GenuineIntel" else "numpy"
+    """What "auto" picks here: NumPy's BLAS without MKL, else the cached calibration's choice
+    for this configuration (the same file a subprocess reads)."""
+    return _blas.calibrate()["choice"] if MKL else "numpy"
 
 
 def test_default_is_auto_and_unknown_names_are_refused() -> None:
@@ -54,33 +60,219 @@ def test_default_is_auto_and_unknown_names_are_refused() -> None:
     info = gg.blas_info()
     assert info["blas"] == gg.blas() and info["requested"] == "auto" and info["reason"]
     assert info["threads"] == gg.get_num_threads()
+    assert ("calibration" in info) is MKL
     with pytest.raises(ValueError, match=r"unknown BLAS 'openblas'.*'auto', 'numpy' or 'mkl'"):
         gg.set_blas("openblas")
     assert gg.blas() == _expected_auto()
 
 
+# ---------------------------------------------------------------- the calibration, faked
+
+
+class FakeMachine:
+    """A machine where MKL is "installed", the GEMM does nothing and the clock advances by
+    ``cost[library in use]`` at every reading, so a pass over the calibration set appears to
+    take ``cost * len(pairs)`` ticks for that library."""
+
+    def __init__(self, cost: dict[str, float]) -> None:
+        self.cost = cost
+        self.now = 0.0
+        self.gemms = 0
+        self.order: list[str] = []  # the library in use at each GEMM
+
+    def clock(self) -> float:
+        self.now += self.cost[_blas.blas()] * 1e-3
+        return self.now
+
+    def matmul(self, a: Any, b: Any) -> None:
+        self.gemms += 1
+        self.order.append(_blas.blas())
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine]:
+    machine = FakeMachine({"numpy": 1.0, "mkl": 1.0})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        _blas, "_mkl", {"lib": None, "path": "fake-mkl", "sgemm": 1, "dgemm": 2, "threading": ""}
+    )
+    monkeypatch.setattr(_blas, "_clock", machine.clock)
+    monkeypatch.setattr(_blas, "matmul", machine.matmul)
+    monkeypatch.setattr(_blas, "_calibrations", {})
+    before = _blas.blas_info()["requested"]
+    try:
+        yield machine
+    finally:
+        _blas.set_blas("numpy")  # never leave the fake MKL's addresses active
+        monkeypatch.undo()
+        _blas.set_blas(before)
+
+
+def _new_process() -> None:
+    """Forget this process's calibrations, as a new process would (the cache file stays)."""
+    _blas._calibrations.clear()
+
+
 @pytest.mark.parametrize(
-    ("vendor", "found", "chosen", "why"),
+    ("numpy_cost", "mkl_cost", "chosen"),
+    [(2.0, 1.0, "mkl"), (1.0, 2.0, "numpy"), (1.0, 1.0, "numpy"), (1.0, 0.98, "numpy")],
+)
+def test_auto_takes_the_library_the_calibration_measures_faster(
+    fake: FakeMachine, numpy_cost: float, mkl_cost: float, chosen: str
+) -> None:
+    fake.cost.update(numpy=numpy_cost, mkl=mkl_cost)
+    gg.set_blas("auto")
+    assert gg.blas() == chosen
+    info = gg.blas_info()
+    pairs = 3 * len(_blas.CALIBRATION_LAYERS)
+    # each timed pass reads the clock twice: the second reading's tick is the pass's time
+    assert info["calibration"]["seconds"] == {
+        "numpy": pytest.approx(numpy_cost * 1e-3),
+        "mkl": pytest.approx(mkl_cost * 1e-3),
+    }
+    assert info["calibration"]["measured_now"] is True
+    assert "calibration at" in info["reason"] and "measured now" in info["reason"]
+    assert fake.gemms >= 2 * pairs * 4  # warm-up and at least three rounds per library
+
+
+def test_measure_alternates_and_stops_at_its_budget(fake: FakeMachine) -> None:
+    fake.cost.update(numpy=300.0, mkl=100.0)  # 0.3 s and 0.1 s per clock reading
+    gg.set_blas("numpy")
+    seconds = _blas.measure(["numpy", "mkl"])
+    assert seconds == {"numpy": pytest.approx(0.3), "mkl": pytest.approx(0.1)}
+    pairs = 3 * len(_blas.CALIBRATION_LAYERS)
+    passes = [fake.order[i] for i in range(0, len(fake.order), pairs)]
+    # warm-up numpy, mkl; then rounds alternate the order; the 0.4 s budget ends it at 3 rounds
+    assert passes == ["numpy", "mkl", "numpy", "mkl", "mkl", "numpy", "numpy", "mkl"]
+    assert gg.blas() == "numpy"  # the library in use before is restored
+
+
+def test_the_calibration_is_cached_and_reused(fake: FakeMachine) -> None:
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    (path,) = (_blas.cache_dir()).glob("blas-*.json")
+    assert str(_blas.cache_dir()).startswith(os.environ["XDG_CACHE_HOME"])
+    rec = json.loads(path.read_text())
+    assert rec["choice"] == "mkl" and rec["key"] == _blas.calibration_key()
+    assert rec["key"]["threads"] == gg.get_num_threads() and rec["key"]["cpu"]
+    _new_process()
+    fake.cost.update(numpy=1.0, mkl=2.0)  # would now choose numpy, if it measured again
+    fake.gemms = 0
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl" and fake.gemms == 0  # the cached choice: deterministic
+    assert "cached" in gg.blas_info()["reason"]
+    assert gg.blas_info()["calibration"]["measured_now"] is False
+    # refresh=True (graphgrad info --recalibrate) measures again and replaces the file
+    assert _blas.calibrate(refresh=True)["choice"] == "numpy"
+    assert json.loads(path.read_text())["choice"] == "numpy"
+
+
+def test_another_thread_count_is_another_calibration(fake: FakeMachine) -> None:
+    before = gg.get_num_threads()
+    try:
+        fake.cost.update(numpy=2.0, mkl=1.0)
+        gg.set_num_threads(1)
+        gg.set_blas("auto")
+        assert gg.blas() == "mkl" and gg.blas_info()["calibration"]["threads"] == 1
+        fake.cost.update(numpy=1.0, mkl=2.0)
+        gg.set_num_threads(2)  # under "auto", a new count chooses again: measured for 2
+        assert gg.blas() == "numpy" and gg.blas_info()["calibration"]["threads"] == 2
+        gg.set_num_threads(1)  # back to 1: the cached choice for 1
+        assert gg.blas() == "mkl"
+        assert len(list(_blas.cache_dir().glob("blas-*.json"))) == 2
+    finally:
+        gg.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "damage",
     [
-        ("GenuineIntel", {"sgemm": 1, "dgemm": 2}, "mkl", "Intel CPU"),
-        ("AuthenticAMD", {"sgemm": 1, "dgemm": 2}, "numpy", "not an Intel one (AuthenticAMD)"),
-        ("GenuineIntel", {"error": "libmkl_rt was not found"}, "numpy", "MKL unavailable"),
+        lambda rec: "{not json",
+        lambda rec: json.dumps(rec)[: len(json.dumps(rec)) // 2],  # truncated
+        lambda rec: "",
+        lambda rec: json.dumps([rec]),
+        lambda rec: json.dumps({**rec, "choice": "numpy"}),  # contradicts its own figures
+        lambda rec: json.dumps({**rec, "choice": "cublas"}),
+        lambda rec: json.dumps({**rec, "seconds": {"numpy": -1.0, "mkl": 1.0}}),
+        lambda rec: json.dumps({**rec, "seconds": {"numpy": "fast", "mkl": 1.0}}),
+        lambda rec: json.dumps({**rec, "seconds": {"mkl": 1.0}}),
+        lambda rec: json.dumps({**rec, "key": {**rec["key"], "cpu": "another CPU"}}),
+        lambda rec: json.dumps({**rec, "format": 99}),
+        lambda rec: json.dumps({k: v for k, v in rec.items() if k != "key"}),
     ],
 )
-def test_auto_picks_mkl_only_on_intel_with_mkl_installed(
-    monkeypatch: pytest.MonkeyPatch, vendor: str, found: dict, chosen: str, why: str
+def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, damage: Any) -> None:
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    rec = json.loads(path.read_text())
+    path.write_text(damage(rec))
+    _new_process()
+    fake.gemms = 0
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl" and fake.gemms > 0  # measured again
+    assert gg.blas_info()["calibration"]["measured_now"] is True
+    assert json.loads(path.read_text())["choice"] == "mkl"  # and the file repaired
+
+
+def test_an_unwritable_cache_still_chooses(fake: FakeMachine, tmp_path: Any) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    os.environ["XDG_CACHE_HOME"] = str(blocker)  # restored by the fixture's monkeypatch
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl"
+    assert "not cached" in gg.blas_info()["reason"]
+
+
+def test_forcing_a_library_measures_nothing(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_blas, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(_blas, "_mkl", found)
-    with gg.using_blas("auto"):
-        assert gg.blas() == chosen
-        assert why in gg.blas_info()["reason"]
+    for value, chosen in (("numpy", "numpy"), ("mkl", "mkl")):
+        monkeypatch.setenv("GRAPHGRAD_BLAS", value)
+        _blas._init_from_environment()
+        assert gg.blas() == chosen and fake.gemms == 0
+        assert gg.blas_info()["reason"] == f"GRAPHGRAD_BLAS={value} in the environment"
+        assert "calibration" not in gg.blas_info()
+    assert not _blas.cache_dir().exists()
+    monkeypatch.setenv("GRAPHGRAD_BLAS", "auto")
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    _blas._init_from_environment()
+    assert gg.blas() == "mkl" and fake.gemms > 0
+
+
+def test_without_mkl_auto_is_numpy_and_measures_nothing(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_blas, "_mkl", {"error": "Intel MKL (libmkl_rt) was not found"})
+    gg.set_blas("auto")
+    assert gg.blas() == "numpy" and fake.gemms == 0
+    assert "the only BLAS installed" in gg.blas_info()["reason"]
+    assert "calibration" not in gg.blas_info()
+
+
+@needs_mkl
+def test_the_real_calibration_gives_positive_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # no timing asserted: only that a real measurement runs, is cached and loads back
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_blas, "_calibrations", {})
+    rec = _blas.calibrate()
+    assert rec["measured"] and set(rec["seconds"]) == {"numpy", "mkl"}
+    assert all(v > 0 for v in rec["seconds"].values())
+    assert rec["choice"] == _blas.decide(rec["seconds"])
+    assert "MKL" in rec["key"]["mkl"] or "mkl" in rec["key"]["mkl"]
+    _blas._calibrations.clear()
+    again = _blas.calibrate()
+    assert not again["measured"] and again["seconds"] == rec["seconds"]
 
 
 def test_using_blas_restores_the_request() -> None:
     before = gg.blas_info()["requested"]
     with gg.using_blas("numpy"):
-        assert gg.blas_info() | {"threads": 0} == {
+        info = {k: v for k, v in gg.blas_info().items() if k != "mkl_threading"}
+        assert info | {"threads": 0} == {
             "blas": "numpy",
             "requested": "numpy",
             "reason": "set_blas('numpy')",
@@ -311,4 +503,113 @@ def test_graphgrad_info_command() -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["blas"]["blas"] == _expected_auto() and info["blas"]["requested"] == "auto"
+    if MKL:  # the figures behind the choice, from the cache this process also reads
+        cal = info["blas"]["calibration"]
+        assert cal["seconds"] == _blas.calibrate()["seconds"] and cal["cache"]
+        assert "calibration at" in info["blas"]["reason"]
+        if info["compiled"]["openmp"]:  # MKL's threads in the kernels' libgomp: one pool
+            assert info["blas"]["mkl_threading"] == "GNU"
+    else:
+        assert "the only BLAS installed" in info["blas"]["reason"]
     assert info["compiled"]["graphgrad._kernels"] is _blas._fused.COMPILED
+
+
+_POOLS = """
+import numpy as np, graphgrad as gg, threadpoolctl
+from graphgrad import _blas
+gg.set_blas("mkl")
+a = np.ones((256, 256), np.float32)
+_blas.matmul(a, a)
+gg.relu(gg.Tensor(np.ones(100000, np.float32)))
+print(_blas.find_mkl()["threading"])
+for d in threadpoolctl.threadpool_info():
+    print(d["user_api"], d["filepath"], d.get("threading_layer", "-"))
+"""
+
+
+@needs_mkl
+@pytest.mark.skipif(
+    not getattr(_blas._fused.KERNELS, "OPENMP", False), reason="kernels built without OpenMP"
+)
+def test_mkl_and_the_kernels_share_one_openmp_pool() -> None:
+    pytest.importorskip("threadpoolctl")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_THREADING_LAYER"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _POOLS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    layer, *pools = proc.stdout.splitlines()
+    assert layer == "GNU"
+    openmp = [p for p in pools if p.startswith("openmp ")]
+    assert len(openmp) == 1 and "libgomp" in openmp[0], pools  # no libiomp5 beside it
+    assert any(p.startswith("blas ") and "mkl" in p and p.endswith(" gnu") for p in pools)
+
+
+def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # as with HOME unset, no passwd
+    monkeypatch.chdir(tmp_path)
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl" and "not cached" in gg.blas_info()["reason"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_mkl
+def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env.pop("GRAPHGRAD_BLAS", None)
+    proc = subprocess.run(
+        [exe, "info", "--recalibrate"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("recalibrated at 1 thread(s): MKL ") and str(tmp_path) in first
+    (path,) = (tmp_path / "graphgrad" / "blas").glob("blas-*.json")
+    rec = json.loads(path.read_text())
+    assert f"-> {rec['choice']} for set_blas('auto')" in first
+    assert (
+        f"BLAS:      {rec['choice']} (requested 'auto': calibration at 1 thread(s)" in proc.stdout
+    )
+
+
+def test_a_failing_calibration_falls_back_to_numpy(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(a: Any, b: Any) -> None:
+        raise OSError("the GEMM library crashed")
+
+    monkeypatch.setattr(_blas, "matmul", broken)
+    gg.set_blas("auto")
+    assert gg.blas() == "numpy"
+    assert "calibration failed (OSError: the GEMM library crashed)" in gg.blas_info()["reason"]
+    assert not list(_blas.cache_dir().glob("blas-*.json"))  # nothing cached from a failure
+
+
+def test_a_held_lock_delays_but_never_hangs(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    monkeypatch.setattr(_blas, "_LOCK_WAIT_S", 0.2)
+    key = _blas.calibration_key()
+    lock_path = _blas._cache_path(key).with_name(_blas._cache_path(key).name + ".lock")
+    lock_path.parent.mkdir(parents=True)
+    with open(lock_path, "w") as holder:  # another process, stopped while measuring
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        fake.cost.update(numpy=2.0, mkl=1.0)
+        gg.set_blas("auto")
+    assert gg.blas() == "mkl" and gg.blas_info()["calibration"]["measured_now"]
+
+
+def test_a_kernel_variable_is_part_of_the_key(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    plain = _blas.calibration_key()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # OpenBLAS without AVX-512 kernels
+    haswell = _blas.calibration_key()
+    assert haswell["env"] == {"OPENBLAS_CORETYPE": "Haswell"} and plain != haswell
+    assert _blas._cache_path(plain) != _blas._cache_path(haswell)

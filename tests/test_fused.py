@@ -7,6 +7,9 @@ the kernels switched off (the path a machine without the extension takes).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -348,3 +351,26 @@ def test_relu_twin_matches_numpy() -> None:
     r = _fused.relu(x)
     np.testing.assert_array_equal(r, np.maximum(x, 0))
     assert not np.signbit(r[1])  # max(-0.0, 0) is +0.0 in NumPy
+
+
+@needs_kernels
+def test_the_parallel_threshold_can_be_set_from_the_environment() -> None:
+    if not getattr(_fused._K, "OPENMP", False):
+        pytest.skip("kernels built without OpenMP")
+    code = (
+        "import graphgrad as gg; from graphgrad import _fused as F; gg.set_num_threads(2); "
+        "print(F._PAR_MIN, F._K.XENT_PAR_MIN, F._K.split_count(999), F._K.split_count(1000))"
+    )
+    env = {**os.environ, "GRAPHGRAD_PAR_MIN": "1000"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1000", "500", "1", "2"]
+    env["GRAPHGRAD_PAR_MIN"] = "many"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:2] == [str(_fused._K.PAR_MIN), str(_fused._K.XENT_PAR_MIN)]
+    assert "GRAPHGRAD_PAR_MIN='many': need a positive integer" in proc.stderr

@@ -1,36 +1,56 @@
 """Where graphgrad's matrix products run (NumPy's BLAS or Intel MKL), and on how many threads.
 
 NumPy's wheels bundle OpenBLAS. PyTorch's CPU wheels link Intel's MKL, whose single-precision
-GEMM is 5-20% faster on the Intel CPUs measured here (``bench/PROFILE.md``), and the matrix
-products are most of an MLP step. The default, ``set_blas("auto")``, picks MKL when the ``mkl``
-wheel is installed (``pip install graphgrad[mkl]``) and the CPU is an Intel one (MKL's fast
-paths are Intel's), NumPy's BLAS otherwise; ``gg.set_blas("numpy")`` or ``GRAPHGRAD_BLAS=numpy``
-in the environment keeps NumPy's BLAS, ``"mkl"`` insists on MKL. With MKL selected the 2-D
-float32/float64 products of ``matmul``, ``linear`` and their VJP rules go to MKL's
-``cblas_?gemm``; every other product (batched, 1-D, integer, strided views) still goes to
-``np.matmul``. MKL rounds differently from OpenBLAS (results agree to float precision, not bit
-for bit), so the choice is recorded in metrics and checkpoints; for a fixed configuration
-(library, thread count, CPU) runs repeat bit for bit. ``graphgrad info`` shows the choice and why.
+GEMM was 5-20% faster on the Intel CPUs measured here (``bench/PROFILE.md``) and need not be
+elsewhere; the matrix products are most of an MLP step. The default,
+``set_blas("auto")``, does not guess: where the ``mkl`` wheel is installed (``pip install
+graphgrad[mkl]``) it times both libraries on the GEMMs of a typical MLP step (fp32, both
+transposes, the current thread count; a fraction of a second, once per machine) and uses the
+faster one (:func:`calibrate`). The result is cached in ``$XDG_CACHE_HOME/graphgrad/blas/``
+(``~/.cache/...``), keyed by CPU model, thread count and library versions, so a fixed
+configuration always gets the same library and runs repeat bit for bit; ``graphgrad info``
+shows the choice and the figures behind it, ``graphgrad info --recalibrate`` measures again.
+``gg.set_blas("numpy")`` or ``GRAPHGRAD_BLAS=numpy`` in the environment keeps NumPy's BLAS,
+``"mkl"`` insists on MKL (neither measures anything).
+
+With MKL selected the 2-D float32/float64 products of ``matmul``, ``linear`` and their VJP
+rules go to MKL's ``cblas_?gemm``; every other product (batched, 1-D, integer, strided views)
+still goes to ``np.matmul``. MKL rounds differently from OpenBLAS (results agree to float
+precision, not bit for bit), so the choice is recorded in metrics and checkpoints.
+
+One thread pool: MKL is told to run its threads in GCC's OpenMP runtime, the one graphgrad's
+kernels use (``MKL_THREADING_LAYER=GNU``, unless that variable is set), instead of Intel's
+libiomp5, so that the GEMMs and the kernels do not keep two sets of threads spinning against
+each other on the same cores (:func:`_one_thread_pool`).
 
 ``set_num_threads(n)`` is the one thread setting: it sizes the BLAS's thread pool (MKL's or
 OpenBLAS's own call, no extra dependency) and graphgrad's compiled kernels together; the
-default is ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on.
+default is ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on. Under
+``"auto"`` a new thread count chooses the library again (the calibration is per count).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import glob
+import hashlib
+import json
+import math
 import os
+import platform
 import sys
+import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _fused
+from ._atomic import atomic_write_text
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _INT_MAX = 2**31 - 1
@@ -39,7 +59,35 @@ _mkl: dict[str, Any] = {}  # loaded once: {"lib", "path", "sgemm", "dgemm"} or {
 _active: dict[Any, int] = {}  # dtype -> cblas_?gemm address while MKL is selected
 
 
-def _find_mkl() -> dict[str, Any]:
+#: MKL_Set_Threading_Layer's codes (mkl_service.h).
+MKL_THREADING_LAYERS = {0: "INTEL", 1: "SEQUENTIAL", 2: "PGI", 3: "GNU", 4: "TBB"}
+
+
+def _one_thread_pool(lib: Any) -> str:
+    """Put MKL's threads in the OpenMP runtime graphgrad's kernels use (GCC's libgomp, MKL's
+    "GNU" threading layer), before MKL's first computation, so that one thread pool serves
+    the GEMMs and the kernels; with Intel's libiomp5 (MKL's usual default) the two pools
+    would each keep a thread per core, spinning after their loops on the cores the other
+    pool needs next. (MKL 2026 picks the GNU layer by itself once libgomp is loaded, which
+    the kernels have done by then, and then ignores ``MKL_THREADING_LAYER``; the explicit
+    request is for older versions.) Not requested when ``MKL_THREADING_LAYER`` is set or the
+    kernels are built without OpenMP. Returns the layer ("GNU", "INTEL"...) or a note."""
+    fn = getattr(lib, "MKL_Set_Threading_Layer", None)
+    if fn is None:  # pragma: no cover - every MKL since 10.3 has it
+        return "unknown"
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    env = os.environ.get("MKL_THREADING_LAYER")
+    if env is not None:
+        return f"MKL_THREADING_LAYER={env}, as MKL applies it"
+    if not getattr(_fused.KERNELS, "OPENMP", False):
+        return "MKL's default (the kernels are built without OpenMP)"
+    layer = fn(3)  # MKL_THREADING_GNU; returns the layer now in force
+    return MKL_THREADING_LAYERS.get(layer, str(layer))
+
+
+def find_mkl() -> dict[str, Any]:
+    """Intel MKL loaded (once): ``{"lib", "path", "sgemm", "dgemm", "threading"}``, or
+    ``{"error": why}`` where it cannot be used."""
     if _mkl:
         return _mkl
     if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "gemm"):
@@ -73,36 +121,302 @@ def _find_mkl() -> dict[str, Any]:
             path=getattr(lib, "_name", path),
             sgemm=addr(sgemm, ctypes.c_void_p).value,
             dgemm=addr(dgemm, ctypes.c_void_p).value,
+            threading=_one_thread_pool(lib),
         )
         return _mkl
     _mkl["error"] = "Intel MKL (libmkl_rt) was not found: pip install mkl"
     return _mkl
 
 
-def cpu_vendor() -> str:
-    """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``...), or "" if unknown."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of /proc/cpuinfo (Linux), or ""."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.partition(":")[2].strip()
     except OSError:
         pass
     return ""
 
 
-def _auto() -> tuple[str, str]:
-    """What ``"auto"`` selects, and why."""
-    vendor = cpu_vendor()
-    if vendor != "GenuineIntel":
-        return "numpy", f"the CPU is not an Intel one ({vendor or 'vendor unknown'})"
-    found = _find_mkl()
+def cpu_vendor() -> str:
+    """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``...), or "" if unknown."""
+    return _cpuinfo("vendor_id")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU model name (``AMD EPYC 9555 64-Core Processor``...), or a coarser description
+    (``platform.processor()``, the machine type) where it is not known."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+# ------------------------------------------------------------------- "auto": a calibration
+#
+# Which BLAS is faster depends on the CPU, the thread count and the library versions (MKL is
+# faster on the Intel machines measured so far, OpenBLAS on some AMD ones), so "auto" does not
+# guess: it times the candidates on the GEMMs of a typical MLP step, once per machine and
+# configuration, and caches the result. The figures are kept in the cache file and shown by
+# ``graphgrad info``; with a cache the choice is fixed, so runs repeat bit for bit.
+
+#: The calibration's products, (m, k, n) of ``x @ W.T`` for a layer: a 784-256-256-10 MLP at
+#: batch 128 and a 512-wide layer at batch 256. Each layer is timed as its step uses it:
+#: forward ``x @ W.T`` (n x k weight, transposed), weight gradient ``g.T @ x`` (transposed
+#: left operand) and input gradient ``g @ W``.
+CALIBRATION_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 512, 512))
+#: MKL is chosen only when it is at least this much faster (a 3% tie goes to NumPy's BLAS:
+#: no extra library, and results bit-identical with plain NumPy).
+CALIBRATION_MARGIN = 0.03
+_CAL_ROUNDS, _CAL_BUDGET_S = 9, 0.4
+_LOCK_WAIT_S = 5.0
+_CACHE_FORMAT = 1
+
+_clock = time.perf_counter  # the calibration's clock (tests substitute a fake one)
+
+
+def _calibration_set() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (a, b) operand pairs of the calibration, fp32, fixed values."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for m, k, n in CALIBRATION_LAYERS:
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((n, k), dtype=np.float32)
+        g = rng.standard_normal((m, n), dtype=np.float32)
+        pairs += [(x, w.T), (g.T, x), (g, w)]
+    return pairs
+
+
+def measure(libraries: list[str], clock: Any = None) -> dict[str, float]:
+    """Seconds per pass over the calibration's GEMMs (``CALIBRATION_LAYERS``, fp32, the
+    current thread count) for each library in ``libraries`` (``"numpy"``, ``"mkl"``): the
+    libraries take turns, round after round (the order alternating), for at most 9 rounds or
+    about 0.4 s; each figure is the fastest round's (other work on the machine only ever
+    adds time, so the minimum is the steadiest estimate of a library's own speed). ``clock``
+    (default ``time.perf_counter``) is only replaced by tests."""
+    clock = clock or _clock
+    pairs = _calibration_set()
+    saved = dict(_active)
+    times: dict[str, list[float]] = {lib: [] for lib in libraries}
+    try:
+
+        def use(lib: str) -> None:
+            _active.clear()
+            if lib == "mkl":
+                _active.update({_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]})
+
+        for lib in libraries:  # warm up: thread pools started, code paged in
+            use(lib)
+            for a, b in pairs:
+                matmul(a, b)
+        start = clock()
+        for r in range(_CAL_ROUNDS):
+            for lib in libraries if r % 2 == 0 else libraries[::-1]:
+                use(lib)
+                t0 = clock()
+                for a, b in pairs:
+                    matmul(a, b)
+                times[lib].append(clock() - t0)
+            if r >= 2 and clock() - start > _CAL_BUDGET_S:
+                break
+    finally:
+        _active.clear()
+        _active.update(saved)
+    return {lib: min(ts) for lib, ts in times.items()}
+
+
+def decide(seconds: dict[str, float]) -> str:
+    """The library the calibration's figures choose: MKL when it is faster than NumPy's BLAS
+    by more than ``CALIBRATION_MARGIN``, else NumPy's."""
+    if "mkl" in seconds and seconds["mkl"] < seconds["numpy"] * (1 - CALIBRATION_MARGIN):
+        return "mkl"
+    return "numpy"
+
+
+def cache_dir() -> Path:
+    """Where the calibration is cached: ``$XDG_CACHE_HOME/graphgrad/blas`` (``~/.cache/...``
+    when ``XDG_CACHE_HOME`` is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "graphgrad" / "blas"
+
+
+def _library_version() -> str:
+    """MKL's path and version string (asked once, kept in ``_mkl``)."""
+    if "version" in _mkl:
+        return str(_mkl["version"])
+    lib = _mkl.get("lib")
+    fn = getattr(lib, "MKL_Get_Version_String", None)
+    if fn is None:
+        return str(_mkl.get("path", ""))
+    buf = ctypes.create_string_buffer(256)
+    fn(buf, 256)
+    _mkl["version"] = f"{_mkl.get('path', '')} {buf.value.decode(errors='replace').strip()}"
+    return str(_mkl["version"])
+
+
+#: Environment variables that change the libraries' GEMM kernels or threading: part of the
+#: calibration's key (OPENBLAS_CORETYPE=Haswell, say, makes OpenBLAS skip AVX-512 kernels).
+_KERNEL_VARIABLES = (
+    "OPENBLAS_CORETYPE",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "MKL_DYNAMIC",
+    "MKL_THREADING_LAYER",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+)
+
+
+def calibration_key() -> dict[str, Any]:
+    """What a cached calibration holds for: CPU model, thread count, library versions (NumPy
+    and its BLAS, MKL and its threading layer, graphgrad) and the environment variables that
+    change the libraries' kernels or threads. Another key means a new measurement."""
+    from ._version import __version__
+
+    cfg = getattr(getattr(np, "__config__", None), "CONFIG", None)
+    blas_cfg = cfg.get("Build Dependencies", {}).get("blas", {}) if isinstance(cfg, dict) else {}
+    return {
+        "cpu": cpu_model(),
+        "threads": _threads[0],
+        "numpy": np.__version__,
+        "numpy_blas": f"{blas_cfg.get('name', '?')} {blas_cfg.get('version', '?')}",
+        "mkl": _library_version(),
+        "mkl_threading": _mkl.get("threading", ""),
+        "graphgrad": __version__,
+        # variables that change which GEMM kernels the libraries run
+        "env": {k: os.environ[k] for k in _KERNEL_VARIABLES if k in os.environ},
+    }
+
+
+def _cache_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir() / f"blas-{digest}.json"
+
+
+def _load_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached calibration at ``path`` if it is there, whole and for ``key``; else None
+    (a missing, unreadable, corrupt, foreign or inconsistent file is measured again)."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        seconds = rec["seconds"]
+        ok = (
+            rec["format"] == _CACHE_FORMAT
+            and rec["key"] == key
+            and isinstance(seconds, dict)
+            and set(seconds) == {"numpy", "mkl"}
+            and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
+            and rec["choice"] == decide(seconds)
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return rec if ok else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (POSIX ``flock``), so that processes starting together
+    measure one at a time and the later ones read the first one's result. Waits at most
+    ``_LOCK_WAIT_S`` (a measurement takes under a second; a holder that is stopped must not
+    hang every later import), then goes on without it, as where locking is not possible:
+    never an error."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)
+
+
+_calibrations: dict[str, dict[str, Any]] = {}  # this process's, by cache path
+
+
+def calibrate(refresh: bool = False) -> dict[str, Any]:
+    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
+    cached record when there is a valid one for this configuration (:func:`calibration_key`),
+    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
+    again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
+    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
+    over the cache: an unwritable cache directory leaves the result in memory only."""
+    if "error" in find_mkl():
+        raise RuntimeError(f"calibrate: {_mkl['error']}")
+    key = calibration_key()
+    path = _cache_path(key)
+    memo = _calibrations.get(str(path))
+    if memo is not None and not refresh:
+        return memo
+    rec: dict[str, Any] | None = None
+    directory_ok = path.is_absolute()  # not with HOME unset: never into the working directory
+    try:
+        if directory_ok:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        directory_ok = False
+    lock = _file_lock(path.with_name(path.name + ".lock")) if directory_ok else None
+    with lock or contextlib.nullcontext():
+        if not refresh:
+            rec = _load_cached(path, key)
+            if rec is not None:
+                rec["measured"] = False
+        if rec is None:
+            seconds = measure(["numpy", "mkl"])
+            rec = {
+                "format": _CACHE_FORMAT,
+                "key": key,
+                "choice": decide(seconds),
+                "seconds": seconds,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            written = False
+            if directory_ok:
+                try:
+                    atomic_write_text(path, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+                    written = True
+                except OSError:
+                    pass
+            rec["measured"] = True
+            rec["cache_written"] = written
+    rec["cache"] = str(path)
+    _calibrations[str(path)] = rec
+    return rec
+
+
+def _auto() -> tuple[str, str, dict[str, Any] | None]:
+    """What ``"auto"`` selects, why, and the calibration record (None when nothing was
+    measured: MKL is not installed, so NumPy's BLAS is the only candidate)."""
+    found = find_mkl()
     if "error" in found:
-        return "numpy", f"MKL unavailable: {found['error']}"
-    return "mkl", "Intel CPU and the mkl wheel is installed"
+        return "numpy", f"the only BLAS installed (MKL unavailable: {found['error']})", None
+    try:
+        rec = calibrate()
+    except Exception as e:  # a failed measurement must not fail an import
+        return "numpy", f"the calibration failed ({type(e).__name__}: {e}); NumPy's BLAS", None
+    s = rec["seconds"]
+    how = "measured now" if rec["measured"] else "measured earlier, cached"
+    if rec.get("measured") and not rec.get("cache_written"):
+        how = "measured now, not cached (cache directory not writable)"
+    reason = (
+        f"calibration at {rec['key']['threads']} thread(s), {how}: MKL "
+        f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms per pass over an MLP "
+        f"step's GEMMs (MKL chosen only if >{CALIBRATION_MARGIN:.0%} faster)"
+    )
+    return rec["choice"], reason, rec
 
 
-_choice: dict[str, str] = {"requested": "numpy", "reason": "NumPy's BLAS selected"}
+_choice: dict[str, Any] = {"requested": "numpy", "reason": "NumPy's BLAS selected"}
 
 
 def set_blas(name: str) -> str:
@@ -116,8 +430,9 @@ def set_blas(name: str) -> str:
         ValueError: an unknown name.
     """
     previous = _choice["requested"]
+    calibration = None
     if name == "auto":
-        chosen, reason = _auto()
+        chosen, reason, calibration = _auto()
     elif name in ("numpy", "mkl"):
         chosen, reason = name, f"set_blas({name!r})"
     else:
@@ -125,14 +440,14 @@ def set_blas(name: str) -> str:
     if chosen == "numpy":
         _active.clear()
     else:
-        found = _find_mkl()
+        found = find_mkl()
         if "error" in found:
             raise RuntimeError(f"set_blas('mkl'): {found['error']}")
         _active.clear()
         _active[_F32] = found["sgemm"]
         _active[_F64] = found["dgemm"]
         _set_mkl_threads(_threads[0])
-    _choice.update(requested=name, reason=reason)
+    _choice.update(requested=name, reason=reason, calibration=calibration)
     return previous
 
 
@@ -164,6 +479,16 @@ def blas_info() -> dict[str, Any]:
     }
     if _active:
         info["library"] = _mkl.get("path")
+    if _mkl.get("threading"):  # MKL loaded (selected or calibrated): its OpenMP runtime
+        info["mkl_threading"] = _mkl["threading"]
+    cal = _choice.get("calibration")
+    if cal is not None:
+        info["calibration"] = {
+            "seconds": dict(cal["seconds"]),
+            "cache": cal["cache"],
+            "measured_now": cal["measured"],
+            "threads": cal["key"]["threads"],
+        }
     return info
 
 
@@ -227,6 +552,8 @@ def set_num_threads(n: int) -> int:
     Elementwise kernels give the same bits at any thread count, and so do the kernels' sums
     (per-row or per-column partials, added in a fixed order); a BLAS's GEMM may round
     differently at another thread count, so runs repeat bit for bit for a fixed count.
+    Under ``set_blas("auto")`` a new count chooses the library again (its calibration for
+    that count: cached, or measured once).
 
     Raises:
         ValueError: ``n`` is not a positive integer.
@@ -250,6 +577,8 @@ def set_num_threads(n: int) -> int:
             pass
         else:
             threadpoolctl.threadpool_limits(n, user_api="blas")
+    if n != previous and _choice["requested"] == "auto":
+        set_blas("auto")  # the calibration is per thread count: cached, or measured once
     return previous
 
 

@@ -19,10 +19,16 @@ def register(sub: Any) -> None:
         "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
         "extensions are in use.",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
-        "  OMP_NUM_THREADS=1 graphgrad info",
+        "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="time the installed BLAS libraries again (on a quiet machine) and replace the "
+        "cached choice of set_blas('auto') for this configuration",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -43,6 +49,7 @@ def collect() -> dict[str, Any]:
         "versions": versions,
         "platform": platform.platform(),
         "cpu": _blas.cpu_vendor() or "unknown",
+        "cpu_model": _blas.cpu_model(),
         "blas": _blas.blas_info(),
         "threads": _blas.get_num_threads(),
         "devices": _backend.devices_info(),
@@ -55,6 +62,22 @@ def collect() -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.recalibrate:
+        from . import _blas
+
+        if "error" in _blas.find_mkl():
+            print(f"recalibrate: nothing to choose between ({_blas.find_mkl()['error']})")
+        else:
+            rec = _blas.calibrate(refresh=True)
+            if _blas.blas_info()["requested"] == "auto":
+                _blas.set_blas("auto")
+            s = rec["seconds"]
+            if not args.json:
+                print(
+                    f"recalibrated at {rec['key']['threads']} thread(s): MKL "
+                    f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
+                    f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
+                )
     info = collect()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -62,11 +85,15 @@ def _run(args: argparse.Namespace) -> int:
     b = info["blas"]
     lines = [
         "versions:  " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-        f"platform:  {info['platform']} (CPU: {info['cpu']})",
+        f"platform:  {info['platform']} (CPU: {info['cpu']}, {info['cpu_model']})",
         f"BLAS:      {b['blas']} (requested {b['requested']!r}: {b['reason']})",
     ]
     if b.get("library"):
         lines.append(f"           {b['library']}")
+    if b.get("mkl_threading"):
+        lines.append(f"           MKL's threading layer: {b['mkl_threading']}")
+    if b.get("calibration"):
+        lines.append(f"           calibration cached in {b['calibration']['cache']}")
     lines.append(
         f"threads:   {info['threads']} (gg.set_num_threads; default OMP_NUM_THREADS, else "
         "the CPUs available)"

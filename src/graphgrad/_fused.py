@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,27 @@ def _load_kernels() -> Any:
 
 
 _K: Any = _load_kernels()
+
+
+def _par_min_from_environment() -> None:
+    """``GRAPHGRAD_PAR_MIN=N``: the array size from which the kernels use several threads
+    (default 32768 elements; the softmax cross-entropy kernels use N/2 logits). A tuning knob
+    for benchmarks (``bench_step_procs.py`` A/B variants), read once at import; a bad value
+    is ignored with a warning."""
+    raw = os.environ.get("GRAPHGRAD_PAR_MIN", "").strip()
+    if not raw or _K is None:
+        return
+    if not raw.isdigit() or int(raw) < 1:
+        warnings.warn(
+            f"GRAPHGRAD_PAR_MIN={raw!r}: need a positive integer; keeping {_K.PAR_MIN}",
+            stacklevel=2,
+        )
+        return
+    _K.PAR_MIN = int(raw)  # module globals of the extension, read at each kernel call
+    _K.XENT_PAR_MIN = max(1, int(raw) // 2)
+
+
+_par_min_from_environment()
 
 COMPILED: bool = _K is not None
 _PAR_MIN: int = _K.PAR_MIN if _K is not None else 0

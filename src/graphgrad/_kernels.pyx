@@ -118,7 +118,8 @@ ctypedef fused real:
 OPENMP = bool(GG_OPENMP)  # built with OpenMP: the kernels below can use several threads
 
 #: Arrays with fewer elements than this are updated on the calling thread: below it, waking
-#: the other threads costs more than they save (a few microseconds).
+#: the other threads costs more than they save (a few microseconds). A module global, read at
+#: each call: ``GRAPHGRAD_PAR_MIN`` (read by _fused.py at import) replaces it.
 PAR_MIN = 32768
 cdef enum:
     _ALIGN = 16  # chunk boundaries at multiples of 16 elements (64 bytes: one cache line)
@@ -135,6 +136,14 @@ def set_num_threads(int n):
 def get_num_threads():
     """The thread count the kernels use for large arrays."""
     return _nthreads
+
+
+def split_count(Py_ssize_t n):
+    """How many threads an elementwise kernel splits ``n`` elements between now (1 below
+    ``PAR_MIN`` or with one thread); for tests and benchmarks."""
+    cdef int nc
+    _chunk(n, PAR_MIN, &nc)
+    return nc
 
 
 cdef inline Py_ssize_t _chunk(Py_ssize_t n, Py_ssize_t par_min, int* nc) noexcept nogil:
