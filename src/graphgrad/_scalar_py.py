@@ -621,6 +621,7 @@ class FloatXP:
     softmax = staticmethod(_no_array_op("softmax"))
     getitem = staticmethod(_no_array_op("getitem"))
     index_add = staticmethod(_no_array_op("index_add"))
+    to_device = staticmethod(_no_array_op("to_device"))
 
 
 for _op, _fwd in FLOAT_FORWARD.items():  # every elementwise op by name: xp.exp, xp.cos, ...
