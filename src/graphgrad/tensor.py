@@ -327,7 +327,7 @@ class Tensor:
                     f"first, e.g. with .sum() or .mean()"
                 )
             seed: Any = (
-                np.ones_like(data) if type(data) is _ND else namespace_of(data).ones_like(data)
+                _one_seed(data) if type(data) is _ND else namespace_of(data).ones_like(data)
             )
             owned = True
         else:
@@ -604,8 +604,8 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
 
     Inputs on different devices (a NumPy array with a GPU tensor included) raise a
     :class:`DeviceMismatchError` naming the op, both devices and the shapes."""
-    datas = [t.data for t in inputs]
-    n = len(datas)
+    n = len(inputs)
+    datas = [inputs[0].data, inputs[1].data] if n == 2 else [t.data for t in inputs]
     if n > 1 and (
         type(datas[0]) is not _ND
         or type(datas[-1]) is not _ND
@@ -630,7 +630,12 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
     t._seq = next_seq()
     t._site = None
     t._retain = False
-    if GRAD_ENABLED.get() and op.differentiable and any(x.requires_grad for x in inputs):
+    needs_grad = False
+    for x in inputs:  # a plain loop: any() over a generator costs 0.3 us, per op
+        if x.requires_grad:
+            needs_grad = True
+            break
+    if needs_grad and op.differentiable and GRAD_ENABLED.get():
         t.requires_grad = True
         t._op = op
         t._inputs = inputs
@@ -650,6 +655,21 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
             finally:
                 t._op, t._inputs = None, ()
     return t
+
+
+_ONE_SEEDS: dict[tuple[tuple[int, ...], Any], np.ndarray] = {}
+
+
+def _one_seed(data: np.ndarray) -> np.ndarray:
+    """A fresh one-element array of ones shaped and typed like ``data`` (dL/dL = 1): a copy of
+    a cached one, about 10x cheaper than ``np.ones_like`` (which dominated a tiny backward)."""
+    key = (data.shape, data.dtype)
+    one = _ONE_SEEDS.get(key)
+    if one is None:
+        if len(_ONE_SEEDS) > 64:
+            _ONE_SEEDS.clear()
+        one = _ONE_SEEDS[key] = np.ones(data.shape, data.dtype)
+    return one.copy()
 
 
 def _check_devices(op: Op, inputs: tuple[Tensor, ...]) -> None:
