@@ -326,9 +326,7 @@ class Tensor:
                     f"argument of that shape (dL/d this tensor); reduce a loss to one number "
                     f"first, e.g. with .sum() or .mean()"
                 )
-            seed: Any = (
-                _one_seed(data) if type(data) is _ND else namespace_of(data).ones_like(data)
-            )
+            seed: Any = _one_seed(data) if type(data) is _ND else namespace_of(data).ones_like(data)
             owned = True
         else:
             if isinstance(grad, Tensor):
