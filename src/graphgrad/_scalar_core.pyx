@@ -47,6 +47,10 @@ from .errors import BackwardError
 from .ops import REGISTRY as E
 
 cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        PyObject* tp_dict
+    void PyType_Modified(PyTypeObject* t)
+    PyObject* _Py_True "Py_True"
     Py_ssize_t _refcnt "Py_REFCNT" (PyObject* o)
     void _incref "Py_INCREF" (PyObject* o)
     void _decref "Py_DECREF" (PyObject* o)
@@ -177,11 +181,10 @@ cdef inline long long _seq() except? -1:
 # and context, so this costs a pointer comparison or two, not a Python call).
 cdef inline bint _recording() except -1:
     cdef PyObject* value = NULL
-    cdef bint flag
-    PyContextVar_Get(_GRAD_ENABLED, NULL, &value)
-    flag = (<object>value) is True
-    _decref(value)
-    return flag
+    if PyContextVar_Get(_GRAD_ENABLED, NULL, &value) < 0:
+        return -1
+    _decref(value)  # True and False are never freed: the pointer stays comparable
+    return value == _Py_True
 
 
 cdef inline double _as_double(object value, str what) except? -1.0:
@@ -412,13 +415,6 @@ cdef class Scalar:
         """
         scalar_backward(self, grad, retain_graph)
 
-    def __getattr__(self, name):
-        # The registry's other elementwise ops (sqrt, softplus, sin, ...): the reference's
-        # generated methods, bound to this node.
-        method = _OP_METHODS.get(name)
-        if method is None:
-            raise AttributeError(f"'Scalar' object has no attribute {name!r}")
-        return method.__get__(self, Scalar)
 
     def zero_grad(self):
         """Set this node's ``.grad`` to 0."""
@@ -639,6 +635,21 @@ def apply_op(op, *inputs, **params):
 # The methods of the registry's other elementwise ops (sqrt, softplus, sin, ...), made by the
 # reference's generator with this core's apply_op; Scalar.__getattr__ serves them.
 cdef dict _OP_METHODS = _py.op_methods(apply_op)
+
+
+cdef void _install_op_methods():
+    """The registry's other elementwise ops (sqrt, softplus, sin, ...) become real methods of
+    Scalar: the reference's generated functions, put in the type's own dict. (A ``__getattr__``
+    would do it too, but a type with one loses CPython's fast method call and slot lookup for
+    every attribute: ``s.relu()`` measured 27 -> 51 ns.)"""
+    cdef dict d = <dict>(<PyTypeObject*>Scalar).tp_dict
+    for name, method in _OP_METHODS.items():
+        if name not in d:
+            d[name] = method
+    PyType_Modified(<PyTypeObject*>Scalar)
+
+
+_install_op_methods()
 
 
 def scalars(values, name=None):
