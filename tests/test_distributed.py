@@ -356,6 +356,13 @@ keep("allreduce", *train("allreduce"))
 keep("constant", *train("shm", schedule="constant"))
 train("shm", epochs=1, run_dir=run_dir, schedule="constant")  # rank 0: a checkpoint
 keep("resumed", *train("shm", resume=run_dir, schedule="constant"))
+state, reducer = train("shm", epochs=1)
+reducer.close()  # the window freed: the reducer goes on with Allreduce
+saved["closed_then"] = reducer.reduction
+for p in reducer.params:
+    p.grad = np.ones_like(p.data)
+reducer.reduce(0.5)  # 0.5 + 0.5 on every element
+saved["closed_sum"] = all(np.array_equal(p.grad, np.ones_like(p.data)) for p in reducer.params)
 keep("auto-small", *train("auto", epochs=1))
 keep("auto-big", *train("auto", epochs=1, hidden=(128, 64)))  # 9347 floats: >= 64 KiB
 
@@ -390,6 +397,7 @@ def test_shared_memory_reduction_equals_allreduce_and_one_process(tmp_path: Path
                          "auto-small": "allreduce", "auto-big": "shm",
                          "refused": "allreduce"}  # fmt: skip
     assert bool(got["same_bits_on_every_rank"])
+    assert str(got["closed_then"]) == "allreduce" and bool(got["closed_sum"])
     shm, allreduce = state("shm"), state("allreduce")
     assert len(shm) == 6
     for name in shm:  # the same sums (two ranks: a + b either way), to float rounding
@@ -397,7 +405,7 @@ def test_shared_memory_reduction_equals_allreduce_and_one_process(tmp_path: Path
     assert_same_weights(state("resumed"), state("constant"))
     assert_same_weights(state("refused"), allreduce)
     log = str(got["log"])
-    assert log.count(f"gradients summed {HOW['shm']}") == 5
+    assert log.count(f"gradients summed {HOW['shm']}") == 6
     assert (
         "distributed: no shared-memory window for the reduction (rank 0: MemoryError: no "
         "shared memory here (test); rank 1: MemoryError: no shared memory here (test)); "

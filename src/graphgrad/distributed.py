@@ -33,7 +33,10 @@ What is shared and how:
   weighted, and writes the weight gradients straight into one contiguous buffer (the
   parameters, then the step's loss sum, correct count and sample count); one in-place
   ``Allreduce`` sums it and the optimiser gets views of it, without a copy
-  (:class:`GradientReducer`). With ``overlap=True`` the buffer is summed in buckets, each
+  (:class:`GradientReducer`). When all ranks share a node, the buffer is instead each rank's
+  slot of one MPI-3 shared-memory window, and each rank sums its part of the slots, in rank
+  order, into a shared result that every rank reads (:class:`NodeReduction`; ``reduce=``
+  chooses). With ``overlap=True`` the buffer is summed in buckets, each
   started (``Iallreduce``) during the backward pass as soon as its gradients are complete.
 * **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`):
   under MPI each step otherwise faults its temporaries' pages back in from the kernel.
