@@ -147,8 +147,14 @@ def reference_with_batch_change(base: Path, common: list[Any]) -> dict[str, np.n
     return model.state_dict()
 
 
-def test_a_run_directory_in_the_way_stops_every_rank_cleanly(cli: dict[str, Any]) -> None:
-    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *cli["common"], "--epochs", "1",
+@pytest.mark.parametrize("hidden", ["16", "256"])
+def test_a_run_directory_in_the_way_stops_every_rank_cleanly(
+    cli: dict[str, Any], hidden: str
+) -> None:
+    """Rank 0 fails before its trainer exists; the others must not wait for it anywhere
+    (hidden 256: a buffer for the shared-memory reduction, whose window is collective)."""
+    common = [hidden if a == "16" else a for a in cli["common"]]
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "1",
                "--batch-size", "8", "--out", cli["base"] / "two", timeout=60)  # fmt: skip
     assert r.returncode == 1
     assert r.stderr.count("already holds a run") == 1  # printed once, by rank 0

@@ -641,11 +641,13 @@ class GradientReducer:
         reduce: ``"auto"`` (shared memory when all ranks share a node and the buffer has
             :data:`SHM_MIN_BYTES` or more, and not with overlap; else Allreduce), ``"shm"``
             or ``"allreduce"``. When the shared window cannot be had, the reducer uses
-            Allreduce and says why in :attr:`reduce_note`. Collective: every rank must
-            construct the reducer with the same arguments.
+            Allreduce and says why in :attr:`reduce_note`. Every rank must pass the same
+            arguments: the choice and the window are made collectively by :meth:`setup`, at
+            the first step.
 
     Attributes:
-        reduction: ``"shm"`` or ``"allreduce"``, what is used.
+        reduction: ``"shm"`` or ``"allreduce"``, what is used (``"allreduce"`` until
+            :meth:`setup`).
         reduce_note: why ``"shm"`` was asked for (or chosen) but not used; else None.
     """
 
@@ -685,24 +687,10 @@ class GradientReducer:
         self.reduction = "allreduce"
         self.reduce_note: str | None = None
         self._shm: NodeReduction | None = None
-        nbytes = (self.size + extra) * self.dtype.itemsize
-        if reduce == "shm" or (
-            reduce == "auto"
-            and not overlap
-            and world.size > 1
-            and nbytes >= SHM_MIN_BYTES
-            and world.single_node
-        ):
-            try:
-                self._shm = NodeReduction(world, self.size + extra, self.dtype)
-                self.reduction = "shm"
-            except DistributedError as e:
-                self.reduce_note = f"{e}; summing the gradients with MPI Allreduce instead"
-        if self._shm is not None:
-            self.buffer, self.result = self._shm.slot, self._shm.result
-        else:
-            self.buffer = np.empty(self.size + extra, dtype=self.dtype)
-            self.result = self.buffer
+        self._reduce = reduce
+        self._set_up = False  # setup() ran (the shared window is made at the first step)
+        self.buffer = np.empty(self.size + extra, dtype=self.dtype)
+        self.result = self.buffer
         self.extra = self.buffer[self.size :]
         self._layout(list(range(len(self.params))))
         self._sinks = [_BufferSink(self, k) for k in range(len(self.params))]
@@ -735,6 +723,35 @@ class GradientReducer:
             self.views[k] = self.buffer[at : at + p.data.size].reshape(p.shape)
             self.result_views[k] = self.result[at : at + p.data.size].reshape(p.shape)
             at += p.data.size
+
+    def setup(self) -> str:
+        """Choose the reduction and, for ``"shm"``, make the shared window (collective: the
+        first step does it on every rank, or call it on every rank before); returns
+        :attr:`reduction`. Deferred to then so that a rank failing before its first step
+        (e.g. rank 0's checks) leaves no rank waiting inside the window's allocation."""
+        if self._set_up:
+            return self.reduction
+        self._set_up = True
+        w, n = self.world, self.size + self.n_extra
+        if self._reduce == "shm" or (
+            self._reduce == "auto"
+            and not self.overlap
+            and w.size > 1
+            and n * self.dtype.itemsize >= SHM_MIN_BYTES
+            and w.single_node
+        ):
+            try:
+                shm = NodeReduction(w, n, self.dtype)
+            except DistributedError as e:
+                self.reduce_note = f"{e}; summing the gradients with MPI Allreduce instead"
+                return self.reduction
+            order = sorted(range(len(self.params)), key=lambda k: self.offsets[k])
+            shm.slot[...] = self.buffer
+            self._shm, self.reduction = shm, "shm"
+            self.buffer, self.result = shm.slot, shm.result
+            self.extra = self.buffer[self.size :]
+            self._layout(order)
+        return self.reduction
 
     # ------------------------------------------------------------------ a step
     def backward(self, loss: Tensor, weight: float) -> None:
@@ -771,6 +788,8 @@ class GradientReducer:
             raise DistributedError(
                 "GradientReducer: a new step began before finish() of the last one"
             )
+        if not self._set_up:
+            self.setup()
         shared = self._shm is not None
         for k, p in enumerate(self.params):
             self._count[k] = 0
@@ -865,7 +884,7 @@ class GradientReducer:
     def close(self) -> None:
         """Free the shared window, if any (collective); the reducer goes on with a private
         buffer and MPI Allreduce. ``.grad`` views of the last sum become copies."""
-        shm = self._shm
+        shm, self._set_up = self._shm, True
         if shm is None:
             return
         order = sorted(range(len(self.params)), key=lambda k: self.offsets[k])
@@ -877,6 +896,7 @@ class GradientReducer:
         self.extra = self.buffer[self.size :]
         self._layout(order)
         self._shm, self.reduction = None, "allreduce"
+        self.reduce_note = "close() freed the shared window; summing with MPI Allreduce"
         shm.close()
 
     def _changed(self, k: int) -> str:
@@ -1105,6 +1125,7 @@ class DistributedTrainer(Trainer):
     ) -> list[dict[str, Any]]:
         w = self.world
         self._sync_state()
+        self.reducer.setup()  # collective: every rank is here (the window, if any)
         if w.is_root:
             how = {"shm": "through the node's shared memory", "allreduce": "by MPI Allreduce"}
             self.log(
