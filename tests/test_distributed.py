@@ -448,7 +448,7 @@ for reduce in ("shm", "allreduce"):
     tr.fit(x, y, epochs=2)
     out[reduce] = model.state_dict()
     if reduce == "shm":
-        assert tr.reducer._shm.multi_node and tr.reducer.reduction == "shm"
+        assert tr.reducer.node_reduction.multi_node and tr.reducer.reduction == "shm"
 blobs = world.allgather(b"".join(v.tobytes() for v in out["shm"].values()))
 worst = max(float(np.max(np.abs(out["shm"][k] - out["allreduce"][k]))) for k in out["shm"])
 if world.is_root:

@@ -724,6 +724,11 @@ class GradientReducer:
             self.result_views[k] = self.result[at : at + p.data.size].reshape(p.shape)
             at += p.data.size
 
+    @property
+    def node_reduction(self) -> NodeReduction | None:
+        """The :class:`NodeReduction` in use (``reduction == "shm"``), else None."""
+        return self._shm
+
     def setup(self) -> str:
         """Choose the reduction and, for ``"shm"``, make the shared window (collective: the
         first step does it on every rank, or call it on every rank before); returns
