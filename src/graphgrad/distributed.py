@@ -528,7 +528,8 @@ class NodeReduction:
         stride = -(-max(self.length * self.dtype.itemsize, 1) // _PAGE) * _PAGE
         win, error = None, None
         try:
-            win = allocate_shared(node, stride * (n + 1))
+            with world.waiting("the allocation of the shared window"):
+                win = allocate_shared(node, stride * (n + 1))
             mem, _unit = win.Shared_query(0)
             raw = np.frombuffer(mem, dtype=np.uint8, count=stride * (n + 1))
         except Exception as e:  # any refusal: every rank reports it and all fall back
