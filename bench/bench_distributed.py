@@ -12,11 +12,13 @@ threadpoolctl / torch.set_num_threads(1)), synthetic data. Peers, each in its ow
 launched by the same ``mpiexec``, taking turns (the order rotated each round):
 
 * graphgrad, 1 rank: the plain ``Trainer``; N ranks: ``graphgrad.distributed
-  .DistributedTrainer`` (one Allreduce of one flat float32 buffer per step), and two
-  variants on N ranks against the same 1-rank runs: ``overlap=True`` (buckets reduced with
-  ``Iallreduce`` as their gradients complete during backward) and ``init(tune_malloc=False)``
-  (glibc's malloc left as MPI leaves it; the 1-rank run gets
-  ``distributed.keep_freed_memory()`` like the ranks, so that the baseline is like for like);
+  .DistributedTrainer`` with its default reduction (``reduce="auto"``: on one node, the
+  flat float32 buffer summed through the node's shared memory), and three variants on N
+  ranks against the same 1-rank runs: ``reduce="allreduce"`` (one MPI Allreduce of the
+  buffer per step), ``overlap=True`` (buckets reduced with ``Iallreduce`` as their
+  gradients complete during backward) and ``init(tune_malloc=False)`` (glibc's malloc left
+  as MPI leaves it; the 1-rank run gets ``distributed.keep_freed_memory()`` like the ranks,
+  so that the baseline is like for like);
 * PyTorch, 1 rank: a plain loop; N ranks: ``DistributedDataParallel`` over gloo (TCP on
   127.0.0.1, rendezvous through a file; the rank comes from mpiexec's PMI_RANK). A PyTorch
   run that fails is run again, up to 3 times, and every failure is printed and kept in the
@@ -27,12 +29,12 @@ launched by the same ``mpiexec``, taking turns (the order rotated each round):
 
 Each run trains two passes of ``--steps`` steps and times the second. Scaling = samples/s on
 N ranks / on 1 rank, per round, median over rounds; efficiency = scaling / N. graphgrad's
-time inside Allreduce (rank 0, per step; it includes waiting for the slower rank) is
-reported too, with the floor: one Allreduce of the same buffer with the ranks in step and
-nothing else running; and, per step and process, the CPU time, its kernel part and the
-minor page faults (what MPI's effect on malloc showed up as). ``--bind-to-core`` starts
-every run (both frameworks) with ``mpiexec -bind-to core``. Targets: graphgrad's scaling
->= 1.7 at N = 2 and >= PyTorch DDP's.
+time inside the gradient reduction (rank 0, per step; it includes waiting for the slower
+rank) is reported too, with the floors: one Allreduce, and one shared-memory reduction, of
+the same buffer with the ranks in step and nothing else running; and, per step and
+process, the CPU time, its kernel part and the minor page faults (what MPI's effect on
+malloc showed up as). ``--bind-to-core`` starts every run (both frameworks) with ``mpiexec
+-bind-to core``. Targets: graphgrad's scaling >= 1.7 at N = 2 and >= PyTorch DDP's.
 
 ``--phases`` instead times the phases of one step (batch gather, forward, backward,
 Allreduce, optimiser; wall and CPU) on 1 process and on each of N ranks, to show where a
@@ -92,8 +94,9 @@ def _usage() -> tuple[float, float, float, int]:
 
 
 def worker_graphgrad(steps: int, out: Path, variant: str) -> None:
-    """One run: ``plain`` (1 process: the Trainer; N: DistributedTrainer), ``overlap``
-    (DistributedTrainer(overlap=True)) or ``system-malloc`` (init(tune_malloc=False))."""
+    """One run: ``plain`` (1 process: the Trainer; N: DistributedTrainer), ``allreduce``
+    (DistributedTrainer(reduce="allreduce")), ``overlap`` (DistributedTrainer(overlap=True))
+    or ``system-malloc`` (init(tune_malloc=False))."""
     import graphgrad as gg
     from graphgrad import distributed as dist
     from graphgrad.train import Trainer
@@ -110,7 +113,8 @@ def worker_graphgrad(steps: int, out: Path, variant: str) -> None:
     if size > 1:
         world = dist.init(timeout=0, tune_malloc=variant != "system-malloc")
         rank, tuned = world.rank, world.malloc_tuned
-        trainer: Trainer = dist.DistributedTrainer(model, opt, world=world,
+        reduce = "allreduce" if variant == "allreduce" else "auto"
+        trainer: Trainer = dist.DistributedTrainer(model, opt, world=world, reduce=reduce,
                                                    overlap=variant == "overlap", **kw)  # fmt: skip
     else:  # the same malloc settings as the ranks get, for a like-for-like baseline
         tuned = variant != "system-malloc" and dist.keep_freed_memory()
@@ -128,6 +132,7 @@ def worker_graphgrad(steps: int, out: Path, variant: str) -> None:
             "page_faults": (f1 - f0) / steps,
             "allreduce_ms": 1e3 * h.get("allreduce_seconds", 0.0) / steps,
             "buckets": getattr(reducer, "bucket_sizes", None),
+            "reduction": getattr(reducer, "reduction", None),
             "malloc_tuned": bool(tuned),
             "loss": h["train_loss"],
         }))  # fmt: skip
@@ -279,22 +284,28 @@ def phases(ranks: int, steps: int, tmp: Path) -> str:
 
 
 def worker_allreduce(out: Path) -> None:
-    """The floor: one Allreduce of the MLP's gradient buffer (float32), nothing else running,
-    the ranks in step (a barrier before each); the median of 200 (slowest rank)."""
+    """The floors: one Allreduce of the MLP's gradient buffer (float32), and one reduction
+    of it through the node's shared memory (``NodeReduction``), nothing else running, the
+    ranks in step (a barrier before each); the median of 200 (slowest rank)."""
     from graphgrad import distributed as dist
 
     world = dist.init(timeout=0)
     n = sum(a * b + b for a, b in itertools.pairwise(SIZES)) + 3
     buf = np.ones(n, np.float32)
-    times = []
-    for _ in range(220):
-        world.barrier()
-        t0 = time.perf_counter()
-        world.allreduce_(buf)
-        times.append(time.perf_counter() - t0)
-    worst = world.allgather(statistics.median(times[20:]))
+    shm = dist.NodeReduction(world, n, np.float32)
+    shm.slot[...] = 1
+    floors = {}
+    for name, reduce in (("allreduce_ms", lambda: world.allreduce_(buf)),
+                         ("shm_ms", shm.reduce)):  # fmt: skip
+        times = []
+        for _ in range(220):
+            world.barrier()
+            t0 = time.perf_counter()
+            reduce()
+            times.append(time.perf_counter() - t0)
+        floors[name] = 1e3 * max(world.allgather(statistics.median(times[20:])))
     if world.is_root:
-        out.write_text(json.dumps({"allreduce_ms": 1e3 * max(worst), "floats": n}))
+        out.write_text(json.dumps({**floors, "floats": n}))
 
 
 def worker_harness(samples: int, out: Path) -> None:
@@ -385,12 +396,14 @@ def harness(samples: int, ranks: int, tmp: Path) -> dict[str, Any]:
 #: except the graphgrad variants, whose 1-rank baseline is plain graphgrad's.
 ROWS = {
     "graphgrad": ("graphgrad", "plain"),
+    "graphgrad-allreduce": ("graphgrad", "allreduce"),
     "graphgrad-overlap": ("graphgrad", "overlap"),
     "graphgrad-system-malloc": ("graphgrad", "system-malloc"),
     "torch": ("torch", "plain"),
 }
 LABELS = {
-    "graphgrad": "graphgrad (one MPI Allreduce a step)",
+    "graphgrad": "graphgrad (default: reduce='auto')",
+    "graphgrad-allreduce": "graphgrad, reduce='allreduce' (one MPI Allreduce a step)",
     "graphgrad-overlap": "graphgrad, overlap=True (Iallreduce per bucket during backward)",
     "graphgrad-system-malloc": "graphgrad, malloc untouched (init(tune_malloc=False))",
     "torch": "PyTorch DDP (gloo)",
@@ -422,6 +435,7 @@ def scaling(ranks: int, rounds: int, steps: int, tmp: Path, torch_too: bool) -> 
         "steps": steps,
         "frameworks": {},
         "allreduce_alone_ms": floor["allreduce_ms"],
+        "shm_alone_ms": floor["shm_ms"],
         "bind": " ".join(BIND),
     }
     med = statistics.median
@@ -450,6 +464,7 @@ def scaling(ranks: int, rounds: int, steps: int, tmp: Path, torch_too: bool) -> 
                 entry[f"{key}_per_step_{ranks}"] = med(m[key] for m in many)
             entry["malloc_tuned"] = many[0]["malloc_tuned"]
             entry["buckets"] = many[0]["buckets"]
+            entry["reduction"] = many[0].get("reduction")
         out["frameworks"][row] = entry
     return out
 
@@ -477,7 +492,7 @@ def render(h: dict[str, Any], s: dict[str, Any]) -> str:
         f"## Scaling: training samples/s, 784-256-256-10, batch {BATCH} per rank, 1 BLAS thread "
         f"per rank, 1 vs {n} ranks ({s['rounds']} rounds of {s['steps']} steps, medians)",
         "",
-        f"| peer | 1 rank | {n} ranks | scaling | efficiency | Allreduce per step |",
+        f"| peer | 1 rank | {n} ranks | scaling | efficiency | reduction per step |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     rows = s["frameworks"]
@@ -495,30 +510,33 @@ def render(h: dict[str, Any], s: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"One Allreduce of the {SIZES} MLP's gradients alone, the ranks in step: "
-        f"{s['allreduce_alone_ms']:.2f} ms (the floor of the Allreduce column)"
+        f"One reduction of the {SIZES} MLP's gradients alone, the ranks in step (the floors "
+        f"of the reduction column): MPI Allreduce {s['allreduce_alone_ms']:.3f} ms, through "
+        f"the node's shared memory {s['shm_alone_ms']:.3f} ms"
         + (f"; mpiexec {s['bind']}" if s.get("bind") else ""),
         "",
         f"Per step and process (medians; CPU = process time, kernel = its system part): "
         f"1 rank -> {n} ranks",
         "",
-        "| peer | CPU ms | kernel ms | page faults | buckets |",
+        "| peer | CPU ms | kernel ms | page faults | reduction |",
         "|---|---:|---:|---:|---|",
     ]
     for row, r in rows.items():
         if "cpu_ms_per_step_1" not in r:
             continue
+        how = f"buckets {r['buckets']}" if r["buckets"] else r["reduction"]
         lines.append(
             f"| {LABELS[row]} | {r['cpu_ms_per_step_1']:.2f} -> {r[f'cpu_ms_per_step_{n}']:.2f} "
             f"| {r['kernel_ms_per_step_1']:.2f} -> {r[f'kernel_ms_per_step_{n}']:.2f} "
             f"| {r['page_faults_per_step_1']:.0f} -> {r[f'page_faults_per_step_{n}']:.0f} "
-            f"| {r['buckets'] or 'one buffer'} |"
+            f"| {how} |"
         )
     for row, r in rows.items():
         for f in r["failed_runs_rerun"]:
             lines.append(f"note: a {LABELS[row]} run failed and was run again: {f}")
     gg_row, torch_row = rows["graphgrad"], rows.get("torch")
-    best = max(r["scaling"] for k, r in rows.items() if k in ("graphgrad", "graphgrad-overlap"))
+    best = max(r["scaling"] for k, r in rows.items()
+               if k in ("graphgrad", "graphgrad-allreduce", "graphgrad-overlap"))  # fmt: skip
     target = f"target: graphgrad >= 1.7x at 2 ranks{' and >= PyTorch DDP' if torch_row else ''}"
     met = best >= 1.7 and (torch_row is None or best >= torch_row["scaling"])
     lines += ["", f"{target}: {'met' if met else 'NOT met'} (best graphgrad row {best:.2f}x; "

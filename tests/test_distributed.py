@@ -147,8 +147,14 @@ def reference_with_batch_change(base: Path, common: list[Any]) -> dict[str, np.n
     return model.state_dict()
 
 
-def test_a_run_directory_in_the_way_stops_every_rank_cleanly(cli: dict[str, Any]) -> None:
-    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *cli["common"], "--epochs", "1",
+@pytest.mark.parametrize("hidden", ["16", "256"])
+def test_a_run_directory_in_the_way_stops_every_rank_cleanly(
+    cli: dict[str, Any], hidden: str
+) -> None:
+    """Rank 0 fails before its trainer exists; the others must not wait for it anywhere
+    (hidden 256: a buffer for the shared-memory reduction, whose window is collective)."""
+    common = [hidden if a == "16" else a for a in cli["common"]]
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "1",
                "--batch-size", "8", "--out", cli["base"] / "two", timeout=60)  # fmt: skip
     assert r.returncode == 1
     assert r.stderr.count("already holds a run") == 1  # printed once, by rank 0
@@ -313,6 +319,176 @@ def test_a_fused_backward_sgd_is_refused_with_the_reason() -> None:
     assert "DistributedTrainer: SGD(fused_backward=True) adds each rank's own gradient" in r.stderr
 
 
+# ----------------------------------------------------------------------------- shared memory
+
+HOW = {"shm": "through the node's shared memory", "allreduce": "by MPI Allreduce"}
+
+SHM_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import checkpoint as ckpt
+from graphgrad import distributed as dist
+
+world = dist.init()
+out, run_dir = sys.argv[1], sys.argv[2]
+g = np.random.default_rng(0)
+x = g.normal(size=(49, 6))  # 49: the last step's shards are 0 and 1 samples
+y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+lines = []
+
+def train(reduce, epochs=3, hidden=(12, 7), resume=None, run_dir=None, schedule="cosine"):
+    model = gg.nn.MLP(6, list(hidden), 3, "tanh", rng=np.random.default_rng(1),
+                      dtype=np.float64)
+    opt = gg.optim.Adam(model.parameters(), lr=0.01)
+    tr = dist.DistributedTrainer(model, opt, world=world, batch_size=4, data_seed=5,
+                                 lr_schedule=schedule, log=lines.append, progress=False,
+                                 reduce=reduce, run_dir=run_dir)
+    if resume is not None and world.is_root:
+        tr.resume_from(ckpt.latest_checkpoint(resume))
+    tr.fit(x, y, epochs=epochs)
+    return model.state_dict(), tr.reducer
+
+saved = {}
+def keep(tag, state, reducer):
+    saved.update({f"{tag}|{k}": v for k, v in state.items()})
+    saved[f"{tag}|reduction"] = reducer.reduction
+
+keep("shm", *train("shm"))
+blobs = world.allgather(b"".join(v.tobytes() for v in saved.values()
+                                 if isinstance(v, np.ndarray)))
+saved["same_bits_on_every_rank"] = all(b == blobs[0] for b in blobs)
+keep("allreduce", *train("allreduce"))
+# resuming (the cosine schedule depends on the number of epochs: a constant rate here)
+keep("constant", *train("shm", schedule="constant"))
+train("shm", epochs=1, run_dir=run_dir, schedule="constant")  # rank 0: a checkpoint
+keep("resumed", *train("shm", resume=run_dir, schedule="constant"))
+state, reducer = train("shm", epochs=1)
+reducer.close()  # the window freed: the reducer goes on with Allreduce
+saved["closed_then"] = reducer.reduction
+for p in reducer.params:
+    p.grad = np.ones_like(p.data)
+reducer.reduce(0.5)  # 0.5 + 0.5 on every element
+saved["closed_sum"] = all(np.array_equal(p.grad, np.ones_like(p.data)) for p in reducer.params)
+keep("auto-small", *train("auto", epochs=1))
+keep("auto-big", *train("auto", epochs=1, hidden=(128, 64)))  # 9347 floats: >= 64 KiB
+
+def refuse(node, nbytes):
+    raise MemoryError("no shared memory here (test)")
+
+dist.allocate_shared = refuse  # on every rank: the window is refused everywhere
+keep("refused", *train("shm"))
+if world.is_root:
+    saved["log"] = "\\n".join(lines)
+    np.savez(out, **saved)
+"""
+
+
+def test_shared_memory_reduction_equals_allreduce_and_one_process(tmp_path: Path) -> None:
+    import graphgrad as gg
+    from graphgrad.train import Trainer
+
+    script = tmp_path / "shm.py"
+    script.write_text(SHM_SCRIPT)
+    r = mpirun(2, sys.executable, script, tmp_path / "w.npz", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "w.npz")
+
+    def state(tag: str) -> dict[str, np.ndarray]:
+        return {k.split("|", 1)[1]: got[k] for k in got.files
+                if k.startswith(tag + "|") and not k.endswith("|reduction")}  # fmt: skip
+
+    reduction = {k.split("|")[0]: str(got[k]) for k in got.files if k.endswith("|reduction")}
+    assert reduction == {"shm": "shm", "allreduce": "allreduce", "constant": "shm",
+                         "resumed": "shm",
+                         "auto-small": "allreduce", "auto-big": "shm",
+                         "refused": "allreduce"}  # fmt: skip
+    assert bool(got["same_bits_on_every_rank"])
+    assert str(got["closed_then"]) == "allreduce" and bool(got["closed_sum"])
+    shm, allreduce = state("shm"), state("allreduce")
+    assert len(shm) == 6
+    for name in shm:  # the same sums (two ranks: a + b either way), to float rounding
+        np.testing.assert_allclose(shm[name], allreduce[name], rtol=1e-12, atol=1e-15)
+    assert_same_weights(state("resumed"), state("constant"))
+    assert_same_weights(state("refused"), allreduce)
+    log = str(got["log"])
+    assert log.count(f"gradients summed {HOW['shm']}") == 6
+    assert (
+        "distributed: no shared-memory window for the reduction (rank 0: MemoryError: no "
+        "shared memory here (test); rank 1: MemoryError: no shared memory here (test)); "
+        "summing the gradients with MPI Allreduce instead"
+    ) in log.splitlines()
+
+    # One process with the doubled batch.
+    g = np.random.default_rng(0)
+    x = g.normal(size=(49, 6))
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+    model = gg.nn.MLP(6, [12, 7], 3, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+    opt = gg.optim.Adam(model.parameters(), lr=0.01)
+    Trainer(model, opt, batch_size=8, data_seed=5, lr_schedule="cosine", progress=False,
+            log=lambda _line: None).fit(x, y, epochs=3)  # fmt: skip
+    assert_same_weights(shm, model.state_dict())
+
+
+NODES_SCRIPT = """
+import numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init()
+world.group_by_node(world.comm.Split(world.rank // 2, world.rank))  # two "nodes" of 2 ranks
+g = np.random.default_rng(0)
+x = g.normal(size=(64, 6))
+y = (x[:, 0] > 0).astype(np.int64)
+out = {}
+for reduce in ("shm", "allreduce"):
+    model = gg.nn.MLP(6, [12, 7], 2, "tanh", rng=np.random.default_rng(1), dtype=np.float64)
+    tr = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1, 0.9), world=world,
+                                 batch_size=4, reduce=reduce, log=lambda line: None,
+                                 progress=False)
+    tr.fit(x, y, epochs=2)
+    out[reduce] = model.state_dict()
+    if reduce == "shm":
+        assert tr.reducer.node_reduction.multi_node and tr.reducer.reduction == "shm"
+blobs = world.allgather(b"".join(v.tobytes() for v in out["shm"].values()))
+worst = max(float(np.max(np.abs(out["shm"][k] - out["allreduce"][k]))) for k in out["shm"])
+if world.is_root:
+    print("same", all(b == blobs[0] for b in blobs), "worst", worst)
+"""
+
+
+def test_shared_memory_reduction_over_two_nodes(tmp_path: Path) -> None:
+    """4 ranks as two "nodes" of 2 (world.group_by_node): each node sums in its shared
+    memory, the nodes' first ranks Allreduce, the result is shared on each node."""
+    script = tmp_path / "nodes.py"
+    script.write_text(NODES_SCRIPT)
+    r = mpirun(4, sys.executable, script)
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.strip().splitlines()[-1].split()
+    assert words[:2] == ["same", "True"] and words[2] == "worst"
+    assert float(words[3]) < 1e-12
+
+
+def test_reduce_option_is_checked() -> None:
+    code = (
+        "import numpy as np, graphgrad as gg\n"
+        "from graphgrad import distributed as dist\n"
+        "m = gg.nn.MLP(3, [4], 2, rng=np.random.default_rng(0))\n"
+        "w = dist.init()\n"
+        "for kw in ({'reduce': 'nccl'}, {'reduce': 'shm', 'overlap': True}):\n"
+        "    try:\n"
+        "        dist.GradientReducer(m.parameters(), w, **kw)\n"
+        "    except ValueError as e:\n"
+        "        print(e)\n"
+    )
+    r = mpirun(1, sys.executable, "-c", code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "GradientReducer: reduce must be one of ('auto', 'shm', 'allreduce'), got 'nccl'",
+        "GradientReducer: overlap=True reduces buckets with MPI Iallreduce; reduce='shm' "
+        "needs overlap=False",
+    ]
+
+
 # ----------------------------------------------------------------------------- faults
 
 FAULT_SCRIPT = """
@@ -321,7 +497,7 @@ import graphgrad as gg
 from graphgrad import distributed as dist
 
 world = dist.init(timeout=float(sys.argv[2]))
-kind = sys.argv[1]
+kind, reduce = sys.argv[1], sys.argv[3]
 
 def fault(trainer, record):
     if world.rank != 1 or record["epoch"] != 1:
@@ -340,18 +516,22 @@ x, y = g.normal(size=(64, 4)), g.integers(0, 2, 64)
 model = gg.nn.MLP(4, [8], 2, rng=np.random.default_rng(1))
 trainer = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1), world=world,
                                   batch_size=8, callbacks=[fault], progress=False,
-                                  log=lambda line: print(line, flush=True))
+                                  log=lambda line: print(line, flush=True), reduce=reduce)
 trainer.fit(x, y, epochs=50)
 """
 
 
+@pytest.mark.parametrize("reduce", ["allreduce", "shm"])
 @pytest.mark.parametrize("kind", ["raise", "kill", "hang", "drift"])
-def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str) -> None:
+def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str, reduce: str) -> None:
+    """With either reduction: with "shm" the other rank waits in the barriers of the shared
+    window instead of inside MPI Allreduce."""
     script = tmp_path / "fault.py"
     script.write_text(textwrap.dedent(FAULT_SCRIPT))
-    r = mpirun(2, sys.executable, script, kind, 3, timeout=60)  # a hang fails by TimeoutExpired
+    r = mpirun(2, sys.executable, script, kind, 3, reduce, timeout=60)  # a hang: TimeoutExpired
     assert r.returncode != 0
     err = r.stderr + r.stdout  # mpiexec reports dead ranks on stdout
+    assert f"gradients summed {HOW[reduce]}" in err
     if kind == "raise":
         assert "graphgrad: rank 1 of 2" in err and "failed: RuntimeError: boom in a callback" in err
         assert "stopping all 2 ranks" in err

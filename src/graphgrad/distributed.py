@@ -33,7 +33,10 @@ What is shared and how:
   weighted, and writes the weight gradients straight into one contiguous buffer (the
   parameters, then the step's loss sum, correct count and sample count); one in-place
   ``Allreduce`` sums it and the optimiser gets views of it, without a copy
-  (:class:`GradientReducer`). With ``overlap=True`` the buffer is summed in buckets, each
+  (:class:`GradientReducer`). When all ranks share a node, the buffer is instead each rank's
+  slot of one MPI-3 shared-memory window, and each rank sums its part of the slots, in rank
+  order, into a shared result that every rank reads (:class:`NodeReduction`; ``reduce=``
+  chooses). With ``overlap=True`` the buffer is summed in buckets, each
   started (``Iallreduce``) during the backward pass as soon as its gradients are complete.
 * **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`):
   under MPI each step otherwise faults its temporaries' pages back in from the kernel.
@@ -89,6 +92,7 @@ __all__ = [
     "DistributedTrainer",
     "GradientReducer",
     "MPIUnavailableError",
+    "NodeReduction",
     "World",
     "data_parallel_grads",
     "evaluate_sharded",
@@ -140,7 +144,8 @@ class World:
         rank: this process's number, 0 .. size-1.
         size: N, the number of ranks.
         is_root: rank 0, the one that prints and writes files.
-        allreduce_seconds: time spent inside gradient Allreduce calls so far.
+        allreduce_seconds: time spent in gradient reductions so far (MPI Allreduce calls, or
+            the node shared-memory reductions of :class:`NodeReduction`, waiting included).
         allreduce_calls: how many there were.
     """
 
@@ -156,6 +161,7 @@ class World:
         self.setup_agreed = False
         self.training = False
         self.malloc_tuned = False  # set by init(): keep_freed_memory() took effect
+        self._nodes: tuple[Any, Any] | None = None  # (node communicator, leaders' or None)
         self._watchdog = _Watchdog(self, timeout) if timeout and timeout > 0 else None
         # Who is who, for the messages about a rank that died: mpiexec reports PIDs.
         self.peers: list[tuple[str, int]] = [
@@ -226,6 +232,31 @@ class World:
         """Wait until every rank gets here."""
         with self.waiting("Barrier"):
             self.comm.Barrier()
+
+    def nodes(self) -> tuple[Any, Any]:
+        """(the communicator of the ranks on this rank's node, the communicator of each node's
+        first rank: None on the other ranks). Split once (``Split_type(COMM_TYPE_SHARED)``),
+        collectively: every rank must call it the first time."""
+        if self._nodes is None:
+            with self.waiting("Split_type"):
+                node = self.comm.Split_type(self._mpi.COMM_TYPE_SHARED, key=self.rank)
+            self.group_by_node(node)
+        assert self._nodes is not None
+        return self._nodes
+
+    def group_by_node(self, node: Any) -> None:
+        """Use the communicator ``node`` (a part of this world whose ranks share memory) as
+        this rank's node instead of MPI's split; collective. For tests (two "nodes" on one
+        machine) and for grouping the ranks yourself."""
+        first = int(node.Get_rank()) == 0
+        with self.waiting("Split"):
+            leaders = self.comm.Split(0 if first else self._mpi.UNDEFINED, self.rank)
+        self._nodes = (node, leaders if first else None)
+
+    @property
+    def single_node(self) -> bool:
+        """All ranks share one node (its shared memory); collective the first time."""
+        return int(self.nodes()[0].Get_size()) == self.size
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
@@ -439,6 +470,131 @@ def epoch_order(num_samples: int, data_seed: int, epoch: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- gradients
 
 
+#: How a :class:`GradientReducer` sums its buffer: ``"auto"`` (the node-local shared-memory
+#: reduction when every rank is on one node and the buffer has :data:`SHM_MIN_BYTES` or more,
+#: else MPI Allreduce), ``"shm"`` (:class:`NodeReduction`) or ``"allreduce"``.
+REDUCE_MODES = ("auto", "shm", "allreduce")
+
+#: The buffer size from which ``reduce="auto"`` uses the shared-memory reduction.
+SHM_MIN_BYTES = 64 << 10
+
+_PAGE = 4096  # each slot of the shared window starts on its own page
+_ALIGN = 64  # the ranks' chunks of the sum start on their own cache line
+
+
+def allocate_shared(node: Any, nbytes: int) -> Any:
+    """One MPI-3 shared-memory window of ``nbytes`` bytes for the ranks of ``node`` (all
+    allocated by its rank 0, one piece); collective over ``node``. :class:`NodeReduction`
+    calls it through this module, so a test can replace it to simulate a refusal."""
+    mpi = _import_mpi()
+    first = int(node.Get_rank()) == 0
+    return mpi.Win.Allocate_shared(nbytes if first else 0, 1, comm=node)
+
+
+class NodeReduction:
+    """Sums equal-length arrays over the ranks through the shared memory of their node.
+
+    One MPI-3 shared window holds a slot per rank of the node and one result area. Each rank
+    writes its array into its own :attr:`slot` (a NumPy view of the window: the gradient
+    buffer itself, so nothing is copied in). :meth:`reduce` then waits until every rank of
+    the node has written (a barrier), rank r adds its 1/n part of the n slots **in rank
+    order** into the :attr:`result` area, and a second barrier makes the whole sum visible
+    to all: every rank reads the very same bits, whatever the timing. Spread over several
+    nodes, each node's first rank then sums the node results with one MPI Allreduce among
+    them (in place, in the result area) and a third barrier shares it on the node.
+
+    The memory model is MPI-3's "unified" one: the window is locked once for all ranks
+    (``Lock_all``) and every barrier is wrapped in ``Win.Sync`` (a memory barrier) so the
+    stores before it are visible to the loads after it.
+
+    Args:
+        world: the ranks (every one must construct the reduction: collective).
+        length: elements per rank.
+        dtype: their type.
+
+    Raises:
+        DistributedError: the window could not be allocated on some rank (naming them);
+            every rank raises it.
+    """
+
+    def __init__(self, world: World, length: int, dtype: Any) -> None:
+        self.world = world
+        self.dtype = np.dtype(dtype)
+        self.length = int(length)
+        node, leaders = world.nodes()
+        self.node, self.leaders = node, leaders
+        self.multi_node = int(node.Get_size()) != world.size
+        n, me = int(node.Get_size()), int(node.Get_rank())
+        stride = -(-max(self.length * self.dtype.itemsize, 1) // _PAGE) * _PAGE
+        win, error = None, None
+        try:
+            with world.waiting("the allocation of the shared window"):
+                win = allocate_shared(node, stride * (n + 1))
+            mem, _unit = win.Shared_query(0)
+            raw = np.frombuffer(mem, dtype=np.uint8, count=stride * (n + 1))
+        except Exception as e:  # any refusal: every rank reports it and all fall back
+            error = f"{type(e).__name__}: {e}"
+        errors = world.allgather(error)
+        bad = [(r, m) for r, m in enumerate(errors) if m is not None]
+        if bad:
+            if win is not None:
+                with contextlib.suppress(Exception):
+                    win.Free()
+            lines = "; ".join(f"rank {r}: {m}" for r, m in bad)
+            raise DistributedError(f"no shared-memory window for the reduction ({lines})")
+        assert win is not None
+        self.win = win
+        win.Lock_all(world._mpi.MODE_NOCHECK)
+        views = [
+            raw[i * stride : i * stride + self.length * self.dtype.itemsize].view(self.dtype)
+            for i in range(n + 1)
+        ]
+        self.slots, self.result = views[:n], views[n]
+        self.slot = self.slots[me]
+        per = _ALIGN // self.dtype.itemsize or 1
+        cuts = [min(self.length, -(-(self.length * r // n) // per) * per) for r in range(n + 1)]
+        cuts[-1] = self.length
+        self.chunk = (cuts[me], cuts[me + 1])
+
+    def _sync(self) -> None:
+        """Every rank of the node gets here; the stores before are visible after."""
+        self.win.Sync()
+        self.node.Barrier()
+        self.win.Sync()
+
+    def reduce(self) -> np.ndarray:
+        """Sum the ranks' :attr:`slot` arrays into :attr:`result` (returned; shared: read it,
+        do not write it). Every rank must call it; it counts in ``world.allreduce_seconds``."""
+        w = self.world
+        t0 = time.perf_counter()
+        with w.waiting("the shared-memory reduction"):
+            self._sync()
+            a, b = self.chunk
+            if b > a:
+                out, slots = self.result[a:b], self.slots
+                if len(slots) == 1:
+                    np.copyto(out, slots[0][a:b])
+                else:
+                    np.add(slots[0][a:b], slots[1][a:b], out=out)
+                    for s in slots[2:]:
+                        np.add(out, s[a:b], out=out)
+            self._sync()
+            if self.multi_node:
+                if self.leaders is not None:
+                    self.leaders.Allreduce(w._mpi.IN_PLACE, self.result, op=w._mpi.SUM)
+                self._sync()
+        w.allreduce_seconds += time.perf_counter() - t0
+        w.allreduce_calls += 1
+        return self.result
+
+    def close(self) -> None:
+        """Free the window (collective; the arrays must not be used after)."""
+        win, self.win = self.win, None
+        if win is not None:
+            win.Unlock_all()
+            win.Free()
+
+
 class GradientReducer:
     """Averages the parameters' gradients over the ranks through one contiguous buffer.
 
@@ -469,12 +625,31 @@ class GradientReducer:
     number of times (a static graph, as PyTorch DDP's ``static_graph``); a step that does
     not raises :class:`DistributedError`.
 
+    Without overlap, when every rank is on one node the buffer can be summed through the
+    node's shared memory instead of MPI (``reduce="shm"``, :class:`NodeReduction`): the
+    buffer is then this rank's slot of a shared window, the sum lands in a shared result
+    area, and ``.grad`` after :meth:`finish` is a view of the result (read it, do not write
+    into it: every rank reads the same memory; ``extra`` gets a copy of the summed scalars).
+    The sum is taken in rank order, so every rank gets the same bits. The first :meth:`backward` or
+    :meth:`reduce` of a step drops the ``.grad`` views left by the last step.
+
     Args:
         params: the parameters, in the same order on every rank.
         world: the ranks.
         extra: how many scalars follow the gradients.
         overlap: reduce in buckets during the backward pass (see above).
         bucket_bytes: the size a bucket may grow to before the next one starts.
+        reduce: ``"auto"`` (shared memory when all ranks share a node and the buffer has
+            :data:`SHM_MIN_BYTES` or more, and not with overlap; else Allreduce), ``"shm"``
+            or ``"allreduce"``. When the shared window cannot be had, the reducer uses
+            Allreduce and says why in :attr:`reduce_note`. Every rank must pass the same
+            arguments: the choice and the window are made collectively by :meth:`setup`, at
+            the first step.
+
+    Attributes:
+        reduction: ``"shm"`` or ``"allreduce"``, what is used (``"allreduce"`` until
+            :meth:`setup`).
+        reduce_note: why ``"shm"`` was asked for (or chosen) but not used; else None.
     """
 
     def __init__(
@@ -485,6 +660,7 @@ class GradientReducer:
         *,
         overlap: bool = False,
         bucket_bytes: int = 1 << 20,
+        reduce: str = "auto",
     ) -> None:
         self.params = list(params)
         self.world = world
@@ -495,12 +671,27 @@ class GradientReducer:
             )
         if bucket_bytes < 1:
             raise ValueError(f"GradientReducer: bucket_bytes must be >= 1, got {bucket_bytes}")
+        if reduce not in REDUCE_MODES:
+            raise ValueError(
+                f"GradientReducer: reduce must be one of {REDUCE_MODES}, got {reduce!r}"
+            )
+        if reduce == "shm" and overlap:
+            raise ValueError(
+                "GradientReducer: overlap=True reduces buckets with MPI Iallreduce; "
+                "reduce='shm' needs overlap=False"
+            )
         self.dtype = dtypes.pop()
         self.overlap = bool(overlap)
         self.bucket_bytes = int(bucket_bytes)
         self.n_extra = int(extra)
         self.size = sum(p.data.size for p in self.params)
+        self.reduction = "allreduce"
+        self.reduce_note: str | None = None
+        self._shm: NodeReduction | None = None
+        self._reduce = reduce
+        self._set_up = False  # setup() ran (the shared window is made at the first step)
         self.buffer = np.empty(self.size + extra, dtype=self.dtype)
+        self.result = self.buffer
         self.extra = self.buffer[self.size :]
         self._layout(list(range(len(self.params))))
         self._sinks = [_BufferSink(self, k) for k in range(len(self.params))]
@@ -525,12 +716,48 @@ class GradientReducer:
         """Place the parameters in the buffer in ``order``; ``.views[k]`` is parameter k's."""
         self.offsets = [0] * len(self.params)
         self.views: list[np.ndarray] = [self.buffer[:0]] * len(self.params)
+        self.result_views: list[np.ndarray] = [self.result[:0]] * len(self.params)
         at = 0
         for k in order:
             p = self.params[k]
             self.offsets[k] = at
             self.views[k] = self.buffer[at : at + p.data.size].reshape(p.shape)
+            self.result_views[k] = self.result[at : at + p.data.size].reshape(p.shape)
             at += p.data.size
+
+    @property
+    def node_reduction(self) -> NodeReduction | None:
+        """The :class:`NodeReduction` in use (``reduction == "shm"``), else None."""
+        return self._shm
+
+    def setup(self) -> str:
+        """Choose the reduction and, for ``"shm"``, make the shared window (collective: the
+        first step does it on every rank, or call it on every rank before); returns
+        :attr:`reduction`. Deferred to then so that a rank failing before its first step
+        (e.g. rank 0's checks) leaves no rank waiting inside the window's allocation."""
+        if self._set_up:
+            return self.reduction
+        self._set_up = True
+        w, n = self.world, self.size + self.n_extra
+        if self._reduce == "shm" or (
+            self._reduce == "auto"
+            and not self.overlap
+            and w.size > 1
+            and n * self.dtype.itemsize >= SHM_MIN_BYTES
+            and w.single_node
+        ):
+            try:
+                shm = NodeReduction(w, n, self.dtype)
+            except DistributedError as e:
+                self.reduce_note = f"{e}; summing the gradients with MPI Allreduce instead"
+                return self.reduction
+            order = sorted(range(len(self.params)), key=lambda k: self.offsets[k])
+            shm.slot[...] = self.buffer
+            self._shm, self.reduction = shm, "shm"
+            self.buffer, self.result = shm.slot, shm.result
+            self.extra = self.buffer[self.size :]
+            self._layout(order)
+        return self.reduction
 
     # ------------------------------------------------------------------ a step
     def backward(self, loss: Tensor, weight: float) -> None:
@@ -567,9 +794,14 @@ class GradientReducer:
             raise DistributedError(
                 "GradientReducer: a new step began before finish() of the last one"
             )
-        for k in range(len(self.params)):
+        if not self._set_up:
+            self.setup()
+        shared = self._shm is not None
+        for k, p in enumerate(self.params):
             self._count[k] = 0
             self._late[k] = False
+            if shared and p.grad is self.result_views[k]:
+                p.grad = None  # the last step's sum: shared, never written into
         self._live, self._started = live, True
         if live:
             self._waiting = [len(members) for _a, _b, members in self._buckets]
@@ -643,14 +875,35 @@ class GradientReducer:
             self._requests.append(self.world.iallreduce_(self.buffer[a:b]))
             self.world.wait_all(self._requests)
             self._requests = []
+        elif self._shm is not None:
+            result = self._shm.reduce()
+            self.extra[...] = result[self.size :]  # own slot: nobody reads it until next step
         else:
             self.world.allreduce_(self.buffer)
             if self._recording:
                 self._recording = False
                 self._make_plan()
         for k, p in enumerate(self.params):
-            p.grad = self.views[k]
+            p.grad = self.result_views[k]
         return self.extra
+
+    def close(self) -> None:
+        """Free the shared window, if any (collective); the reducer goes on with a private
+        buffer and MPI Allreduce. ``.grad`` views of the last sum become copies."""
+        shm, self._set_up = self._shm, True
+        if shm is None:
+            return
+        order = sorted(range(len(self.params)), key=lambda k: self.offsets[k])
+        for k, p in enumerate(self.params):
+            if p.grad is self.result_views[k]:
+                p.grad = np.array(p.grad)
+        self.buffer = np.array(self.buffer)
+        self.result = self.buffer
+        self.extra = self.buffer[self.size :]
+        self._layout(order)
+        self._shm, self.reduction = None, "allreduce"
+        self.reduce_note = "close() freed the shared window; summing with MPI Allreduce"
+        shm.close()
 
     def _changed(self, k: int) -> str:
         return (
@@ -726,7 +979,7 @@ def data_parallel_grads(
     w = world if world is not None else init()
     lo, hi = shard_bounds(len(y), w.rank, w.size)
     model.zero_grad()
-    reducer = GradientReducer(model.parameters(), w)
+    reducer = GradientReducer(model.parameters(), w, reduce="allreduce")  # one call: no window
     if hi > lo:
         reducer.backward(loss_fn(model(x[lo:hi]), y[lo:hi]), (hi - lo) / len(y))
     reducer.finish()
@@ -774,19 +1027,21 @@ class DistributedTrainer(Trainer):
     the ranks. ``fit`` starts by broadcasting rank 0's weights, optimiser state and progress,
     so a run resumed on rank 0 (:meth:`resume_from`) continues on every rank.
 
-    The gradients are averaged through a :class:`GradientReducer`: one Allreduce of one
-    buffer per step, or with ``overlap=True`` buckets of up to ``bucket_bytes`` reduced with
+    The gradients are averaged through a :class:`GradientReducer`: one reduction of one
+    buffer per step (``reduce``: through the node's shared memory, or one MPI Allreduce;
+    ``"auto"`` picks shared memory when all ranks share a node and the buffer has 64 KiB or
+    more), or with ``overlap=True`` buckets of up to ``bucket_bytes`` reduced with
     ``Iallreduce`` while the backward pass goes on (a static graph is assumed; see there).
-    Both give the same weights to float rounding. ``SGD(fused_backward=True)`` cannot be
+    All give the same weights to float rounding. ``SGD(fused_backward=True)`` cannot be
     used (it would step on each rank's own gradient).
 
     Each history record also has ``world_size``, ``global_batch_size`` and
-    ``allreduce_seconds`` (this rank's time inside the gradient Allreduce calls in the epoch,
+    ``allreduce_seconds`` (this rank's time inside the gradient reductions in the epoch,
     waiting for the slower rank included).
     """
 
     def __init__(self, model: Module, optimizer: Optimizer, *, world: World | None = None,
-                 overlap: bool = False, bucket_bytes: int = 1 << 20,
+                 overlap: bool = False, bucket_bytes: int = 1 << 20, reduce: str = "auto",
                  **kwargs: Any) -> None:  # fmt: skip
         world = world if world is not None else init()
         if getattr(optimizer, "fused_backward", False):
@@ -803,7 +1058,7 @@ class DistributedTrainer(Trainer):
         self.overlap = bool(overlap)
         self.checkpoint_extra.setdefault("distributed", {})
         self.reducer = GradientReducer(model.parameters(), world, extra=3, overlap=overlap,
-                                        bucket_bytes=bucket_bytes)  # fmt: skip
+                                        bucket_bytes=bucket_bytes, reduce=reduce)  # fmt: skip
 
     def _sync_state(self) -> None:
         """Rank 0's weights, optimiser state, epoch, step and history on every rank."""
@@ -876,8 +1131,15 @@ class DistributedTrainer(Trainer):
     ) -> list[dict[str, Any]]:
         w = self.world
         self._sync_state()
+        self.reducer.setup()  # collective: every rank is here (the window, if any)
         if w.is_root:
-            self.log(f"distributed: {w.describe()}; {self.batch_size} samples per rank and step")
+            how = {"shm": "through the node's shared memory", "allreduce": "by MPI Allreduce"}
+            self.log(
+                f"distributed: {w.describe()}; {self.batch_size} samples per rank and step; "
+                f"gradients summed {how[self.reducer.reduction]}"
+            )
+            if self.reducer.reduce_note:
+                self.log(f"distributed: {self.reducer.reduce_note}")
         while self.epoch < epochs:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 record = self._distributed_epoch(x, y, epochs)
