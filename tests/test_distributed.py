@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,44 @@ ENV = {
     "MKL_NUM_THREADS": "1",
     "GRAPHGRAD_DIST_TIMEOUT": "60",
 }
+
+
+SHM = Path("/dev/shm")
+
+
+def _mapped_shm_files() -> set[str]:
+    """The /dev/shm files some live process has mapped (read from /proc/*/maps)."""
+    used: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text(errors="replace")
+        except OSError:
+            continue
+        used.update(line.split()[-1] for line in text.splitlines() if " /dev/shm/" in line)
+    return used
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaked_mpich_segments() -> Any:
+    """A rank killed or aborted on purpose (the fault tests) can leave MPICH's shared-memory
+    segment in /dev/shm (2 MB each, never reclaimed until reboot): remove the ones these tests
+    created that no live process maps (at the end of the module: a killed job's last rank
+    may outlive its test), so running the suite does not fill the machine."""
+    before = set(SHM.glob("mpich_shm_*")) if SHM.is_dir() else set()
+    yield
+    if not SHM.is_dir():
+        return
+    new = set(SHM.glob("mpich_shm_*")) - before
+    if not new:
+        return
+    for _ in range(20):  # a killed job's ranks may take a moment to exit
+        used = _mapped_shm_files()
+        if not any(str(f) in used for f in new):
+            break
+        time.sleep(0.25)
+    for f in new:
+        if str(f) not in used:
+            f.unlink(missing_ok=True)
 
 
 def mpirun(n: int, *cmd: Any, timeout: float = 120, env: dict[str, str] | None = None) -> Any:
