@@ -288,26 +288,31 @@ def calibration_key() -> dict[str, Any]:
     }
 
 
-def _cache_path(key: dict[str, Any]) -> Path:
+def _cache_path(key: dict[str, Any], kind: str = "blas") -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / f"blas-{digest}.json"
+    return cache_dir() / f"{kind}-{digest}.json"
 
 
-def _load_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached calibration at ``path`` if it is there, whole and for ``key``; else None
-    (a missing, unreadable, corrupt, foreign or inconsistent file is measured again)."""
+def _blas_record_ok(rec: dict[str, Any]) -> bool:
+    """A BLAS calibration record's own figures: both libraries, positive finite seconds,
+    and the choice they make."""
+    seconds = rec["seconds"]
+    return (
+        isinstance(seconds, dict)
+        and set(seconds) == {"numpy", "mkl"}
+        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
+        and rec["choice"] == decide(seconds)
+    )
+
+
+def _load_cached(path: Path, key: dict[str, Any], valid: Any = _blas_record_ok) -> Any:
+    """The cached record at ``path`` if it is there, whole, for ``key`` and consistent
+    (``valid(record)``); else None (a missing, unreadable, corrupt, foreign or inconsistent
+    file is measured again)."""
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
-        seconds = rec["seconds"]
-        ok = (
-            rec["format"] == _CACHE_FORMAT
-            and rec["key"] == key
-            and isinstance(seconds, dict)
-            and set(seconds) == {"numpy", "mkl"}
-            and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
-            and rec["choice"] == decide(seconds)
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ok = rec["format"] == _CACHE_FORMAT and rec["key"] == key and bool(valid(rec))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
     return rec if ok else None
 
@@ -344,17 +349,16 @@ def _file_lock(path: Path) -> Iterator[None]:
 _calibrations: dict[str, dict[str, Any]] = {}  # this process's, by cache path
 
 
-def calibrate(refresh: bool = False) -> dict[str, Any]:
-    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
-    cached record when there is a valid one for this configuration (:func:`calibration_key`),
-    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
-    again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
+def _cached_measurement(
+    key: dict[str, Any], kind: str, measure_now: Any, valid: Any, refresh: bool
+) -> dict[str, Any]:
+    """The one cache mechanism of both calibrations: the record cached for ``key`` (file
+    ``<kind>-<sha of key>.json`` in :func:`cache_dir`) when it is valid, else
+    ``measure_now()`` (a dict of figures and the choice) timed now, under a file lock, and
+    cached atomically. ``refresh=True`` measures again. The record gains ``cache`` (the
     file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
     over the cache: an unwritable cache directory leaves the result in memory only."""
-    if "error" in find_mkl():
-        raise RuntimeError(f"calibrate: {_mkl['error']}")
-    key = calibration_key()
-    path = _cache_path(key)
+    path = _cache_path(key, kind)
     memo = _calibrations.get(str(path))
     if memo is not None and not refresh:
         return memo
@@ -368,16 +372,14 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     lock = _file_lock(path.with_name(path.name + ".lock")) if directory_ok else None
     with lock or contextlib.nullcontext():
         if not refresh:
-            rec = _load_cached(path, key)
+            rec = _load_cached(path, key, valid)
             if rec is not None:
                 rec["measured"] = False
         if rec is None:
-            seconds = measure(["numpy", "mkl"])
             rec = {
                 "format": _CACHE_FORMAT,
                 "key": key,
-                "choice": decide(seconds),
-                "seconds": seconds,
+                **measure_now(),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             written = False
@@ -392,6 +394,23 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     rec["cache"] = str(path)
     _calibrations[str(path)] = rec
     return rec
+
+
+def calibrate(refresh: bool = False) -> dict[str, Any]:
+    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
+    cached record when there is a valid one for this configuration (:func:`calibration_key`),
+    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
+    again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
+    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
+    over the cache: an unwritable cache directory leaves the result in memory only."""
+    if "error" in find_mkl():
+        raise RuntimeError(f"calibrate: {_mkl['error']}")
+
+    def measure_now() -> dict[str, Any]:
+        seconds = measure(["numpy", "mkl"])
+        return {"choice": decide(seconds), "seconds": seconds}
+
+    return _cached_measurement(calibration_key(), "blas", measure_now, _blas_record_ok, refresh)
 
 
 def _auto() -> tuple[str, str, dict[str, Any] | None]:
