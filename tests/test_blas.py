@@ -72,21 +72,51 @@ def test_default_is_auto_and_unknown_names_are_refused() -> None:
 class FakeMachine:
     """A machine where MKL is "installed", the GEMM does nothing and the clock advances by
     ``cost[library in use]`` at every reading, so a pass over the calibration set appears to
-    take ``cost * len(pairs)`` ticks for that library."""
+    take ``cost * len(pairs)`` ticks for that library.
+
+    It is also the kernels the parallel threshold is timed on (``_blas._probe``): a kernel
+    call on ``n`` elements does nothing but make the next clock reading advance by
+    ``kernel_cost(n, split)`` instead (``split``: above ``PAR_MIN`` at several threads)."""
+
+    OPENMP = True
 
     def __init__(self, cost: dict[str, float]) -> None:
         self.cost = cost
         self.now = 0.0
         self.gemms = 0
         self.order: list[str] = []  # the library in use at each GEMM
+        self.PAR_MIN = 32768
+        self.kernel_cost: Any = lambda n, split: 1e-6  # a tie: never split
+        self.kernel_calls: list[tuple[int, bool]] = []
+        self._kernel_time: float | None = None
 
     def clock(self) -> float:
-        self.now += self.cost[_blas.blas()] * 1e-3
+        if self._kernel_time is not None:  # a kernel ran since the last reading
+            self.now += self._kernel_time
+            self._kernel_time = None
+        else:
+            self.now += self.cost[_blas.blas()] * 1e-3
         return self.now
 
     def matmul(self, a: Any, b: Any) -> None:
         self.gemms += 1
         self.order.append(_blas.blas())
+
+    @property
+    def blas_gemms(self) -> int:
+        """The GEMMs of BLAS calibrations (the threshold's precede each kernel call)."""
+        return self.gemms - len(self.kernel_calls)
+
+    def _kernel(self, n: int) -> None:
+        split = n >= self.PAR_MIN and gg.get_num_threads() > 1
+        self.kernel_calls.append((n, split))
+        self._kernel_time = (self._kernel_time or 0.0) + self.kernel_cost(n, split)
+
+    def relu_grad(self, g: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+        self._kernel(len(out))
+
+    def sgd(self, w: np.ndarray, *args: Any) -> None:
+        self._kernel(len(w))
 
 
 @pytest.fixture
@@ -99,13 +129,15 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine
     monkeypatch.setattr(_blas, "_clock", machine.clock)
     monkeypatch.setattr(_blas, "matmul", machine.matmul)
     monkeypatch.setattr(_blas, "_calibrations", {})
+    monkeypatch.setattr(_blas, "_probe", machine)
+    monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", None)
     before = _blas.blas_info()["requested"]
     try:
         yield machine
     finally:
         _blas.set_blas("numpy")  # never leave the fake MKL's addresses active
         monkeypatch.undo()
-        _blas.set_blas(before)
+        _blas.set_blas(before)  # and the threshold this process had, for its BLAS
 
 
 def _new_process() -> None:
@@ -138,6 +170,7 @@ def test_auto_takes_the_library_the_calibration_measures_faster(
 def test_measure_alternates_and_stops_at_its_budget(fake: FakeMachine) -> None:
     fake.cost.update(numpy=300.0, mkl=100.0)  # 0.3 s and 0.1 s per clock reading
     gg.set_blas("numpy")
+    fake.order.clear()  # (set_blas timed the kernels' threshold, each after a GEMM)
     seconds = _blas.measure(["numpy", "mkl"])
     assert seconds == {"numpy": pytest.approx(0.3), "mkl": pytest.approx(0.1)}
     pairs = 3 * len(_blas.CALIBRATION_LAYERS)
@@ -231,14 +264,14 @@ def test_forcing_a_library_measures_nothing(
     for value, chosen in (("numpy", "numpy"), ("mkl", "mkl")):
         monkeypatch.setenv("GRAPHGRAD_BLAS", value)
         _blas._init_from_environment()
-        assert gg.blas() == chosen and fake.gemms == 0
+        assert gg.blas() == chosen and fake.blas_gemms == 0
         assert gg.blas_info()["reason"] == f"GRAPHGRAD_BLAS={value} in the environment"
         assert "calibration" not in gg.blas_info()
-    assert not _blas.cache_dir().exists()
+    assert not list(_blas.cache_dir().glob("blas-*.json"))
     monkeypatch.setenv("GRAPHGRAD_BLAS", "auto")
     fake.cost.update(numpy=2.0, mkl=1.0)
     _blas._init_from_environment()
-    assert gg.blas() == "mkl" and fake.gemms > 0
+    assert gg.blas() == "mkl" and fake.blas_gemms > 0
 
 
 def test_without_mkl_auto_is_numpy_and_measures_nothing(
@@ -246,7 +279,7 @@ def test_without_mkl_auto_is_numpy_and_measures_nothing(
 ) -> None:
     monkeypatch.setattr(_blas, "_mkl", {"error": "Intel MKL (libmkl_rt) was not found"})
     gg.set_blas("auto")
-    assert gg.blas() == "numpy" and fake.gemms == 0
+    assert gg.blas() == "numpy" and fake.blas_gemms == 0
     assert "the only BLAS installed" in gg.blas_info()["reason"]
     assert "calibration" not in gg.blas_info()
 
