@@ -27,6 +27,11 @@ each other on the same cores (:func:`_one_thread_pool`).
 OpenBLAS's own call, no extra dependency) and graphgrad's compiled kernels together; the
 default is ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on. Under
 ``"auto"`` a new thread count chooses the library again (the calibration is per count).
+
+The kernels' parallel threshold (the array size from which they split their work between
+threads) is measured the same way, per thread count and BLAS, and cached beside the BLAS
+choice (:func:`calibrate_par_min`); ``GRAPHGRAD_PAR_MIN=N`` forces it. It never changes a
+result: the kernels give the same bits at any thread count.
 """
 
 from __future__ import annotations
