@@ -660,6 +660,8 @@ def _wake_model(wake: float) -> Any:
 
 @pytest.fixture
 def two_threads(fake: FakeMachine) -> Iterator[FakeMachine]:
+    if _blas._fused.KERNELS is None:
+        pytest.skip("no compiled kernels: nothing is split, no threshold")
     before = gg.get_num_threads()
     gg.set_num_threads(2)
     try:
@@ -901,3 +903,14 @@ def test_graphgrad_info_shows_the_threshold_and_why(tmp_path: Any) -> None:
     where = "never split" if rec["par_min"] is None else f"split from {rec['par_min']} elements"
     assert head == f"recalibrated the kernels' parallel threshold at 2 thread(s): {where}"
     assert "parallel:  kernels " in proc.stdout and "measured now" in proc.stdout
+
+
+def test_without_compiled_kernels_there_is_no_threshold() -> None:
+    proc = _info("--json", GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kernels_par_min"] == {
+        "par_min": None,
+        "reason": "no compiled kernels in use",
+    }
+    proc = _info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    assert "parallel:  kernels serial at every size (no compiled kernels in use)" in proc.stdout

@@ -606,12 +606,12 @@ def recalibrate_par_min() -> None:
 
 def par_min_info() -> dict[str, Any]:
     """The kernels' parallel threshold: ``par_min`` (elements; None: never split, the
-    kernels stay serial), ``reason`` (measured figures, forced, or one thread) and, when
-    measured, ``calibration`` (``serial``/``split`` seconds per size, ``cache``,
-    ``measured_now``, ``threads``)."""
+    kernels stay serial, or no compiled kernels), ``reason`` (measured figures, forced, or
+    one thread) and, when measured, ``calibration`` (``serial``/``split`` seconds per size,
+    ``cache``, ``measured_now``, ``threads``)."""
     n = _par_min_choice["par_min"]
     info: dict[str, Any] = {
-        "par_min": None if n == _fused.NEVER else n,
+        "par_min": None if n in (0, _fused.NEVER) else n,
         "reason": _par_min_choice["reason"],
     }
     cal = _par_min_choice["calibration"]
