@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -390,3 +391,26 @@ def test_the_parallel_threshold_can_be_set_from_the_environment() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[4] == "None"  # ignored: the threshold is measured as usual
     assert "GRAPHGRAD_PAR_MIN='many': need a positive integer" in proc.stderr
+
+
+@needs_kernels
+def test_relu_keeps_its_serial_kernel_where_splitting_never_pays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = _fused._K
+
+    def spy(x: np.ndarray, out: np.ndarray) -> None:
+        calls.append(x.size)
+        real.relu(x, out)
+
+    monkeypatch.setattr(_fused, "_K", types.SimpleNamespace(relu=spy))
+    threshold = _fused.par_min()
+    try:
+        _fused.set_par_min(_fused.NEVER)  # what a machine where the split loses measures
+        x = np.random.default_rng(8).standard_normal(_fused.DEFAULT_PAR_MIN + 5)
+        np.testing.assert_array_equal(_fused.relu(x), np.maximum(x, 0))
+        assert calls == [x.size]
+    finally:
+        monkeypatch.undo()
+        _fused.set_par_min(threshold)

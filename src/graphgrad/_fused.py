@@ -220,8 +220,9 @@ def adam(
 
 
 def relu(x: np.ndarray) -> np.ndarray:
-    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays."""
-    if _K is not None and type(x) is np.ndarray and x.size >= _PAR_MIN:
+    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays (the
+    kernel, serial, from ``DEFAULT_PAR_MIN`` elements even where splitting never pays)."""
+    if _K is not None and type(x) is np.ndarray and x.size >= min(_PAR_MIN, DEFAULT_PAR_MIN):
         flat = _flat(x)
         if flat is not None:
             out = np.empty_like(x)
