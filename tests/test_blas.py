@@ -17,6 +17,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,21 +73,51 @@ def test_default_is_auto_and_unknown_names_are_refused() -> None:
 class FakeMachine:
     """A machine where MKL is "installed", the GEMM does nothing and the clock advances by
     ``cost[library in use]`` at every reading, so a pass over the calibration set appears to
-    take ``cost * len(pairs)`` ticks for that library."""
+    take ``cost * len(pairs)`` ticks for that library.
+
+    It is also the kernels the parallel threshold is timed on (``_blas._probe``): a kernel
+    call on ``n`` elements does nothing but make the next clock reading advance by
+    ``kernel_cost(n, split)`` instead (``split``: above ``PAR_MIN`` at several threads)."""
+
+    OPENMP = True
 
     def __init__(self, cost: dict[str, float]) -> None:
         self.cost = cost
         self.now = 0.0
         self.gemms = 0
         self.order: list[str] = []  # the library in use at each GEMM
+        self.PAR_MIN = 32768
+        self.kernel_cost: Any = lambda n, split: 1e-6  # a tie: never split
+        self.kernel_calls: list[tuple[int, bool]] = []
+        self._kernel_time: float | None = None
 
     def clock(self) -> float:
-        self.now += self.cost[_blas.blas()] * 1e-3
+        if self._kernel_time is not None:  # a kernel ran since the last reading
+            self.now += self._kernel_time
+            self._kernel_time = None
+        else:
+            self.now += self.cost[_blas.blas()] * 1e-3
         return self.now
 
     def matmul(self, a: Any, b: Any) -> None:
         self.gemms += 1
         self.order.append(_blas.blas())
+
+    @property
+    def blas_gemms(self) -> int:
+        """The GEMMs of BLAS calibrations (the threshold's precede each kernel call)."""
+        return self.gemms - len(self.kernel_calls)
+
+    def _kernel(self, n: int) -> None:
+        split = n >= self.PAR_MIN and gg.get_num_threads() > 1
+        self.kernel_calls.append((n, split))
+        self._kernel_time = (self._kernel_time or 0.0) + self.kernel_cost(n, split)
+
+    def relu_grad(self, g: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+        self._kernel(len(out))
+
+    def sgd(self, w: np.ndarray, *args: Any) -> None:
+        self._kernel(len(w))
 
 
 @pytest.fixture
@@ -99,13 +130,15 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine
     monkeypatch.setattr(_blas, "_clock", machine.clock)
     monkeypatch.setattr(_blas, "matmul", machine.matmul)
     monkeypatch.setattr(_blas, "_calibrations", {})
+    monkeypatch.setattr(_blas, "_probe", machine)
+    monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", None)
     before = _blas.blas_info()["requested"]
     try:
         yield machine
     finally:
         _blas.set_blas("numpy")  # never leave the fake MKL's addresses active
         monkeypatch.undo()
-        _blas.set_blas(before)
+        _blas.set_blas(before)  # and the threshold this process had, for its BLAS
 
 
 def _new_process() -> None:
@@ -138,6 +171,7 @@ def test_auto_takes_the_library_the_calibration_measures_faster(
 def test_measure_alternates_and_stops_at_its_budget(fake: FakeMachine) -> None:
     fake.cost.update(numpy=300.0, mkl=100.0)  # 0.3 s and 0.1 s per clock reading
     gg.set_blas("numpy")
+    fake.order.clear()  # (set_blas timed the kernels' threshold, each after a GEMM)
     seconds = _blas.measure(["numpy", "mkl"])
     assert seconds == {"numpy": pytest.approx(0.3), "mkl": pytest.approx(0.1)}
     pairs = 3 * len(_blas.CALIBRATION_LAYERS)
@@ -231,14 +265,14 @@ def test_forcing_a_library_measures_nothing(
     for value, chosen in (("numpy", "numpy"), ("mkl", "mkl")):
         monkeypatch.setenv("GRAPHGRAD_BLAS", value)
         _blas._init_from_environment()
-        assert gg.blas() == chosen and fake.gemms == 0
+        assert gg.blas() == chosen and fake.blas_gemms == 0
         assert gg.blas_info()["reason"] == f"GRAPHGRAD_BLAS={value} in the environment"
         assert "calibration" not in gg.blas_info()
-    assert not _blas.cache_dir().exists()
+    assert not list(_blas.cache_dir().glob("blas-*.json"))
     monkeypatch.setenv("GRAPHGRAD_BLAS", "auto")
     fake.cost.update(numpy=2.0, mkl=1.0)
     _blas._init_from_environment()
-    assert gg.blas() == "mkl" and fake.gemms > 0
+    assert gg.blas() == "mkl" and fake.blas_gemms > 0
 
 
 def test_without_mkl_auto_is_numpy_and_measures_nothing(
@@ -246,7 +280,7 @@ def test_without_mkl_auto_is_numpy_and_measures_nothing(
 ) -> None:
     monkeypatch.setattr(_blas, "_mkl", {"error": "Intel MKL (libmkl_rt) was not found"})
     gg.set_blas("auto")
-    assert gg.blas() == "numpy" and fake.gemms == 0
+    assert gg.blas() == "numpy" and fake.blas_gemms == 0
     assert "the only BLAS installed" in gg.blas_info()["reason"]
     assert "calibration" not in gg.blas_info()
 
@@ -613,3 +647,270 @@ def test_a_kernel_variable_is_part_of_the_key(
     haswell = _blas.calibration_key()
     assert haswell["env"] == {"OPENBLAS_CORETYPE": "Haswell"} and plain != haswell
     assert _blas._cache_path(plain) != _blas._cache_path(haswell)
+
+
+# ------------------------------------------- the kernels' parallel threshold, faked and real
+
+
+def _wake_model(wake: float) -> Any:
+    """Kernel seconds on n elements: 1 ns an element serial; split, half that plus ``wake``
+    (the cost of waking the other thread)."""
+    return lambda n, split: n * 0.5e-9 + wake if split else n * 1e-9
+
+
+@pytest.fixture
+def two_threads(fake: FakeMachine) -> Iterator[FakeMachine]:
+    if _blas._fused.KERNELS is None:
+        pytest.skip("no compiled kernels: nothing is split, no threshold")
+    before = gg.get_num_threads()
+    gg.set_num_threads(2)
+    try:
+        yield fake
+    finally:
+        gg.set_num_threads(before)
+
+
+S = _blas.PAR_MIN_SIZES
+
+
+@pytest.mark.parametrize(
+    ("wins", "chosen"),
+    [
+        ([True] * len(S), S[0]),
+        ([False, False, False, True, True, True, True], S[3]),
+        ([False, True, True, False, True, True, True], S[4]),  # every larger size must win
+        ([True] * (len(S) - 1) + [False], None),  # not at the largest: never
+        ([False] * len(S), None),
+    ],
+)
+def test_the_threshold_is_the_smallest_size_from_which_the_split_always_wins(
+    wins: list[bool], chosen: int | None
+) -> None:
+    serial = [n * 1e-9 for n in S]
+    split = [t * (0.5 if w else 1.2) for t, w in zip(serial, wins, strict=True)]
+    assert _blas.decide_par_min(serial, split) == chosen
+    within_margin = [t * (1 - _blas.PAR_MIN_MARGIN / 2) for t in serial]  # a tie stays serial
+    assert _blas.decide_par_min(serial, within_margin) is None
+
+
+def test_the_threshold_is_measured_after_a_gemm_and_applied(two_threads: FakeMachine) -> None:
+    fake = two_threads
+    fake.kernel_cost = _wake_model(100e-6)  # the split wins by >5% from ~222k elements on
+    fake.kernel_calls.clear()
+    fake.gemms = 0
+    _blas.set_blas("numpy")
+    info = _blas.par_min_info()
+    assert info["par_min"] == 262144 and _blas._fused.par_min() == 262144
+    if _blas._fused.KERNELS is not None:  # the real kernels now split from there
+        assert _blas._fused.KERNELS.PAR_MIN == 262144
+        assert _blas._fused.KERNELS.XENT_PAR_MIN == 131072
+    cal = info["calibration"]
+    assert cal["threads"] == 2 and cal["measured_now"] is True and cal["sizes"] == list(S)
+    # each figure: one ReLU VJP + one SGD call, each timed alone
+    assert cal["serial"] == pytest.approx([2 * n * 1e-9 for n in S])
+    assert cal["split"] == pytest.approx([2 * (n * 0.5e-9 + 100e-6) for n in S])
+    assert "calibration at 2 thread(s) with numpy's BLAS, measured now" in info["reason"]
+    assert {(n, split) for n, split in fake.kernel_calls} == {(n, b) for n in S for b in (0, 1)}
+    assert fake.gemms == len(fake.kernel_calls)  # a GEMM before every kernel call
+    assert fake.PAR_MIN == 32768  # the probe's own threshold restored
+    (path,) = _blas.cache_dir().glob("parmin-*.json")
+    rec = json.loads(path.read_text())
+    assert rec["par_min"] == 262144 and rec["key"]["kind"] == "par_min"
+    assert rec["key"]["blas"] == "numpy" and rec["key"]["threads"] == 2
+    assert {k: v for k, v in rec["key"].items() if k not in ("kind", "blas")} == (
+        _blas.calibration_key()
+    )
+
+
+def test_a_split_that_never_wins_keeps_the_kernels_serial(two_threads: FakeMachine) -> None:
+    two_threads.kernel_cost = _wake_model(10.0)  # waking costs more than any kernel
+    _blas.set_blas("numpy")
+    assert _blas.par_min_info()["par_min"] is None
+    assert _blas._fused.par_min() == _blas._fused.NEVER
+    k = _blas._fused.KERNELS
+    if k is not None and k.OPENMP:
+        assert k.split_count(10**8) == 1  # serial at any size
+
+
+def test_the_threshold_is_cached_and_reused(two_threads: FakeMachine) -> None:
+    fake = two_threads
+    fake.kernel_cost = _wake_model(100e-6)
+    _blas.set_blas("numpy")
+    _new_process()
+    fake.kernel_cost = _wake_model(10.0)  # would be "never", if it measured again
+    fake.kernel_calls.clear()
+    _blas.set_blas("numpy")
+    info = _blas.par_min_info()
+    assert info["par_min"] == 262144 and not fake.kernel_calls  # the cached threshold
+    assert info["calibration"]["measured_now"] is False and "cached" in info["reason"]
+    _blas.recalibrate_par_min()  # graphgrad info --recalibrate
+    assert _blas.par_min_info()["par_min"] is None and fake.kernel_calls
+    (path,) = _blas.cache_dir().glob("parmin-*.json")
+    assert json.loads(path.read_text())["par_min"] is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda rec: "{not json",
+        lambda rec: json.dumps(rec)[: len(json.dumps(rec)) // 2],
+        lambda rec: json.dumps({**rec, "par_min": 32768}),  # contradicts its own figures
+        lambda rec: json.dumps({**rec, "par_min": "never"}),
+        lambda rec: json.dumps({**rec, "serial": rec["serial"][:-1]}),
+        lambda rec: json.dumps({**rec, "split": [-1.0] * len(S)}),
+        lambda rec: json.dumps({**rec, "split": ["fast"] * len(S)}),
+        lambda rec: json.dumps({**rec, "sizes": [1] * len(S)}),
+        lambda rec: json.dumps({**rec, "key": {**rec["key"], "blas": "mkl"}}),
+        lambda rec: json.dumps({k: v for k, v in rec.items() if k != "serial"}),
+    ],
+)
+def test_a_damaged_threshold_cache_is_measured_again(two_threads: FakeMachine, damage: Any) -> None:
+    fake = two_threads
+    fake.kernel_cost = _wake_model(100e-6)
+    _blas.set_blas("numpy")
+    (path,) = _blas.cache_dir().glob("parmin-*.json")
+    path.write_text(damage(json.loads(path.read_text())))
+    _new_process()
+    fake.kernel_calls.clear()
+    _blas.set_blas("numpy")
+    assert _blas.par_min_info()["par_min"] == 262144 and fake.kernel_calls  # measured again
+    assert json.loads(path.read_text())["par_min"] == 262144  # and the file repaired
+
+
+def test_each_blas_and_thread_count_has_its_threshold(two_threads: FakeMachine) -> None:
+    fake = two_threads
+    fake.kernel_cost = _wake_model(100e-6)
+    _blas.set_blas("numpy")
+    fake.kernel_cost = _wake_model(10.0)
+    _blas.set_blas("mkl")  # MKL's workers after a GEMM are another state: measured again
+    assert _blas.par_min_info()["par_min"] is None
+    _blas.set_blas("numpy")
+    assert _blas.par_min_info()["par_min"] == 262144
+    gg.set_num_threads(3)
+    assert _blas.par_min_info()["calibration"]["threads"] == 3
+    assert len(list(_blas.cache_dir().glob("parmin-*.json"))) == 3
+
+
+def test_one_thread_or_a_forced_threshold_measures_nothing(
+    two_threads: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = two_threads
+    gg.set_num_threads(1)
+    fake.kernel_calls.clear()
+    _blas.set_blas("numpy")
+    info = _blas.par_min_info()
+    assert not fake.kernel_calls and "calibration" not in info
+    assert info["reason"] == "1 thread: the kernels run serially, nothing measured"
+    assert info["par_min"] == _blas._fused.DEFAULT_PAR_MIN
+    monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", 1000)  # GRAPHGRAD_PAR_MIN=1000
+    for n in (2, 3):
+        gg.set_num_threads(n)
+        info = _blas.par_min_info()
+        assert info["par_min"] == 1000 and _blas._fused.par_min() == 1000
+        assert info["reason"] == "GRAPHGRAD_PAR_MIN=1000 in the environment, nothing measured"
+    _blas.recalibrate_par_min()
+    assert not fake.kernel_calls and not list(_blas.cache_dir().glob("parmin-*.json"))
+
+
+def test_the_threshold_calibration_stops_at_its_budget(two_threads: FakeMachine) -> None:
+    fake = two_threads
+    fake.kernel_cost = lambda n, split: 0.01  # 0.28 s of kernels a round
+    fake.kernel_calls.clear()
+    _blas.measure_par_min()
+    per_round = 2 * 2 * len(S)  # two kernels, serial and split, every size
+    assert len(fake.kernel_calls) == per_round * (1 + 3)  # warm-up, then 3 rounds
+
+
+def test_a_failing_threshold_calibration_keeps_the_default(
+    two_threads: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise OSError("the kernel crashed")
+
+    monkeypatch.setattr(two_threads, "relu_grad", broken)
+    _blas.set_blas("numpy")
+    info = _blas.par_min_info()
+    assert info["par_min"] == _blas._fused.DEFAULT_PAR_MIN
+    assert "calibration failed (OSError: the kernel crashed)" in info["reason"]
+    assert not list(_blas.cache_dir().glob("parmin-*.json"))
+
+
+needs_openmp = pytest.mark.skipif(
+    not getattr(_blas._fused.KERNELS, "OPENMP", False), reason="kernels without OpenMP"
+)
+
+
+@needs_openmp
+def test_the_real_threshold_calibration_runs_and_is_cached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # no timing asserted: only that a real measurement runs, is consistent and loads back
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(_blas, "_calibrations", {})
+    before = gg.get_num_threads()
+    gg.set_num_threads(2)
+    try:
+        rec = _blas.calibrate_par_min()
+        assert rec["measured"] and rec["sizes"] == list(S)
+        assert all(t > 0 for t in rec["serial"] + rec["split"])
+        assert rec["par_min"] == _blas.decide_par_min(rec["serial"], rec["split"])
+        _blas._calibrations.clear()
+        again = _blas.calibrate_par_min()
+        assert not again["measured"] and again["par_min"] == rec["par_min"]
+    finally:
+        monkeypatch.undo()
+        gg.set_num_threads(before)
+        _blas._apply_par_min()
+
+
+def _info(*args: str, **env_: str) -> subprocess.CompletedProcess[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHGRAD_PAR_MIN"}
+    return subprocess.run(
+        [exe, "info", *args], env={**env, **env_}, capture_output=True, text=True, timeout=120
+    )
+
+
+@needs_openmp
+def test_graphgrad_info_shows_the_threshold_and_why(tmp_path: Any) -> None:
+    proc = _info(OMP_NUM_THREADS="2", GRAPHGRAD_PAR_MIN="5000")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "parallel:  kernels split between threads from 5000 elements "
+        "(GRAPHGRAD_PAR_MIN=5000 in the environment, nothing measured)" in proc.stdout
+    )
+    proc = _info(OMP_NUM_THREADS="1")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "parallel:  kernels serial at every size (1 thread: the kernels run serially, "
+        "nothing measured)" in proc.stdout
+    )
+    cache = str(tmp_path)
+    proc = _info("--json", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
+    assert proc.returncode == 0, proc.stderr
+    p = json.loads(proc.stdout)["kernels_par_min"]
+    (path,) = (tmp_path / "graphgrad" / "blas").glob("parmin-*.json")
+    rec = json.loads(path.read_text())
+    assert p["par_min"] == rec["par_min"] and p["calibration"]["cache"] == str(path)
+    assert p["calibration"]["serial"] == rec["serial"] and p["calibration"]["measured_now"]
+    proc = _info("--recalibrate", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
+    assert proc.returncode == 0, proc.stderr
+    # (the recalibrated BLAS may differ, and the threshold is per BLAS: the file it names)
+    (line,) = [x for x in proc.stdout.splitlines() if "kernels' parallel threshold" in x]
+    head, _, named = line.rstrip(")").rpartition(" (")
+    rec = json.loads(Path(named).read_text())
+    assert named.startswith(str(tmp_path)) and rec["key"]["blas"] in proc.stdout
+    where = "never split" if rec["par_min"] is None else f"split from {rec['par_min']} elements"
+    assert head == f"recalibrated the kernels' parallel threshold at 2 thread(s): {where}"
+    assert "parallel:  kernels " in proc.stdout and "measured now" in proc.stdout
+
+
+def test_without_compiled_kernels_there_is_no_threshold() -> None:
+    proc = _info("--json", GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kernels_par_min"] == {
+        "par_min": None,
+        "reason": "no compiled kernels in use",
+    }
+    proc = _info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    assert "parallel:  kernels serial at every size (no compiled kernels in use)" in proc.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -280,11 +281,22 @@ def test_optimiser_on_a_readonly_parameter_names_it() -> None:
 # --- threads: the kernels give the same bits at any thread count -------------------------
 
 
+#: The threshold the split tests force: the one this machine measured may be "never"
+#: (``_blas.calibrate_par_min``), and a test of the split must split whatever was measured.
+SPLIT = 32768
+
+
 @pytest.fixture
 def kernel_threads() -> Iterator[Callable[[int], None]]:
-    before = gg.get_num_threads()
-    yield gg.set_num_threads
+    before, threshold = gg.get_num_threads(), _fused.par_min()
+
+    def use(k: int) -> None:
+        gg.set_num_threads(k)  # applies this machine's threshold for k threads...
+        _fused.set_par_min(SPLIT)  # ...replaced by the forced one
+
+    yield use
     gg.set_num_threads(before)
+    _fused.set_par_min(threshold)
 
 
 @needs_kernels
@@ -292,8 +304,8 @@ def kernel_threads() -> Iterator[Callable[[int], None]]:
 def test_kernels_give_the_same_bits_at_1_and_2_threads(
     monkeypatch: pytest.MonkeyPatch, kernel_threads: Callable[[int], None], dtype: type
 ) -> None:
-    # Large enough to be split between threads (PAR_MIN), with an odd tail.
-    n = 3 * _fused._PAR_MIN + 17
+    # Large enough to be split between threads (the forced threshold), with an odd tail.
+    n = 3 * SPLIT + 17
     rng = np.random.default_rng(6)
     w0, g, v0, m0 = (rng.standard_normal(n).astype(dtype) for _ in range(4))
     x = rng.standard_normal(n).astype(dtype)
@@ -344,10 +356,13 @@ def test_kernels_give_the_same_bits_at_1_and_2_threads(
         np.testing.assert_allclose(a, c, rtol=tol, atol=tol)
 
 
-def test_relu_twin_matches_numpy() -> None:
+def test_relu_twin_matches_numpy(kernel_threads: Callable[[int], None]) -> None:
+    kernel_threads(2)  # above the threshold: the kernel, split
     rng = np.random.default_rng(7)
-    x = rng.standard_normal(_fused._PAR_MIN + 5).astype(np.float32)
+    x = rng.standard_normal(SPLIT + 5).astype(np.float32)
     x[:3] = [np.nan, -0.0, 0.0]
+    if _fused._K is not None:
+        assert _fused._K.split_count(x.size) == (2 if _fused._K.OPENMP else 1)
     r = _fused.relu(x)
     np.testing.assert_array_equal(r, np.maximum(x, 0))
     assert not np.signbit(r[1])  # max(-0.0, 0) is +0.0 in NumPy
@@ -359,18 +374,43 @@ def test_the_parallel_threshold_can_be_set_from_the_environment() -> None:
         pytest.skip("kernels built without OpenMP")
     code = (
         "import graphgrad as gg; from graphgrad import _fused as F; gg.set_num_threads(2); "
-        "print(F._PAR_MIN, F._K.XENT_PAR_MIN, F._K.split_count(999), F._K.split_count(1000))"
+        "print(F.par_min(), F._K.XENT_PAR_MIN, F._K.split_count(999), F._K.split_count(1000)); "
+        "print(F.FORCED_PAR_MIN, gg.set_num_threads(3), F.par_min())"
     )
     env = {**os.environ, "GRAPHGRAD_PAR_MIN": "1000"}
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1000", "500", "1", "2"]
+    # forced: kept at another thread count too (nothing measured)
+    assert proc.stdout.split() == ["1000", "500", "1", "2", "1000", "2", "1000"]
     env["GRAPHGRAD_PAR_MIN"] = "many"
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[:2] == [str(_fused._K.PAR_MIN), str(_fused._K.XENT_PAR_MIN)]
+    assert proc.stdout.split()[4] == "None"  # ignored: the threshold is measured as usual
     assert "GRAPHGRAD_PAR_MIN='many': need a positive integer" in proc.stderr
+
+
+@needs_kernels
+def test_relu_keeps_its_serial_kernel_where_splitting_never_pays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    real = _fused._K
+
+    def spy(x: np.ndarray, out: np.ndarray) -> None:
+        calls.append(x.size)
+        real.relu(x, out)
+
+    monkeypatch.setattr(_fused, "_K", types.SimpleNamespace(relu=spy))
+    threshold = _fused.par_min()
+    try:
+        _fused.set_par_min(_fused.NEVER)  # what a machine where the split loses measures
+        x = np.random.default_rng(8).standard_normal(_fused.DEFAULT_PAR_MIN + 5)
+        np.testing.assert_array_equal(_fused.relu(x), np.maximum(x, 0))
+        assert calls == [x.size]
+    finally:
+        monkeypatch.undo()
+        _fused.set_par_min(threshold)

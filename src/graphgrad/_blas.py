@@ -27,6 +27,11 @@ each other on the same cores (:func:`_one_thread_pool`).
 OpenBLAS's own call, no extra dependency) and graphgrad's compiled kernels together; the
 default is ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on. Under
 ``"auto"`` a new thread count chooses the library again (the calibration is per count).
+
+The kernels' parallel threshold (the array size from which they split their work between
+threads) is measured the same way, per thread count and BLAS, and cached beside the BLAS
+choice (:func:`calibrate_par_min`); ``GRAPHGRAD_PAR_MIN=N`` forces it. It never changes a
+result: the kernels give the same bits at any thread count.
 """
 
 from __future__ import annotations
@@ -288,26 +293,31 @@ def calibration_key() -> dict[str, Any]:
     }
 
 
-def _cache_path(key: dict[str, Any]) -> Path:
+def _cache_path(key: dict[str, Any], kind: str = "blas") -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / f"blas-{digest}.json"
+    return cache_dir() / f"{kind}-{digest}.json"
 
 
-def _load_cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached calibration at ``path`` if it is there, whole and for ``key``; else None
-    (a missing, unreadable, corrupt, foreign or inconsistent file is measured again)."""
+def _blas_record_ok(rec: dict[str, Any]) -> bool:
+    """A BLAS calibration record's own figures: both libraries, positive finite seconds,
+    and the choice they make."""
+    seconds = rec["seconds"]
+    return (
+        isinstance(seconds, dict)
+        and set(seconds) == {"numpy", "mkl"}
+        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
+        and rec["choice"] == decide(seconds)
+    )
+
+
+def _load_cached(path: Path, key: dict[str, Any], valid: Any = _blas_record_ok) -> Any:
+    """The cached record at ``path`` if it is there, whole, for ``key`` and consistent
+    (``valid(record)``); else None (a missing, unreadable, corrupt, foreign or inconsistent
+    file is measured again)."""
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
-        seconds = rec["seconds"]
-        ok = (
-            rec["format"] == _CACHE_FORMAT
-            and rec["key"] == key
-            and isinstance(seconds, dict)
-            and set(seconds) == {"numpy", "mkl"}
-            and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
-            and rec["choice"] == decide(seconds)
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        ok = rec["format"] == _CACHE_FORMAT and rec["key"] == key and bool(valid(rec))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
     return rec if ok else None
 
@@ -344,17 +354,16 @@ def _file_lock(path: Path) -> Iterator[None]:
 _calibrations: dict[str, dict[str, Any]] = {}  # this process's, by cache path
 
 
-def calibrate(refresh: bool = False) -> dict[str, Any]:
-    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
-    cached record when there is a valid one for this configuration (:func:`calibration_key`),
-    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
-    again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
+def _cached_measurement(
+    key: dict[str, Any], kind: str, measure_now: Any, valid: Any, refresh: bool
+) -> dict[str, Any]:
+    """The one cache mechanism of both calibrations: the record cached for ``key`` (file
+    ``<kind>-<sha of key>.json`` in :func:`cache_dir`) when it is valid, else
+    ``measure_now()`` (a dict of figures and the choice) timed now, under a file lock, and
+    cached atomically. ``refresh=True`` measures again. The record gains ``cache`` (the
     file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
     over the cache: an unwritable cache directory leaves the result in memory only."""
-    if "error" in find_mkl():
-        raise RuntimeError(f"calibrate: {_mkl['error']}")
-    key = calibration_key()
-    path = _cache_path(key)
+    path = _cache_path(key, kind)
     memo = _calibrations.get(str(path))
     if memo is not None and not refresh:
         return memo
@@ -368,16 +377,14 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     lock = _file_lock(path.with_name(path.name + ".lock")) if directory_ok else None
     with lock or contextlib.nullcontext():
         if not refresh:
-            rec = _load_cached(path, key)
+            rec = _load_cached(path, key, valid)
             if rec is not None:
                 rec["measured"] = False
         if rec is None:
-            seconds = measure(["numpy", "mkl"])
             rec = {
                 "format": _CACHE_FORMAT,
                 "key": key,
-                "choice": decide(seconds),
-                "seconds": seconds,
+                **measure_now(),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             written = False
@@ -392,6 +399,23 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     rec["cache"] = str(path)
     _calibrations[str(path)] = rec
     return rec
+
+
+def calibrate(refresh: bool = False) -> dict[str, Any]:
+    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
+    cached record when there is a valid one for this configuration (:func:`calibration_key`),
+    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
+    again. Returns the record: ``choice``, ``seconds`` per library, ``key``, ``cache`` (the
+    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
+    over the cache: an unwritable cache directory leaves the result in memory only."""
+    if "error" in find_mkl():
+        raise RuntimeError(f"calibrate: {_mkl['error']}")
+
+    def measure_now() -> dict[str, Any]:
+        seconds = measure(["numpy", "mkl"])
+        return {"choice": decide(seconds), "seconds": seconds}
+
+    return _cached_measurement(calibration_key(), "blas", measure_now, _blas_record_ok, refresh)
 
 
 def _auto() -> tuple[str, str, dict[str, Any] | None]:
@@ -414,6 +438,193 @@ def _auto() -> tuple[str, str, dict[str, Any] | None]:
         f"step's GEMMs (MKL chosen only if >{CALIBRATION_MARGIN:.0%} faster)"
     )
     return rec["choice"], reason, rec
+
+
+# ------------------------------------------------- the kernels' parallel threshold, measured
+#
+# Above ``PAR_MIN`` elements graphgrad's compiled kernels (optimiser updates, ReLU and its VJP,
+# softmax cross-entropy) split their arrays between threads. Whether that pays depends on the
+# machine: a parallel region must wake the OpenMP workers, which sleep between regions, while
+# the BLAS's own workers may still be spinning on the other cores after the last GEMM (on a
+# 2-vCPU AMD EPYC VM the split kernels were twice as slow as serial ones at every step size;
+# on a 2-core Xeon faster). So the threshold is measured, like the BLAS: the ReLU VJP and the
+# SGD-momentum update timed serial and split at the current thread count over
+# ``PAR_MIN_SIZES``, each call right after a GEMM of an MLP step (the BLAS's workers as a real
+# step leaves them), cached with the BLAS calibration's key plus the library in use. The
+# threshold never changes a result: the kernels give the same bits at any thread count.
+
+#: Array sizes (elements) at which the kernels are timed serial and split.
+PAR_MIN_SIZES = (32768, 65536, 131072, 262144, 524288, 1048576, 2097152)
+#: The split kernels must be at least this much faster to count as a win.
+PAR_MIN_MARGIN = 0.05
+_PAR_ROUNDS, _PAR_BUDGET_S = 9, 0.3
+_probe: Any = None  # the kernels timed (None: _fused.KERNELS; tests substitute fake ones)
+
+
+def measure_par_min(clock: Any = None) -> dict[str, list[float]]:
+    """Seconds per call of the ReLU VJP plus the SGD-momentum update (fp32) at each of
+    ``PAR_MIN_SIZES``, on one thread (``serial``) and split between the current thread count
+    (``split``). Each kernel call follows a GEMM of an MLP step's hidden layer (128 x 256 by
+    256 x 256, fp32, the BLAS in use) and is timed alone. Rounds alternate the order of the
+    two modes, for at most 9 rounds or about 0.3 s; each figure is the fastest round's."""
+    clock = clock or _clock
+    k = _probe or _fused.KERNELS
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((128, 256), dtype=np.float32)
+    b = rng.standard_normal((256, 256), dtype=np.float32)
+    top = PAR_MIN_SIZES[-1]
+    x = rng.standard_normal(top, dtype=np.float32)
+    g, w, v, out = x.copy(), x.copy(), x.copy(), np.empty_like(x)
+    best = {m: [math.inf] * len(PAR_MIN_SIZES) for m in ("serial", "split")}
+    saved = k.PAR_MIN
+    try:
+
+        def once(mode: str, i: int) -> float:
+            n = PAR_MIN_SIZES[i]
+            k.PAR_MIN = 1 if mode == "split" else _fused.NEVER
+            total = 0.0
+            matmul(a, b)  # the BLAS's workers as a step leaves them
+            t0 = clock()
+            k.relu_grad(g[:n], x[:n], out[:n])
+            total += clock() - t0
+            matmul(a, b)
+            t0 = clock()
+            k.sgd(w[:n], g[:n], v[:n], 1e-12, 0.9, 0.0, False, False)
+            total += clock() - t0
+            return total
+
+        for i in range(len(PAR_MIN_SIZES)):  # warm up: pages touched, workers started
+            once("serial", i)
+            once("split", i)
+        start = clock()
+        for r in range(_PAR_ROUNDS):
+            for mode in ("serial", "split") if r % 2 == 0 else ("split", "serial"):
+                for i in range(len(PAR_MIN_SIZES)):
+                    best[mode][i] = min(best[mode][i], once(mode, i))
+            if r >= 2 and clock() - start > _PAR_BUDGET_S:
+                break
+    finally:
+        k.PAR_MIN = saved
+    return best
+
+
+def decide_par_min(serial: list[float], split: list[float]) -> int | None:
+    """The smallest of ``PAR_MIN_SIZES`` from which the split kernels win (faster by more
+    than ``PAR_MIN_MARGIN``) at that size and every larger one measured; None ("never")
+    when they do not win at the largest."""
+    chosen = None
+    for n, t1, tn in reversed(list(zip(PAR_MIN_SIZES, serial, split, strict=True))):
+        if not tn < t1 * (1 - PAR_MIN_MARGIN):
+            break
+        chosen = n
+    return chosen
+
+
+def _par_min_record_ok(rec: dict[str, Any]) -> bool:
+    figures = [rec["serial"], rec["split"]]
+    return (
+        rec["sizes"] == list(PAR_MIN_SIZES)
+        and all(type(f) is list and len(f) == len(PAR_MIN_SIZES) for f in figures)
+        and all(type(t) is float and math.isfinite(t) and t > 0 for f in figures for t in f)
+        and rec["par_min"] == decide_par_min(rec["serial"], rec["split"])
+    )
+
+
+def calibrate_par_min(refresh: bool = False) -> dict[str, Any]:
+    """The kernels' parallel threshold for the current thread count and BLAS: the cached
+    record (``par_min``: elements, or None for "never"; ``serial`` and ``split`` seconds per
+    size; ``cache``; ``measured``) when there is a valid one, else measured now (a fraction
+    of a second, :func:`measure_par_min`) and cached beside the BLAS calibration, keyed by
+    :func:`calibration_key` plus the library in use. ``refresh=True`` measures again."""
+    k = _probe or _fused.KERNELS
+    if k is None or not getattr(k, "OPENMP", False):
+        raise RuntimeError("calibrate_par_min: the kernels are not built with OpenMP")
+    key = {**calibration_key(), "kind": "par_min", "blas": blas()}
+
+    def measure_now() -> dict[str, Any]:
+        t = measure_par_min()
+        return {
+            "sizes": list(PAR_MIN_SIZES),
+            **t,
+            "par_min": decide_par_min(t["serial"], t["split"]),
+        }
+
+    return _cached_measurement(key, "parmin", measure_now, _par_min_record_ok, refresh)
+
+
+_par_min_choice: dict[str, Any] = {"par_min": 0, "reason": "not chosen yet", "calibration": None}
+
+
+def _describe_par_min(rec: dict[str, Any]) -> str:
+    how = "measured now" if rec["measured"] else "measured earlier, cached"
+    if rec.get("measured") and not rec.get("cache_written"):
+        how = "measured now, not cached (cache directory not writable)"
+    pairs = ", ".join(
+        f"{n // 1024}k {t1 * 1e6:.0f}/{tn * 1e6:.0f}"
+        for n, t1, tn in zip(rec["sizes"], rec["serial"], rec["split"], strict=True)
+    )
+    return (
+        f"calibration at {rec['key']['threads']} thread(s) with {rec['key']['blas']}'s BLAS, "
+        f"{how}: ReLU VJP + SGD-momentum us serial/split after a GEMM: {pairs}"
+    )
+
+
+def _apply_par_min(refresh: bool = False) -> None:
+    """Set the kernels' parallel threshold (``_fused.set_par_min``): ``GRAPHGRAD_PAR_MIN``
+    when set, else at one thread the default (the kernels are serial anyway), else the
+    calibration's for this thread count and BLAS (None: never split). A calibration that
+    fails keeps the default, with the reason."""
+    k = _fused.KERNELS
+    cal = None
+    if k is None:
+        n, reason = 0, "no compiled kernels in use"
+    elif _fused.FORCED_PAR_MIN is not None:
+        n = _fused.FORCED_PAR_MIN
+        reason = f"GRAPHGRAD_PAR_MIN={n} in the environment, nothing measured"
+    elif not getattr(k, "OPENMP", False):
+        n, reason = _fused.DEFAULT_PAR_MIN, "kernels built without OpenMP: always serial"
+    elif _threads[0] < 2:
+        n, reason = _fused.DEFAULT_PAR_MIN, "1 thread: the kernels run serially, nothing measured"
+    else:
+        try:
+            cal = calibrate_par_min(refresh)
+        except Exception as e:  # a failed measurement must not fail an import
+            n = _fused.DEFAULT_PAR_MIN
+            reason = f"the calibration failed ({type(e).__name__}: {e}); the default"
+        else:
+            n = _fused.NEVER if cal["par_min"] is None else cal["par_min"]
+            reason = _describe_par_min(cal)
+    _fused.set_par_min(n)
+    _par_min_choice.update(par_min=n, reason=reason, calibration=cal)
+
+
+def recalibrate_par_min() -> None:
+    """Measure the kernels' parallel threshold again (``graphgrad info --recalibrate``) where
+    it is measured at all (not forced, several threads, OpenMP kernels), and apply it."""
+    _apply_par_min(refresh=True)
+
+
+def par_min_info() -> dict[str, Any]:
+    """The kernels' parallel threshold: ``par_min`` (elements; None: never split, the
+    kernels stay serial, or no compiled kernels), ``reason`` (measured figures, forced, or
+    one thread) and, when measured, ``calibration`` (``serial``/``split`` seconds per size,
+    ``cache``, ``measured_now``, ``threads``)."""
+    n = _par_min_choice["par_min"]
+    info: dict[str, Any] = {
+        "par_min": None if n in (0, _fused.NEVER) else n,
+        "reason": _par_min_choice["reason"],
+    }
+    cal = _par_min_choice["calibration"]
+    if cal is not None:
+        info["calibration"] = {
+            "sizes": list(cal["sizes"]),
+            "serial": list(cal["serial"]),
+            "split": list(cal["split"]),
+            "cache": cal["cache"],
+            "measured_now": cal["measured"],
+            "threads": cal["key"]["threads"],
+        }
+    return info
 
 
 _choice: dict[str, Any] = {"requested": "numpy", "reason": "NumPy's BLAS selected"}
@@ -448,6 +659,7 @@ def set_blas(name: str) -> str:
         _active[_F64] = found["dgemm"]
         _set_mkl_threads(_threads[0])
     _choice.update(requested=name, reason=reason, calibration=calibration)
+    _apply_par_min()  # measured after a GEMM of this library: per library, cached
     return previous
 
 
@@ -579,6 +791,8 @@ def set_num_threads(n: int) -> int:
             threadpoolctl.threadpool_limits(n, user_api="blas")
     if n != previous and _choice["requested"] == "auto":
         set_blas("auto")  # the calibration is per thread count: cached, or measured once
+    elif n != previous:
+        _apply_par_min()  # the kernels' threshold is per thread count too
     return previous
 
 

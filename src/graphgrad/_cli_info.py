@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
         description="Print what this installation runs with: Python, NumPy and graphgrad "
         "versions, the library doing the matrix products (MKL or NumPy's BLAS) and why it "
         "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
-        "extensions are in use.",
+        "extensions are in use, and from which array size the compiled kernels split their "
+        "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN).",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
         "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,8 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--recalibrate",
         action="store_true",
-        help="time the installed BLAS libraries again (on a quiet machine) and replace the "
-        "cached choice of set_blas('auto') for this configuration",
+        help="time the installed BLAS libraries and the kernels' parallel threshold again (on "
+        "a quiet machine) and replace the cached choices for this configuration",
     )
     p.set_defaults(handler=_run)
 
@@ -52,6 +53,7 @@ def collect() -> dict[str, Any]:
         "cpu_model": _blas.cpu_model(),
         "blas": _blas.blas_info(),
         "threads": _blas.get_num_threads(),
+        "kernels_par_min": _blas.par_min_info(),
         "devices": _backend.devices_info(),
         "compiled": {
             "graphgrad._kernels": _fused.COMPILED,
@@ -78,6 +80,16 @@ def _run(args: argparse.Namespace) -> int:
                     f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
                     f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
                 )
+        _blas.recalibrate_par_min()
+        p = _blas.par_min_info()
+        if not args.json and "calibration" in p:
+            n = p["par_min"]
+            print(
+                f"recalibrated the kernels' parallel threshold at "
+                f"{p['calibration']['threads']} thread(s): "
+                + ("never split" if n is None else f"split from {n} elements")
+                + f" ({p['calibration']['cache']})"
+            )
     info = collect()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
@@ -98,6 +110,15 @@ def _run(args: argparse.Namespace) -> int:
         f"threads:   {info['threads']} (gg.set_num_threads; default OMP_NUM_THREADS, else "
         "the CPUs available)"
     )
+    p = info["kernels_par_min"]
+    n = p["par_min"]
+    if n is None or not n or info["threads"] < 2 or not info["compiled"]["openmp"]:
+        where = "serial at every size"
+    else:
+        where = f"split between threads from {n} elements"
+    lines.append(f"parallel:  kernels {where} ({p['reason']})")
+    if p.get("calibration"):
+        lines.append(f"           calibration cached in {p['calibration']['cache']}")
     comp = info["compiled"]
     lines.append(
         "compiled:  "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -46,28 +47,56 @@ def _load_kernels() -> Any:
 _K: Any = _load_kernels()
 
 
-def _par_min_from_environment() -> None:
-    """``GRAPHGRAD_PAR_MIN=N``: the array size from which the kernels use several threads
-    (default 32768 elements; the softmax cross-entropy kernels use N/2 logits). A tuning knob
-    for benchmarks (``bench_step_procs.py`` A/B variants), read once at import; a bad value
-    is ignored with a warning."""
+#: The kernels' parallel threshold before anything chose one (elements): ``_kernels.pyx``'s.
+DEFAULT_PAR_MIN: int = _K.PAR_MIN if _K is not None else 32768
+#: The threshold meaning "never split": the kernels stay on the calling thread.
+NEVER = sys.maxsize
+
+
+def _par_min_from_environment() -> int | None:
+    """``GRAPHGRAD_PAR_MIN=N``: the array size from which the kernels use several threads,
+    forced (the softmax cross-entropy kernels use N/2 logits; nothing is measured then).
+    Read once at import; a bad value is ignored with a warning. Returns N, or None."""
     raw = os.environ.get("GRAPHGRAD_PAR_MIN", "").strip()
     if not raw or _K is None:
-        return
+        return None
     if not raw.isdigit() or int(raw) < 1:
         warnings.warn(
             f"GRAPHGRAD_PAR_MIN={raw!r}: need a positive integer; keeping {_K.PAR_MIN}",
             stacklevel=2,
         )
-        return
-    _K.PAR_MIN = int(raw)  # module globals of the extension, read at each kernel call
-    _K.XENT_PAR_MIN = max(1, int(raw) // 2)
+        return None
+    return int(raw)
 
-
-_par_min_from_environment()
 
 COMPILED: bool = _K is not None
-_PAR_MIN: int = _K.PAR_MIN if _K is not None else 0
+#: ``GRAPHGRAD_PAR_MIN`` from the environment (an int), or None: then ``_blas`` measures the
+#: threshold at the current thread count (``_blas.calibrate_par_min``).
+FORCED_PAR_MIN: int | None = _par_min_from_environment()
+_PAR_MIN: int = 0
+
+
+def set_par_min(n: int) -> None:
+    """Split the kernels' arrays between threads from ``n`` elements on (``NEVER``: keep
+    every kernel serial); the softmax cross-entropy kernels from ``n // 2`` logits. Only
+    speed depends on it: every kernel gives the same bits at any thread count and any
+    threshold (elementwise loops; the cross-entropy's row losses added in order)."""
+    global _PAR_MIN
+    if _K is None:
+        return
+    _K.PAR_MIN = n  # module globals of the extension, read at each kernel call
+    _K.XENT_PAR_MIN = max(1, n // 2)
+    _PAR_MIN = n
+
+
+def par_min() -> int:
+    """The kernels' parallel threshold now, in elements (0 without compiled kernels)."""
+    return _PAR_MIN
+
+
+if _K is not None:
+    set_par_min(FORCED_PAR_MIN if FORCED_PAR_MIN is not None else DEFAULT_PAR_MIN)
+
 #: The compiled kernels module (graphgrad._kernels), or None: for the other users of its
 #: loops (the BLAS switch's GEMM).
 KERNELS: Any = _K
@@ -191,8 +220,9 @@ def adam(
 
 
 def relu(x: np.ndarray) -> np.ndarray:
-    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays."""
-    if _K is not None and type(x) is np.ndarray and x.size >= _PAR_MIN:
+    """``np.maximum(x, 0)``, a new array; on several threads for large float arrays (the
+    kernel, serial, from ``DEFAULT_PAR_MIN`` elements even where splitting never pays)."""
+    if _K is not None and type(x) is np.ndarray and x.size >= min(_PAR_MIN, DEFAULT_PAR_MIN):
         flat = _flat(x)
         if flat is not None:
             out = np.empty_like(x)
