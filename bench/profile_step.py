@@ -320,10 +320,13 @@ def nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool
     before = gg.get_num_threads()
     parts: dict[int, dict[str, list[float]]] = {k: defaultdict(list) for k in counts}
     blas_at: dict[int, str] = {}
+    par_at: dict[int, str] = {}
     try:
         for k in counts:
             gg.set_num_threads(k)  # under set_blas("auto"), the BLAS calibrated for k threads
             blas_at[k] = gg.blas()
+            n_par = _blas.par_min_info()["par_min"]  # chosen for k threads (measured/forced)
+            par_at[k] = "never" if n_par is None else f"above {n_par} elements"
             for _ in range(3):
                 step()
         for r in range(rounds):
@@ -377,8 +380,9 @@ def nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool
     lines += [
         "",
         "non-GEMM = step - GEMMs: the kernels (optimiser, ReLU, softmax cross-entropy, bias "
-        "sums: multi-threaded above "
-        f"{_fused.KERNELS.PAR_MIN if _fused.KERNELS is not None else '-'} elements) and the "
+        "sums; split over threads: "
+        + ", ".join(f"{par_at[k]} at {k} thread(s)" for k in counts)
+        + ") and the "
         "framework's Python (graph recording, the backward pass: one thread, so it bounds the "
         "speed-up). Target: non-GEMM >= 1.6x from 1 to 2 threads. BLAS: "
         + ", ".join(f"{blas_at[k]} at {k} thread(s)" for k in counts)
