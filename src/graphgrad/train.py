@@ -457,6 +457,7 @@ class Trainer:
         losses: list[Any] = []
         counts: list[Any] = []
         sizes: list[int] = []
+        seen = 0
         xp: Any = None
         t0 = time.perf_counter()
         try:
@@ -470,8 +471,8 @@ class Trainer:
                 losses.append(loss.data)
                 counts.append(xp.count_nonzero(xp.argmax(logits.data, axis=1) == yb))
                 sizes.append(int(yb.shape[0]))
+                seen += sizes[-1]
                 if bar is not None:
-                    seen = sum(sizes)
                     running = float(losses[-1]) * seen if b % 20 == 0 else 0.0
                     show_progress(bar, b, seen, running, t0)
         finally:
