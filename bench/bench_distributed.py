@@ -16,9 +16,9 @@ launched by the same ``mpiexec``, taking turns (the order rotated each round):
   flat float32 buffer summed through the node's shared memory), and three variants on N
   ranks against the same 1-rank runs: ``reduce="allreduce"`` (one MPI Allreduce of the
   buffer per step), ``overlap=True`` (buckets reduced with ``Iallreduce`` as their
-  gradients complete during backward) and ``init(tune_malloc=False)`` (glibc's malloc left
-  as MPI leaves it; the 1-rank run gets ``distributed.keep_freed_memory()`` like the ranks,
-  so that the baseline is like for like);
+  gradients complete during backward) and ``GRAPHGRAD_MALLOC=system`` with
+  ``init(tune_malloc=False)`` (glibc's malloc left as MPI leaves it; the 1-rank run gets
+  ``distributed.keep_freed_memory()`` like the ranks, so that the baseline is like for like);
 * PyTorch, 1 rank: a plain loop; N ranks: ``DistributedDataParallel`` over gloo (TCP on
   127.0.0.1, rendezvous through a file; the rank comes from mpiexec's PMI_RANK). A PyTorch
   run that fails is run again, up to 3 times, and every failure is printed and kept in the
@@ -96,7 +96,9 @@ def _usage() -> tuple[float, float, float, int]:
 def worker_graphgrad(steps: int, out: Path, variant: str) -> None:
     """One run: ``plain`` (1 process: the Trainer; N: DistributedTrainer), ``allreduce``
     (DistributedTrainer(reduce="allreduce")), ``overlap`` (DistributedTrainer(overlap=True))
-    or ``system-malloc`` (init(tune_malloc=False))."""
+    or ``system-malloc`` (``GRAPHGRAD_MALLOC=system`` and init(tune_malloc=False))."""
+    if variant == "system-malloc":  # read by ``import graphgrad``
+        os.environ["GRAPHGRAD_MALLOC"] = "system"
     import graphgrad as gg
     from graphgrad import distributed as dist
     from graphgrad.train import Trainer

@@ -8,6 +8,7 @@ functions; ``gg.numerical_grad`` / ``gg.gradcheck`` check it against finite diff
 from typing import Any
 
 from . import (
+    _memory,  # noqa: F401  (glibc malloc keeps freed memory; GRAPHGRAD_MALLOC)
     data,
     nn,
     optim,

@@ -17,8 +17,9 @@ def register(sub: Any) -> None:
         description="Print what this installation runs with: Python, NumPy and graphgrad "
         "versions, the library doing the matrix products (MKL or NumPy's BLAS) and why it "
         "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
-        "extensions are in use, and from which array size the compiled kernels split their "
-        "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN).",
+        "extensions are in use, from which array size the compiled kernels split their "
+        "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN), and "
+        "whether glibc's malloc keeps freed memory for the next step (GRAPHGRAD_MALLOC).",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
         "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,7 +38,7 @@ def collect() -> dict[str, Any]:
     """Everything ``graphgrad info`` prints, as a dict."""
     import numpy as np
 
-    from . import _backend, _blas, _fused, scalar
+    from . import _backend, _blas, _fused, _memory, scalar
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("graphgrad", "mkl", "threadpoolctl", "torch"):
@@ -54,6 +55,7 @@ def collect() -> dict[str, Any]:
         "blas": _blas.blas_info(),
         "threads": _blas.get_num_threads(),
         "kernels_par_min": _blas.par_min_info(),
+        "malloc": _memory.malloc_info(),
         "devices": _backend.devices_info(),
         "compiled": {
             "graphgrad._kernels": _fused.COMPILED,
@@ -119,6 +121,14 @@ def _run(args: argparse.Namespace) -> int:
     lines.append(f"parallel:  kernels {where} ({p['reason']})")
     if p.get("calibration"):
         lines.append(f"           calibration cached in {p['calibration']['cache']}")
+    m = info["malloc"]
+    lines.append(
+        "memory:    glibc malloc keeps freed memory for the next step ("
+        + m["reason"]
+        + "; GRAPHGRAD_MALLOC=system leaves it alone)"
+        if m["tuned"]
+        else f"memory:    malloc left as it is ({m['reason']})"
+    )
     comp = info["compiled"]
     lines.append(
         "compiled:  "

@@ -38,8 +38,9 @@ What is shared and how:
   order, into a shared result that every rank reads (:class:`NodeReduction`; ``reduce=``
   chooses). With ``overlap=True`` the buffer is summed in buckets, each
   started (``Iallreduce``) during the backward pass as soon as its gradients are complete.
-* **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`):
-  under MPI each step otherwise faults its temporaries' pages back in from the kernel.
+* **Memory.** :func:`init` has glibc's malloc keep freed memory (:func:`keep_freed_memory`,
+  which ``import graphgrad`` calls too; again here, once MPI has started): under MPI each
+  step otherwise faults its temporaries' pages back in from the kernel.
 * **Output.** Rank 0 alone prints, writes checkpoints (atomically, as always), metrics and
   figures; the history records ``world_size`` and ``global_batch_size``. Other ranks never
   touch the run directory, so it need not be shared between machines. ``--resume`` reads the
@@ -54,7 +55,6 @@ What is shared and how:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from . import _engine
+from ._memory import MALLOC_SETTINGS, keep_freed_memory
 from .errors import GraphgradError
 from .nn.module import Module
 from .optim import Optimizer
@@ -88,6 +89,7 @@ from .train import (
 
 __all__ = [
     "INSTALL_HINT",
+    "MALLOC_SETTINGS",
     "DistributedError",
     "DistributedTrainer",
     "GradientReducer",
@@ -376,32 +378,6 @@ class _Watchdog:
 
 
 _WORLD: World | None = None
-
-
-#: glibc's malloc settings that :func:`init` makes (``mallopt`` parameters and values): blocks
-#: up to 32 MiB come from the heap, and freed heap memory is kept up to 1 GiB.
-MALLOC_SETTINGS = {"M_MMAP_THRESHOLD": (-3, 32 << 20), "M_TRIM_THRESHOLD": (-1, 1 << 30)}
-
-
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to keep the memory a training step frees for the next step.
-
-    Once MPI is started (the ``mpich`` wheel's UCX and libfabric), the arrays a step frees
-    went back to the kernel and the next step faulted their pages in again: about 420 minor
-    page faults and 0.6-0.9 ms more CPU time in a 1.8 ms MLP step on the 2-core test machine.
-    With the settings of :data:`MALLOC_SETTINGS` (glibc's mmap and trim thresholds; both are
-    needed) the steps reuse the same memory and fault no pages. The process then keeps up to
-    1 GiB of freed memory instead of returning it. Returns False where there is no glibc
-    ``mallopt`` (other C libraries, other systems), doing nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values())
 
 
 def init(
