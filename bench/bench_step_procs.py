@@ -142,17 +142,38 @@ def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
 
 
 class _GgGemmPeer:
-    """The 8 GEMMs of the step through graphgrad's BLAS (MKL when selected), preallocated."""
+    """The 8 GEMMs of the step through graphgrad's BLAS (MKL when selected) in graphgrad's
+    layout of linear's products (``_blas.layout()``: "columns" computes ``x @ W.T`` as
+    ``(W @ x.T).T``, and the input gradients likewise), preallocated."""
 
     def __init__(self, M: Any, w0: Any, x: Any, y: Any) -> None:
+        import numpy as np
+
         from graphgrad import _blas
 
         self.inner = M.GemmPeer(w0, x, y)
         self.mm = _blas.matmul_into
+        self.columns = _blas.layout() == "columns"
+        p = self.inner
+        # "columns": activations and their gradients column-major, kept as their (n, S)
+        # row-major transposes
+        self.aT = [np.empty(a.shape[::-1], a.dtype) for a in p.a]
+        self.gT = [np.ascontiguousarray(g.T) for g in p.g]
+        self.daT = [np.empty(d.shape[::-1], d.dtype) for d in p.da]
 
     def step(self) -> None:
         p, mm = self.inner, self.mm
         n = len(p.W)
+        if self.columns:
+            aT, gT, daT = self.aT, self.gT, self.daT
+            mm(p.W[0], p.x.T, aT[0], 0.0)
+            for k in range(1, n):
+                mm(p.W[k], aT[k - 1], aT[k], 0.0)
+            for k in range(n - 1, -1, -1):
+                mm(gT[k], aT[k - 1].T if k else p.x, p.dW[k], 0.0)
+                if k:
+                    mm(p.W[k].T, gT[k], daT[k - 1], 0.0)
+            return
         mm(p.x, p.W[0].T, p.a[0], 0.0)
         for k in range(1, n):
             mm(p.a[k - 1], p.W[k].T, p.a[k], 0.0)

@@ -124,6 +124,7 @@ class FakeMachine:
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine]:
     machine = FakeMachine({"numpy": 1.0, "mkl": 1.0})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHGRAD_LAYOUT", "rows")  # its calibration is tests/test_layout.py's
     monkeypatch.setattr(
         _blas, "_mkl", {"lib": None, "path": "fake-mkl", "sgemm": 1, "dgemm": 2, "threading": ""}
     )

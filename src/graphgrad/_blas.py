@@ -32,6 +32,9 @@ The kernels' parallel threshold (the array size from which they split their work
 threads) is measured the same way, per thread count and BLAS, and cached beside the BLAS
 choice (:func:`calibrate_par_min`); ``GRAPHGRAD_PAR_MIN=N`` forces it. It never changes a
 result: the kernels give the same bits at any thread count.
+
+So is the layout of ``linear``'s products (:func:`calibrate_layout`): ``x @ W.T`` row-major,
+or ``(W @ x.T).T`` column-major where the BLAS runs that faster; ``GRAPHGRAD_LAYOUT`` forces it.
 """
 
 from __future__ import annotations
@@ -627,6 +630,191 @@ def par_min_info() -> dict[str, Any]:
     return info
 
 
+# ------------------------------------------- the layout of linear's products, measured
+#
+# ``linear``'s forward ``x @ W.T`` (W is (out, in), as in PyTorch) can also be computed as
+# ``(W @ x.T).T``: the same numbers, written as the (out, S) transpose of the (S, out) result,
+# so the result is a column-major (Fortran-ordered) array. Its input gradient ``G @ W`` then
+# comes as ``(W.T @ G.T).T``, column-major too, and the weight gradient ``G.T @ x`` reads the
+# column-major G as a row-major G.T. A BLAS runs these other transposes at another speed: on a
+# 2-vCPU AMD EPYC (Zen 5) with NumPy's OpenBLAS, the 5 large GEMMs of a 784-256-256-10 step at
+# batch 128 took 762 against 824 us at 1 thread and 509 against 620 us at 2 threads. Which way
+# is faster depends on the BLAS, the CPU and the thread count, so it is measured like the
+# library: the calibration's layers timed both ways with the BLAS in use, cached beside the
+# other calibrations, "columns" chosen only when it is more than LAYOUT_MARGIN faster.
+# ``GRAPHGRAD_LAYOUT=rows|columns`` forces it. Results agree to float rounding (a GEMM in
+# another order of operands may round differently), so metrics and checkpoints record it.
+
+#: The two layouts: "rows" (``x @ W.T``, row-major outputs) and "columns" (``(W @ x.T).T``).
+LAYOUTS = ("rows", "columns")
+#: "columns" must be at least this much faster to be chosen.
+LAYOUT_MARGIN = 0.03
+_LAYOUT_ROUNDS, _LAYOUT_BUDGET_S = 9, 0.3
+#: The layout in use: ``COLUMNS[0]`` is True for "columns" (a list, set in place; read by
+#: ``ops.linalg``'s ``linear`` on every call).
+COLUMNS = [False]
+
+
+#: The layout calibration's layers, (m, k, n) of ``x @ W.T``: the 784-256-256-10 MLP at batch
+#: 128, then a 512-wide hidden layer at batch 256; the first layer's input needs no gradient.
+LAYOUT_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 512, 512))
+
+
+def _layout_pass(layout: str, sets: list[tuple[Any, ...]]) -> None:
+    """One pass over the layout calibration's products in ``layout``."""
+    for first, x, w, g, gt in sets:
+        if layout == "rows":
+            matmul(x, w.T)
+            matmul(g.T, x)
+            if not first:
+                matmul(g, w)
+        else:
+            matmul(w, x.T)
+            matmul(gt, x)
+            if not first:
+                matmul(w.T, gt)
+
+
+def measure_layout(clock: Any = None) -> dict[str, float]:
+    """Seconds per pass over ``LAYOUT_LAYERS``' products as a training step makes them
+    (forward, weight gradient and, but for the first layer, input gradient; fp32, the BLAS in
+    use, the current thread count) in each of ``LAYOUTS``: the first layer's input row-major,
+    as data comes; in "columns" the later layers' inputs and every upstream gradient
+    column-major, as that layout makes them. The two take turns for at most 9 rounds or about
+    0.3 s; each figure is the fastest round's."""
+    clock = clock or _clock
+    rng = np.random.default_rng(0)
+    sets: dict[str, list[tuple[Any, ...]]] = {"rows": [], "columns": []}
+    for i, (m, k, n) in enumerate(LAYOUT_LAYERS):
+        x = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((n, k), dtype=np.float32)
+        g = rng.standard_normal((m, n), dtype=np.float32)
+        gt = np.ascontiguousarray(g.T)
+        first = i == 0 or LAYOUT_LAYERS[i - 1][0] != m
+        sets["rows"].append((first, x, w, g, gt))
+        sets["columns"].append((first, x if first else np.asfortranarray(x), w, gt.T, gt))
+    best = {lay: math.inf for lay in LAYOUTS}
+    for lay in LAYOUTS:  # warm up
+        _layout_pass(lay, sets[lay])
+    start = clock()
+    for r in range(_LAYOUT_ROUNDS):
+        for lay in LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]:
+            t0 = clock()
+            _layout_pass(lay, sets[lay])
+            best[lay] = min(best[lay], clock() - t0)
+        if r >= 2 and clock() - start > _LAYOUT_BUDGET_S:
+            break
+    return best
+
+
+def decide_layout(seconds: dict[str, float]) -> str:
+    """ "columns" when it is faster than "rows" by more than ``LAYOUT_MARGIN``, else "rows"."""
+    return "columns" if seconds["columns"] < seconds["rows"] * (1 - LAYOUT_MARGIN) else "rows"
+
+
+def _layout_record_ok(rec: dict[str, Any]) -> bool:
+    seconds = rec["seconds"]
+    return (
+        rec["layers"] == [list(layer) for layer in LAYOUT_LAYERS]
+        and isinstance(seconds, dict)
+        and set(seconds) == set(LAYOUTS)
+        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
+        and rec["layout"] == decide_layout(seconds)
+    )
+
+
+def calibrate_layout(refresh: bool = False) -> dict[str, Any]:
+    """The layout of ``linear``'s products for the current thread count and BLAS: the cached
+    record (``layout``, ``seconds`` per layout, ``cache``, ``measured``) when there is a valid
+    one, else measured now (:func:`measure_layout`, a fraction of a second) and cached, keyed
+    by :func:`calibration_key` plus the library in use. ``refresh=True`` measures again."""
+    key = {**calibration_key(), "kind": "layout", "blas": blas()}
+
+    def measure_now() -> dict[str, Any]:
+        seconds = measure_layout()
+        layers = [list(layer) for layer in LAYOUT_LAYERS]
+        return {"layers": layers, "seconds": seconds, "layout": decide_layout(seconds)}
+
+    return _cached_measurement(key, "layout", measure_now, _layout_record_ok, refresh)
+
+
+_layout_choice: dict[str, Any] = {"layout": "rows", "reason": "not chosen yet", "calibration": None}
+
+
+def _apply_layout(refresh: bool = False) -> None:
+    """Set the layout: ``GRAPHGRAD_LAYOUT`` when set, else the calibration's for this thread
+    count and BLAS. A calibration that fails keeps "rows", with the reason."""
+    cal = None
+    env = os.environ.get("GRAPHGRAD_LAYOUT", "").strip().lower()
+    if env in LAYOUTS:
+        lay, reason = env, f"GRAPHGRAD_LAYOUT={env} in the environment, nothing measured"
+    else:
+        if env:
+            warnings.warn(
+                f"GRAPHGRAD_LAYOUT={env!r}: expected 'rows' or 'columns'; measuring instead",
+                stacklevel=2,
+            )
+        try:
+            cal = calibrate_layout(refresh)
+        except Exception as e:  # a failed measurement must not fail an import
+            lay, reason = "rows", f"the calibration failed ({type(e).__name__}: {e}); rows"
+        else:
+            lay = cal["layout"]
+            how = "measured now" if cal["measured"] else "measured earlier, cached"
+            s = cal["seconds"]
+            reason = (
+                f"calibration at {cal['key']['threads']} thread(s) with {cal['key']['blas']}'s "
+                f"BLAS, {how}: rows {s['rows'] * 1e3:.3f} ms, columns {s['columns'] * 1e3:.3f} ms "
+                f"per pass over linear's products (columns only if >{LAYOUT_MARGIN:.0%} faster)"
+            )
+    COLUMNS[0] = lay == "columns"
+    _layout_choice.update(layout=lay, reason=reason, calibration=cal)
+
+
+def set_layout(name: str) -> str:
+    """Use layout ``name`` for ``linear``'s products: ``"rows"``, ``"columns"`` or ``"auto"``
+    (``GRAPHGRAD_LAYOUT`` if set, else the calibration's). Returns the previous layout
+    (``"rows"`` or ``"columns"``). For tests and benchmarks; users set ``GRAPHGRAD_LAYOUT``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    previous = layout()
+    if name == "auto":
+        _apply_layout()
+    elif name in LAYOUTS:
+        COLUMNS[0] = name == "columns"
+        _layout_choice.update(layout=name, reason=f"set_layout({name!r})", calibration=None)
+    else:
+        raise ValueError(f"set_layout: unknown layout {name!r}; choose 'rows', 'columns' or 'auto'")
+    return previous
+
+
+def recalibrate_layout() -> None:
+    """Measure the layout again (``graphgrad info --recalibrate``) unless it is forced."""
+    _apply_layout(refresh=True)
+
+
+def layout() -> str:
+    """The layout of ``linear``'s products in use: ``"rows"`` or ``"columns"``."""
+    return "columns" if COLUMNS[0] else "rows"
+
+
+def layout_info() -> dict[str, Any]:
+    """The layout in use (``layout``), why (``reason``) and, when measured, ``calibration``
+    (``seconds`` per layout, ``cache``, ``measured_now``, ``threads``)."""
+    info: dict[str, Any] = {"layout": layout(), "reason": _layout_choice["reason"]}
+    cal = _layout_choice["calibration"]
+    if cal is not None:
+        info["calibration"] = {
+            "seconds": dict(cal["seconds"]),
+            "cache": cal["cache"],
+            "measured_now": cal["measured"],
+            "threads": cal["key"]["threads"],
+        }
+    return info
+
+
 _choice: dict[str, Any] = {"requested": "numpy", "reason": "NumPy's BLAS selected"}
 
 
@@ -660,6 +848,7 @@ def set_blas(name: str) -> str:
         _set_mkl_threads(_threads[0])
     _choice.update(requested=name, reason=reason, calibration=calibration)
     _apply_par_min()  # measured after a GEMM of this library: per library, cached
+    _apply_layout()  # per library and thread count, cached
     return previous
 
 
@@ -793,6 +982,7 @@ def set_num_threads(n: int) -> int:
         set_blas("auto")  # the calibration is per thread count: cached, or measured once
     elif n != previous:
         _apply_par_min()  # the kernels' threshold is per thread count too
+        _apply_layout()  # and so is the layout
     return previous
 
 

@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
         "versions, the library doing the matrix products (MKL or NumPy's BLAS) and why it "
         "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
         "extensions are in use, from which array size the compiled kernels split their "
-        "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN), and "
+        "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN), whether "
+        "linear's products are computed row-major (x @ W.T) or column-major ((W @ x.T).T; "
+        "measured, or GRAPHGRAD_LAYOUT), and "
         "whether glibc's malloc keeps freed memory for the next step (GRAPHGRAD_MALLOC).",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
         "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
@@ -28,8 +30,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--recalibrate",
         action="store_true",
-        help="time the installed BLAS libraries and the kernels' parallel threshold again (on "
-        "a quiet machine) and replace the cached choices for this configuration",
+        help="time the installed BLAS libraries, the layout of linear's products and the "
+        "kernels' parallel threshold again (on a quiet machine) and replace the cached "
+        "choices for this configuration",
     )
     p.set_defaults(handler=_run)
 
@@ -56,6 +59,7 @@ def collect() -> dict[str, Any]:
         "threads": _blas.get_num_threads(),
         "kernels_par_min": _blas.par_min_info(),
         "malloc": _memory.malloc_info(),
+        "layout": _blas.layout_info(),
         "devices": _backend.devices_info(),
         "compiled": {
             "graphgrad._kernels": _fused.COMPILED,
@@ -82,6 +86,10 @@ def _run(args: argparse.Namespace) -> int:
                     f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
                     f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
                 )
+        _blas.recalibrate_layout()
+        lay = _blas.layout_info()
+        if not args.json and "calibration" in lay:
+            print(f"recalibrated the layout of linear's products: {lay['reason']}")
         _blas.recalibrate_par_min()
         p = _blas.par_min_info()
         if not args.json and "calibration" in p:
@@ -121,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
     lines.append(f"parallel:  kernels {where} ({p['reason']})")
     if p.get("calibration"):
         lines.append(f"           calibration cached in {p['calibration']['cache']}")
+    lay = info["layout"]
+    lines.append(f"layout:    linear's products {lay['layout']} ({lay['reason']})")
+    if lay.get("calibration"):
+        lines.append(f"           calibration cached in {lay['calibration']['cache']}")
     m = info["malloc"]
     lines.append(
         "memory:    glibc malloc keeps freed memory for the next step ("

@@ -118,7 +118,9 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     """The arrays as 1-D views for a kernel, or None if a kernel cannot take them: all must
-    be C-contiguous ndarrays of one shape and one native float dtype. Inputs may be read-only
+    be ndarrays of one shape and one native float dtype, and all C-contiguous or all
+    Fortran-contiguous (column-major: ``linear``'s outputs in the "columns" layout), so that
+    element i of every view is the same (row, column) of every array. Inputs may be read-only
     (the kernels take them as ``const``); callers check that the arrays they write are not.
     (Called several times per training step, so written for speed: ~0.5 µs for three.)"""
     if _K is None:
@@ -130,12 +132,22 @@ def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     if dt not in _KERNEL_DTYPES:
         return None
     out = []
-    for a in arrays:
+    if a0.flags.c_contiguous:
+        for a in arrays:
+            if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
+                return None
+            if not a.flags.c_contiguous:
+                return None
+            out.append(a.ravel())
+        return out
+    if not a0.flags.f_contiguous:
+        return None
+    for a in arrays:  # column-major: a.T is C-contiguous, its ravel() a view
         if type(a) is not np.ndarray or a.dtype != dt or a.shape != shape:
             return None
-        if not a.flags.c_contiguous:
+        if not a.flags.f_contiguous:
             return None
-        out.append(a.ravel())
+        out.append(a.T.ravel())
     return out
 
 
@@ -223,20 +235,20 @@ def relu(x: np.ndarray) -> np.ndarray:
     """``np.maximum(x, 0)``, a new array; on several threads for large float arrays (the
     kernel, serial, from ``DEFAULT_PAR_MIN`` elements even where splitting never pays)."""
     if _K is not None and type(x) is np.ndarray and x.size >= min(_PAR_MIN, DEFAULT_PAR_MIN):
-        flat = _flat(x)
+        out = np.empty_like(x)  # x's layout (C or Fortran order)
+        flat = _flat(x, out)
         if flat is not None:
-            out = np.empty_like(x)
-            _K.relu(flat[0], out.ravel())
+            _K.relu(flat[0], flat[1])
             return out
     return np.maximum(x, 0)
 
 
 def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``g`` where ``x > 0``, else 0: ReLU's VJP (subgradient 0 at 0), a new array."""
-    flat = _flat(g, x)
+    out = np.empty_like(g)  # g's layout (C or Fortran order)
+    flat = _flat(g, x, out)
     if flat is not None:
-        out = np.empty_like(g)
-        _K.relu_grad(flat[0], flat[1], out.ravel())
+        _K.relu_grad(flat[0], flat[1], flat[2])
         return out
     return g * (x > 0).astype(g.dtype)
 
@@ -271,6 +283,8 @@ def xent_forward(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
     0-d array of x's dtype; ``None`` when no kernel can take the arrays (use NumPy)."""
     if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
         return None
+    if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:  # column-major: copied
+        x = np.ascontiguousarray(x)
     lab = _kernel_labels(x, labels)
     if lab is None:
         return None
@@ -282,6 +296,8 @@ def xent_backward(x: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray
     take the arrays (use NumPy)."""
     if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
         return None
+    if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:  # column-major: copied
+        x = np.ascontiguousarray(x)
     lab = _kernel_labels(x, labels)
     if lab is None:
         return None

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _backend
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
-from ._blas import blas, get_num_threads
+from ._blas import blas, get_num_threads, layout
 from ._extras import require_extra
 from .errors import GraphgradError
 
@@ -107,6 +107,7 @@ def library_versions() -> dict[str, str]:
     # where the matrix products ran: MKL rounds differently from NumPy's OpenBLAS
     out["blas"] = blas()
     out["threads"] = str(get_num_threads())  # a BLAS's sums may round differently per count
+    out["gemm_layout"] = layout()  # linear's products as x @ W.T or (W @ x.T).T: rounding too
     return out
 
 

@@ -1,0 +1,230 @@
+"""The layout of ``linear``'s products: "rows" (``x @ W.T``) or "columns" (``(W @ x.T).T``,
+the same numbers in a column-major array), measured per BLAS and thread count like the
+library, forced by ``GRAPHGRAD_LAYOUT``.
+
+Both layouts must give the same values and gradients (to float rounding), the kernels must
+read column-major arrays element for element as NumPy does, and the choice must follow the
+figures. The calibration's logic runs with a fake clock, so no test depends on speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import graphgrad as gg
+from graphgrad import _blas, _fused, checkpoint
+from op_specs import SPECS, as_args, sample
+
+LAYOUTS = ["rows", "columns"]
+
+
+@pytest.fixture(params=LAYOUTS)
+def layout(request: Any) -> Iterator[str]:
+    previous = _blas.set_layout(request.param)
+    try:
+        yield request.param
+    finally:
+        _blas.set_layout(previous)
+
+
+def _linear_cases() -> list[tuple[str, Any, Any]]:
+    return [
+        (f"{case}-{'x'.join(map(str, shapes))}", spec, shapes)
+        for case, spec in SPECS["linear"]
+        for shapes in spec.shapes
+    ]
+
+
+@pytest.mark.parametrize(("case", "spec", "shapes"), _linear_cases(), ids=lambda c: str(c))
+def test_linear_is_gradient_checked_in_both_layouts(
+    layout: str, case: str, spec: Any, shapes: Any, rng: np.random.Generator
+) -> None:
+    xs = sample(spec, shapes, rng)
+    assert gg.gradcheck(spec.fn, xs, eps=1e-6, atol=spec.atol, rtol=spec.rtol).passed
+
+    def vjp_sum(*ts: gg.Tensor) -> gg.Tensor:  # second order: the rules are differentiable
+        _, back = gg.vjp(spec.fn, *ts)
+        return sum((g * g).sum() for g in back(gg.ones(spec.fn(*ts).shape, dtype=np.float64)))
+
+    gg.gradcheck(vjp_sum, xs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def _linear_and_grads(layout: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> list[Any]:
+    previous = _blas.set_layout(layout)
+    try:
+        tx, tw, tb = as_args([x, w, b])
+        y = gg.linear(tx, tw, tb)
+        (gg.relu(y) * gg.tensor(np.arange(y.size).reshape(y.shape) % 3)).sum().backward()
+        return [y.data, tx.grad, tw.grad, tb.grad]
+    finally:
+        _blas.set_layout(previous)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (1, 5), (5, 1), (2, 3, 5)])
+def test_both_layouts_give_the_same_values_and_gradients(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal((4, shape[-1])), rng.standard_normal(4)
+    rows = _linear_and_grads("rows", x, w, b)
+    cols = _linear_and_grads("columns", x, w, b)
+    for r, c in zip(rows, cols, strict=True):
+        assert r.shape == c.shape
+        np.testing.assert_allclose(c, r, rtol=1e-13, atol=1e-13)
+    assert rows[0].flags.c_contiguous  # "rows": row-major, as np.matmul makes it
+    if len(shape) == 2 and shape[0] > 1:  # "columns": the (out, S) product's transpose
+        assert cols[0].flags.f_contiguous and not cols[0].flags.c_contiguous
+        assert cols[1].flags.f_contiguous  # and so is the input gradient
+    assert rows[2].flags.c_contiguous and cols[2].flags.c_contiguous  # weights' gradients
+
+
+def test_an_mlp_trains_to_the_same_weights_in_both_layouts() -> None:
+    # float32 through the compiled kernels (ReLU, its VJP on column-major arrays, softmax
+    # cross-entropy on column-major logits, SGD momentum): the same weights to fp32 rounding.
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 20), dtype=np.float32)
+    y = rng.integers(0, 5, 64)
+    weights = {}
+    for lay in LAYOUTS:
+        previous = _blas.set_layout(lay)
+        try:
+            model = gg.nn.MLP(20, [300, 300], 5, rng=np.random.default_rng(3))
+            opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            for _ in range(5):
+                opt.zero_grad()
+                gg.cross_entropy(model(gg.tensor(x)), y).backward()
+                opt.step()
+            weights[lay] = [p.data.copy() for p in model.parameters()]
+        finally:
+            _blas.set_layout(previous)
+    for r, c in zip(weights["rows"], weights["columns"], strict=True):
+        np.testing.assert_allclose(c, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [7, 40_000])  # under and over the kernels' size threshold
+def test_the_kernels_read_column_major_arrays_element_for_element(n: int) -> None:
+    rng = np.random.default_rng(2)
+    g = np.asfortranarray(rng.standard_normal((n // 7 + 1, 7)).astype(np.float32))
+    x = np.asfortranarray(rng.standard_normal(g.shape).astype(np.float32))
+    out = _fused.relu(x)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert out.flags.f_contiguous
+    np.testing.assert_array_equal(_fused.relu_grad(g, x), g * (x > 0))
+    # one array of each layout: element i of the flat views would not be the same (row,
+    # column), so the kernels decline and NumPy answers
+    assert _fused._flat(g, np.ascontiguousarray(x)) is None
+    np.testing.assert_array_equal(_fused.relu_grad(g, np.ascontiguousarray(x)), g * (x > 0))
+    np.testing.assert_array_equal(_fused.relu_grad(np.ascontiguousarray(g), x), g * (x > 0))
+
+
+def test_softmax_cross_entropy_takes_column_major_logits() -> None:
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((9, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 9)
+    f = np.asfortranarray(z)
+    np.testing.assert_array_equal(_fused.xent_forward(f, labels), _fused.xent_forward(z, labels))
+    np.testing.assert_array_equal(
+        _fused.xent_backward(f, labels, 0.5), _fused.xent_backward(z, labels, 0.5)
+    )
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, float]:
+    """A fake machine: a pass in each layout takes the seconds in the returned dict."""
+    clock, cost = _FakeClock(), {"rows": 2e-3, "columns": 1e-3}
+
+    def one_pass(lay: str, sets: Any) -> None:
+        clock.t += cost[lay]
+
+    monkeypatch.setattr(_blas, "_clock", clock)
+    monkeypatch.setattr(_blas, "_layout_pass", one_pass)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("GRAPHGRAD_LAYOUT", raising=False)
+    previous = _blas.layout()
+    _blas._calibrations.clear()
+    yield cost
+    _blas._calibrations.clear()
+    _blas.set_layout(previous)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "chosen"),
+    [(2e-3, 1e-3, "columns"), (1e-3, 2e-3, "rows"), (1e-3, 0.98e-3, "rows")],  # 2%: a tie
+)
+def test_the_layout_follows_the_figures(
+    fake: dict[str, float], rows: float, columns: float, chosen: str
+) -> None:
+    fake.update(rows=rows, columns=columns)
+    rec = _blas.calibrate_layout(refresh=True)
+    assert rec["seconds"] == pytest.approx({"rows": rows, "columns": columns})
+    assert rec["layout"] == chosen and rec["measured"]
+    _blas.set_layout("auto")
+    assert _blas.layout() == chosen and _blas.COLUMNS[0] == (chosen == "columns")
+    assert (
+        f"rows {rows * 1e3:.3f} ms, columns {columns * 1e3:.3f} ms" in _blas.layout_info()["reason"]
+    )
+
+
+def test_the_layout_is_cached_and_a_damaged_cache_measured_again(fake: dict[str, float]) -> None:
+    rec = _blas.calibrate_layout()
+    assert rec["measured"] and rec["cache_written"] and rec["layout"] == "columns"
+    _blas._calibrations.clear()
+    fake.update(rows=1e-3, columns=2e-3)  # the cache answers; nothing is measured
+    again = _blas.calibrate_layout()
+    assert not again["measured"] and again["layout"] == "columns"
+    path = Path(rec["cache"])
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["layout"] = "rows"  # figures and choice disagree: not trusted
+    path.write_text(json.dumps(data), encoding="utf-8")
+    _blas._calibrations.clear()
+    third = _blas.calibrate_layout()
+    assert third["measured"] and third["layout"] == "rows"
+
+
+def _info(**env: str) -> subprocess.CompletedProcess[str]:
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    return subprocess.run(
+        [exe, "info", "--json"],
+        env={**os.environ, "GRAPHGRAD_BLAS": "numpy", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("forced", LAYOUTS)
+def test_graphgrad_layout_forces_it_and_graphgrad_info_says_so(forced: str) -> None:
+    proc = _info(GRAPHGRAD_LAYOUT=forced)
+    assert proc.returncode == 0, proc.stderr
+    lay = json.loads(proc.stdout)["layout"]
+    assert lay["layout"] == forced
+    assert lay["reason"] == f"GRAPHGRAD_LAYOUT={forced} in the environment, nothing measured"
+
+
+def test_an_unknown_layout_warns_naming_the_variable_and_measures() -> None:
+    proc = _info(GRAPHGRAD_LAYOUT="diagonal")
+    assert proc.returncode == 0, proc.stderr
+    assert "GRAPHGRAD_LAYOUT='diagonal': expected 'rows' or 'columns'; measuring" in proc.stderr
+    assert json.loads(proc.stdout)["layout"]["reason"].startswith("calibration at")
+
+
+def test_set_layout_refuses_unknown_names_and_checkpoints_record_the_layout(layout: str) -> None:
+    with pytest.raises(ValueError, match="set_layout: unknown layout 'diagonal'"):
+        _blas.set_layout("diagonal")
+    assert checkpoint.library_versions()["gemm_layout"] == layout
