@@ -915,3 +915,30 @@ def test_without_compiled_kernels_there_is_no_threshold() -> None:
     }
     proc = _info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
     assert "parallel:  kernels serial at every size (no compiled kernels in use)" in proc.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("ta", "tb"), [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_into_adds_inside_numpys_own_gemm(
+    monkeypatch: pytest.MonkeyPatch, dtype: Any, ta: bool, tb: bool
+) -> None:
+    # SGD(fused_backward=True) on NumPy's BLAS: out = a @ b + beta * out in one call of
+    # NumPy's OpenBLAS's cblas_?gemm (the product never stored), both transposes.
+    if _blas._fused.KERNELS is None or not _blas.numpy_cblas():
+        pytest.skip("no compiled kernels, or NumPy's BLAS is not an OpenBLAS here")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 7) if ta else (7, 5)).astype(dtype)
+    b = rng.standard_normal((9, 5) if tb else (5, 9)).astype(dtype)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    out = rng.standard_normal((7, 9)).astype(dtype)
+    expected = a.astype(np.float64) @ b + 0.9 * out
+    calls = []
+    real_gemm = _blas._fused.KERNELS.gemm
+    monkeypatch.setattr(
+        _blas._fused.KERNELS, "gemm", lambda *args: calls.append(args[-1]) or real_gemm(*args)
+    )
+    with gg.using_blas("numpy"):
+        assert _blas.matmul_into(a, b, out, 0.9)
+    assert calls == [_blas.numpy_cblas()["ilp64"]]  # one GEMM call, β inside it
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)

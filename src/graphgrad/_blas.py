@@ -1023,11 +1023,55 @@ def matmul(a: Any, b: Any) -> Any:
     return np.matmul(a, b)
 
 
+#: NumPy's OpenBLAS's own ``cblas_?gemm`` (ILP64 in NumPy's wheels), found once:
+#: ``{dtype: address, "ilp64": bool}``, or empty where NumPy's BLAS is not an OpenBLAS.
+_numpy_cblas: dict[Any, Any] = {}
+_NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols first
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
+    ("cblas_sgemm64_", "cblas_dgemm64_", True),
+    ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False),
+)
+
+
+def numpy_cblas() -> dict[Any, Any]:
+    """The ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy loaded (from
+    ``/proc/self/maps``, so Linux only): ``{float32: address, float64: address, "ilp64":
+    bool}``, or ``{}``. :func:`matmul_into` calls it with beta != 0, so that the product is
+    added inside the GEMM as MKL's is, instead of a matmul, a scale and an add."""
+    if "done" in _numpy_cblas:
+        return {k: v for k, v in _numpy_cblas.items() if k != "done"}
+    _numpy_cblas["done"] = True
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return {}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
+        except OSError:
+            continue
+        for sname, dname, ilp64 in _NUMPY_CBLAS_NAMES:
+            sfn, dfn = getattr(lib, sname, None), getattr(lib, dname, None)
+            if sfn is not None and dfn is not None:
+                addr = ctypes.cast
+                _numpy_cblas.update(
+                    {
+                        _F32: addr(sfn, ctypes.c_void_p).value,
+                        _F64: addr(dfn, ctypes.c_void_p).value,
+                        "ilp64": ilp64,
+                    }
+                )
+                return numpy_cblas()
+    return {}
+
+
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     """``out = a @ b + beta * out`` in place for 2-D float arrays of ``out``'s dtype, the
-    product added inside one GEMM call when MKL is selected (the product is never stored on
-    its own), else ``np.matmul`` then ``out *= beta; out += product``. Returns False, doing
-    nothing, when the arrays do not fit (other dtypes or ranks, shapes that do not match)."""
+    product added inside one GEMM call (MKL's when selected, else, for beta != 0, the
+    ``cblas_?gemm`` of NumPy's own OpenBLAS: the product is never stored on its own), else
+    ``np.matmul`` then ``out *= beta; out += product``. Returns False, doing nothing, when the
+    arrays do not fit (other dtypes or ranks, shapes that do not match)."""
     if not (
         type(a) is np.ndarray
         and type(b) is np.ndarray
@@ -1041,11 +1085,19 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         and out.flags.writeable
     ):
         return False
-    fn = _active.get(out.dtype)
-    if fn is not None and a.size > 0 and b.size > 0 and max(*a.shape, b.shape[1]) <= _INT_MAX:
+    fn, ilp64 = _active.get(out.dtype), False
+    if fn is None and beta != 0 and _fused.KERNELS is not None:
+        found = numpy_cblas()
+        fn, ilp64 = found.get(out.dtype), bool(found.get("ilp64"))
+    if (
+        fn is not None
+        and a.size > 0
+        and b.size > 0
+        and (ilp64 or max(*a.shape, b.shape[1]) <= _INT_MAX)
+    ):
         la, lb = _c_layout(a), _c_layout(b)
         if la is not None and lb is not None:
-            _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta)
+            _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta, ilp64)
             return True
     if beta == 0:  # the same BLAS call, writing into out: no product array, no copy
         np.matmul(a, b, out=out)

@@ -412,24 +412,38 @@ ctypedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int
                           int, float, float*, int) noexcept nogil
 ctypedef void (*dgemm_fn)(int, int, int, int, int, int, double, const double*, int,
                           const double*, int, double, double*, int) noexcept nogil
+# ILP64 CBLAS (NumPy's OpenBLAS, scipy_cblas_?gemm64_): 64-bit sizes, int enums
+ctypedef void (*sgemm64_fn)(int, int, int, long long, long long, long long, float,
+                            const float*, long long, const float*, long long, float, float*,
+                            long long) noexcept nogil
+ctypedef void (*dgemm64_fn)(int, int, int, long long, long long, long long, double,
+                            const double*, long long, const double*, long long, double,
+                            double*, long long) noexcept nogil
 
 
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
-         real[:, ::1] out, double beta=0.0):
+         real[:, ::1] out, double beta=0.0, bint ilp64=False):
     """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
-    by the CBLAS ``cblas_?gemm`` (LP64, row-major) at address ``fn``: ``graphgrad/_blas.py``
-    finds it and checks the shapes."""
-    cdef int M = out.shape[0], N = out.shape[1]
-    cdef int K = a.shape[0] if ta else a.shape[1]
-    cdef int lda = a.shape[1], ldb = b.shape[1]
+    by the CBLAS ``cblas_?gemm`` (row-major; LP64, or ILP64 when ``ilp64``) at address ``fn``:
+    ``graphgrad/_blas.py`` finds it and checks the shapes."""
+    cdef long long M = out.shape[0], N = out.shape[1]
+    cdef long long K = a.shape[0] if ta else a.shape[1]
+    cdef long long lda = a.shape[1], ldb = b.shape[1]
     cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
     with nogil:
-        if real is float:
-            (<sgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
-                           <float>beta, &out[0, 0], N)
+        if ilp64:
+            if real is float:
+                (<sgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
+                                 <float>beta, &out[0, 0], N)
+            else:
+                (<dgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
+                                 beta, &out[0, 0], N)
+        elif real is float:
+            (<sgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, &a[0, 0], <int>lda,
+                           &b[0, 0], <int>ldb, <float>beta, &out[0, 0], <int>N)
         else:
-            (<dgemm_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb, beta,
-                           &out[0, 0], N)
+            (<dgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, &a[0, 0], <int>lda,
+                           &b[0, 0], <int>ldb, beta, &out[0, 0], <int>N)
 
 
 def first_bad_label(const long long[::1] labels, long long T):
