@@ -197,3 +197,23 @@ def test_wake_bench_quick(tmp_path: Path) -> None:
     assert [int(r[0]) for r in rows] == [16384, 65536, 262144]
     assert all(float(c) > 0 for r in rows for c in r[1:])
     assert "First size at which 2 threads beat 1" in md.read_text()
+
+
+def test_gemm_xla_bench_quick() -> None:
+    # The five products, NumPy against XLA, each with a positive time and a ratio; without
+    # jax it says so and compares nothing.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_gemm_xla.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        assert "jax is not installed" in proc.stdout
+        return
+    rows = [ln for ln in proc.stdout.splitlines() if ": " in ln and ln[:1].isalpha()]
+    assert len(rows) == 5 and rows[0].startswith("forward, layer 1: x @ W1.T")
+    assert all(float(v) > 0 for r in rows for v in r.split()[-3:])
