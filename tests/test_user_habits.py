@@ -459,6 +459,7 @@ A = np.arange(24.0).reshape(2, 3, 4) % 7 - 3.0  # ties included
 #: (graphgrad call, PyTorch call). The PyTorch result of a (values, indices) pair is compared
 #: by its values; None: graphgrad raises instead (the readings differ).
 TORCH_READINGS: dict[str, list[tuple[Callable[[Tensor], Any], Callable[[Any], Any] | None]]] = {
+    "full": [(lambda x: gg.full(x.shape, 2.5), lambda t: torch.full(t.shape, 2.5))],  # size first
     "sum": [
         (lambda x: x.sum(1), lambda t: t.sum(1)),
         (lambda x: gg.sum(x, 1, True), lambda t: t.sum(1, True)),

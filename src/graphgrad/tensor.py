@@ -770,6 +770,126 @@ def ones(
     return _filled(1.0, _shape_of(shape, "ones"), dtype, device, requires_grad)
 
 
+def full(
+    shape: Any,
+    fill_value: bool | int | float,
+    *,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of ``shape`` (an int or a tuple) filled with ``fill_value``, made on
+    ``device``. dtype, as in the array API: a float fills in ``gg.get_default_dtype()``, an
+    int in int64, a bool in bool, unless ``dtype`` is given."""
+    shp = _shape_of((shape,), "full")
+    if isinstance(fill_value, bool | np.bool_):
+        dt = np.bool_ if dtype is None else dtype
+    elif isinstance(fill_value, int | np.integer):
+        dt = np.int64 if dtype is None else dtype
+    elif isinstance(fill_value, float | np.floating):
+        dt = dtype
+    else:
+        raise TypeError(f"full: fill_value must be a bool, int or float, got {fill_value!r}")
+    return _filled(fill_value, shp, dt, device, requires_grad)
+
+
+def zeros_like(
+    x: Any, *, dtype: Any = None, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
+    """Zeros of ``x``'s shape, with ``x``'s dtype and device unless given (``x``: a Tensor or
+    an array)."""
+    return _filled_like(x, 0, dtype, device, requires_grad)
+
+
+def ones_like(
+    x: Any, *, dtype: Any = None, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
+    """Ones of ``x``'s shape, with ``x``'s dtype and device unless given."""
+    return _filled_like(x, 1, dtype, device, requires_grad)
+
+
+def full_like(
+    x: Any,
+    fill_value: bool | int | float,
+    *,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``fill_value`` in ``x``'s shape, with ``x``'s dtype and device unless given."""
+    if not isinstance(fill_value, bool | int | float | np.bool_ | np.integer | np.floating):
+        raise TypeError(f"full_like: fill_value must be a bool, int or float, got {fill_value!r}")
+    return _filled_like(x, fill_value, dtype, device, requires_grad)
+
+
+def _filled_like(x: Any, value: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    t = as_tensor(x)
+    dt = _backend.dtype_name(t.data.dtype) if dtype is None else dtype  # any namespace's
+    return _filled(value, tuple(t.shape), dt, t.device if device is None else device, requires_grad)
+
+
+def arange(
+    start: int | float,
+    stop: int | float | None = None,
+    step: int | float = 1,
+    *,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``start, start + step, ...`` up to but not including ``stop`` (``arange(n)``: 0 to
+    n - 1), as ``np.arange``, made on ``device`` (computed on the host, then copied: the
+    same numbers on every device). dtype: int64 when every argument is an int, else
+    ``gg.get_default_dtype()``, unless given."""
+    args = (start, step) if stop is None else (start, stop, step)
+    if not all(isinstance(a, int | float | np.integer | np.floating) for a in args):
+        raise TypeError(f"arange: start, stop and step must be numbers, got {args!r}")
+    if step == 0:
+        raise ValueError("arange: step must not be 0")
+    if dtype is None:
+        ints = all(isinstance(a, int | np.integer) for a in args)
+        dtype = np.int64 if ints else SETTINGS.default_dtype
+    host = np.arange(start, stop, step) if stop is not None else np.arange(start, step=step)
+    return Tensor(host.astype(dtype), requires_grad=requires_grad, device=device)
+
+
+def linspace(
+    start: float,
+    stop: float,
+    num: int,
+    *,
+    endpoint: bool = True,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``num`` evenly spaced numbers from ``start`` to ``stop`` (included unless
+    ``endpoint=False``), as ``np.linspace``: shape (num,), ``gg.get_default_dtype()`` unless
+    given, made on ``device`` (computed on the host, then copied)."""
+    if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 0:
+        raise ValueError(f"linspace: num must be a non-negative integer, got {num!r}")
+    host = np.linspace(start, stop, int(num), endpoint=endpoint)
+    dt = SETTINGS.default_dtype if dtype is None else dtype
+    return Tensor(host.astype(dt), requires_grad=requires_grad, device=device)
+
+
+def eye(
+    n_rows: int,
+    n_cols: int | None = None,
+    *,
+    k: int = 0,
+    dtype: Any = None,
+    device: str | Device | None = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """The (n_rows, n_cols) matrix with ones on diagonal ``k`` (0: the main one; n_cols
+    defaults to n_rows), zeros elsewhere, made on ``device``."""
+    shp = _shape_of((n_rows, n_rows if n_cols is None else n_cols), "eye")
+    dt = SETTINGS.default_dtype if dtype is None else dtype
+    host = np.eye(shp[0], shp[1], k=k, dtype=dt)
+    return Tensor(host, requires_grad=requires_grad, device=device)
+
+
 def randn(
     *shape: Any,
     dtype: Any = None,
