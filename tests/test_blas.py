@@ -597,6 +597,7 @@ def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
     exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     env.pop("GRAPHGRAD_BLAS", None)
+    env.pop("GRAPHGRAD_LAYOUT", None)
     proc = subprocess.run(
         [exe, "info", "--recalibrate"], env=env, capture_output=True, text=True, timeout=120
     )
@@ -608,6 +609,13 @@ def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
     assert f"-> {rec['choice']} for set_blas('auto')" in first
     assert (
         f"BLAS:      {rec['choice']} (requested 'auto': calibration at 1 thread(s)" in proc.stdout
+    )
+    # the layout of linear's products is measured again too, and cached beside the BLAS's
+    (lay_path,) = (tmp_path / "graphgrad" / "blas").glob("layout-*.json")
+    lay = json.loads(lay_path.read_text())
+    assert "recalibrated the layout of linear's products: calibration at 1 thread(s)" in proc.stdout
+    assert f"layout:    linear's products {lay['layout']} (calibration at 1 thread(s)" in (
+        proc.stdout
     )
 
 
