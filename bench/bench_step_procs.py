@@ -26,6 +26,7 @@ machine rather than from a calibration cached earlier (``--no-recalibrate`` keep
 
 Run:  python bench/bench_step_procs.py [--quick] [--threads 1,2] [--md PATH] [--json PATH]
       [--shape 784,256,256,10:128 ...] [--peers graphgrad,pytorch,...] [--no-recalibrate]
+      [--pause SECONDS]
 """
 
 from __future__ import annotations
@@ -337,6 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--shape", action="append", help="sizes:batch, e.g. 784,256,256,10:128")
     ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated peer names")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 15; quick 2)")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        help="seconds of quiet before each turn, so the last peer's spinning threads sleep "
+        "(default 0.3; quick 0)",
+    )
     ap.add_argument("--md", type=Path, help="write the table as Markdown here")
     ap.add_argument("--json", type=Path, help="write the records as JSON here")
     ap.add_argument(
@@ -352,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rounds = a.rounds or (2 if a.quick else 15)
     target_s, pause_s = (0.02, 0.0) if a.quick else (0.25, 0.3)
+    if a.pause is not None:
+        pause_s = a.pause
     peers = [p.strip() for p in a.peers.split(",") if p.strip()]
     rows = []
     for threads in [int(t) for t in a.threads.split(",")]:
