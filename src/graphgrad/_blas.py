@@ -404,6 +404,25 @@ def _cached_measurement(
     return rec
 
 
+def _how(rec: dict[str, Any]) -> str:
+    """How a calibration record came: measured now (cached or not) or read from the cache."""
+    if not rec["measured"]:
+        return "measured earlier, cached"
+    if not rec.get("cache_written"):
+        return "measured now, not cached (cache directory not writable)"
+    return "measured now"
+
+
+def _summary(rec: dict[str, Any]) -> dict[str, Any]:
+    """A calibration record's figures for ``*_info()``: seconds, cache, measured_now, threads."""
+    return {
+        "seconds": dict(rec["seconds"]),
+        "cache": rec["cache"],
+        "measured_now": rec["measured"],
+        "threads": rec["key"]["threads"],
+    }
+
+
 def calibrate(refresh: bool = False) -> dict[str, Any]:
     """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
     cached record when there is a valid one for this configuration (:func:`calibration_key`),
@@ -432,9 +451,7 @@ def _auto() -> tuple[str, str, dict[str, Any] | None]:
     except Exception as e:  # a failed measurement must not fail an import
         return "numpy", f"the calibration failed ({type(e).__name__}: {e}); NumPy's BLAS", None
     s = rec["seconds"]
-    how = "measured now" if rec["measured"] else "measured earlier, cached"
-    if rec.get("measured") and not rec.get("cache_written"):
-        how = "measured now, not cached (cache directory not writable)"
+    how = _how(rec)
     reason = (
         f"calibration at {rec['key']['threads']} thread(s), {how}: MKL "
         f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms per pass over an MLP "
@@ -559,9 +576,7 @@ _par_min_choice: dict[str, Any] = {"par_min": 0, "reason": "not chosen yet", "ca
 
 
 def _describe_par_min(rec: dict[str, Any]) -> str:
-    how = "measured now" if rec["measured"] else "measured earlier, cached"
-    if rec.get("measured") and not rec.get("cache_written"):
-        how = "measured now, not cached (cache directory not writable)"
+    how = _how(rec)
     pairs = ", ".join(
         f"{n // 1024}k {t1 * 1e6:.0f}/{tn * 1e6:.0f}"
         for n, t1, tn in zip(rec["sizes"], rec["serial"], rec["split"], strict=True)
@@ -760,7 +775,7 @@ def _apply_layout(refresh: bool = False) -> None:
             lay, reason = "rows", f"the calibration failed ({type(e).__name__}: {e}); rows"
         else:
             lay = cal["layout"]
-            how = "measured now" if cal["measured"] else "measured earlier, cached"
+            how = _how(cal)
             s = cal["seconds"]
             reason = (
                 f"calibration at {cal['key']['threads']} thread(s) with {cal['key']['blas']}'s "
@@ -806,12 +821,7 @@ def layout_info() -> dict[str, Any]:
     info: dict[str, Any] = {"layout": layout(), "reason": _layout_choice["reason"]}
     cal = _layout_choice["calibration"]
     if cal is not None:
-        info["calibration"] = {
-            "seconds": dict(cal["seconds"]),
-            "cache": cal["cache"],
-            "measured_now": cal["measured"],
-            "threads": cal["key"]["threads"],
-        }
+        info["calibration"] = _summary(cal)
     return info
 
 
@@ -884,12 +894,7 @@ def blas_info() -> dict[str, Any]:
         info["mkl_threading"] = _mkl["threading"]
     cal = _choice.get("calibration")
     if cal is not None:
-        info["calibration"] = {
-            "seconds": dict(cal["seconds"]),
-            "cache": cal["cache"],
-            "measured_now": cal["measured"],
-            "threads": cal["key"]["threads"],
-        }
+        info["calibration"] = _summary(cal)
     return info
 
 
@@ -923,20 +928,28 @@ _OPENBLAS_SETTERS = (
 )
 
 
-def _openblas_setters() -> list[Any]:
-    """The ``openblas_set_num_threads`` functions of the OpenBLAS copies loaded in this process
-    (NumPy's; found in /proc/self/maps, so Linux only; elsewhere threadpoolctl if installed)."""
-    found: list[Any] = []
+def _openblas_libraries() -> list[Any]:
+    """The OpenBLAS copies loaded in this process (NumPy's), as ctypes libraries: found in
+    /proc/self/maps, so Linux only (elsewhere an empty list)."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
     except OSError:
-        return found
+        return []
+    libs = []
     for path in sorted(paths):
         try:
-            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
+            libs.append(ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0)))
         except OSError:
             continue
+    return libs
+
+
+def _openblas_setters() -> list[Any]:
+    """The ``openblas_set_num_threads`` functions of the OpenBLAS copies loaded in this process
+    (NumPy's; Linux only; elsewhere threadpoolctl if installed)."""
+    found: list[Any] = []
+    for lib in _openblas_libraries():
         for name in _OPENBLAS_SETTERS:
             fn = getattr(lib, name, None)
             if fn is not None:
@@ -1041,16 +1054,7 @@ def numpy_cblas() -> dict[Any, Any]:
     if "done" in _numpy_cblas:
         return {k: v for k, v in _numpy_cblas.items() if k != "done"}
     _numpy_cblas["done"] = True
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        return {}
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0))
-        except OSError:
-            continue
+    for lib in _openblas_libraries():
         for sname, dname, ilp64 in _NUMPY_CBLAS_NAMES:
             sfn, dfn = getattr(lib, sname, None), getattr(lib, dname, None)
             if sfn is not None and dfn is not None:
