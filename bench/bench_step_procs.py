@@ -59,6 +59,7 @@ RATIOS = [
     ("graphgrad", "jax jit", "<= 0.95"),
     ("graphgrad", "GEMM only", "<= 1.05 (1 thread)"),
     ("graphgrad (NumPy BLAS)", "pytorch", None),
+    ("graphgrad (NumPy BLAS)", "graphgrad", None),  # where auto chose numpy: an A/A test
     ("graphgrad fused_backward", "graphgrad", None),
     ("graphgrad fused_backward", "pytorch", None),
 ]
@@ -322,6 +323,18 @@ def render(rows: list[dict[str, Any]]) -> str:
         if k.startswith("graphgrad") and v
     }
     out.append("graphgrad's BLAS (set_blas('auto') unless forced): " + ", ".join(sorted(used)))
+    aa = [  # graphgrad and graphgrad (NumPy BLAS) are one configuration where auto chose numpy
+        f"{_name(r['shape'])} at {r['threads']}: {x['value']:.2f}"
+        for r in rows
+        for x in r["ratios"]
+        if x["ratio"] == "graphgrad (NumPy BLAS) / graphgrad"
+        and r["blas"].get("graphgrad") == r["blas"].get("graphgrad (NumPy BLAS)") == "numpy"
+    ]
+    if aa:
+        out.append(
+            "Noise (an A/A test): graphgrad (NumPy BLAS) / graphgrad, where both ran NumPy's "
+            "BLAS, the same configuration in two processes: " + ", ".join(aa)
+        )
     bad = [f"{_name(r['shape'])} at {r['threads']}" for r in rows if not r["agree"]]
     out.append(
         "Losses after 3 steps agree across peers (1e-4)."
