@@ -69,7 +69,7 @@ def _linear_and_grads(layout: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) 
         _blas.set_layout(previous)
 
 
-@pytest.mark.parametrize("shape", [(6, 5), (1, 5), (5, 1), (2, 3, 5)])
+@pytest.mark.parametrize("shape", [(3, 5), (6, 5), (1, 5), (5, 1), (2, 3, 5)])
 def test_both_layouts_give_the_same_values_and_gradients(shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
@@ -80,10 +80,30 @@ def test_both_layouts_give_the_same_values_and_gradients(shape: tuple[int, ...])
         assert r.shape == c.shape
         np.testing.assert_allclose(c, r, rtol=1e-13, atol=1e-13)
     assert rows[0].flags.c_contiguous  # "rows": row-major, as np.matmul makes it
-    if len(shape) == 2 and shape[0] > 1:  # "columns": the (out, S) product's transpose
+    if len(shape) == 2 and 1 < shape[0] < 4:  # "columns", batch < width: (out, S) transposed
         assert cols[0].flags.f_contiguous and not cols[0].flags.c_contiguous
-        assert cols[1].flags.f_contiguous  # and so is the input gradient
+    elif len(shape) == 2 and shape[0] > 1:  # a batch as large as the width: row-major
+        assert cols[0].flags.c_contiguous
     assert rows[2].flags.c_contiguous and cols[2].flags.c_contiguous  # weights' gradients
+
+
+def test_an_input_gradient_comes_back_in_its_inputs_layout() -> None:
+    # a column-major input (an earlier layer's output in "columns") gets a column-major
+    # gradient, whatever this layer's own layout, so that the ReLU VJP before it sees one
+    # layout; a row-major input a row-major one
+    rng = np.random.default_rng(5)
+    previous = _blas.set_layout("columns")
+    try:
+        for width in (3, 9):  # this layer: batch 6 >= width 3 (rows), < width 9 (columns)
+            for make in (np.ascontiguousarray, np.asfortranarray):
+                x = gg.Tensor(make(rng.standard_normal((6, 5))), requires_grad=True)
+                w, b = gg.Tensor(rng.standard_normal((width, 5))), gg.Tensor(np.zeros(width))
+                gg.linear(x, w, b).sum().backward()
+                expect = x.data.flags.f_contiguous
+                assert x.grad.flags.f_contiguous == expect, (width, make)
+                np.testing.assert_allclose(x.grad, np.ones((6, width)) @ w.data, rtol=1e-13)
+    finally:
+        _blas.set_layout(previous)
 
 
 def test_an_mlp_trains_to_the_same_weights_in_both_layouts() -> None:

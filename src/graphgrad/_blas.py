@@ -34,7 +34,8 @@ choice (:func:`calibrate_par_min`); ``GRAPHGRAD_PAR_MIN=N`` forces it. It never 
 result: the kernels give the same bits at any thread count.
 
 So is the layout of ``linear``'s products (:func:`calibrate_layout`): ``x @ W.T`` row-major,
-or ``(W @ x.T).T`` column-major where the BLAS runs that faster; ``GRAPHGRAD_LAYOUT`` forces it.
+or, for layers whose batch is smaller than their width, ``(W @ x.T).T`` column-major, where the
+BLAS runs that faster; ``GRAPHGRAD_LAYOUT`` forces it.
 """
 
 from __future__ import annotations
@@ -649,22 +650,30 @@ def par_min_info() -> dict[str, Any]:
 #
 # ``linear``'s forward ``x @ W.T`` (W is (out, in), as in PyTorch) can also be computed as
 # ``(W @ x.T).T``: the same numbers, written as the (out, S) transpose of the (S, out) result,
-# so the result is a column-major (Fortran-ordered) array. Its input gradient ``G @ W`` then
-# comes as ``(W.T @ G.T).T``, column-major too, and the weight gradient ``G.T @ x`` reads the
-# column-major G as a row-major G.T. A BLAS runs these other transposes at another speed: on a
-# 2-vCPU AMD EPYC (Zen 5) with NumPy's OpenBLAS, the 5 large GEMMs of a 784-256-256-10 step at
-# batch 128 took 762 against 824 us at 1 thread and 509 against 620 us at 2 threads. Which way
-# is faster depends on the BLAS, the CPU and the thread count, so it is measured like the
-# library: the calibration's layers timed both ways with the BLAS in use, cached beside the
-# other calibrations, "columns" chosen only when it is more than LAYOUT_MARGIN faster.
-# ``GRAPHGRAD_LAYOUT=rows|columns`` forces it. Results agree to float rounding (a GEMM in
-# another order of operands may round differently), so metrics and checkpoints record it.
+# so the result is a column-major (Fortran-ordered) array. Its upstream gradient is then
+# column-major too, the weight gradient ``G.T @ x`` reads it as a row-major G.T, and the input
+# gradient ``G @ W`` comes back in the input's layout (``(W.T @ G.T).T`` for a column-major
+# input). A BLAS runs these other transposes at another speed. On a 2-vCPU AMD EPYC (Zen 5)
+# with NumPy's OpenBLAS at 1 thread, whole steps of 784-512-512-10 MLPs were 27% faster that
+# way at batch 32 and 4% at batch 128, but 3-6% slower at batch 512-1024, 6% slower for
+# 128-wide layers and 20% slower for a 784-10 softmax regression: it pays where the batch is
+# smaller than the layer's width. So "columns" computes exactly those layers that way (batch <
+# width); the others stay row-major. Whether that beats "rows" everywhere depends on the BLAS,
+# the CPU and the thread count, so it is measured like the library: the calibration's layers
+# timed both ways with the BLAS in use, cached beside the other calibrations, "columns" chosen
+# only when it is more than LAYOUT_MARGIN faster. ``GRAPHGRAD_LAYOUT=rows|columns`` forces it.
+# Results agree to float rounding (a GEMM in another order of operands may round
+# differently), so metrics and checkpoints record it.
 
-#: The two layouts: "rows" (``x @ W.T``, row-major outputs) and "columns" (``(W @ x.T).T``).
+#: The two layouts: "rows" (``x @ W.T``, row-major outputs) and "columns" (``(W @ x.T).T``
+#: for a layer whose batch is smaller than its width).
 LAYOUTS = ("rows", "columns")
 #: "columns" must be at least this much faster to be chosen.
 LAYOUT_MARGIN = 0.03
 _LAYOUT_ROUNDS, _LAYOUT_BUDGET_S = 9, 0.3
+#: Which layers "columns" computes column-major (part of a cached record: another rule, a new
+#: measurement): those whose batch is smaller than their width.
+_LAYOUT_RULE = "columns where batch < width; input gradients in their input's layout"
 #: The layout in use: ``COLUMNS[0]`` is True for "columns" (a list, set in place; read by
 #: ``ops.linalg``'s ``linear`` on every call).
 COLUMNS = [False]
@@ -676,38 +685,49 @@ LAYOUT_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 512, 51
 
 
 def _layout_pass(layout: str, sets: list[tuple[Any, ...]]) -> None:
-    """One pass over the layout calibration's products in ``layout``."""
-    for first, x, w, g, gt in sets:
+    """One pass over the layout calibration's products in ``layout``, as ``linear`` and its
+    input-gradient rule compute them (see :func:`measure_layout`)."""
+    for first, cols, x, w, g in sets:
         if layout == "rows":
             matmul(x, w.T)
             matmul(g.T, x)
             if not first:
                 matmul(g, w)
-        else:
+            continue
+        if cols:
             matmul(w, x.T)
-            matmul(gt, x)
-            if not first:
-                matmul(w.T, gt)
+        else:
+            matmul(x, w.T)
+        matmul(g.T, x)
+        if not first:
+            if x.flags.c_contiguous:
+                matmul(g, w)
+            else:
+                matmul(w.T, g.T)
 
 
 def measure_layout(clock: Any = None) -> dict[str, float]:
     """Seconds per pass over ``LAYOUT_LAYERS``' products as a training step makes them
     (forward, weight gradient and, but for the first layer, input gradient; fp32, the BLAS in
-    use, the current thread count) in each of ``LAYOUTS``: the first layer's input row-major,
-    as data comes; in "columns" the later layers' inputs and every upstream gradient
-    column-major, as that layout makes them. The two take turns for at most 9 rounds or about
-    0.3 s; each figure is the fastest round's."""
+    use, the current thread count) in each of ``LAYOUTS``. In "columns" a layer whose batch is
+    smaller than its width computes its forward as ``(W @ x.T).T`` (a column-major output, and
+    a column-major upstream gradient), and an input gradient comes back in its input's layout,
+    as ``linear`` and its rule do. The two take turns for at most 9 rounds or about 0.3 s;
+    each figure is the fastest round's."""
     clock = clock or _clock
     rng = np.random.default_rng(0)
     sets: dict[str, list[tuple[Any, ...]]] = {"rows": [], "columns": []}
+    prev_cols = False
     for i, (m, k, n) in enumerate(LAYOUT_LAYERS):
         x = rng.standard_normal((m, k), dtype=np.float32)
         w = rng.standard_normal((n, k), dtype=np.float32)
         g = rng.standard_normal((m, n), dtype=np.float32)
-        gt = np.ascontiguousarray(g.T)
         first = i == 0 or LAYOUT_LAYERS[i - 1][0] != m
-        sets["rows"].append((first, x, w, g, gt))
-        sets["columns"].append((first, x if first else np.asfortranarray(x), w, gt.T, gt))
+        cols = m < n
+        sets["rows"].append((first, False, x, w, g))
+        xc = np.asfortranarray(x) if not first and prev_cols else x
+        sets["columns"].append((first, cols, xc, w, np.asfortranarray(g) if cols else g))
+        prev_cols = cols
     best = {lay: math.inf for lay in LAYOUTS}
     for lay in LAYOUTS:  # warm up
         _layout_pass(lay, sets[lay])
@@ -731,6 +751,7 @@ def _layout_record_ok(rec: dict[str, Any]) -> bool:
     seconds = rec["seconds"]
     return (
         rec["layers"] == [list(layer) for layer in LAYOUT_LAYERS]
+        and rec.get("rule") == _LAYOUT_RULE
         and isinstance(seconds, dict)
         and set(seconds) == set(LAYOUTS)
         and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
@@ -748,7 +769,12 @@ def calibrate_layout(refresh: bool = False) -> dict[str, Any]:
     def measure_now() -> dict[str, Any]:
         seconds = measure_layout()
         layers = [list(layer) for layer in LAYOUT_LAYERS]
-        return {"layers": layers, "seconds": seconds, "layout": decide_layout(seconds)}
+        return {
+            "layers": layers,
+            "rule": _LAYOUT_RULE,
+            "seconds": seconds,
+            "layout": decide_layout(seconds),
+        }
 
     return _cached_measurement(key, "layout", measure_now, _layout_record_ok, refresh)
 

@@ -60,9 +60,10 @@ def _linear_dx(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
 
 
 def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
-    # In the "columns" layout (_blas.layout()): G @ W as (W.T @ G.T).T, column-major like the
-    # forward's output, so that the next ReLU VJP gets its two arrays in one layout.
-    if _blas.COLUMNS[0] and g.ndim == 2:
+    # In the "columns" layout (_blas.layout()) the input gradient comes back in the input's
+    # layout: for a column-major x (an earlier layer's output), G @ W as (W.T @ G.T).T, so that
+    # the ReLU VJP before it gets its two arrays in one layout.
+    if _blas.COLUMNS[0] and g.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:
         return _blas.matmul(w.T, g.T).T
     return None
 
@@ -100,9 +101,13 @@ def linear(x: Any, w: Any, b: Any) -> Any:
     if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
         xp = namespace_of(x, w, b)
         return xp.matmul(x, xp.matrix_transpose(w)) + b
-    # "columns" (measured faster with this BLAS, see _blas.layout()): x @ W.T computed as
-    # (W @ x.T).T, the same numbers in a column-major (S, out) array
-    y = _blas.matmul(w, x.T).T if _blas.COLUMNS[0] and x.ndim == 2 else _blas.matmul(x, w.T)
+    # "columns" (measured faster with this BLAS, see _blas.layout()): for a batch smaller
+    # than the layer's width, x @ W.T computed as (W @ x.T).T, the same numbers in a
+    # column-major (S, out) array
+    if _blas.COLUMNS[0] and x.ndim == 2 and x.shape[0] < w.shape[0]:
+        y = _blas.matmul(w, x.T).T
+    else:
+        y = _blas.matmul(x, w.T)
     if y.dtype == np.result_type(y, b):
         y += b
         return y
