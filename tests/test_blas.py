@@ -872,7 +872,9 @@ def test_the_real_threshold_calibration_runs_and_is_cached(
         _blas._apply_par_min()
 
 
-def _info(*args: str, **env_: str) -> subprocess.CompletedProcess[str]:
+def graphgrad_info(*args: str, **env_: str) -> subprocess.CompletedProcess[str]:
+    """``graphgrad info ARGS`` through the installed entry point, with ``env_`` added to the
+    environment (``GRAPHGRAD_PAR_MIN`` dropped unless given); for this and other test files."""
     exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
     env = {k: v for k, v in os.environ.items() if k != "GRAPHGRAD_PAR_MIN"}
     return subprocess.run(
@@ -882,27 +884,27 @@ def _info(*args: str, **env_: str) -> subprocess.CompletedProcess[str]:
 
 @needs_openmp
 def test_graphgrad_info_shows_the_threshold_and_why(tmp_path: Any) -> None:
-    proc = _info(OMP_NUM_THREADS="2", GRAPHGRAD_PAR_MIN="5000")
+    proc = graphgrad_info(OMP_NUM_THREADS="2", GRAPHGRAD_PAR_MIN="5000")
     assert proc.returncode == 0, proc.stderr
     assert (
         "parallel:  kernels split between threads from 5000 elements "
         "(GRAPHGRAD_PAR_MIN=5000 in the environment, nothing measured)" in proc.stdout
     )
-    proc = _info(OMP_NUM_THREADS="1")
+    proc = graphgrad_info(OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr
     assert (
         "parallel:  kernels serial at every size (1 thread: the kernels run serially, "
         "nothing measured)" in proc.stdout
     )
     cache = str(tmp_path)
-    proc = _info("--json", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
+    proc = graphgrad_info("--json", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
     assert proc.returncode == 0, proc.stderr
     p = json.loads(proc.stdout)["kernels_par_min"]
     (path,) = (tmp_path / "graphgrad" / "blas").glob("parmin-*.json")
     rec = json.loads(path.read_text())
     assert p["par_min"] == rec["par_min"] and p["calibration"]["cache"] == str(path)
     assert p["calibration"]["serial"] == rec["serial"] and p["calibration"]["measured_now"]
-    proc = _info("--recalibrate", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
+    proc = graphgrad_info("--recalibrate", OMP_NUM_THREADS="2", XDG_CACHE_HOME=cache)
     assert proc.returncode == 0, proc.stderr
     # (the recalibrated BLAS may differ, and the threshold is per BLAS: the file it names)
     (line,) = [x for x in proc.stdout.splitlines() if "kernels' parallel threshold" in x]
@@ -915,13 +917,13 @@ def test_graphgrad_info_shows_the_threshold_and_why(tmp_path: Any) -> None:
 
 
 def test_without_compiled_kernels_there_is_no_threshold() -> None:
-    proc = _info("--json", GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    proc = graphgrad_info("--json", GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["kernels_par_min"] == {
         "par_min": None,
         "reason": "no compiled kernels in use",
     }
-    proc = _info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
+    proc = graphgrad_info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
     assert "parallel:  kernels serial at every size (no compiled kernels in use)" in proc.stdout
 
 

@@ -10,9 +10,6 @@ figures. The calibration's logic runs with a fake clock, so no test depends on s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import pytest
 import graphgrad as gg
 from graphgrad import _blas, _fused, checkpoint
 from op_specs import SPECS, as_args, sample
+from test_blas import graphgrad_info
 
 LAYOUTS = ["rows", "columns"]
 
@@ -217,20 +215,9 @@ def test_the_layout_is_cached_and_a_damaged_cache_measured_again(fake: dict[str,
     assert third["measured"] and third["layout"] == "rows"
 
 
-def _info(**env: str) -> subprocess.CompletedProcess[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
-    return subprocess.run(
-        [exe, "info", "--json"],
-        env={**os.environ, "GRAPHGRAD_BLAS": "numpy", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("forced", LAYOUTS)
 def test_graphgrad_layout_forces_it_and_graphgrad_info_says_so(forced: str) -> None:
-    proc = _info(GRAPHGRAD_LAYOUT=forced)
+    proc = graphgrad_info("--json", GRAPHGRAD_LAYOUT=forced)
     assert proc.returncode == 0, proc.stderr
     lay = json.loads(proc.stdout)["layout"]
     assert lay["layout"] == forced
@@ -238,7 +225,7 @@ def test_graphgrad_layout_forces_it_and_graphgrad_info_says_so(forced: str) -> N
 
 
 def test_an_unknown_layout_warns_naming_the_variable_and_measures() -> None:
-    proc = _info(GRAPHGRAD_LAYOUT="diagonal")
+    proc = graphgrad_info("--json", GRAPHGRAD_LAYOUT="diagonal")
     assert proc.returncode == 0, proc.stderr
     assert "GRAPHGRAD_LAYOUT='diagonal': expected 'rows' or 'columns'; measuring" in proc.stderr
     assert json.loads(proc.stdout)["layout"]["reason"].startswith("calibration at")

@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from test_blas import graphgrad_info
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="glibc's mallopt and minor-fault counts"
 )
@@ -64,35 +66,20 @@ def test_a_step_reuses_freed_memory_once_graphgrad_is_imported() -> None:
     assert _faults_per_round("import") < 10
 
 
-def _info(**env: str) -> subprocess.CompletedProcess[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
-    return subprocess.run(
-        [exe, "info", "--json"],
-        env={**os.environ, "GRAPHGRAD_BLAS": "numpy", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.skipif(not _glibc(), reason="the settings are glibc's")
 def test_graphgrad_info_says_what_was_done_to_malloc() -> None:
-    proc = _info()
+    proc = graphgrad_info("--json")
     assert proc.returncode == 0, proc.stderr
     m = json.loads(proc.stdout)["malloc"]
     assert m == {"tuned": True, "reason": "mmap threshold 32 MiB, trim threshold 1 GiB"}
-    proc = _info(GRAPHGRAD_MALLOC="system")
+    proc = graphgrad_info("--json", GRAPHGRAD_MALLOC="system")
     assert json.loads(proc.stdout)["malloc"]["tuned"] is False
-    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
-    text = subprocess.run(
-        [exe, "info"], env={**os.environ, "GRAPHGRAD_BLAS": "numpy"}, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
-    assert "memory:    glibc malloc keeps freed memory for the next step" in text.stdout
+    text = graphgrad_info().stdout
+    assert "memory:    glibc malloc keeps freed memory for the next step" in text
 
 
 def test_an_unknown_setting_warns_naming_the_variable_and_keeps_the_default() -> None:
-    proc = _info(GRAPHGRAD_MALLOC="bogus")
+    proc = graphgrad_info("--json", GRAPHGRAD_MALLOC="bogus")
     assert proc.returncode == 0, proc.stderr
     assert "GRAPHGRAD_MALLOC='bogus': expected one of keep, system; using 'keep'" in proc.stderr
     if _glibc():

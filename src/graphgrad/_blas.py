@@ -302,16 +302,19 @@ def _cache_path(key: dict[str, Any], kind: str = "blas") -> Path:
     return cache_dir() / f"{kind}-{digest}.json"
 
 
+def _seconds_ok(seconds: Any, names: Any) -> bool:
+    """A record's ``seconds``: a dict of exactly ``names``, each a positive finite float."""
+    return (
+        isinstance(seconds, dict)
+        and set(seconds) == set(names)
+        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
+    )
+
+
 def _blas_record_ok(rec: dict[str, Any]) -> bool:
     """A BLAS calibration record's own figures: both libraries, positive finite seconds,
     and the choice they make."""
-    seconds = rec["seconds"]
-    return (
-        isinstance(seconds, dict)
-        and set(seconds) == {"numpy", "mkl"}
-        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
-        and rec["choice"] == decide(seconds)
-    )
+    return _seconds_ok(rec["seconds"], ("numpy", "mkl")) and rec["choice"] == decide(rec["seconds"])
 
 
 def _load_cached(path: Path, key: dict[str, Any], valid: Any = _blas_record_ok) -> Any:
@@ -414,14 +417,12 @@ def _how(rec: dict[str, Any]) -> str:
     return "measured now"
 
 
-def _summary(rec: dict[str, Any]) -> dict[str, Any]:
-    """A calibration record's figures for ``*_info()``: seconds, cache, measured_now, threads."""
-    return {
-        "seconds": dict(rec["seconds"]),
-        "cache": rec["cache"],
-        "measured_now": rec["measured"],
-        "threads": rec["key"]["threads"],
-    }
+def _summary(rec: dict[str, Any], *figures: str) -> dict[str, Any]:
+    """A calibration record for ``*_info()``: copies of its ``figures`` fields (default
+    ``seconds``), and ``cache``, ``measured_now``, ``threads``."""
+    out = {f: rec[f].copy() for f in figures or ("seconds",)}
+    out.update(cache=rec["cache"], measured_now=rec["measured"], threads=rec["key"]["threads"])
+    return out
 
 
 def calibrate(refresh: bool = False) -> dict[str, Any]:
@@ -635,14 +636,7 @@ def par_min_info() -> dict[str, Any]:
     }
     cal = _par_min_choice["calibration"]
     if cal is not None:
-        info["calibration"] = {
-            "sizes": list(cal["sizes"]),
-            "serial": list(cal["serial"]),
-            "split": list(cal["split"]),
-            "cache": cal["cache"],
-            "measured_now": cal["measured"],
-            "threads": cal["key"]["threads"],
-        }
+        info["calibration"] = _summary(cal, "sizes", "serial", "split")
     return info
 
 
@@ -748,14 +742,11 @@ def decide_layout(seconds: dict[str, float]) -> str:
 
 
 def _layout_record_ok(rec: dict[str, Any]) -> bool:
-    seconds = rec["seconds"]
     return (
         rec["layers"] == [list(layer) for layer in LAYOUT_LAYERS]
         and rec.get("rule") == _LAYOUT_RULE
-        and isinstance(seconds, dict)
-        and set(seconds) == set(LAYOUTS)
-        and all(type(v) is float and math.isfinite(v) and v > 0 for v in seconds.values())
-        and rec["layout"] == decide_layout(seconds)
+        and _seconds_ok(rec["seconds"], LAYOUTS)
+        and rec["layout"] == decide_layout(rec["seconds"])
     )
 
 
@@ -808,6 +799,10 @@ def _apply_layout(refresh: bool = False) -> None:
                 f"BLAS, {how}: rows {s['rows'] * 1e3:.3f} ms, columns {s['columns'] * 1e3:.3f} ms "
                 f"per pass over linear's products (columns only if >{LAYOUT_MARGIN:.0%} faster)"
             )
+    _use_layout(lay, reason, cal)
+
+
+def _use_layout(lay: str, reason: str, cal: dict[str, Any] | None) -> None:
     COLUMNS[0] = lay == "columns"
     _layout_choice.update(layout=lay, reason=reason, calibration=cal)
 
@@ -824,8 +819,7 @@ def set_layout(name: str) -> str:
     if name == "auto":
         _apply_layout()
     elif name in LAYOUTS:
-        COLUMNS[0] = name == "columns"
-        _layout_choice.update(layout=name, reason=f"set_layout({name!r})", calibration=None)
+        _use_layout(name, f"set_layout({name!r})", None)
     else:
         raise ValueError(f"set_layout: unknown layout {name!r}; choose 'rows', 'columns' or 'auto'")
     return previous
@@ -849,6 +843,14 @@ def layout_info() -> dict[str, Any]:
     if cal is not None:
         info["calibration"] = _summary(cal)
     return info
+
+
+def _apply_measured() -> None:
+    """The choices measured per library and thread count, for the ones now in force (cached,
+    or measured once): the kernels' parallel threshold (timed after a GEMM of this library)
+    and the layout of linear's products."""
+    _apply_par_min()
+    _apply_layout()
 
 
 _choice: dict[str, Any] = {"requested": "numpy", "reason": "NumPy's BLAS selected"}
@@ -883,8 +885,7 @@ def set_blas(name: str) -> str:
         _active[_F64] = found["dgemm"]
         _set_mkl_threads(_threads[0])
     _choice.update(requested=name, reason=reason, calibration=calibration)
-    _apply_par_min()  # measured after a GEMM of this library: per library, cached
-    _apply_layout()  # per library and thread count, cached
+    _apply_measured()
     return previous
 
 
@@ -1020,8 +1021,7 @@ def set_num_threads(n: int) -> int:
     if n != previous and _choice["requested"] == "auto":
         set_blas("auto")  # the calibration is per thread count: cached, or measured once
     elif n != previous:
-        _apply_par_min()  # the kernels' threshold is per thread count too
-        _apply_layout()  # and so is the layout
+        _apply_measured()  # per thread count too
     return previous
 
 
@@ -1062,9 +1062,6 @@ def matmul(a: Any, b: Any) -> Any:
     return np.matmul(a, b)
 
 
-#: NumPy's OpenBLAS's own ``cblas_?gemm`` (ILP64 in NumPy's wheels), found once:
-#: ``{dtype: address, "ilp64": bool}``, or empty where NumPy's BLAS is not an OpenBLAS.
-_numpy_cblas: dict[Any, Any] = {}
 _NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols first
     ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True),
     ("cblas_sgemm64_", "cblas_dgemm64_", True),
@@ -1072,27 +1069,23 @@ _NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols fi
 )
 
 
+@functools.cache
 def numpy_cblas() -> dict[Any, Any]:
-    """The ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy loaded (from
-    ``/proc/self/maps``, so Linux only): ``{float32: address, float64: address, "ilp64":
-    bool}``, or ``{}``. :func:`matmul_into` calls it with beta != 0, so that the product is
-    added inside the GEMM as MKL's is, instead of a matmul, a scale and an add."""
-    if "done" in _numpy_cblas:
-        return {k: v for k, v in _numpy_cblas.items() if k != "done"}
-    _numpy_cblas["done"] = True
+    """The ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy loaded (ILP64 in NumPy's
+    wheels; from ``/proc/self/maps``, so Linux only), found once: ``{float32: address,
+    float64: address, "ilp64": bool}``, or ``{}``. :func:`matmul_into` calls it with
+    beta != 0, so that the product is added inside the GEMM as MKL's is, instead of a matmul,
+    a scale and an add. (Read only: the same dict is returned every time.)"""
     for lib in _openblas_libraries():
         for sname, dname, ilp64 in _NUMPY_CBLAS_NAMES:
             sfn, dfn = getattr(lib, sname, None), getattr(lib, dname, None)
             if sfn is not None and dfn is not None:
                 addr = ctypes.cast
-                _numpy_cblas.update(
-                    {
-                        _F32: addr(sfn, ctypes.c_void_p).value,
-                        _F64: addr(dfn, ctypes.c_void_p).value,
-                        "ilp64": ilp64,
-                    }
-                )
-                return numpy_cblas()
+                return {
+                    _F32: addr(sfn, ctypes.c_void_p).value,
+                    _F64: addr(dfn, ctypes.c_void_p).value,
+                    "ilp64": ilp64,
+                }
     return {}
 
 

@@ -257,17 +257,23 @@ def _labels64(labels: np.ndarray) -> np.ndarray:
     return labels if labels.dtype == np.int64 else labels.astype(np.int64)
 
 
-def _kernel_labels(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-    """Labels as contiguous int64 for the kernels, or None if the kernels cannot take them.
-    The kernels index rows with them unchecked, so every label is checked here first."""
-    if x.ndim != 2 or x.shape[1] == 0 or not x.flags.c_contiguous:
+def _kernel_args(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Logits and labels as the cross-entropy kernels take them, or None if they cannot:
+    float32/float64 logits (S, T), row-major (column-major ones, ``linear``'s outputs in the
+    "columns" layout, are copied), and (S,) labels as contiguous int64. The kernels index
+    rows with the labels unchecked, so every label is checked here first."""
+    if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
         return None
-    if labels.shape != (x.shape[0],):
+    if x.ndim != 2 or x.shape[1] == 0 or labels.shape != (x.shape[0],):
         return None
+    if not x.flags.c_contiguous:
+        if not x.flags.f_contiguous:
+            return None
+        x = np.ascontiguousarray(x)
     lab = np.ascontiguousarray(_labels64(labels))
     if _K.first_bad_label(lab, x.shape[1]) >= 0:
         return None  # NumPy's indexing raises the error
-    return lab
+    return x, lab
 
 
 def bad_label(labels: np.ndarray, t: int) -> int:
@@ -281,26 +287,18 @@ def bad_label(labels: np.ndarray, t: int) -> int:
 def xent_forward(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
     """Softmax cross-entropy of logits (S, T) and integer labels (S,), averaged over S, as a
     0-d array of x's dtype; ``None`` when no kernel can take the arrays (use NumPy)."""
-    if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
+    args = _kernel_args(x, labels)
+    if args is None:
         return None
-    if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:  # column-major: copied
-        x = np.ascontiguousarray(x)
-    lab = _kernel_labels(x, labels)
-    if lab is None:
-        return None
-    return np.array(_K.xent_forward(x, lab), dtype=x.dtype)
+    return np.array(_K.xent_forward(*args), dtype=x.dtype)
 
 
 def xent_backward(x: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray | None:
     """(softmax(x) - onehot(labels)) * scale for logits (S, T); ``None`` when no kernel can
     take the arrays (use NumPy)."""
-    if _K is None or (x.dtype != np.float32 and x.dtype != np.float64):
+    args = _kernel_args(x, labels)
+    if args is None:
         return None
-    if x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:  # column-major: copied
-        x = np.ascontiguousarray(x)
-    lab = _kernel_labels(x, labels)
-    if lab is None:
-        return None
-    out = np.empty_like(x)
-    _K.xent_backward(x, lab, scale, out)
+    out = np.empty_like(args[0])
+    _K.xent_backward(*args, scale, out)
     return out

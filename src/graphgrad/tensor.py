@@ -782,15 +782,17 @@ def full(
     ``device``. dtype, as in the array API: a float fills in ``gg.get_default_dtype()``, an
     int in int64, a bool in bool, unless ``dtype`` is given."""
     shp = _shape_of((shape,), "full")
-    if isinstance(fill_value, bool | np.bool_):
-        dt = np.bool_ if dtype is None else dtype
-    elif isinstance(fill_value, int | np.integer):
-        dt = np.int64 if dtype is None else dtype
-    elif isinstance(fill_value, float | np.floating):
-        dt = dtype
-    else:
-        raise TypeError(f"full: fill_value must be a bool, int or float, got {fill_value!r}")
-    return _filled(fill_value, shp, dt, device, requires_grad)
+    _check_fill(fill_value, "full")
+    if dtype is None and isinstance(fill_value, bool | np.bool_):
+        dtype = np.bool_
+    elif dtype is None and isinstance(fill_value, int | np.integer):
+        dtype = np.int64
+    return _filled(fill_value, shp, dtype, device, requires_grad)
+
+
+def _check_fill(value: Any, name: str) -> None:
+    if not isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
+        raise TypeError(f"{name}: fill_value must be a bool, int or float, got {value!r}")
 
 
 def zeros_like(
@@ -817,8 +819,7 @@ def full_like(
     requires_grad: bool = False,
 ) -> Tensor:
     """``fill_value`` in ``x``'s shape, with ``x``'s dtype and device unless given."""
-    if not isinstance(fill_value, bool | int | float | np.bool_ | np.integer | np.floating):
-        raise TypeError(f"full_like: fill_value must be a bool, int or float, got {fill_value!r}")
+    _check_fill(fill_value, "full_like")
     return _filled_like(x, fill_value, dtype, device, requires_grad)
 
 
