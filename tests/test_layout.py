@@ -127,6 +127,50 @@ def test_an_mlp_trains_to_the_same_weights_in_both_layouts() -> None:
         np.testing.assert_allclose(c, r, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused_backward", [False, True])
+def test_a_column_major_weight_gets_its_gradient_and_update_in_its_own_layout(
+    fused_backward: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A weight stored column-major (physically (in, out), e.g. a JAX kernel assigned as
+    # ``lin.weight.data = kernel.T``): its gradient comes back column-major too, so that the
+    # optimiser's compiled kernel takes W, its gradient and the momentum together (a row-major
+    # gradient sent it to the four-pass NumPy path), and fused_backward's GEMM writes the
+    # column-major momentum buffer in place. The same numbers as a row-major weight.
+    rng = np.random.default_rng(1)
+    x = rng.random((16, 12), dtype=np.float32)
+    y = rng.integers(0, 4, 16)
+    weights = {}
+    for order in ("C", "F"):
+        model = gg.nn.MLP(12, [40], 4, rng=np.random.default_rng(3))
+        for lin in model.linear_layers():
+            lin.weight.data = np.asarray(lin.weight.data, order=order)
+        opt = gg.optim.SGD(model.parameters(), 0.1, momentum=0.9, fused_backward=fused_backward)
+        calls: list[int] = []
+        if _fused.KERNELS is not None:
+            real_sgd = _fused.KERNELS.sgd
+
+            def counted(*a: Any, calls: list[int] = calls, real: Any = real_sgd) -> Any:
+                calls.append(1)
+                return real(*a)
+
+            monkeypatch.setattr(_fused.KERNELS, "sgd", counted)
+        for _ in range(3):
+            opt.zero_grad()
+            gg.cross_entropy(model(gg.tensor(x)), y).backward()
+            if not fused_backward:
+                for lin in model.linear_layers():
+                    assert lin.weight.grad.flags.f_contiguous == (order == "F")
+            opt.step()
+        monkeypatch.undo()
+        if _fused.KERNELS is not None:  # every parameter, every step, through the kernel
+            assert len(calls) == 3 * len(list(model.parameters())), order
+        for lin in model.linear_layers():
+            assert lin.weight.data.flags.f_contiguous == (order == "F")
+        weights[order] = [p.data.copy() for p in model.parameters()]
+    for c, f in zip(weights["C"], weights["F"], strict=True):
+        np.testing.assert_allclose(f, c, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("n", [7, 40_000])  # under and over the kernels' size threshold
 def test_the_kernels_read_column_major_arrays_element_for_element(n: int) -> None:
     rng = np.random.default_rng(2)

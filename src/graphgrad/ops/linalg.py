@@ -69,6 +69,10 @@ def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
 
 
 def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+    if type(w) is np.ndarray and w.flags.f_contiguous and not w.flags.c_contiguous:
+        # W stored column-major (physically (in, out)): its gradient in the same layout,
+        # (x^T @ G)^T, so that the optimiser's kernels get W, its gradient and its state alike
+        return xp.matmul(xp.swap_last(_flat2(x, xp)), _flat2(g, xp)).T
     return xp.matmul(xp.swap_last(_flat2(g, xp)), _flat2(x, xp))
 
 
@@ -77,7 +81,11 @@ def _linear_dw_into(g: Any, inputs: Any, out: Any, beta: float) -> bool:
     x = inputs[0]
     if type(g) is not np.ndarray or type(x) is not np.ndarray:
         return False  # NumPy only (the engine then runs the rule)
-    return g.ndim == 2 and x.ndim == 2 and _blas.matmul_into(g.T, x, out, beta)
+    if g.ndim != 2 or x.ndim != 2:
+        return False
+    if out.flags.f_contiguous and not out.flags.c_contiguous:  # out^T = beta out^T + x^T G
+        return _blas.matmul_into(x.T, g, out.T, beta)
+    return _blas.matmul_into(g.T, x, out, beta)
 
 
 def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
