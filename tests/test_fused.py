@@ -20,6 +20,7 @@ import pytest
 import graphgrad as gg
 from graphgrad import _fused
 from graphgrad._state import pure_python_requested
+from test_blas import graphgrad_info
 
 needs_kernels = pytest.mark.skipif(not _fused.COMPILED, reason="extension not built")
 
@@ -414,3 +415,83 @@ def test_relu_keeps_its_serial_kernel_where_splitting_never_pays(
     finally:
         monkeypatch.undo()
         _fused.set_par_min(threshold)
+
+
+ISAS = list(_fused.KERNELS.isas()) if _fused.COMPILED else []
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
+    # The loops are compiled for the baseline, AVX2 and AVX-512 (x86): each instruction set
+    # this CPU runs must give NumPy's bits on normal numbers, whole vectors and their tails
+    # (sizes around 4, 8 and 16 lanes), and the baseline's bits on subnormal ones (flushed to
+    # zero by every instruction set alike), NaN and -0.0.
+    rng = np.random.default_rng(7)
+    sizes = [1, 3, 15, 16, 17, 33, 1003]
+
+    def run(normal: bool) -> list[np.ndarray]:
+        out = []
+        for n in sizes:
+            w, g, v, m = (rng.standard_normal(n).astype(dtype) for _ in range(4))
+            vv = np.abs(v)
+            x = rng.standard_normal(n).astype(dtype)
+            x[::5] = 0.0
+            if not normal:
+                tiny = np.finfo(dtype).tiny
+                v[::3] = tiny / 8  # subnormal momentum, decaying further
+                x[::4] = np.nan
+                x[1::4] = -0.0
+            for mu, wd, nest, first in ((0.9, 0.0, False, False), (0.0, 0.0, False, False)):
+                _fused.sgd(w, g, v if mu else None, None, 0.05, mu, wd, nest, first)
+                out += [w.copy(), v.copy()]
+            _fused.adam(w, g, m, vv, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
+            out += [w, m, vv, _fused.relu(x), _fused.relu_grad(g, x)]
+        return out
+
+    previous = _fused.KERNELS.get_isa()
+    results: dict[str, list[np.ndarray]] = {}
+    try:
+        for isa in ISAS:
+            _fused.KERNELS.set_isa(isa)
+            for normal in (True, False):
+                rng = np.random.default_rng(7 + normal)
+                results[f"{isa} {normal}"] = run(normal)
+    finally:
+        _fused.KERNELS.set_isa(previous)
+    saved = _fused._K
+    try:
+        _fused._K = None  # the NumPy twins
+        rng = np.random.default_rng(8)
+        twin = run(True)
+    finally:
+        _fused._K = saved
+    assert ISAS[0] == "baseline"
+    for isa in ISAS:
+        for a, b in zip(results[f"{isa} True"], twin, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=isa)
+        for a, b in zip(results[f"{isa} False"], results["baseline False"], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=isa)
+
+
+@needs_kernels
+def test_set_isa_refuses_what_it_does_not_have_and_the_variable_warns() -> None:
+    with pytest.raises(ValueError, match=r"unknown instruction set 'neon'; known: baseline"):
+        _fused.KERNELS.set_isa("neon")
+    assert _fused.KERNELS.get_isa() == _fused.KERNELS.DEFAULT_ISA
+    env = {**os.environ, "GRAPHGRAD_KERNEL_ISA": "neon"}
+    r = subprocess.run(
+        [sys.executable, "-c", "import graphgrad._fused as f; print(f.kernel_isa()['isa'])"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "GRAPHGRAD_KERNEL_ISA='neon'" in r.stderr and "keeping" in r.stderr
+    assert r.stdout.strip() == _fused.KERNELS.DEFAULT_ISA
+    r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="baseline")  # the installed entry point
+    assert r.returncode == 0, r.stderr
+    assert "the kernels' loops run baseline (GRAPHGRAD_KERNEL_ISA in the environment" in r.stdout
+    r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="neon")
+    assert r.returncode == 0 and "GRAPHGRAD_KERNEL_ISA='neon'" in r.stderr

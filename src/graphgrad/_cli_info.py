@@ -66,6 +66,7 @@ def collect() -> dict[str, Any]:
             "graphgrad._scalar_core": bool(scalar.COMPILED),
             "openmp": bool(kernels is not None and getattr(kernels, "OPENMP", False)),
         },
+        "kernel_isa": _fused.kernel_isa(),
     }
 
 
@@ -147,6 +148,13 @@ def _run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in comp.items())
         + ("" if comp["graphgrad._kernels"] else " (pure Python/NumPy twins in use)")
     )
+    isa = info["kernel_isa"]
+    if isa:
+        lines.append(
+            f"vectors:   the kernels' loops run {isa['isa']} ({isa['reason']}; this CPU runs "
+            + ", ".join(isa["available"])
+            + "; GRAPHGRAD_KERNEL_ISA chooses)"
+        )
     lines.append("devices:   " + "; ".join(f"{k}: {v}" for k, v in info["devices"].items()))
     print("\n".join(lines))
     return 0

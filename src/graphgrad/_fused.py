@@ -69,6 +69,40 @@ def _par_min_from_environment() -> int | None:
     return int(raw)
 
 
+def _isa_from_environment() -> None:
+    """``GRAPHGRAD_KERNEL_ISA=baseline|avx2|avx512f``: the instruction set of the compiled
+    loops, forced (``_kernels.DEFAULT_ISA`` otherwise). Read once at import; a name this build
+    or CPU does not have is ignored with a warning."""
+    raw = os.environ.get("GRAPHGRAD_KERNEL_ISA", "").strip().lower()
+    if not raw or _K is None:
+        return
+    try:
+        _K.set_isa(raw)
+    except ValueError as e:
+        warnings.warn(
+            f"GRAPHGRAD_KERNEL_ISA={raw!r}: {e}; keeping {_K.get_isa()}", stacklevel=2
+        )
+
+
+_isa_from_environment()
+
+
+def kernel_isa() -> dict[str, Any]:
+    """The instruction set the compiled loops run (``isa``), the ones this CPU could run
+    (``available``) and why (``reason``); ``{}`` without compiled kernels."""
+    if _K is None or not hasattr(_K, "get_isa"):
+        return {}
+    isa = _K.get_isa()
+    forced = os.environ.get("GRAPHGRAD_KERNEL_ISA", "").strip().lower()
+    if forced == isa:
+        reason = "GRAPHGRAD_KERNEL_ISA in the environment"
+    elif isa == _K.DEFAULT_ISA:
+        reason = "the default"
+    else:
+        reason = "set_isa()"
+    return {"isa": isa, "available": list(_K.isas()), "reason": reason}
+
+
 COMPILED: bool = _K is not None
 #: ``GRAPHGRAD_PAR_MIN`` from the environment (an int), or None: then ``_blas`` measures the
 #: threshold at the current thread count (``_blas.calibrate_par_min``).
