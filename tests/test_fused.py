@@ -447,6 +447,14 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
                 out += [w.copy(), v.copy()]
             _fused.adam(w, g, m, vv, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
             out += [w, m, vv, _fused.relu(x), _fused.relu_grad(g, x)]
+            for order in "CF":  # linear's bias add, in both layouts
+                y = np.asarray(rng.standard_normal((n, 5)).astype(dtype), order=order)
+                b = x[:5] if n >= 5 else rng.standard_normal(5).astype(dtype)
+                if _fused._K is None:
+                    y += b
+                else:
+                    assert _fused.add_bias(y, b)
+                out.append(y)
         return out
 
     previous = _fused.KERNELS.get_isa()

@@ -91,6 +91,23 @@ cdef extern from *:
             T xi = x[i];                                                                    \
             o[i] = (xi > (T)0 || xi != xi) ? xi : (T)0; /* as np.maximum(x, 0): NaN, +0.0 */ \
         }                                                                                   \
+    }                                                                                       \
+    /* y += b for r rows of c: b along the rows (y row-major: y[i, j] += b[j]) or down them  \
+       (y^T of a column-major y: y[j, i] += b[j]); one add per element, as NumPy's. */      \
+    ATTR static void gg_add_bias_##S##_##V(T *restrict y, const T *restrict b, Py_ssize_t r, \
+                                           Py_ssize_t c, int down) {                        \
+        if (down) {                                                                         \
+            for (Py_ssize_t i = 0; i < r; i++) {                                            \
+                T bi = b[i];                                                                \
+                T *restrict yi = y + i * c;                                                 \
+                for (Py_ssize_t j = 0; j < c; j++) yi[j] = yi[j] + bi;                      \
+            }                                                                               \
+        } else {                                                                            \
+            for (Py_ssize_t i = 0; i < r; i++) {                                            \
+                T *restrict yi = y + i * c;                                                 \
+                for (Py_ssize_t j = 0; j < c; j++) yi[j] = yi[j] + b[j];                    \
+            }                                                                               \
+        }                                                                                   \
     }
     #ifdef _OPENMP
     #define GG_OPENMP 1
@@ -115,10 +132,11 @@ cdef extern from *:
         void (*sgd_plain_##S)(T *, const T *, Py_ssize_t, T);                               \
         void (*adam_##S)(T *, const T *, T *, T *, Py_ssize_t, T, T, T, T, T, T, T);        \
         void (*relu_grad_##S)(const T *, const T *, T *, Py_ssize_t);                       \
-        void (*relu_##S)(const T *, T *, Py_ssize_t);
+        void (*relu_##S)(const T *, T *, Py_ssize_t);                                       \
+        void (*add_bias_##S)(T *, const T *, Py_ssize_t, Py_ssize_t, int);
     typedef struct { const char *name; GG_FIELDS(float, f) GG_FIELDS(double, d) } gg_isa_t;
     #define GG_ROW(S, V) gg_sgd_mom_##S##_##V, gg_sgd_plain_##S##_##V, gg_adam_##S##_##V,   \
-                         gg_relu_grad_##S##_##V, gg_relu_##S##_##V
+                         gg_relu_grad_##S##_##V, gg_relu_##S##_##V, gg_add_bias_##S##_##V
     static const gg_isa_t gg_isas[] = {
         {"baseline", GG_ROW(f, base), GG_ROW(d, base)},
     #if GG_MULTI_ISA
@@ -155,7 +173,10 @@ cdef extern from *:
     static void gg_relu_grad_##S(const T *g, const T *x, T *o, Py_ssize_t n) {              \
         gg_isa->relu_grad_##S(g, x, o, n);                                                  \
     }                                                                                       \
-    static void gg_relu_##S(const T *x, T *o, Py_ssize_t n) { gg_isa->relu_##S(x, o, n); }
+    static void gg_relu_##S(const T *x, T *o, Py_ssize_t n) { gg_isa->relu_##S(x, o, n); }   \
+    static void gg_add_bias_##S(T *y, const T *b, Py_ssize_t r, Py_ssize_t c, int down) {   \
+        gg_isa->add_bias_##S(y, b, r, c, down);                                             \
+    }
     GG_CALLS(float, f)
     GG_CALLS(double, d)
     """
@@ -171,6 +192,8 @@ cdef extern from *:
     void gg_relu_grad_d(const double* g, const double* x, double* o, Py_ssize_t n) noexcept nogil
     void gg_relu_f(const float* x, float* o, Py_ssize_t n) noexcept nogil
     void gg_relu_d(const double* x, double* o, Py_ssize_t n) noexcept nogil
+    void gg_add_bias_f(float* y, const float* b, Py_ssize_t r, Py_ssize_t c, int down) noexcept nogil
+    void gg_add_bias_d(double* y, const double* b, Py_ssize_t r, Py_ssize_t c, int down) noexcept nogil
     int GG_OPENMP
     int gg_isa_count
     int gg_isa_runs(int k) noexcept nogil
@@ -416,6 +439,35 @@ def relu(const real[::1] x, real[::1] out):
         lo = c * step
         hi = min(n, lo + step)
         _relu_chunk(xp + lo, op + lo, hi - lo)
+
+
+def add_bias(real[:, ::1] y, const real[::1] b, bint down):
+    """y += b in place: ``b`` (length y.shape[1]) added to every row of ``y``, or, with
+    ``down``, ``b`` (length y.shape[0]) to every column (``y`` is then the transpose of a
+    column-major array). Rows split between threads above ``PAR_MIN`` elements."""
+    cdef Py_ssize_t c, lo, hi, r = y.shape[0], n = y.shape[1]
+    if r == 0 or n == 0:
+        return
+    cdef real* yp = &y[0, 0]
+    cdef const real* bp = &b[0]
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(r * n, PAR_MIN, &nc)
+    if nc == 1 or r < nc:
+        with nogil:
+            if real is float:
+                gg_add_bias_f(yp, bp, r, n, down)
+            else:
+                gg_add_bias_d(yp, bp, r, n, down)
+        return
+    step = (r + nc - 1) // nc  # rows a thread
+    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(r, lo + step)
+        if hi > lo:
+            if real is float:
+                gg_add_bias_f(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
+            else:
+                gg_add_bias_d(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
 
 
 cdef inline double _exp(real v) noexcept nogil:
