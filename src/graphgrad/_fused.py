@@ -79,9 +79,7 @@ def _isa_from_environment() -> None:
     try:
         _K.set_isa(raw)
     except ValueError as e:
-        warnings.warn(
-            f"GRAPHGRAD_KERNEL_ISA={raw!r}: {e}; keeping {_K.get_isa()}", stacklevel=2
-        )
+        warnings.warn(f"GRAPHGRAD_KERNEL_ISA={raw!r}: {e}; keeping {_K.get_isa()}", stacklevel=2)
 
 
 _isa_from_environment()
