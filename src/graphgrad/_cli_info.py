@@ -20,8 +20,10 @@ def register(sub: Any) -> None:
         "extensions are in use, from which array size the compiled kernels split their "
         "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN), whether "
         "linear's products are computed row-major (x @ W.T) or column-major ((W @ x.T).T; "
-        "measured, or GRAPHGRAD_LAYOUT), and "
-        "whether glibc's malloc keeps freed memory for the next step (GRAPHGRAD_MALLOC).",
+        "measured, or GRAPHGRAD_LAYOUT), "
+        "whether glibc's malloc keeps freed memory for the next step (GRAPHGRAD_MALLOC), and "
+        "which instruction set the kernels' loops run (baseline, AVX2 or AVX-512; "
+        "GRAPHGRAD_KERNEL_ISA).",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
         "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
         formatter_class=argparse.RawDescriptionHelpFormatter,
