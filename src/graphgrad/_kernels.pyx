@@ -257,7 +257,7 @@ def get_isa():
 #: Not AVX-512, though it is compiled: measured on an AMD EPYC (Zen 5), AVX2 ran every loop
 #: 1.3-2.2x faster than the baseline on 32k-268k floats, and AVX-512 gained over AVX2 only
 #: in Adam (sqrt and division: 1.5x) while it made the memory-bound loops on 1.8M floats
-#: (SGD momentum, the ReLU VJP) 15-20% slower than the baseline (``set_isa``, and
+#: (SGD momentum, the ReLU VJP) 14-17% slower than the baseline (``set_isa``, and
 #: ``GRAPHGRAD_KERNEL_ISA`` read by ``_fused.py``, choose another).
 DEFAULT_ISA = "avx2" if "avx2" in isas() else "baseline"
 set_isa(DEFAULT_ISA)
