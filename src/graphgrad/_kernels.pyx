@@ -49,25 +49,27 @@ cdef extern from *:
        same order as the NumPy twins, so the results are the same bit for bit.
 
        On x86 (GCC, Clang) each loop is compiled for three instruction sets: the baseline
-       (SSE2: 4 floats a vector), AVX2 (8) and AVX-512 (16). The module starts with the
-       widest one this CPU runs (set_isa() picks another: tests run every one). The results do
-       not depend on it: every element goes through the same IEEE operations (the build turns
-       FMA contraction off), only more of them at a time. */
+       (SSE2: 4 floats a vector), AVX2 (8) and AVX-512 (16). The module starts with AVX2
+       where the CPU runs it (DEFAULT_ISA below says why not AVX-512; set_isa() picks another,
+       and the tests run every one). The results do not depend on it: every element goes
+       through the same IEEE operations (the build turns FMA contraction off), only more of
+       them at a time. */
     #define GG_LOOPS(T, S, V, ATTR)                                                         \
-    ATTR static void gg_sgd_mom_##S##_##V(T *restrict w, const T *restrict g, T *restrict v,          \
-                               Py_ssize_t n, T l, T m) {                                    \
+    ATTR static void gg_sgd_mom_##S##_##V(T *restrict w, const T *restrict g,               \
+                                          T *restrict v, Py_ssize_t n, T l, T m) {          \
         for (Py_ssize_t i = 0; i < n; i++) {                                                \
             T vi = m * v[i] + g[i];                                                         \
             v[i] = vi;                                                                      \
             w[i] = w[i] - l * vi;                                                           \
         }                                                                                   \
     }                                                                                       \
-    ATTR static void gg_sgd_plain_##S##_##V(T *restrict w, const T *restrict g, Py_ssize_t n, T l) {   \
+    ATTR static void gg_sgd_plain_##S##_##V(T *restrict w, const T *restrict g,             \
+                                            Py_ssize_t n, T l) {                            \
         for (Py_ssize_t i = 0; i < n; i++) w[i] = w[i] - l * g[i];                          \
     }                                                                                       \
-    ATTR static void gg_adam_##S##_##V(T *restrict w, const T *restrict g, T *restrict m,             \
-                            T *restrict v, Py_ssize_t n, T c1, T c1m, T c2, T c2m, T e,     \
-                            T s, T k) {                                                     \
+    ATTR static void gg_adam_##S##_##V(T *restrict w, const T *restrict g, T *restrict m,   \
+                                       T *restrict v, Py_ssize_t n, T c1, T c1m, T c2,      \
+                                       T c2m, T e, T s, T k) {                              \
         for (Py_ssize_t i = 0; i < n; i++) {                                                \
             T gi = g[i];                                                                    \
             T mi = m[i] * c1 + gi * c1m;                                                    \
@@ -79,14 +81,14 @@ cdef extern from *:
             w[i] = w[i] - (mi / t) * k;                                                     \
         }                                                                                   \
     }                                                                                       \
-    ATTR static void gg_relu_grad_##S##_##V(const T *restrict g, const T *restrict x, T *restrict o,  \
-                                 Py_ssize_t n) {                                            \
+    ATTR static void gg_relu_grad_##S##_##V(const T *restrict g, const T *restrict x,       \
+                                            T *restrict o, Py_ssize_t n) {                  \
         for (Py_ssize_t i = 0; i < n; i++) {                                                \
             T gi = g[i];                                                                    \
             o[i] = x[i] > (T)0 ? gi : (T)0;                                                 \
         }                                                                                   \
     }                                                                                       \
-    ATTR static void gg_relu_##S##_##V(const T *restrict x, T *restrict o, Py_ssize_t n) {            \
+    ATTR static void gg_relu_##S##_##V(const T *restrict x, T *restrict o, Py_ssize_t n) {  \
         for (Py_ssize_t i = 0; i < n; i++) {                                                \
             T xi = x[i];                                                                    \
             o[i] = (xi > (T)0 || xi != xi) ? xi : (T)0; /* as np.maximum(x, 0): NaN, +0.0 */ \
