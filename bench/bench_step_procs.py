@@ -277,7 +277,12 @@ def bench(
         if num in times and den in times:
             per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
             ratios.append(
-                {"ratio": f"{num} / {den}", "value": statistics.median(per_round), "target": target}
+                {
+                    "ratio": f"{num} / {den}",
+                    "value": statistics.median(per_round),
+                    "fastest": min(times[num]) / min(times[den]),  # the fastest rounds' ratio
+                    "target": target,
+                }
             )
     return {
         "shape": shape,
@@ -312,6 +317,15 @@ def render(rows: list[dict[str, Any]]) -> str:
         rv = {x["ratio"]: x["value"] for x in r["ratios"]}
         cells += [f"{rv[lab]:.2f}" if lab in rv else "–" for lab in labels]
         out.append(f"| {_name(r['shape'])}, {r['threads']} | " + " | ".join(cells) + " |")
+    fast = [  # the same ratios from each peer's fastest round, beside the medians
+        f"{_name(r['shape'])} at {r['threads']}: "
+        + ", ".join(f"{x['ratio']} {x['fastest']:.2f}" for x in r["ratios"] if "fastest" in x)
+        for r in rows
+    ]
+    out.append("")
+    out.append(
+        "Ratios of the fastest rounds (information, beside the medians above): " + "; ".join(fast)
+    )
     out.append("")
     out.append(
         "Ratios: medians of per-round ratios; times: medians of per-round means. "
