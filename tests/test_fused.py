@@ -460,8 +460,9 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
     previous = _fused.KERNELS.get_isa()
     results: dict[str, list[np.ndarray]] = {}
     try:
-        for isa in ISAS:
+        for isa in [*ISAS, "auto"]:  # auto: Adam from the widest, the rest from AVX2
             _fused.KERNELS.set_isa(isa)
+            assert _fused.KERNELS.get_isa() == isa
             for normal in (True, False):
                 rng = np.random.default_rng(7 + normal)
                 results[f"{isa} {normal}"] = run(normal)
@@ -475,7 +476,7 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
     finally:
         _fused._K = saved
     assert ISAS[0] == "baseline"
-    for isa in ISAS:
+    for isa in [*ISAS, "auto"]:
         for a, b in zip(results[f"{isa} True"], twin, strict=True):
             np.testing.assert_array_equal(a, b, err_msg=isa)
         for a, b in zip(results[f"{isa} False"], results["baseline False"], strict=True):
@@ -484,7 +485,7 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
 
 @needs_kernels
 def test_set_isa_refuses_what_it_does_not_have_and_the_variable_warns() -> None:
-    with pytest.raises(ValueError, match=r"unknown instruction set 'neon'; known: baseline"):
+    with pytest.raises(ValueError, match=r"unknown instruction set 'neon'; known: auto, baselin"):
         _fused.KERNELS.set_isa("neon")
     assert _fused.KERNELS.get_isa() == _fused.KERNELS.DEFAULT_ISA
     env = {**os.environ, "GRAPHGRAD_KERNEL_ISA": "neon"}
@@ -498,7 +499,12 @@ def test_set_isa_refuses_what_it_does_not_have_and_the_variable_warns() -> None:
     assert r.returncode == 0, r.stderr
     assert "GRAPHGRAD_KERNEL_ISA='neon'" in r.stderr and "keeping" in r.stderr
     assert r.stdout.strip() == _fused.KERNELS.DEFAULT_ISA
-    r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="baseline")  # the installed entry point
+    loops = _fused.KERNELS.auto_loops()
+    assert loops["adam"] == ISAS[-1] and loops["sgd"] == ("avx2" if "avx2" in ISAS else ISAS[0])
+    r = graphgrad_info()  # the installed entry point; the default, "auto", loop by loop
+    assert r.returncode == 0, r.stderr
+    assert f"the kernels' loops run auto: adam in {ISAS[-1]}" in r.stdout
+    r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="baseline")
     assert r.returncode == 0, r.stderr
     assert "the kernels' loops run baseline (GRAPHGRAD_KERNEL_ISA in the environment" in r.stdout
     r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="neon")

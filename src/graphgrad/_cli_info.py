@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
         "linear's products are computed row-major (x @ W.T) or column-major ((W @ x.T).T; "
         "measured, or GRAPHGRAD_LAYOUT), "
         "whether glibc's malloc keeps freed memory for the next step (GRAPHGRAD_MALLOC), and "
-        "which instruction set the kernels' loops run (baseline, AVX2 or AVX-512; "
+        "which instruction set the kernels' loops run (auto, baseline, AVX2 or AVX-512; "
         "GRAPHGRAD_KERNEL_ISA).",
         epilog="examples:\n  graphgrad info\n  GRAPHGRAD_BLAS=numpy graphgrad info --json\n"
         "  OMP_NUM_THREADS=1 graphgrad info\n  graphgrad info --recalibrate",
@@ -152,8 +152,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     isa = info["kernel_isa"]
     if isa:
+        what = isa["isa"]
+        if "loops" in isa:  # auto: say which loop runs which
+            by: dict[str, list[str]] = {}
+            for loop, name in isa["loops"].items():
+                by.setdefault(name, []).append(loop)
+            what = "auto: " + "; ".join(f"{', '.join(v)} in {k}" for k, v in by.items())
         lines.append(
-            f"vectors:   the kernels' loops run {isa['isa']} ({isa['reason']}; this CPU runs "
+            f"vectors:   the kernels' loops run {what} ({isa['reason']}; this CPU runs "
             + ", ".join(isa["available"])
             + "; GRAPHGRAD_KERNEL_ISA chooses)"
         )

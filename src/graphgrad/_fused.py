@@ -70,9 +70,9 @@ def _par_min_from_environment() -> int | None:
 
 
 def _isa_from_environment() -> None:
-    """``GRAPHGRAD_KERNEL_ISA=baseline|avx2|avx512f``: the instruction set of the compiled
-    loops, forced (``_kernels.DEFAULT_ISA`` otherwise). Read once at import; a name this build
-    or CPU does not have is ignored with a warning."""
+    """``GRAPHGRAD_KERNEL_ISA=auto|baseline|avx2|avx512f``: the instruction set of the
+    compiled loops, forced (``_kernels.DEFAULT_ISA``, "auto", otherwise). Read once at
+    import; a name this build or CPU does not have is ignored with a warning."""
     raw = os.environ.get("GRAPHGRAD_KERNEL_ISA", "").strip().lower()
     if not raw or _K is None:
         return
@@ -98,7 +98,10 @@ def kernel_isa() -> dict[str, Any]:
         reason = "the default"
     else:
         reason = "set_isa()"
-    return {"isa": isa, "available": list(_K.isas()), "reason": reason}
+    info = {"isa": isa, "available": list(_K.isas()), "reason": reason}
+    if isa == "auto":
+        info["loops"] = dict(_K.auto_loops())
+    return info
 
 
 COMPILED: bool = _K is not None

@@ -49,9 +49,9 @@ cdef extern from *:
        same order as the NumPy twins, so the results are the same bit for bit.
 
        On x86 (GCC, Clang) each loop is compiled for three instruction sets: the baseline
-       (SSE2: 4 floats a vector), AVX2 (8) and AVX-512 (16). The module starts with AVX2
-       where the CPU runs it (DEFAULT_ISA below says why not AVX-512; set_isa() picks another,
-       and the tests run every one). The results do not depend on it: every element goes
+       (SSE2: 4 floats a vector), AVX2 (8) and AVX-512 (16). The module starts with "auto":
+       Adam's loops on the widest set the CPU runs, the memory-bound ones on AVX2 (auto_loops()
+       below says why; set_isa() picks another, and the tests run every one). The results do not depend on it: every element goes
        through the same IEEE operations (the build turns FMA contraction off), only more of
        them at a time. */
     #define GG_LOOPS(T, S, V, ATTR)                                                         \
@@ -161,6 +161,17 @@ cdef extern from *:
     static void gg_set_isa(int k) { gg_isa = &gg_isas[k]; }
     static const char *gg_isa_name(int k) { return gg_isas[k].name; }
 
+    /* "auto": the memory-bound loops from table mem, Adam's (square root and division per
+       element: bound by arithmetic) from table compute. */
+    static gg_isa_t gg_auto;
+    static void gg_set_auto(int mem, int compute) {
+        gg_auto = gg_isas[mem];
+        gg_auto.name = "auto";
+        gg_auto.adam_f = gg_isas[compute].adam_f;
+        gg_auto.adam_d = gg_isas[compute].adam_d;
+        gg_isa = &gg_auto;
+    }
+
     #define GG_CALLS(T, S)                                                                  \
     static void gg_sgd_mom_##S(T *w, const T *g, T *v, Py_ssize_t n, T l, T m) {            \
         gg_isa->sgd_mom_##S(w, g, v, n, l, m);                                              \
@@ -201,6 +212,7 @@ cdef extern from *:
     int gg_isa_runs(int k) noexcept nogil
     void gg_set_isa(int k) noexcept nogil
     const char* gg_isa_name(int k) noexcept nogil
+    void gg_set_auto(int mem, int compute) noexcept nogil
 
 ctypedef fused real:
     float
@@ -231,15 +243,44 @@ def isas():
     return tuple(gg_isa_name(k).decode() for k in range(gg_isa_count) if gg_isa_runs(k))
 
 
-cdef int _isa = 0
+cdef int _isa = 0  # the table in use; -1: "auto"
+
+
+cdef int _table(str name):
+    """The index of table ``name`` if this CPU runs it, else -1."""
+    cdef int k
+    for k in range(gg_isa_count):
+        if gg_isa_name(k).decode() == name:
+            return k if gg_isa_runs(k) else -1
+    return -1
+
+
+def auto_loops():
+    """What "auto" runs, loop by loop: Adam's loops (a square root and a division per
+    element: bound by arithmetic) on the widest instruction set this CPU runs, the others
+    (memory-bound) on AVX2, else the baseline. Measured on an AMD EPYC (Zen 5), 1 thread:
+    AVX2 ran every loop 1.3-2.2x faster than the baseline on 32k-268k floats; AVX-512 ran Adam
+    1.5x faster than AVX2 there (and a Fashion-MNIST epoch with Adam 7-23% faster), but the
+    memory-bound loops on 1.8M floats (SGD momentum, the ReLU VJP) 14-17% slower than the
+    baseline: its 64-byte loads straddle cache lines in NumPy's 16-byte-aligned arrays."""
+    names = isas()
+    mem = "avx2" if "avx2" in names else "baseline"
+    widest = names[len(names) - 1]  # no [-1]: wraparound is off
+    return {"adam": widest, "sgd": mem, "relu": mem, "relu_grad": mem, "add_bias": mem}
 
 
 def set_isa(str name):
-    """Run the loops compiled for ``name`` (one of :func:`isas`); returns the previous name.
-    Only speed depends on it: every instruction set gives the same bits."""
+    """Run the loops compiled for ``name``, one of :func:`isas`, or ``"auto"`` (the default:
+    see :func:`auto_loops`); returns the previous name. Only speed depends on it: every
+    instruction set gives the same bits."""
     global _isa
     cdef int k
-    previous = gg_isa_name(_isa).decode()
+    previous = get_isa()
+    if name == "auto":
+        loops = auto_loops()
+        gg_set_auto(_table(loops["sgd"]), _table(loops["adam"]))
+        _isa = -1
+        return previous
     for k in range(gg_isa_count):
         if gg_isa_name(k).decode() == name:
             if not gg_isa_runs(k):
@@ -247,21 +288,19 @@ def set_isa(str name):
             gg_set_isa(k)
             _isa = k
             return previous
-    raise ValueError(f"set_isa: unknown instruction set {name!r}; known: {', '.join(isas())}")
+    raise ValueError(
+        f"set_isa: unknown instruction set {name!r}; known: auto, {', '.join(isas())}"
+    )
 
 
 def get_isa():
-    """The instruction set whose loops run now."""
-    return gg_isa_name(_isa).decode()
+    """The instruction set whose loops run now (``"auto"``: see :func:`auto_loops`)."""
+    return "auto" if _isa < 0 else gg_isa_name(_isa).decode()
 
 
-#: The instruction set the loops start with: AVX2 where the CPU runs it, else the baseline.
-#: Not AVX-512, though it is compiled: measured on an AMD EPYC (Zen 5), AVX2 ran every loop
-#: 1.3-2.2x faster than the baseline on 32k-268k floats, and AVX-512 gained over AVX2 only
-#: in Adam (sqrt and division: 1.5x) while it made the memory-bound loops on 1.8M floats
-#: (SGD momentum, the ReLU VJP) 14-17% slower than the baseline (``set_isa``, and
-#: ``GRAPHGRAD_KERNEL_ISA`` read by ``_fused.py``, choose another).
-DEFAULT_ISA = "avx2" if "avx2" in isas() else "baseline"
+#: The loops' instruction sets at import: "auto" (see auto_loops); ``set_isa`` and
+#: ``GRAPHGRAD_KERNEL_ISA`` (read by ``_fused.py``) choose another.
+DEFAULT_ISA = "auto"
 set_isa(DEFAULT_ISA)
 
 
