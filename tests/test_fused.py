@@ -447,9 +447,10 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
                 out += [w.copy(), v.copy()]
             _fused.adam(w, g, m, vv, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 3)
             out += [w, m, vv, _fused.relu(x), _fused.relu_grad(g, x)]
-            for order in "CF":  # linear's bias add, in both layouts
-                y = np.asarray(rng.standard_normal((n, 5)).astype(dtype), order=order)
-                b = x[:5] if n >= 5 else rng.standard_normal(5).astype(dtype)
+            for order in "CF":  # linear's bias add, in both layouts, n wide (vector tails)
+                rows = _fused.ADD_BIAS_MIN // n + 1  # large enough for the kernel
+                y = np.asarray(rng.standard_normal((rows, n)).astype(dtype), order=order)
+                b = x.copy()
                 if _fused._K is None:
                     y += b
                 else:
@@ -481,6 +482,16 @@ def test_every_instruction_set_gives_the_same_bits(dtype: type) -> None:
             np.testing.assert_array_equal(a, b, err_msg=isa)
         for a, b in zip(results[f"{isa} False"], results["baseline False"], strict=True):
             np.testing.assert_array_equal(a, b, err_msg=isa)
+
+
+@needs_kernels
+def test_a_small_bias_add_is_left_to_numpy() -> None:
+    # Below ADD_BIAS_MIN elements the kernel's call costs more than NumPy's add: declined,
+    # the array untouched (linear then adds with NumPy).
+    y = np.ones((4, 16), np.float32)
+    assert y.size < _fused.ADD_BIAS_MIN
+    assert not _fused.add_bias(y, np.ones(16, np.float32))
+    np.testing.assert_array_equal(y, 1.0)
 
 
 @needs_kernels

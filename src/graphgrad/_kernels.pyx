@@ -51,9 +51,9 @@ cdef extern from *:
        On x86 (GCC, Clang) each loop is compiled for three instruction sets: the baseline
        (SSE2: 4 floats a vector), AVX2 (8) and AVX-512 (16). The module starts with "auto":
        Adam's loops on the widest set the CPU runs, the memory-bound ones on AVX2 (auto_loops()
-       below says why; set_isa() picks another, and the tests run every one). The results do not depend on it: every element goes
-       through the same IEEE operations (the build turns FMA contraction off), only more of
-       them at a time. */
+       below says why; set_isa() picks another, and the tests run every one). The results do
+       not depend on it: every element goes through the same IEEE operations (the build turns
+       FMA contraction off), only more of them at a time. */
     #define GG_LOOPS(T, S, V, ATTR)                                                         \
     ATTR static void gg_sgd_mom_##S##_##V(T *restrict w, const T *restrict g,               \
                                           T *restrict v, Py_ssize_t n, T l, T m) {          \
@@ -247,11 +247,11 @@ cdef int _isa = 0  # the table in use; -1: "auto"
 
 
 cdef int _table(str name):
-    """The index of table ``name`` if this CPU runs it, else -1."""
+    """The index of table ``name`` (whether or not this CPU runs it), else -1."""
     cdef int k
     for k in range(gg_isa_count):
         if gg_isa_name(k).decode() == name:
-            return k if gg_isa_runs(k) else -1
+            return k
     return -1
 
 
@@ -274,23 +274,22 @@ def set_isa(str name):
     see :func:`auto_loops`); returns the previous name. Only speed depends on it: every
     instruction set gives the same bits."""
     global _isa
-    cdef int k
     previous = get_isa()
     if name == "auto":
         loops = auto_loops()
         gg_set_auto(_table(loops["sgd"]), _table(loops["adam"]))
         _isa = -1
         return previous
-    for k in range(gg_isa_count):
-        if gg_isa_name(k).decode() == name:
-            if not gg_isa_runs(k):
-                raise ValueError(f"set_isa: this CPU does not run {name}")
-            gg_set_isa(k)
-            _isa = k
-            return previous
-    raise ValueError(
-        f"set_isa: unknown instruction set {name!r}; known: auto, {', '.join(isas())}"
-    )
+    cdef int k = _table(name)
+    if k < 0:
+        raise ValueError(
+            f"set_isa: unknown instruction set {name!r}; known: auto, {', '.join(isas())}"
+        )
+    if not gg_isa_runs(k):
+        raise ValueError(f"set_isa: this CPU does not run {name}")
+    gg_set_isa(k)
+    _isa = k
+    return previous
 
 
 def get_isa():
@@ -482,33 +481,35 @@ def relu(const real[::1] x, real[::1] out):
         _relu_chunk(xp + lo, op + lo, hi - lo)
 
 
+cdef inline void _add_bias_rows(real* yp, const real* bp, Py_ssize_t r, Py_ssize_t n,
+                                bint down) noexcept nogil:
+    if real is float:
+        gg_add_bias_f(yp, bp, r, n, down)
+    else:
+        gg_add_bias_d(yp, bp, r, n, down)
+
+
 def add_bias(real[:, ::1] y, const real[::1] b, bint down):
     """y += b in place: ``b`` (length y.shape[1]) added to every row of ``y``, or, with
     ``down``, ``b`` (length y.shape[0]) to every column (``y`` is then the transpose of a
     column-major array). Rows split between threads above ``PAR_MIN`` elements."""
-    cdef Py_ssize_t c, lo, hi, r = y.shape[0], n = y.shape[1]
+    cdef Py_ssize_t c, lo, hi, step, r = y.shape[0], n = y.shape[1]
     if r == 0 or n == 0:
         return
     cdef real* yp = &y[0, 0]
     cdef const real* bp = &b[0]
     cdef int nc
-    cdef Py_ssize_t step = _chunk(r * n, PAR_MIN, &nc)
+    _chunk(r * n, PAR_MIN, &nc)  # only how many threads: the split below is by rows
     if nc == 1 or r < nc:
         with nogil:
-            if real is float:
-                gg_add_bias_f(yp, bp, r, n, down)
-            else:
-                gg_add_bias_d(yp, bp, r, n, down)
+            _add_bias_rows(yp, bp, r, n, down)
         return
-    step = (r + nc - 1) // nc  # rows a thread
+    step = (r + nc - 1) // nc
     for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(r, lo + step)
         if hi > lo:
-            if real is float:
-                gg_add_bias_f(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
-            else:
-                gg_add_bias_d(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
+            _add_bias_rows(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
 
 
 cdef inline double _exp(real v) noexcept nogil:
