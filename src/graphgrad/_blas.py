@@ -1073,20 +1073,39 @@ _NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols fi
 def numpy_cblas() -> dict[Any, Any]:
     """The ``cblas_sgemm``/``cblas_dgemm`` of the OpenBLAS NumPy loaded (ILP64 in NumPy's
     wheels; from ``/proc/self/maps``, so Linux only), found once: ``{float32: address,
-    float64: address, "ilp64": bool}``, or ``{}``. :func:`matmul_into` calls it with
-    beta != 0, so that the product is added inside the GEMM as MKL's is, instead of a matmul,
-    a scale and an add. (Read only: the same dict is returned every time.)"""
+    float64: address, "ilp64": bool, "gemv": {float32: address, float64: address}}`` (the
+    ``cblas_?gemv`` beside them, or ``{}``), or ``{}``. :func:`matmul_into` calls the GEMMs
+    with beta != 0, so that the product is added inside the GEMM as MKL's is, instead of a
+    matmul, a scale and an add; ``graphgrad.compiled``'s plans call both as NumPy does.
+    (Read only: the same dict is returned every time.)"""
     for lib in _openblas_libraries():
         for sname, dname, ilp64 in _NUMPY_CBLAS_NAMES:
             sfn, dfn = getattr(lib, sname, None), getattr(lib, dname, None)
             if sfn is not None and dfn is not None:
                 addr = ctypes.cast
+                sv = getattr(lib, sname.replace("gemm", "gemv"), None)
+                dv = getattr(lib, dname.replace("gemm", "gemv"), None)
+                gemv = (
+                    {}
+                    if sv is None or dv is None
+                    else {
+                        _F32: addr(sv, ctypes.c_void_p).value,
+                        _F64: addr(dv, ctypes.c_void_p).value,
+                    }
+                )
                 return {
                     _F32: addr(sfn, ctypes.c_void_p).value,
                     _F64: addr(dfn, ctypes.c_void_p).value,
                     "ilp64": ilp64,
+                    "gemv": gemv,
                 }
     return {}
+
+
+def active_gemm() -> dict[Any, int]:
+    """The ``cblas_?gemm`` addresses ``matmul`` calls for 2-D float products now, by dtype
+    (LP64): MKL's while it is selected, else ``{}`` (``np.matmul``, NumPy's own BLAS)."""
+    return dict(_active)
 
 
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:

@@ -22,8 +22,9 @@ calling thread.
 
 cimport cython
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, sqrt
-from libc.stdlib cimport free, malloc
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from libc.math cimport exp, expf, log, pow, sqrt
+from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from *:
     """
@@ -358,26 +359,33 @@ cdef void _sgd_chunk(real* wp, const real* gp, real* vp, Py_ssize_t n, real l, r
     gg_ftz_restore(csr)
 
 
+cdef void _sgd_all(real* wp, const real* gp, real* vp, Py_ssize_t n, double lr, double mu,
+                   double wd, bint nesterov, bint first, Py_ssize_t par_min) noexcept nogil:
+    """The SGD update of n elements, split between threads from par_min elements on."""
+    cdef Py_ssize_t c, lo, hi
+    cdef real l = <real>lr, m = <real>mu, d = <real>wd
+    cdef bint has_mu = mu != 0, has_wd = wd != 0
+    cdef int nc
+    cdef Py_ssize_t step = _chunk(n, par_min, &nc)
+    if nc == 1:
+        _sgd_chunk(wp, gp, vp, n, l, m, d, has_mu, has_wd, nesterov, first)
+        return
+    for c in prange(nc, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(n, lo + step)
+        _sgd_chunk(wp + lo, gp + lo, vp + lo, hi - lo, l, m, d, has_mu, has_wd, nesterov, first)
+
+
 def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, double wd,
         bint nesterov, bint first):
     """SGD with momentum, in place: g' = g + wd w; v = g' (first step) or mu v + g';
     w -= lr (g' + mu v if nesterov else v). ``v`` is ignored when mu == 0."""
-    cdef Py_ssize_t c, lo, hi, n = w.shape[0]
-    cdef real l = <real>lr, m = <real>mu, d = <real>wd
-    cdef bint has_mu = mu != 0, has_wd = wd != 0
+    cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
     cdef real* wp = &w[0] if n else NULL
     cdef const real* gp = &g[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
-    cdef int nc
-    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
-    if nc == 1:
-        with nogil:
-            _sgd_chunk(wp, gp, vp, n, l, m, d, has_mu, has_wd, nesterov, first)
-        return
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
-        lo = c * step
-        hi = min(n, lo + step)
-        _sgd_chunk(wp + lo, gp + lo, vp + lo, hi - lo, l, m, d, has_mu, has_wd, nesterov, first)
+    with nogil:
+        _sgd_all(wp, gp, vp, n, lr, mu, wd, nesterov, first, par_min)
 
 
 cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, real c1,
@@ -404,29 +412,37 @@ cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n
     gg_ftz_restore(csr)
 
 
-def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
-         double b2, double eps, double wd, double bc1, double bc2_sqrt):
-    """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
-    w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
-    cdef Py_ssize_t c, lo, hi, n = w.shape[0]
+cdef void _adam_all(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, double lr,
+                    double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt,
+                    Py_ssize_t par_min) noexcept nogil:
+    """The Adam update of n elements, split between threads from par_min elements on."""
+    cdef Py_ssize_t c, lo, hi
     cdef real c1 = <real>b1, c1m = <real>(1.0 - b1), c2 = <real>b2, c2m = <real>(1.0 - b2)
     cdef real e = <real>eps, d = <real>wd, s = <real>bc2_sqrt, k = <real>(lr / bc1)
     cdef bint has_wd = wd != 0
-    cdef real* wp = &w[0] if n else NULL
-    cdef const real* gp = &g[0] if n else NULL
-    cdef real* mp = &m[0] if n else NULL
-    cdef real* vp = &v[0] if n else NULL
     cdef int nc
-    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    cdef Py_ssize_t step = _chunk(n, par_min, &nc)
     if nc == 1:
-        with nogil:
-            _adam_chunk(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k, d, has_wd)
+        _adam_chunk(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k, d, has_wd)
         return
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+    for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(n, lo + step)
         _adam_chunk(wp + lo, gp + lo, mp + lo, vp + lo, hi - lo, c1, c1m, c2, c2m, e, s, k,
                     d, has_wd)
+
+
+def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
+         double b2, double eps, double wd, double bc1, double bc2_sqrt):
+    """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+    w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
+    cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
+    cdef real* wp = &w[0] if n else NULL
+    cdef const real* gp = &g[0] if n else NULL
+    cdef real* mp = &m[0] if n else NULL
+    cdef real* vp = &v[0] if n else NULL
+    with nogil:
+        _adam_all(wp, gp, mp, vp, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt, par_min)
 
 
 cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,
@@ -439,22 +455,28 @@ cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,
         gg_relu_grad_d(gp, xp, op, n)
 
 
-def relu_grad(const real[::1] g, const real[::1] x, real[::1] out):
-    """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
-    cdef Py_ssize_t c, lo, hi, n = g.shape[0]
-    cdef const real* gp = &g[0] if n else NULL
-    cdef const real* xp = &x[0] if n else NULL
-    cdef real* op = &out[0] if n else NULL
+cdef void _relu_grad_all(const real* gp, const real* xp, real* op, Py_ssize_t n,
+                         Py_ssize_t par_min) noexcept nogil:
+    cdef Py_ssize_t c, lo, hi
     cdef int nc
-    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    cdef Py_ssize_t step = _chunk(n, par_min, &nc)
     if nc == 1:
-        with nogil:
-            _relu_grad_chunk(gp, xp, op, n)
+        _relu_grad_chunk(gp, xp, op, n)
         return
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+    for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(n, lo + step)
         _relu_grad_chunk(gp + lo, xp + lo, op + lo, hi - lo)
+
+
+def relu_grad(const real[::1] g, const real[::1] x, real[::1] out):
+    """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
+    cdef Py_ssize_t n = g.shape[0], par_min = PAR_MIN
+    cdef const real* gp = &g[0] if n else NULL
+    cdef const real* xp = &x[0] if n else NULL
+    cdef real* op = &out[0] if n else NULL
+    with nogil:
+        _relu_grad_all(gp, xp, op, n, par_min)
 
 
 cdef inline void _relu_chunk(const real* xp, real* op, Py_ssize_t n) noexcept nogil:
@@ -464,21 +486,26 @@ cdef inline void _relu_chunk(const real* xp, real* op, Py_ssize_t n) noexcept no
         gg_relu_d(xp, op, n)
 
 
-def relu(const real[::1] x, real[::1] out):
-    """out = max(x, 0), as ``np.maximum(x, 0)``: NaN stays NaN, -0.0 becomes +0.0."""
-    cdef Py_ssize_t c, lo, hi, n = x.shape[0]
-    cdef const real* xp = &x[0] if n else NULL
-    cdef real* op = &out[0] if n else NULL
+cdef void _relu_all(const real* xp, real* op, Py_ssize_t n, Py_ssize_t par_min) noexcept nogil:
+    cdef Py_ssize_t c, lo, hi
     cdef int nc
-    cdef Py_ssize_t step = _chunk(n, PAR_MIN, &nc)
+    cdef Py_ssize_t step = _chunk(n, par_min, &nc)
     if nc == 1:
-        with nogil:
-            _relu_chunk(xp, op, n)
+        _relu_chunk(xp, op, n)
         return
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+    for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(n, lo + step)
         _relu_chunk(xp + lo, op + lo, hi - lo)
+
+
+def relu(const real[::1] x, real[::1] out):
+    """out = max(x, 0), as ``np.maximum(x, 0)``: NaN stays NaN, -0.0 becomes +0.0."""
+    cdef Py_ssize_t n = x.shape[0], par_min = PAR_MIN
+    cdef const real* xp = &x[0] if n else NULL
+    cdef real* op = &out[0] if n else NULL
+    with nogil:
+        _relu_all(xp, op, n, par_min)
 
 
 cdef inline void _add_bias_rows(real* yp, const real* bp, Py_ssize_t r, Py_ssize_t n,
@@ -489,27 +516,35 @@ cdef inline void _add_bias_rows(real* yp, const real* bp, Py_ssize_t r, Py_ssize
         gg_add_bias_d(yp, bp, r, n, down)
 
 
-def add_bias(real[:, ::1] y, const real[::1] b, bint down):
-    """y += b in place: ``b`` (length y.shape[1]) added to every row of ``y``, or, with
-    ``down``, ``b`` (length y.shape[0]) to every column (``y`` is then the transpose of a
-    column-major array). Rows split between threads above ``PAR_MIN`` elements."""
-    cdef Py_ssize_t c, lo, hi, step, r = y.shape[0], n = y.shape[1]
+cdef void _add_bias_all(real* yp, const real* bp, Py_ssize_t r, Py_ssize_t n, bint down,
+                        Py_ssize_t par_min) noexcept nogil:
+    cdef Py_ssize_t c, lo, hi, step
+    cdef int nc
     if r == 0 or n == 0:
         return
-    cdef real* yp = &y[0, 0]
-    cdef const real* bp = &b[0]
-    cdef int nc
-    _chunk(r * n, PAR_MIN, &nc)  # only how many threads: the split below is by rows
+    _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
     if nc == 1 or r < nc:
-        with nogil:
-            _add_bias_rows(yp, bp, r, n, down)
+        _add_bias_rows(yp, bp, r, n, down)
         return
     step = (r + nc - 1) // nc
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+    for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(r, lo + step)
         if hi > lo:
             _add_bias_rows(yp + lo * n, (bp + lo) if down else bp, hi - lo, n, down)
+
+
+def add_bias(real[:, ::1] y, const real[::1] b, bint down):
+    """y += b in place: ``b`` (length y.shape[1]) added to every row of ``y``, or, with
+    ``down``, ``b`` (length y.shape[0]) to every column (``y`` is then the transpose of a
+    column-major array). Rows split between threads above ``PAR_MIN`` elements."""
+    cdef Py_ssize_t r = y.shape[0], n = y.shape[1], par_min = PAR_MIN
+    if r == 0 or n == 0:
+        return
+    cdef real* yp = &y[0, 0]
+    cdef const real* bp = &b[0]
+    with nogil:
+        _add_bias_all(yp, bp, r, n, down, par_min)
 
 
 cdef inline double _exp(real v) noexcept nogil:
@@ -537,76 +572,163 @@ cdef inline double _xent_row(const real* xs, long long y, Py_ssize_t T) noexcept
 XENT_PAR_MIN = 16384
 
 
-def xent_forward(const real[:, ::1] x, const long long[::1] labels):
-    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T), summed in double, row 0
-    first (whatever the thread count: the rows' terms are computed in parallel, then added
-    in order)."""
-    cdef Py_ssize_t s, c, lo, hi, S = x.shape[0], T = x.shape[1]
+cdef double _xent_loss(const real* x, const long long* labels, Py_ssize_t S, Py_ssize_t T,
+                       Py_ssize_t par_min) noexcept nogil:
+    """-(1/S) sum_s log softmax(x_s)[labels_s] for row-major logits x (S, T), summed in
+    double, row 0 first (whatever the thread count: the rows' terms are computed in
+    parallel, then added in order)."""
+    cdef Py_ssize_t s, c, lo, hi
     cdef double total = 0
-    cdef double* rows
-    cdef int nc
-    cdef Py_ssize_t step = _chunk(S, 2, &nc) if S * T >= XENT_PAR_MIN else S
-    if S * T < XENT_PAR_MIN:
-        nc = 1
+    cdef double* rows = NULL
+    cdef int nc = 1
+    cdef Py_ssize_t step = S
     if S == 0:
-        return float("nan")
-    if nc == 1:
-        with nogil:
-            for s in range(S):
-                total += _xent_row(&x[s, 0], labels[s], T)
+        return 0.0 / 0.0
+    if S * T >= par_min:
+        step = _chunk(S, 2, &nc)
+    if nc > 1:
+        rows = <double*>malloc(S * sizeof(double))
+    if rows == NULL:  # one thread (or no memory for the row terms: the serial loop)
+        for s in range(S):
+            total += _xent_row(x + s * T, labels[s], T)
         return -total / S
-    rows = <double*>malloc(S * sizeof(double))
-    if rows == NULL:
-        raise MemoryError()
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
+    for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(S, lo + step)
         for s in range(lo, hi):
-            rows[s] = _xent_row(&x[s, 0], labels[s], T)
-    with nogil:
-        for s in range(S):
-            total += rows[s]
+            rows[s] = _xent_row(x + s * T, labels[s], T)
+    for s in range(S):
+        total += rows[s]
     free(rows)
     return -total / S
 
 
-cdef inline void _xent_grad_rows(const real[:, ::1] x, const long long[::1] labels,
-                                 double scale, real[:, ::1] out, Py_ssize_t lo,
+def xent_forward(const real[:, ::1] x, const long long[::1] labels):
+    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T) (see ``_xent_loss``)."""
+    cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
+    cdef double loss
+    if S == 0:
+        return float("nan")
+    with nogil:
+        loss = _xent_loss(&x[0, 0], &labels[0], S, T, par_min)
+    return loss
+
+
+cdef inline void _xent_grad_rows(const real* x, const long long* labels, double scale,
+                                 real* out, Py_ssize_t T, Py_ssize_t lo,
                                  Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t s, j, T = x.shape[1]
+    cdef Py_ssize_t s, j
     cdef double z
     cdef real m
+    cdef const real* xs
+    cdef real* os
     for s in range(lo, hi):
-        m = x[s, 0]
+        xs = x + s * T
+        os = out + s * T
+        m = xs[0]
         for j in range(1, T):
-            if x[s, j] > m:
-                m = x[s, j]
+            if xs[j] > m:
+                m = xs[j]
         z = 0
         for j in range(T):
-            out[s, j] = <real>_exp(x[s, j] - m)
-            z += out[s, j]
+            os[j] = <real>_exp(xs[j] - m)
+            z += os[j]
         z = scale / z
         for j in range(T):
-            out[s, j] = <real>(out[s, j] * z)
-        out[s, labels[s]] = <real>(out[s, labels[s]] - scale)
+            os[j] = <real>(os[j] * z)
+        os[labels[s]] = <real>(os[labels[s]] - scale)
+
+
+cdef void _xent_grad(const real* x, const long long* labels, double scale, real* out,
+                     Py_ssize_t S, Py_ssize_t T, Py_ssize_t par_min) noexcept nogil:
+    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T) row-major),
+    the rows split between threads from par_min logits on."""
+    cdef Py_ssize_t c, lo, hi
+    cdef int nc = 1
+    cdef Py_ssize_t step = S
+    if S * T >= par_min:
+        step = _chunk(S, 2, &nc)
+    if nc == 1:
+        _xent_grad_rows(x, labels, scale, out, T, 0, S)
+        return
+    for c in prange(nc, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(S, lo + step)
+        _xent_grad_rows(x, labels, scale, out, T, lo, hi)
+
+
+cdef inline double _xent_both_rows(const real* x, const long long* labels, double scale,
+                                   real* out, Py_ssize_t T, Py_ssize_t lo, Py_ssize_t hi,
+                                   double* rows) noexcept nogil:
+    """``_xent_row`` and ``_xent_grad_rows`` of rows lo..hi in one pass: each exponential
+    computed once (the two sum the same values in the same order, so the loss and the
+    gradient are those of the two kernels bit for bit). Each row's loss goes to rows[s]
+    when rows is not NULL; returns their sum, row lo first."""
+    cdef Py_ssize_t s, j
+    cdef double z, total = 0, term
+    cdef real m
+    cdef const real* xs
+    cdef real* os
+    cdef long long y
+    for s in range(lo, hi):
+        xs = x + s * T
+        os = out + s * T
+        y = labels[s]
+        m = xs[0]
+        for j in range(1, T):
+            if xs[j] > m:
+                m = xs[j]
+        z = 0
+        for j in range(T):
+            os[j] = <real>_exp(xs[j] - m)
+            z += os[j]
+        term = <double>(xs[y] - m) - log(z)
+        if rows != NULL:
+            rows[s] = term
+        total += term
+        z = scale / z
+        for j in range(T):
+            os[j] = <real>(os[j] * z)
+        os[y] = <real>(os[y] - scale)
+    return total
+
+
+cdef double _xent_both(const real* x, const long long* labels, double scale, real* out,
+                       Py_ssize_t S, Py_ssize_t T, Py_ssize_t par_min) noexcept nogil:
+    """The loss (``_xent_loss``) and its gradient (``_xent_grad``) in one pass over the
+    logits; the rows split between threads from par_min logits on, their losses then added
+    in order."""
+    cdef Py_ssize_t c, lo, hi, s
+    cdef int nc = 1
+    cdef Py_ssize_t step = S
+    cdef double total = 0
+    cdef double* rows = NULL
+    if S == 0:
+        return 0.0 / 0.0
+    if S * T >= par_min:
+        step = _chunk(S, 2, &nc)
+    if nc > 1:
+        rows = <double*>malloc(S * sizeof(double))
+    if rows == NULL:
+        return -_xent_both_rows(x, labels, scale, out, T, 0, S, NULL) / S
+    for c in prange(nc, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(S, lo + step)
+        _xent_both_rows(x, labels, scale, out, T, lo, hi, rows)
+    for s in range(S):
+        total += rows[s]
+    free(rows)
+    return -total / S
 
 
 def xent_backward(const real[:, ::1] x, const long long[::1] labels, double scale,
                   real[:, ::1] out):
     """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
-    cdef Py_ssize_t c, lo, hi, S = x.shape[0], T = x.shape[1]
-    cdef int nc
-    cdef Py_ssize_t step = _chunk(S, 2, &nc) if S * T >= XENT_PAR_MIN else S
-    if S * T < XENT_PAR_MIN:
-        nc = 1
-    if nc == 1:
-        with nogil:
-            _xent_grad_rows(x, labels, scale, out, 0, S)
+    cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
+    if S == 0:
         return
-    for c in prange(nc, nogil=True, num_threads=nc, schedule="static"):
-        lo = c * step
-        hi = min(S, lo + step)
-        _xent_grad_rows(x, labels, scale, out, lo, hi)
+    with nogil:
+        _xent_grad(&x[0, 0], &labels[0], scale, &out[0, 0], S, T, par_min)
 
 
 ctypedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
@@ -622,6 +744,27 @@ ctypedef void (*dgemm64_fn)(int, int, int, long long, long long, long long, doub
                             double*, long long) noexcept nogil
 
 
+cdef void _gemm_at(size_t fn, bint ilp64, bint dbl, bint ta, bint tb, long long M,
+                   long long N, long long K, const void* a, long long lda, const void* b,
+                   long long ldb, double beta, void* out, long long ldc) noexcept nogil:
+    """out = op(a) @ op(b) + beta * out (row-major; op: transpose when ta/tb) by the CBLAS
+    ``cblas_?gemm`` at address ``fn`` (float64 when ``dbl``; LP64, or ILP64 when ``ilp64``)."""
+    cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
+    if ilp64:
+        if dbl:
+            (<dgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, <const double*>a, lda,
+                             <const double*>b, ldb, beta, <double*>out, ldc)
+        else:
+            (<sgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, <const float*>a, lda,
+                             <const float*>b, ldb, <float>beta, <float*>out, ldc)
+    elif dbl:
+        (<dgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, <const double*>a, <int>lda,
+                       <const double*>b, <int>ldb, beta, <double*>out, <int>ldc)
+    else:
+        (<sgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, <const float*>a, <int>lda,
+                       <const float*>b, <int>ldb, <float>beta, <float*>out, <int>ldc)
+
+
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
          real[:, ::1] out, double beta=0.0, bint ilp64=False):
     """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
@@ -630,21 +773,218 @@ def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb
     cdef long long M = out.shape[0], N = out.shape[1]
     cdef long long K = a.shape[0] if ta else a.shape[1]
     cdef long long lda = a.shape[1], ldb = b.shape[1]
-    cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
+    cdef bint dbl = real is double
     with nogil:
-        if ilp64:
-            if real is float:
-                (<sgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
-                                 <float>beta, &out[0, 0], N)
-            else:
-                (<dgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, &a[0, 0], lda, &b[0, 0], ldb,
-                                 beta, &out[0, 0], N)
-        elif real is float:
-            (<sgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, &a[0, 0], <int>lda,
-                           &b[0, 0], <int>ldb, <float>beta, &out[0, 0], <int>N)
+        _gemm_at(fn, ilp64, dbl, ta, tb, M, N, K, &a[0, 0], lda, &b[0, 0], ldb, beta,
+                 &out[0, 0], N)
+
+
+ctypedef void (*sgemv_fn)(int, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int) noexcept nogil
+ctypedef void (*dgemv_fn)(int, int, int, int, double, const double*, int, const double*, int,
+                          double, double*, int) noexcept nogil
+ctypedef void (*sgemv64_fn)(int, int, long long, long long, float, const float*, long long,
+                            const float*, long long, float, float*, long long) noexcept nogil
+ctypedef void (*dgemv64_fn)(int, int, long long, long long, double, const double*, long long,
+                            const double*, long long, double, double*, long long) noexcept nogil
+
+
+cdef void _sum_rows_at(size_t fn, bint ilp64, bint dbl, const void* g, long long S,
+                       long long n, const void* ones, void* out) noexcept nogil:
+    """out (n,) = ones (S,) @ g (S, n) row-major: the GEMV ``cblas_?gemv(RowMajor, Trans)``
+    at address ``fn``, the call NumPy makes for ``ones @ g`` (a bias gradient)."""
+    if ilp64:
+        if dbl:
+            (<dgemv64_fn>fn)(101, 112, S, n, 1.0, <const double*>g, n, <const double*>ones,
+                             1, 0.0, <double*>out, 1)
         else:
-            (<dgemm_fn>fn)(101, opa, opb, <int>M, <int>N, <int>K, 1.0, &a[0, 0], <int>lda,
-                           &b[0, 0], <int>ldb, beta, &out[0, 0], <int>N)
+            (<sgemv64_fn>fn)(101, 112, S, n, 1.0, <const float*>g, n, <const float*>ones, 1,
+                             0.0, <float*>out, 1)
+    elif dbl:
+        (<dgemv_fn>fn)(101, 112, <int>S, <int>n, 1.0, <const double*>g, <int>n,
+                       <const double*>ones, 1, 0.0, <double*>out, 1)
+    else:
+        (<sgemv_fn>fn)(101, 112, <int>S, <int>n, 1.0, <const float*>g, <int>n,
+                       <const float*>ones, 1, 0.0, <float*>out, 1)
+
+
+def sum_rows(size_t fn, const real[:, ::1] g, const real[::1] ones, real[::1] out,
+             bint ilp64=False):
+    """out = ones @ g by the CBLAS ``cblas_?gemv`` at address ``fn`` (for tests: the plans'
+    bias gradients must be NumPy's ``ones @ g`` bit for bit)."""
+    cdef bint dbl = real is double
+    if g.shape[0] == 0 or g.shape[1] == 0:
+        return
+    with nogil:
+        _sum_rows_at(fn, ilp64, dbl, &g[0, 0], g.shape[0], g.shape[1], &ones[0], &out[0])
+
+
+# ------------------------------------------------------------------------------------------
+# Plans: a whole training step as one call (graphgrad.compiled builds them)
+
+cdef enum:
+    OP_GEMM = 1       # p0 @ p1 -> p2: f0 ta, f1 tb, f2 ilp64, f3 first (beta 0 once);
+                      # n0..n5 M N K lda ldb ldc; s0 beta
+    OP_SUM_ROWS = 2   # ones p1 @ p0 (n0, n1) -> p2: f2 ilp64
+    OP_BIAS = 3       # p0 (n0, n1) += p1 (a row)
+    OP_RELU = 4       # p1 = max(p0, 0), n0 elements
+    OP_XENT = 5       # loss of logits p0 (n0, n1) and the labels; p1 = its gradient, s0 scale
+    OP_RELU_GRAD = 6  # p2 = p0 where p1 > 0 else 0, n0 elements
+    OP_SGD = 7        # w p0, g p1, v p2, n0: s1 mu, s2 wd, f0 nesterov, f3 first
+    OP_ADAM = 8       # w p0, g p1, m p2, v p3, n0: s1 b1, s2 b2, s3 eps, s4 wd
+
+#: The plans' operations, by name (the codes the tuples given to ``Plan`` use).
+PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "relu": OP_RELU,
+            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM}
+
+cdef struct Instr:
+    int op
+    bint dbl
+    int f[4]
+    size_t fn
+    char* p[4]
+    int xmask  # bit k set: p[k] is the batch input (given to each run)
+    long long n[6]
+    double s[6]
+
+
+cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, double lr,
+                      double t, Py_ssize_t par_min, Py_ssize_t xent_min) noexcept nogil:
+    cdef int k, j
+    cdef Instr* ins
+    cdef char* p[4]
+    cdef double loss = 0.0 / 0.0
+    cdef double beta, bc1, bc2
+    for k in range(count):
+        ins = &code[k]
+        for j in range(4):
+            p[j] = x if (ins.xmask >> j) & 1 else ins.p[j]
+        if ins.op == OP_GEMM:
+            beta = 0.0 if ins.f[3] else ins.s[0]
+            ins.f[3] = 0
+            _gemm_at(ins.fn, ins.f[2], ins.dbl, ins.f[0], ins.f[1], ins.n[0], ins.n[1],
+                     ins.n[2], p[0], ins.n[3], p[1], ins.n[4], beta, p[2], ins.n[5])
+        elif ins.op == OP_SUM_ROWS:
+            _sum_rows_at(ins.fn, ins.f[2], ins.dbl, p[0], ins.n[0], ins.n[1], p[1], p[2])
+        elif ins.op == OP_BIAS:
+            if ins.dbl:
+                _add_bias_all(<double*>p[0], <const double*>p[1], ins.n[0], ins.n[1], 0,
+                              par_min)
+            else:
+                _add_bias_all(<float*>p[0], <const float*>p[1], ins.n[0], ins.n[1], 0,
+                              par_min)
+        elif ins.op == OP_RELU:
+            if ins.dbl:
+                _relu_all(<const double*>p[0], <double*>p[1], ins.n[0], par_min)
+            else:
+                _relu_all(<const float*>p[0], <float*>p[1], ins.n[0], par_min)
+        elif ins.op == OP_XENT:
+            if ins.dbl:
+                loss = _xent_both(<const double*>p[0], labels, ins.s[0], <double*>p[1],
+                                  ins.n[0], ins.n[1], xent_min)
+            else:
+                loss = _xent_both(<const float*>p[0], labels, ins.s[0], <float*>p[1],
+                                  ins.n[0], ins.n[1], xent_min)
+        elif ins.op == OP_RELU_GRAD:
+            if ins.dbl:
+                _relu_grad_all(<const double*>p[0], <const double*>p[1], <double*>p[2],
+                               ins.n[0], par_min)
+            else:
+                _relu_grad_all(<const float*>p[0], <const float*>p[1], <float*>p[2],
+                               ins.n[0], par_min)
+        elif ins.op == OP_SGD:
+            if ins.dbl:
+                _sgd_all(<double*>p[0], <const double*>p[1], <double*>p[2], ins.n[0], lr,
+                         ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
+            else:
+                _sgd_all(<float*>p[0], <const float*>p[1], <float*>p[2], ins.n[0], lr,
+                         ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
+            ins.f[3] = 0
+        elif ins.op == OP_ADAM:
+            bc1 = 1.0 - pow(ins.s[1], t)
+            bc2 = sqrt(1.0 - pow(ins.s[2], t))
+            if ins.dbl:
+                _adam_all(<double*>p[0], <const double*>p[1], <double*>p[2], <double*>p[3],
+                          ins.n[0], lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1, bc2,
+                          par_min)
+            else:
+                _adam_all(<float*>p[0], <const float*>p[1], <float*>p[2], <float*>p[3],
+                          ins.n[0], lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1, bc2,
+                          par_min)
+    return loss
+
+
+cdef class Plan:
+    """A list of kernel calls over fixed arrays, run as one call with the GIL released: a
+    training step compiled by ``graphgrad.compiled``, which builds the instructions, checks
+    every shape and keeps every array alive (``keep``). Each instruction is a tuple
+    ``(op, float64, flags[4], fn, addresses[4], sizes[6], scalars[6])`` (see ``PLAN_OPS``); an
+    address of -1 stands for the batch input given to :meth:`run`."""
+
+    cdef Instr* code
+    cdef int count
+    cdef readonly object keep
+    cdef readonly Py_ssize_t x_bytes, n_labels
+
+    def __cinit__(self, list instrs, list keep, Py_ssize_t x_bytes, Py_ssize_t n_labels):
+        cdef int k, j
+        cdef Instr* ins
+        self.count = len(instrs)
+        self.code = <Instr*>calloc(self.count if self.count else 1, sizeof(Instr))
+        if self.code == NULL:
+            raise MemoryError()
+        self.keep, self.x_bytes, self.n_labels = keep, x_bytes, n_labels
+        for k, (op, dbl, flags, fn, ptrs, sizes, scalars) in enumerate(instrs):
+            ins = &self.code[k]
+            ins.op = PLAN_OPS[op]
+            ins.dbl = dbl
+            ins.fn = fn
+            for j in range(4):
+                ins.f[j] = flags[j]
+                if ptrs[j] == -1:
+                    ins.xmask |= 1 << j
+                else:
+                    ins.p[j] = <char*><size_t>ptrs[j]
+            for j in range(6):
+                ins.n[j] = sizes[j]
+                ins.s[j] = scalars[j]
+
+    def __dealloc__(self):
+        free(self.code)
+
+    def __len__(self):
+        return self.count
+
+    def run(self, x, labels, double lr, double t, int start=0, int stop=-1):
+        """Run instructions ``start`` to ``stop`` (-1: the last) once, in order: ``x`` is the
+        batch input (C-contiguous, ``x_bytes`` long), ``labels`` its int64 labels
+        (``n_labels``, each in range: the caller checked), ``lr`` the learning rate, ``t``
+        Adam's step count; returns the loss (float64) of the plan's cross-entropy
+        instruction if it ran, else NaN."""
+        cdef Py_buffer bx, bl
+        cdef double loss
+        cdef Py_ssize_t par_min = PAR_MIN, xent_min = XENT_PAR_MIN
+        if stop < 0 or stop > self.count:
+            stop = self.count
+        if start < 0 or start > stop:
+            raise ValueError(f"Plan.run: bad range {start}..{stop} of {self.count}")
+        PyObject_GetBuffer(x, &bx, PyBUF_C_CONTIGUOUS)
+        try:
+            PyObject_GetBuffer(labels, &bl, PyBUF_C_CONTIGUOUS)
+            try:
+                if bx.len != self.x_bytes or bl.len != self.n_labels * 8:
+                    raise ValueError(
+                        f"Plan.run: the plan takes {self.x_bytes} bytes of input and "
+                        f"{self.n_labels} labels, got {bx.len} bytes and {bl.len // 8}"
+                    )
+                with nogil:
+                    loss = _run_plan(self.code + start, stop - start, <char*>bx.buf,
+                                     <const long long*>bl.buf, lr, t, par_min, xent_min)
+            finally:
+                PyBuffer_Release(&bl)
+        finally:
+            PyBuffer_Release(&bx)
+        return loss
 
 
 def first_bad_label(const long long[::1] labels, long long T):

@@ -1,0 +1,642 @@
+"""Compiled training steps: an MLP's whole step (forward, softmax cross-entropy, backward and
+the optimiser's update) as one call into compiled code, with no graph recorded.
+
+The eager step builds a graph of Tensors as the forward pass runs, walks it backwards, then
+updates every parameter; each op costs a few microseconds of Python besides its arithmetic.
+For the models most training runs use (a ``Sequential`` or ``MLP`` of ``Linear``, ``ReLU``,
+``Identity`` and a leading ``Flatten``; ``cross_entropy`` with integer labels; ``SGD`` or
+``Adam``) :func:`compile_step` writes the step out once per batch size as a *plan*: a list of
+kernel calls over arrays allocated once (activations, gradients), which
+``graphgrad._kernels.Plan`` runs in one call with the GIL released::
+
+    step = gg.compile_step(model, opt)       # opt = gg.optim.SGD(model.parameters(), ...)
+    for xb, yb in loader:
+        loss = step(xb, yb)                  # = forward, loss, zero_grad, backward, opt.step()
+
+The plan makes the same calls as the eager step, in the same order within each array: the
+same GEMMs of the same BLAS (NumPy's, or MKL's when ``gg.set_blas`` selected it) with the same
+transposes, ``ones @ G`` for bias gradients, the same ReLU, cross-entropy and optimiser
+kernels. So both give the same numbers bit for bit: the tests run both side by side.
+(In the ``columns`` layout, ``gg.set_layout``, the eager step computes some products
+transposed; the plan keeps the rows layout, and the two then agree to rounding.) What the
+plan saves is the framework: graph records, Tensor objects, temporary arrays and Python calls,
+~10% of a 784-256-256-10 step (``bench/bench_step_procs.py`` measures it); it also updates
+each layer's parameters right after their gradients are made, while they are in cache.
+
+Where the plan cannot reproduce the eager step exactly, the call runs the eager step instead
+and says so in :attr:`CompiledStep.engine` and :attr:`CompiledStep.why_eager`: no compiled
+kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a batch of one sample or a
+layer of width one (NumPy uses GEMV and dot products there), an input of another dtype or not
+C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
+column-major. ``describe()`` prints the plan: every kernel call with its shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _blas, _fused
+from .errors import GraphgradError
+from .nn.activations import Identity, ReLU
+from .nn.layers import Flatten, Linear, Sequential
+from .nn.module import Module
+from .optim import SGD, Adam, Optimizer
+from .tensor import Tensor, cross_entropy
+
+__all__ = ["CompileError", "CompiledStep", "compile_step"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NOWHERE: dict[str, Any] = {}
+
+
+class CompileError(GraphgradError, ValueError):
+    """The model, loss or optimiser is not one :func:`compile_step` can compile."""
+
+
+@dataclass
+class _Layer:
+    """A Linear layer and the activation after it ("relu" or "identity")."""
+
+    linear: Linear
+    act: str = "identity"
+
+
+def _layers(model: Module) -> tuple[list[_Layer], bool]:
+    """The model as Linear layers with their activations, and whether it starts with a
+    Flatten; raises CompileError naming the first module it cannot compile."""
+    mods = list(model) if isinstance(model, Sequential) else [model]
+    layers: list[_Layer] = []
+    flatten = False
+    for i, m in enumerate(mods):
+        where = f"module {i} ({type(m).__name__})" if isinstance(model, Sequential) else ""
+        if type(m) is Flatten:
+            flatten = flatten or not layers  # after a Linear the batch is 2-D: a no-op
+        elif type(m) is Linear:
+            layers.append(_Layer(m))
+        elif type(m) is Identity:
+            continue
+        elif type(m) is ReLU:
+            if not layers or layers[-1].act != "identity":
+                raise CompileError(
+                    f"compile_step: {where} must follow a Linear layer (the plan fuses each "
+                    f"activation with the layer before it)"
+                )
+            layers[-1].act = "relu"
+        else:
+            raise CompileError(
+                f"compile_step: {where or type(m).__name__} cannot be compiled: a plan runs "
+                f"Sequential/MLP models of Linear, ReLU, Identity and a leading Flatten; "
+                f"train this model with the eager step (model(x), loss.backward(), "
+                f"opt.step())"
+            )
+    if not layers:
+        raise CompileError("compile_step: the model has no Linear layer")
+    return layers, flatten
+
+
+@dataclass
+class _Built:
+    """A plan for one batch size, and what it depends on."""
+
+    plan: Any  # graphgrad._kernels.Plan
+    n_forward: int  # instructions up to and including the loss
+    logits: np.ndarray
+    grads: list[tuple[Tensor, np.ndarray | None]]  # what .grad becomes after a run
+    params: list[tuple[Tensor, np.ndarray]]  # p.data must still be these arrays
+    states: list[tuple[int, str, Any]]  # optimizer.state[i][key] must still be these
+    adam: list[int] = field(default_factory=list)  # state indices whose "step" advances
+    text: list[str] = field(default_factory=list)
+
+
+def _addr(a: np.ndarray) -> int:
+    return int(a.ctypes.data)
+
+
+class CompiledStep:
+    """One training step of ``model`` with ``optimizer``, compiled (see the module's text).
+
+    Args:
+        model: a ``Sequential`` (or ``MLP``) of ``Linear``, ``ReLU`` and ``Identity`` modules,
+            optionally starting with ``Flatten``; its parameters NumPy arrays (the ``cpu``
+            device) of one float dtype.
+        optimizer: ``SGD`` (any momentum, weight decay, Nesterov, ``fused_backward``) or
+            ``Adam`` over (some of) the model's parameters; its ``lr`` is read at every call,
+            so schedules work as with ``opt.step()``.
+        loss_fn: ``gg.cross_entropy`` (the only loss compiled).
+
+    Raises:
+        CompileError: naming the module, loss or optimiser that cannot be compiled.
+
+    Calling it with a batch ``x`` (S, D) (or (S, ...) with a leading ``Flatten``) and integer
+    labels (S,) does ``zero_grad``, forward, loss, backward and ``optimizer.step()`` and
+    returns the loss (a float, the mean over the S samples). Afterwards :attr:`logits` holds
+    the batch's logits (S, T), and each parameter's ``.grad`` its gradient (arrays the next
+    call overwrites: copy what you keep; a ``fused_backward`` weight's stays None, as in the
+    eager step). The optimiser's state is its own (``state_dict``, checkpoints, switching to
+    the eager step and back all work).
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        optimizer: Optimizer,
+        loss_fn: Callable[..., Tensor] = cross_entropy,
+    ) -> None:
+        if loss_fn is not cross_entropy:
+            raise CompileError(
+                f"compile_step: the loss must be gg.cross_entropy (softmax cross-entropy with "
+                f"integer labels), got {getattr(loss_fn, '__name__', loss_fn)!r}"
+            )
+        if type(optimizer) not in (SGD, Adam):
+            raise CompileError(
+                f"compile_step: the optimiser must be gg.optim.SGD or gg.optim.Adam, got "
+                f"{type(optimizer).__name__}"
+            )
+        self._layers, self._flatten = _layers(model)
+        self.model = model
+        self.optimizer = optimizer
+        dtypes = set()
+        for k, layer in enumerate(self._layers):
+            for name, p in (("weight", layer.linear.weight), ("bias", layer.linear.bias)):
+                if p is None:
+                    continue
+                if type(p.data) is not np.ndarray:
+                    raise CompileError(
+                        f"compile_step: layer {k}'s {name} is not a NumPy array (device "
+                        f"{model.device}): plans run on the cpu device only"
+                    )
+                if p.data.dtype not in _FLOATS:
+                    raise CompileError(
+                        f"compile_step: layer {k}'s {name} is {p.data.dtype}; plans run "
+                        f"float32 and float64"
+                    )
+                dtypes.add(p.data.dtype)
+            if k and layer.linear.in_features != self._layers[k - 1].linear.out_features:
+                raise CompileError(
+                    f"compile_step: layer {k} takes {layer.linear.in_features} features but "
+                    f"layer {k - 1} gives {self._layers[k - 1].linear.out_features}"
+                )
+        if len(dtypes) != 1:
+            raise CompileError(
+                f"compile_step: the parameters must share one dtype, got {sorted(map(str, dtypes))}"
+            )
+        self.dtype: np.dtype[Any] = dtypes.pop()
+        self.in_features = self._layers[0].linear.in_features
+        self.classes = self._layers[-1].linear.out_features
+        self._plans: dict[int, _Built] = {}
+        self._key: tuple[Any, ...] = ()
+        self._logits: np.ndarray | None = None
+        #: "kernels" if the last call ran the plan, "eager" if it ran the eager step.
+        self.engine = ""
+        #: Why the last call ran the eager step ("" when it ran the plan).
+        self.why_eager = ""
+
+    # ----------------------------------------------------------------------- calling
+    @property
+    def logits(self) -> np.ndarray | None:
+        """The logits (S, T) of the last call's batch (None before the first)."""
+        return self._logits
+
+    def __call__(self, x: Any, labels: Any, *, skip_nonfinite: bool = False) -> float:
+        """One step on batch ``x`` with integer ``labels``; returns the loss. With
+        ``skip_nonfinite``, a NaN or infinite loss is returned without the backward pass or
+        the update (the parameters and the optimiser's state stay as they were)."""
+        xa = x.data if isinstance(x, Tensor) else x
+        lab = labels.data if isinstance(labels, Tensor) else labels
+        why = self._why_not(xa, lab)
+        built = None
+        if not why:
+            lab = np.ascontiguousarray(lab, dtype=np.int64)
+            if _fused.bad_label(lab, self.classes) >= 0:
+                why = "a label is out of range (the eager step raises the error)"
+            else:
+                built = self._plan_for(xa.shape[0])
+                why = "" if built is not None else self.why_eager
+        if built is None:
+            return self._eager(x, labels, why, skip_nonfinite)
+        self.engine, self.why_eager = "kernels", ""
+        opt = self.optimizer
+        t = 0.0
+        if built.adam:
+            t = float(opt.state[built.adam[0]]["step"] + 1)
+        plan = built.plan
+        loss = float(self.dtype.type(plan.run(xa, lab, opt.lr, t, 0, built.n_forward)))
+        self._logits = built.logits
+        if skip_nonfinite and not math.isfinite(loss):
+            return loss
+        plan.run(xa, lab, opt.lr, t, built.n_forward, -1)
+        for p, g in built.grads:
+            p.grad = g
+        for i in built.adam:
+            opt.state[i]["step"] += 1
+        return loss
+
+    def _why_not(self, x: Any, labels: Any) -> str:
+        """Why this batch cannot take a plan ("" if it can)."""
+        if _fused.KERNELS is None:
+            return "the compiled kernels are not built (or GRAPHGRAD_PURE_PYTHON=1)"
+        if type(x) is not np.ndarray or type(labels) is not np.ndarray:
+            return "the batch is not a NumPy array"
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            return f"the input is {x.dtype}{'' if x.flags.c_contiguous else ', not C-contiguous'}"
+        if x.ndim < 2 or (x.ndim > 2 and not self._flatten):
+            return f"the input's shape {x.shape} is not (S, {self.in_features})"
+        if x.size != x.shape[0] * self.in_features or labels.shape != (x.shape[0],):
+            return f"the shapes {x.shape} and {labels.shape} do not fit the model"
+        if labels.dtype.kind not in "iu":
+            return f"the labels are {labels.dtype}, not integers"
+        return ""
+
+    def _eager(self, x: Any, labels: Any, why: str, skip_nonfinite: bool) -> float:
+        self.engine, self.why_eager = "eager", why
+        logits = self.model(x)
+        loss = cross_entropy(logits, labels)
+        value = float(loss.data)
+        self._logits = logits.data
+        if skip_nonfinite and not math.isfinite(value):
+            return value
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return value
+
+    # ----------------------------------------------------------------------- plans
+    def _hyper(self) -> tuple[Any, ...]:
+        opt = self.optimizer
+        if isinstance(opt, SGD):
+            hyper: tuple[Any, ...] = (opt.momentum, opt.weight_decay, opt.nesterov)
+            hyper += (opt.fused_backward,)
+        else:
+            assert isinstance(opt, Adam)
+            hyper = (opt.betas, opt.eps, opt.weight_decay)
+        return (*hyper, _blas.active_gemm().get(self.dtype), _blas.layout())
+
+    def _plan_for(self, batch: int) -> _Built | None:
+        key = self._hyper()
+        if key != self._key:
+            self._plans.clear()
+            self._key = key
+        built = self._plans.get(batch)
+        if built is not None and self._still_valid(built):
+            return built
+        built = self._build(batch)
+        if built is not None:
+            if len(self._plans) >= 4:
+                self._plans.clear()
+            self._plans[batch] = built
+        return built
+
+    def _still_valid(self, built: _Built) -> bool:
+        for p, arr in built.params:
+            if p.data is not arr:
+                return False
+        state = self.optimizer.state
+        for i, key, arr in built.states:
+            if state.get(i, _NOWHERE).get(key) is not arr:
+                return False
+        if built.adam:
+            t = state[built.adam[0]]["step"]
+            return all(state[i]["step"] == t for i in built.adam)
+        return True
+
+    def _build(self, S: int) -> _Built | None:
+        """The plan for batch size S, or None (self.why_eager says why)."""
+        dt, dbl = self.dtype, self.dtype == np.float64
+        blas = _blas.numpy_cblas()
+        fn, ilp64 = _blas.active_gemm().get(dt), False
+        if fn is None:
+            fn, ilp64 = blas.get(dt), bool(blas.get("ilp64"))
+        gemv = blas.get("gemv", {}).get(dt)
+        if fn is None or gemv is None:
+            self.why_eager = "no CBLAS address found for NumPy's BLAS"
+            return None
+        widths = [S, self.in_features] + [ly.linear.out_features for ly in self._layers]
+        if min(widths) < 2:
+            self.why_eager = (
+                "a batch of one sample or a layer of width one (NumPy makes GEMV and dot "
+                "calls there, which the plan does not mirror)"
+            )
+            return None
+        opt = self.optimizer
+        index = {id(p): i for i, p in enumerate(opt.params)}
+        b = _PlanBuilder(dt, dbl, fn, ilp64, gemv, S)
+        params: list[tuple[Tensor, np.ndarray]] = []
+        for ly in self._layers:
+            for p in (ly.linear.weight, ly.linear.bias):
+                if p is None:
+                    continue
+                w = p.data
+                if type(w) is not np.ndarray or w.dtype != dt or not w.flags.c_contiguous:
+                    self.why_eager = "a parameter is not a C-contiguous array of the model's dtype"
+                    return None
+                if not w.flags.writeable:
+                    self.why_eager = "a parameter is read-only (the eager step raises the error)"
+                    return None
+                params.append((p, w))
+        # forward
+        acts: list[tuple[int, np.ndarray | None]] = [(-1, None)]  # (address, array); -1: x
+        pre: list[np.ndarray] = []
+        for k, ly in enumerate(self._layers):
+            lin = ly.linear
+            n_in, n_out = lin.in_features, lin.out_features
+            y = b.array((S, n_out))
+            pre.append(y)
+            src = acts[-1][0]
+            text = f"forward   y{k + 1} = {b.name(k, 'a')} @ W{k + 1}ᵀ   ({S}, {n_out})"
+            b.gemm(y, src, False, _addr(lin.weight.data), True, n_in, text)
+            if lin.bias is not None:
+                b.add(
+                    "bias",
+                    ptrs=(_addr(y), _addr(lin.bias.data)),
+                    sizes=(S, n_out),
+                    text=f"forward   y{k + 1} += b{k + 1}",
+                )
+            if ly.act == "relu":
+                a = b.array((S, n_out))
+                b.add(
+                    "relu",
+                    ptrs=(_addr(y), _addr(a)),
+                    sizes=(S * n_out,),
+                    text=f"forward   a{k + 1} = max(y{k + 1}, 0)",
+                )
+                acts.append((_addr(a), a))
+            else:
+                acts.append((_addr(y), y))
+        logits = pre[-1]
+        L = len(self._layers)
+        grad = b.array((S, self.classes))
+        b.add(
+            "xent",
+            ptrs=(_addr(logits), _addr(grad)),
+            sizes=(S, self.classes),
+            scalars=(1.0 / S,),
+            text=f"loss      L = -(1/S) Σ_s ln softmax(y{L})[label];  "
+            f"G{L} = (softmax(y{L}) - onehot) / S",
+        )
+        n_forward = len(b.instrs)
+        # backward, each layer's update as soon as its gradients are made
+        grads: list[tuple[Tensor, np.ndarray | None]] = []
+        states: list[tuple[int, str, Any]] = []
+        adam: list[int] = []
+        ones = b.keep(np.ones(S, dt))
+        for k in range(L - 1, -1, -1):
+            lin = self._layers[k].linear
+            n_in, n_out = lin.in_features, lin.out_features
+            src = acts[k][0]
+            W = lin.weight
+            i_w = index.get(id(W))
+            fused = isinstance(opt, SGD) and opt.fused_backward and i_w is not None
+            mu = opt.momentum if isinstance(opt, SGD) else 0.0
+            if fused:
+                assert i_w is not None
+                v, first = self._buffer(i_w, "momentum_buffer", W.data, states)
+                text = (
+                    f"backward  v_W{k + 1} = μ v_W{k + 1} + G{k + 1}ᵀ @ {b.name(k, 'a')}   "
+                    f"(the gradient added inside the GEMM)"
+                )
+                b.gemm(v, _addr(grad), True, src, False, S, text, beta=mu, first=first)
+                grads.append((W, None))
+            else:
+                dW = b.array((n_out, n_in))
+                text = f"backward  dW{k + 1} = G{k + 1}ᵀ @ {b.name(k, 'a')}   ({n_out}, {n_in})"
+                b.gemm(dW, _addr(grad), True, src, False, S, text)
+                grads.append((W, dW))
+            db: np.ndarray | None = None
+            if lin.bias is not None:
+                db = b.array((n_out,))
+                b.add(
+                    "sum_rows",
+                    fn=gemv,
+                    flags=(0, 0, int(ilp64), 0),
+                    ptrs=(_addr(grad), _addr(ones), _addr(db)),
+                    sizes=(S, n_out),
+                    text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
+                )
+                grads.append((lin.bias, db))
+            if k:
+                below = self._layers[k - 1]
+                if below.act == "relu":
+                    d = b.array((S, n_in))
+                    g_below = b.array((S, n_in))
+                    text = f"backward  D{k + 1} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
+                    b.gemm(d, _addr(grad), False, _addr(W.data), False, n_out, text)
+                    b.add(
+                        "relu_grad",
+                        ptrs=(_addr(d), _addr(pre[k - 1]), _addr(g_below)),
+                        sizes=(S * n_in,),
+                        text=f"backward  G{k} = D{k + 1} where y{k} > 0, else 0",
+                    )
+                else:
+                    g_below = b.array((S, n_in))
+                    text = f"backward  G{k} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
+                    b.gemm(g_below, _addr(grad), False, _addr(W.data), False, n_out, text)
+            else:
+                g_below = grad
+            # the update of this layer (W was read by the GEMM above, so it may change now)
+            if fused:
+                assert i_w is not None
+                b.add(
+                    "sgd",
+                    ptrs=(_addr(W.data), _addr(v), _addr(W.data)),
+                    sizes=(W.data.size,),
+                    text=f"update    W{k + 1} -= lr v_W{k + 1}",
+                )
+            elif i_w is not None:
+                self._update(b, i_w, W.data, dW, f"W{k + 1}", states, adam)
+            if lin.bias is not None and db is not None:
+                i_b = index.get(id(lin.bias))
+                if i_b is not None:
+                    self._update(b, i_b, lin.bias.data, db, f"b{k + 1}", states, adam)
+            grad = g_below
+        try:
+            from . import _kernels  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:  # pragma: no cover - _fused.KERNELS was checked
+            self.why_eager = "the compiled kernels are not built"
+            return None
+        plan = _kernels.Plan(b.instrs, b.kept, S * self.in_features * dt.itemsize, S)
+        if adam:
+            t = opt.state[adam[0]]["step"]
+            if any(opt.state[i]["step"] != t for i in adam):
+                self.why_eager = "Adam's parameters have taken different numbers of steps"
+                return None
+        return _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
+
+    def _buffer(
+        self, i: int, key: str, like: np.ndarray, states: list[tuple[int, str, Any]]
+    ) -> tuple[np.ndarray, bool]:
+        """The optimiser's state array ``key`` of parameter ``i`` (created, zero, if it has
+        none: then also True, "the first step")."""
+        st = self.optimizer.state.setdefault(i, {})
+        arr = st.get(key)
+        first = arr is None
+        if (
+            type(arr) is not np.ndarray
+            or arr.shape != like.shape
+            or arr.dtype != like.dtype
+            or not arr.flags.c_contiguous
+            or not arr.flags.writeable
+        ):
+            arr = st[key] = np.zeros_like(like)
+        states.append((i, key, arr))
+        return arr, first
+
+    def _update(
+        self,
+        b: _PlanBuilder,
+        i: int,
+        w: np.ndarray,
+        g: np.ndarray | None,
+        name: str,
+        states: list[tuple[int, str, Any]],
+        adam: list[int],
+    ) -> None:
+        """The optimiser's update of parameter ``i`` (array ``w``, gradient ``g``)."""
+        assert g is not None
+        opt = self.optimizer
+        if isinstance(opt, SGD):
+            mu = opt.momentum
+            if mu:
+                v, first = self._buffer(i, "momentum_buffer", w, states)
+                text = f"update    v_{name} = μ v_{name} + d{name};  {name} -= lr v_{name}"
+                if opt.nesterov:
+                    text = (
+                        f"update    v_{name} = μ v_{name} + d{name};  "
+                        f"{name} -= lr (d{name} + μ v_{name})"
+                    )
+            else:
+                v, first = w, False
+                text = f"update    {name} -= lr d{name}"
+            if opt.weight_decay:
+                text += "   (d += wd θ first)"
+            b.add(
+                "sgd",
+                ptrs=(_addr(w), _addr(g), _addr(v)),
+                sizes=(w.size,),
+                flags=(int(opt.nesterov), 0, 0, int(first)),
+                scalars=(0.0, mu, opt.weight_decay),
+                text=text,
+            )
+            return
+        assert isinstance(opt, Adam)
+        st = opt.state.get(i)
+        if st is None:
+            st = opt.state[i] = {"step": 0}
+        elif "step" not in st:
+            st["step"] = 0
+        m, _ = self._buffer(i, "exp_avg", w, states)
+        v, _ = self._buffer(i, "exp_avg_sq", w, states)
+        b1, b2 = opt.betas
+        b.add(
+            "adam",
+            ptrs=(_addr(w), _addr(g), _addr(m), _addr(v)),
+            sizes=(w.size,),
+            scalars=(0.0, b1, b2, opt.eps, opt.weight_decay),
+            text=f"update    Adam on {name} (m, v, bias-corrected step)",
+        )
+        adam.append(i)
+
+    # ----------------------------------------------------------------------- showing
+    def describe(self, batch: int = 128) -> str:
+        """The plan for a batch of ``batch`` samples, one kernel call a line (building it
+        if needed; the eager step's reason if there is none)."""
+        built = self._plans.get(batch) if self._key == self._hyper() else None
+        if built is None:
+            if _fused.KERNELS is None:
+                return "no plan: the compiled kernels are not built; the eager step runs"
+            built = self._plan_for(batch)
+        if built is None:
+            return f"no plan for a batch of {batch}: {self.why_eager}; the eager step runs"
+        return "\n".join(built.text)
+
+    def __repr__(self) -> str:
+        sizes = [self.in_features] + [ly.linear.out_features for ly in self._layers]
+        acts = ", ".join(ly.act for ly in self._layers[:-1]) or "none"
+        return (
+            f"CompiledStep({'-'.join(map(str, sizes))}, activations: {acts}, "
+            f"{type(self.optimizer).__name__}, {self.dtype})"
+        )
+
+
+class _PlanBuilder:
+    """Collects a plan's instructions, the arrays it allocates and its text."""
+
+    def __init__(self, dt: np.dtype[Any], dbl: bool, fn: int, ilp64: bool, gemv: int, S: int):
+        self.dt, self.dbl, self.fn, self.ilp64, self.gemv, self.S = dt, dbl, fn, ilp64, gemv, S
+        self.instrs: list[tuple[Any, ...]] = []
+        self.kept: list[np.ndarray] = []
+        self.text: list[str] = []
+
+    def keep(self, a: np.ndarray) -> np.ndarray:
+        self.kept.append(a)
+        return a
+
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        return self.keep(np.empty(shape, self.dt))
+
+    @staticmethod
+    def name(k: int, act: str) -> str:
+        return "x" if k == 0 else f"{act}{k}"
+
+    def add(
+        self,
+        op: str,
+        *,
+        fn: int = 0,
+        flags: tuple[int, ...] = (0, 0, 0, 0),
+        ptrs: tuple[int, ...] = (),
+        sizes: tuple[int, ...] = (),
+        scalars: tuple[float, ...] = (),
+        text: str,
+    ) -> None:
+        self.instrs.append(
+            (
+                op,
+                self.dbl,
+                tuple(flags) + (0,) * (4 - len(flags)),
+                fn,
+                tuple(ptrs) + (0,) * (4 - len(ptrs)),
+                tuple(sizes) + (0,) * (6 - len(sizes)),
+                tuple(float(s) for s in scalars) + (0.0,) * (6 - len(scalars)),
+            )
+        )
+        self.text.append(f"{len(self.text) + 1:3d}  {op:<9s} {text}")
+
+    def gemm(
+        self,
+        out: np.ndarray,
+        a: int,
+        ta: bool,
+        b: int,
+        tb: bool,
+        K: int,
+        text: str,
+        beta: float = 0.0,
+        first: bool = False,
+    ) -> None:
+        """out (M, N) = op(a) @ op(b) + beta out, op(a) (M, K), op(b) (K, N): the call NumPy's
+        ``matmul`` makes for C-contiguous operands (``ta``: ``a`` is the C-contiguous (K, M)
+        array, used transposed; likewise ``tb``). ``a``, ``b``: addresses (-1: the input)."""
+        M, N = out.shape
+        lda, ldb = (M if ta else K), (K if tb else N)
+        self.add(
+            "gemm",
+            fn=self.fn,
+            flags=(int(ta), int(tb), int(self.ilp64), int(first)),
+            ptrs=(a, b, _addr(out)),
+            sizes=(M, N, K, lda, ldb, N),
+            scalars=(beta,),
+            text=text,
+        )
+
+
+def compile_step(
+    model: Module, optimizer: Optimizer, loss_fn: Callable[..., Tensor] = cross_entropy
+) -> CompiledStep:
+    """``model``'s training step with ``optimizer`` and ``loss_fn``, compiled: see
+    :class:`CompiledStep` (and this module's text for what is compiled and how)."""
+    return CompiledStep(model, optimizer, loss_fn)
