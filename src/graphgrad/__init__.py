@@ -27,6 +27,7 @@ from ._state import (
     set_default_dtype,
 )
 from ._version import __version__
+from .compiled import CompiledStep, CompileError, compile_step
 from .errors import (
     AnomalyError,
     BackwardError,
@@ -95,6 +96,8 @@ __all__ = [
     "REGISTRY",
     "AnomalyError",
     "BackwardError",
+    "CompileError",
+    "CompiledStep",
     "Device",
     "DeviceMismatchError",
     "DeviceUnavailableError",
@@ -118,6 +121,7 @@ __all__ = [
     "blas",
     "blas_info",
     "broadcast_to",
+    "compile_step",
     "concatenate",
     "cross_entropy",
     "eye",

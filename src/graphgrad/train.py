@@ -37,6 +37,7 @@ from ._atomic import atomic_write_text
 from ._extras import has_module, require_extra
 from ._runlock import RunLockedError, run_lock
 from ._state import no_grad
+from .compiled import CompiledStep, CompileError
 from .config import (
     TOY_DATASETS,
     ConfigError,
@@ -236,10 +237,15 @@ class Trainer:
         device: train there (``"cpu"``, ``"cuda"``, ``"array-api-strict"`` ...): the model is
             moved there (in place; the optimiser's state follows) and every batch is copied
             there; None: wherever the model is (``model.device``).
+        compiled: on the cpu device, take each step with :func:`graphgrad.compile_step`
+            where it compiles the model, loss and optimiser (the same numbers bit for bit,
+            without the graph's overhead); False: always the eager step.
 
     Attributes:
         epoch: epochs completed.
         step: optimiser steps taken.
+        step_engine: ``"compiled"`` if the steps run a compiled plan, else ``"eager"``;
+            ``why_eager`` says why not (the :class:`~graphgrad.compiled.CompileError`).
         history: one dict per completed epoch: ``epoch, step, train_loss, train_accuracy,
             eval_loss, eval_accuracy, eval_split, seconds, samples_per_second, lr``.
     """
@@ -262,6 +268,7 @@ class Trainer:
         lr_schedule: str = "constant",
         base_lr: float | None = None,
         device: str | _backend.Device | None = None,
+        compiled: bool = True,
     ) -> None:
         lr_factor(lr_schedule, 0, 1)  # validates the name
         if batch_size < 1:
@@ -287,6 +294,16 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.last_checkpoint: Path | None = None
+        self._compiled: CompiledStep | None = None
+        self.why_eager = "compiled=False" if not compiled else ""
+        if compiled and not self.device.is_cpu:
+            self.why_eager = f"the model is on {self.device}: plans run on the cpu device"
+        elif compiled:
+            try:
+                self._compiled = CompiledStep(model, optimizer, loss_fn)
+            except CompileError as e:
+                self.why_eager = str(e)
+        self.step_engine = "compiled" if self._compiled is not None else "eager"
 
     # ------------------------------------------------------------------ state
     def resume_from(self, checkpoint: ckpt.Checkpoint | str | os.PathLike[str]) -> None:
@@ -411,6 +428,8 @@ class Trainer:
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if not self.device.is_cpu:
             return self._train_epoch_on_device(loader, epochs)
+        if self._compiled is not None:
+            return self._train_epoch_compiled(loader, epochs, self._compiled)
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
@@ -436,6 +455,38 @@ class Trainer:
                 seen += n
                 loss_sum += value * n
                 correct += _count_correct(logits.data, yb)
+                show_progress(bar, b, seen, loss_sum, t0)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._epoch_record(seen, loss_sum, correct, t0)
+
+    def _train_epoch_compiled(self, loader: Any, epochs: int, step: CompiledStep) -> dict[str, Any]:
+        """The epoch of ``_train_epoch`` with each step one call of a compiled plan: the same
+        numbers, the same checks (a NaN/Inf loss stops training before its update)."""
+        opt = self.optimizer
+        schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        self.model.train()
+        e = self.epoch + 1
+        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
+        seen, correct, loss_sum = 0, 0, 0.0
+        t0 = time.perf_counter()
+        try:
+            for b, (xb, yb) in enumerate(loader):
+                if schedule != "constant":
+                    opt.lr = base_lr * lr_factor(schedule, self.step, total)
+                value = step(xb, yb, skip_nonfinite=True)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"the training loss is {value} at epoch {e}, batch {b + 1} of "
+                        f"{len(loader)} (optimizer step {self.step + 1}); training stopped. "
+                        f"{self._advice()}"
+                    )
+                self.step += 1
+                n = int(yb.shape[0])
+                seen += n
+                loss_sum += value * n
+                correct += _count_correct(step.logits, yb)
                 show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:

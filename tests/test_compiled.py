@@ -1,0 +1,451 @@
+"""Compiled training steps (graphgrad.compiled) against the eager step, bit for bit.
+
+Every test trains two copies of one model side by side, one with the eager step (forward,
+``cross_entropy``, ``zero_grad``, ``backward``, ``opt.step()``), one with ``compile_step``,
+and compares losses, logits, gradients, weights and optimiser state exactly: the plan makes
+the same BLAS calls and runs the same kernels as the eager step, so any difference is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import graphgrad as gg
+from graphgrad import _blas, _fused
+from graphgrad.compiled import CompiledStep, CompileError, compile_step
+from graphgrad.train import Trainer, TrainingDiverged
+
+needs_kernels = pytest.mark.skipif(not _fused.COMPILED, reason="extension not built")
+
+Maker = Callable[[], tuple[gg.nn.Module, gg.optim.Optimizer]]
+
+
+def _mlp(
+    sizes: tuple[int, ...] = (12, 16, 9, 5),
+    dtype: Any = np.float32,
+    activation: str = "relu",
+    bias: bool = True,
+) -> gg.nn.Module:
+    return gg.nn.MLP(
+        sizes[0],
+        list(sizes[1:-1]),
+        sizes[-1],
+        activation,
+        bias=bias,
+        rng=np.random.default_rng(7),
+        dtype=dtype,
+    )
+
+
+OPTIMISERS: dict[str, Callable[[Any], gg.optim.Optimizer]] = {
+    "sgd": lambda ps: gg.optim.SGD(ps, lr=0.1),
+    "momentum": lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9),
+    "nesterov+wd": lambda ps: gg.optim.SGD(
+        ps, lr=0.1, momentum=0.8, nesterov=True, weight_decay=1e-2
+    ),
+    "wd": lambda ps: gg.optim.SGD(ps, lr=0.1, weight_decay=1e-2),
+    "fused_backward": lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9, fused_backward=True),
+    "adam": lambda ps: gg.optim.Adam(ps, lr=1e-2),
+    "adam+wd": lambda ps: gg.optim.Adam(ps, lr=1e-2, weight_decay=1e-2),
+}
+
+
+def _pair(model_fn: Callable[[], gg.nn.Module], opt: str) -> tuple[Any, Any, Any, Any]:
+    m1, m2 = model_fn(), model_fn()
+    return m1, OPTIMISERS[opt](m1.parameters()), m2, OPTIMISERS[opt](m2.parameters())
+
+
+def _eager_step(model: Any, opt: Any, x: Any, y: Any) -> tuple[float, np.ndarray]:
+    logits = model(x)
+    loss = gg.cross_entropy(logits, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss.data), logits.data
+
+
+def _bits(a: Any) -> bytes:
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _assert_same(m1: Any, o1: Any, m2: Any, o2: Any) -> None:
+    for (name, p), q in zip(m1.named_parameters(), m2.parameters(), strict=True):
+        assert _bits(p.data) == _bits(q.data), f"{name} differs"
+        if p.grad is None or q.grad is None:
+            assert p.grad is None and q.grad is None, f"{name}.grad: one is None"
+        else:
+            assert _bits(p.grad) == _bits(q.grad), f"{name}.grad differs"
+    s1, s2 = o1.state_dict()["state"], o2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for i in s1:
+        for key, v in s1[i].items():
+            assert _bits(v) == _bits(s2[i][key]), f"optimiser state {i}.{key} differs"
+
+
+def _batches(
+    d: tuple[int, ...], t: int, sizes: list[int], dtype: Any, seed: int = 3
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((s, *d)).astype(dtype), rng.integers(0, t, s)) for s in sizes]
+
+
+def _train_both(
+    m1: Any, o1: Any, m2: Any, o2: Any, batches: list[Any], engine: str = "kernels"
+) -> CompiledStep:
+    step = compile_step(m2, o2)
+    for x, y in batches:
+        l1, z1 = _eager_step(m1, o1, x, y)
+        l2 = step(x, y)
+        assert step.engine == engine, step.why_eager
+        assert l1 == l2 or (np.isnan(l1) and np.isnan(l2))
+        assert step.logits is not None and _bits(z1) == _bits(step.logits)
+        _assert_same(m1, o1, m2, o2)
+    return step
+
+
+@needs_kernels
+@pytest.mark.parametrize("opt", sorted(OPTIMISERS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_plan_trains_exactly_as_the_eager_step(opt: str, dtype: Any) -> None:
+    m1, o1, m2, o2 = _pair(lambda: _mlp(dtype=dtype), opt)
+    # batch sizes change (the last batch of an epoch), and come back: a plan per size
+    _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8, 5, 8, 3], dtype))
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "model_fn",
+    [
+        pytest.param(lambda: _mlp(activation="identity"), id="identity"),
+        pytest.param(lambda: _mlp(bias=False), id="no-bias"),
+        pytest.param(lambda: _mlp((12, 7)), id="one-layer"),
+        pytest.param(lambda: _mlp((12, 64, 48, 32, 5)), id="deep"),
+        pytest.param(
+            lambda: gg.nn.Sequential(
+                gg.nn.Flatten(),
+                gg.nn.Linear(12, 6, rng=np.random.default_rng(1)),
+                gg.nn.Identity(),
+                gg.nn.ReLU(),
+                gg.nn.Linear(6, 4, rng=np.random.default_rng(2)),
+            ),
+            id="flatten+identity",
+        ),
+    ],
+)
+def test_every_model_shape_trains_exactly(model_fn: Callable[[], Any]) -> None:
+    m1, o1, m2, o2 = _pair(model_fn, "momentum")
+    t = m1[len(m1) - 1].out_features
+    d = (3, 4) if type(m1[0]) is gg.nn.Flatten else (12,)
+    _train_both(m1, o1, m2, o2, _batches(d, t, [6, 6, 4], np.float32))
+
+
+@needs_kernels
+def test_large_arrays_split_between_threads_give_the_same_bits() -> None:
+    # a low threshold splits every kernel (and the cross-entropy's rows) between 2 threads
+    before = (gg.get_num_threads(), _fused.par_min())
+    gg.set_num_threads(2)
+    _fused.set_par_min(64)
+    try:
+        for opt in ("momentum", "adam"):
+            m1, o1, m2, o2 = _pair(lambda: _mlp((40, 96, 64, 10)), opt)
+            _train_both(m1, o1, m2, o2, _batches((40,), 10, [64, 64, 17], np.float32))
+    finally:
+        gg.set_num_threads(before[0])
+        _fused.set_par_min(before[1])
+
+
+@needs_kernels
+def test_the_learning_rate_is_read_at_every_call() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = compile_step(m2, o2)
+    for k, (x, y) in enumerate(_batches((12,), 5, [8] * 4, np.float32)):
+        o1.lr = o2.lr = 0.1 / (k + 1)  # a schedule sets opt.lr between steps
+        _eager_step(m1, o1, x, y)
+        step(x, y)
+    _assert_same(m1, o1, m2, o2)
+
+
+@needs_kernels
+def test_eager_and_compiled_steps_can_take_turns() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "adam")
+    step = compile_step(m2, o2)
+    for k, (x, y) in enumerate(_batches((12,), 5, [8] * 6, np.float32)):
+        _eager_step(m1, o1, x, y)
+        if k % 2:
+            _eager_step(m2, o2, x, y)
+        else:
+            step(x, y)
+    _assert_same(m1, o1, m2, o2)
+    assert o2.state[0]["step"] == 6
+
+
+@needs_kernels
+def test_replaced_weights_and_state_are_seen() -> None:
+    # load_state_dict puts new arrays in place: a plan over the old ones must not run
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    batches = _batches((12,), 5, [8] * 3, np.float32)
+    step = _train_both(m1, o1, m2, o2, batches[:1])
+    other = _mlp()
+    other.load_state_dict({k: v * 0.5 for k, v in m1.state_dict().items()})
+    for m in (m1, m2):
+        m.load_state_dict(other.state_dict())
+    state = o1.state_dict()
+    o2.load_state_dict(state)
+    o1.load_state_dict(state)
+    for x, y in batches[1:]:
+        _eager_step(m1, o1, x, y)
+        step(x, y)
+        assert step.engine == "kernels"
+    _assert_same(m1, o1, m2, o2)
+
+
+@needs_kernels
+def test_changed_hyperparameters_rebuild_the_plan() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    batches = _batches((12,), 5, [8] * 4, np.float32)
+    step = _train_both(m1, o1, m2, o2, batches[:2])
+    for o in (o1, o2):
+        o.momentum, o.weight_decay = 0.5, 1e-3
+    for x, y in batches[2:]:
+        _eager_step(m1, o1, x, y)
+        step(x, y)
+    _assert_same(m1, o1, m2, o2)
+
+
+@needs_kernels
+def test_mkl_products_when_mkl_is_selected() -> None:
+    if not _blas.find_mkl():
+        pytest.skip("MKL is not installed")
+    with _blas.using_blas("mkl"):
+        m1, o1, m2, o2 = _pair(_mlp, "momentum")
+        _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8, 5], np.float32))
+
+
+@needs_kernels
+def test_in_the_columns_layout_the_plan_agrees_to_rounding() -> None:
+    previous = _blas.set_layout("columns")
+    try:
+        m1, o1, m2, o2 = _pair(lambda: _mlp((12, 64, 48, 5)), "momentum")
+        step = compile_step(m2, o2)
+        for x, y in _batches((12,), 5, [8] * 3, np.float32):
+            l1, _ = _eager_step(m1, o1, x, y)
+            l2 = step(x, y)
+            assert step.engine == "kernels"
+            assert l2 == pytest.approx(l1, rel=1e-5)
+        for p, q in zip(m1.parameters(), m2.parameters(), strict=True):
+            np.testing.assert_allclose(q.data, p.data, rtol=1e-4, atol=1e-6)
+    finally:
+        _blas.set_layout(previous)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("one sample", "a batch of one sample"),
+        ("float64 input", "the input is float64"),
+        ("not contiguous", "not C-contiguous"),
+        ("list input", "not a NumPy array"),
+    ],
+)
+def test_what_the_plan_cannot_mirror_runs_the_eager_step(case: str, why: str) -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    (x, y), (x1, y1) = _batches((12,), 5, [6, 1], np.float32)
+    if case == "one sample":
+        x, y = x1, y1
+    elif case == "float64 input":
+        x = x.astype(np.float64)
+    elif case == "not contiguous":
+        x = np.asfortranarray(x)
+    else:
+        x = x.tolist()  # type: ignore[assignment]
+    step = _train_both(m1, o1, m2, o2, [(x, y)], engine="eager")
+    assert why in step.why_eager
+    # and the next ordinary batch takes the plan again
+    _train_both(m1, o1, m2, o2, _batches((12,), 5, [6], np.float32))
+
+
+def test_a_label_out_of_range_raises_the_eager_error() -> None:
+    model = _mlp()
+    opt = OPTIMISERS["momentum"](model.parameters())
+    step = compile_step(model, opt)
+    x = np.zeros((4, 12), np.float32)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"cross_entropy: label 5 at index 2 is outside \[0, 5\)"):
+        step(x, np.array([0, 1, 5, 2]))
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_skip_nonfinite_leaves_the_model_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    if compiled and not _fused.COMPILED:
+        pytest.skip("extension not built")
+    if not compiled:
+        monkeypatch.setattr(_fused, "KERNELS", None)
+    model = _mlp()
+    opt = OPTIMISERS["adam"](model.parameters())
+    step = compile_step(model, opt)
+    (x, y), (x2, y2) = _batches((12,), 5, [8, 8], np.float32)
+    step(x, y)
+    before = [p.data.copy() for p in model.parameters()]
+    state = {i: {k: np.copy(v) for k, v in s.items()} for i, s in opt.state.items()}
+    x2[3, 4] = np.nan
+    loss = step(x2, y2, skip_nonfinite=True)
+    assert np.isnan(loss)
+    assert step.engine == ("kernels" if compiled else "eager")
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
+    for i, s in opt.state.items():
+        for k, v in s.items():
+            assert np.array_equal(state[i][k], v), (i, k)
+
+
+def test_without_the_kernels_the_eager_step_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "KERNELS", None)
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), engine="eager")
+    assert "not built" in step.why_eager
+    assert "not built" in step.describe(8)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: (_mlp(activation="tanh"), "SGD", None), r"module 1 \(Tanh\) cannot be compiled"),
+        (
+            lambda: (gg.nn.Sequential(gg.nn.ReLU(), gg.nn.Linear(3, 2)), "SGD", None),
+            r"module 0 \(ReLU\) must follow a Linear",
+        ),
+        (lambda: (_mlp(), "SGD", gg.mse_loss), "the loss must be gg.cross_entropy"),
+        (lambda: (_mlp(), "other", None), "the optimiser must be gg.optim.SGD or"),
+        (
+            lambda: (
+                gg.nn.Sequential(gg.nn.Linear(3, 4), gg.nn.Linear(5, 2)),
+                "SGD",
+                None,
+            ),
+            "layer 1 takes 5 features but layer 0 gives 4",
+        ),
+        (
+            lambda: (
+                gg.nn.Sequential(gg.nn.Linear(3, 4), gg.nn.Linear(4, 2, dtype=np.float64)),
+                "SGD",
+                None,
+            ),
+            "must share one dtype",
+        ),
+        (lambda: (gg.nn.Sequential(gg.nn.Flatten()), "SGD", None), "has no Linear layer"),
+    ],
+)
+def test_what_cannot_be_compiled_is_named(build: Callable[[], Any], match: str) -> None:
+    model, kind, loss = build()
+
+    class Other(gg.optim.SGD):
+        pass
+
+    params = model.parameters() or [gg.Tensor(np.zeros(1), requires_grad=True)]
+    opt = gg.optim.SGD(params, lr=0.1) if kind == "SGD" else Other(params, lr=0.1)
+    with pytest.raises(CompileError, match=match):
+        if loss is None:
+            compile_step(model, opt)
+        else:
+            compile_step(model, opt, loss)
+
+
+@needs_kernels
+def test_describe_lists_every_kernel_call() -> None:
+    model = _mlp((784, 256, 256, 10))
+    step = compile_step(model, gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    text = step.describe(128)
+    lines = text.splitlines()
+    assert len(lines) == len(step._plans[128].plan)  # one line per instruction
+    assert sum(" gemm " in line for line in lines) == 8  # 3 forward, 3 dW, 2 dx
+    assert "y1 = x @ W1ᵀ   (128, 256)" in text
+    assert "G1 = D2 where y1 > 0, else 0" in text
+    assert "W1 -= lr v_W1" in text
+    assert repr(step) == "CompiledStep(784-256-256-10, activations: relu, relu, SGD, float32)"
+    assert "a batch of one sample" in step.describe(1)
+
+
+@needs_kernels
+def test_a_plan_refuses_an_input_of_another_size() -> None:
+    model = _mlp()
+    step = compile_step(model, gg.optim.SGD(model.parameters(), lr=0.1))
+    x, y = _batches((12,), 5, [8], np.float32)[0]
+    step(x, y)
+    plan = step._plans[8].plan
+    with pytest.raises(ValueError, match="the plan takes 384 bytes of input and 8 labels"):
+        plan.run(x[:4], y[:4].astype(np.int64), 0.1, 0.0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gemv_is_numpys_ones_at_g(dtype: Any) -> None:
+    from graphgrad import _kernels  # type: ignore[attr-defined,unused-ignore]
+
+    found = _blas.numpy_cblas()
+    fn = found["gemv"][np.dtype(dtype)]
+    rng = np.random.default_rng(0)
+    for s, n in [(128, 256), (2, 5), (256, 10), (1000, 33), (3, 3), (64, 2048)]:
+        g = rng.standard_normal((s, n)).astype(dtype)
+        ones = np.ones(s, dtype)
+        out = np.empty(n, dtype)
+        _kernels.sum_rows(fn, g, ones, out, found["ilp64"])
+        assert _bits(out) == _bits(ones @ g), (s, n)
+
+
+@needs_kernels
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_trainer_steps_compiled_with_the_same_history(schedule: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 50)
+    runs = []
+    for compiled in (True, False):
+        model = _mlp()
+        opt = OPTIMISERS["momentum"](model.parameters())
+        tr = Trainer(
+            model,
+            opt,
+            batch_size=16,
+            progress=False,
+            log=None,
+            lr_schedule=schedule,
+            compiled=compiled,
+        )
+        assert tr.step_engine == ("compiled" if compiled else "eager")
+        hist = tr.fit(x, y, epochs=3, eval_data=(x, y))
+        runs.append(
+            (model, opt, [(h["train_loss"], h["train_accuracy"], h["eval_loss"]) for h in hist])
+        )
+        assert tr.step == 12
+    (m1, o1, h1), (m2, o2, h2) = runs
+    assert h1 == h2
+    _assert_same(m2, o2, m1, o1)
+
+
+def test_the_trainer_says_why_a_model_steps_eagerly() -> None:
+    model = _mlp(activation="tanh")
+    tr = Trainer(
+        model, gg.optim.SGD(model.parameters(), lr=0.1), batch_size=4, progress=False, log=None
+    )
+    assert tr.step_engine == "eager"
+    assert "module 1 (Tanh) cannot be compiled" in tr.why_eager
+
+
+@needs_kernels
+def test_the_trainer_stops_on_a_nan_loss_before_its_update() -> None:
+    model = _mlp()
+    opt = OPTIMISERS["momentum"](model.parameters())
+    tr = Trainer(model, opt, batch_size=8, progress=False, log=None)
+    x = np.ones((8, 12), np.float32)
+    x[0, 0] = np.inf
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(TrainingDiverged, match="the training loss is nan at epoch 1"):
+        tr.fit(x, np.zeros(8, np.int64), epochs=1)
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
