@@ -2,7 +2,7 @@
 
 Two thread pools in one process spin against each other, so in-process ratios at several
 threads mislead; here each peer (graphgrad as installed, graphgrad on NumPy's BLAS, graphgrad
-with ``SGD(fused_backward=True)``, the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX
+with ``SGD(fused_backward=True)``, graphgrad's step compiled (``gg.compile_step``), the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX
 jit) runs in its own worker process. The parent starts them all, then, round after round (the
 order rotated each round), asks one worker at a time for ``number`` steps and reads back the
 time; the other workers sit idle, blocked on their input, with a pause between turns so the
@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 SHAPES = ["784,256,256,10:128", "3072,512,512,10:256"]
 PEERS = [
     "graphgrad",
+    "graphgrad compiled",
     "graphgrad (NumPy BLAS)",
     "graphgrad fused_backward",
     "GEMM only",
@@ -58,6 +59,10 @@ RATIOS = [
     ("graphgrad", "pytorch", "<= 0.90"),
     ("graphgrad", "jax jit", "<= 0.95"),
     ("graphgrad", "GEMM only", "<= 1.05 (1 thread)"),
+    ("graphgrad compiled", "pytorch", "<= 0.90"),
+    ("graphgrad compiled", "jax jit", "<= 0.95"),
+    ("graphgrad compiled", "GEMM only", "<= 1.05 (1 thread)"),
+    ("graphgrad compiled", "graphgrad", None),
     ("graphgrad (NumPy BLAS)", "pytorch", None),
     ("graphgrad (NumPy BLAS)", "graphgrad", None),  # where auto chose numpy: an A/A test
     ("graphgrad fused_backward", "graphgrad", None),
@@ -111,7 +116,9 @@ def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
     obj: Any
     if peer.startswith("graphgrad"):
         obj = M.GraphgradPeer(w0, x, y)
-        if peer == "graphgrad fused_backward":
+        if peer == "graphgrad compiled":
+            obj = M.GraphgradCompiledPeer(w0, x, y)
+        elif peer == "graphgrad fused_backward":
             obj.opt = gg.optim.SGD(
                 obj.model.parameters(), lr=M.LR, momentum=M.MU, fused_backward=True
             )

@@ -790,33 +790,53 @@ ctypedef void (*dgemv64_fn)(int, int, long long, long long, double, const double
 
 
 cdef void _sum_rows_at(size_t fn, bint ilp64, bint dbl, const void* g, long long S,
-                       long long n, const void* ones, void* out) noexcept nogil:
-    """out (n,) = ones (S,) @ g (S, n) row-major: the GEMV ``cblas_?gemv(RowMajor, Trans)``
-    at address ``fn``, the call NumPy makes for ``ones @ g`` (a bias gradient)."""
+                       long long n, const void* ones, void* out, bint gt) noexcept nogil:
+    """out (n,) = ones (S,) @ g (S, n): the GEMV NumPy's ``ones @ g`` makes, by the CBLAS
+    ``cblas_?gemv`` at address ``fn``: for a row-major g ``(RowMajor, Trans)`` over g; for a
+    column-major one (``gt``: g points at its row-major transpose, (n, S)) ``(RowMajor,
+    NoTrans)`` over that."""
+    cdef long long M = n if gt else S, N = S if gt else n
+    cdef int op = 111 if gt else 112  # CblasNoTrans, CblasTrans
     if ilp64:
         if dbl:
-            (<dgemv64_fn>fn)(101, 112, S, n, 1.0, <const double*>g, n, <const double*>ones,
+            (<dgemv64_fn>fn)(101, op, M, N, 1.0, <const double*>g, N, <const double*>ones,
                              1, 0.0, <double*>out, 1)
         else:
-            (<sgemv64_fn>fn)(101, 112, S, n, 1.0, <const float*>g, n, <const float*>ones, 1,
+            (<sgemv64_fn>fn)(101, op, M, N, 1.0, <const float*>g, N, <const float*>ones, 1,
                              0.0, <float*>out, 1)
     elif dbl:
-        (<dgemv_fn>fn)(101, 112, <int>S, <int>n, 1.0, <const double*>g, <int>n,
+        (<dgemv_fn>fn)(101, op, <int>M, <int>N, 1.0, <const double*>g, <int>N,
                        <const double*>ones, 1, 0.0, <double*>out, 1)
     else:
-        (<sgemv_fn>fn)(101, 112, <int>S, <int>n, 1.0, <const float*>g, <int>n,
+        (<sgemv_fn>fn)(101, op, <int>M, <int>N, 1.0, <const float*>g, <int>N,
                        <const float*>ones, 1, 0.0, <float*>out, 1)
 
 
 def sum_rows(size_t fn, const real[:, ::1] g, const real[::1] ones, real[::1] out,
-             bint ilp64=False):
-    """out = ones @ g by the CBLAS ``cblas_?gemv`` at address ``fn`` (for tests: the plans'
-    bias gradients must be NumPy's ``ones @ g`` bit for bit)."""
+             bint ilp64=False, bint gt=False):
+    """out = ones @ g by the CBLAS ``cblas_?gemv`` at address ``fn`` (``gt``: ``g`` is the
+    row-major transpose of a column-major (S, n) array); for tests: the plans' bias gradients
+    must be NumPy's ``ones @ g`` bit for bit."""
     cdef bint dbl = real is double
-    if g.shape[0] == 0 or g.shape[1] == 0:
+    cdef long long S = g.shape[1] if gt else g.shape[0], n = g.shape[0] if gt else g.shape[1]
+    if S == 0 or n == 0:
         return
     with nogil:
-        _sum_rows_at(fn, ilp64, dbl, &g[0, 0], g.shape[0], g.shape[1], &ones[0], &out[0])
+        _sum_rows_at(fn, ilp64, dbl, &g[0, 0], S, n, &ones[0], &out[0], gt)
+
+
+cdef void _copy_t(const char* src, char* dst, Py_ssize_t r, Py_ssize_t c,
+                  Py_ssize_t size) noexcept nogil:
+    """dst (c, r) = the transpose of src (r, c), both row-major, elements of ``size`` bytes."""
+    cdef Py_ssize_t i, j
+    if size == 8:
+        for j in range(c):
+            for i in range(r):
+                (<double*>dst)[j * r + i] = (<const double*>src)[i * c + j]
+    else:
+        for j in range(c):
+            for i in range(r):
+                (<float*>dst)[j * r + i] = (<const float*>src)[i * c + j]
 
 
 # ------------------------------------------------------------------------------------------
@@ -825,17 +845,19 @@ def sum_rows(size_t fn, const real[:, ::1] g, const real[::1] ones, real[::1] ou
 cdef enum:
     OP_GEMM = 1       # p0 @ p1 -> p2: f0 ta, f1 tb, f2 ilp64, f3 first (beta 0 once);
                       # n0..n5 M N K lda ldb ldc; s0 beta
-    OP_SUM_ROWS = 2   # ones p1 @ p0 (n0, n1) -> p2: f2 ilp64
-    OP_BIAS = 3       # p0 (n0, n1) += p1 (a row)
+    OP_SUM_ROWS = 2   # ones p1 @ p0 (n0, n1) -> p2: f2 ilp64, f0: p0 is the (n1, n0) transpose
+    OP_BIAS = 3       # p0 (n0, n1) += p1 (a row; f0: a column, p0 a column-major array's
+                      # transpose)
     OP_RELU = 4       # p1 = max(p0, 0), n0 elements
     OP_XENT = 5       # loss of logits p0 (n0, n1) and the labels; p1 = its gradient, s0 scale
     OP_RELU_GRAD = 6  # p2 = p0 where p1 > 0 else 0, n0 elements
     OP_SGD = 7        # w p0, g p1, v p2, n0: s1 mu, s2 wd, f0 nesterov, f3 first
     OP_ADAM = 8       # w p0, g p1, m p2, v p3, n0: s1 b1, s2 b2, s3 eps, s4 wd
+    OP_COPY_T = 9     # p1 (n1, n0) = the transpose of p0 (n0, n1)
 
 #: The plans' operations, by name (the codes the tuples given to ``Plan`` use).
 PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "relu": OP_RELU,
-            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM}
+            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T}
 
 cdef struct Instr:
     int op
@@ -865,14 +887,17 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
             _gemm_at(ins.fn, ins.f[2], ins.dbl, ins.f[0], ins.f[1], ins.n[0], ins.n[1],
                      ins.n[2], p[0], ins.n[3], p[1], ins.n[4], beta, p[2], ins.n[5])
         elif ins.op == OP_SUM_ROWS:
-            _sum_rows_at(ins.fn, ins.f[2], ins.dbl, p[0], ins.n[0], ins.n[1], p[1], p[2])
+            _sum_rows_at(ins.fn, ins.f[2], ins.dbl, p[0], ins.n[0], ins.n[1], p[1], p[2],
+                         ins.f[0])
+        elif ins.op == OP_COPY_T:
+            _copy_t(p[0], p[1], ins.n[0], ins.n[1], 8 if ins.dbl else 4)
         elif ins.op == OP_BIAS:
             if ins.dbl:
-                _add_bias_all(<double*>p[0], <const double*>p[1], ins.n[0], ins.n[1], 0,
-                              par_min)
+                _add_bias_all(<double*>p[0], <const double*>p[1], ins.n[0], ins.n[1],
+                              ins.f[0], par_min)
             else:
-                _add_bias_all(<float*>p[0], <const float*>p[1], ins.n[0], ins.n[1], 0,
-                              par_min)
+                _add_bias_all(<float*>p[0], <const float*>p[1], ins.n[0], ins.n[1],
+                              ins.f[0], par_min)
         elif ins.op == OP_RELU:
             if ins.dbl:
                 _relu_all(<const double*>p[0], <double*>p[1], ins.n[0], par_min)

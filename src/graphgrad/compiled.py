@@ -15,12 +15,11 @@ kernel calls over arrays allocated once (activations, gradients), which
 
 The plan makes the same calls as the eager step, in the same order within each array: the
 same GEMMs of the same BLAS (NumPy's, or MKL's when ``gg.set_blas`` selected it) with the same
-transposes, ``ones @ G`` for bias gradients, the same ReLU, cross-entropy and optimiser
-kernels. So both give the same numbers bit for bit: the tests run both side by side.
-(In the ``columns`` layout, ``gg.set_layout``, the eager step computes some products
-transposed; the plan keeps the rows layout, and the two then agree to rounding.) What the
-plan saves is the framework: graph records, Tensor objects, temporary arrays and Python calls,
-~10% of a 784-256-256-10 step (``bench/bench_step_procs.py`` measures it); it also updates
+transposes and layouts (the measured ``columns`` layout of ``linear`` included), ``ones @ G``
+for bias gradients, the same ReLU, cross-entropy and optimiser kernels. So both give the same
+numbers bit for bit: the tests run both side by side. What the plan saves is the framework:
+graph records, Tensor objects, temporary arrays and Python calls (``bench/bench_step_procs.py``
+measures it); it also computes the cross-entropy's loss and gradient in one pass, and updates
 each layer's parameters right after their gradients are made, while they are in cache.
 
 Where the plan cannot reproduce the eager step exactly, the call runs the eager step instead
@@ -338,42 +337,63 @@ class CompiledStep:
                     self.why_eager = "a parameter is read-only (the eager step raises the error)"
                     return None
                 params.append((p, w))
-        # forward
-        acts: list[tuple[int, np.ndarray | None]] = [(-1, None)]  # (address, array); -1: x
-        pre: list[np.ndarray] = []
+        # forward. A matrix is (address, column-major?): a column-major (S, n) matrix is
+        # held as its row-major (n, S) transpose, as NumPy holds `(W @ x.T).T`.
+        cols = _blas.layout() == "columns"
+        acts: list[tuple[int, bool]] = [(-1, False)]  # each layer's input; -1: the batch x
+        pre: list[tuple[int, bool]] = []
         for k, ly in enumerate(self._layers):
             lin = ly.linear
             n_in, n_out = lin.in_features, lin.out_features
-            y = b.array((S, n_out))
-            pre.append(y)
-            src = acts[-1][0]
-            text = f"forward   y{k + 1} = {b.name(k, 'a')} @ W{k + 1}ᵀ   ({S}, {n_out})"
-            b.gemm(y, src, False, _addr(lin.weight.data), True, n_in, text)
+            a_addr, a_f = acts[-1]
+            w_addr = _addr(lin.weight.data)
+            y_f = cols and n_out > S  # linear's "columns" rule: x @ W.T as (W @ x.T).T
+            if y_f:
+                y = b.array((n_out, S))
+                text = f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
+                b.gemm(y, w_addr, False, a_addr, not a_f, n_in, text)
+            else:
+                y = b.array((S, n_out))
+                text = f"forward   y{k + 1} = {b.name(k, 'a')} @ W{k + 1}ᵀ   ({S}, {n_out})"
+                b.gemm(y, a_addr, a_f, w_addr, True, n_in, text)
+            pre.append((_addr(y), y_f))
             if lin.bias is not None:
                 b.add(
                     "bias",
+                    flags=(int(y_f),),
                     ptrs=(_addr(y), _addr(lin.bias.data)),
-                    sizes=(S, n_out),
+                    sizes=y.shape,
                     text=f"forward   y{k + 1} += b{k + 1}",
                 )
             if ly.act == "relu":
-                a = b.array((S, n_out))
+                a = b.array(y.shape)
                 b.add(
                     "relu",
                     ptrs=(_addr(y), _addr(a)),
-                    sizes=(S * n_out,),
+                    sizes=(y.size,),
                     text=f"forward   a{k + 1} = max(y{k + 1}, 0)",
                 )
-                acts.append((_addr(a), a))
+                acts.append((_addr(a), y_f))
             else:
-                acts.append((_addr(y), y))
-        logits = pre[-1]
+                acts.append((_addr(y), y_f))
         L = len(self._layers)
-        grad = b.array((S, self.classes))
+        logits_addr, logits_f = pre[-1]
+        T = self.classes
+        if logits_f:  # the cross-entropy takes row-major logits: NumPy copies them
+            logits = b.array((S, T))
+            b.add(
+                "copy_t",
+                ptrs=(logits_addr, _addr(logits)),
+                sizes=(T, S),
+                text=f"loss      y{L} in row-major order (a copy)",
+            )
+        else:
+            logits = b.by_addr[logits_addr]
+        grad_arr = b.array((S, T))
         b.add(
             "xent",
-            ptrs=(_addr(logits), _addr(grad)),
-            sizes=(S, self.classes),
+            ptrs=(_addr(logits), _addr(grad_arr)),
+            sizes=(S, T),
             scalars=(1.0 / S,),
             text=f"loss      L = -(1/S) Σ_s ln softmax(y{L})[label];  "
             f"G{L} = (softmax(y{L}) - onehot) / S",
@@ -384,14 +404,17 @@ class CompiledStep:
         states: list[tuple[int, str, Any]] = []
         adam: list[int] = []
         ones = b.keep(np.ones(S, dt))
+        grad: tuple[int, bool] = (_addr(grad_arr), False)
         for k in range(L - 1, -1, -1):
             lin = self._layers[k].linear
             n_in, n_out = lin.in_features, lin.out_features
-            src = acts[k][0]
+            a_addr, a_f = acts[k]
+            g_addr, g_f = grad
             W = lin.weight
             i_w = index.get(id(W))
             fused = isinstance(opt, SGD) and opt.fused_backward and i_w is not None
             mu = opt.momentum if isinstance(opt, SGD) else 0.0
+            dW: np.ndarray | None = None
             if fused:
                 assert i_w is not None
                 v, first = self._buffer(i_w, "momentum_buffer", W.data, states)
@@ -399,12 +422,12 @@ class CompiledStep:
                     f"backward  v_W{k + 1} = μ v_W{k + 1} + G{k + 1}ᵀ @ {b.name(k, 'a')}   "
                     f"(the gradient added inside the GEMM)"
                 )
-                b.gemm(v, _addr(grad), True, src, False, S, text, beta=mu, first=first)
+                b.gemm(v, g_addr, not g_f, a_addr, a_f, S, text, beta=mu, first=first)
                 grads.append((W, None))
             else:
                 dW = b.array((n_out, n_in))
                 text = f"backward  dW{k + 1} = G{k + 1}ᵀ @ {b.name(k, 'a')}   ({n_out}, {n_in})"
-                b.gemm(dW, _addr(grad), True, src, False, S, text)
+                b.gemm(dW, g_addr, not g_f, a_addr, a_f, S, text)
                 grads.append((W, dW))
             db: np.ndarray | None = None
             if lin.bias is not None:
@@ -412,31 +435,37 @@ class CompiledStep:
                 b.add(
                     "sum_rows",
                     fn=gemv,
-                    flags=(0, 0, int(ilp64), 0),
-                    ptrs=(_addr(grad), _addr(ones), _addr(db)),
+                    flags=(int(g_f), 0, int(ilp64), 0),
+                    ptrs=(g_addr, _addr(ones), _addr(db)),
                     sizes=(S, n_out),
                     text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
                 )
                 grads.append((lin.bias, db))
             if k:
-                below = self._layers[k - 1]
-                if below.act == "relu":
+                w_addr = _addr(W.data)
+                d_f = cols and a_f  # linear's input gradient in its input's layout
+                if d_f:
+                    d = b.array((n_in, S))
+                    text = f"backward  D{k + 1}ᵀ = W{k + 1}ᵀ @ G{k + 1}ᵀ   ({n_in}, {S})"
+                    b.gemm(d, w_addr, True, g_addr, not g_f, n_out, text)
+                else:
                     d = b.array((S, n_in))
-                    g_below = b.array((S, n_in))
                     text = f"backward  D{k + 1} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
-                    b.gemm(d, _addr(grad), False, _addr(W.data), False, n_out, text)
+                    b.gemm(d, g_addr, g_f, w_addr, False, n_out, text)
+                if self._layers[k - 1].act == "relu":
+                    if d_f != pre[k - 1][1]:
+                        self.why_eager = "a ReLU's gradient and input in two layouts"
+                        return None
+                    g_below = b.array(d.shape)
                     b.add(
                         "relu_grad",
-                        ptrs=(_addr(d), _addr(pre[k - 1]), _addr(g_below)),
-                        sizes=(S * n_in,),
+                        ptrs=(_addr(d), pre[k - 1][0], _addr(g_below)),
+                        sizes=(d.size,),
                         text=f"backward  G{k} = D{k + 1} where y{k} > 0, else 0",
                     )
+                    grad = (_addr(g_below), d_f)
                 else:
-                    g_below = b.array((S, n_in))
-                    text = f"backward  G{k} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
-                    b.gemm(g_below, _addr(grad), False, _addr(W.data), False, n_out, text)
-            else:
-                g_below = grad
+                    grad = (_addr(d), d_f)
             # the update of this layer (W was read by the GEMM above, so it may change now)
             if fused:
                 assert i_w is not None
@@ -452,13 +481,7 @@ class CompiledStep:
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
                     self._update(b, i_b, lin.bias.data, db, f"b{k + 1}", states, adam)
-            grad = g_below
-        try:
-            from . import _kernels  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:  # pragma: no cover - _fused.KERNELS was checked
-            self.why_eager = "the compiled kernels are not built"
-            return None
-        plan = _kernels.Plan(b.instrs, b.kept, S * self.in_features * dt.itemsize, S)
+        plan = _fused.KERNELS.Plan(b.instrs, b.kept, S * self.in_features * dt.itemsize, S)
         if adam:
             t = opt.state[adam[0]]["step"]
             if any(opt.state[i]["step"] != t for i in adam):
@@ -569,10 +592,12 @@ class _PlanBuilder:
         self.dt, self.dbl, self.fn, self.ilp64, self.gemv, self.S = dt, dbl, fn, ilp64, gemv, S
         self.instrs: list[tuple[Any, ...]] = []
         self.kept: list[np.ndarray] = []
+        self.by_addr: dict[int, np.ndarray] = {}
         self.text: list[str] = []
 
     def keep(self, a: np.ndarray) -> np.ndarray:
         self.kept.append(a)
+        self.by_addr[_addr(a)] = a
         return a
 
     def array(self, shape: tuple[int, ...]) -> np.ndarray:
