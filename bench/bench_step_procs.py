@@ -1,14 +1,15 @@
 """The MLP training step with every peer in a process of its own, taking turns.
 
 Two thread pools in one process spin against each other, so in-process ratios at several
-threads mislead; here each peer (graphgrad as installed, graphgrad on NumPy's BLAS, graphgrad
-with ``SGD(fused_backward=True)``, graphgrad's step compiled (``gg.compile_step``), the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX
-jit) runs in its own worker process. The parent starts them all, then, round after round (the
-order rotated each round), asks one worker at a time for ``number`` steps and reads back the
-time; the other workers sit idle, blocked on their input, with a pause between turns so the
-last peer's spinning threads go to sleep. 1-thread runs are pinned to CPU 0 (``taskset -c
-0``: XLA ignores the thread variables); n-thread runs get CPUs 0..n-1. Ratios are medians of
-the per-round ratios (both peers of a ratio timed in the same round).
+threads mislead; here each peer (graphgrad as installed, graphgrad's step compiled with
+``gg.compile_step``, graphgrad on NumPy's BLAS, graphgrad with ``SGD(fused_backward=True)``,
+the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX jit) runs in its own worker
+process. The parent starts them all, then, round after round (the order rotated each round),
+asks one worker at a time for ``number`` steps and reads back the time; the other workers sit
+idle, blocked on their input, with a pause between turns so the last peer's spinning threads
+go to sleep. 1-thread runs are pinned to CPU 0 (``taskset -c 0``: XLA ignores the thread
+variables); n-thread runs get CPUs 0..n-1. Ratios are medians of the per-round ratios (both
+peers of a ratio timed in the same round).
 
 The step is bench_mlp_step.py's (forward, softmax cross-entropy, backward, SGD momentum 0.9,
 fp32), from the same weights and batch; every worker reports its loss after 3 steps, and the
