@@ -449,3 +449,15 @@ def test_the_trainer_stops_on_a_nan_loss_before_its_update() -> None:
     with pytest.raises(TrainingDiverged, match="the training loss is nan at epoch 1"):
         tr.fit(x, np.zeros(8, np.int64), epochs=1)
     assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
+
+
+@needs_kernels
+def test_anomaly_mode_and_no_grad_take_the_eager_step() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    batches = _batches((12,), 5, [8, 8], np.float32)
+    with gg.detect_anomaly():
+        step = _train_both(m1, o1, m2, o2, batches[:1], engine="eager")
+    assert "anomaly mode" in step.why_eager
+    with gg.no_grad(), pytest.raises(gg.BackwardError):
+        step(*batches[1])
+    assert "gradients are off" in step.why_eager

@@ -1102,10 +1102,10 @@ def numpy_cblas() -> dict[Any, Any]:
     return {}
 
 
-def active_gemm() -> dict[Any, int]:
-    """The ``cblas_?gemm`` addresses ``matmul`` calls for 2-D float products now, by dtype
-    (LP64): MKL's while it is selected, else ``{}`` (``np.matmul``, NumPy's own BLAS)."""
-    return dict(_active)
+def gemm_address(dtype: Any) -> int | None:
+    """The address of the ``cblas_?gemm`` (LP64) ``matmul`` calls for 2-D products of
+    ``dtype`` now: MKL's while it is selected, else None (``np.matmul``, NumPy's own BLAS)."""
+    return _active.get(dtype)
 
 
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:

@@ -950,8 +950,10 @@ cdef class Plan:
     cdef int count
     cdef readonly object keep
     cdef readonly Py_ssize_t x_bytes, n_labels
+    cdef readonly long long n_classes
 
-    def __cinit__(self, list instrs, list keep, Py_ssize_t x_bytes, Py_ssize_t n_labels):
+    def __cinit__(self, list instrs, list keep, Py_ssize_t x_bytes, Py_ssize_t n_labels,
+                  long long n_classes):
         cdef int k, j
         cdef Instr* ins
         self.count = len(instrs)
@@ -959,6 +961,7 @@ cdef class Plan:
         if self.code == NULL:
             raise MemoryError()
         self.keep, self.x_bytes, self.n_labels = keep, x_bytes, n_labels
+        self.n_classes = n_classes
         for k, (op, dbl, flags, fn, ptrs, sizes, scalars) in enumerate(instrs):
             ins = &self.code[k]
             ins.op = PLAN_OPS[op]
@@ -983,11 +986,12 @@ cdef class Plan:
     def run(self, x, labels, double lr, double t, int start=0, int stop=-1):
         """Run instructions ``start`` to ``stop`` (-1: the last) once, in order: ``x`` is the
         batch input (C-contiguous, ``x_bytes`` long), ``labels`` its int64 labels
-        (``n_labels``, each in range: the caller checked), ``lr`` the learning rate, ``t``
-        Adam's step count; returns the loss (float64) of the plan's cross-entropy
+        (``n_labels``; the first outside [0, ``n_classes``) raises IndexError before
+        anything runs), ``lr`` the learning rate, ``t`` Adam's step count; returns the loss (float64) of the plan's cross-entropy
         instruction if it ran, else NaN."""
         cdef Py_buffer bx, bl
         cdef double loss
+        cdef Py_ssize_t bad
         cdef Py_ssize_t par_min = PAR_MIN, xent_min = XENT_PAR_MIN
         if stop < 0 or stop > self.count:
             stop = self.count
@@ -1003,6 +1007,13 @@ cdef class Plan:
                         f"{self.n_labels} labels, got {bx.len} bytes and {bl.len // 8}"
                     )
                 with nogil:
+                    bad = _first_bad(<const long long*>bl.buf, self.n_labels, self.n_classes)
+                if bad >= 0:
+                    raise IndexError(
+                        f"Plan.run: label {(<const long long*>bl.buf)[bad]} at index {bad} is "
+                        f"outside [0, {self.n_classes})"
+                    )
+                with nogil:
                     loss = _run_plan(self.code + start, stop - start, <char*>bx.buf,
                                      <const long long*>bl.buf, lr, t, par_min, xent_min)
             finally:
@@ -1012,12 +1023,19 @@ cdef class Plan:
         return loss
 
 
+cdef Py_ssize_t _first_bad(const long long* labels, Py_ssize_t n, long long T) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if labels[i] < 0 or labels[i] >= T:
+            return i
+    return -1
+
+
 def first_bad_label(const long long[::1] labels, long long T):
     """The index of the first label outside [0, T), or -1 if there is none."""
-    cdef Py_ssize_t i, bad = -1, n = labels.shape[0]
+    cdef Py_ssize_t bad, n = labels.shape[0]
+    if n == 0:
+        return -1
     with nogil:
-        for i in range(n):
-            if labels[i] < 0 or labels[i] >= T:
-                bad = i
-                break
+        bad = _first_bad(&labels[0], n, T)
     return bad

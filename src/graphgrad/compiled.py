@@ -27,7 +27,9 @@ and says so in :attr:`CompiledStep.engine` and :attr:`CompiledStep.why_eager`: n
 kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a batch of one sample or a
 layer of width one (NumPy uses GEMV and dot products there), an input of another dtype or not
 C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
-column-major. ``describe()`` prints the plan: every kernel call with its shapes.
+column-major, anomaly mode (``gg.detect_anomaly``, which checks each op of the eager step),
+``no_grad`` (the eager step raises its error). ``describe()`` prints the plan: every kernel
+call with its shapes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import _blas, _fused
+from ._state import ANOMALY, GRAD_ENABLED
 from .errors import GraphgradError
 from .nn.activations import Identity, ReLU
 from .nn.layers import Flatten, Linear, Sequential
@@ -210,21 +213,23 @@ class CompiledStep:
         why = self._why_not(xa, lab)
         built = None
         if not why:
-            lab = np.ascontiguousarray(lab, dtype=np.int64)
-            if _fused.bad_label(lab, self.classes) >= 0:
-                why = "a label is out of range (the eager step raises the error)"
-            else:
-                built = self._plan_for(xa.shape[0])
-                why = "" if built is not None else self.why_eager
+            if lab.dtype != np.int64 or not lab.flags.c_contiguous:
+                lab = np.ascontiguousarray(lab, dtype=np.int64)
+            built = self._plan_for(xa.shape[0])
+            why = "" if built is not None else self.why_eager
         if built is None:
             return self._eager(x, labels, why, skip_nonfinite)
-        self.engine, self.why_eager = "kernels", ""
         opt = self.optimizer
         t = 0.0
         if built.adam:
             t = float(opt.state[built.adam[0]]["step"] + 1)
         plan = built.plan
-        loss = float(self.dtype.type(plan.run(xa, lab, opt.lr, t, 0, built.n_forward)))
+        try:
+            value = plan.run(xa, lab, opt.lr, t, 0, built.n_forward)
+        except IndexError:  # a label out of range, found before anything ran
+            return self._eager(x, labels, "a label is out of range", skip_nonfinite)
+        self.engine, self.why_eager = "kernels", ""
+        loss = float(self.dtype.type(value))
         self._logits = built.logits
         if skip_nonfinite and not math.isfinite(loss):
             return loss
@@ -239,6 +244,10 @@ class CompiledStep:
         """Why this batch cannot take a plan ("" if it can)."""
         if _fused.KERNELS is None:
             return "the compiled kernels are not built (or GRAPHGRAD_PURE_PYTHON=1)"
+        if ANOMALY.get():
+            return "anomaly mode is on (it checks every op of the eager step)"
+        if not GRAD_ENABLED.get():
+            return "gradients are off (no_grad): the eager step raises the error"
         if type(x) is not np.ndarray or type(labels) is not np.ndarray:
             return "the batch is not a NumPy array"
         if x.dtype != self.dtype or not x.flags.c_contiguous:
@@ -273,7 +282,7 @@ class CompiledStep:
         else:
             assert isinstance(opt, Adam)
             hyper = (opt.betas, opt.eps, opt.weight_decay)
-        return (*hyper, _blas.active_gemm().get(self.dtype), _blas.layout())
+        return (*hyper, _blas.gemm_address(self.dtype), _blas.layout())
 
     def _plan_for(self, batch: int) -> _Built | None:
         key = self._hyper()
@@ -307,7 +316,7 @@ class CompiledStep:
         """The plan for batch size S, or None (self.why_eager says why)."""
         dt, dbl = self.dtype, self.dtype == np.float64
         blas = _blas.numpy_cblas()
-        fn, ilp64 = _blas.active_gemm().get(dt), False
+        fn, ilp64 = _blas.gemm_address(dt), False
         if fn is None:
             fn, ilp64 = blas.get(dt), bool(blas.get("ilp64"))
         gemv = blas.get("gemv", {}).get(dt)
@@ -481,7 +490,9 @@ class CompiledStep:
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
                     self._update(b, i_b, lin.bias.data, db, f"b{k + 1}", states, adam)
-        plan = _fused.KERNELS.Plan(b.instrs, b.kept, S * self.in_features * dt.itemsize, S)
+        plan = _fused.KERNELS.Plan(
+            b.instrs, b.kept, S * self.in_features * dt.itemsize, S, self.classes
+        )
         if adam:
             t = opt.state[adam[0]]["step"]
             if any(opt.state[i]["step"] != t for i in adam):
