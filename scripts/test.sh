@@ -17,5 +17,5 @@ if [ $# -eq 0 ]; then
   # The pure-Python/NumPy twins of the compiled parts, as an install without a compiler runs them.
   GRAPHGRAD_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
     tests/test_scalar.py tests/test_scalar_core.py tests/test_units.py tests/test_paths.py \
-    tests/test_fused.py tests/test_optim.py tests/test_engine.py
+    tests/test_fused.py tests/test_optim.py tests/test_engine.py tests/test_compiled.py
 fi

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphgrad import _fused
 from graphgrad.cli import main
 from test_train import write_fake_fashion_mnist
 
@@ -35,6 +36,9 @@ def test_train_writes_the_run(run_dir: Path) -> None:
     assert (run_dir / "checkpoints" / "epoch-0002" / "model.safetensors").is_file()
     text = (run_dir / "config.toml").read_text()
     assert "hidden = [32]" in text and "seed = 3" in text
+    # a ReLU MLP with Adam: each step one call of a compiled plan (where the kernels are built)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step_engine"] == ("compiled" if _fused.COMPILED else "eager")
 
 
 def test_eval_reproduces_the_test_accuracy(

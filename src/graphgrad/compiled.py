@@ -50,10 +50,18 @@ from .nn.module import Module
 from .optim import SGD, Adam, Optimizer
 from .tensor import Tensor, cross_entropy
 
-__all__ = ["CompileError", "CompiledStep", "compile_step"]
+__all__ = ["CompileError", "CompiledStep", "compile_step", "plans_unavailable"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NOWHERE: dict[str, Any] = {}
+
+
+def plans_unavailable() -> str:
+    """Why no plan can run in this process ("" when plans can run): the compiled kernels are
+    not built, or ``GRAPHGRAD_PURE_PYTHON=1`` asked for the pure-Python twins."""
+    if _fused.KERNELS is None:
+        return "the compiled kernels are not built (or GRAPHGRAD_PURE_PYTHON=1)"
+    return ""
 
 
 class CompileError(GraphgradError, ValueError):
@@ -243,7 +251,7 @@ class CompiledStep:
     def _why_not(self, x: Any, labels: Any) -> str:
         """Why this batch cannot take a plan ("" if it can)."""
         if _fused.KERNELS is None:
-            return "the compiled kernels are not built (or GRAPHGRAD_PURE_PYTHON=1)"
+            return plans_unavailable()
         if ANOMALY.get():
             return "anomaly mode is on (it checks every op of the eager step)"
         if not GRAD_ENABLED.get():

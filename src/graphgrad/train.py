@@ -37,7 +37,7 @@ from ._atomic import atomic_write_text
 from ._extras import has_module, require_extra
 from ._runlock import RunLockedError, run_lock
 from ._state import no_grad
-from .compiled import CompiledStep, CompileError
+from .compiled import CompiledStep, CompileError, plans_unavailable
 from .config import (
     TOY_DATASETS,
     ConfigError,
@@ -298,6 +298,8 @@ class Trainer:
         self.why_eager = "compiled=False" if not compiled else ""
         if compiled and not self.device.is_cpu:
             self.why_eager = f"the model is on {self.device}: plans run on the cpu device"
+        elif compiled and plans_unavailable():
+            self.why_eager = plans_unavailable()
         elif compiled:
             try:
                 self._compiled = CompiledStep(model, optimizer, loss_fn)
@@ -1033,12 +1035,18 @@ def _run_locked(
         f"{len(data.y_train):,} samples of {cfg.data.dataset} on {device}; evaluating on "
         f"{len(data.y_eval):,} ({data.eval_split})"
     )
+    steps = "a compiled plan" if trainer.step_engine == "compiled" else "the eager step"
+    logger.info(
+        f"each step: {steps}"
+        + (f" ({trainer.why_eager})" if trainer.step_engine != "compiled" else "")
+    )
     base = {
         "config": cfg.to_dict(),
         "seeds": seeds,
         "versions": versions,
         "model": model_info,
         "device": str(device),
+        "step_engine": trainer.step_engine,
     }
     try:
         trainer.fit(
