@@ -464,3 +464,21 @@ def test_anomaly_mode_and_no_grad_take_the_eager_step() -> None:
     with gg.no_grad(), pytest.raises(gg.BackwardError):
         step(*batches[1])
     assert "gradients are off" in step.why_eager
+
+
+@needs_kernels
+def test_a_plan_keeps_every_array_it_touches_alive() -> None:
+    import gc
+
+    model = _mlp()
+    opt = OPTIMISERS["momentum"](model.parameters())
+    step = compile_step(model, opt)
+    x, y = _batches((12,), 5, [8], np.float32)[0]
+    step(x, y)
+    plan = step._plans[8].plan
+    arrays = {id(p.data) for p in model.parameters()}
+    arrays |= {id(v) for st in opt.state.values() for v in st.values()}
+    del step, opt, model  # the model, its Tensors and the optimiser go; their arrays stay
+    gc.collect()
+    assert arrays <= {id(a) for a in plan.keep}
+    plan.run(x, y.astype(np.int64), 0.1, 0.0)  # runs on arrays it still owns

@@ -498,8 +498,11 @@ class CompiledStep:
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
                     self._update(b, i_b, lin.bias.data, db, f"b{k + 1}", states, adam)
+        # the plan holds raw addresses: it keeps every array it touches alive, the parameters
+        # and the optimiser's state included, even if it outlives this object
+        kept = b.kept + [w for _, w in params] + [arr for _, _, arr in states]
         plan = _fused.KERNELS.Plan(
-            b.instrs, b.kept, S * self.in_features * dt.itemsize, S, self.classes
+            b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
         )
         if adam:
             t = opt.state[adam[0]]["step"]
