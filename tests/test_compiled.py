@@ -94,9 +94,15 @@ def _batches(
 
 
 def _train_both(
-    m1: Any, o1: Any, m2: Any, o2: Any, batches: list[Any], engine: str = "kernels"
+    m1: Any,
+    o1: Any,
+    m2: Any,
+    o2: Any,
+    batches: list[Any],
+    engine: str = "kernels",
+    step: CompiledStep | None = None,
 ) -> CompiledStep:
-    step = compile_step(m2, o2)
+    step = step or compile_step(m2, o2)
     for x, y in batches:
         l1, z1 = _eager_step(m1, o1, x, y)
         l2 = step(x, y)
@@ -482,3 +488,55 @@ def test_a_plan_keeps_every_array_it_touches_alive() -> None:
     gc.collect()
     assert arrays <= {id(a) for a in plan.keep}
     plan.run(x, y.astype(np.int64), 0.1, 0.0)  # runs on arrays it still owns
+
+
+@needs_kernels
+def test_a_model_changed_after_compiling_is_trained_as_it_is_now() -> None:
+    # a layer appended, then an uncompilable one: never the old structure, silently
+    m1, o1, m2, o2 = _pair(_mlp, "sgd")
+    step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8], np.float32))
+    for m in (m1, m2):
+        m.append(gg.nn.ReLU()).append(gg.nn.Linear(5, 4, rng=np.random.default_rng(5)))
+    o1.params += list(m1[len(m1) - 1].parameters())
+    o2.params += list(m2[len(m2) - 1].parameters())
+    _train_both(m1, o1, m2, o2, _batches((12,), 4, [8], np.float32), step=step)
+    assert "y4 = a3 @ W4ᵀ" in step.describe(8)
+    for m in (m1, m2):
+        m.append(gg.nn.Tanh())
+    batches = _batches((12,), 4, [8], np.float32)
+    _train_both(m1, o1, m2, o2, batches, engine="eager", step=step)
+    assert "the model changed: compile_step: module 7 (Tanh) cannot be compiled" in step.why_eager
+
+
+@needs_kernels
+def test_a_frozen_parameter_is_left_alone() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    for m in (m1, m2):
+        m[0].weight.requires_grad = False
+    step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), engine="eager")
+    assert "frozen" in step.why_eager
+
+
+def test_two_threads_cannot_share_a_step() -> None:
+    import threading
+
+    model = _mlp()
+    step = compile_step(model, OPTIMISERS["sgd"](model.parameters()))
+    x, y = _batches((12,), 5, [8], np.float32)[0]
+    step._busy.acquire()  # as if another thread were inside the call
+    try:
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                step(x, y)
+            except RuntimeError as e:
+                errors.append(e)
+
+        t = threading.Thread(target=call)
+        t.start()
+        t.join()
+    finally:
+        step._busy.release()
+    assert len(errors) == 1 and "called from two threads at once" in str(errors[0])
+    step(x, y)  # and alone it runs

@@ -35,6 +35,7 @@ call with its shapes.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,7 +80,7 @@ class _Layer:
 def _layers(model: Module) -> tuple[list[_Layer], bool]:
     """The model as Linear layers with their activations, and whether it starts with a
     Flatten; raises CompileError naming the first module it cannot compile."""
-    mods = list(model) if isinstance(model, Sequential) else [model]
+    mods = _modules_of(model)
     layers: list[_Layer] = []
     flatten = False
     for i, m in enumerate(mods):
@@ -107,6 +108,10 @@ def _layers(model: Module) -> tuple[list[_Layer], bool]:
     if not layers:
         raise CompileError("compile_step: the model has no Linear layer")
     return layers, flatten
+
+
+def _modules_of(model: Module) -> list[Module]:
+    return list(model) if isinstance(model, Sequential) else [model]
 
 
 @dataclass
@@ -167,18 +172,31 @@ class CompiledStep:
                 f"compile_step: the optimiser must be gg.optim.SGD or gg.optim.Adam, got "
                 f"{type(optimizer).__name__}"
             )
-        self._layers, self._flatten = _layers(model)
         self.model = model
         self.optimizer = optimizer
+        self._busy = threading.Lock()
+        self._plans: dict[int, _Built] = {}
+        self._adopt(_modules_of(model))
+        self._key: tuple[Any, ...] = ()
+        self._logits: np.ndarray | None = None
+        #: "kernels" if the last call ran the plan, "eager" if it ran the eager step.
+        self.engine = ""
+        #: Why the last call ran the eager step ("" when it ran the plan).
+        self.why_eager = ""
+
+    def _adopt(self, mods: list[Module]) -> None:
+        """Take the model's structure (its modules ``mods``, in order): layers, dtype, sizes;
+        raises CompileError for what cannot be compiled."""
+        layers, flatten = _layers(self.model)
         dtypes = set()
-        for k, layer in enumerate(self._layers):
+        for k, layer in enumerate(layers):
             for name, p in (("weight", layer.linear.weight), ("bias", layer.linear.bias)):
                 if p is None:
                     continue
                 if type(p.data) is not np.ndarray:
                     raise CompileError(
                         f"compile_step: layer {k}'s {name} is not a NumPy array (device "
-                        f"{model.device}): plans run on the cpu device only"
+                        f"{self.model.device}): plans run on the cpu device only"
                     )
                 if p.data.dtype not in _FLOATS:
                     raise CompileError(
@@ -186,25 +204,37 @@ class CompiledStep:
                         f"float32 and float64"
                     )
                 dtypes.add(p.data.dtype)
-            if k and layer.linear.in_features != self._layers[k - 1].linear.out_features:
+            if k and layer.linear.in_features != layers[k - 1].linear.out_features:
                 raise CompileError(
                     f"compile_step: layer {k} takes {layer.linear.in_features} features but "
-                    f"layer {k - 1} gives {self._layers[k - 1].linear.out_features}"
+                    f"layer {k - 1} gives {layers[k - 1].linear.out_features}"
                 )
         if len(dtypes) != 1:
             raise CompileError(
                 f"compile_step: the parameters must share one dtype, got {sorted(map(str, dtypes))}"
             )
+        self._layers, self._flatten, self._mods = layers, flatten, mods
+        self._params = [
+            p for ly in layers for p in (ly.linear.weight, ly.linear.bias) if p is not None
+        ]
         self.dtype: np.dtype[Any] = dtypes.pop()
-        self.in_features = self._layers[0].linear.in_features
-        self.classes = self._layers[-1].linear.out_features
-        self._plans: dict[int, _Built] = {}
-        self._key: tuple[Any, ...] = ()
-        self._logits: np.ndarray | None = None
-        #: "kernels" if the last call ran the plan, "eager" if it ran the eager step.
-        self.engine = ""
-        #: Why the last call ran the eager step ("" when it ran the plan).
-        self.why_eager = ""
+        self.in_features = layers[0].linear.in_features
+        self.classes = layers[-1].linear.out_features
+        self._plans.clear()
+
+    def _structure_changed(self) -> str:
+        """ "" if the model still has the modules it was compiled with; else adopt the new
+        ones (plans are rebuilt), or say why they cannot be compiled."""
+        mods = _modules_of(self.model)
+        if len(mods) == len(self._mods) and all(
+            a is b for a, b in zip(mods, self._mods, strict=True)
+        ):
+            return ""
+        try:
+            self._adopt(mods)
+        except CompileError as e:
+            return f"the model changed: {e}"
+        return ""
 
     # ----------------------------------------------------------------------- calling
     @property
@@ -216,6 +246,17 @@ class CompiledStep:
         """One step on batch ``x`` with integer ``labels``; returns the loss. With
         ``skip_nonfinite``, a NaN or infinite loss is returned without the backward pass or
         the update (the parameters and the optimiser's state stay as they were)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                "CompiledStep: called from two threads at once (its plan's arrays are shared); "
+                "give each thread its own model, optimiser and step"
+            )
+        try:
+            return self._step(x, labels, skip_nonfinite)
+        finally:
+            self._busy.release()
+
+    def _step(self, x: Any, labels: Any, skip_nonfinite: bool) -> float:
         xa = x.data if isinstance(x, Tensor) else x
         lab = labels.data if isinstance(labels, Tensor) else labels
         why = self._why_not(xa, lab)
@@ -256,6 +297,12 @@ class CompiledStep:
             return "anomaly mode is on (it checks every op of the eager step)"
         if not GRAD_ENABLED.get():
             return "gradients are off (no_grad): the eager step raises the error"
+        changed = self._structure_changed()
+        if changed:
+            return changed
+        for p in self._params:
+            if not p.requires_grad:
+                return "a parameter does not require grad (frozen): the eager step skips it"
         if type(x) is not np.ndarray or type(labels) is not np.ndarray:
             return "the batch is not a NumPy array"
         if x.dtype != self.dtype or not x.flags.c_contiguous:
