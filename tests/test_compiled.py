@@ -322,7 +322,10 @@ def test_without_the_kernels_the_eager_step_runs(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda: (_mlp(activation="tanh"), "SGD", None), r"module 1 \(Tanh\) cannot be compiled"),
+        (
+            lambda: (_mlp(activation="softplus"), "SGD", None),
+            r"module 1 \(Softplus\) cannot be compiled",
+        ),
         (
             lambda: (gg.nn.Sequential(gg.nn.ReLU(), gg.nn.Linear(3, 2)), "SGD", None),
             r"module 0 \(ReLU\) must follow a Linear",
@@ -436,13 +439,13 @@ def test_the_trainer_steps_compiled_with_the_same_history(schedule: str) -> None
 
 
 def test_the_trainer_says_why_a_model_steps_eagerly() -> None:
-    model = _mlp(activation="tanh")
+    model = _mlp(activation="softplus")
     tr = Trainer(
         model, gg.optim.SGD(model.parameters(), lr=0.1), batch_size=4, progress=False, log=None
     )
     assert tr.step_engine == "eager"
     if _fused.COMPILED:
-        assert "module 1 (Tanh) cannot be compiled" in tr.why_eager
+        assert "module 1 (Softplus) cannot be compiled" in tr.why_eager
     else:
         assert "the compiled kernels are not built" in tr.why_eager
 
@@ -502,10 +505,10 @@ def test_a_model_changed_after_compiling_is_trained_as_it_is_now() -> None:
     _train_both(m1, o1, m2, o2, _batches((12,), 4, [8], np.float32), step=step)
     assert "y4 = a3 @ W4ᵀ" in step.describe(8)
     for m in (m1, m2):
-        m.append(gg.nn.Tanh())
+        m.append(gg.nn.get_activation("softplus"))
     batches = _batches((12,), 4, [8], np.float32)
     _train_both(m1, o1, m2, o2, batches, engine="eager", step=step)
-    assert "the model changed: compile_step: module 7 (Tanh) cannot be compiled" in step.why_eager
+    assert "the model changed: compile_step: module 7 (Softplus) cannot" in step.why_eager
 
 
 @needs_kernels
@@ -540,3 +543,33 @@ def test_two_threads_cannot_share_a_step() -> None:
         step._busy.release()
     assert len(errors) == 1 and "called from two threads at once" in str(errors[0])
     step(x, y)  # and alone it runs
+
+
+@needs_kernels
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "elu", "leaky_relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_every_lecture_activation_trains_exactly(activation: str, dtype: Any, layout: str) -> None:
+    # NumPy's own tanh/exp/expm1 loops and graphgrad's arithmetic around them: the same bits,
+    # on inputs large enough to reach the saturated and overflowing ends of exp and tanh
+    previous = _blas.set_layout(layout)
+    try:
+        for opt in ("momentum", "adam"):
+            m1, o1, m2, o2 = _pair(lambda: _mlp((12, 64, 48, 5), dtype, activation), opt)
+            batches = _batches((12,), 5, [8, 3, 70, 8], dtype)
+            batches = [(x * 30, y) for x, y in batches]
+            step = _train_both(m1, o1, m2, o2, batches)
+        assert "a1 = " + activation in step.describe(8)
+    finally:
+        _blas.set_layout(previous)
+
+
+@pytest.mark.parametrize("ufunc", [np.tanh, np.exp, np.expm1, np.minimum])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_loops_are_found_and_give_numpys_bits(ufunc: Any, dtype: Any) -> None:
+    from graphgrad.compiled import numpy_loop
+
+    found = numpy_loop(ufunc, dtype)
+    assert found is not None and found[0] != 0  # (checked against the ufunc when found)
+    assert numpy_loop(np.add, np.int8) is None  # no float loop of that dtype: refused
+    assert numpy_loop(len, dtype) is None

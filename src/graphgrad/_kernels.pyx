@@ -23,7 +23,7 @@ calling thread.
 cimport cython
 from cython.parallel cimport prange
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
-from libc.math cimport exp, expf, log, pow, sqrt
+from libc.math cimport exp, expf, fabs, log, pow, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from *:
@@ -854,20 +854,105 @@ cdef enum:
     OP_SGD = 7        # w p0, g p1, v p2, n0: s1 mu, s2 wd, f0 nesterov, f3 first
     OP_ADAM = 8       # w p0, g p1, m p2, v p3, n0: s1 b1, s2 b2, s3 eps, s4 wd
     OP_COPY_T = 9     # p1 (n1, n0) = the transpose of p0 (n0, n1)
+    OP_ACT = 10       # p1 = a(p0), n0 elements: f0 the activation (ACT_*), s0 its parameter;
+                      # fn (aux1) the NumPy loop(s) it calls (tanh; exp; minimum, expm1)
+    OP_ACT_GRAD = 11  # p3 = the VJP of a at input p1, output p2, of gradient p0 (f0, s0)
+
+cdef enum:
+    ACT_TANH = 1
+    ACT_SIGMOID = 2
+    ACT_ELU = 3
+    ACT_LEAKY = 4
 
 #: The plans' operations, by name (the codes the tuples given to ``Plan`` use).
 PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "relu": OP_RELU,
-            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T}
+            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T, "act": OP_ACT,
+            "act_grad": OP_ACT_GRAD}
+#: The activations a plan computes besides ReLU, by name (OP_ACT's f0).
+PLAN_ACTIVATIONS = {"tanh": ACT_TANH, "sigmoid": ACT_SIGMOID, "elu": ACT_ELU,
+                    "leaky_relu": ACT_LEAKY}
 
 cdef struct Instr:
     int op
     bint dbl
     int f[4]
     size_t fn
+    size_t aux[4]  # OP_ACT: aux0 fn's data, aux1 a second NumPy loop, aux2 its data
     char* p[4]
     int xmask  # bit k set: p[k] is the batch input (given to each run)
     long long n[6]
     double s[6]
+
+
+ctypedef void (*ufunc_loop)(char**, const Py_ssize_t*, const Py_ssize_t*, void*) noexcept nogil
+
+
+cdef inline void _loop1(size_t fn, size_t data, char* src, char* dst, Py_ssize_t n,
+                        Py_ssize_t size) noexcept nogil:
+    """dst = f(src) by NumPy's own inner loop of a unary ufunc (n contiguous elements)."""
+    cdef char* args[2]
+    cdef Py_ssize_t steps[2]
+    args[0], args[1] = src, dst
+    steps[0], steps[1] = size, size
+    (<ufunc_loop>fn)(args, &n, steps, <void*>data)
+
+
+cdef void _act_forward(Instr* ins, const real* y, real* a, Py_ssize_t n) noexcept nogil:
+    """a = act(y) as graphgrad's NumPy forwards compute it, with NumPy's own loops for the
+    transcendental part (so the same bits): tanh: np.tanh(y); sigmoid: e = exp(-|y|),
+    where(y >= 0, 1, e) / (1 + e); elu: where(y > 0, y, alpha expm1(minimum(y, 0)));
+    leaky_relu: where(y > 0, y, y slope)."""
+    cdef Py_ssize_t i
+    cdef real c = <real>ins.s[0], e
+    cdef real zero = 0
+    cdef char* args[3]
+    cdef Py_ssize_t steps[3]
+    cdef Py_ssize_t size = sizeof(real)
+    cdef int kind = ins.f[0]
+    if kind == ACT_TANH:
+        _loop1(ins.fn, ins.aux[0], <char*>y, <char*>a, n, size)
+    elif kind == ACT_SIGMOID:
+        for i in range(n):
+            a[i] = -<real>fabs(y[i])  # as -np.abs(y), NaN's sign bit included
+        _loop1(ins.fn, ins.aux[0], <char*>a, <char*>a, n, size)
+        for i in range(n):
+            e = a[i]
+            a[i] = (<real>1 if y[i] >= 0 else e) / (<real>1 + e)
+    elif kind == ACT_ELU:
+        args[0], args[1], args[2] = <char*>y, <char*>&zero, <char*>a
+        steps[0], steps[1], steps[2] = size, 0, size
+        (<ufunc_loop>ins.aux[1])(args, &n, steps, <void*>ins.aux[2])  # minimum(y, 0)
+        _loop1(ins.fn, ins.aux[0], <char*>a, <char*>a, n, size)  # expm1
+        for i in range(n):
+            a[i] = y[i] if y[i] > 0 else c * a[i]
+    else:  # ACT_LEAKY
+        for i in range(n):
+            a[i] = y[i] if y[i] > 0 else y[i] * c
+
+
+cdef void _act_grad(int kind, double param, const real* g, const real* y, const real* a,
+                    real* out, Py_ssize_t n) noexcept nogil:
+    """out = the VJP of the activation at y (output a) of gradient g, as graphgrad's rules
+    compute it: tanh: (1 - a a) g; sigmoid: ((1 - a) a) g; elu: where(y > 0, g,
+    g (a + alpha)); leaky_relu: g where(y > 0, 1, slope)."""
+    cdef Py_ssize_t i
+    cdef real c = <real>param, t
+    if kind == ACT_TANH:
+        for i in range(n):
+            t = a[i] * a[i]
+            t = 1 - t
+            out[i] = t * g[i]
+    elif kind == ACT_SIGMOID:
+        for i in range(n):
+            t = 1 - a[i]
+            t = t * a[i]
+            out[i] = t * g[i]
+    elif kind == ACT_ELU:
+        for i in range(n):
+            out[i] = g[i] if y[i] > 0 else g[i] * (a[i] + c)
+    else:  # ACT_LEAKY
+        for i in range(n):
+            out[i] = g[i] * (<real>1 if y[i] > 0 else c)
 
 
 cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, double lr,
@@ -891,6 +976,18 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
                          ins.f[0])
         elif ins.op == OP_COPY_T:
             _copy_t(p[0], p[1], ins.n[0], ins.n[1], 8 if ins.dbl else 4)
+        elif ins.op == OP_ACT:
+            if ins.dbl:
+                _act_forward(ins, <const double*>p[0], <double*>p[1], ins.n[0])
+            else:
+                _act_forward(ins, <const float*>p[0], <float*>p[1], ins.n[0])
+        elif ins.op == OP_ACT_GRAD:
+            if ins.dbl:
+                _act_grad(ins.f[0], ins.s[0], <const double*>p[0], <const double*>p[1],
+                          <const double*>p[2], <double*>p[3], ins.n[0])
+            else:
+                _act_grad(ins.f[0], ins.s[0], <const float*>p[0], <const float*>p[1],
+                          <const float*>p[2], <float*>p[3], ins.n[0])
         elif ins.op == OP_BIAS:
             if ins.dbl:
                 _add_bias_all(<double*>p[0], <const double*>p[1], ins.n[0], ins.n[1],
@@ -943,7 +1040,8 @@ cdef class Plan:
     """A list of kernel calls over fixed arrays, run as one call with the GIL released: a
     training step compiled by ``graphgrad.compiled``, which builds the instructions, checks
     every shape and keeps every array alive (``keep``). Each instruction is a tuple
-    ``(op, float64, flags[4], fn, addresses[4], sizes[6], scalars[6])`` (see ``PLAN_OPS``); an
+    ``(op, float64, flags[4], fn, addresses[4], sizes[6], scalars[6][, aux[4]])`` (see
+    ``PLAN_OPS``); an
     address of -1 stands for the batch input given to :meth:`run`."""
 
     cdef Instr* code
@@ -962,11 +1060,15 @@ cdef class Plan:
             raise MemoryError()
         self.keep, self.x_bytes, self.n_labels = keep, x_bytes, n_labels
         self.n_classes = n_classes
-        for k, (op, dbl, flags, fn, ptrs, sizes, scalars) in enumerate(instrs):
+        for k, item in enumerate(instrs):
+            op, dbl, flags, fn, ptrs, sizes, scalars = item[:7]
+            aux = item[7] if len(item) > 7 else (0, 0, 0, 0)
             ins = &self.code[k]
             ins.op = PLAN_OPS[op]
             ins.dbl = dbl
             ins.fn = fn
+            for j in range(4):
+                ins.aux[j] = aux[j]
             for j in range(4):
                 ins.f[j] = flags[j]
                 if ptrs[j] == -1:

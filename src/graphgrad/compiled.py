@@ -3,8 +3,9 @@ the optimiser's update) as one call into compiled code, with no graph recorded.
 
 The eager step builds a graph of Tensors as the forward pass runs, walks it backwards, then
 updates every parameter; each op costs a few microseconds of Python besides its arithmetic.
-For the models most training runs use (a ``Sequential`` or ``MLP`` of ``Linear``, ``ReLU``,
-``Identity`` and a leading ``Flatten``; ``cross_entropy`` with integer labels; ``SGD`` or
+For the models most training runs use (a ``Sequential`` or ``MLP`` of ``Linear`` layers and
+the lecture's activations, ``ReLU``, ``Tanh``, ``Sigmoid``, ``LeakyReLU``, ``ELU`` and
+``Identity``, after an optional ``Flatten``; ``cross_entropy`` with integer labels; ``SGD`` or
 ``Adam``) :func:`compile_step` writes the step out once per batch size as a *plan*: a list of
 kernel calls over arrays allocated once (activations, gradients), which
 ``graphgrad._kernels.Plan`` runs in one call with the GIL released::
@@ -16,8 +17,11 @@ kernel calls over arrays allocated once (activations, gradients), which
 The plan makes the same calls as the eager step, in the same order within each array: the
 same GEMMs of the same BLAS (NumPy's, or MKL's when ``gg.set_blas`` selected it) with the same
 transposes and layouts (the measured ``columns`` layout of ``linear`` included), ``ones @ G``
-for bias gradients, the same ReLU, cross-entropy and optimiser kernels. So both give the same
-numbers bit for bit: the tests run both side by side. What the plan saves is the framework:
+for bias gradients, the same ReLU, cross-entropy and optimiser kernels, NumPy's own inner
+loops of ``tanh``, ``exp`` and ``expm1`` (found in the ufuncs' loop tables and checked against
+them, :func:`numpy_loop`) with the arithmetic of graphgrad's other activations and their rules
+in the same order. So both give the same numbers bit for bit: the tests run both side by side.
+What the plan saves is the framework:
 graph records, Tensor objects, temporary arrays and Python calls (``bench/bench_step_procs.py``
 measures it); it also computes the cross-entropy's loss and gradient in one pass, and updates
 each layer's parameters right after their gradients are made, while they are in cache.
@@ -34,6 +38,8 @@ call with its shapes.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import threading
 from collections.abc import Callable
@@ -45,7 +51,7 @@ import numpy as np
 from . import _blas, _fused
 from ._state import ANOMALY, GRAD_ENABLED
 from .errors import GraphgradError
-from .nn.activations import Identity, ReLU
+from .nn.activations import ELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .nn.layers import Flatten, Linear, Sequential
 from .nn.module import Module
 from .optim import SGD, Adam, Optimizer
@@ -65,6 +71,108 @@ def plans_unavailable() -> str:
     return ""
 
 
+#: The activation modules a plan computes (ReLU by its own kernels, the others by NumPy's own
+#: loops for tanh, exp and expm1 plus the arithmetic of graphgrad's forwards and rules).
+_ACTIVATIONS = (ReLU, Tanh, Sigmoid, LeakyReLU, ELU)
+#: The NumPy ufuncs whose inner loops each activation's forward calls.
+_ACT_LOOPS: dict[str, tuple[Any, ...]] = {
+    "tanh": (np.tanh,),
+    "sigmoid": (np.exp,),
+    "elu": (np.expm1, np.minimum),
+    "leaky_relu": (),
+}
+
+
+_ACT_TEXT = {"tanh": "tanh", "sigmoid": "sigmoid", "elu": "elu", "leaky_relu": "leaky_relu"}
+_ACT_GRAD_TEXT = {  # {k}: the layer
+    "tanh": "(1 - a{k}²)",
+    "sigmoid": "(1 - a{k}) a{k}",
+    "elu": "(1 where y{k} > 0, else a{k} + alpha)",
+    "leaky_relu": "(1 where y{k} > 0, else slope)",
+}
+_K_ACTS: dict[str, int] = {}  # the kernels' codes (graphgrad._kernels.PLAN_ACTIVATIONS)
+
+
+class _UFuncHead(ctypes.Structure):
+    """The leading fields of NumPy's ``PyUFuncObject`` (public C API, ufuncobject.h)."""
+
+    _fields_ = (
+        ("ob_refcnt", ctypes.c_ssize_t),
+        ("ob_type", ctypes.c_void_p),
+        ("nin", ctypes.c_int),
+        ("nout", ctypes.c_int),
+        ("nargs", ctypes.c_int),
+        ("identity", ctypes.c_int),
+        ("functions", ctypes.c_void_p),
+        ("data", ctypes.c_void_p),
+        ("ntypes", ctypes.c_int),
+        ("reserved1", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("types", ctypes.c_void_p),
+    )
+
+
+_LOOP = ctypes.CFUNCTYPE(
+    None,
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_ssize_t),
+    ctypes.POINTER(ctypes.c_ssize_t),
+    ctypes.c_void_p,
+)
+
+
+@functools.cache
+def numpy_loop(ufunc: Any, dtype: Any) -> tuple[int, int] | None:
+    """NumPy's own inner loop of ``ufunc`` (unary, or binary with a scalar 0 second operand)
+    for ``dtype`` (float32/float64): ``(function address, its data)``, found in the ufunc's
+    loop table and checked, by calling it, to give ``ufunc``'s own bits on a probe of
+    ordinary and extreme values (else None: a plan then does not use it)."""
+    dt = np.dtype(dtype)
+    if dt not in _FLOATS or type(ufunc) is not np.ufunc:
+        return None
+    if ufunc.nout != 1 or ufunc.nin not in (1, 2):
+        return None
+    head = _UFuncHead.from_address(id(ufunc))
+    if (head.nin, head.nout, head.ntypes) != (ufunc.nin, 1, ufunc.ntypes) or not head.types:
+        return None
+    n = head.nargs
+    types = ctypes.cast(head.types, ctypes.POINTER(ctypes.c_char))
+    funcs = ctypes.cast(head.functions, ctypes.POINTER(ctypes.c_void_p))
+    datas = ctypes.cast(head.data, ctypes.POINTER(ctypes.c_void_p)) if head.data else None
+    for k in range(head.ntypes):
+        if all(ord(types[k * n + j]) == dt.num for j in range(n)):
+            fn, data = funcs[k], (datas[k] if datas is not None else None) or 0
+            break
+    else:
+        return None
+    if not fn:
+        return None
+    probe = np.array(
+        [0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 20.0, -20.0, 88.0, -88.0,
+         100.0, -100.0, 700.0, -700.0, 1e30, -1e30, np.inf, -np.inf, np.nan],
+        dtype=dt,
+    )  # fmt: skip
+    probe = np.concatenate([probe, np.random.default_rng(0).standard_normal(41).astype(dt) * 9])
+    out = np.empty_like(probe)
+    zero = np.zeros(1, dt)
+    with np.errstate(all="ignore"):
+        want = ufunc(probe) if ufunc.nin == 1 else ufunc(probe, dt.type(0))
+    ptrs = [probe.ctypes.data, out.ctypes.data]
+    steps = [dt.itemsize, dt.itemsize]
+    if ufunc.nin == 2:
+        ptrs.insert(1, zero.ctypes.data)
+        steps.insert(1, 0)
+    _LOOP(fn)(
+        (ctypes.c_void_p * len(ptrs))(*ptrs),
+        (ctypes.c_ssize_t * 1)(probe.size),
+        (ctypes.c_ssize_t * len(steps))(*steps),
+        data,
+    )
+    if out.tobytes() != want.tobytes():
+        return None
+    return int(fn), int(data)
+
+
 class CompileError(GraphgradError, ValueError):
     """The model, loss or optimiser is not one :func:`compile_step` can compile."""
 
@@ -75,6 +183,7 @@ class _Layer:
 
     linear: Linear
     act: str = "identity"
+    param: float = 0.0  # leaky_relu's slope, elu's alpha
 
 
 def _layers(model: Module) -> tuple[list[_Layer], bool]:
@@ -91,18 +200,21 @@ def _layers(model: Module) -> tuple[list[_Layer], bool]:
             layers.append(_Layer(m))
         elif type(m) is Identity:
             continue
-        elif type(m) is ReLU:
+        elif type(m) in _ACTIVATIONS:
             if not layers or layers[-1].act != "identity":
                 raise CompileError(
                     f"compile_step: {where} must follow a Linear layer (the plan fuses each "
                     f"activation with the layer before it)"
                 )
-            layers[-1].act = "relu"
+            act = m.name  # type: ignore[attr-defined]
+            layers[-1].act = act
+            layers[-1].param = float(m.param or 0.0)  # type: ignore[attr-defined]
         else:
             raise CompileError(
                 f"compile_step: {where or type(m).__name__} cannot be compiled: a plan runs "
-                f"Sequential/MLP models of Linear, ReLU, Identity and a leading Flatten; "
-                f"train this model with the eager step (model(x), loss.backward(), "
+                f"Sequential/MLP models of Linear, the activations "
+                f"{', '.join(c.__name__ for c in _ACTIVATIONS)}, Identity and a leading "
+                f"Flatten; train this model with the eager step (model(x), loss.backward(), "
                 f"opt.step())"
             )
     if not layers:
@@ -136,8 +248,9 @@ class CompiledStep:
     """One training step of ``model`` with ``optimizer``, compiled (see the module's text).
 
     Args:
-        model: a ``Sequential`` (or ``MLP``) of ``Linear``, ``ReLU`` and ``Identity`` modules,
-            optionally starting with ``Flatten``; its parameters NumPy arrays (the ``cpu``
+        model: a ``Sequential`` (or ``MLP``) of ``Linear``, ``ReLU``, ``Tanh``, ``Sigmoid``,
+            ``LeakyReLU``, ``ELU`` and ``Identity`` modules, optionally starting with
+            ``Flatten``; its parameters NumPy arrays (the ``cpu``
             device) of one float dtype.
         optimizer: ``SGD`` (any momentum, weight decay, Nesterov, ``fused_backward``) or
             ``Adam`` over (some of) the model's parameters; its ``lr`` is read at every call,
@@ -378,6 +491,11 @@ class CompiledStep:
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
             return None
+        _K_ACTS.update(getattr(_fused.KERNELS, "PLAN_ACTIVATIONS", {}))
+        missing = [ly.act for ly in self._layers if ly.act not in ("identity", "relu", *_K_ACTS)]
+        if missing:
+            self.why_eager = f"the compiled kernels have no {missing[0]} (rebuild graphgrad)"
+            return None
         widths = [S, self.in_features] + [ly.linear.out_features for ly in self._layers]
         if min(widths) < 2:
             self.why_eager = (
@@ -436,6 +554,25 @@ class CompiledStep:
                     ptrs=(_addr(y), _addr(a)),
                     sizes=(y.size,),
                     text=f"forward   a{k + 1} = max(y{k + 1}, 0)",
+                )
+                acts.append((_addr(a), y_f))
+            elif ly.act != "identity":
+                loops = [numpy_loop(u, dt) for u in _ACT_LOOPS[ly.act]]
+                if None in loops:
+                    self.why_eager = f"NumPy's own {ly.act} loop was not found"
+                    return None
+                fn1, data1 = loops[0] if loops else (0, 0)  # type: ignore[misc]
+                fn2, data2 = loops[1] if len(loops) > 1 else (0, 0)  # type: ignore[misc]
+                a = b.array(y.shape)
+                b.add(
+                    "act",
+                    fn=fn1,
+                    aux=(data1, fn2, data2, 0),
+                    flags=(_K_ACTS[ly.act],),
+                    ptrs=(_addr(y), _addr(a)),
+                    sizes=(y.size,),
+                    scalars=(ly.param,),
+                    text=f"forward   a{k + 1} = {_ACT_TEXT[ly.act]}(y{k + 1})",
                 )
                 acts.append((_addr(a), y_f))
             else:
@@ -516,16 +653,28 @@ class CompiledStep:
                     d = b.array((S, n_in))
                     text = f"backward  D{k + 1} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
                     b.gemm(d, g_addr, g_f, w_addr, False, n_out, text)
-                if self._layers[k - 1].act == "relu":
-                    if d_f != pre[k - 1][1]:
-                        self.why_eager = "a ReLU's gradient and input in two layouts"
-                        return None
+                below = self._layers[k - 1]
+                if below.act != "identity" and d_f != pre[k - 1][1]:
+                    self.why_eager = "an activation's gradient and input in two layouts"
+                    return None
+                if below.act == "relu":
                     g_below = b.array(d.shape)
                     b.add(
                         "relu_grad",
                         ptrs=(_addr(d), pre[k - 1][0], _addr(g_below)),
                         sizes=(d.size,),
                         text=f"backward  G{k} = D{k + 1} where y{k} > 0, else 0",
+                    )
+                    grad = (_addr(g_below), d_f)
+                elif below.act != "identity":
+                    g_below = b.array(d.shape)
+                    b.add(
+                        "act_grad",
+                        flags=(_K_ACTS[below.act],),
+                        ptrs=(_addr(d), pre[k - 1][0], acts[k][0], _addr(g_below)),
+                        sizes=(d.size,),
+                        scalars=(below.param,),
+                        text=f"backward  G{k} = D{k + 1} ⊙ {_ACT_GRAD_TEXT[below.act].format(k=k)}",
                     )
                     grad = (_addr(g_below), d_f)
                 else:
@@ -685,6 +834,7 @@ class _PlanBuilder:
         ptrs: tuple[int, ...] = (),
         sizes: tuple[int, ...] = (),
         scalars: tuple[float, ...] = (),
+        aux: tuple[int, ...] = (0, 0, 0, 0),
         text: str,
     ) -> None:
         self.instrs.append(
@@ -696,6 +846,7 @@ class _PlanBuilder:
                 tuple(ptrs) + (0,) * (4 - len(ptrs)),
                 tuple(sizes) + (0,) * (6 - len(sizes)),
                 tuple(float(s) for s in scalars) + (0.0,) * (6 - len(scalars)),
+                tuple(aux),
             )
         )
         self.text.append(f"{len(self.text) + 1:3d}  {op:<9s} {text}")
