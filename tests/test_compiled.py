@@ -573,3 +573,30 @@ def test_numpy_loops_are_found_and_give_numpys_bits(ufunc: Any, dtype: Any) -> N
     assert found is not None and found[0] != 0  # (checked against the ufunc when found)
     assert numpy_loop(np.add, np.int8) is None  # no float loop of that dtype: refused
     assert numpy_loop(len, dtype) is None
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"dataset": "spiral", "classes": 3, "layers": [8, 6], "activation": "tanh"},
+        {"dataset": "xor", "layers": [4], "activation": "relu", "optimizer": "adam"},
+        {"dataset": "moons", "layers": [5, 5], "activation": "elu", "optimizer": "momentum"},
+    ],
+)
+def test_the_playground_steps_compiled_exactly(params: dict[str, Any]) -> None:
+    from graphgrad.playground._session import Session
+
+    fast, slow = Session(params), Session(params)
+    slow._compiled_step = lambda: None  # type: ignore[method-assign]  # the eager step
+    assert fast._compiled_step() is not None
+    for _ in range(3):
+        fast.step(7)
+        slow.step(7)
+    assert fast.step_count == slow.step_count == 21
+    for p, q in zip(fast.model.parameters(), slow.model.parameters(), strict=True):
+        assert _bits(p.data) == _bits(q.data)
+    assert (fast.train_loss, fast.test_loss) == (slow.train_loss, slow.test_loss)
+    # regression (mse) and penalties keep the eager step
+    assert Session({"dataset": "sine", "features": ["x1"]})._compiled_step() is None
+    assert Session({**params, "reg": "l2", "reg_rate": 0.01})._compiled_step() is None

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import data as ggdata
 from .._state import no_grad
+from ..compiled import CompiledStep, CompileError
 from ..gradcheck import numerical_grad
 from ..nn import MLP, Activation, Linear
 from ..optim import SGD, Adam, Optimizer
@@ -121,6 +122,7 @@ class Session:
         self.hidden_view: tuple[int, int, int] | None = None
         self.custom: tuple[np.ndarray, np.ndarray] | None = None
         self._accuracy: float | None = None
+        self._compiled: tuple[Any, Any, CompiledStep | None] | None = None
         self._make_data()
         self._make_model()
 
@@ -225,10 +227,27 @@ class Session:
         if len(self.history) > MAX_HISTORY:
             self.history = self.history[-1::-2][::-1]  # every other entry, the last kept
 
+    def _compiled_step(self) -> CompiledStep | None:
+        """The network's training step compiled (``gg.compile_step``: the same numbers as the
+        eager step below, bit for bit, at a tenth of its cost on these small networks), for
+        classification without a penalty; None where it does not apply."""
+        p = self.params
+        if p.is_regression or (p.reg != "none" and p.reg_rate != 0):
+            return None
+        c = self._compiled
+        if c is None or c[0] is not self.model or c[1] is not self.opt:
+            try:
+                step: CompiledStep | None = CompiledStep(self.model, self.opt)
+            except CompileError:  # an activation plans do not compute: the eager step
+                step = None
+            c = self._compiled = (self.model, self.opt, step)
+        return c[2]
+
     def _steps(self, n: int) -> None:
         p = self.params
         n_train = len(self.y_train)
         bs = min(p.batch_size, n_train)
+        compiled = self._compiled_step()
         for _ in range(n):
             if self._pos + bs > n_train:
                 self._order = self.rng.permutation(n_train)
@@ -236,6 +255,19 @@ class Session:
                 self.epoch += 1
             idx = self._order[self._pos : self._pos + bs]
             self._pos += bs
+            if compiled is not None:
+                value = compiled(
+                    _features(self.x_train[idx], p.features), self.y_train[idx],
+                    skip_nonfinite=True,
+                )  # fmt: skip
+                if not math.isfinite(value):
+                    self.diverged = (
+                        f"training diverged: the loss is {value} at step {self.step_count + 1}; "
+                        "lower the learning rate and reset"
+                    )
+                    break
+                self.step_count += 1
+                continue
             xb = tensor(_features(self.x_train[idx], p.features))
             loss = self._loss(self.model(xb), self.y_train[idx])
             pen = self._penalty()
