@@ -336,8 +336,8 @@ class CompiledStep:
         self._plans.clear()
 
     def _structure_changed(self) -> str:
-        """ "" if the model still has the modules it was compiled with; else adopt the new
-        ones (plans are rebuilt), or say why they cannot be compiled."""
+        """Nothing (an empty string) if the model still has the modules it was compiled with;
+        else adopt the new ones (plans are rebuilt), or say why they cannot be compiled."""
         mods = _modules_of(self.model)
         if len(mods) == len(self._mods) and all(
             a is b for a, b in zip(mods, self._mods, strict=True)
