@@ -614,56 +614,13 @@ def xent_forward(const real[:, ::1] x, const long long[::1] labels):
     return loss
 
 
-cdef inline void _xent_grad_rows(const real* x, const long long* labels, double scale,
-                                 real* out, Py_ssize_t T, Py_ssize_t lo,
-                                 Py_ssize_t hi) noexcept nogil:
-    cdef Py_ssize_t s, j
-    cdef double z
-    cdef real m
-    cdef const real* xs
-    cdef real* os
-    for s in range(lo, hi):
-        xs = x + s * T
-        os = out + s * T
-        m = xs[0]
-        for j in range(1, T):
-            if xs[j] > m:
-                m = xs[j]
-        z = 0
-        for j in range(T):
-            os[j] = <real>_exp(xs[j] - m)
-            z += os[j]
-        z = scale / z
-        for j in range(T):
-            os[j] = <real>(os[j] * z)
-        os[labels[s]] = <real>(os[labels[s]] - scale)
-
-
-cdef void _xent_grad(const real* x, const long long* labels, double scale, real* out,
-                     Py_ssize_t S, Py_ssize_t T, Py_ssize_t par_min) noexcept nogil:
-    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T) row-major),
-    the rows split between threads from par_min logits on."""
-    cdef Py_ssize_t c, lo, hi
-    cdef int nc = 1
-    cdef Py_ssize_t step = S
-    if S * T >= par_min:
-        step = _chunk(S, 2, &nc)
-    if nc == 1:
-        _xent_grad_rows(x, labels, scale, out, T, 0, S)
-        return
-    for c in prange(nc, num_threads=nc, schedule="static"):
-        lo = c * step
-        hi = min(S, lo + step)
-        _xent_grad_rows(x, labels, scale, out, T, lo, hi)
-
-
 cdef inline double _xent_both_rows(const real* x, const long long* labels, double scale,
                                    real* out, Py_ssize_t T, Py_ssize_t lo, Py_ssize_t hi,
                                    double* rows) noexcept nogil:
-    """``_xent_row`` and ``_xent_grad_rows`` of rows lo..hi in one pass: each exponential
-    computed once (the two sum the same values in the same order, so the loss and the
-    gradient are those of the two kernels bit for bit). Each row's loss goes to rows[s]
-    when rows is not NULL; returns their sum, row lo first."""
+    """The gradient rows lo..hi of softmax cross-entropy, out = (softmax(x) - onehot) *
+    scale, and their losses (``_xent_row``'s: it sums the same values in the same order, so
+    the loss is that kernel's bit for bit) in one pass, each exponential computed once. Each
+    row's loss goes to rows[s] when rows is not NULL; returns their sum, row lo first."""
     cdef Py_ssize_t s, j
     cdef double z, total = 0, term
     cdef real m
@@ -691,6 +648,24 @@ cdef inline double _xent_both_rows(const real* x, const long long* labels, doubl
             os[j] = <real>(os[j] * z)
         os[y] = <real>(os[y] - scale)
     return total
+
+
+cdef void _xent_grad(const real* x, const long long* labels, double scale, real* out,
+                     Py_ssize_t S, Py_ssize_t T, Py_ssize_t par_min) noexcept nogil:
+    """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T) row-major),
+    the rows split between threads from par_min logits on."""
+    cdef Py_ssize_t c, lo, hi
+    cdef int nc = 1
+    cdef Py_ssize_t step = S
+    if S * T >= par_min:
+        step = _chunk(S, 2, &nc)
+    if nc == 1:
+        _xent_both_rows(x, labels, scale, out, T, 0, S, NULL)
+        return
+    for c in prange(nc, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(S, lo + step)
+        _xent_both_rows(x, labels, scale, out, T, lo, hi, NULL)
 
 
 cdef double _xent_both(const real* x, const long long* labels, double scale, real* out,

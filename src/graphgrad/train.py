@@ -430,9 +430,8 @@ class Trainer:
     def _train_epoch(self, loader: Any, epochs: int) -> dict[str, Any]:
         if not self.device.is_cpu:
             return self._train_epoch_on_device(loader, epochs)
-        if self._compiled is not None:
-            return self._train_epoch_compiled(loader, epochs, self._compiled)
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        compiled = self._compiled  # each step one call of a compiled plan: the same numbers
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
         model.train()
         e = self.epoch + 1
@@ -441,54 +440,32 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             for b, (xb, yb) in enumerate(loader):
-                logits = model(xb)
-                loss = loss_fn(logits, _labels(yb))
-                value = float(loss.data)
+                loss: Tensor | None = None
+                if compiled is not None:
+                    if schedule != "constant":
+                        opt.lr = base_lr * lr_factor(schedule, self.step, total)
+                    value = compiled(xb, yb, skip_nonfinite=True)  # no update if not finite
+                    logits = compiled.logits
+                else:
+                    out = model(xb)
+                    loss = loss_fn(out, _labels(yb))
+                    value, logits = float(loss.data), out.data
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"the training loss is {value} at epoch {e}, batch {b + 1} of "
                         f"{len(loader)} (optimizer step {self.step + 1}); training stopped. "
                         f"{self._advice()}"
                     )
-                opt.zero_grad()
-                loss.backward()
-                self._optimizer_step(schedule, base_lr, total)
+                if loss is not None:
+                    opt.zero_grad()
+                    loss.backward()
+                    self._optimizer_step(schedule, base_lr, total)
+                else:
+                    self.step += 1
                 n = int(yb.shape[0])
                 seen += n
                 loss_sum += value * n
-                correct += _count_correct(logits.data, yb)
-                show_progress(bar, b, seen, loss_sum, t0)
-        finally:
-            if bar is not None:
-                bar.close()
-        return self._epoch_record(seen, loss_sum, correct, t0)
-
-    def _train_epoch_compiled(self, loader: Any, epochs: int, step: CompiledStep) -> dict[str, Any]:
-        """The epoch of ``_train_epoch`` with each step one call of a compiled plan: the same
-        numbers, the same checks (a NaN/Inf loss stops training before its update)."""
-        opt = self.optimizer
-        schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
-        self.model.train()
-        e = self.epoch + 1
-        bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
-        seen, correct, loss_sum = 0, 0, 0.0
-        t0 = time.perf_counter()
-        try:
-            for b, (xb, yb) in enumerate(loader):
-                if schedule != "constant":
-                    opt.lr = base_lr * lr_factor(schedule, self.step, total)
-                value = step(xb, yb, skip_nonfinite=True)
-                if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"the training loss is {value} at epoch {e}, batch {b + 1} of "
-                        f"{len(loader)} (optimizer step {self.step + 1}); training stopped. "
-                        f"{self._advice()}"
-                    )
-                self.step += 1
-                n = int(yb.shape[0])
-                seen += n
-                loss_sum += value * n
-                correct += _count_correct(step.logits, yb)
+                correct += _count_correct(logits, yb)
                 show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:
