@@ -600,3 +600,24 @@ def test_the_playground_steps_compiled_exactly(params: dict[str, Any]) -> None:
     # regression (mse) and penalties keep the eager step
     assert Session({"dataset": "sine", "features": ["x1"]})._compiled_step() is None
     assert Session({**params, "reg": "l2", "reg_rate": 0.01})._compiled_step() is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("how", ["one Tensor", "one array"])
+def test_tied_weights_take_the_eager_step(how: str) -> None:
+    # two layers with one weight: the eager step adds both gradients, a plan would not
+    def model_fn() -> Any:
+        m = gg.nn.Sequential(
+            gg.nn.Linear(6, 6, rng=np.random.default_rng(1)),
+            gg.nn.ReLU(),
+            gg.nn.Linear(6, 6, rng=np.random.default_rng(2)),
+        )
+        if how == "one Tensor":
+            m[2].weight = m[0].weight
+        else:
+            m[2].weight.data = m[0].weight.data.view()  # another array, the same memory
+        return m
+
+    m1, o1, m2, o2 = _pair(model_fn, "sgd")
+    step = _train_both(m1, o1, m2, o2, _batches((6,), 6, [5, 5], np.float32), engine="eager")
+    assert "share a parameter" in step.why_eager

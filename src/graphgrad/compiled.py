@@ -240,6 +240,15 @@ class _Built:
     text: list[str] = field(default_factory=list)
 
 
+def _shared(params: list[tuple[Tensor, np.ndarray]]) -> bool:
+    """Whether two of the parameters are one Tensor or share memory (tied weights): a plan
+    would update them as two, where the eager step adds their gradients."""
+    if len({id(p) for p, _ in params}) != len(params):
+        return True
+    arrays = [w for _, w in params]
+    return any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
+
+
 def _addr(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
@@ -519,6 +528,11 @@ class CompiledStep:
                     self.why_eager = "a parameter is read-only (the eager step raises the error)"
                     return None
                 params.append((p, w))
+        if _shared(params):
+            self.why_eager = (
+                "two layers share a parameter (or its memory): the eager step adds their gradients"
+            )
+            return None
         # forward. A matrix is (address, column-major?): a column-major (S, n) matrix is
         # held as its row-major (n, S) transpose, as NumPy holds `(W @ x.T).T`.
         cols = _blas.layout() == "columns"
