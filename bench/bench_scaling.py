@@ -1,4 +1,5 @@
 """How the MLP step scales: time per step against batch size, width and depth, graphgrad
+(the eager step, and the step compiled with ``gg.compile_step``, which ``Trainer`` runs)
 against PyTorch eager, each in its own process, taking turns (``bench_step_procs.py``).
 
 Three sweeps around a 784-512-512-10 MLP at batch 256 (fp32, ReLU, softmax cross-entropy,
@@ -24,7 +25,8 @@ from typing import Any
 
 import bench_step_procs as P  # bench/ is on sys.path when a script here runs
 
-PEERS = ["graphgrad", "pytorch"]
+PEERS = ["graphgrad", "graphgrad compiled", "pytorch"]
+COMPILED = "graphgrad compiled / pytorch"
 
 
 def sweeps(quick: bool) -> dict[str, list[tuple[int, str]]]:
@@ -50,9 +52,10 @@ def run(quick: bool, threads: int, rounds: int) -> dict[str, list[dict[str, Any]
             row = P.bench(shape, threads, rounds, target_s, pause_s, PEERS)
             row["x"] = x
             out[sweep].append(row)
-            g, t = row["ms"].get("graphgrad"), row["ms"].get("pytorch")
+            ms = row["ms"]
+            g, c, t = (ms.get(k, float("nan")) for k in PEERS)
             print(
-                f"{sweep:5s} {x:5d}: graphgrad {g:.3f} ms, pytorch {t or float('nan'):.3f} ms",
+                f"{sweep:5s} {x:5d}: graphgrad {g:.3f} ms, compiled {c:.3f} ms, pytorch {t:.3f} ms",
                 flush=True,
             )
     return out
@@ -65,18 +68,22 @@ def render(res: dict[str, list[dict[str, Any]]], threads: int) -> str:
             "",
             f"### {sweep}",
             "",
-            f"| {sweep} | shape | graphgrad ms | PyTorch ms | graphgrad / PyTorch |",
-            "|---:|---|---:|---:|---:|",
+            f"| {sweep} | shape | graphgrad ms | compiled ms | PyTorch ms | graphgrad / "
+            f"PyTorch | compiled / PyTorch |",
+            "|---:|---|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
-            ratio = next(
-                (x["value"] for x in r["ratios"] if x["ratio"] == "graphgrad / pytorch"), None
+            ratio, cratio = (
+                next((x["value"] for x in r["ratios"] if x["ratio"] == name), None)
+                for name in ("graphgrad / pytorch", COMPILED)
             )
-            t = r["ms"].get("pytorch")
+            t, c = r["ms"].get("pytorch"), r["ms"].get("graphgrad compiled")
             lines.append(
                 f"| {r['x']} | {P._name(r['shape'])} | {r['ms']['graphgrad']:.3f} | "
+                f"{'–' if c is None else f'{c:.3f}'} | "
                 f"{'–' if t is None else f'{t:.3f}'} | "
-                f"{'–' if ratio is None else f'{ratio:.2f}'} |"
+                f"{'–' if ratio is None else f'{ratio:.2f}'} | "
+                f"{'–' if cratio is None else f'{cratio:.2f}'} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -97,14 +104,13 @@ def plot(res: dict[str, list[dict[str, Any]]], path: Path, threads: int) -> bool
         for peer in PEERS:
             ys = [r["ms"].get(peer, float("nan")) for r in rows]
             axes[0, j].plot(xs, ys, marker="o", label=peer)
-        ratio = [
-            next(
-                (x["value"] for x in r["ratios"] if x["ratio"] == "graphgrad / pytorch"),
-                float("nan"),
-            )
-            for r in rows
-        ]
-        axes[1, j].plot(xs, ratio, marker="o", color="C2")
+        for name, color in (("graphgrad / pytorch", "C0"), (COMPILED, "C1")):
+            ratio = [
+                next((x["value"] for x in r["ratios"] if x["ratio"] == name), float("nan"))
+                for r in rows
+            ]
+            axes[1, j].plot(xs, ratio, marker="o", color=color, label=name)
+        axes[1, j].legend()
         axes[1, j].axhline(1.0, color="grey", lw=0.8)
         axes[0, j].set(
             xscale="log", yscale="log", title=f"step time vs {sweep}", ylabel="ms / step"
