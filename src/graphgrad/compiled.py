@@ -83,14 +83,14 @@ _ACT_LOOPS: dict[str, tuple[Any, ...]] = {
 }
 
 
-_ACT_TEXT = {"tanh": "tanh", "sigmoid": "sigmoid", "elu": "elu", "leaky_relu": "leaky_relu"}
 _ACT_GRAD_TEXT = {  # {k}: the layer
     "tanh": "(1 - a{k}²)",
     "sigmoid": "(1 - a{k}) a{k}",
     "elu": "(1 where y{k} > 0, else a{k} + alpha)",
     "leaky_relu": "(1 where y{k} > 0, else slope)",
 }
-_K_ACTS: dict[str, int] = {}  # the kernels' codes (graphgrad._kernels.PLAN_ACTIVATIONS)
+#: The kernels' codes of those activations (empty without compiled kernels).
+_K_ACTS: dict[str, int] = dict(getattr(_fused.KERNELS, "PLAN_ACTIVATIONS", {}))
 
 
 class _UFuncHead(ctypes.Structure):
@@ -489,9 +489,11 @@ class CompiledStep:
             return all(state[i]["step"] == t for i in built.adam)
         return True
 
-    def _build(self, S: int) -> _Built | None:
-        """The plan for batch size S, or None (self.why_eager says why)."""
-        dt, dbl = self.dtype, self.dtype == np.float64
+    def _plan_inputs(self, S: int) -> tuple[_PlanBuilder, list[Any], dict[str, Any]] | None:
+        """What a plan for batch size S needs, checked: a builder with the BLAS addresses,
+        the parameters with their arrays, NumPy's loops for each activation; None (and
+        self.why_eager) where a plan cannot mirror the eager step."""
+        dt = self.dtype
         blas = _blas.numpy_cblas()
         fn, ilp64 = _blas.gemm_address(dt), False
         if fn is None:
@@ -500,11 +502,6 @@ class CompiledStep:
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
             return None
-        _K_ACTS.update(getattr(_fused.KERNELS, "PLAN_ACTIVATIONS", {}))
-        missing = [ly.act for ly in self._layers if ly.act not in ("identity", "relu", *_K_ACTS)]
-        if missing:
-            self.why_eager = f"the compiled kernels have no {missing[0]} (rebuild graphgrad)"
-            return None
         widths = [S, self.in_features] + [ly.linear.out_features for ly in self._layers]
         if min(widths) < 2:
             self.why_eager = (
@@ -512,29 +509,44 @@ class CompiledStep:
                 "calls there, which the plan does not mirror)"
             )
             return None
-        opt = self.optimizer
-        index = {id(p): i for i, p in enumerate(opt.params)}
-        b = _PlanBuilder(dt, dbl, fn, ilp64, gemv, S)
-        params: list[tuple[Tensor, np.ndarray]] = []
+        loops: dict[str, Any] = {}
         for ly in self._layers:
-            for p in (ly.linear.weight, ly.linear.bias):
-                if p is None:
-                    continue
-                w = p.data
-                if type(w) is not np.ndarray or w.dtype != dt or not w.flags.c_contiguous:
-                    self.why_eager = "a parameter is not a C-contiguous array of the model's dtype"
-                    return None
-                if not w.flags.writeable:
-                    self.why_eager = "a parameter is read-only (the eager step raises the error)"
-                    return None
-                params.append((p, w))
+            if ly.act in ("identity", "relu") or ly.act in loops:
+                continue
+            if ly.act not in _K_ACTS:
+                self.why_eager = f"the compiled kernels have no {ly.act} (rebuild graphgrad)"
+                return None
+            found = [numpy_loop(u, dt) for u in _ACT_LOOPS[ly.act]]
+            if None in found:
+                self.why_eager = f"NumPy's own loop for {ly.act} was not found"
+                return None
+            found += [(0, 0)] * (2 - len(found))
+            (fn1, data1), (fn2, data2) = found  # type: ignore[misc]
+            loops[ly.act] = (fn1, (data1, fn2, data2, 0))
+        params: list[tuple[Tensor, np.ndarray]] = []
+        for p in self._params:
+            w = p.data
+            if type(w) is not np.ndarray or w.dtype != dt or not w.flags.c_contiguous:
+                self.why_eager = "a parameter is not a C-contiguous array of the model's dtype"
+                return None
+            if not w.flags.writeable:
+                self.why_eager = "a parameter is read-only (the eager step raises the error)"
+                return None
+            params.append((p, w))
         if _shared(params):
             self.why_eager = (
                 "two layers share a parameter (or its memory): the eager step adds their gradients"
             )
             return None
-        # forward. A matrix is (address, column-major?): a column-major (S, n) matrix is
-        # held as its row-major (n, S) transpose, as NumPy holds `(W @ x.T).T`.
+        return _PlanBuilder(dt, dt == np.float64, fn, ilp64, gemv, S), params, loops
+
+    def _emit_forward(
+        self, b: _PlanBuilder, loops: dict[str, Any]
+    ) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]], np.ndarray, np.ndarray]:
+        """The forward pass and the loss: each layer's input and pre-activation as
+        (address, column-major?) (a column-major (S, n) matrix is held as its row-major
+        (n, S) transpose, as NumPy holds ``(W @ x.T).T``), the logits and their gradient."""
+        S = b.S
         cols = _blas.layout() == "columns"
         acts: list[tuple[int, bool]] = [(-1, False)]  # each layer's input; -1: the batch x
         pre: list[tuple[int, bool]] = []
@@ -561,39 +573,32 @@ class CompiledStep:
                     sizes=y.shape,
                     text=f"forward   y{k + 1} += b{k + 1}",
                 )
+            if ly.act == "identity":
+                acts.append((_addr(y), y_f))
+                continue
+            a = b.array(y.shape)
             if ly.act == "relu":
-                a = b.array(y.shape)
                 b.add(
                     "relu",
                     ptrs=(_addr(y), _addr(a)),
                     sizes=(y.size,),
                     text=f"forward   a{k + 1} = max(y{k + 1}, 0)",
                 )
-                acts.append((_addr(a), y_f))
-            elif ly.act != "identity":
-                loops = [numpy_loop(u, dt) for u in _ACT_LOOPS[ly.act]]
-                if None in loops:
-                    self.why_eager = f"NumPy's own {ly.act} loop was not found"
-                    return None
-                fn1, data1 = loops[0] if loops else (0, 0)  # type: ignore[misc]
-                fn2, data2 = loops[1] if len(loops) > 1 else (0, 0)  # type: ignore[misc]
-                a = b.array(y.shape)
+            else:
+                fn, aux = loops[ly.act]
                 b.add(
                     "act",
-                    fn=fn1,
-                    aux=(data1, fn2, data2, 0),
+                    fn=fn,
+                    aux=aux,
                     flags=(_K_ACTS[ly.act],),
                     ptrs=(_addr(y), _addr(a)),
                     sizes=(y.size,),
                     scalars=(ly.param,),
-                    text=f"forward   a{k + 1} = {_ACT_TEXT[ly.act]}(y{k + 1})",
+                    text=f"forward   a{k + 1} = {ly.act}(y{k + 1})",
                 )
-                acts.append((_addr(a), y_f))
-            else:
-                acts.append((_addr(y), y_f))
-        L = len(self._layers)
+            acts.append((_addr(a), y_f))
+        L, T = len(self._layers), self.classes
         logits_addr, logits_f = pre[-1]
-        T = self.classes
         if logits_f:  # the cross-entropy takes row-major logits: NumPy copies them
             logits = b.array((S, T))
             b.add(
@@ -604,16 +609,28 @@ class CompiledStep:
             )
         else:
             logits = b.by_addr[logits_addr]
-        grad_arr = b.array((S, T))
+        grad = b.array((S, T))
         b.add(
             "xent",
-            ptrs=(_addr(logits), _addr(grad_arr)),
+            ptrs=(_addr(logits), _addr(grad)),
             sizes=(S, T),
             scalars=(1.0 / S,),
             text=f"loss      L = -(1/S) Σ_s ln softmax(y{L})[label];  "
             f"G{L} = (softmax(y{L}) - onehot) / S",
         )
+        return acts, pre, logits, grad
+
+    def _build(self, S: int) -> _Built | None:
+        """The plan for batch size S, or None (self.why_eager says why)."""
+        inputs = self._plan_inputs(S)
+        if inputs is None:
+            return None
+        b, params, loops = inputs
+        dt, opt, L = self.dtype, self.optimizer, len(self._layers)
+        index = {id(p): i for i, p in enumerate(opt.params)}
+        acts, pre, logits, grad_arr = self._emit_forward(b, loops)
         n_forward = len(b.instrs)
+        cols = _blas.layout() == "columns"
         # backward, each layer's update as soon as its gradients are made
         grads: list[tuple[Tensor, np.ndarray | None]] = []
         states: list[tuple[int, str, Any]] = []
@@ -649,8 +666,8 @@ class CompiledStep:
                 db = b.array((n_out,))
                 b.add(
                     "sum_rows",
-                    fn=gemv,
-                    flags=(int(g_f), 0, int(ilp64), 0),
+                    fn=b.gemv,
+                    flags=(int(g_f), 0, int(b.ilp64), 0),
                     ptrs=(g_addr, _addr(ones), _addr(db)),
                     sizes=(S, n_out),
                     text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
