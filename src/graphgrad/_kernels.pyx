@@ -554,95 +554,63 @@ cdef inline double _exp(real v) noexcept nogil:
         return exp(v)
 
 
-cdef inline double _xent_row(const real* xs, long long y, Py_ssize_t T) noexcept nogil:
-    """-log softmax(x_s)[y] for one row: m = max x_s; x_s[y] - m - log sum_j exp(x_sj - m)."""
-    cdef Py_ssize_t j
-    cdef real m = xs[0]
-    cdef double z = 0
-    for j in range(1, T):
-        if xs[j] > m:
-            m = xs[j]
-    for j in range(T):
-        z += _exp(xs[j] - m)
-    return <double>(xs[y] - m) - log(z)
-
-
 #: softmax cross-entropy splits its rows between threads from this many logits on (exp is
 #: dearer than the optimiser's multiply-adds, so from fewer elements).
 XENT_PAR_MIN = 16384
 
 
-cdef double _xent_loss(const real* x, const long long* labels, Py_ssize_t S, Py_ssize_t T,
-                       Py_ssize_t par_min) noexcept nogil:
-    """-(1/S) sum_s log softmax(x_s)[labels_s] for row-major logits x (S, T), summed in
-    double, row 0 first (whatever the thread count: the rows' terms are computed in
-    parallel, then added in order)."""
-    cdef Py_ssize_t s, c, lo, hi
-    cdef double total = 0
-    cdef double* rows = NULL
-    cdef int nc = 1
-    cdef Py_ssize_t step = S
-    if S == 0:
-        return 0.0 / 0.0
-    if S * T >= par_min:
-        step = _chunk(S, 2, &nc)
-    if nc > 1:
-        rows = <double*>malloc(S * sizeof(double))
-    if rows == NULL:  # one thread (or no memory for the row terms: the serial loop)
-        for s in range(S):
-            total += _xent_row(x + s * T, labels[s], T)
-        return -total / S
-    for c in prange(nc, num_threads=nc, schedule="static"):
-        lo = c * step
-        hi = min(S, lo + step)
-        for s in range(lo, hi):
-            rows[s] = _xent_row(x + s * T, labels[s], T)
-    for s in range(S):
-        total += rows[s]
-    free(rows)
-    return -total / S
-
-
 def xent_forward(const real[:, ::1] x, const long long[::1] labels):
-    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T) (see ``_xent_loss``)."""
+    """-(1/S) sum_s log softmax(x_s)[labels_s] for logits x (S, T): each row's term
+    x_sy - m - log sum_j exp(x_sj - m) (m = max_j x_sj), summed in double, row 0 first
+    (whatever the thread count: the rows' terms are computed in parallel, then added in
+    order)."""
     cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
     cdef double loss
     if S == 0:
         return float("nan")
     with nogil:
-        loss = _xent_loss(&x[0, 0], &labels[0], S, T, par_min)
+        loss = _xent_both(&x[0, 0], &labels[0], 0.0, <real*>NULL, S, T, par_min)
     return loss
 
 
 cdef inline double _xent_both_rows(const real* x, const long long* labels, double scale,
                                    real* out, Py_ssize_t T, Py_ssize_t lo, Py_ssize_t hi,
                                    double* rows) noexcept nogil:
-    """The gradient rows lo..hi of softmax cross-entropy, out = (softmax(x) - onehot) *
-    scale, and their losses (``_xent_row``'s: it sums the same values in the same order, so
-    the loss is that kernel's bit for bit) in one pass, each exponential computed once. Each
-    row's loss goes to rows[s] when rows is not NULL; returns their sum, row lo first."""
+    """Softmax cross-entropy of rows lo..hi in one pass, each exponential computed once:
+    each row's loss term x_sy - m - log sum_j exp(x_sj - m) (m = max_j x_sj; the sum in
+    double, in order), to rows[s] when rows is not NULL, and, when out is not NULL, its
+    gradient row out_s = (softmax(x_s) - onehot) * scale. Returns the terms' sum, row lo
+    first. (The exponentials are rounded to ``real`` before they are summed either way:
+    ``_exp`` of a float is a float, so the loss is the same with or without out.)"""
     cdef Py_ssize_t s, j
     cdef double z, total = 0, term
-    cdef real m
+    cdef real m, e
     cdef const real* xs
     cdef real* os
     cdef long long y
     for s in range(lo, hi):
         xs = x + s * T
-        os = out + s * T
         y = labels[s]
         m = xs[0]
         for j in range(1, T):
             if xs[j] > m:
                 m = xs[j]
         z = 0
-        for j in range(T):
-            os[j] = <real>_exp(xs[j] - m)
-            z += os[j]
+        if out == NULL:
+            for j in range(T):
+                e = <real>_exp(xs[j] - m)
+                z += e
+        else:
+            os = out + s * T
+            for j in range(T):
+                os[j] = <real>_exp(xs[j] - m)
+                z += os[j]
         term = <double>(xs[y] - m) - log(z)
         if rows != NULL:
             rows[s] = term
         total += term
+        if out == NULL:
+            continue
         z = scale / z
         for j in range(T):
             os[j] = <real>(os[j] * z)
@@ -670,9 +638,9 @@ cdef void _xent_grad(const real* x, const long long* labels, double scale, real*
 
 cdef double _xent_both(const real* x, const long long* labels, double scale, real* out,
                        Py_ssize_t S, Py_ssize_t T, Py_ssize_t par_min) noexcept nogil:
-    """The loss (``_xent_loss``) and its gradient (``_xent_grad``) in one pass over the
-    logits; the rows split between threads from par_min logits on, their losses then added
-    in order."""
+    """The loss -(1/S) sum of the rows' terms and (unless out is NULL) its gradient
+    (``_xent_both_rows``) in one pass over the logits; the rows split between threads from
+    par_min logits on, their terms then added in order."""
     cdef Py_ssize_t c, lo, hi, s
     cdef int nc = 1
     cdef Py_ssize_t step = S
