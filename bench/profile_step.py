@@ -26,6 +26,9 @@ With ``--speedup 1,2``: the non-GEMM part of graphgrad's step (step minus GEMMs:
 elementwise kernels, framework) at 1 and at 2 threads (``gg.set_num_threads``), alternating
 in rounds, and its speed-up (median of per-round ratios); the issue's target is >= 1.6x.
 
+Then the compiled step (``gg.compile_step``, what ``Trainer`` runs) kernel call by kernel
+call: each instruction of its plan timed alone, then the whole plan.
+
 Run: python bench/profile_step.py [--shape 784,256,256,10 --batch 128] [--quick] [--md PATH]
      [--speedup 1,2]
 """
@@ -403,6 +406,55 @@ _TUNING = (
 )
 
 
+def plan_profile(sizes: list[int], batch: int, quick: bool) -> str:
+    """The compiled step (``gg.compile_step``) kernel call by kernel call: each instruction
+    of its plan run alone, many times (the fastest of 5 rounds), then the whole plan."""
+    x, y = _data(sizes, batch)
+    model = gg.nn.MLP(sizes[0], sizes[1:-1], sizes[-1], "relu", rng=np.random.default_rng(0))
+    step = gg.compile_step(model, gg.optim.SGD(model.parameters(), lr=1e-6, momentum=MU))
+    step(x, y)
+    if step.engine != "kernels":
+        return f"(no plan: {step.why_eager})\n"
+    built = step._plans[batch]  # this batch size's plan (a benchmark may look inside)
+    plan, text = built.plan, built.text
+
+    def best(start: int, stop: int, n: int) -> float:
+        times = []
+        for _ in range(2 if quick else 5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                plan.run(x, y, 1e-6, 0.0, start, stop)
+            times.append((time.perf_counter() - t0) / n)
+        return min(times) * 1e6
+
+    whole = best(0, -1, 3 if quick else 20)
+    n = max(3, int(2000 / max(whole, 1.0))) if not quick else 3
+    each = [best(i, i + 1, max(n, 3)) for i in range(len(text))]
+    total = sum(each)
+    name = f"{'-'.join(map(str, sizes))} b{batch}"
+    lines = [
+        f"### {name}: the compiled step, kernel call by kernel call",
+        "",
+        "Each instruction of the plan run alone, again and again (its arrays stay in cache), "
+        "the fastest of 5 rounds; then the whole plan, whose instructions evict each "
+        "other's arrays.",
+        "",
+        "| # | kernel | what | µs | share |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for t, line in zip(each, text, strict=True):
+        num, kernel, what = line.split(None, 2)
+        lines.append(f"| {num} | {kernel} | {what} | {t:.1f} | {t / total:.1%} |")
+    gemm = sum(t for t, line in zip(each, text, strict=True) if line.split()[1] == "gemm")
+    lines += [
+        "",
+        f"Sum of the calls alone: {total:.0f} µs ({gemm:.0f} µs in the GEMMs, "
+        f"{gemm / total:.0%}); the whole plan: {whole:.0f} µs.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", action="append", help="layer sizes, e.g. 784,256,256,10")
@@ -429,6 +481,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     with B.threads_limited(args.threads):
         for shape, batch in zip(shapes, batches, strict=True):
             md, _ = run([int(s) for s in shape.split(",")], batch, args.quick)
+            print(md)
+            text.append(md)
+        text += ["## The compiled step, kernel by kernel", ""]
+        for shape, batch in zip(shapes, batches, strict=True):
+            md = plan_profile([int(s) for s in shape.split(",")], batch, args.quick)
             print(md)
             text.append(md)
     if args.speedup:

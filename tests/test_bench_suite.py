@@ -85,6 +85,10 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     assert all(v > 0 for v in parts)
     assert sum(parts) < float(row["step (split run)"])
     assert "`_engine.py" in text  # the cProfile listing names the engine's pass
+    # the compiled step's plan, one row per kernel call, each timed
+    assert "16-8-4 b8: the compiled step, kernel call by kernel call" in text
+    calls = [ln.split("|") for ln in text.splitlines() if ln.startswith("| 1 | gemm |")]
+    assert calls and float(calls[0][4]) > 0
 
 
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
