@@ -621,3 +621,21 @@ def test_tied_weights_take_the_eager_step(how: str) -> None:
     m1, o1, m2, o2 = _pair(model_fn, "sgd")
     step = _train_both(m1, o1, m2, o2, _batches((6,), 6, [5, 5], np.float32), engine="eager")
     assert "share a parameter" in step.why_eager
+
+
+def test_graphgrad_info_says_whether_steps_are_compiled() -> None:
+    import json
+
+    from test_blas import graphgrad_info
+
+    proc = graphgrad_info()
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("steps:"))
+    info = json.loads(graphgrad_info("--json").stdout)["compiled_steps"]
+    if _fused.COMPILED:
+        assert info["available"] and "tanh" in info["activations"]
+        assert "compile MLP steps" in line and "tanh, sigmoid, elu, leaky_relu" in line
+    else:
+        assert not info["available"] and "eager only" in line
+    off = graphgrad_info(GRAPHGRAD_PURE_PYTHON="1")
+    assert "steps:     eager only (the compiled kernels are not built" in off.stdout

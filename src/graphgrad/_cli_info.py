@@ -43,7 +43,7 @@ def collect() -> dict[str, Any]:
     """Everything ``graphgrad info`` prints, as a dict."""
     import numpy as np
 
-    from . import _backend, _blas, _fused, _memory, scalar
+    from . import _backend, _blas, _fused, _memory, compiled, scalar
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for name in ("graphgrad", "mkl", "threadpoolctl", "torch"):
@@ -69,6 +69,7 @@ def collect() -> dict[str, Any]:
             "openmp": bool(kernels is not None and getattr(kernels, "OPENMP", False)),
         },
         "kernel_isa": _fused.kernel_isa(),
+        "compiled_steps": compiled.plans_info(),
     }
 
 
@@ -163,6 +164,13 @@ def _run(args: argparse.Namespace) -> int:
             + ", ".join(isa["available"])
             + "; GRAPHGRAD_KERNEL_ISA chooses)"
         )
+    steps = info["compiled_steps"]
+    lines.append(
+        "steps:     Trainer, graphgrad train and the playground compile MLP steps "
+        f"(gg.compile_step; activations: {', '.join(steps['activations'])})"
+        if steps["available"]
+        else f"steps:     eager only ({steps['reason']})"
+    )
     lines.append("devices:   " + "; ".join(f"{k}: {v}" for k, v in info["devices"].items()))
     print("\n".join(lines))
     return 0

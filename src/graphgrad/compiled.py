@@ -57,7 +57,7 @@ from .nn.module import Module
 from .optim import SGD, Adam, Optimizer
 from .tensor import Tensor, cross_entropy
 
-__all__ = ["CompileError", "CompiledStep", "compile_step", "plans_unavailable"]
+__all__ = ["CompileError", "CompiledStep", "compile_step", "plans_info", "plans_unavailable"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NOWHERE: dict[str, Any] = {}
@@ -171,6 +171,22 @@ def numpy_loop(ufunc: Any, dtype: Any) -> tuple[int, int] | None:
     if out.tobytes() != want.tobytes():
         return None
     return int(fn), int(data)
+
+
+def plans_info() -> dict[str, Any]:
+    """Whether compiled steps can run here (``available``; else ``reason``), and which
+    activations a plan computes (``activations``: ReLU and identity always, the others where
+    NumPy's own loops were found and checked, in float32 and float64)."""
+    reason = plans_unavailable()
+    acts = ["identity", "relu"]
+    if not reason:
+        for act, ufuncs in _ACT_LOOPS.items():
+            ok = act in _K_ACTS and all(
+                numpy_loop(u, dt) is not None for u in ufuncs for dt in _FLOATS
+            )
+            if ok:
+                acts.append(act)
+    return {"available": not reason, "reason": reason, "activations": acts}
 
 
 class CompileError(GraphgradError, ValueError):
