@@ -133,7 +133,10 @@ def numpy_loop(ufunc: Any, dtype: Any) -> tuple[int, int] | None:
     if ufunc.nout != 1 or ufunc.nin not in (1, 2):
         return None
     head = _UFuncHead.from_address(id(ufunc))
+    # the fields must read as the ufunc's own: else the struct is not laid out as assumed
     if (head.nin, head.nout, head.ntypes) != (ufunc.nin, 1, ufunc.ntypes) or not head.types:
+        return None
+    if head.name != ufunc.__name__.encode() or head.nargs != ufunc.nargs:
         return None
     n = head.nargs
     types = ctypes.cast(head.types, ctypes.POINTER(ctypes.c_char))
