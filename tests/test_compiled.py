@@ -639,3 +639,17 @@ def test_graphgrad_info_says_whether_steps_are_compiled() -> None:
         assert not info["available"] and "eager only" in line
     off = graphgrad_info(GRAPHGRAD_PURE_PYTHON="1")
     assert "steps:     eager only (the compiled kernels are not built" in off.stdout
+
+
+@needs_kernels
+def test_adam_with_different_step_counts_takes_the_eager_step() -> None:
+    # a plan has one step count t for Adam's bias corrections: parameters that took different
+    # numbers of steps (a layer added later) take the eager step, which counts each one
+    m1, o1, m2, o2 = _pair(_mlp, "adam")
+    batches = _batches((12,), 5, [8, 8, 8], np.float32)
+    _train_both(m1, o1, m2, o2, batches[:1])
+    for o in (o1, o2):
+        o.state[0]["step"] = 7
+    step = _train_both(m1, o1, m2, o2, batches[1:], engine="eager")
+    assert "different numbers of steps" in step.why_eager
+    assert not step._plans  # decided before any plan was built

@@ -791,9 +791,7 @@ cdef enum:
     OP_SUM_ROWS = 2   # ones p1 @ p0 (n0, n1) -> p2: f2 ilp64, f0: p0 is the (n1, n0) transpose
     OP_BIAS = 3       # p0 (n0, n1) += p1 (a row; f0: a column, p0 a column-major array's
                       # transpose)
-    OP_RELU = 4       # p1 = max(p0, 0), n0 elements
     OP_XENT = 5       # loss of logits p0 (n0, n1) and the labels; p1 = its gradient, s0 scale
-    OP_RELU_GRAD = 6  # p2 = p0 where p1 > 0 else 0, n0 elements
     OP_SGD = 7        # w p0, g p1, v p2, n0: s1 mu, s2 wd, f0 nesterov, f3 first
     OP_ADAM = 8       # w p0, g p1, m p2, v p3, n0: s1 b1, s2 b2, s3 eps, s4 wd
     OP_COPY_T = 9     # p1 (n1, n0) = the transpose of p0 (n0, n1)
@@ -802,18 +800,19 @@ cdef enum:
     OP_ACT_GRAD = 11  # p3 = the VJP of a at input p1, output p2, of gradient p0 (f0, s0)
 
 cdef enum:
+    ACT_RELU = 0  # the ReLU kernels (relu, relu_grad): threaded, per instruction set
     ACT_TANH = 1
     ACT_SIGMOID = 2
     ACT_ELU = 3
     ACT_LEAKY = 4
 
 #: The plans' operations, by name (the codes the tuples given to ``Plan`` use).
-PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "relu": OP_RELU,
-            "xent": OP_XENT, "relu_grad": OP_RELU_GRAD, "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T, "act": OP_ACT,
+PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "xent": OP_XENT,
+            "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T, "act": OP_ACT,
             "act_grad": OP_ACT_GRAD}
-#: The activations a plan computes besides ReLU, by name (OP_ACT's f0).
-PLAN_ACTIVATIONS = {"tanh": ACT_TANH, "sigmoid": ACT_SIGMOID, "elu": ACT_ELU,
-                    "leaky_relu": ACT_LEAKY}
+#: The activations a plan computes, by name (OP_ACT's and OP_ACT_GRAD's f0).
+PLAN_ACTIVATIONS = {"relu": ACT_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID,
+                    "elu": ACT_ELU, "leaky_relu": ACT_LEAKY}
 
 cdef struct Instr:
     int op
@@ -840,9 +839,11 @@ cdef inline void _loop1(size_t fn, size_t data, char* src, char* dst, Py_ssize_t
     (<ufunc_loop>fn)(args, &n, steps, <void*>data)
 
 
-cdef void _act_forward(Instr* ins, const real* y, real* a, Py_ssize_t n) noexcept nogil:
-    """a = act(y) as graphgrad's NumPy forwards compute it, with NumPy's own loops for the
-    transcendental part (so the same bits): tanh: np.tanh(y); sigmoid: e = exp(-|y|),
+cdef void _act_forward(Instr* ins, const real* y, real* a, Py_ssize_t n,
+                       Py_ssize_t par_min) noexcept nogil:
+    """a = act(y) as graphgrad's forwards compute it: relu: the ``relu`` kernel; the others
+    with NumPy's own loops for the transcendental part (so the same bits): tanh:
+    np.tanh(y); sigmoid: e = exp(-|y|),
     where(y >= 0, 1, e) / (1 + e); elu: where(y > 0, y, alpha expm1(minimum(y, 0)));
     leaky_relu: where(y > 0, y, y slope)."""
     cdef Py_ssize_t i
@@ -852,7 +853,9 @@ cdef void _act_forward(Instr* ins, const real* y, real* a, Py_ssize_t n) noexcep
     cdef Py_ssize_t steps[3]
     cdef Py_ssize_t size = sizeof(real)
     cdef int kind = ins.f[0]
-    if kind == ACT_TANH:
+    if kind == ACT_RELU:
+        _relu_all(y, a, n, par_min)
+    elif kind == ACT_TANH:
         _loop1(ins.fn, ins.aux[0], <char*>y, <char*>a, n, size)
     elif kind == ACT_SIGMOID:
         for i in range(n):
@@ -874,13 +877,15 @@ cdef void _act_forward(Instr* ins, const real* y, real* a, Py_ssize_t n) noexcep
 
 
 cdef void _act_grad(int kind, double param, const real* g, const real* y, const real* a,
-                    real* out, Py_ssize_t n) noexcept nogil:
+                    real* out, Py_ssize_t n, Py_ssize_t par_min) noexcept nogil:
     """out = the VJP of the activation at y (output a) of gradient g, as graphgrad's rules
-    compute it: tanh: (1 - a a) g; sigmoid: ((1 - a) a) g; elu: where(y > 0, g,
+    compute it: relu: the ``relu_grad`` kernel (g where y > 0, else 0); tanh: (1 - a a) g; sigmoid: ((1 - a) a) g; elu: where(y > 0, g,
     g (a + alpha)); leaky_relu: g where(y > 0, 1, slope)."""
     cdef Py_ssize_t i
     cdef real c = <real>param, t
-    if kind == ACT_TANH:
+    if kind == ACT_RELU:
+        _relu_grad_all(g, y, out, n, par_min)
+    elif kind == ACT_TANH:
         for i in range(n):
             t = a[i] * a[i]
             t = 1 - t
@@ -921,16 +926,16 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
             _copy_t(p[0], p[1], ins.n[0], ins.n[1], 8 if ins.dbl else 4)
         elif ins.op == OP_ACT:
             if ins.dbl:
-                _act_forward(ins, <const double*>p[0], <double*>p[1], ins.n[0])
+                _act_forward(ins, <const double*>p[0], <double*>p[1], ins.n[0], par_min)
             else:
-                _act_forward(ins, <const float*>p[0], <float*>p[1], ins.n[0])
+                _act_forward(ins, <const float*>p[0], <float*>p[1], ins.n[0], par_min)
         elif ins.op == OP_ACT_GRAD:
             if ins.dbl:
                 _act_grad(ins.f[0], ins.s[0], <const double*>p[0], <const double*>p[1],
-                          <const double*>p[2], <double*>p[3], ins.n[0])
+                          <const double*>p[2], <double*>p[3], ins.n[0], par_min)
             else:
                 _act_grad(ins.f[0], ins.s[0], <const float*>p[0], <const float*>p[1],
-                          <const float*>p[2], <float*>p[3], ins.n[0])
+                          <const float*>p[2], <float*>p[3], ins.n[0], par_min)
         elif ins.op == OP_BIAS:
             if ins.dbl:
                 _add_bias_all(<double*>p[0], <const double*>p[1], ins.n[0], ins.n[1],
@@ -938,11 +943,6 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
             else:
                 _add_bias_all(<float*>p[0], <const float*>p[1], ins.n[0], ins.n[1],
                               ins.f[0], par_min)
-        elif ins.op == OP_RELU:
-            if ins.dbl:
-                _relu_all(<const double*>p[0], <double*>p[1], ins.n[0], par_min)
-            else:
-                _relu_all(<const float*>p[0], <float*>p[1], ins.n[0], par_min)
         elif ins.op == OP_XENT:
             if ins.dbl:
                 loss = _xent_both(<const double*>p[0], labels, ins.s[0], <double*>p[1],
@@ -950,13 +950,6 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
             else:
                 loss = _xent_both(<const float*>p[0], labels, ins.s[0], <float*>p[1],
                                   ins.n[0], ins.n[1], xent_min)
-        elif ins.op == OP_RELU_GRAD:
-            if ins.dbl:
-                _relu_grad_all(<const double*>p[0], <const double*>p[1], <double*>p[2],
-                               ins.n[0], par_min)
-            else:
-                _relu_grad_all(<const float*>p[0], <const float*>p[1], <float*>p[2],
-                               ins.n[0], par_min)
         elif ins.op == OP_SGD:
             if ins.dbl:
                 _sgd_all(<double*>p[0], <const double*>p[1], <double*>p[2], ins.n[0], lr,

@@ -76,18 +76,20 @@ def plans_unavailable() -> str:
 _ACTIVATIONS = (ReLU, Tanh, Sigmoid, LeakyReLU, ELU)
 #: The NumPy ufuncs whose inner loops each activation's forward calls.
 _ACT_LOOPS: dict[str, tuple[Any, ...]] = {
+    "relu": (),
     "tanh": (np.tanh,),
     "sigmoid": (np.exp,),
     "elu": (np.expm1, np.minimum),
     "leaky_relu": (),
 }
-
-
-_ACT_GRAD_TEXT = {  # {k}: the layer
-    "tanh": "(1 - a{k}²)",
-    "sigmoid": "(1 - a{k}) a{k}",
-    "elu": "(1 where y{k} > 0, else a{k} + alpha)",
-    "leaky_relu": "(1 where y{k} > 0, else slope)",
+#: What each activation's forward and VJP compute, for describe() ({k}: the layer, {j}: the
+#: one above).
+_ACT_TEXT = {
+    "relu": ("a{j} = max(y{j}, 0)", "G{k} = D{j} where y{k} > 0, else 0"),
+    "tanh": ("a{j} = tanh(y{j})", "G{k} = D{j} ⊙ (1 - a{k}²)"),
+    "sigmoid": ("a{j} = sigmoid(y{j})", "G{k} = D{j} ⊙ (1 - a{k}) a{k}"),
+    "elu": ("a{j} = elu(y{j})", "G{k} = D{j} ⊙ (1 where y{k} > 0, else a{k} + alpha)"),
+    "leaky_relu": ("a{j} = leaky_relu(y{j})", "G{k} = D{j} ⊙ (1 where y{k} > 0, else slope)"),
 }
 #: The kernels' codes of those activations (empty without compiled kernels).
 _K_ACTS: dict[str, int] = dict(getattr(_fused.KERNELS, "PLAN_ACTIVATIONS", {}))
@@ -178,10 +180,10 @@ def numpy_loop(ufunc: Any, dtype: Any) -> tuple[int, int] | None:
 
 def plans_info() -> dict[str, Any]:
     """Whether compiled steps can run here (``available``; else ``reason``), and which
-    activations a plan computes (``activations``: ReLU and identity always, the others where
+    activations a plan computes (``activations``: identity, ReLU, and the others where
     NumPy's own loops were found and checked, in float32 and float64)."""
     reason = plans_unavailable()
-    acts = ["identity", "relu"]
+    acts = ["identity"]
     if not reason:
         for act, ufuncs in _ACT_LOOPS.items():
             ok = act in _K_ACTS and all(
@@ -530,7 +532,7 @@ class CompiledStep:
             return None
         loops: dict[str, Any] = {}
         for ly in self._layers:
-            if ly.act in ("identity", "relu") or ly.act in loops:
+            if ly.act == "identity" or ly.act in loops:
                 continue
             if ly.act not in _K_ACTS:
                 self.why_eager = f"the compiled kernels have no {ly.act} (rebuild graphgrad)"
@@ -557,6 +559,13 @@ class CompiledStep:
                 "two layers share a parameter (or its memory): the eager step adds their gradients"
             )
             return None
+        opt = self.optimizer
+        if isinstance(opt, Adam):  # one step count t for the plan's bias corrections
+            index = {id(p): i for i, p in enumerate(opt.params)}
+            ids = [index[id(p)] for p, _ in params if id(p) in index]
+            if len({opt.state.get(i, {}).get("step", 0) for i in ids}) > 1:
+                self.why_eager = "Adam's parameters have taken different numbers of steps"
+                return None
         return _PlanBuilder(dt, dt == np.float64, fn, ilp64, gemv, S), params, loops
 
     def _emit_forward(
@@ -596,25 +605,18 @@ class CompiledStep:
                 acts.append((_addr(y), y_f))
                 continue
             a = b.array(y.shape)
-            if ly.act == "relu":
-                b.add(
-                    "relu",
-                    ptrs=(_addr(y), _addr(a)),
-                    sizes=(y.size,),
-                    text=f"forward   a{k + 1} = max(y{k + 1}, 0)",
-                )
-            else:
-                fn, aux = loops[ly.act]
-                b.add(
-                    "act",
-                    fn=fn,
-                    aux=aux,
-                    flags=(_K_ACTS[ly.act],),
-                    ptrs=(_addr(y), _addr(a)),
-                    sizes=(y.size,),
-                    scalars=(ly.param,),
-                    text=f"forward   a{k + 1} = {ly.act}(y{k + 1})",
-                )
+            fn, aux = loops[ly.act]
+            b.add(
+                "act",
+                label=ly.act,
+                fn=fn,
+                aux=aux,
+                flags=(_K_ACTS[ly.act],),
+                ptrs=(_addr(y), _addr(a)),
+                sizes=(y.size,),
+                scalars=(ly.param,),
+                text="forward   " + _ACT_TEXT[ly.act][0].format(j=k + 1),
+            )
             acts.append((_addr(a), y_f))
         L, T = len(self._layers), self.classes
         logits_addr, logits_f = pre[-1]
@@ -707,28 +709,20 @@ class CompiledStep:
                 if below.act != "identity" and d_f != pre[k - 1][1]:
                     self.why_eager = "an activation's gradient and input in two layouts"
                     return None
-                if below.act == "relu":
-                    g_below = b.array(d.shape)
-                    b.add(
-                        "relu_grad",
-                        ptrs=(_addr(d), pre[k - 1][0], _addr(g_below)),
-                        sizes=(d.size,),
-                        text=f"backward  G{k} = D{k + 1} where y{k} > 0, else 0",
-                    )
-                    grad = (_addr(g_below), d_f)
-                elif below.act != "identity":
+                if below.act == "identity":
+                    grad = (_addr(d), d_f)
+                else:
                     g_below = b.array(d.shape)
                     b.add(
                         "act_grad",
+                        label=f"{below.act}_grad",
                         flags=(_K_ACTS[below.act],),
                         ptrs=(_addr(d), pre[k - 1][0], acts[k][0], _addr(g_below)),
                         sizes=(d.size,),
                         scalars=(below.param,),
-                        text=f"backward  G{k} = D{k + 1} ⊙ {_ACT_GRAD_TEXT[below.act].format(k=k)}",
+                        text="backward  " + _ACT_TEXT[below.act][1].format(k=k, j=k + 1),
                     )
                     grad = (_addr(g_below), d_f)
-                else:
-                    grad = (_addr(d), d_f)
             # the update of this layer (W was read by the GEMM above, so it may change now)
             if fused:
                 assert i_w is not None
@@ -750,11 +744,6 @@ class CompiledStep:
         plan = _fused.KERNELS.Plan(
             b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
         )
-        if adam:
-            t = opt.state[adam[0]]["step"]
-            if any(opt.state[i]["step"] != t for i in adam):
-                self.why_eager = "Adam's parameters have taken different numbers of steps"
-                return None
         return _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
 
     def _buffer(
@@ -885,6 +874,7 @@ class _PlanBuilder:
         sizes: tuple[int, ...] = (),
         scalars: tuple[float, ...] = (),
         aux: tuple[int, ...] = (0, 0, 0, 0),
+        label: str = "",
         text: str,
     ) -> None:
         self.instrs.append(
@@ -899,7 +889,7 @@ class _PlanBuilder:
                 tuple(aux),
             )
         )
-        self.text.append(f"{len(self.text) + 1:3d}  {op:<9s} {text}")
+        self.text.append(f"{len(self.text) + 1:3d}  {label or op:<9s} {text}")
 
     def gemm(
         self,

@@ -295,17 +295,19 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.last_checkpoint: Path | None = None
         self._compiled: CompiledStep | None = None
-        self.why_eager = "compiled=False" if not compiled else ""
+        self.why_eager = "compiled=False" if not compiled else plans_unavailable()
         if compiled and not self.device.is_cpu:
             self.why_eager = f"the model is on {self.device}: plans run on the cpu device"
-        elif compiled and plans_unavailable():
-            self.why_eager = plans_unavailable()
-        elif compiled:
+        elif not self.why_eager:
             try:
                 self._compiled = CompiledStep(model, optimizer, loss_fn)
             except CompileError as e:
                 self.why_eager = str(e)
-        self.step_engine = "compiled" if self._compiled is not None else "eager"
+
+    @property
+    def step_engine(self) -> str:
+        """``"compiled"`` if the steps run a compiled plan, else ``"eager"``."""
+        return "compiled" if self._compiled is not None else "eager"
 
     # ------------------------------------------------------------------ state
     def resume_from(self, checkpoint: ckpt.Checkpoint | str | os.PathLike[str]) -> None:
@@ -442,8 +444,7 @@ class Trainer:
             for b, (xb, yb) in enumerate(loader):
                 loss: Tensor | None = None
                 if compiled is not None:
-                    if schedule != "constant":
-                        opt.lr = base_lr * lr_factor(schedule, self.step, total)
+                    self._set_lr(schedule, base_lr, total)
                     value = compiled(xb, yb, skip_nonfinite=True)  # no update if not finite
                     logits = compiled.logits
                 else:
@@ -523,12 +524,15 @@ class Trainer:
         n = np.asarray(sizes, dtype=np.float64)
         return self._epoch_record(int(n.sum()), float(values @ n), correct, t0)
 
+    def _set_lr(self, schedule: str, base_lr: float, total: int) -> None:
+        """The optimiser's rate for the current step, from the schedule."""
+        if schedule != "constant":
+            self.optimizer.lr = base_lr * lr_factor(schedule, self.step, total)
+
     def _optimizer_step(self, schedule: str, base_lr: float, total: int) -> None:
         """One update at the schedule's rate for the current step (shared with subclasses)."""
-        opt = self.optimizer
-        if schedule != "constant":
-            opt.lr = base_lr * lr_factor(schedule, self.step, total)
-        opt.step()
+        self._set_lr(schedule, base_lr, total)
+        self.optimizer.step()
         self.step += 1
 
     def _epoch_record(

@@ -255,34 +255,26 @@ class Session:
                 self.epoch += 1
             idx = self._order[self._pos : self._pos + bs]
             self._pos += bs
-            if compiled is not None:
-                value = compiled(
-                    _features(self.x_train[idx], p.features), self.y_train[idx],
-                    skip_nonfinite=True,
-                )  # fmt: skip
-                if not math.isfinite(value):
-                    self.diverged = (
-                        f"training diverged: the loss is {value} at step {self.step_count + 1}; "
-                        "lower the learning rate and reset"
-                    )
-                    break
-                self.step_count += 1
-                continue
-            xb = tensor(_features(self.x_train[idx], p.features))
-            loss = self._loss(self.model(xb), self.y_train[idx])
-            pen = self._penalty()
-            if pen is not None:
-                loss = loss + pen
-            value = float(loss.data)
+            xb = _features(self.x_train[idx], p.features)
+            loss: Tensor | None = None
+            if compiled is not None:  # the whole step, but no update if the loss is not finite
+                value = compiled(xb, self.y_train[idx], skip_nonfinite=True)
+            else:
+                loss = self._loss(self.model(tensor(xb)), self.y_train[idx])
+                pen = self._penalty()
+                if pen is not None:
+                    loss = loss + pen
+                value = float(loss.data)
             if not math.isfinite(value):
                 self.diverged = (
                     f"training diverged: the loss is {value} at step {self.step_count + 1}; "
                     "lower the learning rate and reset"
                 )
                 break
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
+            if loss is not None:
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
             self.step_count += 1
 
     def _forward(
