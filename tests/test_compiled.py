@@ -653,3 +653,99 @@ def test_adam_with_different_step_counts_takes_the_eager_step() -> None:
     step = _train_both(m1, o1, m2, o2, batches[1:], engine="eager")
     assert "different numbers of steps" in step.why_eager
     assert not step._plans  # decided before any plan was built
+
+
+def _reduced_eager_step(model: Any, opt: Any, x: Any, y: Any, weight: float) -> float:
+    """The eager step of data parallelism on one process: backward seeded with the weight
+    (as ``GradientReducer.backward``), the sum over processes the identity."""
+    logits = model(x)
+    loss = gg.cross_entropy(logits, y)
+    opt.zero_grad()
+    loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
+    opt.step()
+    return float(loss.data)
+
+
+@needs_kernels
+@pytest.mark.parametrize("opt", ["momentum", "nesterov+wd", "adam"])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_a_reduced_step_writes_weighted_gradients_and_updates_from_the_sums(
+    opt: str, layout: str
+) -> None:
+    # gradients into the "reducer's" arrays, then between() (here: the sum over one process,
+    # a copy into the read arrays, doubled), then the update from those: the eager step with
+    # the same weighted seed and the same doubled gradients gives the same bits
+    before = _blas.set_layout(layout)
+    try:
+        m1, o1, m2, o2 = _pair(lambda: _mlp((12, 40, 24, 5), activation="tanh"), opt)
+        step = compile_step(m2, o2)
+        write = {id(p): np.empty_like(p.data) for p in m2.parameters()}
+        read = {id(p): np.empty_like(p.data) for p in m2.parameters()}
+        seen: list[float] = []
+
+        def between(loss: float) -> bool:
+            seen.append(loss)
+            for p in m2.parameters():
+                np.add(write[id(p)], write[id(p)], out=read[id(p)])
+                p.grad = read[id(p)]
+            return True
+
+        for (x, y), weight in zip(
+            _batches((12,), 5, [16, 16, 9, 16], np.float32), [0.5, 0.5, 0.25, 1.0], strict=True
+        ):
+            logits = m1(x)
+            loss = gg.cross_entropy(logits, y)
+            o1.zero_grad()
+            loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
+            for p in m1.parameters():
+                p.grad = np.asarray(p.grad) + np.asarray(p.grad)
+            o1.step()
+            value = step.reduced_step(x, y, weight=weight, write=write, read=read, between=between)
+            assert step.engine == "kernels", step.why_eager
+            assert value == float(loss.data) == seen[-1]
+            assert step.logits is not None and _bits(step.logits) == _bits(logits.data)
+            _assert_same(m1, o1, m2, o2)
+        assert len(step._plans) == 3  # one per (batch size, weight)
+    finally:
+        _blas.set_layout(before)
+
+
+@needs_kernels
+def test_a_reduced_step_that_is_told_not_to_update_changes_nothing() -> None:
+    model = _mlp()
+    opt = OPTIMISERS["adam"](model.parameters())
+    step = compile_step(model, opt)
+    write = {id(p): np.empty_like(p.data) for p in model.parameters()}
+    (x, y), (x2, y2) = _batches((12,), 5, [8, 8], np.float32)
+    assert step.reduced_step(x, y, weight=1.0, write=write, read=write, between=lambda _l: True)
+    before = [p.data.copy() for p in model.parameters()]
+    state = {i: {k: np.copy(v) for k, v in s.items()} for i, s in opt.state.items()}
+    value = step.reduced_step(x2, y2, weight=1.0, write=write, read=write, between=lambda _l: False)
+    assert value is not None and step.engine == "kernels"
+    assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
+    for i, st in opt.state.items():
+        for k, v in st.items():
+            assert np.array_equal(state[i][k], v), (i, k)
+
+
+@needs_kernels
+def test_a_reduced_step_that_cannot_run_says_why_and_runs_nothing() -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = compile_step(m2, o2)
+    ((x, y),) = _batches((12,), 5, [8], np.float32)
+    good = {id(p): np.empty_like(p.data) for p in m2.parameters()}
+    calls: list[float] = []
+    for write, read, why in [
+        ({**good, id(m2.parameters()[0]): np.empty((3, 3), np.float32)}, good, "does not fit"),
+        (good, {**good, id(m2.parameters()[1]): np.empty(16)}, "does not fit"),  # float64
+        (good, {}, "does not fit"),
+    ]:
+        value = step.reduced_step(x, y, weight=1.0, write=write, read=read, between=calls.append)
+        assert value is None and step.engine == "eager" and why in step.why_eager
+    ((x1, y1),) = _batches((12,), 5, [1], np.float32)  # one sample: NumPy's GEMV calls
+    assert (
+        step.reduced_step(x1, y1, weight=1.0, write=good, read=good, between=calls.append) is None
+    )
+    assert "a batch of one sample" in step.why_eager
+    assert not calls
+    _assert_same(m1, o1, m2, o2)

@@ -259,6 +259,21 @@ class _Built:
     states: list[tuple[int, str, Any]]  # optimizer.state[i][key] must still be these
     adam: list[int] = field(default_factory=list)  # state indices whose "step" advances
     text: list[str] = field(default_factory=list)
+    # a reduced step's plan (_Into): where the updates start, and the gradient arrays it
+    # writes and reads (the reducer's, which must still be these)
+    n_backward: int = -1
+    into: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class _Into:
+    """Where a reduced step (:meth:`CompiledStep.reduced_step`) puts each parameter's
+    gradient: ``write[id(p)]`` (this process's, seeded with ``weight``) and where the update
+    reads it after the reduction, ``read[id(p)]``."""
+
+    weight: float
+    write: dict[int, np.ndarray]
+    read: dict[int, np.ndarray]
 
 
 def _shared(params: list[tuple[Tensor, np.ndarray]]) -> bool:
@@ -432,6 +447,67 @@ class CompiledStep:
             opt.state[i]["step"] += 1
         return loss
 
+    def reduced_step(
+        self,
+        x: Any,
+        labels: Any,
+        *,
+        weight: float,
+        write: dict[int, np.ndarray],
+        read: dict[int, np.ndarray],
+        between: Callable[[float], bool],
+    ) -> float | None:
+        """One step of data-parallel training, its gradients summed over the processes
+        between the backward pass and the update (``graphgrad.distributed`` calls it):
+
+        1. forward, loss and backward as a plan, the cross-entropy's gradient scaled by
+           ``weight`` (this process's share of the global batch, as the eager step seeds
+           ``backward``), each parameter ``p``'s gradient written into ``write[id(p)]``;
+        2. ``between(loss)``: the reduction, which sums the ``write`` arrays over the
+           processes into ``read[id(p)]`` (and sets ``.grad``); it returns whether to update;
+        3. the optimiser's update from the ``read`` arrays, at ``optimizer.lr`` as it is then.
+
+        Returns the loss (this batch's mean), or None when no plan can run this batch
+        (:attr:`why_eager` says why; nothing ran: take the eager step). The arrays must be
+        C-contiguous, of the parameters' shapes and dtype, and stay the same arrays from call
+        to call (the plan holds their addresses; new ones build a new plan)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                "CompiledStep: called from two threads at once (its plan's arrays are shared); "
+                "give each thread its own model, optimiser and step"
+            )
+        try:
+            xa = x.data if isinstance(x, Tensor) else x
+            lab = labels.data if isinstance(labels, Tensor) else labels
+            why = self._why_not(xa, lab)
+            built = None
+            if not why:
+                if lab.dtype != np.int64 or not lab.flags.c_contiguous:
+                    lab = np.ascontiguousarray(lab, dtype=np.int64)
+                built = self._plan_for(xa.shape[0], _Into(float(weight), write, read))
+                why = "" if built is not None else self.why_eager
+            if built is None:
+                self.engine, self.why_eager = "eager", why
+                return None
+            opt = self.optimizer
+            t = float(opt.state[built.adam[0]]["step"] + 1) if built.adam else 0.0
+            try:
+                value = built.plan.run(xa, lab, opt.lr, t, 0, built.n_backward)
+            except IndexError:  # a label out of range, found before anything ran
+                self.engine, self.why_eager = "eager", "a label is out of range"
+                return None
+            self.engine, self.why_eager = "kernels", ""
+            loss = float(self.dtype.type(value))
+            self._logits = built.logits
+            if not between(loss):
+                return loss
+            built.plan.run(xa, lab, opt.lr, t, built.n_backward, -1)
+            for i in built.adam:
+                opt.state[i]["step"] += 1
+            return loss
+        finally:
+            self._busy.release()
+
     def _why_not(self, x: Any, labels: Any) -> str:
         """Why this batch cannot take a plan ("" if it can)."""
         if _fused.KERNELS is None:
@@ -482,25 +558,31 @@ class CompiledStep:
             hyper = (opt.betas, opt.eps, opt.weight_decay)
         return (*hyper, _blas.gemm_address(self.dtype), _blas.layout())
 
-    def _plan_for(self, batch: int) -> _Built | None:
+    def _plan_for(self, batch: int, into: _Into | None = None) -> _Built | None:
         key = self._hyper()
         if key != self._key:
             self._plans.clear()
             self._key = key
-        built = self._plans.get(batch)
-        if built is not None and self._still_valid(built):
+        # a reduced step's plan has the weight in its cross-entropy's scale
+        slot: Any = batch if into is None else (batch, float(self.dtype.type(into.weight)))
+        built = self._plans.get(slot)
+        if built is not None and self._still_valid(built, into):
             return built
-        built = self._build(batch)
+        built = self._build(batch, into)
         if built is not None:
             if len(self._plans) >= 4:
                 self._plans.clear()
-            self._plans[batch] = built
+            self._plans[slot] = built
         return built
 
-    def _still_valid(self, built: _Built) -> bool:
+    def _still_valid(self, built: _Built, into: _Into | None = None) -> bool:
         for p, arr in built.params:
             if p.data is not arr:
                 return False
+        if into is not None:
+            for (p, _), (w, r) in zip(built.params, built.into, strict=True):
+                if into.write.get(id(p)) is not w or into.read.get(id(p)) is not r:
+                    return False
         state = self.optimizer.state
         for i, key, arr in built.states:
             if state.get(i, _NOWHERE).get(key) is not arr:
@@ -569,7 +651,7 @@ class CompiledStep:
         return _PlanBuilder(dt, dt == np.float64, fn, ilp64, gemv, S), params, loops
 
     def _emit_forward(
-        self, b: _PlanBuilder, loops: dict[str, Any]
+        self, b: _PlanBuilder, loops: dict[str, Any], seed: float = 1.0
     ) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]], np.ndarray, np.ndarray]:
         """The forward pass and the loss: each layer's input and pre-activation as
         (address, column-major?) (a column-major (S, n) matrix is held as its row-major
@@ -635,21 +717,54 @@ class CompiledStep:
             "xent",
             ptrs=(_addr(logits), _addr(grad)),
             sizes=(S, T),
-            scalars=(1.0 / S,),
+            # the eager rule's scale: the seed (1, or a reduced step's weight, in the
+            # model's dtype as backward() gets it) over S
+            scalars=(float(self.dtype.type(seed)) / S,),
             text=f"loss      L = -(1/S) Σ_s ln softmax(y{L})[label];  "
-            f"G{L} = (softmax(y{L}) - onehot) / S",
+            + (
+                f"G{L} = (softmax(y{L}) - onehot) / S"
+                if seed == 1.0
+                else f"G{L} = (softmax(y{L}) - onehot) w / S   (w = {seed:g})"
+            ),
         )
         return acts, pre, logits, grad
 
-    def _build(self, S: int) -> _Built | None:
-        """The plan for batch size S, or None (self.why_eager says why)."""
+    def _build(self, S: int, into: _Into | None = None) -> _Built | None:
+        """The plan for batch size S, or None (self.why_eager says why). With ``into`` (a
+        reduced step) the gradients go to its ``write`` arrays, and the updates, all after
+        the backward pass, read its ``read`` arrays."""
         inputs = self._plan_inputs(S)
         if inputs is None:
             return None
         b, params, loops = inputs
         dt, opt, L = self.dtype, self.optimizer, len(self._layers)
         index = {id(p): i for i, p in enumerate(opt.params)}
-        acts, pre, logits, grad_arr = self._emit_forward(b, loops)
+        if into is not None:
+            for p, _ in params:
+                w, r = into.write.get(id(p)), into.read.get(id(p))
+                for a in (w, r):
+                    if (
+                        type(a) is not np.ndarray
+                        or a.shape != p.shape
+                        or a.dtype != dt
+                        or not (a.flags.c_contiguous and a.flags.writeable)
+                    ):
+                        self.why_eager = "a gradient array of the reduction does not fit"
+                        return None
+            if isinstance(opt, SGD) and opt.fused_backward:
+                self.why_eager = "SGD(fused_backward=True) in a reduced step"
+                return None
+        deferred: list[tuple[int, np.ndarray, np.ndarray, str]] = []
+
+        def update(i: int, w: np.ndarray, g: np.ndarray, name: str) -> None:
+            if into is None:
+                self._update(b, i, w, g, name, states, adam)
+            else:  # after the reduction: from the summed gradient
+                deferred.append((i, w, into.read[id(self._param_of(w))], name))
+
+        acts, pre, logits, grad_arr = self._emit_forward(
+            b, loops, 1.0 if into is None else into.weight
+        )
         n_forward = len(b.instrs)
         cols = _blas.layout() == "columns"
         # backward, each layer's update as soon as its gradients are made
@@ -678,13 +793,13 @@ class CompiledStep:
                 b.gemm(v, g_addr, not g_f, a_addr, a_f, S, text, beta=mu, first=first)
                 grads.append((W, None))
             else:
-                dW = b.array((n_out, n_in))
+                dW = b.array((n_out, n_in)) if into is None else b.keep(into.write[id(W)])
                 text = f"backward  dW{k + 1} = G{k + 1}ᵀ @ {b.name(k, 'a')}   ({n_out}, {n_in})"
                 b.gemm(dW, g_addr, not g_f, a_addr, a_f, S, text)
                 grads.append((W, dW))
             db: np.ndarray | None = None
             if lin.bias is not None:
-                db = b.array((n_out,))
+                db = b.array((n_out,)) if into is None else b.keep(into.write[id(lin.bias)])
                 b.add(
                     "sum_rows",
                     fn=b.gemv,
@@ -733,18 +848,32 @@ class CompiledStep:
                     text=f"update    W{k + 1} -= lr v_W{k + 1}",
                 )
             elif i_w is not None:
-                self._update(b, i_w, W.data, dW, f"W{k + 1}", states, adam)
+                assert dW is not None
+                update(i_w, W.data, dW, f"W{k + 1}")
             if lin.bias is not None and db is not None:
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
-                    self._update(b, i_b, lin.bias.data, db, f"b{k + 1}", states, adam)
+                    update(i_b, lin.bias.data, db, f"b{k + 1}")
+        n_backward = len(b.instrs)
+        for i, w, g, name in deferred:
+            b.keep(g)
+            self._update(b, i, w, g, name, states, adam)
         # the plan holds raw addresses: it keeps every array it touches alive, the parameters
         # and the optimiser's state included, even if it outlives this object
         kept = b.kept + [w for _, w in params] + [arr for _, _, arr in states]
         plan = _fused.KERNELS.Plan(
             b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
         )
-        return _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
+        built = _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
+        if into is not None:
+            built.grads = []  # the reduction points .grad at the summed gradients
+            built.n_backward = n_backward
+            built.into = [(into.write[id(p)], into.read[id(p)]) for p, _ in params]
+        return built
+
+    def _param_of(self, w: np.ndarray) -> Tensor:
+        """The parameter whose array is ``w``."""
+        return next(p for p in self._params if p.data is w)
 
     def _buffer(
         self, i: int, key: str, like: np.ndarray, states: list[tuple[int, str, Any]]

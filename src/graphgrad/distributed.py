@@ -765,6 +765,18 @@ class GradientReducer:
                 p.grad = None
         return self.finish()
 
+    def written(self) -> None:
+        """The step's gradients were written straight into the buffer's slices, already
+        weighted (a compiled plan, :meth:`graphgrad.CompiledStep.reduced_step`): count them
+        as this rank's contribution, for :meth:`finish` (no overlap: the buffer is reduced
+        in one piece)."""
+        if self.overlap:
+            raise DistributedError("GradientReducer.written: not with overlap=True")
+        self._start_step(live=False)
+        self._recording = False
+        for k in range(len(self.params)):
+            self._count[k] = 1
+
     def _start_step(self, live: bool) -> None:
         if self._live:
             raise DistributedError(
@@ -1011,6 +1023,12 @@ class DistributedTrainer(Trainer):
     All give the same weights to float rounding. ``SGD(fused_backward=True)`` cannot be
     used (it would step on each rank's own gradient).
 
+    Where the Trainer would compile its steps (``compiled=True``, the default; not with
+    ``overlap``), each rank's step is a compiled plan in two parts
+    (:meth:`graphgrad.CompiledStep.reduced_step`): forward, loss and backward, the gradients
+    written straight into the reducer's buffer; then, after the reduction, the update from
+    the summed gradients: the same numbers as the eager step, bit for bit.
+
     Each history record also has ``world_size``, ``global_batch_size`` and
     ``allreduce_seconds`` (this rank's time inside the gradient reductions in the epoch,
     waiting for the slower rank included).
@@ -1035,6 +1053,12 @@ class DistributedTrainer(Trainer):
         self.checkpoint_extra.setdefault("distributed", {})
         self.reducer = GradientReducer(model.parameters(), world, extra=3, overlap=overlap,
                                         bucket_bytes=bucket_bytes, reduce=reduce)  # fmt: skip
+        if self.overlap and self._compiled is not None:
+            self._compiled = None  # overlap reduces buckets as the eager backward makes them
+            self.why_eager = (
+                "overlap=True: the buckets are reduced while the eager backward pass makes "
+                "their gradients"
+            )
 
     def _sync_state(self) -> None:
         """Rank 0's weights, optimiser state, epoch, step and history on every rank."""
@@ -1134,9 +1158,26 @@ class DistributedTrainer(Trainer):
             w.progress()
         return self.history
 
+    def _after_reduction(self, schedule: str, base_lr: float, total: int, e: int, b: int,
+                         steps: int, global_batch: int) -> bool:  # fmt: skip
+        """Sum this step's gradients and statistics over the ranks, stop every rank if the
+        loss is not finite, and set the scheduled rate for the update; returns True (the
+        compiled step's ``between``: update)."""
+        self.reducer.finish()
+        step_loss = float(self.reducer.extra[0])
+        if not math.isfinite(step_loss):  # the same sum on every rank: all stop
+            raise TrainingDiverged(
+                f"the training loss is {step_loss / global_batch} at epoch {e}, step "
+                f"{b + 1} of {steps} (optimizer step {self.step + 1}); training stopped. "
+                f"{self._advice()}"
+            )
+        self._set_lr(schedule, base_lr, total)
+        return True
+
     def _distributed_epoch(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
         model, opt, loss_fn, w = self.model, self.optimizer, self.loss_fn, self.world
         reducer = self.reducer
+        compiled = self._compiled
         global_batch = self.batch_size * w.size
         steps = math.ceil(len(y) / global_batch)
         total = epochs * steps
@@ -1154,6 +1195,34 @@ class DistributedTrainer(Trainer):
                 lo, hi = shard_bounds(len(batch), w.rank, w.size)
                 idx = batch[lo:hi]
                 opt.zero_grad()
+                if len(idx) and compiled is not None:
+                    # the compiled step: gradients into the buffer, reduce(), then the update
+                    yb = y[idx]
+                    weight = len(idx) / len(batch)
+
+                    def reduce(
+                        loss: float, yb: np.ndarray = yb, b: int = b, n: int = len(batch)
+                    ) -> bool:
+                        logits = compiled.logits
+                        assert logits is not None
+                        hits = np.count_nonzero(np.argmax(logits, axis=1) == yb)
+                        reducer.written()
+                        extra = reducer.extra
+                        extra[0], extra[1], extra[2] = loss * len(yb), float(hits), len(yb)
+                        return self._after_reduction(schedule, base_lr, total, e, b, steps, n)
+
+                    write = dict(zip(map(id, reducer.params), reducer.views, strict=True))
+                    read = dict(zip(map(id, reducer.params), reducer.result_views, strict=True))
+                    value = compiled.reduced_step(x[idx], yb, weight=weight, write=write,
+                                                  read=read, between=reduce)  # fmt: skip
+                    if value is not None:
+                        self.step += 1
+                        w.progress()
+                        seen += len(batch)
+                        loss_sum += float(reducer.extra[0])
+                        correct += float(reducer.extra[1])
+                        show_progress(bar, b, seen, loss_sum, t0)
+                        continue
                 stats = (0.0, 0.0)
                 if len(idx):
                     yb = y[idx]
@@ -1166,15 +1235,10 @@ class DistributedTrainer(Trainer):
                     stats = (stats[0], float(hits))
                 extra = reducer.extra
                 extra[0], extra[1], extra[2] = stats[0], stats[1], len(idx)
-                reducer.finish()
-                step_loss, step_hits = float(extra[0]), float(extra[1])
-                if not math.isfinite(step_loss):  # the same sum on every rank: all stop
-                    raise TrainingDiverged(
-                        f"the training loss is {step_loss / len(batch)} at epoch {e}, step "
-                        f"{b + 1} of {steps} (optimizer step {self.step + 1}); training stopped. "
-                        f"{self._advice()}"
-                    )
-                self._optimizer_step(schedule, base_lr, total)
+                self._after_reduction(schedule, base_lr, total, e, b, steps, len(batch))
+                step_loss, step_hits = float(reducer.extra[0]), float(reducer.extra[1])
+                opt.step()
+                self.step += 1
                 w.progress()
                 seen += len(batch)
                 loss_sum += step_loss
