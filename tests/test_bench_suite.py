@@ -221,3 +221,25 @@ def test_gemm_xla_bench_quick() -> None:
     rows = [ln for ln in proc.stdout.splitlines() if ": " in ln and ln[:1].isalpha()]
     assert len(rows) == 5 and rows[0].startswith("forward, layer 1: x @ W1.T")
     assert all(float(v) > 0 for r in rows for v in r.split()[-3:])
+
+
+def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
+    """scripts/device_check.sh, the one command for a lent GPU machine with many cores, in its
+    --quick rehearsal with graphgrad as installed: the info, the GPU check on array-api-strict
+    and the step benchmark (each peer in its own process) all run and write their reports."""
+    out = tmp_path / "device"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "device_check.sh"), "--quick", "--no-build", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable, "XDG_CACHE_HOME": str(tmp_path / "c")},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "graphgrad" in (out / "info.txt").read_text()
+    assert (out / "gpu.json").exists() and (out / "GPU.md").exists()
+    rows = json.loads((out / "step_threads.json").read_text())
+    assert [r["threads"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["agree"], row["losses"]
+        assert {"graphgrad", "graphgrad compiled"} <= set(row["ms"])

@@ -166,8 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     steps = info["compiled_steps"]
     lines.append(
-        "steps:     Trainer, graphgrad train and the playground compile MLP steps "
-        f"(gg.compile_step; activations: {', '.join(steps['activations'])})"
+        "steps:     Trainer, DistributedTrainer, graphgrad train and the playground compile "
+        f"MLP steps (gg.compile_step; activations: {', '.join(steps['activations'])})"
         if steps["available"]
         else f"steps:     eager only ({steps['reason']})"
     )
