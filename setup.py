@@ -24,9 +24,9 @@ import tempfile
 
 from setuptools import Extension, setup
 
-# (module, source, optimisation level, OpenMP wanted). -ffp-contract=off: no fused multiply-adds, so the
-# compiled floats match the pure-Python/NumPy twins bit for bit (GCC and Clang may fuse
-# ``a + b * c`` on targets with FMA, e.g. aarch64).
+# (module, source, optimisation level, OpenMP wanted). -ffp-contract=off: no fused
+# multiply-adds, so the compiled floats match the pure-Python/NumPy twins bit for bit (GCC
+# and Clang may fuse ``a + b * c`` on targets with FMA, e.g. aarch64).
 MODULES = [
     ("graphgrad._scalar_core", "src/graphgrad/_scalar_core.pyx", "-O2", False),
     ("graphgrad._kernels", "src/graphgrad/_kernels.pyx", "-O3", True),
@@ -53,8 +53,10 @@ def openmp_flags() -> list[str]:
         except (OSError, subprocess.SubprocessError):
             ok = False
     if not ok:
-        print("graphgrad: the C compiler has no OpenMP; the kernels run on one thread",
-              file=sys.stderr)
+        print(
+            "graphgrad: the C compiler has no OpenMP; the kernels run on one thread",
+            file=sys.stderr,
+        )
     return ["-fopenmp"] if ok else []
 
 
