@@ -38,11 +38,12 @@ call with its shapes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,17 +405,27 @@ class CompiledStep:
         """One step on batch ``x`` with integer ``labels``; returns the loss. With
         ``skip_nonfinite``, a NaN or infinite loss is returned without the backward pass or
         the update (the parameters and the optimiser's state stay as they were)."""
+        with self._alone():
+            return self._step(x, labels, skip_nonfinite)
+
+    @contextlib.contextmanager
+    def _alone(self) -> Iterator[None]:
+        """One call at a time: the plan's arrays are shared."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(
                 "CompiledStep: called from two threads at once (its plan's arrays are shared); "
                 "give each thread its own model, optimiser and step"
             )
         try:
-            return self._step(x, labels, skip_nonfinite)
+            yield
         finally:
             self._busy.release()
 
-    def _step(self, x: Any, labels: Any, skip_nonfinite: bool) -> float:
+    def _prepare(
+        self, x: Any, labels: Any, into: _Into | None = None
+    ) -> tuple[Any, Any, _Built | None, str]:
+        """The batch's arrays (the labels as C-contiguous int64), its plan and, without one,
+        why the eager step must run."""
         xa = x.data if isinstance(x, Tensor) else x
         lab = labels.data if isinstance(labels, Tensor) else labels
         why = self._why_not(xa, lab)
@@ -422,8 +433,12 @@ class CompiledStep:
         if not why:
             if lab.dtype != np.int64 or not lab.flags.c_contiguous:
                 lab = np.ascontiguousarray(lab, dtype=np.int64)
-            built = self._plan_for(xa.shape[0])
+            built = self._plan_for(xa.shape[0], into)
             why = "" if built is not None else self.why_eager
+        return xa, lab, built, why
+
+    def _step(self, x: Any, labels: Any, skip_nonfinite: bool) -> float:
+        xa, lab, built, why = self._prepare(x, labels)
         if built is None:
             return self._eager(x, labels, why, skip_nonfinite)
         opt = self.optimizer
@@ -471,21 +486,8 @@ class CompiledStep:
         (:attr:`why_eager` says why; nothing ran: take the eager step). The arrays must be
         C-contiguous, of the parameters' shapes and dtype, and stay the same arrays from call
         to call (the plan holds their addresses; new ones build a new plan)."""
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError(
-                "CompiledStep: called from two threads at once (its plan's arrays are shared); "
-                "give each thread its own model, optimiser and step"
-            )
-        try:
-            xa = x.data if isinstance(x, Tensor) else x
-            lab = labels.data if isinstance(labels, Tensor) else labels
-            why = self._why_not(xa, lab)
-            built = None
-            if not why:
-                if lab.dtype != np.int64 or not lab.flags.c_contiguous:
-                    lab = np.ascontiguousarray(lab, dtype=np.int64)
-                built = self._plan_for(xa.shape[0], _Into(float(weight), write, read))
-                why = "" if built is not None else self.why_eager
+        with self._alone():
+            xa, lab, built, why = self._prepare(x, labels, _Into(float(weight), write, read))
             if built is None:
                 self.engine, self.why_eager = "eager", why
                 return None
@@ -505,8 +507,6 @@ class CompiledStep:
             for i in built.adam:
                 opt.state[i]["step"] += 1
             return loss
-        finally:
-            self._busy.release()
 
     def _why_not(self, x: Any, labels: Any) -> str:
         """Why this batch cannot take a plan ("" if it can)."""
