@@ -201,7 +201,7 @@ class CompileError(GraphgradError, ValueError):
 
 @dataclass
 class _Layer:
-    """A Linear layer and the activation after it ("relu" or "identity")."""
+    """A Linear layer and the activation after it (a key of ``_ACT_TEXT``, or "identity")."""
 
     linear: Linear
     act: str = "identity"
@@ -439,21 +439,31 @@ class CompiledStep:
         xa, lab, built, why = self._prepare(x, labels)
         if built is None:
             return self._eager(x, labels, why, skip_nonfinite)
-        opt = self.optimizer
-        t = 0.0
-        if built.adam:
-            t = float(opt.state[built.adam[0]]["step"] + 1)
-        plan = built.plan
-        try:
-            value = plan.run(xa, lab, opt.lr, t, 0, built.n_forward)
-        except IndexError:  # a label out of range, found before anything ran
+        loss = self._run(
+            built, xa, lab, built.n_forward, lambda v: not skip_nonfinite or math.isfinite(v)
+        )
+        if loss is None:
             return self._eager(x, labels, "a label is out of range", skip_nonfinite)
+        return loss
+
+    def _run(
+        self, built: _Built, xa: Any, lab: Any, split: int, proceed: Callable[[float], bool]
+    ) -> float | None:
+        """Run ``built``'s plan up to instruction ``split`` (the loss, or the gradients), then,
+        if ``proceed(loss)``, the rest at ``optimizer.lr`` as it is then; returns the loss, or
+        None when a label is out of range (found before anything ran)."""
+        opt = self.optimizer
+        t = float(opt.state[built.adam[0]]["step"] + 1) if built.adam else 0.0
+        try:
+            value = built.plan.run(xa, lab, opt.lr, t, 0, split)
+        except IndexError:
+            return None
         self.engine, self.why_eager = "kernels", ""
         loss = float(self.dtype.type(value))
         self._logits = built.logits
-        if skip_nonfinite and not math.isfinite(loss):
+        if not proceed(loss):
             return loss
-        plan.run(xa, lab, opt.lr, t, built.n_forward, -1)
+        built.plan.run(xa, lab, opt.lr, t, split, -1)
         for p, g in built.grads:
             p.grad = g
         for i in built.adam:
@@ -494,24 +504,9 @@ class CompiledStep:
         self, x: Any, labels: Any, into: _Into, between: Callable[[float], bool]
     ) -> float | None:
         xa, lab, built, why = self._prepare(x, labels, into)
-        if built is None:
-            self.engine, self.why_eager = "eager", why
-            return None
-        opt = self.optimizer
-        t = float(opt.state[built.adam[0]]["step"] + 1) if built.adam else 0.0
-        try:
-            value = built.plan.run(xa, lab, opt.lr, t, 0, built.n_backward)
-        except IndexError:  # a label out of range, found before anything ran
-            self.engine, self.why_eager = "eager", "a label is out of range"
-            return None
-        self.engine, self.why_eager = "kernels", ""
-        loss = float(self.dtype.type(value))
-        self._logits = built.logits
-        if not between(loss):
-            return loss
-        built.plan.run(xa, lab, opt.lr, t, built.n_backward, -1)
-        for i in built.adam:
-            opt.state[i]["step"] += 1
+        loss = None if built is None else self._run(built, xa, lab, built.n_backward, between)
+        if loss is None:
+            self.engine, self.why_eager = "eager", why or "a label is out of range"
         return loss
 
     def _why_not(self, x: Any, labels: Any) -> str:
@@ -672,14 +667,12 @@ class CompiledStep:
             a_addr, a_f = acts[-1]
             w_addr = _addr(lin.weight.data)
             y_f = cols and n_out > S  # linear's "columns" rule: x @ W.T as (W @ x.T).T
-            if y_f:
-                y = b.array((n_out, S))
-                text = f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
-                b.gemm(y, w_addr, False, a_addr, not a_f, n_in, text)
-            else:
-                y = b.array((S, n_out))
-                text = f"forward   y{k + 1} = {b.name(k, 'a')} @ W{k + 1}ᵀ   ({S}, {n_out})"
-                b.gemm(y, a_addr, a_f, w_addr, True, n_in, text)
+            text = (
+                f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
+                if y_f
+                else f"forward   y{k + 1} = {b.name(k, 'a')} @ W{k + 1}ᵀ   ({S}, {n_out})"
+            )
+            y = b.product(y_f, (S, n_out), (a_addr, a_f), (w_addr, True), n_in, text)
             pre.append((_addr(y), y_f))
             if lin.bias is not None:
                 b.add(
@@ -762,11 +755,11 @@ class CompiledStep:
                 return None
         deferred: list[tuple[int, np.ndarray, np.ndarray, str]] = []
 
-        def update(i: int, w: np.ndarray, g: np.ndarray, name: str) -> None:
+        def update(i: int, p: Tensor, g: np.ndarray, name: str) -> None:
             if into is None:
-                self._update(b, i, w, g, name, states, adam)
+                self._update(b, i, p.data, g, name, states, adam)
             else:  # after the reduction: from the summed gradient
-                deferred.append((i, w, into.read[id(self._param_of(w))], name))
+                deferred.append((i, p.data, b.keep(into.read[id(p)]), name))
 
         acts, pre, logits, grad_arr = self._emit_forward(
             b, loops, 1.0 if into is None else into.weight
@@ -818,14 +811,12 @@ class CompiledStep:
             if k:
                 w_addr = _addr(W.data)
                 d_f = cols and a_f  # linear's input gradient in its input's layout
-                if d_f:
-                    d = b.array((n_in, S))
-                    text = f"backward  D{k + 1}ᵀ = W{k + 1}ᵀ @ G{k + 1}ᵀ   ({n_in}, {S})"
-                    b.gemm(d, w_addr, True, g_addr, not g_f, n_out, text)
-                else:
-                    d = b.array((S, n_in))
-                    text = f"backward  D{k + 1} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
-                    b.gemm(d, g_addr, g_f, w_addr, False, n_out, text)
+                text = (
+                    f"backward  D{k + 1}ᵀ = W{k + 1}ᵀ @ G{k + 1}ᵀ   ({n_in}, {S})"
+                    if d_f
+                    else f"backward  D{k + 1} = G{k + 1} @ W{k + 1}   ({S}, {n_in})"
+                )
+                d = b.product(d_f, (S, n_in), (g_addr, g_f), (w_addr, False), n_out, text)
                 below = self._layers[k - 1]
                 if below.act != "identity" and d_f != pre[k - 1][1]:
                     self.why_eager = "an activation's gradient and input in two layouts"
@@ -855,14 +846,13 @@ class CompiledStep:
                 )
             elif i_w is not None:
                 assert dW is not None
-                update(i_w, W.data, dW, f"W{k + 1}")
+                update(i_w, W, dW, f"W{k + 1}")
             if lin.bias is not None and db is not None:
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
-                    update(i_b, lin.bias.data, db, f"b{k + 1}")
+                    update(i_b, lin.bias, db, f"b{k + 1}")
         n_backward = len(b.instrs)
         for i, w, g, name in deferred:
-            b.keep(g)
             self._update(b, i, w, g, name, states, adam)
         # the plan holds raw addresses: it keeps every array it touches alive, the parameters
         # and the optimiser's state included, even if it outlives this object
@@ -876,10 +866,6 @@ class CompiledStep:
             built.n_backward = n_backward
             built.into = [(into.write[id(p)], into.read[id(p)]) for p, _ in params]
         return built
-
-    def _param_of(self, w: np.ndarray) -> Tensor:
-        """The parameter whose array is ``w``."""
-        return next(p for p in self._params if p.data is w)
 
     def _buffer(
         self, i: int, key: str, like: np.ndarray, states: list[tuple[int, str, Any]]
@@ -1025,6 +1011,27 @@ class _PlanBuilder:
             )
         )
         self.text.append(f"{len(self.text) + 1:3d}  {label or op:<9s} {text}")
+
+    def product(
+        self,
+        col: bool,
+        shape: tuple[int, int],
+        a: tuple[int, bool],
+        b: tuple[int, bool],
+        K: int,
+        text: str,
+    ) -> np.ndarray:
+        """A new (M, N) = ``shape`` array op(a) @ op(b) (``a``, ``b``: (address, transposed?)),
+        row-major; or, with ``col``, column-major, held as its row-major (N, M) transpose
+        op(b)ᵀ @ op(a)ᵀ, as NumPy computes ``(W @ x.T).T``."""
+        M, N = shape
+        if col:
+            out = self.array((N, M))
+            self.gemm(out, b[0], not b[1], a[0], not a[1], K, text)
+        else:
+            out = self.array((M, N))
+            self.gemm(out, a[0], a[1], b[0], b[1], K, text)
+        return out
 
     def gemm(
         self,

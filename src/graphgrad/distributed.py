@@ -1158,11 +1158,13 @@ class DistributedTrainer(Trainer):
             w.progress()
         return self.history
 
-    def _after_reduction(self, schedule: str, base_lr: float, total: int, e: int, b: int,
-                         steps: int, global_batch: int) -> bool:  # fmt: skip
-        """Sum this step's gradients and statistics over the ranks, stop every rank if the
-        loss is not finite, and set the scheduled rate for the update; returns True (the
-        compiled step's ``between``: update)."""
+    def _reduce(self, loss_sum: float, hits: float, n: int, e: int, b: int, steps: int,
+                global_batch: int) -> None:  # fmt: skip
+        """Sum this step's gradients (already in the reducer's buffer) and statistics (this
+        rank's loss sum, correct count and samples) over the ranks, and stop every rank if
+        the loss is not finite."""
+        extra = self.reducer.extra
+        extra[0], extra[1], extra[2] = loss_sum, hits, n
         self.reducer.finish()
         step_loss = float(self.reducer.extra[0])
         if not math.isfinite(step_loss):  # the same sum on every rank: all stop
@@ -1171,13 +1173,15 @@ class DistributedTrainer(Trainer):
                 f"{b + 1} of {steps} (optimizer step {self.step + 1}); training stopped. "
                 f"{self._advice()}"
             )
-        self._set_lr(schedule, base_lr, total)
-        return True
 
     def _distributed_epoch(self, x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
         model, opt, loss_fn, w = self.model, self.optimizer, self.loss_fn, self.world
         reducer = self.reducer
         compiled = self._compiled
+        # the reducer's gradient slices (laid out once it is set up, before the epochs):
+        # where a compiled step writes this rank's gradients and reads their sums
+        write = dict(zip(map(id, reducer.params), reducer.views, strict=True))
+        read = dict(zip(map(id, reducer.params), reducer.result_views, strict=True))
         global_batch = self.batch_size * w.size
         steps = math.ceil(len(y) / global_batch)
         total = epochs * steps
@@ -1194,55 +1198,42 @@ class DistributedTrainer(Trainer):
                 batch = order[b * global_batch : (b + 1) * global_batch]
                 lo, hi = shard_bounds(len(batch), w.rank, w.size)
                 idx = batch[lo:hi]
+                n = len(batch)
                 opt.zero_grad()
+                stepped = False
                 if len(idx) and compiled is not None:
-                    # the compiled step: gradients into the buffer, reduce(), then the update
+                    # the compiled step: gradients into the buffer, the sum, then the update
                     yb = y[idx]
-                    weight = len(idx) / len(batch)
 
-                    def reduce(
-                        loss: float, yb: np.ndarray = yb, b: int = b, n: int = len(batch)
-                    ) -> bool:
-                        logits = compiled.logits
-                        assert logits is not None
-                        hits = np.count_nonzero(np.argmax(logits, axis=1) == yb)
+                    def between(loss: float, yb: np.ndarray = yb, b: int = b, n: int = n) -> bool:
+                        assert compiled is not None and compiled.logits is not None
                         reducer.written()
-                        extra = reducer.extra
-                        extra[0], extra[1], extra[2] = loss * len(yb), float(hits), len(yb)
-                        return self._after_reduction(schedule, base_lr, total, e, b, steps, n)
+                        hits = _hits(compiled.logits, yb)
+                        self._reduce(loss * len(yb), hits, len(yb), e, b, steps, n)
+                        self._set_lr(schedule, base_lr, total)  # the update reads it
+                        return True
 
-                    write = dict(zip(map(id, reducer.params), reducer.views, strict=True))
-                    read = dict(zip(map(id, reducer.params), reducer.result_views, strict=True))
-                    value = compiled.reduced_step(x[idx], yb, weight=weight, write=write,
-                                                  read=read, between=reduce)  # fmt: skip
-                    if value is not None:
-                        self.step += 1
-                        w.progress()
-                        seen += len(batch)
-                        loss_sum += float(reducer.extra[0])
-                        correct += float(reducer.extra[1])
-                        show_progress(bar, b, seen, loss_sum, t0)
-                        continue
-                stats = (0.0, 0.0)
-                if len(idx):
-                    yb = y[idx]
-                    logits = model(x[idx])
-                    loss = loss_fn(logits, yb)
-                    stats = (float(loss.data) * len(idx), 0.0)
-                    reducer.backward(loss, len(idx) / len(batch))  # weighted, into the buffer
-                    del loss
-                    hits = np.count_nonzero(np.argmax(logits.data, axis=1) == yb)
-                    stats = (stats[0], float(hits))
-                extra = reducer.extra
-                extra[0], extra[1], extra[2] = stats[0], stats[1], len(idx)
-                self._after_reduction(schedule, base_lr, total, e, b, steps, len(batch))
-                step_loss, step_hits = float(reducer.extra[0]), float(reducer.extra[1])
-                opt.step()
-                self.step += 1
+                    value = compiled.reduced_step(x[idx], yb, weight=len(idx) / n, write=write,
+                                                  read=read, between=between)  # fmt: skip
+                    stepped = value is not None
+                if stepped:
+                    self.step += 1
+                else:
+                    stats = (0.0, 0.0)
+                    if len(idx):
+                        yb = y[idx]
+                        logits = model(x[idx])
+                        loss = loss_fn(logits, yb)
+                        stats = (float(loss.data) * len(idx), 0.0)
+                        reducer.backward(loss, len(idx) / n)  # weighted, into the buffer
+                        del loss
+                        stats = (stats[0], _hits(logits.data, yb))
+                    self._reduce(stats[0], stats[1], len(idx), e, b, steps, n)
+                    self._optimizer_step(schedule, base_lr, total)
                 w.progress()
-                seen += len(batch)
-                loss_sum += step_loss
-                correct += step_hits
+                seen += n
+                loss_sum += float(reducer.extra[0])
+                correct += float(reducer.extra[1])
                 show_progress(bar, b, seen, loss_sum, t0)
         finally:
             if bar is not None:
@@ -1253,6 +1244,11 @@ class DistributedTrainer(Trainer):
             "global_batch_size": global_batch,
             "allreduce_seconds": w.allreduce_seconds - reduce_before,
         }
+
+
+def _hits(logits: np.ndarray, labels: np.ndarray) -> float:
+    """How many rows of ``logits`` have their largest entry at ``labels``."""
+    return float(np.count_nonzero(np.argmax(logits, axis=1) == labels))
 
 
 def _line(r: dict[str, Any], epochs: int) -> str:
