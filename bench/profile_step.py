@@ -25,9 +25,11 @@ them (inside a step they run with colder caches), and a cProfile listing of grap
 With ``--speedup 1,2``: the non-GEMM part of graphgrad's step (step minus GEMMs: optimiser,
 elementwise kernels, framework) at 1 and at 2 threads (``gg.set_num_threads``), alternating
 in rounds, and its speed-up (median of per-round ratios); the issue's target is >= 1.6x.
+The same for the compiled step: its non-GEMM instructions timed in their places.
 
 Then the compiled step (``gg.compile_step``, what ``Trainer`` runs) kernel call by kernel
-call: each instruction of its plan timed alone, then the whole plan.
+call: each instruction of its plan timed alone, then in its place in whole steps, then the
+whole plan.
 
 Run: python bench/profile_step.py [--shape 784,256,256,10 --batch 128] [--quick] [--md PATH]
      [--speedup 1,2]
@@ -406,17 +408,45 @@ _TUNING = (
 )
 
 
-def plan_profile(sizes: list[int], batch: int, quick: bool) -> str:
-    """The compiled step (``gg.compile_step``) kernel call by kernel call: each instruction
-    of its plan run alone, many times (the fastest of 5 rounds), then the whole plan."""
+def _compiled_plan(sizes: list[int], batch: int) -> tuple[Any, list[str], Any, Any, str]:
+    """The compiled step's plan for this shape and batch, its instructions' text, the batch
+    (x, y), and why there is no plan ("" when there is one)."""
     x, y = _data(sizes, batch)
     model = gg.nn.MLP(sizes[0], sizes[1:-1], sizes[-1], "relu", rng=np.random.default_rng(0))
     step = gg.compile_step(model, gg.optim.SGD(model.parameters(), lr=1e-6, momentum=MU))
     step(x, y)
     if step.engine != "kernels":
-        return f"(no plan: {step.why_eager})\n"
+        return None, [], x, y, step.why_eager or "no plan"
     built = step._plans[batch]  # this batch size's plan (a benchmark may look inside)
-    plan, text = built.plan, built.text
+    return built.plan, built.text, x, y, ""
+
+
+def in_step(plan: Any, x: Any, y: Any, steps: int) -> list[float]:
+    """Each instruction of ``plan`` timed in its place: ``steps`` whole steps run one
+    instruction at a time, in order (so each finds the caches and the BLAS's threads as the
+    instructions before it left them); per instruction the median, in µs."""
+    count = len(plan)
+    times: list[list[float]] = [[] for _ in range(count)]
+    clock = time.perf_counter
+    for _ in range(steps):
+        for k in range(count):
+            t0 = clock()
+            plan.run(x, y, 1e-6, 0.0, k, k + 1)
+            times[k].append(clock() - t0)
+    return [statistics.median(t) * 1e6 for t in times]
+
+
+def _is_gemm(line: str) -> bool:
+    return line.split()[1] == "gemm"
+
+
+def plan_profile(sizes: list[int], batch: int, quick: bool) -> str:
+    """The compiled step (``gg.compile_step``) kernel call by kernel call: each instruction
+    of its plan run alone, many times (the fastest of 5 rounds); each in its place in whole
+    steps (:func:`in_step`); then the whole plan."""
+    plan, text, x, y, why = _compiled_plan(sizes, batch)
+    if plan is None:
+        return f"(no plan: {why})\n"
 
     def best(start: int, stop: int, n: int) -> float:
         times = []
@@ -430,29 +460,100 @@ def plan_profile(sizes: list[int], batch: int, quick: bool) -> str:
     whole = best(0, -1, 3 if quick else 20)
     n = max(3, int(2000 / max(whole, 1.0))) if not quick else 3
     each = [best(i, i + 1, max(n, 3)) for i in range(len(text))]
-    total = sum(each)
+    placed = in_step(plan, x, y, 3 if quick else max(20, int(200_000 / max(whole, 1.0))))
+    total, total_placed = sum(each), sum(placed)
     name = f"{'-'.join(map(str, sizes))} b{batch}"
     lines = [
         f"### {name}: the compiled step, kernel call by kernel call",
         "",
         "Each instruction of the plan run alone, again and again (its arrays stay in cache), "
-        "the fastest of 5 rounds; then the whole plan, whose instructions evict each "
-        "other's arrays.",
+        "the fastest of 5 rounds; then in its place: whole steps run one instruction at a "
+        "time, in order, the median per instruction (it finds the caches as the "
+        "instructions before it left them); then the whole plan.",
         "",
-        "| # | kernel | what | µs | share |",
-        "|---:|---|---|---:|---:|",
+        "| # | kernel | what | µs alone | µs in the step | share in the step |",
+        "|---:|---|---|---:|---:|---:|",
     ]
-    for t, line in zip(each, text, strict=True):
+    for t, tp, line in zip(each, placed, text, strict=True):
         num, kernel, what = line.split(None, 2)
-        lines.append(f"| {num} | {kernel} | {what} | {t:.1f} | {t / total:.1%} |")
-    gemm = sum(t for t, line in zip(each, text, strict=True) if line.split()[1] == "gemm")
+        lines.append(
+            f"| {num} | {kernel} | {what} | {t:.1f} | {tp:.1f} | {tp / total_placed:.1%} |"
+        )
+    gemm = sum(t for t, line in zip(each, text, strict=True) if _is_gemm(line))
+    gemm_placed = sum(t for t, line in zip(placed, text, strict=True) if _is_gemm(line))
     lines += [
         "",
         f"Sum of the calls alone: {total:.0f} µs ({gemm:.0f} µs in the GEMMs, "
-        f"{gemm / total:.0%}); the whole plan: {whole:.0f} µs.",
+        f"{gemm / total:.0%}); in the step: {total_placed:.0f} µs ({gemm_placed:.0f} µs in "
+        f"the GEMMs, {total_placed - gemm_placed:.0f} µs in the rest); the whole plan: "
+        f"{whole:.0f} µs.",
         "",
     ]
     return "\n".join(lines)
+
+
+def compiled_nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool) -> str:
+    """The compiled step's non-GEMM instructions, timed in their places (:func:`in_step`), at
+    each thread count in ``counts``, taking turns; their speed-up from the first count."""
+    plan, text, x, y, why = _compiled_plan(sizes, batch)
+    name = "-".join(map(str, sizes)) + f" b{batch}"
+    if plan is None:
+        return f"### {name}: the compiled step by thread count\n\n(no plan: {why})\n"
+    rounds, steps = (2, 3) if quick else (9, 30)
+    before = gg.get_num_threads()
+    gemm_rows = [_is_gemm(line) for line in text]
+    rest = [i for i, g in enumerate(gemm_rows) if not g]
+    parts: dict[int, dict[str, list[float]]] = {k: defaultdict(list) for k in counts}
+    try:
+        for k in counts[::-1]:  # warm: the BLAS's threads started, the caches filled
+            gg.set_num_threads(k)
+            warm = in_step(plan, x, y, 3)
+        big = max(rest, key=lambda i: warm[i])  # the slowest at the first count
+        for r in range(rounds):
+            for k in counts if r % 2 == 0 else counts[::-1]:
+                gg.set_num_threads(k)
+                t = in_step(plan, x, y, steps)
+                parts[k]["non-GEMM"].append(sum(t[i] for i in rest))
+                parts[k]["slowest"].append(t[big])
+                parts[k]["GEMMs"].append(sum(t[i] for i, g in enumerate(gemm_rows) if g))
+                parts[k]["step"].append(sum(t))
+    finally:
+        gg.set_num_threads(before)
+    base = counts[0]
+    labels = {
+        "non-GEMM": "non-GEMM instructions",
+        "slowest": f"of which #{big + 1}: {text[big].split(None, 2)[2]}",
+        "GEMMs": "GEMMs",
+        "step": "step (the sum)",
+    }
+    lines = [
+        f"### {name}: the compiled step by thread count (µs, instructions in their places, "
+        f"medians of {rounds} rounds)",
+        "",
+        "| part | "
+        + " | ".join(f"{k} thread(s)" for k in counts)
+        + " | "
+        + " | ".join(f"speed-up {base} -> {k}" for k in counts[1:])
+        + " |",
+        "|---|" + "---:|" * (2 * len(counts) - 1),
+    ]
+    verdicts = []
+    for part, label in labels.items():
+        cells = [f"{statistics.median(parts[k][part]):.0f}" for k in counts]
+        ups = []
+        for k in counts[1:]:
+            up = statistics.median(
+                a / b for a, b in zip(parts[base][part], parts[k][part], strict=True)
+            )
+            ups.append(f"{up:.2f}x")
+            if part == "non-GEMM":
+                verdicts.append(
+                    f"compiled step, non-GEMM speed-up {base} -> {k} threads: **{up:.2f}x** "
+                    f"(target >= {TARGET_SPEEDUP}x: "
+                    f"{'met' if up >= TARGET_SPEEDUP else 'NOT met'})."
+                )
+        lines.append(f"| {label} | " + " | ".join(cells + ups) + " |")
+    return "\n".join([*lines, "", *verdicts, ""])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -493,6 +594,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         text += ["## The non-GEMM part by thread count", ""]
         for shape, batch in zip(shapes, batches, strict=True):
             md = nongemm_speedup([int(s) for s in shape.split(",")], batch, counts, args.quick)
+            print(md)
+            text.append(md)
+            md = compiled_nongemm_speedup(
+                [int(s) for s in shape.split(",")], batch, counts, args.quick
+            )
             print(md)
             text.append(md)
     if args.md is not None:

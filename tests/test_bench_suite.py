@@ -65,6 +65,8 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
             "16,8,4",
             "--batch",
             "8",
+            "--speedup",
+            "1,2",
             "--md",
             str(md),
         ],
@@ -77,9 +79,10 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     for part in ("| GEMMs |", "| optimiser |", "| elementwise |", "| framework (the rest) |"):
         assert part in text, part
     # the clocked parts of graphgrad's step are positive and add up to less than the step
+    split_part = text.split("## The compiled step")[0]  # the tables after name parts alike
     row = {
         ln.split("|")[1].strip(): ln.split("|")[2].strip()
-        for ln in text.splitlines()
+        for ln in split_part.splitlines()
         if ln.startswith("| ") and ln.count("|") >= 3
     }
     parts = [float(row[p]) for p in ("GEMMs", "optimiser", "elementwise")]
@@ -89,7 +92,13 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     # the compiled step's plan, one row per kernel call, each timed
     assert "16-8-4 b8: the compiled step, kernel call by kernel call" in text
     calls = [ln.split("|") for ln in text.splitlines() if ln.startswith("| 1 | gemm |")]
-    assert calls and float(calls[0][4]) > 0
+    assert calls and float(calls[0][4]) > 0 and float(calls[0][5]) > 0  # alone, in the step
+    assert re.search(r"in the step: \d+ µs \(\d+ µs in the GEMMs, \d+ µs in the rest\)", text)
+    # the non-GEMM part by thread count: the eager step's split, then the compiled plan's
+    assert "16-8-4 b8: graphgrad's step by thread count" in text
+    assert "16-8-4 b8: the compiled step by thread count" in text
+    ups = re.findall(r"compiled step, non-GEMM speed-up 1 -> 2 threads: \*\*([\d.]+)x\*\*", text)
+    assert len(ups) == 1 and float(ups[0]) > 0
 
 
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
