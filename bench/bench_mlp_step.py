@@ -127,12 +127,24 @@ class GraphgradPeer(Peer):
 
 class GraphgradCompiledPeer(GraphgradPeer):
     """The same step through ``gg.compile_step`` (one call of a compiled plan; the same
-    numbers as GraphgradPeer's, bit for bit)."""
+    numbers as GraphgradPeer's, bit for bit). With ``fused_backward=True`` the optimiser is
+    ``SGD(fused_backward=True)``: each weight gradient is added into its momentum buffer by
+    its GEMM (beta = momentum), never written out on its own."""
 
     name = "graphgrad compiled"
 
-    def __init__(self, w0: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray):
+    def __init__(
+        self,
+        w0: list[tuple[np.ndarray, np.ndarray]],
+        x: np.ndarray,
+        y: np.ndarray,
+        fused_backward: bool = False,
+    ):
         super().__init__(w0, x, y)
+        if fused_backward:
+            self.opt = gg.optim.SGD(
+                self.model.parameters(), lr=LR, momentum=MU, fused_backward=True
+            )
         self.compiled = gg.compile_step(self.model, self.opt)
         self.value = float("nan")
 

@@ -2,14 +2,14 @@
 
 Two thread pools in one process spin against each other, so in-process ratios at several
 threads mislead; here each peer (graphgrad as installed, graphgrad's step compiled with
-``gg.compile_step``, graphgrad on NumPy's BLAS, graphgrad with ``SGD(fused_backward=True)``,
-the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX jit) runs in its own worker
-process. The parent starts them all, then, round after round (the order rotated each round),
-asks one worker at a time for ``number`` steps and reads back the time; the other workers sit
-idle, blocked on their input, with a pause between turns so the last peer's spinning threads
-go to sleep. 1-thread runs are pinned to CPU 0 (``taskset -c 0``: XLA ignores the thread
-variables); n-thread runs get CPUs 0..n-1. Ratios are medians of the per-round ratios (both
-peers of a ratio timed in the same round).
+``gg.compile_step``, graphgrad on NumPy's BLAS, graphgrad with ``SGD(fused_backward=True)``
+eager and compiled, the GEMM-only bound on graphgrad's BLAS, PyTorch eager, JAX jit) runs in
+its own worker process. The parent starts them all, then, round after round (the order
+rotated each round), asks one worker at a time for ``number`` steps and reads back the time;
+the other workers sit idle, blocked on their input, with a pause between turns so the last
+peer's spinning threads go to sleep. 1-thread runs are pinned to CPU 0 (``taskset -c 0``: XLA
+ignores the thread variables); n-thread runs get CPUs 0..n-1. Ratios are medians of the
+per-round ratios (both peers of a ratio timed in the same round).
 
 The step is bench_mlp_step.py's (forward, softmax cross-entropy, backward, SGD momentum 0.9,
 fp32), from the same weights and batch; every worker reports its loss after 3 steps, and the
@@ -51,6 +51,7 @@ PEERS = [
     "graphgrad compiled",
     "graphgrad (NumPy BLAS)",
     "graphgrad fused_backward",
+    "graphgrad compiled fused_backward",
     "GEMM only",
     "pytorch",
     "jax jit",
@@ -68,6 +69,8 @@ RATIOS = [
     ("graphgrad (NumPy BLAS)", "graphgrad", None),  # where auto chose numpy: an A/A test
     ("graphgrad fused_backward", "graphgrad", None),
     ("graphgrad fused_backward", "pytorch", None),
+    ("graphgrad compiled fused_backward", "graphgrad compiled", None),
+    ("graphgrad compiled fused_backward", "jax jit", None),
     # the floor under graphgrad / JAX: a step of nothing but the BLAS's products
     ("GEMM only", "jax jit", None),
 ]
@@ -119,6 +122,8 @@ def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
         obj = M.GraphgradPeer(w0, x, y)
         if peer == "graphgrad compiled":
             obj = M.GraphgradCompiledPeer(w0, x, y)
+        elif peer == "graphgrad compiled fused_backward":
+            obj = M.GraphgradCompiledPeer(w0, x, y, fused_backward=True)
         elif peer == "graphgrad fused_backward":
             obj.opt = gg.optim.SGD(
                 obj.model.parameters(), lr=M.LR, momentum=M.MU, fused_backward=True

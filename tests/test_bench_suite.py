@@ -105,6 +105,7 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
     peers = (
         "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch,"
+        "graphgrad compiled,graphgrad compiled fused_backward,"
         "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000],graphgrad[GRAPHGRAD_PAR_MIN=64]"
     )
     proc = subprocess.run(
@@ -144,6 +145,10 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     assert "graphgrad[GRAPHGRAD_PAR_MIN=64] / graphgrad" in labels
     assert row["agree"]  # a low parallel threshold changes no result
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
+    assert any(
+        r["ratio"] == "graphgrad compiled fused_backward / graphgrad compiled"
+        for r in row["ratios"]
+    )
 
 
 def test_scaling_bench_quick(tmp_path: Path) -> None:
