@@ -5,10 +5,11 @@ momentum 0.9, 1 thread). The time of a real step is split, inside the step, into
 
     step = GEMMs + optimiser + elementwise + framework
 
-* graphgrad: clocks wrapped around the calls that do each part (the ``linear`` forward, with
-  its in-place bias add, and ``matmul`` in the VJP rules: GEMMs; ``opt.step()``: optimiser;
-  the ReLU forward and VJP, bias gradients and the softmax cross-entropy kernels:
-  elementwise); framework = the rest (graph recording, the backward pass, Python calls).
+* graphgrad: clocks wrapped around the calls that do each part (``_blas.matmul`` and
+  ``_blas.matmul_into``, which every 2-D product goes through: GEMMs; ``opt.step()``:
+  optimiser; the bias add, the ReLU forward and VJP, bias gradients and the softmax
+  cross-entropy kernels: elementwise); framework = the rest (graph recording, the backward
+  pass, Python calls).
   The clocks add ~2 µs per clocked call (about 20 per step): compare the two step rows;
 * graphgrad + MKL (when the ``mkl`` wheel is installed): the same, with
   ``gg.set_blas("mkl")``, so that its GEMMs run in the library PyTorch's run in;
@@ -58,7 +59,6 @@ import graphgrad as gg
 from graphgrad import _blas, _fused
 from graphgrad.ops import _xp
 from graphgrad.ops import elementwise as E
-from graphgrad.ops import linalg as LA
 
 LR, MU = 0.01, 0.9
 PARTS = ("GEMMs", "optimiser", "elementwise", "framework (the rest)")
@@ -70,11 +70,13 @@ class Clocks:
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
 
     def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        spent, clock = self.spent, time.perf_counter
+        spent, calls, clock = self.spent, self.calls, time.perf_counter
 
         def timed(*args: Any, **kw: Any) -> Any:
+            calls[part] += 1
             t0 = clock()
             try:
                 return fn(*args, **kw)
@@ -86,8 +88,12 @@ class Clocks:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         patches: list[tuple[Any, str, str]] = [
-            (LA.linear, "forward", "GEMMs"),  # frozen dataclass: object.__setattr__ below
-            (_xp, "matmul", "GEMMs"),
+            # every 2-D product of the step goes through these two (the layout's fast paths
+            # too: clocking ``_xp.matmul`` instead left the input gradients that "columns"
+            # computes as (W.T @ G.T).T in the framework's part)
+            (_blas, "matmul", "GEMMs"),
+            (_blas, "matmul_into", "GEMMs"),
+            (_fused, "add_bias", "elementwise"),
             (E.relu, "forward", "elementwise"),
             (_fused, "relu_grad", "elementwise"),
             (_fused, "xent_forward", "elementwise"),

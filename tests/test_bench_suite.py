@@ -101,6 +101,37 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     assert len(ups) == 1 and float(ups[0]) > 0
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_step_profile_clocks_every_product_in_either_layout(layout: str) -> None:
+    # A 16-8-4 MLP, batch 4: two forward products, two weight gradients, one input gradient.
+    # In the "columns" layout that input gradient takes linear's fast path, (W.T @ G.T).T: the
+    # GEMMs' clock must see it too, or it lands in the framework's part.
+    import numpy as np
+
+    import graphgrad as gg
+    from graphgrad import _blas
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import profile_step as P
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    previous = _blas.set_layout(layout)
+    try:
+        x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+        y = np.array([0, 1, 2, 3])
+        model = gg.nn.MLP(16, [8], 4, "relu", rng=np.random.default_rng(0))
+        opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        clocks = P.Clocks()
+        with clocks.installed():
+            opt.zero_grad()
+            gg.cross_entropy(model(x), y).backward()
+        assert clocks.calls["GEMMs"] == 5, dict(clocks.calls)
+        assert clocks.calls["elementwise"] >= 4  # bias adds, ReLU and its VJP, the loss
+    finally:
+        _blas.set_layout(previous)
+
+
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
     peers = (
