@@ -33,7 +33,7 @@ call: each instruction of its plan timed alone, then in its place in whole steps
 whole plan.
 
 Run: python bench/profile_step.py [--shape 784,256,256,10 --batch 128] [--quick] [--md PATH]
-     [--speedup 1,2]
+     [--speedup 1,2] [--parts split,plan,speedup]
 """
 
 from __future__ import annotations
@@ -572,7 +572,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--speedup", default=None, help="thread counts, e.g. 1,2: the non-GEMM part's speed-up"
     )
+    ap.add_argument(
+        "--parts",
+        default="split,plan,speedup",
+        help="which tables: split (the step part by part, with cProfile), plan (the compiled "
+        "step kernel by kernel), speedup (with --speedup); comma-separated, default all",
+    )
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= {"split", "plan", "speedup"}:
+        sys.exit(f"profile_step: unknown part in --parts {args.parts!r}")
     shapes = args.shape or ["784,256,256,10", "3072,512,512,10"]
     batches = args.batch or [128, 256][: len(shapes)]
     if len(batches) != len(shapes):
@@ -587,15 +596,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     with B.threads_limited(args.threads):
         for shape, batch in zip(shapes, batches, strict=True):
+            if "split" not in parts:
+                break
             md, _ = run([int(s) for s in shape.split(",")], batch, args.quick)
             print(md)
             text.append(md)
-        text += ["## The compiled step, kernel by kernel", ""]
+        if "plan" in parts:
+            text += ["## The compiled step, kernel by kernel", ""]
         for shape, batch in zip(shapes, batches, strict=True):
+            if "plan" not in parts:
+                break
             md = plan_profile([int(s) for s in shape.split(",")], batch, args.quick)
             print(md)
             text.append(md)
-    if args.speedup:
+    if args.speedup and "speedup" in parts:
         counts = [int(k) for k in args.speedup.split(",")]
         text += ["## The non-GEMM part by thread count", ""]
         for shape, batch in zip(shapes, batches, strict=True):

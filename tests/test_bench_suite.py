@@ -279,8 +279,9 @@ def test_gemm_xla_bench_quick() -> None:
 
 def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
     """scripts/device_check.sh, the one command for a lent GPU machine with many cores, in its
-    --quick rehearsal with graphgrad as installed: the info, the GPU check on array-api-strict
-    and the step benchmark (each peer in its own process) all run and write their reports."""
+    --quick rehearsal with graphgrad as installed: the info, the step benchmark (each peer in
+    its own process), the non-GEMM speed-ups and the GPU check on array-api-strict all run,
+    within the budget, and write their reports."""
     out = tmp_path / "device"
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "device_check.sh"), "--quick", "--no-build", str(out)],
@@ -297,3 +298,8 @@ def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
     for row in rows:
         assert row["agree"], row["losses"]
         assert {"graphgrad", "graphgrad compiled"} <= set(row["ms"])
+    speedups = (out / "SPEEDUP.md").read_text()
+    assert "64-32-32-4 b16: the compiled step by thread count" in speedups
+    assert "compiled step, non-GEMM speed-up 1 -> 2 threads" in speedups
+    assert re.search(r"== done in \d+ s \(budget 480 s\)", proc.stdout)
+    assert "cut short" not in proc.stdout
