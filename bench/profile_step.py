@@ -351,19 +351,7 @@ def nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool
     finally:
         gg.set_num_threads(before)
     name = "-".join(map(str, sizes)) + f" b{batch}"
-    base = counts[0]
-    lines = [
-        f"### {name}: graphgrad's step by thread count (ms, medians of {rounds} rounds)",
-        "",
-        "| part | "
-        + " | ".join(f"{k} thread(s)" for k in counts)
-        + " | "
-        + " | ".join(f"speed-up {base} -> {k}" for k in counts[1:])
-        + " |",
-        "|---|" + "---:|" * (2 * len(counts) - 1),
-    ]
-    verdicts: list[str] = []
-    for part in (
+    rows = (
         "non-GEMM",
         "kernels (optimiser + elementwise)",
         "optimiser",
@@ -371,22 +359,15 @@ def nongemm_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool
         "framework (the rest)",
         "GEMMs",
         "step",
-    ):
-        cells = [f"{statistics.median(parts[k][part]):.3f}" for k in counts]
-        ups = []
-        for k in counts[1:]:
-            per_round = [
-                a / b for a, b in zip(parts[base][part], parts[k][part], strict=True) if b > 0
-            ]
-            up = statistics.median(per_round) if per_round else None
-            ups.append("–" if up is None else f"{up:.2f}x")
-            if part == "non-GEMM" and up is not None:
-                verdicts.append(
-                    f"non-GEMM speed-up {base} -> {k} threads: **{up:.2f}x** (target >= "
-                    f"{TARGET_SPEEDUP}x: {'met' if up >= TARGET_SPEEDUP else 'NOT met'})."
-                )
-        lines.append(f"| {part} | " + " | ".join(cells + ups) + " |")
-    lines += ["", *verdicts]
+    )
+    lines = _by_threads(
+        f"### {name}: graphgrad's step by thread count (ms, medians of {rounds} rounds)",
+        counts,
+        parts,
+        {r: r for r in rows},
+        ".3f",
+        "non-GEMM speed-up",
+    )
     env = {k: os.environ[k] for k in _TUNING if k in os.environ}
     lines += [
         "",
@@ -525,16 +506,38 @@ def compiled_nongemm_speedup(sizes: list[int], batch: int, counts: list[int], qu
                 parts[k]["step"].append(sum(t))
     finally:
         gg.set_num_threads(before)
-    base = counts[0]
     labels = {
         "non-GEMM": "non-GEMM instructions",
         "slowest": f"of which #{big + 1}: {text[big].split(None, 2)[2]}",
         "GEMMs": "GEMMs",
         "step": "step (the sum)",
     }
-    lines = [
+    lines = _by_threads(
         f"### {name}: the compiled step by thread count (µs, instructions in their places, "
         f"medians of {rounds} rounds)",
+        counts,
+        parts,
+        labels,
+        ".0f",
+        "compiled step, non-GEMM speed-up",
+    )
+    return "\n".join([*lines, ""])
+
+
+def _by_threads(
+    title: str,
+    counts: list[int],
+    parts: dict[int, dict[str, list[float]]],
+    labels: dict[str, str],
+    fmt: str,
+    verdict: str,
+) -> list[str]:
+    """A Markdown table: a row per part (``labels``: part -> row label) with its median at
+    each thread count and its speed-up from the first count (the median of per-round
+    ratios), then the "non-GEMM" row's verdict against the target."""
+    base = counts[0]
+    lines = [
+        title,
         "",
         "| part | "
         + " | ".join(f"{k} thread(s)" for k in counts)
@@ -545,21 +548,21 @@ def compiled_nongemm_speedup(sizes: list[int], batch: int, counts: list[int], qu
     ]
     verdicts = []
     for part, label in labels.items():
-        cells = [f"{statistics.median(parts[k][part]):.0f}" for k in counts]
+        cells = [format(statistics.median(parts[k][part]), fmt) for k in counts]
         ups = []
         for k in counts[1:]:
-            up = statistics.median(
-                a / b for a, b in zip(parts[base][part], parts[k][part], strict=True)
-            )
-            ups.append(f"{up:.2f}x")
-            if part == "non-GEMM":
+            per_round = [
+                a / b for a, b in zip(parts[base][part], parts[k][part], strict=True) if b > 0
+            ]
+            up = statistics.median(per_round) if per_round else None
+            ups.append("–" if up is None else f"{up:.2f}x")
+            if part == "non-GEMM" and up is not None:
                 verdicts.append(
-                    f"compiled step, non-GEMM speed-up {base} -> {k} threads: **{up:.2f}x** "
-                    f"(target >= {TARGET_SPEEDUP}x: "
-                    f"{'met' if up >= TARGET_SPEEDUP else 'NOT met'})."
+                    f"{verdict} {base} -> {k} threads: **{up:.2f}x** (target >= "
+                    f"{TARGET_SPEEDUP}x: {'met' if up >= TARGET_SPEEDUP else 'NOT met'})."
                 )
         lines.append(f"| {label} | " + " | ".join(cells + ups) + " |")
-    return "\n".join([*lines, "", *verdicts, ""])
+    return [*lines, "", *verdicts]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
