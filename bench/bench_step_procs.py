@@ -302,6 +302,9 @@ def bench(
         "threads": threads,
         "rounds": rounds,
         "ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        # each peer's slowest round over its fastest: a peer whose steps changed speed
+        # between turns (a 2-thread step on a noisy VM) shows it here
+        "spread": {k: max(v) / min(v) for k, v in times.items() if min(v) > 0},
         "ratios": ratios,
         "losses": {k: v["loss"] for k, v in ready.items()},
         "blas": {k: v["blas"] for k, v in ready.items()},
@@ -338,6 +341,17 @@ def render(rows: list[dict[str, Any]]) -> str:
     out.append("")
     out.append(
         "Ratios of the fastest rounds (information, beside the medians above): " + "; ".join(fast)
+    )
+    spread = [
+        f"{_name(r['shape'])} at {r['threads']}: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r.get("spread", {}).items())
+        for r in rows
+    ]
+    out.append("")
+    out.append(
+        "Spread, each peer's slowest round over its fastest (near 1: its rounds agree; a "
+        "peer far above the others changed speed between turns, and its ratios say less): "
+        + "; ".join(spread)
     )
     out.append("")
     out.append(

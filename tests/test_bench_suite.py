@@ -166,6 +166,7 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     assert row["agree"], row["losses"]
     assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
     assert all(v > 0 for v in row["ms"].values())
+    assert set(row["spread"]) == set(row["ms"]) and all(v >= 1 for v in row["spread"].values())
     assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
     # variants: a peer run with extra environment variables, and its ratio to its parent (the
     # same without the last variable) or, where that does not run, to the plain peer
