@@ -118,7 +118,7 @@ def child(bench: str, tree: Path, quick: bool) -> float:
     if bench == "scalar":
         from graphgrad import _scalar_core as impl
     else:
-        from graphgrad import _scalar_py as impl  # type: ignore[no-redef]
+        from graphgrad import _scalar_py as impl
     xs, ys = bs.moons(100, 0.1, 0)
     random.seed(1337)
     node = impl.Scalar

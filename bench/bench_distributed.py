@@ -327,7 +327,8 @@ def worker_harness(samples: int, out: Path) -> None:
         grads = dist.data_parallel_grads(model, gg.cross_entropy, x, y, world)
         best = min(best, max(world.allgather(time.perf_counter() - t0)))
     if world.is_root:
-        np.savez(out, seconds=best, **grads)
+        arrays: dict[str, Any] = {"seconds": best, **grads}
+        np.savez(out, **arrays)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -105,16 +105,17 @@ def run(
         seconds: dict[str, list[float]] = {k: [] for k in peers}
         losses: dict[str, list[float]] = {k: [] for k in peers}
         loader = DataLoader((x, y), BATCH, shuffle=True, seed=SEED)
-        for e in range(epochs):
-            order = list(peers) if e % 2 == 0 else list(peers)[::-1]
+        for epoch in range(epochs):
+            order = list(peers) if epoch % 2 == 0 else list(peers)[::-1]
             for name in order:
                 if name == "graphgrad":
-                    rec = trainer.fit(x, y, e + 1)[-1]
+                    rec = trainer.fit(x, y, epoch + 1)[-1]
                     seconds[name].append(rec["seconds"])
                     losses[name].append(rec["train_loss"])
                 else:
-                    loader.set_epoch(e)  # the batches graphgrad's Trainer sees in epoch e
-                    s, loss = torch_epoch(*peers[name], loader)
+                    loader.set_epoch(epoch)  # the batches graphgrad's Trainer sees in that epoch
+                    net, topt = peers[name]
+                    s, loss = torch_epoch(net, topt, loader)
                     seconds[name].append(s)
                     losses[name].append(loss)
     med = {k: statistics.median(v) for k, v in seconds.items()}

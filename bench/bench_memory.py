@@ -168,7 +168,9 @@ def torch_peak_mallinfo(peer: TorchPeer) -> int | None:
 
 def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
     """Item 5 of the suite as a record (see run_all.py); ``quick`` changes nothing (fast)."""
-    rows, ratios, notes = [], [], []
+    rows: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    notes: list[str] = []
     try:
         import torch  # noqa: F401
 

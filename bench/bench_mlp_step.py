@@ -119,7 +119,11 @@ class GraphgradPeer(Peer):
         self.loss = loss
 
     def weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(m.weight.data.copy(), m.bias.data.copy()) for m in self.model.linear_layers()]
+        out = []
+        for m in self.model.linear_layers():
+            assert m.bias is not None  # the MLP's layers all have biases
+            out.append((m.weight.data.copy(), m.bias.data.copy()))
+        return out
 
     def last_loss(self) -> float:
         return float(self.loss.data)
@@ -286,12 +290,15 @@ class GemmPeer(Peer):
     def __init__(self, w0: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray):
         rng = np.random.default_rng(1)
         s = x.shape[0]
-        self.W = [w.copy() for w, _ in w0]
-        self.x = x
-        self.a = [rng.random((s, w.shape[0]), dtype=np.float32) for w in self.W]
-        self.g = [rng.standard_normal((s, w.shape[0]), dtype=np.float32) * 1e-3 for w in self.W]
-        self.da = [np.empty((s, w.shape[0]), np.float32) for w in self.W[:-1]]
-        self.dW = [np.empty_like(w) for w in self.W]
+        # arrays (Any: the torch variant below holds tensors over the same memory)
+        self.W: list[Any] = [w.copy() for w, _ in w0]
+        self.x: Any = x
+        self.a: list[Any] = [rng.random((s, w.shape[0]), dtype=np.float32) for w in self.W]
+        self.g: list[Any] = [
+            rng.standard_normal((s, w.shape[0]), dtype=np.float32) * 1e-3 for w in self.W
+        ]
+        self.da: list[Any] = [np.empty((s, w.shape[0]), np.float32) for w in self.W[:-1]]
+        self.dW: list[Any] = [np.empty_like(w) for w in self.W]
 
     def step(self) -> None:
         W, a, g, mm = self.W, self.a, self.g, np.matmul
@@ -351,7 +358,7 @@ class JaxPeer(Peer):
             copies = jax.tree_util.tree_map(lambda a: a.copy(), (self.params, self.vel))
             jax.block_until_ready(self._step(*copies, self.x, self.y))
 
-    def _setup(self, w0: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray):
+    def _setup(self, w0: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray) -> None:
         import jax
         import jax.numpy as jnp
 
@@ -454,7 +461,7 @@ def bench_shape(
 ) -> dict[str, Any]:
     w0 = init_weights(sizes, seed=0)
     x, y = make_batch(sizes[0], sizes[-1], batch, seed=0)
-    classes = available_peers(notes)
+    classes: list[Any] = available_peers(notes)  # Peer subclasses; JaxPeer also takes threads
     peers = [cls(w0, x, y, threads) if cls is JaxPeer else cls(w0, x, y) for cls in classes]
     agreement = check_agreement(peers)
     name = shape_name(sizes, batch)

@@ -252,7 +252,7 @@ def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
         p.stdin.flush()
     reply = p.stdout.readline()
     if not reply:
-        raise RuntimeError(f"worker {p.args} exited ({p.wait()})")
+        raise RuntimeError(f"worker {p.args!r} exited ({p.wait()})")
     return dict(json.loads(reply))
 
 

@@ -173,7 +173,8 @@ def _runner(name: str) -> Callable[[bool, int], dict[str, Any]]:
         return run_scalar
     module = {"mlp_step": "bench_mlp_step", "epoch": "bench_epoch", "memory": "bench_memory"}
     mod = __import__(module[name])
-    return mod.run  # type: ignore[no-any-return]
+    run: Callable[..., dict[str, Any]] = mod.run
+    return run
 
 
 # ------------------------------------------------------------------------------ the report

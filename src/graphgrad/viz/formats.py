@@ -14,6 +14,7 @@ import html
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 from .._atomic import atomic_write_bytes, atomic_write_text
@@ -158,7 +159,7 @@ def to_dot(graph: Graph, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_dot_many(graphs: list[tuple[str, Graph]], title: str | None = None) -> str:
+def to_dot_many(graphs: Sequence[tuple[str, Graph]], title: str | None = None) -> str:
     """Several graphs side by side in one DOT picture, each in a box with its title."""
     lines = ["digraph graphgrad {", *_HEADER]
     if title:
