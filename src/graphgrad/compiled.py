@@ -666,7 +666,9 @@ class CompiledStep:
             n_in, n_out = lin.in_features, lin.out_features
             a_addr, a_f = acts[-1]
             w_addr = _addr(lin.weight.data)
-            y_f = cols and n_out > S  # linear's "columns" rule: x @ W.T as (W @ x.T).T
+            # linear's "columns" rule: x @ W.T as (W @ x.T).T; a layer without a bias is a
+            # plain matmul in the eager step (tensor.linear), which has no such rule
+            y_f = cols and n_out > S and lin.bias is not None
             text = (
                 f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
                 if y_f
@@ -810,7 +812,8 @@ class CompiledStep:
                 grads.append((lin.bias, db))
             if k:
                 w_addr = _addr(W.data)
-                d_f = cols and a_f  # linear's input gradient in its input's layout
+                # linear's input gradient in its input's layout; matmul's (no bias): G @ W
+                d_f = cols and a_f and lin.bias is not None
                 text = (
                     f"backward  D{k + 1}ᵀ = W{k + 1}ᵀ @ G{k + 1}ᵀ   ({n_in}, {S})"
                     if d_f
