@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -307,11 +308,12 @@ def test_using_blas_restores_the_request() -> None:
     before = gg.blas_info()["requested"]
     with gg.using_blas("numpy"):
         info = {k: v for k, v in gg.blas_info().items() if k != "mkl_threading"}
-        assert info | {"threads": 0} == {
+        assert info | {"threads": 0, "blas_threads": 0} == {
             "blas": "numpy",
             "requested": "numpy",
             "reason": "set_blas('numpy')",
             "threads": 0,
+            "blas_threads": 0,
         }
     assert gg.blas_info()["requested"] == before
 
@@ -471,7 +473,7 @@ def _blas_threads() -> dict[str, int]:
 def test_set_num_threads_governs_blas_and_kernels() -> None:
     before = gg.get_num_threads()
     try:
-        for n in (1, 2):
+        for n in range(1, min(2, _blas.cpus_available()) + 1):
             assert gg.set_num_threads(n) in (before, 1)
             assert gg.get_num_threads() == n
             assert set(_blas_threads().values()) == {n}  # NumPy's OpenBLAS and MKL, if loaded
@@ -482,6 +484,40 @@ def test_set_num_threads_governs_blas_and_kernels() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="set_num_threads: need a positive integer"):
             gg.set_num_threads(bad)  # type: ignore[arg-type]
+
+
+def test_the_blas_gets_no_more_threads_than_the_process_has_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More BLAS threads than CPUs spin waiting for each other (measured: a GEMM 30-100x
+    # slower), so the BLAS's pool stops at the CPUs this process may use, with a warning
+    # (once per setting); graphgrad's kernels, whose idle OpenMP workers sleep, get the count.
+    cpus = _blas.cpus_available()
+    monkeypatch.setattr(_blas, "_warned_cap", {})
+    before = gg.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning) as caught:
+            gg.set_num_threads(cpus + 2)
+        (w,) = caught
+        assert str(w.message).startswith(
+            f"set_num_threads({cpus + 2}): this process may run on {cpus} CPU(s)"
+        )
+        assert f"the BLAS gets {cpus} thread(s); graphgrad's kernels get {cpus + 2}" in str(
+            w.message
+        )
+        assert w.filename == __file__  # the warning points at the caller's line
+        assert gg.get_num_threads() == cpus + 2
+        assert gg.blas_info()["threads"] == cpus + 2
+        assert gg.blas_info()["blas_threads"] == cpus == _blas.blas_threads()
+        assert _blas.calibration_key()["blas_threads"] == cpus
+        assert set(_blas_threads().values()) == {cpus}
+        if _blas._fused._K is not None:
+            assert _blas._fused._K.get_num_threads() == cpus + 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gg.set_num_threads(cpus + 2)  # said once already: quiet
+    finally:
+        gg.set_num_threads(before)
 
 
 def test_omp_num_threads_is_the_default() -> None:
@@ -668,9 +704,10 @@ def _wake_model(wake: float) -> Any:
 
 
 @pytest.fixture
-def two_threads(fake: FakeMachine) -> Iterator[FakeMachine]:
+def two_threads(fake: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMachine]:
     if _blas._fused.KERNELS is None:
         pytest.skip("no compiled kernels: nothing is split, no threshold")
+    monkeypatch.setattr(_blas, "cpus_available", lambda: 8)  # a fake machine of 8 CPUs
     before = gg.get_num_threads()
     gg.set_num_threads(2)
     try:
@@ -880,6 +917,29 @@ def graphgrad_info(*args: str, **env_: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [exe, "info", *args], env={**env, **env_}, capture_output=True, text=True, timeout=120
     )
+
+
+def test_graphgrad_info_says_when_the_blas_gets_fewer_threads() -> None:
+    # OMP_NUM_THREADS=2 in a process that may run on one CPU (a taskset, a container's cpuset)
+    exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
+    one_cpu = min(os.sched_getaffinity(0))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "GRAPHGRAD_BLAS": "numpy"}
+    outs = [
+        subprocess.run(
+            [exe, "info", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),
+        )
+        for args in ([], ["--json"])
+    ]
+    assert all(proc.returncode == 0 for proc in outs), outs[0].stderr + outs[1].stderr
+    assert "threads:   2 " in outs[0].stdout
+    assert "the BLAS gets 1: this process may run on that many CPUs" in outs[0].stdout
+    info = json.loads(outs[1].stdout)
+    assert info["threads"] == 2 and info["blas"]["blas_threads"] == 1
 
 
 @needs_openmp

@@ -124,6 +124,11 @@ def _run(args: argparse.Namespace) -> int:
         f"threads:   {info['threads']} (gg.set_num_threads; default OMP_NUM_THREADS, else "
         "the CPUs available)"
     )
+    if b["blas_threads"] < info["threads"]:
+        lines.append(
+            f"           the BLAS gets {b['blas_threads']}: this process may run on that many "
+            "CPUs (more BLAS threads than CPUs spin waiting for each other)"
+        )
     p = info["kernels_par_min"]
     n = p["par_min"]
     if n is None or not n or info["threads"] < 2 or not info["compiled"]["openmp"]:
