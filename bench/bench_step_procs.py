@@ -245,6 +245,25 @@ def recalibrate(threads: int) -> str:
     return next((ln for ln in out.splitlines() if ln.startswith("BLAS:")), out.strip())
 
 
+#: One-way core-to-core latency above which the two CPUs count as far apart: on the README's
+#: 2-vCPU AMD EPYC VM the host moved them between ~40-70 ns (near) and ~200 ns (far).
+FAR_NS = 120.0
+
+
+def _latency() -> float | None:
+    """The core-to-core latency between the first two CPUs the workers run on (ns), or None
+    (bench/pingpong.c cannot be built or run here)."""
+    cpus = sorted(os.sched_getaffinity(0))[:2] if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None
+    sys.path.insert(0, str(HERE))
+    try:
+        import benchlib
+    finally:
+        sys.path.remove(str(HERE))
+    return benchlib.core_latency_ns(cpus[0], cpus[1])
+
+
 def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
     assert p.stdin is not None and p.stdout is not None
     if line:
@@ -268,8 +287,11 @@ def bench(
             one = _ask(p, "run 2")["s"] / 2
             number[k] = max(1, round(target_s / max(one, 1e-6)))
         times: dict[str, list[float]] = {k: [] for k in procs}
+        latency: list[float | None] = []  # core-to-core, before each round (2+ threads)
         names = list(procs)
         for r in range(rounds):
+            if threads >= 2:
+                latency.append(_latency())
             for k in names[r % len(names) :] + names[: r % len(names)]:
                 time.sleep(pause_s)
                 times[k].append(_ask(procs[k], f"run {number[k]}")["s"] / number[k])
@@ -286,17 +308,26 @@ def bench(
     for k in times:  # each variant against its parent
         if split_variant(k)[1]:
             pairs.append((k, parent(k, times), None))
+    known = bool(latency) and all(v is not None for v in latency)
     for num, den, target in pairs:
         if num in times and den in times:
             per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
-            ratios.append(
-                {
-                    "ratio": f"{num} / {den}",
-                    "value": statistics.median(per_round),
-                    "fastest": min(times[num]) / min(times[den]),  # the fastest rounds' ratio
-                    "target": target,
-                }
-            )
+            rec: dict[str, Any] = {
+                "ratio": f"{num} / {den}",
+                "value": statistics.median(per_round),
+                "fastest": min(times[num]) / min(times[den]),  # the fastest rounds' ratio
+                "target": target,
+            }
+            if known:  # the same ratio over the rounds of each placement of the CPUs
+                for side, keep in (("near", True), ("far", False)):
+                    sel = [
+                        v
+                        for v, ns in zip(per_round, latency, strict=True)
+                        if ns is not None and (ns < FAR_NS) == keep
+                    ]
+                    rec[side] = statistics.median(sel) if sel else None
+                    rec[f"n_{side}"] = len(sel)
+            ratios.append(rec)
     return {
         "shape": shape,
         "threads": threads,
@@ -305,6 +336,7 @@ def bench(
         # each peer's slowest round over its fastest: a peer whose steps changed speed
         # between turns (a 2-thread step on a noisy VM) shows it here
         "spread": {k: max(v) / min(v) for k, v in times.items() if min(v) > 0},
+        "latency_ns": latency,
         "ratios": ratios,
         "losses": {k: v["loss"] for k, v in ready.items()},
         "blas": {k: v["blas"] for k, v in ready.items()},
@@ -316,6 +348,10 @@ def bench(
 def _name(shape: str) -> str:
     sizes, batch = shape.split(":")
     return sizes.replace(",", "-") + f" b{batch}"
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -353,6 +389,32 @@ def render(rows: list[dict[str, Any]]) -> str:
         "peer far above the others changed speed between turns, and its ratios say less): "
         + "; ".join(spread)
     )
+    lat_rows = [r for r in rows if r.get("latency_ns")]
+    if lat_rows:
+        lines = []
+        for r in lat_rows:
+            ns = r["latency_ns"]
+            if not all(v is not None for v in ns):
+                lines.append(f"{_name(r['shape'])} at {r['threads']}: not measured")
+                continue
+            far = sum(v >= FAR_NS for v in ns)
+            split = ", ".join(
+                f"{x['ratio']} near {_fmt(x['near'])} ({x['n_near']}), far "
+                f"{_fmt(x['far'])} ({x['n_far']})"
+                for x in r["ratios"]
+                if x["target"] and "near" in x
+            )
+            lines.append(
+                f"{_name(r['shape'])} at {r['threads']}: {min(ns):.0f}-{max(ns):.0f} ns, "
+                f"far in {far} of {len(ns)} rounds; {split}"
+            )
+        out.append("")
+        out.append(
+            "Where the host put the CPUs: the one-way core-to-core latency between the first "
+            f"two, before each round (bench/pingpong.c; far: >= {FAR_NS:.0f} ns), and the "
+            "target ratios over the near and the far rounds (medians, rounds in brackets): "
+            + "; ".join(lines)
+        )
     out.append("")
     out.append(
         "Ratios: medians of per-round ratios; times: medians of per-round means. "

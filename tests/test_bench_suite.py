@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,24 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     )
 
 
+def test_core_latency_probe() -> None:
+    # bench/pingpong.c, built with the system's compiler: a positive one-way latency between
+    # two CPUs this process may use, and None for a CPU it may not
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import benchlib as B
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one CPU")
+    ns = B.core_latency_ns(cpus[0], cpus[1], trips=2000)
+    assert ns is not None and 0 < ns < 1e6
+    assert B.core_latency_ns(cpus[0], max(cpus) + 1000, trips=10) is None
+
+
 def test_scaling_bench_quick(tmp_path: Path) -> None:
     md, png = tmp_path / "SCALING.md", tmp_path / "scaling.png"
     proc = subprocess.run(
@@ -299,6 +318,10 @@ def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
     for row in rows:
         assert row["agree"], row["losses"]
         assert {"graphgrad", "graphgrad compiled"} <= set(row["ms"])
+    # at 2 threads: where the host put the two CPUs, measured before each round
+    assert rows[0]["latency_ns"] == [] and len(rows[1]["latency_ns"]) == 2
+    assert all(v is None or v > 0 for v in rows[1]["latency_ns"])
+    assert "Where the host put the CPUs" in (out / "STEP_THREADS.md").read_text()
     speedups = (out / "SPEEDUP.md").read_text()
     assert "64-32-32-4 b16: the compiled step by thread count" in speedups
     assert "compiled step, non-GEMM speed-up 1 -> 2 threads" in speedups
