@@ -153,14 +153,19 @@ def test_the_plan_trains_exactly_as_the_eager_step(opt: str, dtype: Any) -> None
     ],
 )
 @pytest.mark.parametrize("layout", ["rows", "columns"])
-def test_every_model_shape_trains_exactly(model_fn: Callable[[], Any], layout: str) -> None:
+@pytest.mark.parametrize("opt", ["momentum", "fused_backward"])
+def test_every_model_shape_trains_exactly(
+    model_fn: Callable[[], Any], layout: str, opt: str
+) -> None:
     # in both layouts of linear's products (the machine's calibration picks one): a layer
     # without a bias is a plain matmul in the eager step, which the "columns" rule does not
-    # touch, and the plan must do the same (it once applied the rule there too: the logits
-    # of a 12-16-9-5 MLP without biases differed from the eager step's by 5e-7)
+    # touch and SGD(fused_backward=True) does not fuse, and the plan must do the same (it
+    # once did both there: the logits of a 12-16-9-5 MLP without biases differed from the
+    # eager step's by 5e-7, and its fused weights' .grad was None where the eager one's was
+    # set)
     previous = _blas.set_layout(layout)
     try:
-        m1, o1, m2, o2 = _pair(model_fn, "momentum")
+        m1, o1, m2, o2 = _pair(model_fn, opt)
         t = m1[len(m1) - 1].out_features
         d = (3, 4) if type(m1[0]) is gg.nn.Flatten else (12,)
         _train_both(m1, o1, m2, o2, _batches(d, t, [6, 6, 4], np.float32))

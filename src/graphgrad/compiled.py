@@ -781,7 +781,14 @@ class CompiledStep:
             g_addr, g_f = grad
             W = lin.weight
             i_w = index.get(id(W))
-            fused = isinstance(opt, SGD) and opt.fused_backward and i_w is not None
+            # the eager step fuses only linear's weight: a layer without a bias is a plain
+            # matmul there (tensor.linear), whose weight takes the ordinary path
+            fused = (
+                isinstance(opt, SGD)
+                and opt.fused_backward
+                and i_w is not None
+                and lin.bias is not None
+            )
             mu = opt.momentum if isinstance(opt, SGD) else 0.0
             dW: np.ndarray | None = None
             if fused:

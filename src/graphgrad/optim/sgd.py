@@ -35,11 +35,13 @@ class SGD(Optimizer):
         nesterov: Nesterov momentum (needs momentum > 0).
         fused_backward: add each weight gradient straight into its momentum buffer during
             ``backward()`` (PyTorch's "optimizer in backward"): for the weight of ``linear``
-            the gradient GEMM computes ``v = μ v + Gᵀ x`` itself (β = μ), so the gradient
-            array is never written and read back, and ``step()`` only does ``θ -= lr v``.
-            Those weights' ``.grad`` stays ``None``; other parameters (biases, weights used
-            elsewhere) take the ordinary path. Needs momentum > 0, no weight decay, no
-            Nesterov. ``zero_grad()`` cannot undo a gradient already added: call
+            with a bias (``nn.Linear(..., bias=True)``, the default) the gradient GEMM
+            computes ``v = μ v + Gᵀ x`` itself (β = μ), so the gradient array is never
+            written and read back, and ``step()`` only does ``θ -= lr v``. Those weights'
+            ``.grad`` stays ``None``; other parameters (biases, the weights of layers without
+            a bias, which are a plain matmul, weights used elsewhere) take the ordinary
+            path. Needs momentum > 0, no weight decay, no Nesterov. ``zero_grad()`` cannot
+            undo a gradient already added: call
             ``backward()`` once per ``step()``, or several times to accumulate. NumPy (the
             ``cpu`` device) only: parameters on another device are refused here, and if the
             model is moved to another device later, its updates take the ordinary path
