@@ -41,11 +41,11 @@ class SGD(Optimizer):
             ``.grad`` stays ``None``; other parameters (biases, the weights of layers without
             a bias, which are a plain matmul, weights used elsewhere) take the ordinary
             path. Needs momentum > 0, no weight decay, no Nesterov. ``zero_grad()`` cannot
-            undo a gradient already added: call
-            ``backward()`` once per ``step()``, or several times to accumulate. NumPy (the
-            ``cpu`` device) only: parameters on another device are refused here, and if the
-            model is moved to another device later, its updates take the ordinary path
-            (the same numbers, without the fusion).
+            undo a gradient already added: call ``backward()`` once per ``step()``, or
+            several times to accumulate. NumPy (the ``cpu`` device) only: parameters on
+            another device are refused here, and if the model is moved to another device
+            later, its updates take the ordinary path (the same numbers, without the
+            fusion).
 
     On NumPy arrays the update is one compiled kernel per parameter (``graphgrad._fused``); on
     CuPy one ``ElementwiseKernel`` launch (:mod:`graphgrad.optim.cupy_updates`); on any other
