@@ -157,18 +157,26 @@ def test_the_plan_trains_exactly_as_the_eager_step(opt: str, dtype: Any) -> None
 def test_every_model_shape_trains_exactly(
     model_fn: Callable[[], Any], layout: str, opt: str
 ) -> None:
-    # in both layouts of linear's products (the machine's calibration picks one): a layer
-    # without a bias is a plain matmul in the eager step, which the "columns" rule does not
-    # touch and SGD(fused_backward=True) does not fuse, and the plan must do the same (it
-    # once did both there: the logits of a 12-16-9-5 MLP without biases differed from the
-    # eager step's by 5e-7, and its fused weights' .grad was None where the eager one's was
-    # set)
+    # in both layouts of linear's products (the machine's calibration picks one). A layer
+    # without a bias is a plain matmul in the eager step (x @ W.T, its weight's gradient
+    # (x.T @ G).T, not fused by SGD(fused_backward=True)): the plan once mirrored it as
+    # linear and differed (logits 5e-7 apart, weights after larger batches, .grad None where
+    # the eager step set it), so such a model takes the eager step and says why
     previous = _blas.set_layout(layout)
     try:
         m1, o1, m2, o2 = _pair(model_fn, opt)
         t = m1[len(m1) - 1].out_features
         d = (3, 4) if type(m1[0]) is gg.nn.Flatten else (12,)
-        _train_both(m1, o1, m2, o2, _batches(d, t, [6, 6, 4], np.float32))
+        bias_free = any(m.bias is None for m in m1 if isinstance(m, gg.nn.Linear))
+        step = _train_both(
+            m1,
+            o1,
+            m2,
+            o2,
+            _batches(d, t, [6, 6, 4, 40], np.float32),
+            engine="eager" if bias_free else "kernels",
+        )
+        assert ("a Linear without bias" in step.why_eager) == bias_free
     finally:
         _blas.set_layout(previous)
 

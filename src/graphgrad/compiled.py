@@ -613,6 +613,12 @@ class CompiledStep:
                 "calls there, which the plan does not mirror)"
             )
             return None
+        if any(ly.linear.bias is None for ly in self._layers):
+            self.why_eager = (
+                "a Linear without bias: the eager step computes it as a plain matmul, whose "
+                "weight gradient, (x.T @ G).T, the plan does not mirror bit for bit"
+            )
+            return None
         loops: dict[str, Any] = {}
         for ly in self._layers:
             if ly.act == "identity" or ly.act in loops:
