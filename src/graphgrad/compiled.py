@@ -614,6 +614,10 @@ class CompiledStep:
             )
             return None
         if any(ly.linear.bias is None for ly in self._layers):
+            # the plan mirrors the linear op. A Linear without bias is a plain matmul in the
+            # eager step (tensor.linear): x @ W.T with no "columns" rule, the weight's
+            # gradient (x.T @ G).T, column-major, so the optimiser's kernels decline it and
+            # NumPy's expressions update it, and SGD(fused_backward=True) does not fuse it
             self.why_eager = (
                 "a Linear without bias: the eager step computes it as a plain matmul, whose "
                 "weight gradient, (x.T @ G).T, the plan does not mirror bit for bit"
@@ -672,9 +676,7 @@ class CompiledStep:
             n_in, n_out = lin.in_features, lin.out_features
             a_addr, a_f = acts[-1]
             w_addr = _addr(lin.weight.data)
-            # linear's "columns" rule: x @ W.T as (W @ x.T).T; a layer without a bias is a
-            # plain matmul in the eager step (tensor.linear), which has no such rule
-            y_f = cols and n_out > S and lin.bias is not None
+            y_f = cols and n_out > S  # linear's "columns" rule: x @ W.T as (W @ x.T).T
             text = (
                 f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
                 if y_f
@@ -787,14 +789,7 @@ class CompiledStep:
             g_addr, g_f = grad
             W = lin.weight
             i_w = index.get(id(W))
-            # the eager step fuses only linear's weight: a layer without a bias is a plain
-            # matmul there (tensor.linear), whose weight takes the ordinary path
-            fused = (
-                isinstance(opt, SGD)
-                and opt.fused_backward
-                and i_w is not None
-                and lin.bias is not None
-            )
+            fused = isinstance(opt, SGD) and opt.fused_backward and i_w is not None
             mu = opt.momentum if isinstance(opt, SGD) else 0.0
             dW: np.ndarray | None = None
             if fused:
@@ -825,8 +820,7 @@ class CompiledStep:
                 grads.append((lin.bias, db))
             if k:
                 w_addr = _addr(W.data)
-                # linear's input gradient in its input's layout; matmul's (no bias): G @ W
-                d_f = cols and a_f and lin.bias is not None
+                d_f = cols and a_f  # linear's input gradient in its input's layout
                 text = (
                     f"backward  D{k + 1}ᵀ = W{k + 1}ᵀ @ G{k + 1}ᵀ   ({n_in}, {S})"
                     if d_f
