@@ -199,7 +199,11 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
         ),
         (
             "linear-nobias",
-            Spec(lambda x, w: gg.linear(x, w), ("real", "real"), [((4, 3), (2, 3))]),
+            Spec(
+                lambda x, w: gg.linear(x, w),
+                ("real", "real"),
+                [((4, 3), (2, 3)), ((3,), (2, 3)), ((5, 4, 3), (2, 3))],
+            ),
         ),
     ],
     "reshape": [

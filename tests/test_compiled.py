@@ -159,25 +159,17 @@ def test_every_model_shape_trains_exactly(
     model_fn: Callable[[], Any], layout: str, opt: str
 ) -> None:
     # in both layouts of linear's products (the machine's calibration picks one). A layer
-    # without a bias is a plain matmul in the eager step (x @ W.T, its weight's gradient
-    # (x.T @ G).T, not fused by SGD(fused_backward=True)): the plan once mirrored it as
-    # linear and differed (logits 5e-7 apart, weights after larger batches, .grad None where
-    # the eager step set it), so such a model takes the eager step and says why
+    # without a bias is the linear op with two inputs in the eager step (the same products,
+    # layouts and fusion), so the plan mirrors it too: no eager fallback for any of these
     previous = _blas.set_layout(layout)
     try:
         m1, o1, m2, o2 = _pair(model_fn, opt)
         t = m1[len(m1) - 1].out_features
         d = (3, 4) if type(m1[0]) is gg.nn.Flatten else (12,)
-        bias_free = any(m.bias is None for m in m1 if isinstance(m, gg.nn.Linear))
         step = _train_both(
-            m1,
-            o1,
-            m2,
-            o2,
-            _batches(d, t, [6, 6, 4, 40], np.float32),
-            engine="eager" if bias_free else "kernels",
+            m1, o1, m2, o2, _batches(d, t, [6, 6, 4, 40], np.float32), engine="kernels"
         )
-        assert ("a Linear without bias" in step.why_eager) == bias_free
+        assert step.why_eager == ""
     finally:
         _blas.set_layout(previous)
 
@@ -816,9 +808,9 @@ def test_random_models_train_exactly(block: int) -> None:
     # Random models, 15 per block: 1-4 layers, some without bias, every activation and
     # optimiser, float32 and float64, both layouts, batch sizes 2-130 (the GEMMs' small-matrix
     # and blocked paths). Every one steps as the eager step does, bit for bit: losses,
-    # logits, weights, gradients and optimiser state; a plan where it can (every layer with a
-    # bias), the eager step where it cannot. A version that mirrored bias-free layers as
-    # linear ones failed 57 of 150 such models.
+    # logits, weights, gradients and optimiser state, all from a plan. (When the eager step
+    # made a bias-free layer a plain matmul, a plan that mirrored it as linear failed 57 of
+    # 150 such models; both now run it as the linear op.)
     rng = np.random.default_rng(1000 + block)
     for _ in range(15):
         depth = int(rng.integers(1, 5))
@@ -842,6 +834,6 @@ def test_random_models_train_exactly(block: int) -> None:
                 dtype,
                 seed=seed,
             )
-            _train_both(m1, o1, m2, o2, batches, engine="kernels" if all(biases) else "eager")
+            _train_both(m1, o1, m2, o2, batches, engine="kernels")
         finally:
             _blas.set_layout(previous)

@@ -62,6 +62,19 @@ def test_linear_unit_counts_follow_the_lecture(rng: np.random.Generator) -> None
     assert o.op == "add" and o._b is u[b][2]
 
 
+def test_linear_without_bias_expands_to_products_and_sums_only(rng: np.random.Generator) -> None:
+    # the linear op with two inputs (a Linear(bias=False)): D products and D - 1 sums a unit,
+    # no "+ b", and the same gradients as the Tensor graph, batched inputs included
+    s, d, t = 2, 4, 3
+    x = leaf(rng, (5, s, d), "x")
+    w = leaf(rng, (t, d), "w")
+    out = gg.linear(x, w)
+    assert out._op is gg.REGISTRY["linear"] and len(out._inputs) == 2
+    u = gg.units(out)
+    assert u.count() == 5 * s * t * (d + (d - 1))
+    check((out * gg.tensor(rng.normal(size=out.shape))).sum(), [x, w])
+
+
 OPS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("softmax", lambda a, b: (gg.softmax(a, axis=1) * b).sum()),
     ("softmax axis 0", lambda a, b: (gg.softmax(a, axis=0) * b).sum()),

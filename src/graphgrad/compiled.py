@@ -613,16 +613,6 @@ class CompiledStep:
                 "calls there, which the plan does not mirror)"
             )
             return None
-        if any(ly.linear.bias is None for ly in self._layers):
-            # the plan mirrors the linear op. A Linear without bias is a plain matmul in the
-            # eager step (tensor.linear): x @ W.T with no "columns" rule, the weight's
-            # gradient (x.T @ G).T, column-major, so the optimiser's kernels decline it and
-            # NumPy's expressions update it, and SGD(fused_backward=True) does not fuse it
-            self.why_eager = (
-                "a Linear without bias: the eager step computes it as a plain matmul, whose "
-                "weight gradient, (x.T @ G).T, the plan does not mirror bit for bit"
-            )
-            return None
         loops: dict[str, Any] = {}
         for ly in self._layers:
             if ly.act == "identity" or ly.act in loops:

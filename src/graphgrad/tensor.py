@@ -1153,15 +1153,17 @@ def matmul(x: Any, y: Any) -> Tensor:
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
-    """``x @ weight.T + bias``: x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    """``x @ weight.T + bias``: x (..., in), weight (out, in), bias (out,) or None -> (..., out).
+
+    One op (``linear``) with or without the bias: the same products, layouts and kernels."""
     tx, tw = as_tensor(x), as_tensor(weight)
     if tw.ndim != 2 or tx.ndim < 1 or tx.shape[-1] != tw.shape[1]:
         raise ShapeError(
             f"linear: input of shape {tx.shape} does not fit a weight of shape {tw.shape} "
             f"(weight must be (out, in) with in = the input's last axis)"
         )
-    if bias is None:
-        return matmul(tx, swap_last(tw))
+    if bias is None:  # the same op with two inputs: the same products, layouts and kernels
+        return _apply(LA.linear, (tx, tw))
     tb = as_tensor(bias)
     if tb.shape != (tw.shape[0],):
         raise ShapeError(f"linear: bias has shape {tb.shape}, expected ({tw.shape[0]},)")

@@ -200,14 +200,16 @@ def _matmul(x: Obj, y: Obj) -> Obj:
     return _obj(out[()] if out.ndim == 0 else out)
 
 
-def _linear(x: Obj, w: Obj, b: Obj) -> Obj:
-    """o_t = h_1 + ... + h_D + b_t with h_d = w_td · x_d, for every sample."""
+def _linear(x: Obj, w: Obj, b: Obj | None = None) -> Obj:
+    """o_t = h_1 + ... + h_D + b_t with h_d = w_td · x_d, for every sample (no b_t without
+    a bias)."""
     x2 = x.reshape(-1, x.shape[-1])
     out = np.empty((x2.shape[0], w.shape[0]), dtype=object)
     for s in range(x2.shape[0]):
         for t in range(w.shape[0]):
             hs = [w[t, d] * x2[s, d] for d in range(w.shape[1])]
-            out[s, t] = _chain_sum(hs) + b[t]
+            total = _chain_sum(hs)
+            out[s, t] = total if b is None else total + b[t]
     return out.reshape((*x.shape[:-1], w.shape[0]))
 
 

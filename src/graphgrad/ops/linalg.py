@@ -55,11 +55,11 @@ def _flat2(a: Any, xp: Any) -> Any:
     return xp.reshape(a, (-1, shape[-1])) if len(shape) != 2 else a
 
 
-def _linear_dx(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+def _linear_dx(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
     return xp.matmul(g, w)
 
 
-def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
     # In the "columns" layout (_blas.layout()) the input gradient comes back in the input's
     # layout: for a column-major x (an earlier layer's output), G @ W as (W.T @ G.T).T, so that
     # the ReLU VJP before it gets its two arrays in one layout.
@@ -68,7 +68,7 @@ def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     return None
 
 
-def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
     if type(w) is np.ndarray and w.flags.f_contiguous and not w.flags.c_contiguous:
         # W stored column-major (physically (in, out)): its gradient in the same layout,
         # (x^T @ G)^T, so that the optimiser's kernels get W, its gradient and its state alike
@@ -101,12 +101,18 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     _linear_dw,
     _linear_db,
     category="linear algebra",
-    note="fused for speed: one GEMM and an in-place bias add; W is (out, in) as in PyTorch",
+    note=(
+        "fused for speed: one GEMM and an in-place bias add; W is (out, in) as in PyTorch; "
+        "b is optional (a node of two inputs: x @ W^T, same products and layouts)"
+    ),
     vjp_into={1: _linear_dw_into},
     fast=(_linear_dx_fast, None, None),
 )
-def linear(x: Any, w: Any, b: Any) -> Any:
+def linear(x: Any, w: Any, b: Any = None) -> Any:
     if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
+        if b is None:
+            xp = namespace_of(x, w)
+            return xp.matmul(x, xp.matrix_transpose(w))
         xp = namespace_of(x, w, b)
         return xp.matmul(x, xp.matrix_transpose(w)) + b
     # "columns" (measured faster with this BLAS, see _blas.layout()): for a batch smaller
@@ -116,6 +122,8 @@ def linear(x: Any, w: Any, b: Any) -> Any:
         y = _blas.matmul(w, x.T).T
     else:
         y = _blas.matmul(x, w.T)
+    if b is None:
+        return y
     if y.dtype == np.result_type(y, b):
         if not _fused.add_bias(y, b):  # one pass by a kernel where it takes the arrays
             y += b
