@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
             f"           the BLAS gets {b['blas_threads']}: this process may run on that many "
             "CPUs (more BLAS threads than CPUs spin waiting for each other)"
         )
+    lines.append(f"pool:      {b['pool']}: {b['pool_reason']}")
+    lines.append(f"           OpenMP's idle threads: {b['omp_wait']}")
     p = info["kernels_par_min"]
     n = p["par_min"]
     if n is None or not n or info["threads"] < 2 or not info["compiled"]["openmp"]:

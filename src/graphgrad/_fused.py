@@ -12,6 +12,7 @@ dtype and shape and updates its first arguments in place; other layouts take the
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -23,24 +24,123 @@ import numpy as np
 from ._state import pure_python_requested
 
 
+def openblas_libraries() -> list[Any]:
+    """The OpenBLAS copies loaded in this process (NumPy's), as ctypes libraries: found in
+    /proc/self/maps, so Linux only (elsewhere an empty list)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(paths):
+        try:
+            libs.append(ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0)))
+        except OSError:
+            continue
+    return libs
+
+
+_POOL_SETTERS = (
+    "scipy_openblas_set_threads_callback_function64_",
+    "scipy_openblas_set_threads_callback_function",
+    "openblas_set_threads_callback_function64_",
+    "openblas_set_threads_callback_function",
+)
+
+
+_CONFIG_GETTERS = (
+    "scipy_openblas_get_config64_",
+    "scipy_openblas_get_config",
+    "openblas_get_config64_",
+    "openblas_get_config",
+)
+
+
+def _max_threads(lib: Any) -> int:
+    """OpenBLAS's MAX_THREADS (the size of its worker tables) from its configuration string,
+    e.g. ``"OpenBLAS 0.3.31 USE64BITINT DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64"``;
+    0 if it does not say."""
+    for name in _CONFIG_GETTERS:
+        fn = getattr(lib, name, None)
+        if fn is None:
+            continue
+        fn.argtypes, fn.restype = [], ctypes.c_char_p
+        text = (fn() or b"").decode(errors="replace")
+        for word in text.split():
+            if word.startswith("MAX_THREADS="):
+                value = word.split("=", 1)[1]
+                return int(value) if value.isdigit() else 0
+        return 0
+    return 0
+
+
+def pool_setters() -> list[tuple[int, int]]:
+    """(address of ``openblas_set_threads_callback_function``, MAX_THREADS) for each OpenBLAS
+    copy loaded that has the callback (OpenBLAS 0.3.27 and later) and says its MAX_THREADS:
+    see ``_blas.set_pool``."""
+    found: list[tuple[int, int]] = []
+    for lib in openblas_libraries():
+        for name in _POOL_SETTERS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                addr = ctypes.cast(fn, ctypes.c_void_p).value
+                top = _max_threads(lib)
+                if addr and top >= 2:
+                    found.append((addr, top))
+                break
+    return found
+
+
+def pool_wanted() -> bool:
+    """Whether OpenBLAS's products will run on the kernels' OpenMP threads (``_blas.set_pool``
+    at import): NumPy's OpenBLAS has the callback, and ``GRAPHGRAD_BLAS_POOL`` is not
+    ``openblas``."""
+    env = os.environ.get("GRAPHGRAD_BLAS_POOL", "").strip().lower()
+    return env != "openblas" and bool(pool_setters())
+
+
+#: GNU OpenMP's spin count between parallel loops when its threads run the BLAS's products
+#: too (one pool): libgomp's documented default for an unset OMP_WAIT_POLICY, about 3 ms of
+#: spinning. libgomp lowers its default when the threads fill the CPUs; then each loop after
+#: a GEMM woke a sleeping worker, 50-70 us on a 2-vCPU VM, against 1.4 us while it spins.
+SPIN_COUNT = "300000"
+
+
+#: How GNU OpenMP's workers wait between parallel loops, as set when the kernels loaded.
+OMP_WAIT = ["none (pure Python)"]
+
+
 def _load_kernels() -> Any:
-    """Import the compiled kernels, with GCC's OpenMP runtime told to sleep, not spin, between
-    parallel loops (unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT): a spinning worker
-    takes the core the BLAS's own threads need next (measured on 2 shared cores: a step 10x
-    slower at 2 threads). libgomp reads the variable once, as the extension loads it; it is
-    removed again at once, so libraries loaded later see the environment as it was."""
+    """Import the compiled kernels, with GCC's OpenMP runtime told how to wait between
+    parallel loops (unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT). With one pool
+    (OpenBLAS's products on the kernels' threads, :func:`pool_wanted`) its workers spin for
+    ``SPIN_COUNT`` rounds, so the kernel after a GEMM finds them awake. With two pools they
+    sleep: a spinning worker takes the core the BLAS's own threads need next (measured on 2
+    shared cores: a step 10x slower at 2 threads). libgomp reads the variable once, as the
+    extension loads it; it is removed again at once, so libraries loaded later see the
+    environment as it was. (If libgomp was loaded before, by another library, it keeps its
+    own setting.)"""
     if pure_python_requested():
         return None
     mine = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    name, value = (
+        ("GOMP_SPINCOUNT", SPIN_COUNT) if pool_wanted() else ("OMP_WAIT_POLICY", "PASSIVE")
+    )
     if mine:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ[name] = value
+        OMP_WAIT[0] = f"{name}={value} (set by graphgrad)"
+    else:
+        OMP_WAIT[0] = ", ".join(
+            f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ
+        )
     try:
         from . import _kernels  # type: ignore[attr-defined,unused-ignore]
     except ImportError:  # pragma: no cover - depends on the build
         return None
     finally:
         if mine:
-            del os.environ["OMP_WAIT_POLICY"]
+            del os.environ[name]
     return _kernels
 
 

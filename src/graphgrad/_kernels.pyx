@@ -215,6 +215,112 @@ cdef extern from *:
     const char* gg_isa_name(int k) noexcept nogil
     void gg_set_auto(int mem, int compute) noexcept nogil
 
+cdef extern from *:
+    """
+    /* One thread pool for the matrix products and the kernels. OpenBLAS (0.3.27 on) lets its
+       caller run its parallel jobs (openblas_set_threads_callback_function): with this
+       callback its GEMMs run on the OpenMP threads the kernels split on, so the kernel after a
+       GEMM finds its workers awake, and no second pool spins on the cores. The jobs and their
+       split are OpenBLAS's own, so the results are the same bit for bit. */
+    #include <pthread.h>
+    #include <stddef.h>
+    #include <stdlib.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
+    typedef void (*gg_dojob_t)(int, void *, int);
+    /* The first argument of OpenBLAS's job function picks a slot of its worker tables (a
+       status word and a buffer, MAX_THREADS of each): its own workers use the lowest ones,
+       and LAPACK's parallel LU (getrf) keeps using those workers while the callback is in
+       place. So the callback's jobs take the top slots, gg_pool_top - numjobs + k, where
+       OpenBLAS's own workers never are (the caller keeps its thread count at most half of
+       MAX_THREADS). Two callers at once (two Python threads each in a product) would share
+       the top slots, so the jobs of one call run at a time. */
+    static pthread_mutex_t gg_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+    static long gg_pool_calls = 0, gg_pool_spawned = 0;
+    static int gg_pool_top = 0;
+    typedef struct { gg_dojob_t dojob; int k; void *data; int arg; } gg_job_t;
+    static void *gg_job_main(void *p) {
+        gg_job_t *j = (gg_job_t *)p;
+        j->dojob(j->k, j->data, j->arg);
+        return NULL;
+    }
+    static void gg_pool_callback(int sync, gg_dojob_t dojob, int numjobs, size_t size,
+                                 void *jobs, int arg) {
+        (void)sync;  /* OpenBLAS waits for the jobs in any case: this returns when all are done */
+        pthread_mutex_lock(&gg_pool_lock);
+        gg_pool_calls++;
+        int done = 0, base = gg_pool_top - numjobs;
+        if (base < 0) base = 0;  /* not reached: the caller keeps numjobs <= gg_pool_top / 2 */
+        if (numjobs == 1) {
+            dojob(base, jobs, arg);
+            done = 1;
+        }
+    #ifdef _OPENMP
+        /* The jobs of a GEMM wait for each other (each packs a share of an operand the others
+           read), so they must all run at once: on a team of exactly numjobs threads. */
+        if (!done && !omp_in_parallel()) {
+            #pragma omp parallel num_threads(numjobs)
+            {
+                if (omp_get_num_threads() == numjobs) {
+                    int k = omp_get_thread_num();
+                    dojob(base + k, (char *)jobs + (size_t)k * size, arg);
+                    if (k == 0) done = 1;
+                }
+            }
+        }
+    #endif
+        if (!done) {  /* no such team here (nested, OMP_THREAD_LIMIT, OMP_DYNAMIC): threads of
+                         their own, started for this call */
+            int n = numjobs;
+            gg_job_t *js = (gg_job_t *)calloc((size_t)n, sizeof(gg_job_t));
+            pthread_t *ts = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
+            char *started = (char *)calloc((size_t)n, 1);
+            if (js == NULL || ts == NULL || started == NULL) abort();  /* out of memory */
+            for (int k = 1; k < n; k++) {
+                js[k].dojob = dojob; js[k].k = base + k; js[k].arg = arg;
+                js[k].data = (char *)jobs + (size_t)k * size;
+                started[k] = pthread_create(&ts[k], NULL, gg_job_main, &js[k]) == 0;
+                /* a job run here after job 0 could wait for job 0 forever: better to stop */
+                if (!started[k]) abort();
+            }
+            dojob(base, jobs, arg);
+            for (int k = 1; k < n; k++) pthread_join(ts[k], NULL);
+            free(js); free(ts); free(started);
+            gg_pool_spawned++;
+        }
+        pthread_mutex_unlock(&gg_pool_lock);
+    }
+    typedef void (*gg_set_callback_t)(void *);
+    static void gg_pool_install(size_t setter, int on, int top) {
+        pthread_mutex_lock(&gg_pool_lock);  /* not while a product's jobs run */
+        if (on) gg_pool_top = top;
+        ((gg_set_callback_t)setter)(on ? (void *)gg_pool_callback : NULL);
+        pthread_mutex_unlock(&gg_pool_lock);
+    }
+    """
+    void gg_pool_install(size_t setter, int on, int top) noexcept nogil
+    long gg_pool_calls
+    long gg_pool_spawned
+
+
+def install_blas_pool(size_t setter, bint on, int max_threads=0):
+    """Call OpenBLAS's ``openblas_set_threads_callback_function`` (its address: ``setter``)
+    with graphgrad's pool callback (``on``; its jobs take the slots below ``max_threads``,
+    OpenBLAS's MAX_THREADS) or NULL (OpenBLAS's own threads again). Only with OpenMP
+    (``OPENMP``), and with OpenBLAS's thread count at most ``max_threads // 2``: the caller
+    checks both."""
+    if on and max_threads < 2:
+        raise ValueError(f"install_blas_pool: max_threads must be at least 2, got {max_threads}")
+    with nogil:
+        gg_pool_install(setter, 1 if on else 0, max_threads)
+
+
+def blas_pool_counts():
+    """(parallel BLAS calls run by the callback, those that needed threads of their own)."""
+    return gg_pool_calls, gg_pool_spawned
+
+
 ctypedef fused real:
     float
     double
