@@ -528,6 +528,33 @@ def test_reduce_option_is_checked() -> None:
     ]
 
 
+THREADS_SCRIPT = """
+import json, graphgrad as gg
+from graphgrad import distributed as dist
+world = dist.init()
+print(json.dumps([world.rank, gg.get_num_threads(), world.threads_note]), flush=True)
+"""
+
+
+def test_ranks_on_one_node_share_its_cpus_unless_told_otherwise(tmp_path: Path) -> None:
+    # by default a process takes every CPU it may use: N ranks on a node then run N times as
+    # many threads as cores, spinning against each other (a 2-rank run trained 40-100x
+    # slower); init() gives each rank its share unless the count was chosen
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    bare = {k: v for k, v in ENV.items() if not k.endswith("_NUM_THREADS")}
+    cpus = len(os.sched_getaffinity(0))
+    r = mpirun(2, sys.executable, script, env=bare)
+    assert r.returncode == 0, r.stderr
+    rows = sorted(json.loads(line) for line in r.stdout.splitlines() if line.startswith("["))
+    assert [row[1] for row in rows] == [max(1, cpus // 2)] * 2, rows
+    assert all(f"{cpus} CPUs shared by 2 ranks" in row[2] for row in rows), rows
+    r = mpirun(2, sys.executable, script, env={**bare, "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    rows = sorted(json.loads(line) for line in r.stdout.splitlines() if line.startswith("["))
+    assert [row[1] for row in rows] == [2, 2] and all("as chosen" in row[2] for row in rows)
+
+
 # ----------------------------------------------------------------------------- faults
 
 FAULT_SCRIPT = """

@@ -1146,6 +1146,7 @@ def set_num_threads(n: int) -> int:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: need a positive integer, got {n!r}")
+    _threads_chosen[0] = True
     previous = _threads[0]
     _threads[0] = n
     if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "set_num_threads"):
@@ -1182,6 +1183,29 @@ def set_num_threads(n: int) -> int:
     elif n != previous:
         _apply_measured()  # per thread count too
     return previous
+
+
+#: whether the thread count was chosen (gg.set_num_threads called, or OMP_NUM_THREADS set)
+#: rather than defaulted to the CPUs available: distributed.init() divides a default one
+#: between the ranks on a node
+_threads_chosen = [False]
+
+
+def set_default_threads(n: int) -> int:
+    """:func:`set_num_threads` for a default count (``distributed.init()``'s share of a
+    node's CPUs): :func:`threads_chosen` stays as it was. Returns the previous count."""
+    chosen = _threads_chosen[0]
+    try:
+        return set_num_threads(n)
+    finally:
+        _threads_chosen[0] = chosen
+
+
+def threads_chosen() -> bool:
+    """Whether the thread count was chosen (``gg.set_num_threads``, or ``OMP_NUM_THREADS``)
+    rather than defaulted to the CPUs this process may run on."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return _threads_chosen[0] or (env.isdigit() and int(env) > 0)
 
 
 def get_num_threads() -> int:

@@ -163,6 +163,7 @@ class World:
         self.setup_agreed = False
         self.training = False
         self.malloc_tuned = False  # set by init(): keep_freed_memory() took effect
+        self.threads_note = ""  # set by init(): the threads each rank got, and why
         self._nodes: tuple[Any, Any] | None = None  # (node communicator, leaders' or None)
         self._watchdog = _Watchdog(self, timeout) if timeout and timeout > 0 else None
         # Who is who, for the messages about a rank that died: mpiexec reports PIDs.
@@ -414,6 +415,7 @@ def init(
             raise ValueError(f"GRAPHGRAD_DIST_TIMEOUT must be seconds, got {env!r}") from None
     world = World(comm if comm is not None else mpi.COMM_WORLD, mpi, timeout)
     world.malloc_tuned = keep_freed_memory() if tune_malloc else False
+    world.threads_note = _share_the_cpus(world)
     if abort_on_error and world.size > 1:
         previous = sys.excepthook
 
@@ -426,6 +428,32 @@ def init(
     if comm is None:
         _WORLD = world
     return world
+
+
+def _share_the_cpus(world: World) -> str:
+    """Give each rank its share of its node's CPUs, unless the thread count was chosen
+    (``gg.set_num_threads``, ``OMP_NUM_THREADS``); returns what was done, for the log.
+
+    By default a process takes every CPU it may run on. N ranks on one node then run N times
+    as many BLAS and kernel threads as there are cores, which spin waiting for each other:
+    two ranks of 2 threads each on 2 cores trained a 784-256-256-10 MLP at 3,500-12,000
+    samples/s against 444,000 with one thread each."""
+    from . import _blas
+
+    local = sum(1 for host, _ in world.peers if host == world.host)
+    if local < 2:
+        return ""
+    if _blas.threads_chosen():
+        n = _blas.get_num_threads()
+        return f"{n} thread(s) per rank, as chosen ({local} ranks on this node)"
+    cpus = _blas.cpus_available()
+    n = max(1, cpus // local)
+    if n < _blas.get_num_threads():
+        _blas.set_default_threads(n)  # still a default: not "chosen"
+    return (
+        f"{n} thread(s) per rank: {cpus} CPUs shared by {local} ranks on this node "
+        "(gg.set_num_threads or OMP_NUM_THREADS to choose)"
+    )
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -1140,6 +1168,8 @@ class DistributedTrainer(Trainer):
             )
             if self.reducer.reduce_note:
                 self.log(f"distributed: {self.reducer.reduce_note}")
+            if getattr(w, "threads_note", ""):
+                self.log(f"distributed: {w.threads_note}")
         while self.epoch < epochs:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 record = self._distributed_epoch(x, y, epochs)
