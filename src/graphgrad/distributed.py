@@ -318,6 +318,10 @@ class World:
         for stream in (sys.stdout, sys.stderr):  # what this rank printed before, too
             with contextlib.suppress(Exception):
                 stream.flush()
+        # mpiexec's proxy forwards the pipes as it reads them; an abort right after the write
+        # once cut the last line off in a test (the traceback came through, the line naming
+        # the rank did not): give it a moment to read them
+        time.sleep(0.2)
         self.comm.Abort(code)
 
 
