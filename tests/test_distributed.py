@@ -545,6 +545,7 @@ def test_ranks_on_one_node_share_its_cpus_unless_told_otherwise(tmp_path: Path) 
     script.write_text(THREADS_SCRIPT)
     bare = {k: v for k, v in ENV.items() if not k.endswith("_NUM_THREADS")}
     cpus = len(os.sched_getaffinity(0))
+
     def ranks(env: dict[str, str]) -> list[Any]:
         for f in tmp_path.glob("threads*.json"):
             f.unlink()
