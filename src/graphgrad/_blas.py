@@ -1150,7 +1150,8 @@ def set_num_threads(n: int) -> int:
     previous = _threads[0]
     _threads[0] = n
     if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "set_num_threads"):
-        # OpenMP's idle workers sleep: any n works (but not in a forked child, see set_pool)
+        # any n works: with more OpenMP threads than CPUs libgomp spins only briefly before
+        # sleeping (its throttled count); a forked child keeps one thread (see set_pool)
         _fused.KERNELS.set_num_threads(1 if _pool["forked"] else n)
     nb = blas_threads(n)
     if nb < n and _warned_cap.get(n) != nb:
