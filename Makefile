@@ -41,12 +41,10 @@ recalibrate:
 	OMP_NUM_THREADS=2 $(PY) -m graphgrad info --recalibrate
 
 # Each variant is graphgrad with extra environment variables, timed in the same rounds and
-# reported over its parent (the variant without its last variable): per BLAS, the kernels kept
-# serial (GRAPHGRAD_PAR_MIN), libgomp spinning briefly instead of sleeping (GOMP_SPINCOUNT),
-# OpenBLAS's workers spinning ~2^16 cycles after a GEMM instead of ~2^28.
-NB = graphgrad[GRAPHGRAD_BLAS=numpy
-MK = graphgrad[GRAPHGRAD_BLAS=mkl
-POOL_PEERS ?= graphgrad,pytorch,$(NB)],$(NB);GRAPHGRAD_PAR_MIN=1000000000],$(NB);GOMP_SPINCOUNT=1000],$(NB);OPENBLAS_THREAD_TIMEOUT=16],$(MK)],$(MK);GRAPHGRAD_PAR_MIN=1000000000],$(MK);GOMP_SPINCOUNT=1000],$(MK);GOMP_SPINCOUNT=30000]
+# reported over its parent (the variant without its last variable, else the plain peer): the
+# products on OpenBLAS's own threads instead of graphgrad's pool (GRAPHGRAD_BLAS_POOL), and the
+# kernels kept serial (GRAPHGRAD_PAR_MIN).
+POOL_PEERS ?= graphgrad,graphgrad compiled,pytorch,jax jit,graphgrad[GRAPHGRAD_BLAS_POOL=openblas],graphgrad compiled[GRAPHGRAD_BLAS_POOL=openblas],graphgrad compiled[GRAPHGRAD_PAR_MIN=1000000000]
 bench-pools:
 	$(PY) bench/bench_step_procs.py --threads 2 --rounds 15 --peers '$(POOL_PEERS)' \
 		--md bench/POOLS.md --json bench/pools.json
