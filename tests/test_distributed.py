@@ -539,7 +539,7 @@ with open(f"{sys.argv[1]}/threads{world.rank}.json", "w") as f:  # mpiexec may m
 
 def test_ranks_on_one_node_share_its_cpus_unless_told_otherwise(tmp_path: Path) -> None:
     # by default a process takes every CPU it may use: N ranks on a node then run N times as
-    # many threads as cores, spinning against each other (a 2-rank run trained 40-100x
+    # many threads as cores, spinning against each other (a 2-rank run trained 35-130x
     # slower); init() gives each rank its share unless the count was chosen
     script = tmp_path / "threads.py"
     script.write_text(THREADS_SCRIPT)

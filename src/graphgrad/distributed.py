@@ -440,7 +440,7 @@ def _share_the_cpus(world: World) -> str:
 
     By default a process takes every CPU it may run on. N ranks on one node then run N times
     as many BLAS and kernel threads as there are cores, which spin waiting for each other:
-    two ranks of 2 threads each on 2 cores trained a 784-256-256-10 MLP 40-100x slower than
+    two ranks of 2 threads each on 2 cores trained a 784-256-256-10 MLP 35-130x slower than
     with one thread each."""
     from . import _blas
 
