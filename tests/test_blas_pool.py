@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,15 @@ needs_pool = pytest.mark.skipif(
     or os.environ.get("GRAPHGRAD_BLAS_POOL", "").strip().lower() == "openblas",
     reason="needs the compiled kernels with OpenMP and an OpenBLAS with a threads callback",
 )
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    before = gg.set_num_threads(2)
+    try:
+        yield
+    finally:
+        gg.set_num_threads(before)
 
 
 def _products(seed: int = 0) -> list[np.ndarray]:
@@ -47,6 +57,17 @@ def _bits(arrays: list[np.ndarray]) -> list[bytes]:
     return [np.ascontiguousarray(a).tobytes() for a in arrays]
 
 
+def _together(*work: Any, timeout: float = 120) -> bool:
+    """Run each function on a Python thread of its own, all at once; False if one is still
+    running after ``timeout`` seconds (a hang; the thread is a daemon, left behind)."""
+    threads = [threading.Thread(target=f, daemon=True) for f in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return not any(t.is_alive() for t in threads)
+
+
 def _run(
     code: str, env: dict[str, str] | None = None, timeout: float = 120, drop: tuple[str, ...] = ()
 ) -> Any:
@@ -64,80 +85,59 @@ def _run(
 
 
 @needs_pool
-def test_products_run_on_the_pool_and_give_openblas_s_own_bits() -> None:
-    before = gg.set_num_threads(2)
+def test_products_run_on_the_pool_and_give_openblas_s_own_bits(two_threads: None) -> None:
+    assert gg.blas_info()["pool"] == "graphgrad"
+    calls = K.blas_pool_counts()[0]
+    ours = _bits(_products())
+    assert K.blas_pool_counts()[0] > calls  # the products went through the callback
+    previous = _blas.set_pool("openblas")
     try:
-        assert gg.blas_info()["pool"] == "graphgrad"
         calls = K.blas_pool_counts()[0]
-        ours = _bits(_products())
-        assert K.blas_pool_counts()[0] > calls  # the products went through the callback
-        previous = _blas.set_pool("openblas")
-        try:
-            calls = K.blas_pool_counts()[0]
-            theirs = _bits(_products())
-            assert K.blas_pool_counts()[0] == calls  # OpenBLAS's own threads
-        finally:
-            _blas.set_pool(previous)
-        assert ours == theirs
+        theirs = _bits(_products())
+        assert K.blas_pool_counts()[0] == calls  # OpenBLAS's own threads
     finally:
-        gg.set_num_threads(before)
+        _blas.set_pool(previous)
+    assert ours == theirs
 
 
 @needs_pool
-def test_two_python_threads_multiplying_at_once_get_their_own_results() -> None:
+def test_two_python_threads_multiplying_at_once_get_their_own_results(two_threads: None) -> None:
     # OpenBLAS's jobs use per-job buffers shared by all callers: the callback runs one
     # product's jobs at a time
-    before = gg.set_num_threads(2)
-    try:
-        want = [_bits(_products(seed)) for seed in (1, 2)]
-        got: dict[int, list[list[bytes]]] = {1: [], 2: []}
+    want = [_bits(_products(seed)) for seed in (1, 2)]
+    got: dict[int, list[list[bytes]]] = {1: [], 2: []}
 
-        def work(seed: int) -> None:
-            for _ in range(6):
-                got[seed].append(_bits(_products(seed)))
+    def work(seed: int) -> None:
+        for _ in range(6):
+            got[seed].append(_bits(_products(seed)))
 
-        threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for seed, w in zip((1, 2), want, strict=True):
-            assert all(g == w for g in got[seed]), f"thread {seed}: a product differs"
-    finally:
-        gg.set_num_threads(before)
+    assert _together(lambda: work(1), lambda: work(2)), "a thread hangs"
+    for seed, w in zip((1, 2), want, strict=True):
+        assert all(g == w for g in got[seed]), f"thread {seed}: a product differs"
 
 
 @needs_pool
-def test_lapack_s_parallel_lu_beside_products_in_another_thread() -> None:
+def test_lapack_s_parallel_lu_beside_products_in_another_thread(two_threads: None) -> None:
     # numpy.linalg.solve's LU (OpenBLAS's getrf_parallel) keeps OpenBLAS's own workers while
     # the callback runs products' jobs: with the jobs in the workers' slots (0, 1, ...) the
     # two overwrote each other's status words and this hung; the callback's jobs now take the
     # top slots
-    before = gg.set_num_threads(2)
-    try:
-        rng = np.random.default_rng(0)
-        a_big, b_big = rng.standard_normal((1200, 1200)), rng.standard_normal((1200, 3))
-        want_solve = np.linalg.solve(a_big, b_big).tobytes()
-        want = _bits(_products(3))
-        bad = {"solve": 0, "products": 0}
+    rng = np.random.default_rng(0)
+    a_big, b_big = rng.standard_normal((1200, 1200)), rng.standard_normal((1200, 3))
+    want_solve = np.linalg.solve(a_big, b_big).tobytes()
+    want = _bits(_products(3))
+    bad = {"solve": 0, "products": 0}
 
-        def solve() -> None:
-            for _ in range(8):
-                bad["solve"] += np.linalg.solve(a_big, b_big).tobytes() != want_solve
+    def solve() -> None:
+        for _ in range(8):
+            bad["solve"] += np.linalg.solve(a_big, b_big).tobytes() != want_solve
 
-        def multiply() -> None:
-            for _ in range(40):
-                bad["products"] += _bits(_products(3)) != want
+    def multiply() -> None:
+        for _ in range(40):
+            bad["products"] += _bits(_products(3)) != want
 
-        threads = [threading.Thread(target=f, daemon=True) for f in (solve, multiply)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert not any(t.is_alive() for t in threads), "a thread hangs"
-        assert bad == {"solve": 0, "products": 0}
-    finally:
-        gg.set_num_threads(before)
+    assert _together(solve, multiply), "a thread hangs"
+    assert bad == {"solve": 0, "products": 0}
 
 
 @needs_pool

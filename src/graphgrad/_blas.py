@@ -987,14 +987,8 @@ _openblas_libraries = _fused.openblas_libraries
 def _openblas_setters() -> list[Any]:
     """The ``openblas_set_num_threads`` functions of the OpenBLAS copies loaded in this process
     (NumPy's; Linux only; elsewhere threadpoolctl if installed)."""
-    found: list[Any] = []
-    for lib in _openblas_libraries():
-        for name in _OPENBLAS_SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                found.append(fn)
-                break
-    return found
+    found = (_fused.first_symbol(lib, _OPENBLAS_SETTERS) for lib in _openblas_libraries())
+    return [fn for fn in found if fn is not None]
 
 
 _POOL_CHOICES = ("graphgrad", "openblas")
@@ -1040,27 +1034,33 @@ def set_pool(name: str) -> str:
     if name not in _POOL_CHOICES:
         raise ValueError(f"set_pool: {name!r} is not one of {', '.join(_POOL_CHOICES)}")
     if name == "graphgrad":
-        why = _pool_impossible()
+        why = _pool_impossible(_fused.pool_setters())
         if why:
             raise ValueError(f"set_pool('graphgrad'): {why}")
     previous, before = _pool["requested"], _pool["state"]
     _pool["requested"] = name
-    _sync_pool("set_pool('openblas')")
+    if name == "openblas":
+        _pool["reason"] = "set_pool('openblas')"  # for "graphgrad", _sync_pool says why
+    _sync_pool()
     if _pool["state"] != before:
         _apply_measured()  # the kernels' split size and the layout were measured per pool
     return previous
 
 
-def _pool_impossible() -> str:
-    """Why the pool can never be used in this process, or ''."""
+def _pool_impossible(setters: list[tuple[int, int]]) -> str:
+    """Why the pool can never be used in this process (``setters``: ``_fused.pool_setters()``),
+    or ''."""
     kernels = _fused.KERNELS
     if kernels is None or not hasattr(kernels, "install_blas_pool"):
         return "graphgrad's compiled kernels are not built"
     if not kernels.OPENMP:
         return "graphgrad's kernels were built without OpenMP"
     if _pool["forked"]:
-        return "a forked child: GNU OpenMP's threads do not survive fork()"
-    if not _fused.pool_setters():
+        return (
+            "a forked child: GNU OpenMP's threads do not survive fork(), so OpenBLAS's own "
+            "threads run the products and the kernels run on one thread"
+        )
+    if not setters:
         return (
             "NumPy's BLAS has no threads callback (OpenBLAS 0.3.27 or later has one, with "
             "MAX_THREADS in its configuration)"
@@ -1068,22 +1068,23 @@ def _pool_impossible() -> str:
     return ""
 
 
-def _sync_pool(off_reason: str) -> None:
-    """Install or remove the callback as the request, the build and the thread count allow
-    (called by set_pool and set_num_threads)."""
+def _sync_pool() -> None:
+    """Install or remove the callback as the request, the build, a fork and the thread count
+    allow (called by set_pool, set_num_threads, at import and in a forked child); under the
+    request "openblas" it only removes it."""
     kernels = _fused.KERNELS
     setters = _fused.pool_setters() if kernels is not None else []
-    want = _pool["requested"] == "graphgrad" and not _pool_impossible()
-    reason = _POOL_ON if want else off_reason
-    if want:
-        top = min(t for _, t in setters)
-        if blas_threads() > top // 2:
-            want = False
-            reason = (
+    why = ""
+    if _pool["requested"] == "graphgrad":
+        why = _pool_impossible(setters)
+        top = min((t for _, t in setters), default=0)
+        if not why and blas_threads() > top // 2:
+            why = (
                 f"{blas_threads()} BLAS threads, more than half of OpenBLAS's MAX_THREADS "
                 f"({top}): the pool's jobs take worker slots OpenBLAS's own threads would use"
             )
-    if want:
+        _pool["reason"] = why or _POOL_ON
+    if _pool["requested"] == "graphgrad" and not why:
         for addr, top in setters:
             kernels.install_blas_pool(addr, True, top)
         _pool["state"] = "graphgrad"
@@ -1091,7 +1092,6 @@ def _sync_pool(off_reason: str) -> None:
         for addr, _ in setters:
             kernels.install_blas_pool(addr, False)
         _pool["state"] = "openblas"
-    _pool["reason"] = reason
 
 
 def _pool_after_fork_in_child() -> None:
@@ -1099,18 +1099,9 @@ def _pool_after_fork_in_child() -> None:
     # would wait for them forever: the products go back to OpenBLAS's own threads (which
     # restart after a fork) and the kernels run on the calling thread.
     _pool["forked"] = True
-    kernels = _fused.KERNELS
-    if kernels is None or not hasattr(kernels, "install_blas_pool"):
-        return
-    if _pool["state"] == "graphgrad":
-        for addr, _ in _fused.pool_setters():
-            kernels.install_blas_pool(addr, False)
-        _pool["state"] = "openblas"
-    _pool["reason"] = (
-        "a forked child: GNU OpenMP's threads do not survive fork(), so OpenBLAS's own "
-        "threads run the products and the kernels run on one thread"
-    )
-    kernels.set_num_threads(1)
+    if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "install_blas_pool"):
+        _sync_pool()
+        _fused.KERNELS.set_num_threads(1)
 
 
 def _init_pool() -> None:
@@ -1124,8 +1115,7 @@ def _init_pool() -> None:
         _pool["requested"] = "openblas"
         _pool["reason"] = "GRAPHGRAD_BLAS_POOL=openblas in the environment"
     else:
-        why = _pool_impossible()
-        _sync_pool(why)  # set_blas, next, measures what depends on it
+        _sync_pool()  # set_blas, next, measures what depends on it
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_pool_after_fork_in_child)
 
@@ -1177,8 +1167,7 @@ def set_num_threads(n: int) -> int:
             pass
         else:
             threadpoolctl.threadpool_limits(nb, user_api="blas")
-    if _pool["requested"] == "graphgrad" and not _pool["forked"]:
-        _sync_pool(_pool_impossible())  # at most half of OpenBLAS's MAX_THREADS (set_pool)
+    _sync_pool()  # at most half of OpenBLAS's MAX_THREADS for the pool (see set_pool)
     if n != previous and _choice["requested"] == "auto":
         set_blas("auto")  # the calibration is per thread count: cached, or measured once
     elif n != previous:

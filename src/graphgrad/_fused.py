@@ -41,14 +41,22 @@ def openblas_libraries() -> list[Any]:
     return libs
 
 
+def first_symbol(lib: Any, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` that the ctypes library ``lib`` exports (OpenBLAS's symbols
+    carry a prefix and suffix that depend on its build), or None."""
+    for name in names:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            return fn
+    return None
+
+
 _POOL_SETTERS = (
     "scipy_openblas_set_threads_callback_function64_",
     "scipy_openblas_set_threads_callback_function",
     "openblas_set_threads_callback_function64_",
     "openblas_set_threads_callback_function",
 )
-
-
 _CONFIG_GETTERS = (
     "scipy_openblas_get_config64_",
     "scipy_openblas_get_config",
@@ -61,17 +69,14 @@ def _max_threads(lib: Any) -> int:
     """OpenBLAS's MAX_THREADS (the size of its worker tables) from its configuration string,
     e.g. ``"OpenBLAS 0.3.31 USE64BITINT DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64"``;
     0 if it does not say."""
-    for name in _CONFIG_GETTERS:
-        fn = getattr(lib, name, None)
-        if fn is None:
-            continue
-        fn.argtypes, fn.restype = [], ctypes.c_char_p
-        text = (fn() or b"").decode(errors="replace")
-        for word in text.split():
-            if word.startswith("MAX_THREADS="):
-                value = word.split("=", 1)[1]
-                return int(value) if value.isdigit() else 0
+    fn = first_symbol(lib, _CONFIG_GETTERS)
+    if fn is None:
         return 0
+    fn.argtypes, fn.restype = [], ctypes.c_char_p
+    for word in (fn() or b"").decode(errors="replace").split():
+        if word.startswith("MAX_THREADS="):
+            value = word.split("=", 1)[1]
+            return int(value) if value.isdigit() else 0
     return 0
 
 
@@ -81,14 +86,12 @@ def pool_setters() -> list[tuple[int, int]]:
     see ``_blas.set_pool``."""
     found: list[tuple[int, int]] = []
     for lib in openblas_libraries():
-        for name in _POOL_SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                addr = ctypes.cast(fn, ctypes.c_void_p).value
-                top = _max_threads(lib)
-                if addr and top >= 2:
-                    found.append((addr, top))
-                break
+        fn = first_symbol(lib, _POOL_SETTERS)
+        if fn is None:
+            continue
+        addr, top = ctypes.cast(fn, ctypes.c_void_p).value, _max_threads(lib)
+        if addr and top >= 2:
+            found.append((addr, top))
     return found
 
 

@@ -275,18 +275,16 @@ cdef extern from *:
             int n = numjobs;
             gg_job_t *js = (gg_job_t *)calloc((size_t)n, sizeof(gg_job_t));
             pthread_t *ts = (pthread_t *)calloc((size_t)n, sizeof(pthread_t));
-            char *started = (char *)calloc((size_t)n, 1);
-            if (js == NULL || ts == NULL || started == NULL) abort();  /* out of memory */
+            if (js == NULL || ts == NULL) abort();  /* out of memory */
             for (int k = 1; k < n; k++) {
                 js[k].dojob = dojob; js[k].k = base + k; js[k].arg = arg;
                 js[k].data = (char *)jobs + (size_t)k * size;
-                started[k] = pthread_create(&ts[k], NULL, gg_job_main, &js[k]) == 0;
-                /* a job run here after job 0 could wait for job 0 forever: better to stop */
-                if (!started[k]) abort();
+                /* no thread: a job run here after job 0 could wait for job 0 forever */
+                if (pthread_create(&ts[k], NULL, gg_job_main, &js[k]) != 0) abort();
             }
             dojob(base, jobs, arg);
             for (int k = 1; k < n; k++) pthread_join(ts[k], NULL);
-            free(js); free(ts); free(started);
+            free(js); free(ts);
             gg_pool_spawned++;
         }
         pthread_mutex_unlock(&gg_pool_lock);

@@ -1172,7 +1172,7 @@ class DistributedTrainer(Trainer):
             )
             if self.reducer.reduce_note:
                 self.log(f"distributed: {self.reducer.reduce_note}")
-            if getattr(w, "threads_note", ""):
+            if w.threads_note:
                 self.log(f"distributed: {w.threads_note}")
         while self.epoch < epochs:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
