@@ -781,33 +781,9 @@ class CompiledStep:
             i_w = index.get(id(W))
             fused = isinstance(opt, SGD) and opt.fused_backward and i_w is not None
             mu = opt.momentum if isinstance(opt, SGD) else 0.0
-            dW: np.ndarray | None = None
-            if fused:
-                assert i_w is not None
-                v, first = self._buffer(i_w, "momentum_buffer", W.data, states)
-                text = (
-                    f"backward  v_W{k + 1} = μ v_W{k + 1} + G{k + 1}ᵀ @ {b.name(k, 'a')}   "
-                    f"(the gradient added inside the GEMM)"
-                )
-                b.gemm(v, g_addr, not g_f, a_addr, a_f, S, text, beta=mu, first=first)
-                grads.append((W, None))
-            else:
-                dW = b.array((n_out, n_in)) if into is None else b.keep(into.write[id(W)])
-                text = f"backward  dW{k + 1} = G{k + 1}ᵀ @ {b.name(k, 'a')}   ({n_out}, {n_in})"
-                b.gemm(dW, g_addr, not g_f, a_addr, a_f, S, text)
-                grads.append((W, dW))
-            db: np.ndarray | None = None
-            if lin.bias is not None:
-                db = b.array((n_out,)) if into is None else b.keep(into.write[id(lin.bias)])
-                b.add(
-                    "sum_rows",
-                    fn=b.gemv,
-                    flags=(int(g_f), 0, int(b.ilp64), 0),
-                    ptrs=(g_addr, _addr(ones), _addr(db)),
-                    sizes=(S, n_out),
-                    text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
-                )
-                grads.append((lin.bias, db))
+            # the input gradient first (it reads W before W's update), then the bias
+            # gradient, then the weight gradient right before its update, which reads it while
+            # it is still in the cache (both orders give the same numbers)
             if k:
                 w_addr = _addr(W.data)
                 d_f = cols and a_f  # linear's input gradient in its input's layout
@@ -835,19 +811,41 @@ class CompiledStep:
                         text="backward  " + _ACT_TEXT[below.act][1].format(k=k, j=k + 1),
                     )
                     grad = (_addr(g_below), d_f)
-            # the update of this layer (W was read by the GEMM above, so it may change now)
+            db: np.ndarray | None = None
+            if lin.bias is not None:
+                db = b.array((n_out,)) if into is None else b.keep(into.write[id(lin.bias)])
+                b.add(
+                    "sum_rows",
+                    fn=b.gemv,
+                    flags=(int(g_f), 0, int(b.ilp64), 0),
+                    ptrs=(g_addr, _addr(ones), _addr(db)),
+                    sizes=(S, n_out),
+                    text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
+                )
             if fused:
                 assert i_w is not None
+                v, first = self._buffer(i_w, "momentum_buffer", W.data, states)
+                text = (
+                    f"backward  v_W{k + 1} = μ v_W{k + 1} + G{k + 1}ᵀ @ {b.name(k, 'a')}   "
+                    f"(the gradient added inside the GEMM)"
+                )
+                b.gemm(v, g_addr, not g_f, a_addr, a_f, S, text, beta=mu, first=first)
+                grads.append((W, None))
                 b.add(
                     "sgd",
                     ptrs=(_addr(W.data), _addr(v), _addr(W.data)),
                     sizes=(W.data.size,),
                     text=f"update    W{k + 1} -= lr v_W{k + 1}",
                 )
-            elif i_w is not None:
-                assert dW is not None
-                update(i_w, W, dW, f"W{k + 1}")
+            else:
+                dW = b.array((n_out, n_in)) if into is None else b.keep(into.write[id(W)])
+                text = f"backward  dW{k + 1} = G{k + 1}ᵀ @ {b.name(k, 'a')}   ({n_out}, {n_in})"
+                b.gemm(dW, g_addr, not g_f, a_addr, a_f, S, text)
+                grads.append((W, dW))
+                if i_w is not None:
+                    update(i_w, W, dW, f"W{k + 1}")
             if lin.bias is not None and db is not None:
+                grads.append((lin.bias, db))
                 i_b = index.get(id(lin.bias))
                 if i_b is not None:
                     update(i_b, lin.bias, db, f"b{k + 1}")
