@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 import warnings
 from collections.abc import Iterator
@@ -235,6 +236,9 @@ def test_another_thread_count_is_another_calibration(fake: FakeMachine) -> None:
         lambda rec: json.dumps({**rec, "key": {**rec["key"], "cpu": "another CPU"}}),
         lambda rec: json.dumps({**rec, "format": 99}),
         lambda rec: json.dumps({k: v for k, v in rec.items() if k != "key"}),
+        lambda rec: json.dumps({**rec, "busy": "very"}),
+        lambda rec: json.dumps({**rec, "busy": -0.5}),
+        lambda rec: json.dumps({**rec, "measured_at_s": "yesterday"}),
     ],
 )
 def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, damage: Any) -> None:
@@ -249,6 +253,101 @@ def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, dam
     assert gg.blas() == "mkl" and fake.gemms > 0  # measured again
     assert gg.blas_info()["calibration"]["measured_now"] is True
     assert json.loads(path.read_text())["choice"] == "mkl"  # and the file repaired
+
+
+class FakeStat:
+    """``/proc/stat`` as ``_blas._cpu_jiffies`` reads it, and this process's CPU time: over
+    each measurement (between two readings) 100 ticks of its CPUs pass, ``busy`` of them
+    busy, ``own`` seconds of CPU time this process's."""
+
+    def __init__(self) -> None:
+        self.busy, self.own = 0, 0.0
+        self.busy_ticks = self.ticks = self.reads = 0
+        self.cpu_s = 0.0
+
+    def jiffies(self) -> tuple[int, int]:
+        self.reads += 1
+        if self.reads % 2 == 0:  # the reading after a measurement
+            self.ticks += 100
+            self.busy_ticks += self.busy
+            self.cpu_s += self.own
+        return self.busy_ticks, self.ticks
+
+    def own_cpu_s(self) -> float:
+        return self.cpu_s
+
+
+def test_a_calibration_on_a_busy_machine_is_marked_and_measured_again_later(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Other processes on this process's CPUs make a calibration time them, not the libraries:
+    # the record says so (graphgrad info shows it), and it is measured again once it is
+    # BUSY_RETRY_S old, while a quiet record stays until its key changes.
+    stat = FakeStat()
+    monkeypatch.setattr(_blas, "_cpu_jiffies", stat.jiffies)
+    monkeypatch.setattr(_blas, "_own_cpu_s", stat.own_cpu_s)
+    tick = 1 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+    stat.busy, stat.own = 90, 40 * tick  # 90 of 100 ticks busy, 40 of them ours: others 50%
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    rec = json.loads(path.read_text())
+    assert rec["busy"] == pytest.approx(0.5, abs=0.02) and rec["measured_at_s"] <= time.time()
+    info = gg.blas_info()
+    assert info["calibration"]["busy"] == rec["busy"]
+    assert "measured now, while other processes kept 50% of its CPUs busy" in info["reason"]
+    # a new process within BUSY_RETRY_S takes the record as it is
+    _new_process()
+    fake.gemms = 0
+    gg.set_blas("auto")
+    assert fake.gemms == 0 and "measured earlier, cached, while other" in gg.blas_info()["reason"]
+    # one BUSY_RETRY_S later it measures again: the machine is quiet now, and MKL is slower
+    path.write_text(json.dumps({**rec, "measured_at_s": time.time() - _blas.BUSY_RETRY_S - 1}))
+    _new_process()
+    stat.busy, stat.own = 45, 40 * tick  # others 5%: quiet
+    fake.cost.update(numpy=1.0, mkl=2.0)
+    gg.set_blas("auto")
+    assert fake.gemms > 0 and gg.blas() == "numpy"
+    rec = json.loads(path.read_text())
+    assert "busy" not in rec and gg.blas_info()["calibration"]["busy"] is None
+    assert "while other" not in gg.blas_info()["reason"]
+    # a quiet record is never measured again on its own, however old
+    path.write_text(json.dumps({**rec, "measured_at_s": time.time() - 10 * _blas.BUSY_RETRY_S}))
+    _new_process()
+    fake.gemms = 0
+    gg.set_blas("auto")
+    assert fake.gemms == 0 and gg.blas() == "numpy"
+
+
+def test_cpu_ticks_are_read_for_this_process_cpus_only(tmp_path: Any) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    stat = tmp_path / "stat"
+    lines = ["cpu  999 999 999 999 999 999 999 999 0 0"]  # the sum over all CPUs: not used
+    for i in cpus:
+        lines.append(f"cpu{i} 10 1 5 100 4 2 3 7 0 0")  # busy 10+1+5+2+3+7, idle 100+4
+    lines.append(f"cpu{max(cpus) + 1} 500 0 0 0 0 0 0 0 0 0")  # not ours
+    lines.append("intr 12345 0 0")
+    stat.write_text("\n".join(lines) + "\n")
+    assert _blas._cpu_jiffies(str(stat)) == (28 * len(cpus), 132 * len(cpus))
+    stat.write_text("cpu 1 2 3\n")
+    assert _blas._cpu_jiffies(str(stat)) is None  # no line for this process's CPUs
+    assert _blas._cpu_jiffies(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux's /proc/stat")
+def test_other_processes_on_this_process_cpus_are_seen() -> None:
+    # Real processes spinning on every CPU this process may use, while it waits: the share
+    # of its CPUs that others kept busy is far above BUSY_LIMIT.
+    spin = "import time\nend = time.time() + 20\nwhile time.time() < end: pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.3)
+        _, share = _blas._others_share(lambda: time.sleep(0.6))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert share is not None and share > _blas.BUSY_LIMIT
 
 
 def test_an_unwritable_cache_still_chooses(fake: FakeMachine, tmp_path: Any) -> None:

@@ -183,6 +183,58 @@ _CACHE_FORMAT = 1
 
 _clock = time.perf_counter  # the calibration's clock (tests substitute a fake one)
 
+#: A calibration during which other processes kept more than this share of this process's
+#: CPUs busy is marked ``busy``: its figures may be the other processes', not the libraries'.
+BUSY_LIMIT = 0.25
+#: A busy calibration is measured again once it is this old (seconds), at the next import or
+#: thread-count change; a quiet one stays until its key changes.
+BUSY_RETRY_S = 600.0
+_own_cpu_s = time.process_time  # this process's CPU time, all threads (tests substitute it)
+
+
+def _cpu_jiffies(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(busy, total) clock ticks so far of the CPUs this process may run on, from Linux's
+    ``/proc/stat`` (busy: user, nice, system, irq, softirq and steal, the time a VM's host
+    gave the CPU to someone else); None where that cannot be read."""
+    try:
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except (OSError, AttributeError, ValueError):
+        return None
+    busy = total = 0
+    seen = False
+    for line in lines:
+        fields = line.split()
+        if not fields or fields[0] not in cpus or len(fields) < 9:
+            continue
+        try:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+        except ValueError:
+            return None
+        b = user + nice + system + irq + softirq + steal
+        busy += b
+        total += b + idle + iowait
+        seen = True
+    return (busy, total) if seen else None
+
+
+def _others_share(measure_now: Any) -> tuple[Any, float | None]:
+    """``measure_now()``'s result, and the share of this process's CPUs that other processes
+    (or a VM's host) kept busy meanwhile: ticks busy minus this process's own CPU time, over
+    all ticks; None where ``/proc/stat`` cannot be read or too little time passed."""
+    before, own = _cpu_jiffies(), _own_cpu_s()
+    result = measure_now()
+    after, own = _cpu_jiffies(), _own_cpu_s() - own
+    if before is None or after is None:
+        return result, None
+    total = after[1] - before[1]
+    if total < 10:  # under ~0.1 s of one CPU at 100 ticks a second: no figure
+        return result, None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    others = (after[0] - before[0]) - own * hz
+    return result, min(1.0, max(0.0, others / total))
+
 
 def _calibration_set() -> list[tuple[np.ndarray, np.ndarray]]:
     """The (a, b) operand pairs of the calibration, fp32, fixed values."""
@@ -328,9 +380,20 @@ def _load_cached(path: Path, key: dict[str, Any], valid: Any = _blas_record_ok) 
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
         ok = rec["format"] == _CACHE_FORMAT and rec["key"] == key and bool(valid(rec))
+        busy, at = rec.get("busy"), rec.get("measured_at_s")
+        ok = ok and all(
+            v is None or (type(v) is float and math.isfinite(v) and v >= 0) for v in (busy, at)
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
     return rec if ok else None
+
+
+def _stale(rec: dict[str, Any]) -> bool:
+    """A cached record measured while the machine was busy, ``BUSY_RETRY_S`` ago or more:
+    to be measured again."""
+    busy, at = rec.get("busy"), rec.get("measured_at_s")
+    return busy is not None and (at is None or time.time() - at >= BUSY_RETRY_S)
 
 
 @contextlib.contextmanager
@@ -389,15 +452,21 @@ def _cached_measurement(
     with lock or contextlib.nullcontext():
         if not refresh:
             rec = _load_cached(path, key, valid)
+            if rec is not None and _stale(rec):
+                rec = None  # measured while other work ran: once more, perhaps quieter now
             if rec is not None:
                 rec["measured"] = False
         if rec is None:
+            figures, others = _others_share(measure_now)
             rec = {
                 "format": _CACHE_FORMAT,
                 "key": key,
-                **measure_now(),
+                **figures,
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "measured_at_s": time.time(),
             }
+            if others is not None and others > BUSY_LIMIT:
+                rec["busy"] = round(others, 3)
             written = False
             if directory_ok:
                 try:
@@ -413,12 +482,21 @@ def _cached_measurement(
 
 
 def _how(rec: dict[str, Any]) -> str:
-    """How a calibration record came: measured now (cached or not) or read from the cache."""
+    """How a calibration record came: measured now (cached or not) or read from the cache,
+    and whether other work kept the CPUs busy meanwhile."""
     if not rec["measured"]:
-        return "measured earlier, cached"
-    if not rec.get("cache_written"):
-        return "measured now, not cached (cache directory not writable)"
-    return "measured now"
+        how = "measured earlier, cached"
+    elif not rec.get("cache_written"):
+        how = "measured now, not cached (cache directory not writable)"
+    else:
+        how = "measured now"
+    busy = rec.get("busy")
+    if busy is not None:
+        how += (
+            f", while other processes kept {busy:.0%} of its CPUs busy (measured again "
+            f"{BUSY_RETRY_S / 60:.0f} minutes later, or with `graphgrad info --recalibrate`)"
+        )
+    return how
 
 
 def _summary(rec: dict[str, Any], *figures: str) -> dict[str, Any]:
@@ -426,6 +504,7 @@ def _summary(rec: dict[str, Any], *figures: str) -> dict[str, Any]:
     ``seconds``), and ``cache``, ``measured_now``, ``threads``."""
     out = {f: rec[f].copy() for f in figures or ("seconds",)}
     out.update(cache=rec["cache"], measured_now=rec["measured"], threads=rec["key"]["threads"])
+    out["busy"] = rec.get("busy")  # others' share of the CPUs meanwhile, when above BUSY_LIMIT
     return out
 
 
