@@ -1184,8 +1184,8 @@ def _pool_after_fork_in_child() -> None:
 
 
 def _init_pool() -> None:
-    env = os.environ.get("GRAPHGRAD_BLAS_POOL", "").strip().lower()
-    if env not in ("", "graphgrad", "openblas"):
+    env = _fused.pool_env()
+    if env not in ("", *_POOL_CHOICES):
         warnings.warn(
             f"GRAPHGRAD_BLAS_POOL={env!r} is not one of graphgrad, openblas; using the default",
             stacklevel=1,

@@ -95,12 +95,17 @@ def pool_setters() -> list[tuple[int, int]]:
     return found
 
 
+def pool_env() -> str:
+    """``GRAPHGRAD_BLAS_POOL`` as read at import ('' when unset): whose threads run
+    OpenBLAS's products, see ``_blas.set_pool``."""
+    return os.environ.get("GRAPHGRAD_BLAS_POOL", "").strip().lower()
+
+
 def pool_wanted() -> bool:
     """Whether OpenBLAS's products will run on the kernels' OpenMP threads (``_blas.set_pool``
     at import): NumPy's OpenBLAS has the callback, and ``GRAPHGRAD_BLAS_POOL`` is not
     ``openblas``."""
-    env = os.environ.get("GRAPHGRAD_BLAS_POOL", "").strip().lower()
-    return env != "openblas" and bool(pool_setters())
+    return pool_env() != "openblas" and bool(pool_setters())
 
 
 #: GNU OpenMP's spin count between parallel loops when its threads run the BLAS's products

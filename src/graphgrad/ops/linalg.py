@@ -110,11 +110,9 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
 )
 def linear(x: Any, w: Any, b: Any = None) -> Any:
     if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
-        if b is None:
-            xp = namespace_of(x, w)
-            return xp.matmul(x, xp.matrix_transpose(w))
-        xp = namespace_of(x, w, b)
-        return xp.matmul(x, xp.matrix_transpose(w)) + b
+        xp = namespace_of(x, w) if b is None else namespace_of(x, w, b)
+        y = xp.matmul(x, xp.matrix_transpose(w))
+        return y if b is None else y + b
     # "columns" (measured faster with this BLAS, see _blas.layout()): for a batch smaller
     # than the layer's width, x @ W.T computed as (W @ x.T).T, the same numbers in a
     # column-major (S, out) array
