@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -606,9 +607,12 @@ def test_a_failing_rank_stops_the_job_naming_it(tmp_path: Path, kind: str, reduc
     if kind == "raise":
         assert "graphgrad: rank 1 of 2" in err and "failed: RuntimeError: boom in a callback" in err
         assert "stopping all 2 ranks" in err
-    elif kind == "kill":  # mpiexec names the PID; rank 0 listed which rank has it
-        pid = err.split("1: pid ")[1].split()[0]
-        assert f"PID {pid} " in err and "BAD TERMINATION" in err
+    elif kind == "kill":  # mpiexec names a PID; rank 0 listed which rank has which
+        # mpiexec reports the first process it finds dead: mostly the killed rank 1, but under
+        # load it has named rank 0, which it had just killed while cleaning up (a CI run)
+        pids = [err.split(f"{k}: pid ")[1].split()[0] for k in (0, 1)]
+        assert "BAD TERMINATION" in err and re.search(r"signal:? 9", err, re.I), err
+        assert any(f"PID {pid} " in err for pid in pids), (pids, err)
     elif kind == "hang":
         assert "graphgrad: rank 1 of 2" in err and "made no progress for" in err
         assert "in fault" in err  # where it is stuck
