@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _blas, _fused
+from . import _blas, _fused, _memory
 from ._state import ANOMALY, GRAD_ENABLED
 from .errors import GraphgradError
 from .nn.activations import ELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
@@ -770,7 +770,8 @@ class CompiledStep:
         grads: list[tuple[Tensor, np.ndarray | None]] = []
         states: list[tuple[int, str, Any]] = []
         adam: list[int] = []
-        ones = b.keep(np.ones(S, dt))
+        ones = b.array((S,))
+        ones.fill(1)
         grad: tuple[int, bool] = (_addr(grad_arr), False)
         for k in range(L - 1, -1, -1):
             lin = self._layers[k].linear
@@ -880,7 +881,7 @@ class CompiledStep:
             or not arr.flags.c_contiguous
             or not arr.flags.writeable
         ):
-            arr = st[key] = np.zeros_like(like)
+            arr = st[key] = _memory.zeros_like(like)
         states.append((i, key, arr))
         return arr, first
 
@@ -977,7 +978,7 @@ class _PlanBuilder:
         return a
 
     def array(self, shape: tuple[int, ...]) -> np.ndarray:
-        return self.keep(np.empty(shape, self.dt))
+        return self.keep(_memory.empty(shape, self.dt))
 
     @staticmethod
     def name(k: int, act: str) -> str:

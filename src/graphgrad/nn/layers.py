@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .. import _backend
+from .. import _backend, _memory
 from .._state import default_generator
 from ..tensor import Tensor, as_tensor, linear, reshape
 from . import init as I
@@ -92,7 +92,10 @@ class Linear(Module):
 
 def _parameter(arr: Any) -> Tensor:
     """A Tensor with requires_grad holding ``arr`` (an array of any namespace, kept where it
-    is)."""
+    is). A NumPy array is copied to start on a cache line where it does not
+    (:func:`graphgrad._memory.aligned`): the update kernels stream through it fastest there."""
+    if type(arr) is np.ndarray:
+        arr = _memory.aligned(arr)
     return Tensor(arr, requires_grad=True)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _backend, _fused
 from ..tensor import Tensor
-from .optimizer import Optimizer, on_device_of, updates_for
+from .optimizer import Optimizer, on_device_of, state_like, updates_for
 
 __all__ = ["Adam"]
 
@@ -70,11 +70,10 @@ class Adam(Optimizer):
                 raise self._read_only(i)
             st = self.state.get(i)
             if st is None:
-                xp = _backend.namespace_of(w)
                 st = self.state[i] = {
                     "step": 0,
-                    "exp_avg": xp.zeros_like(w),
-                    "exp_avg_sq": xp.zeros_like(w),
+                    "exp_avg": state_like(w),
+                    "exp_avg_sq": state_like(w),
                 }
             elif not numpy or type(st["exp_avg"]) is not np.ndarray:
                 st["exp_avg"] = on_device_of(st["exp_avg"], w)

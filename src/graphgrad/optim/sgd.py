@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _backend, _engine, _fused
 from ..tensor import Tensor
-from .optimizer import Optimizer, on_device_of, updates_for
+from .optimizer import Optimizer, on_device_of, state_like, updates_for
 
 __all__ = ["SGD"]
 
@@ -104,7 +104,7 @@ class SGD(Optimizer):
         st = self.state.setdefault(i, {})
         v = st.get("momentum_buffer")
         if v is None:
-            v = st["momentum_buffer"] = np.zeros_like(p.data)
+            v = st["momentum_buffer"] = state_like(p.data)
             beta = 0.0  # the first step: v = ∇, as in the unfused update
         else:
             beta = 1.0 if i in self._taken else self.momentum
@@ -138,8 +138,7 @@ class SGD(Optimizer):
                 st = self.state.setdefault(i, {})
                 v = st.get("momentum_buffer")
                 if v is None:
-                    xp = _backend.namespace_of(w)
-                    v = st["momentum_buffer"] = xp.empty_like(w)
+                    v = st["momentum_buffer"] = state_like(w, zero=False)
                     first = True
                 elif not numpy or type(v) is not np.ndarray:
                     v = st["momentum_buffer"] = on_device_of(v, w)
