@@ -541,6 +541,22 @@ def test_a_model_changed_after_compiling_is_trained_as_it_is_now() -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_a_replaced_parameter_tensor_is_trained_as_the_model_has_it(name: str) -> None:
+    # lin.weight = Tensor(...) after compiling: the plan must not go on reading (and
+    # updating) the old Tensor's array while the eager step uses the new one
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8], np.float32))
+    for m, o in ((m1, o1), (m2, o2)):
+        lin = m.linear_layers()[1]
+        old = getattr(lin, name)
+        new = gg.Tensor(np.full(old.shape, 0.05, np.float32), requires_grad=True)
+        setattr(lin, name, new)
+        o.params[[id(q) for q in o.params].index(id(old))] = new
+    _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), step=step)
+
+
+@needs_kernels
 def test_a_frozen_parameter_is_left_alone() -> None:
     m1, o1, m2, o2 = _pair(_mlp, "momentum")
     for m in (m1, m2):

@@ -373,9 +373,14 @@ class CompiledStep:
                 f"compile_step: the parameters must share one dtype, got {sorted(map(str, dtypes))}"
             )
         self._layers, self._flatten, self._mods = layers, flatten, mods
-        self._params = [
-            p for ly in layers for p in (ly.linear.weight, ly.linear.bias) if p is not None
+        #: each layer's weight and bias Tensors where the plans found them: one replaced
+        #: (``lin.weight = Tensor(...)``) is a new structure, as a replaced module is
+        self._slots = [
+            (ly.linear, name, getattr(ly.linear, name))
+            for ly in layers
+            for name in ("weight", "bias")
         ]
+        self._params = [p for _, _, p in self._slots if p is not None]
         self.dtype: np.dtype[Any] = dtypes.pop()
         self.in_features = layers[0].linear.in_features
         self.classes = layers[-1].linear.out_features
@@ -385,7 +390,11 @@ class CompiledStep:
         """Nothing (an empty string) if the model still has the modules it was compiled with;
         else adopt the new ones (plans are rebuilt), or say why they cannot be compiled."""
         mods = _modules_of(self.model)
-        if len(mods) == len(self._mods) and all(map(operator.is_, mods, self._mods)):
+        if (
+            len(mods) == len(self._mods)
+            and all(map(operator.is_, mods, self._mods))
+            and all(getattr(lin, name) is p for lin, name, p in self._slots)
+        ):
             return ""
         try:
             self._adopt(mods)
