@@ -103,7 +103,7 @@ def is_aligned(a: np.ndarray) -> bool:
 
 
 def _order(a: np.ndarray) -> str:
-    """"F" for an array only column-major contiguous (a transposed weight), else "C"."""
+    """ "F" for an array only column-major contiguous (a transposed weight), else "C"."""
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
