@@ -8,6 +8,7 @@ the same BLAS calls and runs the same kernels as the eager step, so any differen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -554,6 +555,170 @@ def test_a_replaced_parameter_tensor_is_trained_as_the_model_has_it(name: str) -
         setattr(lin, name, new)
         o.params[[id(q) for q in o.params].index(id(old))] = new
     _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), step=step)
+
+
+def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
+    """Changes made between two steps, after the step has run its plan (its guard armed):
+    each gets (model, optimiser, step) and applies itself to both twins' halves; those that
+    last (a context) return a context manager."""
+
+    def new_data(m: Any, o: Any, s: Any) -> None:
+        lin = m.linear_layers()[0]
+        lin.weight.data = lin.weight.data * 0.5
+
+    def new_tensor(m: Any, o: Any, s: Any) -> None:
+        lin = m.linear_layers()[1]
+        old, new = lin.bias, gg.Tensor(np.full(lin.bias.shape, 0.1, np.float32), requires_grad=True)
+        lin.bias = new
+        o.params[[id(q) for q in o.params].index(id(old))] = new
+
+    def new_state(m: Any, o: Any, s: Any) -> None:
+        st = o.state[0]
+        st["momentum_buffer"] = st["momentum_buffer"] * 0.5
+
+    def new_state_dict(m: Any, o: Any, s: Any) -> None:
+        o.state = {i: {k: v.copy() for k, v in st.items()} for i, st in o.state.items()}
+
+    def set_attr(name: str, value: Any) -> Callable[[Any, Any, Any], None]:
+        return lambda m, o, s: setattr(o, name, value)
+
+    def frozen(m: Any, o: Any, s: Any) -> None:
+        m.linear_layers()[0].weight.requires_grad = False
+
+    def appended(m: Any, o: Any, s: Any) -> None:
+        m.append(gg.nn.ReLU()).append(gg.nn.Linear(5, 5, rng=np.random.default_rng(5)))
+        o.params += list(m[len(m) - 1].parameters())
+
+    def swapped(m: Any, o: Any, s: Any) -> None:  # the same name -> module map, another order
+        mods = m._modules  # 12-12-12-5: layers 0 and 1 swap places, 1 running first
+        for key in ("0", "1", "4"):
+            mods[key] = mods.pop(key)
+
+    other_layout = "rows" if _blas.layout() == "columns" else "columns"
+    return {
+        "p.data replaced": new_data,
+        "a parameter Tensor replaced": new_tensor,
+        "momentum buffer replaced": new_state,
+        "optimiser state replaced": new_state_dict,
+        "momentum changed": set_attr("momentum", 0.5),
+        "weight decay changed": set_attr("weight_decay", 1e-3),
+        "nesterov on": set_attr("nesterov", True),
+        "a parameter frozen": frozen,
+        "a layer appended": appended,
+        "modules reordered": swapped,
+        "layout changed": lambda m, o, s, to=other_layout: _blas.set_layout(to) and None,
+        "anomaly mode": lambda m, o, s: gg.detect_anomaly(),
+        "no_grad": lambda m, o, s: gg.no_grad(),
+    }
+
+
+@needs_kernels
+@pytest.mark.parametrize("change", sorted(_mutations()))
+def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) -> None:
+    # after a step that ran its plan, the next call checks a snapshot of what the checks read
+    # (compiled._arm); each change here must send it down the checked path, which then does
+    # what the eager step does (bit for bit), never the old plan
+    m1, o1, m2, o2 = _pair(lambda: _mlp((12, 12, 12, 5)), "momentum")
+    batches = _batches((12,), 5, [8, 8, 8], np.float32)
+    step = _train_both(m1, o1, m2, o2, batches[:2])
+    guard = step._guard
+    assert guard is not None and guard.hits == 1  # the second call took the guarded path
+    layout = _blas.layout()
+    try:
+        mutate = _mutations()[change]
+        contexts = [mutate(m, o, step) for m, o in ((m1, o1), (m2, o2))]
+        x, y = batches[2]
+        with contextlib.ExitStack() as stack:
+            for c in contexts:
+                if c is not None:
+                    stack.enter_context(c)
+            if change == "no_grad":  # the eager step's own error, from both
+                with pytest.raises(RuntimeError) as e1:
+                    _eager_step(m1, o1, x, y)
+                with pytest.raises(RuntimeError) as e2:
+                    step(x, y)
+                assert str(e1.value) == str(e2.value)
+            else:
+                l1, z1 = _eager_step(m1, o1, x, y)
+                assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
+                _assert_same(m1, o1, m2, o2)
+        assert guard.hits == 1, "the guard ran the old plan"
+        assert step._guard is not guard
+    finally:
+        _blas.set_layout(layout)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "batch",
+    ["another size", "float64", "strided", "int32 labels", "strided labels", "out of range"],
+)
+def test_a_batch_unlike_the_last_takes_the_checked_path(batch: str) -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    batches = _batches((12,), 5, [8, 8], np.float32)
+    step = _train_both(m1, o1, m2, o2, batches)
+    guard = step._guard
+    assert guard is not None and guard.hits == 1
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((8, 12)).astype(np.float32), rng.integers(0, 5, 8)
+    if batch == "another size":
+        x, y = x[:6].copy(), y[:6].copy()
+    elif batch == "float64":
+        x = x.astype(np.float64)
+    elif batch == "strided":
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    elif batch == "int32 labels":
+        y = y.astype(np.int32)
+    elif batch == "strided labels":
+        y = np.repeat(y, 2)[::2]
+    else:
+        y[3] = 5
+    if batch == "out of range":  # the eager step's error
+        with pytest.raises(ValueError) as e1:
+            _eager_step(m1, o1, x, y)
+        with pytest.raises(ValueError) as e2:
+            step(x, y)
+        assert str(e1.value) == str(e2.value)
+    else:
+        l1, z1 = _eager_step(m1, o1, x, y)
+        assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
+        _assert_same(m1, o1, m2, o2)
+    assert guard.hits == 1, "the guard ran the plan on a batch it was not armed for"
+
+
+@needs_kernels
+def test_a_guarded_step_is_the_checked_step() -> None:
+    # many steps in a row take the guarded path, with the same bits as the eager step, and
+    # .grad set at every step even where the user cleared it
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    batches = _batches((12,), 5, [8] * 6, np.float32)
+    step = _train_both(m1, o1, m2, o2, batches[:3])
+    for x, y in batches[3:]:
+        o2.zero_grad()
+        _train_both(m1, o1, m2, o2, [(x, y)], step=step)
+    assert step._guard is not None and step._guard.hits == 5
+    x, y = batches[0]
+    x = x.copy()
+    x[0, 0] = np.inf  # skip_nonfinite: no update, as the checked path
+    before = [p.data.copy() for p in m2.parameters()]
+    assert not np.isfinite(step(x, y, skip_nonfinite=True))
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, m2.parameters(), strict=True))
+
+
+@needs_kernels
+@pytest.mark.parametrize("labels", [np.uint8, np.int32, "tensor"])
+def test_tensor_batches_and_narrow_labels_take_the_guarded_path(labels: Any) -> None:
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = compile_step(m2, o2)
+    for k, (x, y) in enumerate(_batches((12,), 5, [8] * 4, np.float32)):
+        l1, z1 = _eager_step(m1, o1, x, y)
+        if labels == "tensor":
+            xs, ys = gg.tensor(x), gg.tensor(y)
+        else:
+            xs, ys = x, y.astype(labels)
+        assert step(xs, ys) == l1 and _bits(step.logits) == _bits(z1)
+        _assert_same(m1, o1, m2, o2)
+        assert step._guard is not None and step._guard.hits == k
 
 
 @needs_kernels

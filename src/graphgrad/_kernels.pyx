@@ -23,6 +23,9 @@ calling thread.
 cimport cython
 from cython.parallel cimport prange
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport exp, expf, fabs, log, pow, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
@@ -1129,8 +1132,11 @@ cdef class Plan:
         """Run instructions ``start`` to ``stop`` (-1: the last) once, in order: ``x`` is the
         batch input (C-contiguous, ``x_bytes`` long), ``labels`` its int64 labels
         (``n_labels``; the first outside [0, ``n_classes``) raises IndexError before
-        anything runs), ``lr`` the learning rate, ``t`` Adam's step count; returns the loss (float64) of the plan's cross-entropy
-        instruction if it ran, else NaN."""
+        anything runs), ``lr`` the learning rate, ``t`` Adam's step count; returns the loss
+        (float64) of the plan's cross-entropy instruction if it ran, else NaN."""
+        return self._run(x, labels, lr, t, start, stop)
+
+    cdef double _run(self, x, labels, double lr, double t, int start, int stop) except? -1:
         cdef Py_buffer bx, bl
         cdef double loss
         cdef Py_ssize_t bad
@@ -1163,6 +1169,141 @@ cdef class Plan:
         finally:
             PyBuffer_Release(&bx)
         return loss
+
+
+cdef class Guard:
+    """What a compiled step's checks read before its plan last ran, kept to see, in a few
+    identity comparisons, that nothing has changed since: then the same plan runs again
+    (:meth:`run`) without them. ``graphgrad.compiled`` arms it after a checked call that ran
+    the plan, listing what those checks read; any difference, and any batch that is not
+    exactly like the last one, returns None before anything runs, and the checked path
+    decides (it disarms and re-arms). Entries:
+
+    - ``attrs``: triples (object, name, expected): ``getattr(object, name) is expected``;
+    - ``items``: triples (dict or list, key, expected): ``container[key] is expected``
+      (``MISSING`` for a key a dict must not have);
+    - ``orders``: pairs (dict, tuple): the dict's values, in order, are the tuple's items;
+    - ``truths``: pairs (object, name): ``getattr(object, name) is True``;
+    - ``ctx``: pairs (ContextVar, expected): ``var.get() is expected``;
+    - the batch: ``type(x)`` and ``type(labels)`` are ``array_type`` (or ``tensor_type``,
+      whose ``.data`` is taken), ``x.dtype`` is ``x_dtype``, ``x.shape == x_shape``,
+      ``labels.dtype`` is ``label_dtype``, ``labels.shape == (S,)`` (contiguity:
+      :meth:`Plan.run` refuses what is not); labels of another integer dtype than int64 go
+      through ``to_int64`` first, as on the checked path.
+
+    :meth:`run` then runs the plan as the checked path does: forward and loss, and unless
+    ``skip_nonfinite`` finds the loss NaN or infinite, backward and update at
+    ``getattr(optimizer, "lr")``; each ``grads`` pair (Tensor, array) sets ``.grad``."""
+
+    cdef list attrs, items, orders, truths, ctx, grads
+    cdef object array_type, tensor_type, x_dtype, x_shape, label_dtype, label_shape
+    cdef object optimizer, to_int64
+    cdef Plan plan
+    cdef int n_forward
+    cdef bint dbl
+    cdef readonly long hits
+
+    def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list attrs,
+                 list items, list orders, list truths, list ctx, array_type, tensor_type,
+                 x_dtype, tuple x_shape, label_dtype, to_int64):
+        self.plan, self.n_forward, self.dbl, self.optimizer = plan, n_forward, dbl, optimizer
+        self.grads, self.attrs, self.items, self.orders = grads, attrs, items, orders
+        self.truths, self.ctx = truths, ctx
+        self.array_type, self.tensor_type = array_type, tensor_type
+        self.x_dtype, self.x_shape = x_dtype, x_shape
+        self.label_dtype, self.label_shape = label_dtype, (x_shape[0],)
+        self.to_int64 = to_int64
+        self.hits = 0
+
+    cdef bint _same(self, x, labels) except -1:
+        cdef Py_ssize_t k, n
+        cdef list a
+        if type(x) is not self.array_type or type(labels) is not self.array_type:
+            return False
+        if x.dtype is not self.x_dtype or labels.dtype is not self.label_dtype:
+            return False
+        if x.shape != self.x_shape or labels.shape != self.label_shape:
+            return False
+        a = self.ctx
+        n = len(a)
+        for k in range(0, n, 2):
+            if a[k].get() is not a[k + 1]:
+                return False
+        a = self.attrs
+        n = len(a)
+        for k in range(0, n, 3):
+            if getattr(a[k], a[k + 1]) is not a[k + 2]:
+                return False
+        a = self.orders
+        n = len(a)
+        for k in range(0, n, 2):
+            if not _same_values(a[k], a[k + 1]):
+                return False
+        a = self.items
+        n = len(a)
+        for k in range(0, n, 3):
+            if _item(a[k], a[k + 1]) is not a[k + 2]:
+                return False
+        a = self.truths
+        n = len(a)
+        for k in range(0, n, 2):
+            if getattr(a[k], a[k + 1]) is not True:
+                return False
+        return True
+
+    def run(self, x, labels, bint skip_nonfinite):
+        """The step's loss (a float), or None when anything differs from the snapshot (nothing
+        ran: the checked path decides)."""
+        cdef double value, loss
+        cdef Py_ssize_t k, n
+        cdef list g
+        if type(x) is self.tensor_type:
+            x = getattr(x, "data")
+        if type(labels) is self.tensor_type:
+            labels = getattr(labels, "data")
+        if not self._same(x, labels):
+            return None
+        if self.to_int64 is not None:
+            labels = self.to_int64(labels)
+        lr = getattr(self.optimizer, "lr")
+        try:
+            value = self.plan._run(x, labels, lr, 0.0, 0, self.n_forward)
+        except (IndexError, ValueError, BufferError):  # a label out of range, a strided batch
+            return None
+        loss = value if self.dbl else <double><float>value
+        if skip_nonfinite and not (loss - loss == 0):  # NaN or infinite: no update
+            return loss
+        self.plan._run(x, labels, lr, 0.0, self.n_forward, -1)
+        g = self.grads
+        n = len(g)
+        for k in range(0, n, 2):
+            setattr(g[k], "grad", g[k + 1])
+        self.hits += 1
+        return loss
+
+
+#: What a dict entry of a :class:`Guard` expects where the dict must not have the key.
+MISSING = object()
+
+
+cdef bint _same_values(dict d, tuple t) except -1:
+    """Whether ``d``'s values, in order, are ``t``'s items (the same objects)."""
+    cdef Py_ssize_t pos = 0, k = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    if len(d) != len(t):
+        return False
+    while PyDict_Next(d, &pos, &key, &value):
+        if value != PyTuple_GET_ITEM(t, k):
+            return False
+        k += 1
+    return True
+
+
+cdef object _item(container, key):
+    if type(container) is dict:
+        return (<dict>container).get(key, MISSING)
+    return container[key]
 
 
 cdef Py_ssize_t _first_bad(const long long* labels, Py_ssize_t n, long long T) noexcept nogil:

@@ -34,6 +34,15 @@ C-contiguous, out-of-range labels (the eager step raises its error), a weight st
 column-major, anomaly mode (``gg.detect_anomaly``, which checks each op of the eager step),
 ``no_grad`` (the eager step raises its error). ``describe()`` prints the plan: every kernel
 call with its shapes.
+
+Each call checks, before its plan runs, that nothing the plan depends on has changed: the
+model's modules and their parameter Tensors, each parameter's array, the optimiser's
+hyper-parameters and state arrays, the BLAS, the layout, anomaly mode, ``no_grad``, the batch.
+After a call that ran a plan (SGD's), a ``_kernels.Guard`` keeps what those checks found, and
+the next call compares it object by object in compiled code before running the same plan;
+anything different, including a batch of another size, dtype or layout, takes the checked
+path. Measured on the Zen 4 test machine at 1 thread: the checks in Python cost 98 µs a
+784-256-256-10 step (their objects fall out of the caches while the GEMMs run), the guard 20.
 """
 
 from __future__ import annotations
@@ -286,6 +295,10 @@ def _shared(params: list[tuple[Tensor, np.ndarray]]) -> bool:
     return any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
 
 
+def _labels_int64(labels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
 def _addr(a: np.ndarray) -> int:
     return int(a.ctypes.data)
 
@@ -335,6 +348,7 @@ class CompiledStep:
         self.optimizer = optimizer
         self._busy = threading.Lock()
         self._plans: dict[int, _Built] = {}
+        self._guard: Any = None  # _kernels.Guard: see _arm
         self._adopt(_modules_of(model))
         self._key: tuple[Any, ...] = ()
         self._logits: np.ndarray | None = None
@@ -414,6 +428,12 @@ class CompiledStep:
         the update (the parameters and the optimiser's state stay as they were)."""
         self._enter()
         try:
+            guard = self._guard
+            if guard is not None:  # nothing changed since the last call ran the plan?
+                loss = guard.run(x, labels, skip_nonfinite)
+                if loss is not None:
+                    return loss
+                self._guard = None
             return self._step(x, labels, skip_nonfinite)
         finally:
             self._busy.release()
@@ -439,7 +459,7 @@ class CompiledStep:
         built = None
         if not why:
             if lab.dtype != np.int64 or not lab.flags.c_contiguous:
-                lab = np.ascontiguousarray(lab, dtype=np.int64)
+                lab = _labels_int64(lab)
             built = self._plan_for(xa.shape[0], into)
             why = "" if built is not None else self.why_eager
         return xa, lab, built, why
@@ -453,7 +473,49 @@ class CompiledStep:
         )
         if loss is None:
             return self._eager(x, labels, "a label is out of range", skip_nonfinite)
+        if not built.adam and _fused.KERNELS is not None:
+            self._guard = self._arm(
+                built, xa, labels.data if isinstance(labels, Tensor) else labels
+            )
         return loss
+
+    def _arm(self, built: _Built, x: np.ndarray, labels: np.ndarray) -> Any:
+        """A guard (``_kernels.Guard``) holding what this call's checks read and found, so
+        that the next call runs the same plan without them if none of it has changed: the
+        objects of :meth:`_why_not` (kernels, anomaly mode, gradients on, the modules and the
+        parameters' Tensors, each requiring grad), of :meth:`_hyper` (the optimiser's
+        hyper-parameters, the BLAS's address, the layout) and of :meth:`_still_valid` (each
+        parameter's array and optimiser state array), and the batch's type, dtype and shape
+        and its labels' dtype (converted to int64 as here). Any difference is found before
+        anything runs and takes the checked path, which arms again. (Adam's plans, whose step
+        count advances, and reduced steps always take the checked path.)"""
+        K = _fused.KERNELS
+        opt, model = self.optimizer, self.model
+        attrs: list[Any] = [self, "model", model, self, "optimizer", opt, _fused, "KERNELS", K]
+        items: list[Any] = []
+        orders: list[Any] = []
+        if isinstance(model, Sequential):
+            attrs += [model, "_modules", model._modules]
+            orders += [model._modules, tuple(self._mods)]
+        for lin, name, p in self._slots:
+            attrs += [lin, name, p]
+        assert isinstance(opt, SGD)
+        for name in ("momentum", "weight_decay", "nesterov", "fused_backward"):
+            attrs += [opt, name, getattr(opt, name)]
+        items += [_blas._active, self.dtype, _blas._active.get(self.dtype, K.MISSING)]
+        items += [_blas.COLUMNS, 0, _blas.COLUMNS[0]]
+        for p, arr in built.params:
+            attrs += [p, "data", arr]
+        attrs += [opt, "state", opt.state]
+        for i, key, arr in built.states:
+            items += [opt.state, i, opt.state[i], opt.state[i], key, arr]
+        truths = [q for p in self._params for q in (p, "requires_grad")]
+        ctx = [ANOMALY, ANOMALY.get(), GRAD_ENABLED, GRAD_ENABLED.get()]
+        grads = [q for p, g in built.grads for q in (p, g)]
+        to_int64 = None if labels.dtype == np.int64 else _labels_int64
+        return K.Guard(built.plan, built.n_forward, self.dtype == np.float64, opt, grads,
+                       attrs, items, orders, truths, ctx, np.ndarray, Tensor, x.dtype, x.shape,
+                       labels.dtype, to_int64)  # fmt: skip
 
     def _run(
         self, built: _Built, xa: Any, lab: Any, split: int, proceed: Callable[[float], bool]
@@ -505,6 +567,7 @@ class CompiledStep:
         to call (the plan holds their addresses; new ones build a new plan)."""
         self._enter()
         try:
+            self._guard = None  # it sets what a guarded call leaves as it was (engine, logits)
             return self._reduced(x, labels, _Into(float(weight), write, read), between)
         finally:
             self._busy.release()
