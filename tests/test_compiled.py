@@ -595,8 +595,17 @@ def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
             mods[key] = mods.pop(key)
 
     other_layout = "rows" if _blas.layout() == "columns" else "columns"
+
+    def dropped(m: Any, o: Any, s: Any) -> None:  # the last layer no longer trained
+        del o.params[-2:]
+
+    def new_list(m: Any, o: Any, s: Any) -> None:
+        o.params = o.params[:-1]
+
     return {
         "p.data replaced": new_data,
+        "parameters dropped from the optimiser": dropped,
+        "the optimiser's list replaced": new_list,
         "a parameter Tensor replaced": new_tensor,
         "momentum buffer replaced": new_state,
         "optimiser state replaced": new_state_dict,
@@ -719,6 +728,21 @@ def test_tensor_batches_and_narrow_labels_take_the_guarded_path(labels: Any) -> 
         assert step(xs, ys) == l1 and _bits(step.logits) == _bits(z1)
         _assert_same(m1, o1, m2, o2)
         assert step._guard is not None and step._guard.hits == k
+
+
+@needs_kernels
+def test_parameters_outside_the_optimiser_add_up_their_gradients() -> None:
+    # an optimiser over the last layer only: the others are not updated, and nothing zeroes
+    # their .grad, so the eager step's backward adds each step's gradient to it
+    m1, m2 = _mlp(), _mlp()
+    o1 = gg.optim.SGD(m1.linear_layers()[-1].parameters(), lr=0.1, momentum=0.9)
+    o2 = gg.optim.SGD(m2.linear_layers()[-1].parameters(), lr=0.1, momentum=0.9)
+    step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8] * 4, np.float32))
+    assert step._guard is None  # such plans take the checked path
+    w = m2.linear_layers()[0].weight
+    w.grad = None  # cleared by hand: the next step's gradient alone, as eager
+    m1.linear_layers()[0].weight.grad = None
+    _train_both(m1, o1, m2, o2, _batches((12,), 5, [8], np.float32, seed=4), step=step)
 
 
 @needs_kernels

@@ -1182,7 +1182,8 @@ cdef class Guard:
     - ``attrs``: triples (object, name, expected): ``getattr(object, name) is expected``;
     - ``items``: triples (dict or list, key, expected): ``container[key] is expected``
       (``MISSING`` for a key a dict must not have);
-    - ``orders``: pairs (dict, tuple): the dict's values, in order, are the tuple's items;
+    - ``orders``: pairs (dict or list, tuple): the dict's values, or the list's items, in
+      order, are the tuple's items;
     - ``truths``: pairs (object, name): ``getattr(object, name) is True``;
     - ``ctx``: pairs (ContextVar, expected): ``var.get() is expected``;
     - the batch: ``type(x)`` and ``type(labels)`` are ``array_type`` (or ``tensor_type``,
@@ -1286,17 +1287,23 @@ cdef class Guard:
 MISSING = object()
 
 
-cdef bint _same_values(dict d, tuple t) except -1:
-    """Whether ``d``'s values, in order, are ``t``'s items (the same objects)."""
+cdef bint _same_values(container, tuple t) except -1:
+    """Whether ``container``'s values (a dict's, in order) or items (a list's) are ``t``'s
+    items (the same objects)."""
     cdef Py_ssize_t pos = 0, k = 0
     cdef PyObject* key
     cdef PyObject* value
-    if len(d) != len(t):
+    if len(container) != len(t):
         return False
-    while PyDict_Next(d, &pos, &key, &value):
-        if value != PyTuple_GET_ITEM(t, k):
+    if type(container) is dict:
+        while PyDict_Next(container, &pos, &key, &value):
+            if value != PyTuple_GET_ITEM(t, k):
+                return False
+            k += 1
+        return True
+    for k in range(len(t)):
+        if container[k] is not <object>PyTuple_GET_ITEM(t, k):
             return False
-        k += 1
     return True
 
 

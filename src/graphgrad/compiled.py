@@ -273,6 +273,12 @@ class _Built:
     # writes and reads (the reducer's, which must still be these)
     n_backward: int = -1
     into: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # the optimiser's parameter list as the plan found it (which it updates, and each one's
+    # state index): another list, or one changed in place, is another plan
+    opt_params: tuple[Tensor, ...] = ()
+    # parameters the optimiser does not hold: nothing zeroes their .grad, so each step's
+    # gradient is added to it, as the eager step's backward adds it (a new array)
+    accumulate: list[tuple[Tensor, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -473,7 +479,7 @@ class CompiledStep:
         )
         if loss is None:
             return self._eager(x, labels, "a label is out of range", skip_nonfinite)
-        if not built.adam and _fused.KERNELS is not None:
+        if not built.adam and not built.accumulate and _fused.KERNELS is not None:
             self._guard = self._arm(
                 built, xa, labels.data if isinstance(labels, Tensor) else labels
             )
@@ -488,7 +494,8 @@ class CompiledStep:
         parameter's array and optimiser state array), and the batch's type, dtype and shape
         and its labels' dtype (converted to int64 as here). Any difference is found before
         anything runs and takes the checked path, which arms again. (Adam's plans, whose step
-        count advances, and reduced steps always take the checked path.)"""
+        count advances, reduced steps, and plans that add to the ``.grad`` of parameters the
+        optimiser does not hold always take the checked path.)"""
         K = _fused.KERNELS
         opt, model = self.optimizer, self.model
         attrs: list[Any] = [self, "model", model, self, "optimizer", opt, _fused, "KERNELS", K]
@@ -506,7 +513,8 @@ class CompiledStep:
         items += [_blas.COLUMNS, 0, _blas.COLUMNS[0]]
         for p, arr in built.params:
             attrs += [p, "data", arr]
-        attrs += [opt, "state", opt.state]
+        attrs += [opt, "state", opt.state, opt, "params", opt.params]
+        orders += [opt.params, built.opt_params]
         for i, key, arr in built.states:
             items += [opt.state, i, opt.state[i], opt.state[i], key, arr]
         truths = [q for p in self._params for q in (p, "requires_grad")]
@@ -537,6 +545,8 @@ class CompiledStep:
         built.plan.run(xa, lab, opt.lr, t, split, -1)
         for p, g in built.grads:
             p.grad = g
+        for p, g in built.accumulate:
+            p.grad = g.copy() if p.grad is None else p.grad + g
         for i in built.adam:
             opt.state[i]["step"] += 1
         return loss
@@ -652,6 +662,9 @@ class CompiledStep:
         for p, arr in built.params:
             if p.data is not arr:
                 return False
+        now = self.optimizer.params
+        if len(now) != len(built.opt_params) or not all(map(operator.is_, now, built.opt_params)):
+            return False
         if into is not None:
             for (p, _), (w, r) in zip(built.params, built.into, strict=True):
                 if into.write.get(id(p)) is not w or into.read.get(id(p)) is not r:
@@ -932,8 +945,12 @@ class CompiledStep:
             b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
         )
         built = _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
+        built.opt_params = tuple(opt.params)
+        built.accumulate = [(q, gq) for q, gq in grads if gq is not None and id(q) not in index]
+        built.grads = [(q, gq) for q, gq in grads if gq is None or id(q) in index]
         if into is not None:
             built.grads = []  # the reduction points .grad at the summed gradients
+            built.accumulate = []
             built.n_backward = n_backward
             built.into = [(into.write[id(p)], into.read[id(p)]) for p, _ in params]
         return built
