@@ -659,6 +659,42 @@ def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) 
 
 @needs_kernels
 @pytest.mark.parametrize(
+    "change", ["betas", "eps", "weight decay", "one step count", "all step counts", "exp_avg"]
+)
+def test_a_change_to_adam_between_steps_is_seen(change: str) -> None:
+    # Adam's guard passes t = step + 1 and advances the counts, as the checked path
+    m1, o1, m2, o2 = _pair(_mlp, "adam")
+    batches = _batches((12,), 5, [8, 8, 8, 8], np.float32)
+    step = _train_both(m1, o1, m2, o2, batches[:3])
+    guard = step._guard
+    assert guard is not None and guard.hits == 2
+    assert [st["step"] for st in o2.state.values()] == [3] * 6
+    for o in (o1, o2):
+        if change == "betas":
+            o.betas = (0.8, 0.99)
+        elif change == "eps":
+            o.eps = 1e-6
+        elif change == "weight decay":
+            o.weight_decay = 1e-2
+        elif change == "one step count":  # the eager step's own bias corrections per parameter
+            o.state[2]["step"] = 7
+        elif change == "all step counts":
+            for st in o.state.values():
+                st["step"] = 10
+        else:
+            o.state[0]["exp_avg"] = o.state[0]["exp_avg"] * 0.5
+    x, y = batches[3]
+    l1, z1 = _eager_step(m1, o1, x, y)
+    assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
+    _assert_same(m1, o1, m2, o2)
+    if change == "all step counts":  # still one count: the same plan runs, at t = 11
+        assert guard.hits == 3 and all(st["step"] == 11 for st in o2.state.values())
+    else:
+        assert guard.hits == 2, "the guard ran the old plan"
+
+
+@needs_kernels
+@pytest.mark.parametrize(
     "batch",
     ["another size", "float64", "strided", "int32 labels", "strided labels", "out of range"],
 )

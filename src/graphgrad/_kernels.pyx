@@ -1194,9 +1194,11 @@ cdef class Guard:
 
     :meth:`run` then runs the plan as the checked path does: forward and loss, and unless
     ``skip_nonfinite`` finds the loss NaN or infinite, backward and update at
-    ``getattr(optimizer, "lr")``; each ``grads`` pair (Tensor, array) sets ``.grad``."""
+    ``getattr(optimizer, "lr")``; each ``grads`` pair (Tensor, array) sets ``.grad``. With
+    Adam, ``adam`` lists the parameters' state dicts: their ``"step"`` counts must be equal
+    (else None), the plan runs at t = step + 1 and they advance by one after the update."""
 
-    cdef list attrs, items, orders, truths, ctx, grads
+    cdef list attrs, items, orders, truths, ctx, grads, adam
     cdef object array_type, tensor_type, x_dtype, x_shape, label_dtype, label_shape
     cdef object optimizer, to_int64
     cdef Plan plan
@@ -1204,11 +1206,13 @@ cdef class Guard:
     cdef bint dbl
     cdef readonly long hits
 
-    def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list attrs,
+    def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list adam,
+                 list attrs,
                  list items, list orders, list truths, list ctx, array_type, tensor_type,
                  x_dtype, tuple x_shape, label_dtype, to_int64):
         self.plan, self.n_forward, self.dbl, self.optimizer = plan, n_forward, dbl, optimizer
-        self.grads, self.attrs, self.items, self.orders = grads, attrs, items, orders
+        self.grads, self.adam = grads, adam
+        self.attrs, self.items, self.orders = attrs, items, orders
         self.truths, self.ctx = truths, ctx
         self.array_type, self.tensor_type = array_type, tensor_type
         self.x_dtype, self.x_shape = x_dtype, x_shape
@@ -1255,30 +1259,42 @@ cdef class Guard:
     def run(self, x, labels, bint skip_nonfinite):
         """The step's loss (a float), or None when anything differs from the snapshot (nothing
         ran: the checked path decides)."""
-        cdef double value, loss
+        cdef double value, loss, t = 0.0
         cdef Py_ssize_t k, n
         cdef list g
+        cdef object step = None
         if type(x) is self.tensor_type:
             x = getattr(x, "data")
         if type(labels) is self.tensor_type:
             labels = getattr(labels, "data")
         if not self._same(x, labels):
             return None
+        if self.adam:
+            step = self.adam[0]["step"]
+            if type(step) is not int:
+                return None
+            for st in self.adam:
+                if st["step"] != step:
+                    return None
+            t = <double>(step + 1)
         if self.to_int64 is not None:
             labels = self.to_int64(labels)
         lr = getattr(self.optimizer, "lr")
         try:
-            value = self.plan._run(x, labels, lr, 0.0, 0, self.n_forward)
+            value = self.plan._run(x, labels, lr, t, 0, self.n_forward)
         except (IndexError, ValueError, BufferError):  # a label out of range, a strided batch
             return None
         loss = value if self.dbl else <double><float>value
         if skip_nonfinite and not (loss - loss == 0):  # NaN or infinite: no update
             return loss
-        self.plan._run(x, labels, lr, 0.0, self.n_forward, -1)
+        self.plan._run(x, labels, lr, t, self.n_forward, -1)
         g = self.grads
         n = len(g)
         for k in range(0, n, 2):
             setattr(g[k], "grad", g[k + 1])
+        if self.adam:
+            for st in self.adam:
+                st["step"] = step + 1
         self.hits += 1
         return loss
 

@@ -301,6 +301,13 @@ def _shared(params: list[tuple[Tensor, np.ndarray]]) -> bool:
     return any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
 
 
+#: The optimiser's hyper-parameters a plan bakes in (the learning rate is read at each call).
+_HYPER: dict[type, tuple[str, ...]] = {
+    SGD: ("momentum", "weight_decay", "nesterov", "fused_backward"),
+    Adam: ("betas", "eps", "weight_decay"),
+}
+
+
 def _labels_int64(labels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(labels, dtype=np.int64)
 
@@ -479,7 +486,7 @@ class CompiledStep:
         )
         if loss is None:
             return self._eager(x, labels, "a label is out of range", skip_nonfinite)
-        if not built.adam and not built.accumulate and _fused.KERNELS is not None:
+        if not built.accumulate and _fused.KERNELS is not None:
             self._guard = self._arm(
                 built, xa, labels.data if isinstance(labels, Tensor) else labels
             )
@@ -493,9 +500,10 @@ class CompiledStep:
         hyper-parameters, the BLAS's address, the layout) and of :meth:`_still_valid` (each
         parameter's array and optimiser state array), and the batch's type, dtype and shape
         and its labels' dtype (converted to int64 as here). Any difference is found before
-        anything runs and takes the checked path, which arms again. (Adam's plans, whose step
-        count advances, reduced steps, and plans that add to the ``.grad`` of parameters the
-        optimiser does not hold always take the checked path.)"""
+        anything runs and takes the checked path, which arms again. (Reduced steps and plans
+        that add to the ``.grad`` of parameters the optimiser does not hold always take the
+        checked path; Adam's step counts, which advance, must be equal and are passed and
+        advanced as there.)"""
         K = _fused.KERNELS
         opt, model = self.optimizer, self.model
         attrs: list[Any] = [self, "model", model, self, "optimizer", opt, _fused, "KERNELS", K]
@@ -506,8 +514,7 @@ class CompiledStep:
             orders += [model._modules, tuple(self._mods)]
         for lin, name, p in self._slots:
             attrs += [lin, name, p]
-        assert isinstance(opt, SGD)
-        for name in ("momentum", "weight_decay", "nesterov", "fused_backward"):
+        for name in _HYPER[type(opt)]:
             attrs += [opt, name, getattr(opt, name)]
         items += [_blas._active, self.dtype, _blas._active.get(self.dtype, K.MISSING)]
         items += [_blas.COLUMNS, 0, _blas.COLUMNS[0]]
@@ -520,8 +527,9 @@ class CompiledStep:
         truths = [q for p in self._params for q in (p, "requires_grad")]
         ctx = [ANOMALY, ANOMALY.get(), GRAD_ENABLED, GRAD_ENABLED.get()]
         grads = [q for p, g in built.grads for q in (p, g)]
+        adam = [opt.state[i] for i in built.adam]  # their "step" counts advance together
         to_int64 = None if labels.dtype == np.int64 else _labels_int64
-        return K.Guard(built.plan, built.n_forward, self.dtype == np.float64, opt, grads,
+        return K.Guard(built.plan, built.n_forward, self.dtype == np.float64, opt, grads, adam,
                        attrs, items, orders, truths, ctx, np.ndarray, Tensor, x.dtype, x.shape,
                        labels.dtype, to_int64)  # fmt: skip
 
@@ -633,12 +641,7 @@ class CompiledStep:
     # ----------------------------------------------------------------------- plans
     def _hyper(self) -> tuple[Any, ...]:
         opt = self.optimizer
-        if isinstance(opt, SGD):
-            hyper: tuple[Any, ...] = (opt.momentum, opt.weight_decay, opt.nesterov)
-            hyper += (opt.fused_backward,)
-        else:
-            assert isinstance(opt, Adam)
-            hyper = (opt.betas, opt.eps, opt.weight_decay)
+        hyper = tuple(getattr(opt, name) for name in _HYPER[type(opt)])
         return (*hyper, _blas.gemm_address(self.dtype), _blas.layout())
 
     def _plan_for(self, batch: int, into: _Into | None = None) -> _Built | None:
