@@ -557,6 +557,23 @@ def test_a_replaced_parameter_tensor_is_trained_as_the_model_has_it(name: str) -
     _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), step=step)
 
 
+def _one_step_both(
+    m1: Any, o1: Any, m2: Any, o2: Any, step: Any, x: Any, y: Any, error: Any = None
+) -> None:
+    """One eager step on (m1, o1) and one compiled step: the same loss, logits, parameters,
+    gradients and state, bit for bit; or, with ``error``, the same error from both."""
+    if error is not None:
+        with pytest.raises(error) as e1:
+            _eager_step(m1, o1, x, y)
+        with pytest.raises(error) as e2:
+            step(x, y)
+        assert str(e1.value) == str(e2.value)
+        return
+    l1, z1 = _eager_step(m1, o1, x, y)
+    assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
+    _assert_same(m1, o1, m2, o2)
+
+
 def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
     """Changes made between two steps, after the step has run its plan (its guard armed):
     each gets (model, optimiser, step) and applies itself to both twins' halves; those that
@@ -641,16 +658,8 @@ def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) 
             for c in contexts:
                 if c is not None:
                     stack.enter_context(c)
-            if change == "no_grad":  # the eager step's own error, from both
-                with pytest.raises(RuntimeError) as e1:
-                    _eager_step(m1, o1, x, y)
-                with pytest.raises(RuntimeError) as e2:
-                    step(x, y)
-                assert str(e1.value) == str(e2.value)
-            else:
-                l1, z1 = _eager_step(m1, o1, x, y)
-                assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
-                _assert_same(m1, o1, m2, o2)
+            error = RuntimeError if change == "no_grad" else None  # the eager step's own
+            _one_step_both(m1, o1, m2, o2, step, x, y, error)
         assert guard.hits == 1, "the guard ran the old plan"
         assert step._guard is not guard
     finally:
@@ -683,10 +692,7 @@ def test_a_change_to_adam_between_steps_is_seen(change: str) -> None:
                 st["step"] = 10
         else:
             o.state[0]["exp_avg"] = o.state[0]["exp_avg"] * 0.5
-    x, y = batches[3]
-    l1, z1 = _eager_step(m1, o1, x, y)
-    assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
-    _assert_same(m1, o1, m2, o2)
+    _one_step_both(m1, o1, m2, o2, step, *batches[3])
     if change == "all step counts":  # still one count: the same plan runs, at t = 11
         assert guard.hits == 3 and all(st["step"] == 11 for st in o2.state.values())
     else:
@@ -718,16 +724,7 @@ def test_a_batch_unlike_the_last_takes_the_checked_path(batch: str) -> None:
         y = np.repeat(y, 2)[::2]
     else:
         y[3] = 5
-    if batch == "out of range":  # the eager step's error
-        with pytest.raises(ValueError) as e1:
-            _eager_step(m1, o1, x, y)
-        with pytest.raises(ValueError) as e2:
-            step(x, y)
-        assert str(e1.value) == str(e2.value)
-    else:
-        l1, z1 = _eager_step(m1, o1, x, y)
-        assert step(x, y) == l1 and _bits(step.logits) == _bits(z1)
-        _assert_same(m1, o1, m2, o2)
+    _one_step_both(m1, o1, m2, o2, step, x, y, ValueError if batch == "out of range" else None)
     assert guard.hits == 1, "the guard ran the plan on a batch it was not armed for"
 
 
