@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -72,16 +73,22 @@ def _run(
     code: str, env: dict[str, str] | None = None, timeout: float = 120, drop: tuple[str, ...] = ()
 ) -> Any:
     full = {k: v for k, v in os.environ.items() if k not in drop}
-    r = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**full, **(env or {})},
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr + r.stdout
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        start_new_session=True,  # a hang: the whole group goes, a forked child with it
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    assert proc.returncode == 0, err + out
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @needs_pool
@@ -181,12 +188,17 @@ def test_a_team_openmp_cannot_give_runs_on_threads_of_its_own() -> None:
 
 
 @needs_pool
-def test_a_forked_child_multiplies_and_steps_without_hanging() -> None:
+@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+def test_a_forked_child_multiplies_and_steps_without_hanging(blas: str) -> None:
     # GNU OpenMP's threads do not survive fork(): a child that entered a parallel region would
-    # wait for them forever. The child goes back to OpenBLAS's threads, its kernels to one.
+    # wait for them forever. The child goes back to OpenBLAS's threads, its kernels to one,
+    # and MKL (whose GNU threading layer runs on OpenMP's threads) to one.
+    if blas == "mkl" and "error" in _blas.find_mkl():
+        pytest.skip(f"MKL: {_blas.find_mkl()['error']}")
     code = """
         import json, os, numpy as np, graphgrad as gg
         from graphgrad import _blas, _fused
+        gg.set_blas(BLAS)
         gg.set_num_threads(2)
         _fused.set_par_min(64)  # the kernels split too: the pool's threads exist
         rng = np.random.default_rng(0)
@@ -218,7 +230,7 @@ def test_a_forked_child_multiplies_and_steps_without_hanging() -> None:
         child["parent_pool"] = gg.blas_info()["pool"]
         print(json.dumps(child))
     """
-    out = _run(code, timeout=60)  # a hang: TimeoutExpired
+    out = _run(code.replace("BLAS", repr(blas)), timeout=60)  # a hang: TimeoutExpired
     assert out["status"] == 0 and out["same"] and np.isfinite(out["loss"]), out
     assert out["pool"] == "openblas" and "fork" in out["reason"], out
     assert out["kernels"] == 1 and out["parent_pool"] == "graphgrad", out

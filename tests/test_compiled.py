@@ -312,6 +312,13 @@ def test_a_label_out_of_range_raises_the_eager_error() -> None:
     assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters(), strict=True))
 
 
+def _without_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a build without the compiled kernels: none, and so no MKL selected (its products
+    go through the kernels' gemm; set_blas refuses it there), whatever this machine chose."""
+    monkeypatch.setattr(_fused, "KERNELS", None)
+    monkeypatch.setattr(_blas, "_active", {})
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_skip_nonfinite_leaves_the_model_as_it_was(
     monkeypatch: pytest.MonkeyPatch, compiled: bool
@@ -319,7 +326,7 @@ def test_skip_nonfinite_leaves_the_model_as_it_was(
     if compiled and not _fused.COMPILED:
         pytest.skip("extension not built")
     if not compiled:
-        monkeypatch.setattr(_fused, "KERNELS", None)
+        _without_kernels(monkeypatch)
     model = _mlp()
     opt = OPTIMISERS["adam"](model.parameters())
     step = compile_step(model, opt)
@@ -338,7 +345,7 @@ def test_skip_nonfinite_leaves_the_model_as_it_was(
 
 
 def test_without_the_kernels_the_eager_step_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_fused, "KERNELS", None)
+    _without_kernels(monkeypatch)
     m1, o1, m2, o2 = _pair(_mlp, "momentum")
     step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8], np.float32), engine="eager")
     assert "not built" in step.why_eager
@@ -612,6 +619,7 @@ def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
             mods[key] = mods.pop(key)
 
     other_layout = "rows" if _blas.layout() == "columns" else "columns"
+    other_blas = "numpy" if _blas.gemm_addresses() else "mkl"
 
     def dropped(m: Any, o: Any, s: Any) -> None:  # the last layer no longer trained
         del o.params[-2:]
@@ -620,6 +628,7 @@ def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
         o.params = o.params[:-1]
 
     return {
+        "BLAS changed": lambda m, o, s, to=other_blas: gg.set_blas(to) and None,
         "p.data replaced": new_data,
         "parameters dropped from the optimiser": dropped,
         "the optimiser's list replaced": new_list,
@@ -649,7 +658,9 @@ def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) 
     step = _train_both(m1, o1, m2, o2, batches[:2])
     guard = step._guard
     assert guard is not None and guard.hits == 1  # the second call took the guarded path
-    layout = _blas.layout()
+    if change == "BLAS changed" and "error" in _blas.find_mkl():
+        pytest.skip(f"MKL: {_blas.find_mkl()['error']}")
+    layout, blas = _blas.layout(), gg.blas_info()["requested"]
     try:
         mutate = _mutations()[change]
         contexts = [mutate(m, o, step) for m, o in ((m1, o1), (m2, o2))]
@@ -663,6 +674,7 @@ def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) 
         assert guard.hits == 1, "the guard ran the old plan"
         assert step._guard is not guard
     finally:
+        gg.set_blas(blas)
         _blas.set_layout(layout)
 
 

@@ -1049,7 +1049,10 @@ def blas_threads(n: int | None = None) -> int:
 def _set_mkl_threads(n: int) -> None:
     lib = _mkl.get("lib")
     if lib is not None:
-        lib.MKL_Set_Num_Threads(ctypes.c_int(n))
+        # MKL's GNU threading layer runs on GNU OpenMP's threads, which a forked child does
+        # not have: there MKL keeps one thread, as the kernels do (a parallel GEMM would wait
+        # for the missing workers forever)
+        lib.MKL_Set_Num_Threads(ctypes.c_int(1 if _pool["forked"] else n))
 
 
 _OPENBLAS_SETTERS = (
@@ -1178,6 +1181,7 @@ def _pool_after_fork_in_child() -> None:
     # would wait for them forever: the products go back to OpenBLAS's own threads (which
     # restart after a fork) and the kernels run on the calling thread.
     _pool["forked"] = True
+    _set_mkl_threads(1)
     if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "install_blas_pool"):
         _sync_pool()
         _fused.KERNELS.set_num_threads(1)
@@ -1352,6 +1356,13 @@ def numpy_cblas() -> dict[Any, Any]:
                     "gemv": gemv,
                 }
     return {}
+
+
+def gemm_addresses() -> dict[Any, int]:
+    """The dict :func:`gemm_address` reads (dtype -> MKL's ``cblas_?gemm`` address while MKL
+    is selected, else empty), itself: changed in place whenever the selection changes, so a
+    compiled step's guard can tell whether its entry is still the same object."""
+    return _active
 
 
 def gemm_address(dtype: Any) -> int | None:

@@ -516,7 +516,8 @@ class CompiledStep:
             attrs += [lin, name, p]
         for name in _HYPER[type(opt)]:
             attrs += [opt, name, getattr(opt, name)]
-        items += [_blas._active, self.dtype, _blas._active.get(self.dtype, K.MISSING)]
+        gemms = _blas.gemm_addresses()
+        items += [gemms, self.dtype, gemms.get(self.dtype, K.MISSING)]
         items += [_blas.COLUMNS, 0, _blas.COLUMNS[0]]
         for p, arr in built.params:
             attrs += [p, "data", arr]
