@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -627,7 +629,14 @@ def _mutations() -> dict[str, Callable[[Any, Any, Any], Any]]:
     def new_list(m: Any, o: Any, s: Any) -> None:
         o.params = o.params[:-1]
 
+    def new_optimizer(m: Any, o: Any, s: Any) -> None:  # another object, the same state dict
+        if s is not None:
+            again = gg.optim.SGD(o.params, lr=o.lr, momentum=o.momentum)
+            again.state = o.state
+            s.optimizer = again
+
     return {
+        "another optimiser given to the step": new_optimizer,
         "BLAS changed": lambda m, o, s, to=other_blas: gg.set_blas(to) and None,
         "p.data replaced": new_data,
         "parameters dropped from the optimiser": dropped,
@@ -663,7 +672,7 @@ def test_a_change_between_steps_is_seen_before_the_plan_runs_again(change: str) 
     layout, blas = _blas.layout(), gg.blas_info()["requested"]
     try:
         mutate = _mutations()[change]
-        contexts = [mutate(m, o, step) for m, o in ((m1, o1), (m2, o2))]
+        contexts = [mutate(m, o, s) for m, o, s in ((m1, o1, None), (m2, o2, step))]
         x, y = batches[2]
         with contextlib.ExitStack() as stack:
             for c in contexts:
@@ -788,6 +797,25 @@ def test_parameters_outside_the_optimiser_add_up_their_gradients() -> None:
     w.grad = None  # cleared by hand: the next step's gradient alone, as eager
     m1.linear_layers()[0].weight.grad = None
     _train_both(m1, o1, m2, o2, _batches((12,), 5, [8], np.float32, seed=4), step=step)
+
+
+@needs_kernels
+def test_a_step_with_its_guard_is_freed_at_once() -> None:
+    # the guard holds the plan (megabytes of arrays) and what the checks read, but not the
+    # step: no reference cycle, so the memory goes when the last reference does
+    m = _mlp()
+    o = OPTIMISERS["momentum"](m.parameters())
+    step = compile_step(m, o)
+    for x, y in _batches((12,), 5, [8, 8], np.float32):
+        step(x, y)
+    assert step._guard is not None and step._guard.hits == 1
+    ref = weakref.ref(step)
+    gc.disable()
+    try:
+        del step
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @needs_kernels

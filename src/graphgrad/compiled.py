@@ -370,6 +370,27 @@ class CompiledStep:
         #: Why the last call ran the eager step ("" when it ran the plan).
         self.why_eager = ""
 
+    @property
+    def model(self) -> Module:
+        """The model this step trains; assigning another one disarms the guard (see
+        :meth:`_arm`): the next call checks it, and adopts its structure."""
+        return self._model
+
+    @model.setter
+    def model(self, value: Module) -> None:
+        self._model = value
+        self._guard = None
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The optimiser this step updates with; assigning another one disarms the guard."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: Optimizer) -> None:
+        self._optimizer = value
+        self._guard = None
+
     def _adopt(self, mods: list[Module]) -> None:
         """Take the model's structure (its modules ``mods``, in order): layers, dtype, sizes;
         raises CompileError for what cannot be compiled."""
@@ -506,7 +527,7 @@ class CompiledStep:
         advanced as there.)"""
         K = _fused.KERNELS
         opt, model = self.optimizer, self.model
-        attrs: list[Any] = [self, "model", model, self, "optimizer", opt, _fused, "KERNELS", K]
+        attrs: list[Any] = [_fused, "KERNELS", K]  # (model and optimizer: their setters)
         items: list[Any] = []
         orders: list[Any] = []
         if isinstance(model, Sequential):
