@@ -1207,9 +1207,8 @@ cdef class Guard:
     cdef readonly long hits
 
     def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list adam,
-                 list attrs,
-                 list items, list orders, list truths, list ctx, array_type, tensor_type,
-                 x_dtype, tuple x_shape, label_dtype, to_int64):
+                 list attrs, list items, list orders, list truths, list ctx, array_type,
+                 tensor_type, x_dtype, tuple x_shape, label_dtype, to_int64):
         self.plan, self.n_forward, self.dbl, self.optimizer = plan, n_forward, dbl, optimizer
         self.grads, self.adam = grads, adam
         self.attrs, self.items, self.orders = attrs, items, orders
