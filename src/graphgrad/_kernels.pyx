@@ -1179,12 +1179,12 @@ cdef class Guard:
     exactly like the last one, returns None before anything runs, and the checked path
     decides (it disarms and re-arms). Entries:
 
-    - ``attrs``: triples (object, name, expected): ``getattr(object, name) is expected``;
+    - ``attrs``: triples (object, name, expected): ``getattr(object, name) is expected``
+      (a flag that must be on: expected ``True``);
     - ``items``: triples (dict or list, key, expected): ``container[key] is expected``
       (``MISSING`` for a key a dict must not have);
     - ``orders``: pairs (dict or list, tuple): the dict's values, or the list's items, in
       order, are the tuple's items;
-    - ``truths``: pairs (object, name): ``getattr(object, name) is True``;
     - ``ctx``: pairs (ContextVar, expected): ``var.get() is expected``;
     - the batch: ``type(x)`` and ``type(labels)`` are ``array_type`` (or ``tensor_type``,
       whose ``.data`` is taken), ``x.dtype`` is ``x_dtype``, ``x.shape == x_shape``,
@@ -1198,7 +1198,7 @@ cdef class Guard:
     Adam, ``adam`` lists the parameters' state dicts: their ``"step"`` counts must be equal
     (else None), the plan runs at t = step + 1 and they advance by one after the update."""
 
-    cdef list attrs, items, orders, truths, ctx, grads, adam
+    cdef list attrs, items, orders, ctx, grads, adam
     cdef object array_type, tensor_type, x_dtype, x_shape, label_dtype, label_shape
     cdef object optimizer, to_int64
     cdef Plan plan
@@ -1207,12 +1207,12 @@ cdef class Guard:
     cdef readonly long hits
 
     def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list adam,
-                 list attrs, list items, list orders, list truths, list ctx, array_type,
-                 tensor_type, x_dtype, tuple x_shape, label_dtype, to_int64):
+                 list attrs, list items, list orders, list ctx, array_type, tensor_type,
+                 x_dtype, tuple x_shape, label_dtype, to_int64):
         self.plan, self.n_forward, self.dbl, self.optimizer = plan, n_forward, dbl, optimizer
         self.grads, self.adam = grads, adam
         self.attrs, self.items, self.orders = attrs, items, orders
-        self.truths, self.ctx = truths, ctx
+        self.ctx = ctx
         self.array_type, self.tensor_type = array_type, tensor_type
         self.x_dtype, self.x_shape = x_dtype, x_shape
         self.label_dtype, self.label_shape = label_dtype, (x_shape[0],)
@@ -1247,11 +1247,6 @@ cdef class Guard:
         n = len(a)
         for k in range(0, n, 3):
             if _item(a[k], a[k + 1]) is not a[k + 2]:
-                return False
-        a = self.truths
-        n = len(a)
-        for k in range(0, n, 2):
-            if getattr(a[k], a[k + 1]) is not True:
                 return False
         return True
 

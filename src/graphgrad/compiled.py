@@ -546,13 +546,14 @@ class CompiledStep:
         orders += [opt.params, built.opt_params]
         for i, key, arr in built.states:
             items += [opt.state, i, opt.state[i], opt.state[i], key, arr]
-        truths = [q for p in self._params for q in (p, "requires_grad")]
+        for p in self._params:
+            attrs += [p, "requires_grad", True]
         ctx = [ANOMALY, ANOMALY.get(), GRAD_ENABLED, GRAD_ENABLED.get()]
         grads = [q for p, g in built.grads for q in (p, g)]
         adam = [opt.state[i] for i in built.adam]  # their "step" counts advance together
         to_int64 = None if labels.dtype == np.int64 else _labels_int64
         return K.Guard(built.plan, built.n_forward, self.dtype == np.float64, opt, grads, adam,
-                       attrs, items, orders, truths, ctx, np.ndarray, Tensor, x.dtype, x.shape,
+                       attrs, items, orders, ctx, np.ndarray, Tensor, x.dtype, x.shape,
                        labels.dtype, to_int64)  # fmt: skip
 
     def _run(
