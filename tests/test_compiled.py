@@ -1115,3 +1115,113 @@ def test_random_models_train_exactly(block: int) -> None:
             _train_both(m1, o1, m2, o2, batches, engine="kernels")
         finally:
             _blas.set_layout(previous)
+
+
+def _reduced_both(
+    m1: Any, o1: Any, m2: Any, o2: Any, step: CompiledStep, x: Any, y: Any, into: dict[str, Any]
+) -> None:
+    """One reduced step of m2 (gradients into ``into["write"]``, between() doubles them into
+    ``into["read"]``, at ``into["weight"]``) and the eager step it stands for on m1; the two
+    must agree bit for bit."""
+    weight, write, read = into["weight"], into["write"], into["read"]
+    logits = m1(x)
+    loss = gg.cross_entropy(logits, y)
+    o1.zero_grad()
+    loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
+    for p in m1.parameters():
+        p.grad = np.asarray(p.grad) + np.asarray(p.grad)
+    o1.step()
+
+    def between(_loss: float) -> bool:
+        for p in m2.parameters():
+            np.add(write[id(p)], write[id(p)], out=read[id(p)])
+            p.grad = read[id(p)]
+        return True
+
+    value = step.reduced_step(x, y, weight=weight, write=write, read=read, between=between)
+    assert step.engine == "kernels", step.why_eager
+    assert value == float(loss.data)
+    assert step.logits is not None and _bits(step.logits) == _bits(logits.data)
+    _assert_same(m1, o1, m2, o2)
+
+
+def _reducer_arrays(model: Any) -> dict[str, Any]:
+    return {
+        "weight": 0.5,
+        "write": {id(p): np.empty_like(p.data) for p in model.parameters()},
+        "read": {id(p): np.empty_like(p.data) for p in model.parameters()},
+    }
+
+
+def _reduced_changes() -> dict[str, Callable[[Any, dict[str, Any]], None]]:
+    def new_dicts(m: Any, into: dict[str, Any]) -> None:
+        into["write"], into["read"] = dict(into["write"]), dict(into["read"])
+
+    def entry(key: str) -> Callable[[Any, dict[str, Any]], None]:
+        def replace(m: Any, into: dict[str, Any]) -> None:
+            p = m.parameters()[0]
+            into[key][id(p)] = np.empty_like(p.data)  # in place: the plan's array is gone
+
+        return replace
+
+    def weight(m: Any, into: dict[str, Any]) -> None:
+        into["weight"] = 0.25
+
+    def p_data(m: Any, into: dict[str, Any]) -> None:
+        p = m.parameters()[2]
+        p.data = p.data.copy()
+
+    return {
+        "new dicts": new_dicts,
+        "a write entry replaced": entry("write"),
+        "a read entry replaced": entry("read"),
+        "another weight": weight,
+        "p.data replaced": p_data,
+    }
+
+
+@needs_kernels
+@pytest.mark.parametrize("opt", ["momentum", "adam"])
+@pytest.mark.parametrize("change", sorted(_reduced_changes()))
+def test_reduced_steps_take_their_guard_until_something_changes(opt: str, change: str) -> None:
+    # a reduced (data-parallel) step arms a guard too: the next reduced step with the same
+    # model, optimiser, batch shape, weight and reducer arrays runs the plan without the
+    # checks; each change here must take the checked path (a new plan where the arrays or
+    # the weight changed), and every step is the eager one, bit for bit
+    m1, o1, m2, o2 = _pair(lambda: _mlp((12, 12, 12, 5)), opt)
+    step = compile_step(m2, o2)
+    into = _reducer_arrays(m2)
+    batches = _batches((12,), 5, [8] * 5, np.float32)
+    for x, y in batches[:3]:
+        _reduced_both(m1, o1, m2, o2, step, x, y, into)
+    guard = step._guard
+    assert guard is not None and guard.hits == 2
+    _reduced_changes()[change](m2, into)  # (the eager twin reads the same weight)
+    _reduced_both(m1, o1, m2, o2, step, *batches[3], into)
+    assert guard.hits == 2, "the guard ran the old plan"
+    guard = step._guard
+    assert guard is not None and guard.hits == 0  # armed again by the checked call
+    _reduced_both(m1, o1, m2, o2, step, *batches[4], into)
+    assert guard.hits == 1
+
+
+@needs_kernels
+def test_plain_and_reduced_steps_do_not_take_each_others_guard() -> None:
+    # each kind of call leaves the step as a guarded call of its kind expects (its logits,
+    # its plan's arrays); the other kind takes the checked path
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = compile_step(m2, o2)
+    into = _reducer_arrays(m2)
+    batches = _batches((12,), 5, [8] * 6, np.float32)
+    _one_step_both(m1, o1, m2, o2, step, *batches[0], None)
+    _one_step_both(m1, o1, m2, o2, step, *batches[1], None)
+    plain = step._guard
+    assert plain is not None and plain.hits == 1
+    _reduced_both(m1, o1, m2, o2, step, *batches[2], into)
+    _reduced_both(m1, o1, m2, o2, step, *batches[3], into)
+    reduced = step._guard
+    assert plain.hits == 1 and reduced is not plain and reduced.hits == 1
+    _one_step_both(m1, o1, m2, o2, step, *batches[4], None)
+    assert reduced.hits == 1 and step._guard is not reduced
+    _reduced_both(m1, o1, m2, o2, step, *batches[5], into)
+    assert reduced.hits == 1

@@ -1196,20 +1196,31 @@ cdef class Guard:
     ``skip_nonfinite`` finds the loss NaN or infinite, backward and update at
     ``getattr(optimizer, "lr")``; each ``grads`` pair (Tensor, array) sets ``.grad``. With
     Adam, ``adam`` lists the parameters' state dicts: their ``"step"`` counts must be equal
-    (else None), the plan runs at t = step + 1 and they advance by one after the update."""
+    (else None), the plan runs at t = step + 1 and they advance by one after the update.
+
+    A guard armed for a reduced (data-parallel) step's plan (``into``: its weight and the
+    ``write`` and ``read`` dicts, whose entries ``items`` lists) answers only
+    :meth:`run_reduced`, and a plain one only :meth:`run`."""
 
     cdef list attrs, items, orders, ctx, grads, adam
     cdef object array_type, tensor_type, x_dtype, x_shape, label_dtype, label_shape
-    cdef object optimizer, to_int64
+    cdef object optimizer, to_int64, write, read
     cdef Plan plan
     cdef int n_forward
+    cdef double weight
+    cdef bint reduced
     cdef bint dbl
     cdef readonly long hits
 
     def __init__(self, Plan plan, int n_forward, bint dbl, optimizer, list grads, list adam,
                  list attrs, list items, list orders, list ctx, array_type, tensor_type,
-                 x_dtype, tuple x_shape, label_dtype, to_int64):
+                 x_dtype, tuple x_shape, label_dtype, to_int64, tuple into=None):
+        """``n_forward``: the instructions before the test of the loss (a reduced step's:
+        before the reduction); ``into``: a reduced step's ``(weight, write, read)``."""
         self.plan, self.n_forward, self.dbl, self.optimizer = plan, n_forward, dbl, optimizer
+        self.reduced = into is not None
+        if into is not None:
+            self.weight, self.write, self.read = into
         self.grads, self.adam = grads, adam
         self.attrs, self.items, self.orders = attrs, items, orders
         self.ctx = ctx
@@ -1253,6 +1264,21 @@ cdef class Guard:
     def run(self, x, labels, bint skip_nonfinite):
         """The step's loss (a float), or None when anything differs from the snapshot (nothing
         ran: the checked path decides)."""
+        if self.reduced:
+            return None
+        return self._go(x, labels, skip_nonfinite, None)
+
+    def run_reduced(self, x, labels, double weight, write, read, between):
+        """A reduced step (``CompiledStep.reduced_step``'s arguments): its loss, or None
+        when anything differs (nothing ran). ``between(loss)`` runs after the backward pass
+        and says whether the update runs (at the learning rate as it is then)."""
+        if not self.reduced or weight != self.weight:
+            return None
+        if write is not self.write or read is not self.read:
+            return None
+        return self._go(x, labels, False, between)
+
+    cdef object _go(self, x, labels, bint skip_nonfinite, between):
         cdef double value, loss, t = 0.0
         cdef Py_ssize_t k, n
         cdef list g
@@ -1279,7 +1305,11 @@ cdef class Guard:
         except (IndexError, ValueError, BufferError):  # a label out of range, a strided batch
             return None
         loss = value if self.dbl else <double><float>value
-        if skip_nonfinite and not (loss - loss == 0):  # NaN or infinite: no update
+        if between is not None:
+            if not between(loss):
+                return loss
+            lr = getattr(self.optimizer, "lr")  # (the reduction's callback may set it)
+        elif skip_nonfinite and not (loss - loss == 0):  # NaN or infinite: no update
             return loss
         self.plan._run(x, labels, lr, t, self.n_forward, -1)
         g = self.grads

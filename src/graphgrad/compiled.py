@@ -513,7 +513,9 @@ class CompiledStep:
             )
         return loss
 
-    def _arm(self, built: _Built, x: np.ndarray, labels: np.ndarray) -> Any:
+    def _arm(
+        self, built: _Built, x: np.ndarray, labels: np.ndarray, into: _Into | None = None
+    ) -> Any:
         """A guard (``_kernels.Guard``) holding what this call's checks read and found, so
         that the next call runs the same plan without them if none of it has changed: the
         objects of :meth:`_why_not` (kernels, anomaly mode, gradients on, the modules and the
@@ -521,10 +523,12 @@ class CompiledStep:
         hyper-parameters, the BLAS's address, the layout) and of :meth:`_still_valid` (each
         parameter's array and optimiser state array), and the batch's type, dtype and shape
         and its labels' dtype (converted to int64 as here). Any difference is found before
-        anything runs and takes the checked path, which arms again. (Reduced steps and plans
-        that add to the ``.grad`` of parameters the optimiser does not hold always take the
-        checked path; Adam's step counts, which advance, must be equal and are passed and
-        advanced as there.)"""
+        anything runs and takes the checked path, which arms again. A reduced step's guard
+        (``into``) also holds its weight, its ``write`` and ``read`` dicts and their entries
+        (:meth:`_still_valid`'s), and answers reduced steps only; a plain one, plain steps
+        only. (Plans that add to the ``.grad`` of parameters the optimiser does not hold
+        always take the checked path; Adam's step counts, which advance, must be equal and
+        are passed and advanced as there.)"""
         K = _fused.KERNELS
         opt, model = self.optimizer, self.model
         attrs: list[Any] = [_fused, "KERNELS", K]  # (model and optimizer: their setters)
@@ -546,15 +550,20 @@ class CompiledStep:
         orders += [opt.params, built.opt_params]
         for i, key, arr in built.states:
             items += [opt.state, i, opt.state[i], opt.state[i], key, arr]
+        n_first, reduced = built.n_forward, None
+        if into is not None:
+            for (p, _), (w, r) in zip(built.params, built.into, strict=True):
+                items += [into.write, id(p), w, into.read, id(p), r]
+            n_first, reduced = built.n_backward, (into.weight, into.write, into.read)
         for p in self._params:
             attrs += [p, "requires_grad", True]
         ctx = [ANOMALY, ANOMALY.get(), GRAD_ENABLED, GRAD_ENABLED.get()]
         grads = [q for p, g in built.grads for q in (p, g)]
         adam = [opt.state[i] for i in built.adam]  # their "step" counts advance together
         to_int64 = None if labels.dtype == np.int64 else _labels_int64
-        return K.Guard(built.plan, built.n_forward, self.dtype == np.float64, opt, grads, adam,
+        return K.Guard(built.plan, n_first, self.dtype == np.float64, opt, grads, adam,
                        attrs, items, orders, ctx, np.ndarray, Tensor, x.dtype, x.shape,
-                       labels.dtype, to_int64)  # fmt: skip
+                       labels.dtype, to_int64, reduced)  # fmt: skip
 
     def _run(
         self, built: _Built, xa: Any, lab: Any, split: int, proceed: Callable[[float], bool]
@@ -608,7 +617,12 @@ class CompiledStep:
         to call (the plan holds their addresses; new ones build a new plan)."""
         self._enter()
         try:
-            self._guard = None  # it sets what a guarded call leaves as it was (engine, logits)
+            guard = self._guard
+            if guard is not None:  # armed by the last call, if it was a reduced step too
+                loss = guard.run_reduced(x, labels, weight, write, read, between)
+                if loss is not None:
+                    return loss
+                self._guard = None
             return self._reduced(x, labels, _Into(float(weight), write, read), between)
         finally:
             self._busy.release()
@@ -620,6 +634,10 @@ class CompiledStep:
         loss = None if built is None else self._run(built, xa, lab, built.n_backward, between)
         if loss is None:
             self.engine, self.why_eager = "eager", why or "a label is out of range"
+        elif built is not None and _fused.KERNELS is not None:
+            self._guard = self._arm(
+                built, xa, labels.data if isinstance(labels, Tensor) else labels, into
+            )
         return loss
 
     def _why_not(self, x: Any, labels: Any) -> str:
