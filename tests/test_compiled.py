@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -178,15 +179,27 @@ def test_every_model_shape_trains_exactly(
 
 
 @needs_kernels
-def test_large_arrays_split_between_threads_give_the_same_bits() -> None:
-    # a low threshold splits every kernel (and the cross-entropy's rows) between 2 threads
+@pytest.mark.parametrize("threads", [2, 3, 16])
+def test_large_arrays_split_between_threads_give_the_same_bits(threads: int) -> None:
+    # a low threshold splits every kernel (and the cross-entropy's rows) between the threads:
+    # 2 as here, and the uneven chunks of 3 and of a 16-core machine (more threads than this
+    # machine's CPUs: slower). The compiled and the eager step agree, and both agree with
+    # serial kernels at the same thread count (the same BLAS calls)
     before = (gg.get_num_threads(), _fused.par_min())
-    gg.set_num_threads(2)
-    _fused.set_par_min(64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "the BLAS gets N thread(s)"
+        gg.set_num_threads(threads)
     try:
+        batches = _batches((40,), 10, [64, 64, 17], np.float32)
         for opt in ("momentum", "adam"):
-            m1, o1, m2, o2 = _pair(lambda: _mlp((40, 96, 64, 10)), opt)
-            _train_both(m1, o1, m2, o2, _batches((40,), 10, [64, 64, 17], np.float32))
+            weights = []
+            for par_min in (64, 1 << 40):  # split, then serial
+                _fused.set_par_min(par_min)
+                assert _fused.KERNELS.split_count(40 * 96) == (threads if par_min == 64 else 1)
+                m1, o1, m2, o2 = _pair(lambda: _mlp((40, 96, 64, 10)), opt)
+                _train_both(m1, o1, m2, o2, batches)
+                weights.append([_bits(p.data) for p in m2.parameters()])
+            assert weights[0] == weights[1]
     finally:
         gg.set_num_threads(before[0])
         _fused.set_par_min(before[1])
