@@ -1112,3 +1112,26 @@ def test_matmul_into_adds_inside_numpys_own_gemm(
     assert calls == [_blas.numpy_cblas()["ilp64"]]  # one GEMM call, β inside it
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+
+
+def test_a_threshold_record_a_day_old_is_measured_again(two_threads: FakeMachine) -> None:
+    # the threshold moves with the machine's load (and a VM's placement of its CPUs) and
+    # never changes a result: its record is kept PAR_MIN_MAX_AGE_S, the BLAS's for good
+    fake = two_threads
+    fake.kernel_cost = _wake_model(100e-6)
+    _blas.set_blas("numpy")
+    (path,) = _blas.cache_dir().glob("parmin-*.json")
+    rec = json.loads(path.read_text())
+    young = time.time() - _blas.PAR_MIN_MAX_AGE_S + 60
+    path.write_text(json.dumps({**rec, "measured_at_s": young}))
+    _new_process()
+    fake.kernel_cost = _wake_model(10.0)  # "never", if it measured again
+    fake.kernel_calls.clear()
+    _blas.set_blas("numpy")
+    assert _blas.par_min_info()["par_min"] == 262144 and not fake.kernel_calls  # kept
+    path.write_text(json.dumps({**rec, "measured_at_s": young - 120}))  # a day and a minute
+    _new_process()
+    _blas.set_blas("numpy")
+    assert _blas.par_min_info()["par_min"] is None and fake.kernel_calls  # measured again
+    rec = json.loads(path.read_text())
+    assert rec["par_min"] is None and time.time() - rec["measured_at_s"] < 60

@@ -389,11 +389,14 @@ def _load_cached(path: Path, key: dict[str, Any], valid: Any = _blas_record_ok) 
     return rec if ok else None
 
 
-def _stale(rec: dict[str, Any]) -> bool:
-    """A cached record measured while the machine was busy, ``BUSY_RETRY_S`` ago or more:
-    to be measured again."""
+def _stale(rec: dict[str, Any], max_age_s: float | None = None) -> bool:
+    """A cached record to be measured again: measured while the machine was busy,
+    ``BUSY_RETRY_S`` ago or more, or (with ``max_age_s``) that long ago or more."""
     busy, at = rec.get("busy"), rec.get("measured_at_s")
-    return busy is not None and (at is None or time.time() - at >= BUSY_RETRY_S)
+    age = None if at is None else time.time() - at
+    if max_age_s is not None and (age is None or age >= max_age_s):
+        return True
+    return busy is not None and (age is None or age >= BUSY_RETRY_S)
 
 
 @contextlib.contextmanager
@@ -429,11 +432,17 @@ _calibrations: dict[str, dict[str, Any]] = {}  # this process's, by cache path
 
 
 def _cached_measurement(
-    key: dict[str, Any], kind: str, measure_now: Any, valid: Any, refresh: bool
+    key: dict[str, Any],
+    kind: str,
+    measure_now: Any,
+    valid: Any,
+    refresh: bool,
+    max_age_s: float | None = None,
 ) -> dict[str, Any]:
-    """The one cache mechanism of both calibrations: the record cached for ``key`` (file
-    ``<kind>-<sha of key>.json`` in :func:`cache_dir`) when it is valid, else
-    ``measure_now()`` (a dict of figures and the choice) timed now, under a file lock, and
+    """The one cache mechanism of the calibrations: the record cached for ``key`` (file
+    ``<kind>-<sha of key>.json`` in :func:`cache_dir`) when it is valid (and, with
+    ``max_age_s``, younger than that), else ``measure_now()`` (a dict of figures and the
+    choice) timed now, under a file lock, and
     cached atomically. ``refresh=True`` measures again. The record gains ``cache`` (the
     file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
     over the cache: an unwritable cache directory leaves the result in memory only."""
@@ -452,8 +461,8 @@ def _cached_measurement(
     with lock or contextlib.nullcontext():
         if not refresh:
             rec = _load_cached(path, key, valid)
-            if rec is not None and _stale(rec):
-                rec = None  # measured while other work ran: once more, perhaps quieter now
+            if rec is not None and _stale(rec, max_age_s):
+                rec = None  # measured while other work ran (or long ago): once more
             if rec is not None:
                 rec["measured"] = False
         if rec is None:
@@ -562,6 +571,12 @@ def _auto() -> tuple[str, str, dict[str, Any] | None]:
 PAR_MIN_SIZES = (32768, 65536, 131072, 262144, 524288, 1048576, 2097152)
 #: The split kernels must be at least this much faster to count as a win.
 PAR_MIN_MARGIN = 0.05
+#: A threshold record is measured again once it is this old (seconds): unlike the BLAS and
+#: the layout, the threshold never changes a result, and what it measures moves with the
+#: machine's load and, on a VM, with where the host puts its CPUs (on the 2-vCPU sandbox a
+#: record that said "never" kept the kernels serial after the split had come to win: whole
+#: 2-thread steps took 0.92-0.96 of the serial ones' time with it, 2026-12-03).
+PAR_MIN_MAX_AGE_S = 86400.0
 _PAR_ROUNDS, _PAR_BUDGET_S = 9, 0.3
 _probe: Any = None  # the kernels timed (None: _fused.KERNELS; tests substitute fake ones)
 
@@ -640,7 +655,8 @@ def calibrate_par_min(refresh: bool = False) -> dict[str, Any]:
     record (``par_min``: elements, or None for "never"; ``serial`` and ``split`` seconds per
     size; ``cache``; ``measured``) when there is a valid one, else measured now (a fraction
     of a second, :func:`measure_par_min`) and cached beside the BLAS calibration, keyed by
-    :func:`calibration_key` plus the library in use. ``refresh=True`` measures again."""
+    :func:`calibration_key` plus the library in use, for ``PAR_MIN_MAX_AGE_S`` (a day).
+    ``refresh=True`` measures again."""
     k = _probe or _fused.KERNELS
     if k is None or not getattr(k, "OPENMP", False):
         raise RuntimeError("calibrate_par_min: the kernels are not built with OpenMP")
@@ -654,7 +670,9 @@ def calibrate_par_min(refresh: bool = False) -> dict[str, Any]:
             "par_min": decide_par_min(t["serial"], t["split"]),
         }
 
-    return _cached_measurement(key, "parmin", measure_now, _par_min_record_ok, refresh)
+    return _cached_measurement(
+        key, "parmin", measure_now, _par_min_record_ok, refresh, PAR_MIN_MAX_AGE_S
+    )
 
 
 _par_min_choice: dict[str, Any] = {"par_min": 0, "reason": "not chosen yet", "calibration": None}
