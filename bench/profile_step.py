@@ -398,14 +398,22 @@ _TUNING = (
 def _compiled_plan(sizes: list[int], batch: int) -> tuple[Any, list[str], Any, Any, str]:
     """The compiled step's plan for this shape and batch, its instructions' text, the batch
     (x, y), and why there is no plan ("" when there is one)."""
+    built, x, y, why = _compiled_built(sizes, batch)
+    if built is None:
+        return None, [], x, y, why
+    return built.plan, built.text, x, y, ""
+
+
+def _compiled_built(sizes: list[int], batch: int) -> tuple[Any, Any, Any, str]:
+    """The compiled step's plan record (``compiled._Built``: a benchmark may look inside)
+    for this shape and batch, the batch (x, y), and why there is none ("" when there is)."""
     x, y = _data(sizes, batch)
     model = gg.nn.MLP(sizes[0], sizes[1:-1], sizes[-1], "relu", rng=np.random.default_rng(0))
     step = gg.compile_step(model, gg.optim.SGD(model.parameters(), lr=1e-6, momentum=MU))
     step(x, y)
     if step.engine != "kernels":
-        return None, [], x, y, step.why_eager or "no plan"
-    built = step._plans[batch]  # this batch size's plan (a benchmark may look inside)
-    return built.plan, built.text, x, y, ""
+        return None, x, y, step.why_eager or "no plan"
+    return step._plans[batch], x, y, ""
 
 
 def in_step(plan: Any, x: Any, y: Any, steps: int) -> list[float]:
@@ -531,6 +539,68 @@ def compiled_nongemm_speedup(sizes: list[int], batch: int, counts: list[int], qu
     return "\n".join([*lines, ""])
 
 
+def compiled_whole_speedup(sizes: list[int], batch: int, counts: list[int], quick: bool) -> str:
+    """The compiled step's non-GEMM part from whole plans: at each thread count in
+    ``counts``, taking turns, the whole plan and a plan of its GEMM instructions alone (the
+    same calls on the same arrays, in the same order) each run as one call, again and again;
+    non-GEMM = whole - GEMMs. Unlike :func:`in_step`, nothing runs between the instructions
+    (no Python, no clock), so the threads and caches are as in a real step; but the GEMMs of
+    the second plan find the caches as other GEMMs left them."""
+    built, x, y, why = _compiled_built(sizes, batch)
+    name = "-".join(map(str, sizes)) + f" b{batch}"
+    title = f"### {name}: the compiled step by thread count, whole plans"
+    if built is None:
+        return f"{title}\n\n(no plan: {why})\n"
+    K = _fused.KERNELS
+    gemms = K.Plan(
+        [ins for ins in built.instrs if ins[0] == "gemm"],
+        list(built.plan.keep),
+        built.plan.x_bytes,
+        built.plan.n_labels,
+        built.plan.n_classes,
+    )
+    whole = built.plan
+    rounds = 2 if quick else 15
+
+    def timed(p: Any, n: int) -> float:
+        p.run(x, y, 1e-6, 0.0)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            p.run(x, y, 1e-6, 0.0)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    before = gg.get_num_threads()
+    parts: dict[int, dict[str, list[float]]] = {k: defaultdict(list) for k in counts}
+    try:
+        gg.set_num_threads(counts[0])
+        n = 2 if quick else max(5, int(200_000 / max(timed(whole, 3), 1.0)))
+        for r in range(rounds):
+            for k in counts if r % 2 == 0 else counts[::-1]:
+                gg.set_num_threads(k)
+                pair = (whole, gemms) if r % 2 == 0 else (gemms, whole)
+                t = {id(p): timed(p, n) for p in pair}
+                parts[k]["step"].append(t[id(whole)])
+                parts[k]["GEMMs"].append(t[id(gemms)])
+                parts[k]["non-GEMM"].append(t[id(whole)] - t[id(gemms)])
+    finally:
+        gg.set_num_threads(before)
+    labels = {
+        "non-GEMM": "non-GEMM (whole plan - GEMM-only plan)",
+        "GEMMs": "GEMM-only plan",
+        "step": "whole plan",
+    }
+    lines = _by_threads(
+        f"{title} (µs, medians of {rounds} rounds; kernels split from "
+        f"{_fused.par_min()} elements at the last count)",
+        counts,
+        parts,
+        labels,
+        ".0f",
+        "compiled step (whole plans), non-GEMM speed-up",
+    )
+    return "\n".join([*lines, ""])
+
+
 def _by_threads(
     title: str,
     counts: list[int],
@@ -627,6 +697,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(md)
             text.append(md)
             md = compiled_nongemm_speedup(
+                [int(s) for s in shape.split(",")], batch, counts, args.quick
+            )
+            print(md)
+            text.append(md)
+            md = compiled_whole_speedup(
                 [int(s) for s in shape.split(",")], batch, counts, args.quick
             )
             print(md)

@@ -279,6 +279,8 @@ class _Built:
     # parameters the optimiser does not hold: nothing zeroes their .grad, so each step's
     # gradient is added to it, as the eager step's backward adds it (a new array)
     accumulate: list[tuple[Tensor, np.ndarray]] = field(default_factory=list)
+    # the instructions the plan was made of (a benchmark makes a plan of some of them)
+    instrs: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -989,6 +991,7 @@ class CompiledStep:
             b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
         )
         built = _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
+        built.instrs = b.instrs
         built.opt_params = tuple(opt.params)
         built.accumulate = [(q, gq) for q, gq in grads if gq is not None and id(q) not in index]
         built.grads = [(q, gq) for q, gq in grads if gq is None or id(q) in index]
