@@ -100,6 +100,12 @@ def test_step_profile_splits_a_real_step(tmp_path: Path) -> None:
     assert "16-8-4 b8: the compiled step by thread count" in text
     ups = re.findall(r"compiled step, non-GEMM speed-up 1 -> 2 threads: \*\*([\d.]+)x\*\*", text)
     assert len(ups) == 1 and float(ups[0]) > 0
+    # and from whole plans: the plan, and a plan of its GEMMs alone, each timed at 1 and 2
+    assert "16-8-4 b8: the compiled step by thread count, whole plans" in text
+    rows = [ln.split("|") for ln in text.splitlines() if ln.startswith("| GEMM-only plan |")]
+    assert len(rows) == 1 and float(rows[0][2]) > 0 and float(rows[0][3]) > 0
+    whole = [ln.split("|") for ln in text.splitlines() if ln.startswith("| whole plan |")]
+    assert len(whole) == 1 and float(whole[0][2]) > 0
 
 
 @pytest.mark.parametrize("layout", ["rows", "columns"])
