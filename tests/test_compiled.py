@@ -986,6 +986,45 @@ def _reduced_eager_step(model: Any, opt: Any, x: Any, y: Any, weight: float) -> 
     return float(loss.data)
 
 
+def _reduced_both(
+    m1: Any, o1: Any, m2: Any, o2: Any, step: CompiledStep, x: Any, y: Any, into: dict[str, Any]
+) -> None:
+    """One reduced step of m2 (gradients into ``into["write"]``, between() doubles them into
+    ``into["read"]``, at ``into["weight"]``) and the eager step it stands for on m1; the two
+    must agree bit for bit."""
+    weight, write, read = into["weight"], into["write"], into["read"]
+    logits = m1(x)
+    loss = gg.cross_entropy(logits, y)
+    o1.zero_grad()
+    loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
+    for p in m1.parameters():
+        p.grad = np.asarray(p.grad) + np.asarray(p.grad)
+    o1.step()
+
+    seen: list[float] = []
+
+    def between(loss: float) -> bool:
+        seen.append(loss)
+        for p in m2.parameters():
+            np.add(write[id(p)], write[id(p)], out=read[id(p)])
+            p.grad = read[id(p)]
+        return True
+
+    value = step.reduced_step(x, y, weight=weight, write=write, read=read, between=between)
+    assert step.engine == "kernels", step.why_eager
+    assert [value] == [float(loss.data)] == seen
+    assert step.logits is not None and _bits(step.logits) == _bits(logits.data)
+    _assert_same(m1, o1, m2, o2)
+
+
+def _reducer_arrays(model: Any) -> dict[str, Any]:
+    return {
+        "weight": 0.5,
+        "write": {id(p): np.empty_like(p.data) for p in model.parameters()},
+        "read": {id(p): np.empty_like(p.data) for p in model.parameters()},
+    }
+
+
 @needs_kernels
 @pytest.mark.parametrize("opt", ["momentum", "nesterov+wd", "adam"])
 @pytest.mark.parametrize("layout", ["rows", "columns"])
@@ -999,32 +1038,11 @@ def test_a_reduced_step_writes_weighted_gradients_and_updates_from_the_sums(
     try:
         m1, o1, m2, o2 = _pair(lambda: _mlp((12, 40, 24, 5), activation="tanh"), opt)
         step = compile_step(m2, o2)
-        write = {id(p): np.empty_like(p.data) for p in m2.parameters()}
-        read = {id(p): np.empty_like(p.data) for p in m2.parameters()}
-        seen: list[float] = []
-
-        def between(loss: float) -> bool:
-            seen.append(loss)
-            for p in m2.parameters():
-                np.add(write[id(p)], write[id(p)], out=read[id(p)])
-                p.grad = read[id(p)]
-            return True
-
+        into = _reducer_arrays(m2)
         for (x, y), weight in zip(
             _batches((12,), 5, [16, 16, 9, 16], np.float32), [0.5, 0.5, 0.25, 1.0], strict=True
         ):
-            logits = m1(x)
-            loss = gg.cross_entropy(logits, y)
-            o1.zero_grad()
-            loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
-            for p in m1.parameters():
-                p.grad = np.asarray(p.grad) + np.asarray(p.grad)
-            o1.step()
-            value = step.reduced_step(x, y, weight=weight, write=write, read=read, between=between)
-            assert step.engine == "kernels", step.why_eager
-            assert value == float(loss.data) == seen[-1]
-            assert step.logits is not None and _bits(step.logits) == _bits(logits.data)
-            _assert_same(m1, o1, m2, o2)
+            _reduced_both(m1, o1, m2, o2, step, x, y, {**into, "weight": weight})
         assert len(step._plans) == 3  # one per (batch size, weight)
     finally:
         _blas.set_layout(before)
@@ -1128,42 +1146,6 @@ def test_random_models_train_exactly(block: int) -> None:
             _train_both(m1, o1, m2, o2, batches, engine="kernels")
         finally:
             _blas.set_layout(previous)
-
-
-def _reduced_both(
-    m1: Any, o1: Any, m2: Any, o2: Any, step: CompiledStep, x: Any, y: Any, into: dict[str, Any]
-) -> None:
-    """One reduced step of m2 (gradients into ``into["write"]``, between() doubles them into
-    ``into["read"]``, at ``into["weight"]``) and the eager step it stands for on m1; the two
-    must agree bit for bit."""
-    weight, write, read = into["weight"], into["write"], into["read"]
-    logits = m1(x)
-    loss = gg.cross_entropy(logits, y)
-    o1.zero_grad()
-    loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
-    for p in m1.parameters():
-        p.grad = np.asarray(p.grad) + np.asarray(p.grad)
-    o1.step()
-
-    def between(_loss: float) -> bool:
-        for p in m2.parameters():
-            np.add(write[id(p)], write[id(p)], out=read[id(p)])
-            p.grad = read[id(p)]
-        return True
-
-    value = step.reduced_step(x, y, weight=weight, write=write, read=read, between=between)
-    assert step.engine == "kernels", step.why_eager
-    assert value == float(loss.data)
-    assert step.logits is not None and _bits(step.logits) == _bits(logits.data)
-    _assert_same(m1, o1, m2, o2)
-
-
-def _reducer_arrays(model: Any) -> dict[str, Any]:
-    return {
-        "weight": 0.5,
-        "write": {id(p): np.empty_like(p.data) for p in model.parameters()},
-        "read": {id(p): np.empty_like(p.data) for p in model.parameters()},
-    }
 
 
 def _reduced_changes() -> dict[str, Callable[[Any, dict[str, Any]], None]]:
