@@ -1220,3 +1220,36 @@ def test_plain_and_reduced_steps_do_not_take_each_others_guard() -> None:
     assert reduced.hits == 1 and step._guard is not reduced
     _reduced_both(m1, o1, m2, o2, step, *batches[5], into)
     assert reduced.hits == 1
+
+
+@needs_kernels
+def test_random_models_take_reduced_steps_exactly() -> None:
+    # Random models (as above) in data-parallel steps: four reduced steps each, two weights,
+    # so that the guard runs some of them; every one is the eager step's, bit for bit.
+    # (fused_backward is left out: DistributedTrainer refuses it.)
+    rng = np.random.default_rng(77)
+    optimisers = [name for name in OPTIMISERS if name != "fused_backward"]
+    for _ in range(12):
+        depth = int(rng.integers(1, 5))
+        sizes = [int(rng.choice([3, 5, 12, 17, 33]))]
+        sizes += [int(rng.choice([2, 4, 7, 16, 31, 40])) for _ in range(depth)]
+        biases = [bool(rng.random() < 0.7) for _ in range(depth)]
+        acts = [str(rng.choice(list(_ACTIVATION_LAYERS))) for _ in range(depth - 1)]
+        dtype = [np.float32, np.float64][int(rng.integers(2))]
+        layout = str(rng.choice(["rows", "columns"]))
+        opt = str(rng.choice(optimisers))
+        seed = int(rng.integers(1 << 30))
+        previous = _blas.set_layout(layout)
+        try:
+            build = functools.partial(_random_model, sizes, biases, acts, dtype, seed)
+            m1, o1, m2, o2 = _pair(build, opt)
+            step = compile_step(m2, o2)
+            into = _reducer_arrays(m2)
+            S = int(rng.choice([2, 5, 16, 40]))
+            batches = _batches((sizes[0],), sizes[-1], [S] * 4, dtype, seed=seed)
+            weights, hits = [0.5, 0.5, 0.5, 0.25], [0, 1, 2, 0]  # the last: a new plan
+            for (x, y), weight, hit in zip(batches, weights, hits, strict=True):
+                _reduced_both(m1, o1, m2, o2, step, x, y, {**into, "weight": weight})
+                assert step._guard is not None and step._guard.hits == hit
+        finally:
+            _blas.set_layout(previous)
