@@ -990,21 +990,23 @@ def _reduced_both(
     m1: Any, o1: Any, m2: Any, o2: Any, step: CompiledStep, x: Any, y: Any, into: dict[str, Any]
 ) -> None:
     """One reduced step of m2 (gradients into ``into["write"]``, between() doubles them into
-    ``into["read"]``, at ``into["weight"]``) and the eager step it stands for on m1; the two
-    must agree bit for bit."""
+    ``into["read"]`` and sets the learning rate, as a schedule does, at ``into["weight"]``)
+    and the eager step it stands for on m1; the two must agree bit for bit."""
     weight, write, read = into["weight"], into["write"], into["read"]
+    lr = o1.lr * 0.9  # a new rate every step: the update must read it after between()
     logits = m1(x)
     loss = gg.cross_entropy(logits, y)
     o1.zero_grad()
     loss.backward(np.full(loss.shape, weight, dtype=loss.data.dtype))
     for p in m1.parameters():
         p.grad = np.asarray(p.grad) + np.asarray(p.grad)
+    o1.lr = lr
     o1.step()
-
     seen: list[float] = []
 
     def between(loss: float) -> bool:
         seen.append(loss)
+        o2.lr = lr
         for p in m2.parameters():
             np.add(write[id(p)], write[id(p)], out=read[id(p)])
             p.grad = read[id(p)]
