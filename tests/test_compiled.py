@@ -1113,6 +1113,24 @@ def _random_model(
     return gg.nn.Sequential(*layers)
 
 
+def _draw_model(
+    rng: np.random.Generator, optimisers: list[str]
+) -> tuple[Callable[[], Any], list[int], Any, str, str, int]:
+    """A random model to build (1-4 layers, some without bias, any activation, float32 or
+    float64), its sizes and dtype, a layout, one of ``optimisers`` and the model's seed."""
+    depth = int(rng.integers(1, 5))
+    sizes = [int(rng.choice([3, 5, 12, 17, 33]))]
+    sizes += [int(rng.choice([2, 4, 7, 16, 31, 40])) for _ in range(depth)]
+    biases = [bool(rng.random() < 0.7) for _ in range(depth)]
+    acts = [str(rng.choice(list(_ACTIVATION_LAYERS))) for _ in range(depth - 1)]
+    dtype = [np.float32, np.float64][int(rng.integers(2))]
+    layout = str(rng.choice(["rows", "columns"]))
+    opt = str(rng.choice(optimisers))
+    seed = int(rng.integers(1 << 30))
+    build = functools.partial(_random_model, sizes, biases, acts, dtype, seed)
+    return build, sizes, dtype, layout, opt, seed
+
+
 @needs_kernels
 @pytest.mark.parametrize("block", range(4))
 def test_random_models_train_exactly(block: int) -> None:
@@ -1124,19 +1142,9 @@ def test_random_models_train_exactly(block: int) -> None:
     # 150 such models; both now run it as the linear op.)
     rng = np.random.default_rng(1000 + block)
     for _ in range(15):
-        depth = int(rng.integers(1, 5))
-        sizes = [int(rng.choice([3, 5, 12, 17, 33]))]
-        sizes += [int(rng.choice([2, 4, 7, 16, 31, 40])) for _ in range(depth)]
-        biases = [bool(rng.random() < 0.7) for _ in range(depth)]
-        acts = [str(rng.choice(list(_ACTIVATION_LAYERS))) for _ in range(depth - 1)]
-        dtype = [np.float32, np.float64][int(rng.integers(2))]
-        layout = str(rng.choice(["rows", "columns"]))
-        opt = str(rng.choice(list(OPTIMISERS)))
-        seed = int(rng.integers(1 << 30))
-
+        build, sizes, dtype, layout, opt, seed = _draw_model(rng, list(OPTIMISERS))
         previous = _blas.set_layout(layout)
         try:
-            build = functools.partial(_random_model, sizes, biases, acts, dtype, seed)
             m1, o1, m2, o2 = _pair(build, opt)
             batches = _batches(
                 (sizes[0],),
@@ -1232,18 +1240,9 @@ def test_random_models_take_reduced_steps_exactly() -> None:
     rng = np.random.default_rng(77)
     optimisers = [name for name in OPTIMISERS if name != "fused_backward"]
     for _ in range(12):
-        depth = int(rng.integers(1, 5))
-        sizes = [int(rng.choice([3, 5, 12, 17, 33]))]
-        sizes += [int(rng.choice([2, 4, 7, 16, 31, 40])) for _ in range(depth)]
-        biases = [bool(rng.random() < 0.7) for _ in range(depth)]
-        acts = [str(rng.choice(list(_ACTIVATION_LAYERS))) for _ in range(depth - 1)]
-        dtype = [np.float32, np.float64][int(rng.integers(2))]
-        layout = str(rng.choice(["rows", "columns"]))
-        opt = str(rng.choice(optimisers))
-        seed = int(rng.integers(1 << 30))
+        build, sizes, dtype, layout, opt, seed = _draw_model(rng, optimisers)
         previous = _blas.set_layout(layout)
         try:
-            build = functools.partial(_random_model, sizes, biases, acts, dtype, seed)
             m1, o1, m2, o2 = _pair(build, opt)
             step = compile_step(m2, o2)
             into = _reducer_arrays(m2)

@@ -38,11 +38,12 @@ call with its shapes.
 Each call checks, before its plan runs, that nothing the plan depends on has changed: the
 model's modules and their parameter Tensors, each parameter's array, the optimiser's
 hyper-parameters and state arrays, the BLAS, the layout, anomaly mode, ``no_grad``, the batch.
-After a call that ran a plan (SGD's), a ``_kernels.Guard`` keeps what those checks found, and
-the next call compares it object by object in compiled code before running the same plan;
-anything different, including a batch of another size, dtype or layout, takes the checked
-path. Measured on the Zen 4 test machine at 1 thread: the checks in Python cost 98 µs a
-784-256-256-10 step (their objects fall out of the caches while the GEMMs run), the guard 20.
+After a call that ran a plan (a data-parallel rank's too), a ``_kernels.Guard`` keeps what
+those checks found, and the next call compares it object by object in compiled code before
+running the same plan; anything different, including a batch of another size, dtype or
+layout, takes the checked path. Measured on the Zen 4 test machine at 1 thread: the checks
+in Python cost 98 µs a 784-256-256-10 step (their objects fall out of the caches while the
+GEMMs run), the guard 20.
 """
 
 from __future__ import annotations
@@ -509,15 +510,10 @@ class CompiledStep:
         )
         if loss is None:
             return self._eager(x, labels, "a label is out of range", skip_nonfinite)
-        if not built.accumulate and _fused.KERNELS is not None:
-            self._guard = self._arm(
-                built, xa, labels.data if isinstance(labels, Tensor) else labels
-            )
+        self._guard = self._arm(built, xa, labels)
         return loss
 
-    def _arm(
-        self, built: _Built, x: np.ndarray, labels: np.ndarray, into: _Into | None = None
-    ) -> Any:
+    def _arm(self, built: _Built, x: np.ndarray, labels: Any, into: _Into | None = None) -> Any:
         """A guard (``_kernels.Guard``) holding what this call's checks read and found, so
         that the next call runs the same plan without them if none of it has changed: the
         objects of :meth:`_why_not` (kernels, anomaly mode, gradients on, the modules and the
@@ -529,9 +525,14 @@ class CompiledStep:
         (``into``) also holds its weight, its ``write`` and ``read`` dicts and their entries
         (:meth:`_still_valid`'s), and answers reduced steps only; a plain one, plain steps
         only. (Plans that add to the ``.grad`` of parameters the optimiser does not hold
-        always take the checked path; Adam's step counts, which advance, must be equal and
-        are passed and advanced as there.)"""
+        always take the checked path: None, no guard; Adam's step counts, which advance,
+        must be equal and are passed and advanced as there.) ``labels`` as the caller gave
+        them (an array or a Tensor)."""
         K = _fused.KERNELS
+        if K is None or built.accumulate:
+            return None
+        if isinstance(labels, Tensor):
+            labels = labels.data
         opt, model = self.optimizer, self.model
         attrs: list[Any] = [_fused, "KERNELS", K]  # (model and optimizer: their setters)
         items: list[Any] = []
@@ -636,10 +637,8 @@ class CompiledStep:
         loss = None if built is None else self._run(built, xa, lab, built.n_backward, between)
         if loss is None:
             self.engine, self.why_eager = "eager", why or "a label is out of range"
-        elif built is not None and _fused.KERNELS is not None:
-            self._guard = self._arm(
-                built, xa, labels.data if isinstance(labels, Tensor) else labels, into
-            )
+        elif built is not None:
+            self._guard = self._arm(built, xa, labels, into)
         return loss
 
     def _why_not(self, x: Any, labels: Any) -> str:
