@@ -169,6 +169,8 @@ def test_auto_takes_the_library_the_calibration_measures_faster(
     assert info["calibration"]["measured_now"] is True
     assert "calibration at" in info["reason"] and "measured now" in info["reason"]
     assert fake.gemms >= 2 * pairs * 4  # warm-up and at least three rounds per library
+    # MKL only after a second measurement agrees (here the same figures again)
+    assert ("measured again" in info["reason"]) == (chosen == "mkl")
 
 
 def test_measure_alternates_and_stops_at_its_budget(fake: FakeMachine) -> None:
@@ -239,6 +241,10 @@ def test_another_thread_count_is_another_calibration(fake: FakeMachine) -> None:
         lambda rec: json.dumps({**rec, "busy": "very"}),
         lambda rec: json.dumps({**rec, "busy": -0.5}),
         lambda rec: json.dumps({**rec, "measured_at_s": "yesterday"}),
+        # MKL on one measurement (as older versions cached it), or on a damaged second one
+        lambda rec: json.dumps({k: v for k, v in rec.items() if k != "confirm"}),
+        lambda rec: json.dumps({**rec, "confirm": {"numpy": 1.0}}),
+        lambda rec: json.dumps({**rec, "confirm": {"numpy": 0.001, "mkl": 0.002}}),
     ],
 )
 def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, damage: Any) -> None:
@@ -253,6 +259,36 @@ def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, dam
     assert gg.blas() == "mkl" and fake.gemms > 0  # measured again
     assert gg.blas_info()["calibration"]["measured_now"] is True
     assert json.loads(path.read_text())["choice"] == "mkl"  # and the file repaired
+
+
+def test_mkl_is_chosen_only_when_a_second_measurement_agrees(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MKL faster in the first measurement: measured again; in the second NumPy's BLAS is
+    # faster (the host's load moved the first), so NumPy's BLAS is chosen, and cached
+    measured = _blas.measure
+    calls: list[dict[str, float]] = []
+
+    def measure(libraries: list[str], clock: Any = None) -> dict[str, float]:
+        calls.append(measured(libraries, clock))
+        fake.cost.update(numpy=1.0, mkl=2.0)  # from the second measurement on
+        return calls[-1]
+
+    monkeypatch.setattr(_blas, "measure", measure)
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    assert len(calls) == 2 and gg.blas() == "numpy"
+    rec = json.loads(next(_blas.cache_dir().glob("blas-*.json")).read_text())
+    assert rec["choice"] == "numpy"
+    assert rec["seconds"] == {"numpy": pytest.approx(2e-3), "mkl": pytest.approx(1e-3)}
+    assert rec["confirm"] == {"numpy": pytest.approx(1e-3), "mkl": pytest.approx(2e-3)}
+    reason = gg.blas_info()["reason"]
+    assert "measured again: MKL 2.000 ms, NumPy's BLAS 1.000 ms" in reason
+    assert "faster both times" in reason
+    # NumPy's BLAS faster the first time: one measurement, no second
+    calls.clear()
+    _blas.calibrate(refresh=True)
+    assert len(calls) == 1 and "confirm" not in _blas.calibrate()
 
 
 class FakeStat:
