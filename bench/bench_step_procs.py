@@ -256,12 +256,23 @@ def _latency() -> float | None:
     cpus = sorted(os.sched_getaffinity(0))[:2] if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:
         return None
+    return _benchlib().core_latency_ns(cpus[0], cpus[1])
+
+
+def _benchlib() -> Any:
     sys.path.insert(0, str(HERE))
     try:
         import benchlib
     finally:
         sys.path.remove(str(HERE))
-    return benchlib.core_latency_ns(cpus[0], cpus[1])
+    return benchlib
+
+
+def _peak(threads: int, iters: int) -> float | None:
+    """The float32 FMA peak (GFLOPS) of the CPUs the workers run on, all ``threads`` at once
+    (bench/peak.c), or None where it cannot be measured."""
+    cpus = sorted(os.sched_getaffinity(0))[:threads] if hasattr(os, "sched_getaffinity") else None
+    return _benchlib().fma_peak_gflops(threads, cpus, iters=iters)
 
 
 def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
@@ -276,9 +287,18 @@ def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:
 
 
 def bench(
-    shape: str, threads: int, rounds: int, target_s: float, pause_s: float, peers: Sequence[str]
+    shape: str,
+    threads: int,
+    rounds: int,
+    target_s: float,
+    pause_s: float,
+    peers: Sequence[str],
+    peak_iters: int = 20_000_000,
 ) -> dict[str, Any]:
-    """Time ``peers`` on ``shape`` at ``threads`` threads, one process each, taking turns."""
+    """Time ``peers`` on ``shape`` at ``threads`` threads, one process each, taking turns;
+    the CPUs' FMA peak is measured before and after the rounds (``peak_iters`` iterations of
+    bench/peak.c's loop)."""
+    peaks = [_peak(threads, peak_iters)]
     procs = {k: _start(k, shape, threads) for k in peers if _available(k)}
     try:
         ready = {k: _ask(p, "") for k, p in procs.items()}
@@ -302,6 +322,8 @@ def bench(
                 p.stdin.flush()
         for p in procs.values():
             p.wait(timeout=60)
+    peaks.append(_peak(threads, peak_iters))
+    sizes, batch = shape.split(":")
     ref_loss = ready["graphgrad"]["loss"] if "graphgrad" in ready else None
     ratios = []
     pairs = list(RATIOS)
@@ -337,6 +359,9 @@ def bench(
         # between turns (a 2-thread step on a noisy VM) shows it here
         "spread": {k: max(v) / min(v) for k, v in times.items() if min(v) > 0},
         "latency_ns": latency,
+        # the step's matrix products (GFLOP) and the FMA peak before and after the rounds
+        "gflop": _benchlib().mlp_step_flops([int(v) for v in sizes.split(",")], int(batch)) / 1e9,
+        "peak_gflops": peaks,
         "ratios": ratios,
         "losses": {k: v["loss"] for k, v in ready.items()},
         "blas": {k: v["blas"] for k, v in ready.items()},
@@ -415,6 +440,29 @@ def render(rows: list[dict[str, Any]]) -> str:
             "target ratios over the near and the far rounds (medians, rounds in brackets): "
             + "; ".join(lines)
         )
+    arith = []
+    for r in rows:
+        peaks = [v for v in r.get("peak_gflops", []) if v]
+        if not peaks or "gflop" not in r:
+            continue
+        peak = max(peaks)
+        shares = ", ".join(
+            f"{k} {r['gflop'] / (ms / 1e3) / peak:.0%}" for k, ms in r["ms"].items() if ms > 0
+        )
+        arith.append(
+            f"{_name(r['shape'])} at {r['threads']} ({r['gflop'] * 1e3:.1f} MFLOP a step, peak "
+            f"{peak:.0f} GFLOPS): {shares}"
+        )
+    if arith:
+        out.append("")
+        out.append(
+            "How near each step runs to the CPUs' arithmetic limit: the step's matrix "
+            "products (forward, weight gradients and the gradients into hidden layers, "
+            "2·S·d_in·d_out FLOPs each) per second of the median step, as a share of the "
+            "float32 FMA peak of the same CPUs, all threads at once (bench/peak.c, the higher "
+            "of its figures before and after the rounds); elementwise work is not counted: "
+            + "; ".join(arith)
+        )
     out.append("")
     out.append(
         "Ratios: medians of per-round ratios; times: medians of per-round means. "
@@ -488,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.no_recalibrate:
             print(f"{threads} thread(s): {recalibrate(threads)}", flush=True)
         for shape in a.shape or SHAPES:
-            row = bench(shape, threads, rounds, target_s, pause_s, peers)
+            peak_iters = 200_000 if a.quick else 20_000_000
+            row = bench(shape, threads, rounds, target_s, pause_s, peers, peak_iters)
             rows.append(row)
             print(render([row]).splitlines()[2], flush=True)
     md = render(rows)

@@ -9,6 +9,7 @@ wall second while a peer runs) shows how many threads a peer really used.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -211,30 +212,32 @@ def _jsonable(o: Any) -> Any:
 
 # ----------------------------------------------------------- where the host put the CPUs
 
-_PINGPONG = Path(__file__).resolve().parent / "pingpong.c"
-_pingpong_exe: list[Path | None] = []  # built once per process ([] not yet, [None] cannot)
+_C_TOOLS: dict[tuple[str, ...], Path | None] = {}  # built once per process (None: cannot)
 
 
-def _pingpong() -> Path | None:
-    """bench/pingpong.c built with the system's C compiler into a temporary directory, once;
-    None where there is no compiler or the build fails."""
-    if not _pingpong_exe:
+def _c_tool(name: str, flags: Sequence[str] = ()) -> Path | None:
+    """bench/``name``.c built with the system's C compiler (``-O2 -pthread`` and ``flags``)
+    into a temporary directory, once per process; None where there is no compiler or the
+    build fails."""
+    key = (name, *flags)
+    if key not in _C_TOOLS:
         import shutil
         import subprocess
         import tempfile
 
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        exe = Path(tempfile.mkdtemp(prefix="gg-pingpong-")) / "pingpong"
+        src = Path(__file__).resolve().parent / f"{name}.c"
+        exe = Path(tempfile.mkdtemp(prefix=f"gg-{name}-")) / name
         ok = cc is not None and (
             subprocess.run(
-                [cc, "-O2", "-pthread", str(_PINGPONG), "-o", str(exe)],
+                [cc, "-O2", *flags, "-pthread", str(src), "-o", str(exe)],
                 capture_output=True,
                 timeout=120,
             ).returncode
             == 0
         )
-        _pingpong_exe.append(exe if ok else None)
-    return _pingpong_exe[0]
+        _C_TOOLS[key] = exe if ok else None
+    return _C_TOOLS[key]
 
 
 def core_latency_ns(cpu_a: int, cpu_b: int, trips: int = 50_000) -> float | None:
@@ -245,7 +248,7 @@ def core_latency_ns(cpu_a: int, cpu_b: int, trips: int = 50_000) -> float | None
     MLP step took 0.47-0.51 ms in the first placement and 0.74-0.84 ms in the second."""
     import subprocess
 
-    exe = _pingpong()
+    exe = _c_tool("pingpong")
     if exe is None:
         return None
     proc = subprocess.run(
@@ -255,6 +258,42 @@ def core_latency_ns(cpu_a: int, cpu_b: int, trips: int = 50_000) -> float | None
         return float(proc.stdout) if proc.returncode == 0 else None
     except ValueError:
         return None
+
+
+def fma_peak_gflops(
+    threads: int = 1, cpus: Sequence[int] | None = None, iters: int = 20_000_000, repeats: int = 3
+) -> float | None:
+    """The float32 FMA peak of ``threads`` threads running at once (bench/peak.c: chains of
+    independent fused multiply-adds on the widest vectors, nothing from memory), in GFLOPS,
+    the best of ``repeats``; pinned to ``cpus`` (``taskset``) when given. None where it cannot
+    be built or run. The arithmetic limit of a step made of matrix products: a step's GEMM
+    FLOPs (:func:`mlp_step_flops`) over its time, divided by this, is how close it runs."""
+    import shutil
+    import subprocess
+
+    exe = _c_tool("peak", ["-march=native"]) or _c_tool("peak")
+    if exe is None:
+        return None
+    cmd = [str(exe), str(threads), str(iters), str(repeats)]
+    if cpus is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    try:
+        return float(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
+def mlp_step_flops(sizes: Sequence[int], batch: int) -> int:
+    """The floating-point operations of an MLP training step's matrix products: layer sizes
+    ``sizes`` (d_0, ..., d_L), ``batch`` samples S. Forward y_l = a_(l-1) W_l^T and the
+    weight gradients dW_l = G_l^T a_(l-1) are 2 S d_(l-1) d_l each, for every layer; the
+    gradient that flows back into a layer's input, G_l W_l, is needed for every layer but the
+    first (nothing wants the gradient of the data). Elementwise work (bias, activation, loss,
+    update) is not counted: a few FLOPs per element, against d FLOPs per element in a
+    product."""
+    prods = [a * b for a, b in itertools.pairwise(sizes)]
+    return 2 * batch * (2 * sum(prods) + sum(prods[1:]))
 
 
 def cpu_model() -> str:

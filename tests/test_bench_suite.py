@@ -175,6 +175,12 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     assert all(v > 0 for v in row["ms"].values())
     assert set(row["spread"]) == set(row["ms"]) and all(v >= 1 for v in row["spread"].values())
     assert row["blas"]["graphgrad (NumPy BLAS)"] == "numpy"
+    # the products of a 20-16-16-4 step at batch 8: 2*8*(2*(320 + 256 + 64) + 256 + 64) FLOPs
+    assert row["gflop"] == pytest.approx(25_600 / 1e9)
+    assert len(row["peak_gflops"]) == 2  # before and after the rounds
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert all(v > 0 for v in row["peak_gflops"])
+        assert "arithmetic limit" in proc.stdout
     # variants: a peer run with extra environment variables, and its ratio to its parent (the
     # same without the last variable) or, where that does not run, to the plain peer
     variant = "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000]"
@@ -206,6 +212,26 @@ def test_core_latency_probe() -> None:
     ns = B.core_latency_ns(cpus[0], cpus[1], trips=2000)
     assert ns is not None and 0 < ns < 1e6
     assert B.core_latency_ns(cpus[0], max(cpus) + 1000, trips=10) is None
+
+
+def test_fma_peak_probe_and_step_flops() -> None:
+    # bench/peak.c: a positive float32 FMA rate on the CPUs this process may use, and None
+    # pinned to a CPU it may not; the FLOP count of a step's products, counted by hand
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import benchlib as B
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    # 784-256-256-10 at 128: forward and weight gradients 2*128*(784*256 + 256*256 + 256*10)
+    # each, the gradients into the two hidden layers 2*128*(256*256 + 256*10)
+    assert B.mlp_step_flops([784, 256, 256, 10], 128) == 2 * 68_812_800 + 17_432_576
+    assert B.mlp_step_flops([5, 3], 2) == 2 * 2 * 5 * 3 * 2  # one layer: no input gradient
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    cpus = sorted(os.sched_getaffinity(0))
+    one = B.fma_peak_gflops(1, cpus[:1], iters=100_000, repeats=1)
+    assert one is not None and 0.1 < one < 1e5
+    assert B.fma_peak_gflops(1, [max(cpus) + 1000], iters=1000, repeats=1) is None
 
 
 def test_scaling_bench_quick(tmp_path: Path) -> None:
