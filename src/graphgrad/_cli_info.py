@@ -89,6 +89,12 @@ def _run(args: argparse.Namespace) -> int:
                     f"recalibrated at {rec['key']['threads']} thread(s): MKL "
                     f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
                     f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
+                    + (
+                        "; MKL measured faster, chosen only if a measurement at least "
+                        f"{_blas.MKL_CONFIRM_AFTER_S / 60:.0f} minutes later agrees"
+                        if rec.get("pending")
+                        else ""
+                    )
                 )
         _blas.recalibrate_layout()
         lay = _blas.layout_info()
