@@ -206,6 +206,48 @@ def test_large_arrays_split_between_threads_give_the_same_bits(threads: int) -> 
 
 
 @needs_kernels
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_padded_weight_gradients_give_the_same_bits(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every weight gradient padded (GRAD_PAD_EVERY = 1): the GEMMs write rows 64 bytes apart
+    # and the updates read them row by row, in chunks (a low threshold) that start and end
+    # inside rows; every optimiser steps as the eager step does, bit for bit
+    monkeypatch.setattr(gg.compiled, "GRAD_PAD_EVERY", 1)
+    before = (gg.get_num_threads(), _fused.par_min())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "the BLAS gets N thread(s)"
+        gg.set_num_threads(threads)
+    _fused.set_par_min(64)
+    try:
+        batches = _batches((40,), 10, [64, 17, 64], np.float32)
+        for opt in sorted(OPTIMISERS):
+            m1, o1, m2, o2 = _pair(lambda: _mlp((40, 96, 33, 10)), opt)
+            _train_both(m1, o1, m2, o2, batches)
+            W1 = m2.parameters()[0]
+            if opt != "fused_backward":  # (its .grad stays None)
+                assert W1.grad is not None and W1.grad.shape == (96, 40)
+                assert W1.grad.strides == ((40 + 16) * 4, 4)  # 64 bytes more a row
+    finally:
+        gg.set_num_threads(before[0])
+        _fused.set_par_min(before[1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_with_rows_of_4096_bytes_are_padded(dtype: Any) -> None:
+    # rows a multiple of 4096 bytes long fall into the same cache sets: such a weight
+    # gradient is stored 64 bytes wider a row (.grad a view), the others contiguous
+    width = 4096 // np.dtype(dtype).itemsize  # 1024 floats, 512 doubles
+    m1, o1, m2, o2 = _pair(lambda: _mlp((width, 24, 8, 3), dtype=dtype), "momentum")
+    _train_both(m1, o1, m2, o2, _batches((width,), 3, [16, 16], dtype))
+    W1, _, W2, *_ = m2.parameters()
+    assert W1.grad.strides[0] == 4096 + 64 and not W1.grad.flags.c_contiguous
+    assert W2.grad.flags.c_contiguous  # rows of 24 values
+    assert np.array_equal(W1.grad, m1.parameters()[0].grad)
+
+
+@needs_kernels
 def test_the_learning_rate_is_read_at_every_call() -> None:
     m1, o1, m2, o2 = _pair(_mlp, "momentum")
     step = compile_step(m2, o2)

@@ -466,21 +466,42 @@ cdef void _sgd_chunk(real* wp, const real* gp, real* vp, Py_ssize_t n, real l, r
     gg_ftz_restore(csr)
 
 
-cdef void _sgd_all(real* wp, const real* gp, real* vp, Py_ssize_t n, double lr, double mu,
-                   double wd, bint nesterov, bint first, Py_ssize_t par_min) noexcept nogil:
-    """The SGD update of n elements, split between threads from par_min elements on."""
+cdef inline void _sgd_span(real* wp, const real* gp, real* vp, Py_ssize_t lo, Py_ssize_t hi,
+                           Py_ssize_t cols, Py_ssize_t ldg, real l, real m, real d,
+                           bint has_mu, bint has_wd, bint nesterov,
+                           bint first) noexcept nogil:
+    """Elements [lo, hi) of the SGD update: w and v contiguous, g in rows of ``cols``
+    elements ``ldg`` apart (a padded gradient array; ``ldg == cols``: contiguous too), taken
+    a row's piece at a time. Each element goes through the same operations either way."""
+    cdef Py_ssize_t r, e
+    if ldg == cols:
+        _sgd_chunk(wp + lo, gp + lo, vp + lo, hi - lo, l, m, d, has_mu, has_wd, nesterov, first)
+        return
+    while lo < hi:
+        r = lo // cols
+        e = min(hi, (r + 1) * cols)
+        _sgd_chunk(wp + lo, gp + r * ldg + (lo - r * cols), vp + lo, e - lo, l, m, d, has_mu,
+                   has_wd, nesterov, first)
+        lo = e
+
+
+cdef void _sgd_all(real* wp, const real* gp, real* vp, Py_ssize_t n, Py_ssize_t cols,
+                   Py_ssize_t ldg, double lr, double mu, double wd, bint nesterov, bint first,
+                   Py_ssize_t par_min) noexcept nogil:
+    """The SGD update of n elements, split between threads from par_min elements on (g's rows
+    of ``cols`` elements ``ldg`` apart: see _sgd_span)."""
     cdef Py_ssize_t c, lo, hi
     cdef real l = <real>lr, m = <real>mu, d = <real>wd
     cdef bint has_mu = mu != 0, has_wd = wd != 0
     cdef int nc
     cdef Py_ssize_t step = _chunk(n, par_min, &nc)
     if nc == 1:
-        _sgd_chunk(wp, gp, vp, n, l, m, d, has_mu, has_wd, nesterov, first)
+        _sgd_span(wp, gp, vp, 0, n, cols, ldg, l, m, d, has_mu, has_wd, nesterov, first)
         return
     for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(n, lo + step)
-        _sgd_chunk(wp + lo, gp + lo, vp + lo, hi - lo, l, m, d, has_mu, has_wd, nesterov, first)
+        _sgd_span(wp, gp, vp, lo, hi, cols, ldg, l, m, d, has_mu, has_wd, nesterov, first)
 
 
 def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, double wd,
@@ -492,7 +513,7 @@ def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, doubl
     cdef const real* gp = &g[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
     with nogil:
-        _sgd_all(wp, gp, vp, n, lr, mu, wd, nesterov, first, par_min)
+        _sgd_all(wp, gp, vp, n, n, n, lr, mu, wd, nesterov, first, par_min)
 
 
 cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, real c1,
@@ -519,10 +540,30 @@ cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n
     gg_ftz_restore(csr)
 
 
-cdef void _adam_all(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, double lr,
-                    double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt,
+cdef inline void _adam_span(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t lo,
+                            Py_ssize_t hi, Py_ssize_t cols, Py_ssize_t ldg, real c1, real c1m,
+                            real c2, real c2m, real e, real s, real k, real d,
+                            bint has_wd) noexcept nogil:
+    """Elements [lo, hi) of the Adam update, g's rows ``ldg`` apart (as _sgd_span)."""
+    cdef Py_ssize_t r, end
+    if ldg == cols:
+        _adam_chunk(wp + lo, gp + lo, mp + lo, vp + lo, hi - lo, c1, c1m, c2, c2m, e, s, k,
+                    d, has_wd)
+        return
+    while lo < hi:
+        r = lo // cols
+        end = min(hi, (r + 1) * cols)
+        _adam_chunk(wp + lo, gp + r * ldg + (lo - r * cols), mp + lo, vp + lo, end - lo, c1,
+                    c1m, c2, c2m, e, s, k, d, has_wd)
+        lo = end
+
+
+cdef void _adam_all(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n,
+                    Py_ssize_t cols, Py_ssize_t ldg, double lr, double b1, double b2,
+                    double eps, double wd, double bc1, double bc2_sqrt,
                     Py_ssize_t par_min) noexcept nogil:
-    """The Adam update of n elements, split between threads from par_min elements on."""
+    """The Adam update of n elements, split between threads from par_min elements on (g's
+    rows of ``cols`` elements ``ldg`` apart: see _sgd_span)."""
     cdef Py_ssize_t c, lo, hi
     cdef real c1 = <real>b1, c1m = <real>(1.0 - b1), c2 = <real>b2, c2m = <real>(1.0 - b2)
     cdef real e = <real>eps, d = <real>wd, s = <real>bc2_sqrt, k = <real>(lr / bc1)
@@ -530,13 +571,12 @@ cdef void _adam_all(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, 
     cdef int nc
     cdef Py_ssize_t step = _chunk(n, par_min, &nc)
     if nc == 1:
-        _adam_chunk(wp, gp, mp, vp, n, c1, c1m, c2, c2m, e, s, k, d, has_wd)
+        _adam_span(wp, gp, mp, vp, 0, n, cols, ldg, c1, c1m, c2, c2m, e, s, k, d, has_wd)
         return
     for c in prange(nc, num_threads=nc, schedule="static"):
         lo = c * step
         hi = min(n, lo + step)
-        _adam_chunk(wp + lo, gp + lo, mp + lo, vp + lo, hi - lo, c1, c1m, c2, c2m, e, s, k,
-                    d, has_wd)
+        _adam_span(wp, gp, mp, vp, lo, hi, cols, ldg, c1, c1m, c2, c2m, e, s, k, d, has_wd)
 
 
 def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, double b1,
@@ -549,7 +589,7 @@ def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, do
     cdef real* mp = &m[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
     with nogil:
-        _adam_all(wp, gp, mp, vp, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt, par_min)
+        _adam_all(wp, gp, mp, vp, n, n, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt, par_min)
 
 
 cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,
@@ -1017,6 +1057,7 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
     cdef char* p[4]
     cdef double loss = 0.0 / 0.0
     cdef double beta, bc1, bc2
+    cdef Py_ssize_t cols, ldg
     for k in range(count):
         ins = &code[k]
         for j in range(4):
@@ -1058,24 +1099,29 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
                 loss = _xent_both(<const float*>p[0], labels, ins.s[0], <float*>p[1],
                                   ins.n[0], ins.n[1], xent_min)
         elif ins.op == OP_SGD:
+            # n: (elements, g's row length, g's row stride); 0: g contiguous
+            cols = ins.n[1] if ins.n[1] else ins.n[0]
+            ldg = ins.n[2] if ins.n[2] else cols
             if ins.dbl:
-                _sgd_all(<double*>p[0], <const double*>p[1], <double*>p[2], ins.n[0], lr,
-                         ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
+                _sgd_all(<double*>p[0], <const double*>p[1], <double*>p[2], ins.n[0], cols,
+                         ldg, lr, ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
             else:
-                _sgd_all(<float*>p[0], <const float*>p[1], <float*>p[2], ins.n[0], lr,
-                         ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
+                _sgd_all(<float*>p[0], <const float*>p[1], <float*>p[2], ins.n[0], cols, ldg,
+                         lr, ins.s[1], ins.s[2], ins.f[0], ins.f[3], par_min)
             ins.f[3] = 0
         elif ins.op == OP_ADAM:
             bc1 = 1.0 - pow(ins.s[1], t)
             bc2 = sqrt(1.0 - pow(ins.s[2], t))
+            cols = ins.n[1] if ins.n[1] else ins.n[0]
+            ldg = ins.n[2] if ins.n[2] else cols
             if ins.dbl:
                 _adam_all(<double*>p[0], <const double*>p[1], <double*>p[2], <double*>p[3],
-                          ins.n[0], lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1, bc2,
-                          par_min)
+                          ins.n[0], cols, ldg, lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1,
+                          bc2, par_min)
             else:
                 _adam_all(<float*>p[0], <const float*>p[1], <float*>p[2], <float*>p[3],
-                          ins.n[0], lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1, bc2,
-                          par_min)
+                          ins.n[0], cols, ldg, lr, ins.s[1], ins.s[2], ins.s[3], ins.s[4], bc1,
+                          bc2, par_min)
     return loss
 
 
