@@ -86,8 +86,9 @@ def plans_unavailable() -> str:
 #: ``GRAD_PAD`` bytes further apart (``.grad`` is then a view into a wider array): every row of
 #: such an array starts in the same cache sets, and OpenBLAS wrote the (512, 3072) weight
 #: gradient of a 3072-512-512-10 step at batch 256 1.08x faster padded (8.0 against 8.6 ms,
-#: 1 thread, AMD EPYC Zen 4); whole compiled steps of four such shapes took 0.963-0.987 of the
-#: time at 1 and 2 threads. Rows whose length is no such multiple are left as they are.
+#: 1 thread, AMD EPYC Zen 4); whole compiled steps took 0.978-0.988 of the time on
+#: 3072-512-512-10 and 3072-1024-1024-10 and 0.996 on 784-1024-1024-10, at 1 and 2 threads.
+#: Rows whose length is no such multiple are left as they are.
 GRAD_PAD_EVERY = 4096
 GRAD_PAD = 64
 #: The activation modules a plan computes (ReLU by its own kernels, the others by NumPy's own
