@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
-from graphgrad import _blas, _fused
+from graphgrad import _blas, _fused, _memory
 from graphgrad.compiled import CompiledStep, CompileError, compile_step
 from graphgrad.train import Trainer, TrainingDiverged
 
@@ -213,7 +213,7 @@ def test_padded_weight_gradients_give_the_same_bits(
     # every weight gradient padded (GRAD_PAD_EVERY = 1): the GEMMs write rows 64 bytes apart
     # and the updates read them row by row, in chunks (a low threshold) that start and end
     # inside rows; every optimiser steps as the eager step does, bit for bit
-    monkeypatch.setattr(gg.compiled, "GRAD_PAD_EVERY", 1)
+    monkeypatch.setattr(_memory, "GRAD_PAD_EVERY", 1)
     before = (gg.get_num_threads(), _fused.par_min())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "the BLAS gets N thread(s)"
@@ -245,6 +245,49 @@ def test_gradients_with_rows_of_4096_bytes_are_padded(dtype: Any) -> None:
     assert W1.grad.strides[0] == 4096 + 64 and not W1.grad.flags.c_contiguous
     assert W2.grad.flags.c_contiguous  # rows of 24 values
     assert np.array_equal(W1.grad, m1.parameters()[0].grad)
+
+
+@needs_kernels
+@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_eager_step_pads_those_gradients_too(
+    blas: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # linear's weight gradient with rows of 4096 bytes comes out padded in the eager step as
+    # well (the same BLAS call into a wider array), and the optimisers update from it with
+    # their kernels (sgd_rows, adam_rows), never NumPy's loops: the same bits as an eager
+    # step that does not pad, for every optimiser, and on MKL
+    if blas == "mkl" and "error" in _blas.find_mkl():
+        pytest.skip("Intel MKL is not installed")
+    width = 4096 // np.dtype(dtype).itemsize
+    rows_calls: list[str] = []
+    real = _fused._K
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            if name in ("sgd_rows", "adam_rows"):
+                rows_calls.append(name)
+            return getattr(real, name)
+
+    batches = _batches((width,), 3, [16, 16, 9], dtype)
+    with _blas.using_blas(blas):
+        for opt in sorted(OPTIMISERS):
+            if opt == "fused_backward":
+                continue  # its weights' gradients go into the momentum buffer
+            runs = []
+            for every in (4096, 1 << 60):  # padded, then not
+                monkeypatch.setattr(_memory, "GRAD_PAD_EVERY", every)
+                monkeypatch.setattr(_fused, "_K", Spy() if every == 4096 else real)
+                model = _mlp((width, 24, 8, 3), dtype=dtype)
+                o = OPTIMISERS[opt](model.parameters())
+                for x, y in batches:
+                    _eager_step(model, o, x, y)
+                W1 = model.parameters()[0]
+                assert W1.grad.flags.c_contiguous == (every != 4096)
+                runs.append([_bits(p.data) for p in model.parameters()])
+                runs[-1] += [_bits(v) for st in o.state.values() for v in st.values()]
+            assert runs[0] == runs[1], opt
+        assert rows_calls and set(rows_calls) <= {"sgd_rows", "adam_rows"}
 
 
 @needs_kernels

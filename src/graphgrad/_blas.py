@@ -1379,8 +1379,11 @@ def _c_layout(a: np.ndarray) -> tuple[np.ndarray, bool] | None:
     return None
 
 
-def matmul(a: Any, b: Any) -> Any:
-    """``np.matmul(a, b)``; 2-D float products go to MKL when it is selected."""
+def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
+    """``np.matmul(a, b)``; 2-D float products go to MKL when it is selected. ``out``: a 2-D
+    array of the product's shape and dtype to write it into, its rows contiguous but
+    possibly further apart (a padded weight gradient, :func:`graphgrad._memory.empty_grad`):
+    the same BLAS call, with that row stride."""
     if _active and type(a) is np.ndarray and type(b) is np.ndarray:
         fn = _active.get(a.dtype)
         if (
@@ -1395,10 +1398,11 @@ def matmul(a: Any, b: Any) -> Any:
         ):
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
-                out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+                if out is None:
+                    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
                 _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out)
                 return out
-    return np.matmul(a, b)
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
 
 
 _NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols first

@@ -202,7 +202,15 @@ def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
     if gi is g or gi is ans:
         return False
     if type(gi) is np.ndarray:
-        if gi.base is not None:
+        base = gi.base
+        if base is not None and not (
+            # a view of a buffer nothing else refers to (a padded weight gradient,
+            # _memory.empty_grad): the rule's own memory, as good as an array owning it
+            type(base) is np.ndarray
+            and base.base is None
+            and _refcount is not None
+            and _refcount(base) <= 3  # gi.base, this variable, getrefcount's argument
+        ):
             return False
     elif getattr(gi, "base", 1) is not None:  # CuPy has base; other namespaces: a view
         return False

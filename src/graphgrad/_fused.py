@@ -295,6 +295,20 @@ def _flat(*arrays: np.ndarray) -> list[np.ndarray] | None:
     return out
 
 
+def _padded_grad(g: np.ndarray, *arrays: np.ndarray) -> bool:
+    """Whether ``g`` is a padded weight gradient the ``*_rows`` kernels take beside
+    ``arrays`` (all C-contiguous, of g's shape and dtype): a 2-D array of a kernel dtype whose
+    rows are contiguous and lie further apart than its width."""
+    if _K is None or type(g) is not np.ndarray or g.ndim != 2 or g.dtype not in _KERNEL_DTYPES:
+        return False
+    if g.strides[1] != g.itemsize or g.strides[0] < g.shape[1] * g.itemsize:
+        return False
+    return all(
+        type(a) is np.ndarray and a.shape == g.shape and a.dtype == g.dtype and a.flags.c_contiguous
+        for a in arrays
+    )
+
+
 def sgd(
     w: np.ndarray,
     g: np.ndarray,
@@ -313,9 +327,14 @@ def sgd(
     g' = g + wd w;  v = g' at the first step, then v = mu v + g';
     w -= lr (g' + mu v) with nesterov, else w -= lr v  (v = g' when mu = 0).
     """
+    writable = w.flags.writeable and (v is None or v.flags.writeable)
     flat = _flat(w, g, v if v is not None else w)
-    if flat is not None and w.flags.writeable and (v is None or v.flags.writeable):
+    if flat is not None and writable:
         _K.sgd(flat[0], flat[1], flat[2], lr, mu, wd, nesterov, first)
+        return
+    if writable and _padded_grad(g, w, v if v is not None else w):
+        vv = v if v is not None else w
+        _K.sgd_rows(w.ravel(), g, vv.ravel(), lr, mu, wd, nesterov, first)
         return
     if tmp is None:
         tmp = np.empty_like(w)
@@ -352,9 +371,13 @@ def adam(
     """
     bc1 = 1.0 - b1**step
     bc2_sqrt = math.sqrt(1.0 - b2**step)
+    writable = w.flags.writeable and m.flags.writeable and v.flags.writeable
     flat = _flat(w, g, m, v)
-    if flat is not None and w.flags.writeable and m.flags.writeable and v.flags.writeable:
+    if flat is not None and writable:
         _K.adam(*flat, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+        return
+    if writable and _padded_grad(g, w, m, v):
+        _K.adam_rows(w.ravel(), g, m.ravel(), v.ravel(), lr, b1, b2, eps, wd, bc1, bc2_sqrt)
         return
     if tmp is None:
         tmp = np.empty_like(w)

@@ -516,6 +516,23 @@ def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, doubl
         _sgd_all(wp, gp, vp, n, n, n, lr, mu, wd, nesterov, first, par_min)
 
 
+def sgd_rows(real[::1] w, const real[:, :] g, real[::1] v, double lr, double mu, double wd,
+             bint nesterov, bint first):
+    """:func:`sgd` with the gradient a 2-D array whose rows may lie further apart than its
+    width (a padded weight gradient); ``w`` and ``v`` are flat views of arrays of g's shape."""
+    cdef Py_ssize_t rows = g.shape[0], cols = g.shape[1], par_min = PAR_MIN
+    cdef Py_ssize_t n = w.shape[0], ldg = g.strides[0] // sizeof(real)
+    if n != rows * cols or v.shape[0] != n:
+        raise ValueError(f"sgd_rows: w {n}, v {v.shape[0]} elements for a {rows}x{cols} g")
+    if g.strides[1] != sizeof(real) or g.strides[0] % sizeof(real) or ldg < cols:
+        raise ValueError(f"sgd_rows: g's rows must be contiguous, got strides "
+                         f"({g.strides[0]}, {g.strides[1]})")
+    if n == 0:
+        return
+    with nogil:
+        _sgd_all(&w[0], &g[0, 0], &v[0], n, cols, ldg, lr, mu, wd, nesterov, first, par_min)
+
+
 cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, real c1,
                       real c1m, real c2, real c2m, real e, real s, real k, real d,
                       bint has_wd) noexcept nogil:
@@ -590,6 +607,25 @@ def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, do
     cdef real* vp = &v[0] if n else NULL
     with nogil:
         _adam_all(wp, gp, mp, vp, n, n, n, lr, b1, b2, eps, wd, bc1, bc2_sqrt, par_min)
+
+
+def adam_rows(real[::1] w, const real[:, :] g, real[::1] m, real[::1] v, double lr,
+              double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt):
+    """:func:`adam` with the gradient a 2-D array whose rows may lie further apart than its
+    width (a padded weight gradient); ``w``, ``m``, ``v`` are flat views of g's shape."""
+    cdef Py_ssize_t rows = g.shape[0], cols = g.shape[1], par_min = PAR_MIN
+    cdef Py_ssize_t n = w.shape[0], ldg = g.strides[0] // sizeof(real)
+    if n != rows * cols or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError(f"adam_rows: w {n}, m {m.shape[0]}, v {v.shape[0]} elements for a "
+                         f"{rows}x{cols} g")
+    if g.strides[1] != sizeof(real) or g.strides[0] % sizeof(real) or ldg < cols:
+        raise ValueError(f"adam_rows: g's rows must be contiguous, got strides "
+                         f"({g.strides[0]}, {g.strides[1]})")
+    if n == 0:
+        return
+    with nogil:
+        _adam_all(&w[0], &g[0, 0], &m[0], &v[0], n, cols, ldg, lr, b1, b2, eps, wd, bc1,
+                  bc2_sqrt, par_min)
 
 
 cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,
@@ -856,17 +892,21 @@ cdef void _gemm_at(size_t fn, bint ilp64, bint dbl, bint ta, bint tb, long long 
 
 
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
-         real[:, ::1] out, double beta=0.0, bint ilp64=False):
+         real[:, :] out, double beta=0.0, bint ilp64=False):
     """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
     by the CBLAS ``cblas_?gemm`` (row-major; LP64, or ILP64 when ``ilp64``) at address ``fn``:
     ``graphgrad/_blas.py`` finds it and checks the shapes."""
     cdef long long M = out.shape[0], N = out.shape[1]
     cdef long long K = a.shape[0] if ta else a.shape[1]
     cdef long long lda = a.shape[1], ldb = b.shape[1]
+    cdef long long ldc = out.strides[0] // sizeof(real)  # N, or more for a padded out
     cdef bint dbl = real is double
+    if out.strides[1] != sizeof(real) or out.strides[0] % sizeof(real) or ldc < max(N, 1):
+        raise ValueError(f"gemm: out's rows must be contiguous, got strides "
+                         f"({out.strides[0]}, {out.strides[1]})")
     with nogil:
         _gemm_at(fn, ilp64, dbl, ta, tb, M, N, K, &a[0, 0], lda, &b[0, 0], ldb, beta,
-                 &out[0, 0], N)
+                 &out[0, 0], ldc)
 
 
 ctypedef void (*sgemv_fn)(int, int, int, int, float, const float*, int, const float*, int,

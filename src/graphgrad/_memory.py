@@ -97,6 +97,43 @@ def empty(shape: int | tuple[int, ...], dtype: Any, order: str = "C") -> np.ndar
     return raw[start : start + nbytes].view(dt).reshape(shape)
 
 
+#: A weight gradient whose rows are a multiple of this many bytes long is stored with its rows
+#: ``GRAD_PAD`` bytes further apart (``.grad`` is then a view into a wider array): every row of
+#: such an array starts in the same cache sets, and OpenBLAS wrote the (512, 3072) weight
+#: gradient of a 3072-512-512-10 step at batch 256 1.08x faster padded (8.0 against 8.6 ms,
+#: 1 thread, AMD EPYC Zen 4); whole compiled steps took 0.978-0.988 of the time on
+#: 3072-512-512-10 and 3072-1024-1024-10 and 0.996 on 784-1024-1024-10, eager ones 0.966-0.983
+#: on the two 3072 shapes, at 1 and 2 threads. Both steps pad (linear's weight-gradient rule,
+#: a compiled plan's arrays), with the same bits as unpadded ones. Rows whose length is no
+#: such multiple are left as they are.
+GRAD_PAD_EVERY = 4096
+GRAD_PAD = 64
+
+
+def pads(shape: tuple[int, ...], dtype: Any) -> bool:
+    """Whether a weight gradient of ``shape`` is stored padded (:func:`empty_grad`): 2-D, two
+    rows or more, each a multiple of :data:`GRAD_PAD_EVERY` bytes long."""
+    import numpy as np
+
+    return (
+        len(shape) == 2
+        and shape[0] >= 2
+        and shape[1] > 0
+        and (shape[1] * np.dtype(dtype).itemsize) % GRAD_PAD_EVERY == 0
+    )
+
+
+def empty_grad(shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    """An uninitialised weight gradient (rows, cols): where :func:`pads` says so, a view of a
+    wider array, its rows :data:`GRAD_PAD` bytes further apart, else :func:`empty`'s array."""
+    import numpy as np
+
+    if not pads(shape, dtype):
+        return empty(shape, dtype)
+    rows, cols = shape
+    return empty((rows, cols + GRAD_PAD // np.dtype(dtype).itemsize), dtype)[:, :cols]
+
+
 def is_aligned(a: np.ndarray) -> bool:
     """Whether ``a`` starts on an :data:`ALIGN`-byte boundary (always, with ALIGN 0 or 1)."""
     return ALIGN <= 1 or a.__array_interface__["data"][0] % ALIGN == 0

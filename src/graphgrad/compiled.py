@@ -82,15 +82,6 @@ def plans_unavailable() -> str:
     return ""
 
 
-#: A weight gradient whose rows are a multiple of this many bytes long is stored with its rows
-#: ``GRAD_PAD`` bytes further apart (``.grad`` is then a view into a wider array): every row of
-#: such an array starts in the same cache sets, and OpenBLAS wrote the (512, 3072) weight
-#: gradient of a 3072-512-512-10 step at batch 256 1.08x faster padded (8.0 against 8.6 ms,
-#: 1 thread, AMD EPYC Zen 4); whole compiled steps took 0.978-0.988 of the time on
-#: 3072-512-512-10 and 3072-1024-1024-10 and 0.996 on 784-1024-1024-10, at 1 and 2 threads.
-#: Rows whose length is no such multiple are left as they are.
-GRAD_PAD_EVERY = 4096
-GRAD_PAD = 64
 #: The activation modules a plan computes (ReLU by its own kernels, the others by NumPy's own
 #: loops for tanh, exp and expm1 plus the arithmetic of graphgrad's forwards and rules).
 _ACTIVATIONS = (ReLU, Tanh, Sigmoid, LeakyReLU, ELU)
@@ -350,7 +341,8 @@ class CompiledStep:
     the batch's logits (S, T), and each parameter's ``.grad`` its gradient (arrays the next
     call overwrites: copy what you keep; a ``fused_backward`` weight's stays None, as in the
     eager step; a weight gradient whose rows are a multiple of 4096 bytes long, such as a
-    3072-input layer's, is a view with its rows 64 bytes further apart, ``GRAD_PAD_EVERY``).
+    3072-input layer's, is a view with its rows 64 bytes further apart, as in the eager step:
+    ``graphgrad._memory.GRAD_PAD_EVERY``).
     The optimiser's state is its own (``state_dict``, checkpoints, switching to
     the eager step and back all work).
     """
@@ -1133,15 +1125,10 @@ class _PlanBuilder:
         return self.keep(_memory.empty(shape, self.dt))
 
     def grad_array(self, shape: tuple[int, int]) -> np.ndarray:
-        """A weight gradient's array, (rows, cols): with its rows ``GRAD_PAD`` bytes further
-        apart (a view into a wider array) where a row is a multiple of ``GRAD_PAD_EVERY``
-        bytes long, else contiguous."""
-        rows, cols = shape
-        size = self.dt.itemsize
-        if rows < 2 or (cols * size) % GRAD_PAD_EVERY:
-            return self.array(shape)
-        wide = self.array((rows, cols + GRAD_PAD // size))
-        return self.keep(wide[:, :cols])
+        """A weight gradient's array, (rows, cols), as the eager step makes it: with its rows
+        further apart where a row is a multiple of 4096 bytes long
+        (:func:`graphgrad._memory.empty_grad`), else contiguous."""
+        return self.keep(_memory.empty_grad(shape, self.dt))
 
     @staticmethod
     def name(k: int, act: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _blas, _fused
+from .. import _blas, _fused, _memory
 from .._backend import namespace_of
 from ._registry import defop
 
@@ -76,6 +76,24 @@ def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
     return xp.matmul(xp.swap_last(_flat2(g, xp)), _flat2(x, xp))
 
 
+def _linear_dw_fast(g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
+    # A weight gradient whose rows are a multiple of 4096 bytes long (a 3072-input layer's):
+    # the rule's product, the same BLAS call, into an array with its rows further apart
+    # (_memory.empty_grad), which OpenBLAS writes faster; None: the rule as it is.
+    if (
+        type(g) is not np.ndarray
+        or type(x) is not np.ndarray
+        or type(w) is not np.ndarray
+        or g.ndim != 2
+        or x.ndim != 2
+        or not w.flags.c_contiguous
+        or not g.dtype == x.dtype == w.dtype
+        or not _memory.pads(w.shape, w.dtype)
+    ):
+        return None
+    return _blas.matmul(g.T, x, out=_memory.empty_grad(w.shape, w.dtype))
+
+
 def _linear_dw_into(g: Any, inputs: Any, out: Any, beta: float) -> bool:
     # out = beta * out + G^T @ x in one GEMM (2-D only): SGD(fused_backward=True)'s momentum.
     x = inputs[0]
@@ -106,7 +124,7 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
         "b is optional (a node of two inputs: x @ W^T, same products and layouts)"
     ),
     vjp_into={1: _linear_dw_into},
-    fast=(_linear_dx_fast, None, None),
+    fast=(_linear_dx_fast, _linear_dw_fast, None),
 )
 def linear(x: Any, w: Any, b: Any = None) -> Any:
     if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
