@@ -321,3 +321,21 @@ def test_leaves_never_share_a_gradient_array() -> None:
     for i in range(3):
         for j in range(i + 1, 3):
             assert not np.shares_memory(grads[i], grads[j])
+
+
+def test_the_engine_keeps_a_view_only_of_a_buffer_nothing_else_refers_to() -> None:
+    # a rule's result that is a view (a padded weight gradient, a transpose) becomes .grad
+    # without a copy only where nothing else refers to its buffer and the view covers most
+    # of it; a slice of a larger temporary, or a view of an array others hold, is copied
+    from graphgrad import _engine, _memory
+
+    g, ans, args = np.ones(3), np.ones(3), [np.ones(3)]
+    fresh = _engine._fresh  # (called outside `assert`: pytest's rewriting holds its operands)
+    padded = fresh(_memory.empty_grad((4, 1024), np.float32), g, ans, args)
+    transposed = fresh(np.ones((3, 5)).T, g, ans, args)
+    small_slice = fresh(np.ones((100, 5))[:3], g, ans, args)  # 3 of 100 rows
+    held = np.ones((3, 5))
+    of_held = fresh(held.T, g, ans, args)  # `held` refers to the buffer too
+    an_input, upstream = fresh(args[0], g, ans, args), fresh(g, g, ans, args)
+    assert padded and transposed
+    assert not small_slice and not of_held and not an_input and not upstream

@@ -205,9 +205,11 @@ def _fresh(gi: Any, g: Any, ans: Any, args: Any) -> bool:
         base = gi.base
         if base is not None and not (
             # a view of a buffer nothing else refers to (a padded weight gradient,
-            # _memory.empty_grad): the rule's own memory, as good as an array owning it
+            # _memory.empty_grad): the rule's own memory, as good as an array owning it,
+            # where the view covers most of it (a small slice would keep a large buffer alive)
             type(base) is np.ndarray
             and base.base is None
+            and 2 * gi.nbytes > base.nbytes
             and _refcount is not None
             and _refcount(base) <= 3  # gi.base, this variable, getrefcount's argument
         ):
