@@ -218,9 +218,15 @@ def _available(peer: str) -> bool:
     return importlib.util.find_spec(mod) is not None
 
 
+def _cpus(threads: int) -> list[int]:
+    """The first ``threads`` CPUs this process may run on, the ones the workers are pinned to
+    (empty where the affinity cannot be read)."""
+    return sorted(os.sched_getaffinity(0))[:threads] if hasattr(os, "sched_getaffinity") else []
+
+
 def _pinned(cmd: list[str], threads: int) -> list[str]:
-    if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))[:threads]
+    cpus = _cpus(threads)
+    if cpus and shutil.which("taskset"):
         cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
     return cmd
 
@@ -253,7 +259,7 @@ FAR_NS = 120.0
 def _latency() -> float | None:
     """The core-to-core latency between the first two CPUs the workers run on (ns), or None
     (bench/pingpong.c cannot be built or run here)."""
-    cpus = sorted(os.sched_getaffinity(0))[:2] if hasattr(os, "sched_getaffinity") else []
+    cpus = _cpus(2)
     if len(cpus) < 2:
         return None
     return _benchlib().core_latency_ns(cpus[0], cpus[1])
@@ -271,8 +277,7 @@ def _benchlib() -> Any:
 def _peak(threads: int, iters: int) -> float | None:
     """The float32 FMA peak (GFLOPS) of the CPUs the workers run on, all ``threads`` at once
     (bench/peak.c), or None where it cannot be measured."""
-    cpus = sorted(os.sched_getaffinity(0))[:threads] if hasattr(os, "sched_getaffinity") else None
-    return _benchlib().fma_peak_gflops(threads, cpus, iters=iters)
+    return _benchlib().fma_peak_gflops(threads, _cpus(threads) or None, iters=iters)
 
 
 def _ask(p: subprocess.Popen[str], line: str) -> dict[str, Any]:

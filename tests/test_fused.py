@@ -524,3 +524,20 @@ def test_set_isa_refuses_what_it_does_not_have_and_the_variable_warns() -> None:
     assert "the kernels' loops run baseline (GRAPHGRAD_KERNEL_ISA in the environment" in r.stdout
     r = graphgrad_info(GRAPHGRAD_KERNEL_ISA="neon")
     assert r.returncode == 0 and "GRAPHGRAD_KERNEL_ISA='neon'" in r.stderr
+
+
+@needs_kernels
+def test_the_row_kernels_refuse_arrays_that_do_not_fit_naming_themselves() -> None:
+    # sgd_rows and adam_rows take a padded gradient beside flat arrays of its size: another
+    # length, or a gradient whose rows are not contiguous, is a ValueError naming the kernel
+    K = _fused.KERNELS
+    w, g = np.zeros(8, np.float32), np.ones((2, 4), np.float32)
+    short, transposed = np.zeros(7, np.float32), np.ones((4, 2), np.float32).T
+    with pytest.raises(ValueError, match="sgd_rows: arrays of 8 and 7 elements for a 2x4 g"):
+        K.sgd_rows(w, g, short, 0.1, 0.9, 0.0, False, False)
+    with pytest.raises(ValueError, match=r"sgd_rows: g's rows must be contiguous"):
+        K.sgd_rows(w, transposed, w, 0.1, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match="adam_rows: arrays of 8 and 7 elements"):
+        K.adam_rows(w, g, short, w.copy(), 0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="adam_rows: v has 7 elements, w 8"):
+        K.adam_rows(w, g, w.copy(), short, 0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 1.0)

@@ -470,11 +470,12 @@ def _cached_measurement(
 ) -> dict[str, Any]:
     """The one cache mechanism of the calibrations: the record cached for ``key`` (file
     ``<kind>-<sha of key>.json`` in :func:`cache_dir`) when it is valid (and, with
-    ``max_age_s``, younger than that), else ``measure_now()`` (a dict of figures and the
-    choice) timed now, under a file lock, and
-    cached atomically. ``refresh=True`` measures again. The record gains ``cache`` (the
-    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
-    over the cache: an unwritable cache directory leaves the result in memory only."""
+    ``max_age_s``, younger than that), else ``measure_now(previous)`` (a dict of figures and
+    the choice; ``previous``: the valid record cached before, stale or refreshed, or None)
+    timed now, under a file lock, and cached atomically. ``refresh=True`` measures again.
+    The record gains ``cache`` (the file), ``measured`` (True when measured now) and, then,
+    ``cache_written``. Never raises over the cache: an unwritable cache directory leaves the
+    result in memory only."""
     path = _cache_path(key, kind)
     memo = _calibrations.get(str(path))
     if memo is not None and not refresh:
@@ -488,14 +489,12 @@ def _cached_measurement(
         directory_ok = False
     lock = _file_lock(path.with_name(path.name + ".lock")) if directory_ok else None
     with lock or contextlib.nullcontext():
-        if not refresh:
-            rec = _load_cached(path, key, valid)
-            if rec is not None and _stale(rec, max_age_s):
-                rec = None  # measured while other work ran (or long ago): once more
-            if rec is not None:
-                rec["measured"] = False
+        previous = _load_cached(path, key, valid)
+        if not refresh and previous is not None and not _stale(previous, max_age_s):
+            rec = previous  # (a stale one: measured while other work ran, or long ago)
+            rec["measured"] = False
         if rec is None:
-            figures, others = _others_share(measure_now)
+            figures, others = _others_share(functools.partial(measure_now, previous))
             rec = {
                 "format": _CACHE_FORMAT,
                 "key": key,
@@ -560,17 +559,13 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     if "error" in find_mkl():
         raise RuntimeError(f"calibrate: {_mkl['error']}")
 
-    key = calibration_key()
-    # a pending record (MKL faster once) at least MKL_CONFIRM_AFTER_S old: its win counts
-    prev = _load_cached(_cache_path(key, "blas"), key)
-    won = None
-    if prev is not None and prev.get("pending"):
-        at = prev.get("measured_at_s")
-        if at is not None and time.time() - at >= MKL_CONFIRM_AFTER_S:
-            won = {"seconds": prev["seconds"], "measured_at_s": at}
-
-    def measure_now() -> dict[str, Any]:
-        nonlocal won
+    def measure_now(previous: dict[str, Any] | None) -> dict[str, Any]:
+        # a pending record (MKL faster once) at least MKL_CONFIRM_AFTER_S old: its win counts
+        won = None
+        if previous is not None and previous.get("pending"):
+            at = previous.get("measured_at_s")
+            if at is not None and time.time() - at >= MKL_CONFIRM_AFTER_S:
+                won = {"seconds": previous["seconds"], "measured_at_s": at}
         seconds = measure(["numpy", "mkl"])
         if decide(seconds) == "mkl" and won is None and MKL_CONFIRM_AFTER_S <= 0:
             won = {"seconds": seconds, "measured_at_s": time.time()}
@@ -581,7 +576,7 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
             return {"choice": "numpy", "seconds": seconds, "pending": True}
         return {"choice": "mkl", "seconds": seconds, "earlier": won}
 
-    return _cached_measurement(key, "blas", measure_now, _blas_record_ok, refresh)
+    return _cached_measurement(calibration_key(), "blas", measure_now, _blas_record_ok, refresh)
 
 
 def _auto() -> tuple[str, str, dict[str, Any] | None]:
@@ -727,7 +722,7 @@ def calibrate_par_min(refresh: bool = False) -> dict[str, Any]:
         raise RuntimeError("calibrate_par_min: the kernels are not built with OpenMP")
     key = {**calibration_key(), "kind": "par_min", "blas": blas()}
 
-    def measure_now() -> dict[str, Any]:
+    def measure_now(_previous: dict[str, Any] | None) -> dict[str, Any]:
         t = measure_par_min()
         return {
             "sizes": list(PAR_MIN_SIZES),
@@ -923,7 +918,7 @@ def calibrate_layout(refresh: bool = False) -> dict[str, Any]:
     by :func:`calibration_key` plus the library in use. ``refresh=True`` measures again."""
     key = {**calibration_key(), "kind": "layout", "blas": blas()}
 
-    def measure_now() -> dict[str, Any]:
+    def measure_now(_previous: dict[str, Any] | None) -> dict[str, Any]:
         seconds = measure_layout()
         layers = [list(layer) for layer in LAYOUT_LAYERS]
         return {

@@ -327,14 +327,14 @@ def sgd(
     g' = g + wd w;  v = g' at the first step, then v = mu v + g';
     w -= lr (g' + mu v) with nesterov, else w -= lr v  (v = g' when mu = 0).
     """
-    writable = w.flags.writeable and (v is None or v.flags.writeable)
-    flat = _flat(w, g, v if v is not None else w)
+    vw = v if v is not None else w  # (the kernels ignore it when mu == 0)
+    writable = w.flags.writeable and vw.flags.writeable
+    flat = _flat(w, g, vw)
     if flat is not None and writable:
         _K.sgd(flat[0], flat[1], flat[2], lr, mu, wd, nesterov, first)
         return
-    if writable and _padded_grad(g, w, v if v is not None else w):
-        vv = v if v is not None else w
-        _K.sgd_rows(w.ravel(), g, vv.ravel(), lr, mu, wd, nesterov, first)
+    if writable and _padded_grad(g, w, vw):
+        _K.sgd_rows(w.ravel(), g, vw.ravel(), lr, mu, wd, nesterov, first)
         return
     if tmp is None:
         tmp = np.empty_like(w)

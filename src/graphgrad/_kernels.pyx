@@ -516,21 +516,32 @@ def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, doubl
         _sgd_all(wp, gp, vp, n, n, n, lr, mu, wd, nesterov, first, par_min)
 
 
+cdef Py_ssize_t _row_stride(str name, const real[:, :] g, Py_ssize_t n,
+                            Py_ssize_t other) except -1:
+    """The row stride (in elements) of ``g``, a padded weight gradient the ``*_rows`` kernels
+    take beside flat arrays of ``n`` and ``other`` elements; ValueError naming the kernel
+    where the lengths differ from g's or g's rows are not contiguous."""
+    cdef Py_ssize_t rows = g.shape[0], cols = g.shape[1]
+    cdef Py_ssize_t ldg = g.strides[0] // sizeof(real)
+    if n != rows * cols or other != n:
+        raise ValueError(f"{name}: arrays of {n} and {other} elements for a {rows}x{cols} g")
+    if g.strides[1] != sizeof(real) or g.strides[0] % sizeof(real) or ldg < cols:
+        raise ValueError(f"{name}: g's rows must be contiguous, got strides "
+                         f"({g.strides[0]}, {g.strides[1]})")
+    return ldg
+
+
 def sgd_rows(real[::1] w, const real[:, :] g, real[::1] v, double lr, double mu, double wd,
              bint nesterov, bint first):
     """:func:`sgd` with the gradient a 2-D array whose rows may lie further apart than its
     width (a padded weight gradient); ``w`` and ``v`` are flat views of arrays of g's shape."""
-    cdef Py_ssize_t rows = g.shape[0], cols = g.shape[1], par_min = PAR_MIN
-    cdef Py_ssize_t n = w.shape[0], ldg = g.strides[0] // sizeof(real)
-    if n != rows * cols or v.shape[0] != n:
-        raise ValueError(f"sgd_rows: w {n}, v {v.shape[0]} elements for a {rows}x{cols} g")
-    if g.strides[1] != sizeof(real) or g.strides[0] % sizeof(real) or ldg < cols:
-        raise ValueError(f"sgd_rows: g's rows must be contiguous, got strides "
-                         f"({g.strides[0]}, {g.strides[1]})")
+    cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
+    cdef Py_ssize_t ldg = _row_stride("sgd_rows", g, n, v.shape[0])
     if n == 0:
         return
     with nogil:
-        _sgd_all(&w[0], &g[0, 0], &v[0], n, cols, ldg, lr, mu, wd, nesterov, first, par_min)
+        _sgd_all(&w[0], &g[0, 0], &v[0], n, g.shape[1], ldg, lr, mu, wd, nesterov, first,
+                 par_min)
 
 
 cdef void _adam_chunk(real* wp, const real* gp, real* mp, real* vp, Py_ssize_t n, real c1,
@@ -613,18 +624,14 @@ def adam_rows(real[::1] w, const real[:, :] g, real[::1] m, real[::1] v, double 
               double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt):
     """:func:`adam` with the gradient a 2-D array whose rows may lie further apart than its
     width (a padded weight gradient); ``w``, ``m``, ``v`` are flat views of g's shape."""
-    cdef Py_ssize_t rows = g.shape[0], cols = g.shape[1], par_min = PAR_MIN
-    cdef Py_ssize_t n = w.shape[0], ldg = g.strides[0] // sizeof(real)
-    if n != rows * cols or m.shape[0] != n or v.shape[0] != n:
-        raise ValueError(f"adam_rows: w {n}, m {m.shape[0]}, v {v.shape[0]} elements for a "
-                         f"{rows}x{cols} g")
-    if g.strides[1] != sizeof(real) or g.strides[0] % sizeof(real) or ldg < cols:
-        raise ValueError(f"adam_rows: g's rows must be contiguous, got strides "
-                         f"({g.strides[0]}, {g.strides[1]})")
+    cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
+    cdef Py_ssize_t ldg = _row_stride("adam_rows", g, n, m.shape[0])
+    if v.shape[0] != n:
+        raise ValueError(f"adam_rows: v has {v.shape[0]} elements, w {n}")
     if n == 0:
         return
     with nogil:
-        _adam_all(&w[0], &g[0, 0], &m[0], &v[0], n, cols, ldg, lr, b1, b2, eps, wd, bc1,
+        _adam_all(&w[0], &g[0, 0], &m[0], &v[0], n, g.shape[1], ldg, lr, b1, b2, eps, wd, bc1,
                   bc2_sqrt, par_min)
 
 

@@ -110,17 +110,11 @@ GRAD_PAD_EVERY = 4096
 GRAD_PAD = 64
 
 
-def pads(shape: tuple[int, ...], dtype: Any) -> bool:
-    """Whether a weight gradient of ``shape`` is stored padded (:func:`empty_grad`): 2-D, two
-    rows or more, each a multiple of :data:`GRAD_PAD_EVERY` bytes long."""
-    import numpy as np
-
-    return (
-        len(shape) == 2
-        and shape[0] >= 2
-        and shape[1] > 0
-        and (shape[1] * np.dtype(dtype).itemsize) % GRAD_PAD_EVERY == 0
-    )
+def pads(rows: int, cols: int, itemsize: int) -> bool:
+    """Whether a (rows, cols) weight gradient of ``itemsize``-byte numbers is stored padded
+    (:func:`empty_grad`): two rows or more, each a multiple of :data:`GRAD_PAD_EVERY` bytes
+    long. (Plain arithmetic: the eager backward pass asks it for every ``linear`` layer.)"""
+    return rows >= 2 and cols > 0 and (cols * itemsize) % GRAD_PAD_EVERY == 0
 
 
 def empty_grad(shape: tuple[int, int], dtype: Any) -> np.ndarray:
@@ -128,10 +122,11 @@ def empty_grad(shape: tuple[int, int], dtype: Any) -> np.ndarray:
     wider array, its rows :data:`GRAD_PAD` bytes further apart, else :func:`empty`'s array."""
     import numpy as np
 
-    if not pads(shape, dtype):
-        return empty(shape, dtype)
     rows, cols = shape
-    return empty((rows, cols + GRAD_PAD // np.dtype(dtype).itemsize), dtype)[:, :cols]
+    size = np.dtype(dtype).itemsize
+    if not pads(rows, cols, size):
+        return empty(shape, dtype)
+    return empty((rows, cols + GRAD_PAD // size), dtype)[:, :cols]
 
 
 def is_aligned(a: np.ndarray) -> bool:
