@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up, idempotent: system packages (where we are root), a virtualenv in .venv,
-# graphgrad with its extras (Intel MKL on x86-64), and PyTorch 2.13.0 (CPU, from this
+# graphgrad with its extras (Intel MKL and oneDNN on x86-64), and PyTorch 2.13.0 (CPU, from this
 # machine's local wheel) as a test/benchmark reference only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,9 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 extras=test,train,bench,playground,distributed
-# Intel MKL for gg.set_blas("mkl") (optional; x86-64 only): tested, and a peer in bench/.
-if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then extras=$extras,mkl; fi
+# Intel MKL and oneDNN for gg.set_blas("mkl"/"onednn") (optional; x86-64 Linux only): tested,
+# and measured by set_blas("auto").
+if [ "$(uname -m)" = x86_64 ] && [ "$(uname -s)" = Linux ]; then extras=$extras,mkl,onednn; fi
 .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c "import torch" 2>/dev/null \
   || .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }

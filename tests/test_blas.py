@@ -30,17 +30,32 @@ from graphgrad import _blas
 
 MKL = "error" not in _blas.find_mkl()
 needs_mkl = pytest.mark.skipif(not MKL, reason="Intel MKL (pip install mkl) is not installed")
+ONEDNN = "error" not in _blas.find_onednn()
+needs_onednn = pytest.mark.skipif(
+    not ONEDNN, reason="oneDNN (pip install onednn-cpu-gomp) is not installed"
+)
 
 
 def test_mkl_is_present_where_required() -> None:
     if os.environ.get("GRAPHGRAD_REQUIRE_MKL"):
         assert MKL, _blas.find_mkl().get("error")
+        assert ONEDNN, _blas.find_onednn().get("error")
+
+
+#: MKL and oneDNN, each where installed: the tests of what a library does once selected
+LIBRARIES = [pytest.param("mkl", marks=needs_mkl), pytest.param("onednn", marks=needs_onednn)]
 
 
 @pytest.fixture
 def mkl() -> Iterator[None]:
     with gg.using_blas("mkl"):
         yield
+
+
+@pytest.fixture(params=LIBRARIES)
+def library(request: pytest.FixtureRequest) -> Iterator[str]:
+    with gg.using_blas(request.param):
+        yield request.param
 
 
 def test_using_blas_restores_the_previous_library_after_an_error() -> None:
@@ -53,7 +68,7 @@ def test_using_blas_restores_the_previous_library_after_an_error() -> None:
 def _expected_auto() -> str:
     """What "auto" picks here: NumPy's BLAS without MKL, else the cached calibration's choice
     for this configuration (the same file a subprocess reads)."""
-    return _blas.calibrate()["choice"] if MKL else "numpy"
+    return _blas.calibrate()["choice"] if MKL or ONEDNN else "numpy"
 
 
 def test_default_is_auto_and_unknown_names_are_refused() -> None:
@@ -63,8 +78,8 @@ def test_default_is_auto_and_unknown_names_are_refused() -> None:
     info = gg.blas_info()
     assert info["blas"] == gg.blas() and info["requested"] == "auto" and info["reason"]
     assert info["threads"] == gg.get_num_threads()
-    assert ("calibration" in info) is MKL
-    with pytest.raises(ValueError, match=r"unknown BLAS 'openblas'.*'auto', 'numpy' or 'mkl'"):
+    assert ("calibration" in info) is (MKL or ONEDNN)
+    with pytest.raises(ValueError, match=r"unknown BLAS 'openblas'.*'auto', 'numpy', 'mkl' or "):
         gg.set_blas("openblas")
     assert gg.blas() == _expected_auto()
 
@@ -130,13 +145,15 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine
     monkeypatch.setattr(
         _blas, "_mkl", {"lib": None, "path": "fake-mkl", "sgemm": 1, "dgemm": 2, "threading": ""}
     )
+    # oneDNN "not installed" (the tests of three libraries install a fake one themselves)
+    monkeypatch.setattr(_blas, "_onednn", {"error": "not installed (a test's fake machine)"})
     monkeypatch.setattr(_blas, "_clock", machine.clock)
     monkeypatch.setattr(_blas, "matmul", machine.matmul)
     monkeypatch.setattr(_blas, "_calibrations", {})
     monkeypatch.setattr(_blas, "_probe", machine)
     monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", None)
     # MKL's win measured again at once (the tests of the 10-minute wait set it themselves)
-    monkeypatch.setattr(_blas, "MKL_CONFIRM_AFTER_S", 0.0)
+    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 0.0)
     before = _blas.blas_info()["requested"]
     try:
         yield machine
@@ -270,7 +287,7 @@ def test_a_damaged_cache_is_measured_again_never_an_error(fake: FakeMachine, dam
 def test_mkl_is_chosen_only_when_a_second_measurement_agrees(
     fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # (MKL_CONFIRM_AFTER_S = 0: the second measurement at once.) MKL faster in the first
+    # (CONFIRM_AFTER_S = 0: the second measurement at once.) MKL faster in the first
     # measurement, NumPy's BLAS in the second (the host's load moved the first): NumPy's BLAS
     measured = _blas.measure
     calls: list[dict[str, float]] = []
@@ -295,7 +312,7 @@ def test_mkl_is_chosen_only_when_a_second_measurement_agrees(
 def test_a_first_mkl_win_waits_for_a_second_one_ten_minutes_later(
     fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_blas, "MKL_CONFIRM_AFTER_S", 600.0)
+    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
     fake.cost.update(numpy=2.0, mkl=1.0)
     gg.set_blas("auto")
     # one measurement found MKL faster: pending, NumPy's BLAS meanwhile, and said so
@@ -338,6 +355,98 @@ def test_a_first_mkl_win_waits_for_a_second_one_ten_minutes_later(
     path.write_text(json.dumps(first))
     fake.cost.update(numpy=2.0, mkl=1.0)
     assert _blas.calibrate(refresh=True)["pending"] is True
+
+
+@pytest.fixture
+def three(fake: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
+    """The fake machine with oneDNN "installed" beside MKL."""
+    monkeypatch.setattr(
+        _blas,
+        "_onednn",
+        {"lib": None, "path": "fake-dnnl", "sgemm": 3, "version": "3.2.0", "threading": ""},
+    )
+    fake.cost["onednn"] = 1.0
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("costs", "chosen"),
+    [
+        ({"numpy": 2.0, "mkl": 1.5, "onednn": 1.0}, "onednn"),
+        ({"numpy": 2.0, "mkl": 1.0, "onednn": 1.5}, "mkl"),
+        ({"numpy": 1.0, "mkl": 1.5, "onednn": 0.98}, "numpy"),  # under the 3% margin
+        ({"numpy": 1.0, "mkl": 2.0, "onednn": 2.0}, "numpy"),
+    ],
+)
+def test_auto_takes_the_fastest_of_three_libraries(
+    three: FakeMachine, costs: dict[str, float], chosen: str
+) -> None:
+    three.cost.update(costs)
+    gg.set_blas("auto")
+    assert gg.blas() == chosen
+    assert (
+        _blas.gemm_call(np.dtype(np.float32))
+        == {
+            "numpy": None,
+            "mkl": (1, _blas.GEMM_CBLAS),
+            "onednn": (3, _blas.GEMM_DNNL),
+        }[chosen]
+    )
+    assert _blas.gemm_address(np.dtype(np.float64)) == (2 if chosen == "mkl" else None)
+    rec = _blas.calibrate()
+    assert set(rec["seconds"]) == {"numpy", "mkl", "onednn"}
+    assert set(three.order) == {"numpy", "mkl", "onednn"}  # each library timed
+    reason = gg.blas_info()["reason"]
+    assert _blas.figures(rec["seconds"]) in reason
+    # the figures fastest first, each library named
+    assert reason.index(_blas.LABELS[min(costs, key=costs.__getitem__)]) < reason.index(
+        _blas.LABELS[max(costs, key=costs.__getitem__)]
+    )
+
+
+def test_a_win_is_confirmed_only_by_the_same_library(
+    three: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # oneDNN faster in the first measurement, MKL in the one 10 minutes later: neither has
+    # won twice, so the record stays pending (for MKL now) and NumPy's BLAS is used
+    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
+    three.cost.update(numpy=2.0, mkl=1.5, onednn=1.0)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    first = json.loads(path.read_text())
+    assert first["pending"] is True and gg.blas() == "numpy"
+    assert "oneDNN measured faster, NumPy's BLAS until" in gg.blas_info()["reason"]
+    aged = first["measured_at_s"] - 601.0
+    path.write_text(json.dumps({**first, "measured_at_s": aged}))
+    three.cost.update(mkl=1.0, onednn=1.5)
+    _new_process()
+    gg.set_blas("auto")
+    rec = json.loads(path.read_text())
+    assert rec["pending"] is True and "earlier" not in rec and gg.blas() == "numpy"
+    assert "MKL measured faster, NumPy's BLAS until" in gg.blas_info()["reason"]
+    # MKL again 10 minutes after that: MKL, for good
+    path.write_text(json.dumps({**rec, "measured_at_s": rec["measured_at_s"] - 601.0}))
+    _new_process()
+    gg.set_blas("auto")
+    assert gg.blas() == "mkl" and json.loads(path.read_text())["choice"] == "mkl"
+
+
+def test_a_record_without_a_library_now_installed_is_measured_again(
+    three: FakeMachine,
+) -> None:
+    # a record must hold every library installed: one that lacks oneDNN's figure (written
+    # with another set of libraries under the same key) is measured again, never trusted
+    three.cost.update(numpy=2.0, mkl=1.0, onednn=1.5)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    rec = json.loads(path.read_text())
+    del rec["seconds"]["onednn"]
+    path.write_text(json.dumps(rec))
+    _new_process()
+    three.gemms = 0
+    gg.set_blas("auto")
+    assert three.blas_gemms > 0
+    assert "onednn" in json.loads(path.read_text())["seconds"]
 
 
 class FakeStat:
@@ -471,7 +580,7 @@ def test_without_mkl_auto_is_numpy_and_measures_nothing(
     assert "calibration" not in gg.blas_info()
 
 
-@needs_mkl
+@pytest.mark.skipif(not (MKL or ONEDNN), reason="neither MKL nor oneDNN is installed")
 def test_the_real_calibration_gives_positive_figures(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -479,12 +588,15 @@ def test_the_real_calibration_gives_positive_figures(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(_blas, "_calibrations", {})
     rec = _blas.calibrate()
-    assert rec["measured"] and set(rec["seconds"]) == {"numpy", "mkl"}
+    assert rec["measured"] and set(rec["seconds"]) == {"numpy", *_blas.installed()}
     assert all(v > 0 for v in rec["seconds"].values())
-    # the measurement's choice, except that a first MKL win waits for a second one
+    # the measurement's choice, except that a first win of another library waits for a second
     favoured = _blas.decide(rec["seconds"])
-    assert rec["choice"] == "numpy" and rec.get("pending", False) == (favoured == "mkl")
-    assert "MKL" in rec["key"]["mkl"] or "mkl" in rec["key"]["mkl"]
+    assert rec["choice"] == "numpy" and rec.get("pending", False) == (favoured != "numpy")
+    if MKL:
+        assert "MKL" in rec["key"]["mkl"] or "mkl" in rec["key"]["mkl"]
+    if ONEDNN:
+        assert rec["key"]["onednn"].endswith(_blas.find_onednn()["version"])
     _blas._calibrations.clear()
     again = _blas.calibrate()
     assert not again["measured"] and again["seconds"] == rec["seconds"]
@@ -493,7 +605,7 @@ def test_the_real_calibration_gives_positive_figures(
 def test_using_blas_restores_the_request() -> None:
     before = gg.blas_info()["requested"]
     with gg.using_blas("numpy"):
-        skip = ("mkl_threading", "pool", "pool_reason", "omp_wait")
+        skip = ("mkl_threading", "onednn_threading", "pool", "pool_reason", "omp_wait")
         info = {k: v for k, v in gg.blas_info().items() if k not in skip}
         assert info | {"threads": 0, "blas_threads": 0} == {
             "blas": "numpy",
@@ -515,14 +627,72 @@ def test_missing_mkl_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gg.blas() == before  # unchanged
 
 
+def test_missing_onednn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = gg.blas()
+    monkeypatch.setattr(_blas, "_onednn", {})
+    monkeypatch.setattr(_blas.glob, "glob", lambda pattern: [])  # not in this environment
+    real = _blas.ctypes.CDLL
+
+    def cdll(path: str, *args: Any, **kw: Any) -> Any:
+        if "dnnl" in str(path):
+            raise OSError(f"{path}: cannot open shared object file")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(_blas.ctypes, "CDLL", cdll)
+    with pytest.raises(
+        RuntimeError,
+        match=r"set_blas\('onednn'\): oneDNN \(libdnnl\) was not found: pip "
+        r"install onednn-cpu-gomp \(graphgrad\[onednn\]\)",
+    ):
+        gg.set_blas("onednn")
+    assert gg.blas() == before
+
+
+class _FakeDnnl:
+    """A libdnnl whose ``dnnl_version`` reports the CPU runtime ``runtime``."""
+
+    def __init__(self, runtime: int) -> None:
+        self.runtime = runtime
+
+    @property
+    def dnnl_sgemm(self) -> Any:
+        return object()
+
+    @property
+    def dnnl_version(self) -> Any:
+        runtime = self.runtime
+
+        class Version:
+            restype = None
+
+            def __call__(self) -> Any:
+                return _blas.ctypes.pointer(_blas._DnnlVersion(3, 2, 0, None, runtime, 0))
+
+        return Version()
+
+
+@pytest.mark.parametrize(("runtime", "name"), [(4, "TBB"), (8, "threadpool"), (512, "512")])
+def test_a_onednn_on_another_thread_pool_is_refused(
+    monkeypatch: pytest.MonkeyPatch, runtime: int, name: str
+) -> None:
+    # a TBB (or SYCL, threadpool) build would keep its own threads spinning against the
+    # kernels' OpenMP ones: refused, with the wheel that runs on GNU OpenMP named
+    monkeypatch.setattr(_blas, "_onednn", {})
+    monkeypatch.setattr(_blas.ctypes, "CDLL", lambda path, *a, **k: _FakeDnnl(runtime))
+    found = _blas.find_onednn()
+    assert found.keys() == {"error"}
+    assert f"runs its threads in {name}, a second thread pool" in found["error"]
+    assert found["error"].endswith("pip install onednn-cpu-gomp (oneDNN on GNU OpenMP)")
+    assert "onednn" not in _blas.installed()
+
+
 def _layouts(a: np.ndarray) -> list[np.ndarray]:
     return [a, np.asfortranarray(a)]
 
 
-@needs_mkl
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mkn", [(3, 4, 5), (1, 7, 1), (6, 1, 2), (1, 1, 1), (128, 784, 256)])
-def test_mkl_products_match_numpy_in_every_layout(mkl: None, dtype: Any, mkn: tuple) -> None:
+def test_products_match_numpy_in_every_layout(library: str, dtype: Any, mkn: tuple) -> None:
     m, k, n = mkn
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -537,7 +707,7 @@ def test_mkl_products_match_numpy_in_every_layout(mkl: None, dtype: Any, mkn: tu
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
-    """Record the calls that reach the MKL kernel."""
+    """Record the calls that reach the GEMM kernel (MKL's, oneDNN's)."""
     calls: list[tuple[Any, ...]] = []
     real = _blas._fused.KERNELS
 
@@ -551,9 +721,8 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     return calls
 
 
-@needs_mkl
-def test_mkl_takes_2d_floats_and_leaves_the_rest_to_numpy(
-    mkl: None, monkeypatch: pytest.MonkeyPatch
+def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
+    library: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _spy(monkeypatch)
     rng = np.random.default_rng(1)
@@ -576,18 +745,22 @@ def test_mkl_takes_2d_floats_and_leaves_the_rest_to_numpy(
     for x, y in others:
         np.testing.assert_allclose(_blas.matmul(x, y), np.matmul(x, y), rtol=1e-6, atol=1e-6)
     assert len(calls) == 3
+    conv = {"mkl": _blas.GEMM_CBLAS, "onednn": _blas.GEMM_DNNL}[library]
+    assert all(c[-1] == conv for c in calls)  # each call by its library's convention
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    np.testing.assert_allclose(_blas.matmul(a64, b64), a64 @ b64, rtol=1e-12)
+    # float64: MKL's dgemm; oneDNN has none, so NumPy's BLAS
+    assert len(calls) == (4 if library == "mkl" else 3)
 
 
-@needs_mkl
-def test_shape_errors_are_unchanged_with_mkl(mkl: None) -> None:
+def test_shape_errors_are_unchanged_with_the_library(library: str) -> None:
     with pytest.raises(gg.ShapeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\)"):
         gg.matmul(gg.Tensor(np.ones((2, 3))), gg.Tensor(np.ones((4, 5))))
     with pytest.raises(gg.ShapeError, match="linear"):
         gg.linear(gg.Tensor(np.ones((2, 3))), gg.Tensor(np.ones((4, 5))), gg.Tensor(np.zeros(4)))
 
 
-@needs_mkl
-def test_gradients_through_mkl_pass_gradcheck(mkl: None) -> None:
+def test_gradients_through_the_library_pass_gradcheck(library: str) -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, 4))
     w = rng.standard_normal((3, 4))
@@ -612,9 +785,9 @@ def _train(blas: str, steps: int = 3) -> list[np.ndarray]:
         return [p.data.copy() for p in model.parameters()]
 
 
-@needs_mkl
-def test_training_with_mkl_matches_numpy_blas() -> None:
-    for a, b in zip(_train("numpy"), _train("mkl"), strict=True):
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_training_with_the_library_matches_numpy_blas(library: str) -> None:
+    for a, b in zip(_train("numpy"), _train(library), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert gg.blas() == _expected_auto() or os.environ.get("GRAPHGRAD_BLAS")
 
@@ -628,11 +801,11 @@ def _blas_in_subprocess(
     )
 
 
-@needs_mkl
-def test_environment_variable_selects_mkl() -> None:
-    proc = _blas_in_subprocess("mkl")
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_environment_variable_selects_the_library(library: str) -> None:
+    proc = _blas_in_subprocess(library)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "mkl"
+    assert proc.stdout.strip() == library
 
 
 def test_bad_environment_value_warns_and_keeps_numpy() -> None:
@@ -731,7 +904,7 @@ print(hashlib.sha256(b"".join(p.data.tobytes() for p in model.parameters())).hex
 """
 
 
-@pytest.mark.parametrize("blas", ["auto", "numpy"])
+@pytest.mark.parametrize("blas", ["auto", "numpy", *LIBRARIES])
 def test_runs_repeat_bit_for_bit_for_a_fixed_configuration(blas: str) -> None:
     # Same library, same thread count: the same weights to the last bit, run after run.
     outs = []
@@ -761,12 +934,14 @@ def test_graphgrad_info_command() -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["blas"]["blas"] == _expected_auto() and info["blas"]["requested"] == "auto"
-    if MKL:  # the figures behind the choice, from the cache this process also reads
+    if MKL or ONEDNN:  # the figures behind the choice, from the cache this process also reads
         cal = info["blas"]["calibration"]
         assert cal["seconds"] == _blas.calibrate()["seconds"] and cal["cache"]
         assert "calibration at" in info["blas"]["reason"]
-        if info["compiled"]["openmp"]:  # MKL's threads in the kernels' libgomp: one pool
+        if info["compiled"]["openmp"] and MKL:  # MKL's threads in the kernels' libgomp
             assert info["blas"]["mkl_threading"] == "GNU"
+        if ONEDNN:
+            assert info["blas"]["onednn_threading"] == "GNU OpenMP"
     else:
         assert "the only BLAS installed" in info["blas"]["reason"]
     assert info["compiled"]["graphgrad._kernels"] is _blas._fused.COMPILED
@@ -803,6 +978,45 @@ def test_mkl_and_the_kernels_share_one_openmp_pool() -> None:
     assert any(p.startswith("blas ") and "mkl" in p and p.endswith(" gnu") for p in pools)
 
 
+_ONEDNN_POOL = """
+import ctypes, numpy as np, graphgrad as gg, threadpoolctl
+from graphgrad import _blas
+gg.set_blas("onednn")
+omp = ctypes.CDLL("libgomp.so.1")
+a = np.ones((256, 256), np.float32)
+for n in (1, 2, 1):
+    gg.set_num_threads(n)
+    _blas.matmul(a, a)
+    gg.relu(gg.Tensor(np.ones(100000, np.float32)))
+    print(n, omp.omp_get_max_threads())  # the count oneDNN's next product runs on
+print(_blas.find_onednn()["threading"])
+for d in threadpoolctl.threadpool_info():
+    print(d["user_api"], d["filepath"])
+"""
+
+
+@needs_onednn
+@pytest.mark.skipif(
+    not getattr(_blas._fused.KERNELS, "OPENMP", False), reason="kernels built without OpenMP"
+)
+def test_onednn_runs_on_the_kernels_openmp_threads_at_their_count() -> None:
+    pytest.importorskip("threadpoolctl")
+    proc = subprocess.run(
+        [sys.executable, "-c", _ONEDNN_POOL],
+        env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    cpus = _blas.cpus_available()
+    assert lines[:3] == ["1 1", f"2 {min(2, cpus)}", "1 1"]  # set_num_threads governs it
+    assert lines[3] == "GNU OpenMP"
+    openmp = [p for p in lines[4:] if p.startswith("openmp ")]
+    assert len(openmp) == 1 and "libgomp" in openmp[0], lines  # one OpenMP runtime
+
+
 def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
     fake: FakeMachine, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -815,7 +1029,7 @@ def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_mkl
+@pytest.mark.skipif(not (MKL or ONEDNN), reason="neither MKL nor oneDNN is installed")
 def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
     exe = os.path.join(os.path.dirname(sys.executable), "graphgrad")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
@@ -826,9 +1040,10 @@ def test_info_recalibrate_measures_and_caches(tmp_path: Any) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     first = proc.stdout.splitlines()[0]
-    assert first.startswith("recalibrated at 1 thread(s): MKL ") and str(tmp_path) in first
     (path,) = (tmp_path / "graphgrad" / "blas").glob("blas-*.json")
     rec = json.loads(path.read_text())
+    assert first.startswith(f"recalibrated at 1 thread(s): {_blas.figures(rec['seconds'])} -> ")
+    assert str(tmp_path) in first
     assert f"-> {rec['choice']} for set_blas('auto')" in first
     assert (
         f"BLAS:      {rec['choice']} (requested 'auto': calibration at 1 thread(s)" in proc.stdout
@@ -1172,6 +1387,39 @@ def test_without_compiled_kernels_there_is_no_threshold() -> None:
     }
     proc = graphgrad_info(GRAPHGRAD_PURE_PYTHON="1", OMP_NUM_THREADS="2")
     assert "parallel:  kernels serial at every size (no compiled kernels in use)" in proc.stdout
+
+
+@pytest.mark.skipif(not hasattr(_blas._fused.KERNELS, "GEMM_DNNL"), reason="no kernels")
+def test_the_gemm_kernel_refuses_a_calling_convention_it_cannot_make() -> None:
+    K = _blas._fused.KERNELS
+    assert (K.GEMM_CBLAS, K.GEMM_CBLAS64, K.GEMM_DNNL) == (
+        _blas.GEMM_CBLAS,
+        _blas.GEMM_CBLAS64,
+        _blas.GEMM_DNNL,
+    )
+    a = np.ones((2, 3))
+    out = np.zeros((2, 2))
+    # oneDNN has no float64 GEMM: its convention with float64 arrays would read them as floats
+    with pytest.raises(ValueError, match=r"gemm: calling convention 2 for float64"):
+        K.gemm(1, a, False, a, True, out, 0.0, K.GEMM_DNNL)
+    with pytest.raises(ValueError, match=r"gemm: calling convention 3 for float32"):
+        K.gemm(
+            1,
+            a.astype(np.float32),
+            False,
+            a.astype(np.float32),
+            True,
+            out.astype(np.float32),
+            0.0,
+            3,
+        )
+    ins = ("gemm", True, (0, 1, K.GEMM_DNNL, 1), 1, (0, 0, 0, 0), (2, 2, 3, 3, 3, 2), (0.0,) * 6)
+    with pytest.raises(
+        ValueError,
+        match=r"Plan: instruction 0: GEMM calling convention 2 for "
+        r"float64",
+    ):
+        K.Plan([ins], [], 0, 0, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -188,13 +188,14 @@ def test_a_team_openmp_cannot_give_runs_on_threads_of_its_own() -> None:
 
 
 @needs_pool
-@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+@pytest.mark.parametrize("blas", ["numpy", "mkl", "onednn"])
 def test_a_forked_child_multiplies_and_steps_without_hanging(blas: str) -> None:
     # GNU OpenMP's threads do not survive fork(): a child that entered a parallel region would
     # wait for them forever. The child goes back to OpenBLAS's threads, its kernels to one,
-    # and MKL (whose GNU threading layer runs on OpenMP's threads) to one.
-    if blas == "mkl" and "error" in _blas.find_mkl():
-        pytest.skip(f"MKL: {_blas.find_mkl()['error']}")
+    # and MKL (whose GNU threading layer runs on OpenMP's threads) and oneDNN (on OpenMP's
+    # threads) to one.
+    if blas != "numpy" and "error" in _blas.find(blas):
+        pytest.skip(f"{blas}: {_blas.find(blas)['error']}")
     code = """
         import json, os, numpy as np, graphgrad as gg
         from graphgrad import _blas, _fused

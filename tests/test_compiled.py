@@ -248,7 +248,7 @@ def test_gradients_with_rows_of_4096_bytes_are_padded(dtype: Any) -> None:
 
 
 @needs_kernels
-@pytest.mark.parametrize("blas", ["numpy", "mkl"])
+@pytest.mark.parametrize("blas", ["numpy", "mkl", "onednn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_eager_step_pads_those_gradients_too(
     blas: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
@@ -256,9 +256,9 @@ def test_the_eager_step_pads_those_gradients_too(
     # linear's weight gradient with rows of 4096 bytes comes out padded in the eager step as
     # well (the same BLAS call into a wider array), and the optimisers update from it with
     # their kernels (sgd_rows, adam_rows), never NumPy's loops: the same bits as an eager
-    # step that does not pad, for every optimiser, and on MKL
-    if blas == "mkl" and "error" in _blas.find_mkl():
-        pytest.skip("Intel MKL is not installed")
+    # step that does not pad, for every optimiser, and on MKL and oneDNN
+    if blas != "numpy" and "error" in _blas.find(blas):
+        pytest.skip(f"{blas}: {_blas.find(blas)['error']}")
     width = 4096 // np.dtype(dtype).itemsize
     rows_calls: list[str] = []
     real = _fused._K
@@ -349,12 +349,26 @@ def test_changed_hyperparameters_rebuild_the_plan() -> None:
 
 
 @needs_kernels
-def test_mkl_products_when_mkl_is_selected() -> None:
-    if not _blas.find_mkl():
-        pytest.skip("MKL is not installed")
-    with _blas.using_blas("mkl"):
-        m1, o1, m2, o2 = _pair(_mlp, "momentum")
-        _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8, 5], np.float32))
+@pytest.mark.parametrize("library", ["mkl", "onednn"])
+def test_the_selected_librarys_products_when_one_is_selected(library: str) -> None:
+    # the plan calls MKL's or oneDNN's GEMM, by its own convention, as the eager step does:
+    # the same bits (float32 and, for MKL, float64; oneDNN leaves float64 to NumPy's BLAS)
+    if "error" in _blas.find(library):
+        pytest.skip(f"{library}: {_blas.find(library)['error']}")
+    with _blas.using_blas(library):
+        for dtype in (np.float32, np.float64):
+            m1, o1, m2, o2 = _pair(lambda dtype=dtype: _mlp(dtype=dtype), "momentum")
+            step = _train_both(m1, o1, m2, o2, _batches((12,), 5, [8, 8, 5], dtype))
+            gemms = [i for i in step._plans[8].instrs if i[0] == "gemm"]
+            call = _blas.gemm_call(np.dtype(dtype))
+            assert call is not None or (library, dtype) == ("onednn", np.float64)
+            numpy_blas = _blas.numpy_cblas()
+            numpy_conv = _blas.GEMM_CBLAS64 if numpy_blas["ilp64"] else _blas.GEMM_CBLAS
+            fn, conv = call or (numpy_blas[np.dtype(dtype)], numpy_conv)
+            assert len(gemms) == 8 and all(i[3] == fn and i[2][2] == conv for i in gemms)
+            # the bias sums stay NumPy's GEMV, called by NumPy's convention
+            sums = [i for i in step._plans[8].instrs if i[0] == "sum_rows"]
+            assert len(sums) == 3 and all(i[2][2] == numpy_conv for i in sums)
 
 
 @needs_kernels

@@ -1,4 +1,5 @@
-"""Where graphgrad's matrix products run (NumPy's BLAS or Intel MKL), and on how many threads.
+"""Where graphgrad's matrix products run (NumPy's BLAS, Intel MKL or oneDNN), and on how many
+threads.
 
 NumPy's wheels bundle OpenBLAS. PyTorch's CPU wheels link Intel's MKL, whose single-precision
 GEMM was 5-20% faster on the Intel CPUs measured here (``bench/PROFILE.md``) and need not be
@@ -15,10 +16,18 @@ shows the choice and the figures behind it, ``graphgrad info --recalibrate`` mea
 ``gg.set_blas("numpy")`` or ``GRAPHGRAD_BLAS=numpy`` in the environment keeps NumPy's BLAS,
 ``"mkl"`` insists on MKL (neither measures anything).
 
+oneDNN (``pip install graphgrad[onednn]``: the ``onednn-cpu-gomp`` wheel, or a distribution's
+``libdnnl``) is the third candidate: its ``dnnl_sgemm`` JIT-compiles AVX-512 kernels that ran
+the step's float32 products 5-15% faster than NumPy's OpenBLAS on an AMD EPYC (Zen 4) at one
+thread. It has no float64 GEMM: with ``set_blas("onednn")`` float64 products stay with NumPy's
+BLAS. Only a build whose threads are GNU OpenMP's (the runtime graphgrad's kernels use) is
+loaded, so that it shares their pool; ``"auto"`` times it beside the others where installed.
+
 With MKL selected the 2-D float32/float64 products of ``matmul``, ``linear`` and their VJP
-rules go to MKL's ``cblas_?gemm``; every other product (batched, 1-D, integer, strided views)
-still goes to ``np.matmul``. MKL rounds differently from OpenBLAS (results agree to float
-precision, not bit for bit), so the choice is recorded in metrics and checkpoints.
+rules go to MKL's ``cblas_?gemm`` (with oneDNN, the float32 ones to ``dnnl_sgemm``); every
+other product (batched, 1-D, integer, strided views) still goes to ``np.matmul``. MKL and
+oneDNN round differently from OpenBLAS (results agree to float precision, not bit for bit),
+so the choice is recorded in metrics and checkpoints.
 
 One thread pool: MKL is told to run its threads in GCC's OpenMP runtime, the one graphgrad's
 kernels use (``MKL_THREADING_LAYER=GNU``, unless that variable is set), instead of Intel's
@@ -67,7 +76,18 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _INT_MAX = 2**31 - 1
 
 _mkl: dict[str, Any] = {}  # loaded once: {"lib", "path", "sgemm", "dgemm"} or {"error": msg}
-_active: dict[Any, int] = {}  # dtype -> cblas_?gemm address while MKL is selected
+_onednn: dict[str, Any] = {}  # loaded once: {"lib", "path", "sgemm", "version"} or {"error"}
+_active: dict[Any, int] = {}  # dtype -> GEMM address while MKL or oneDNN is selected
+#: The GEMMs' calling conventions (``_kernels.GEMM_*``): the CBLAS ``cblas_?gemm`` (LP64 and
+#: ILP64) and oneDNN's ``dnnl_sgemm``.
+GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
+_conv = [GEMM_CBLAS]  # the calling convention of the addresses in _active
+_selected = ["numpy"]  # the library in use: "numpy", or one of LIBRARIES
+#: The libraries ``set_blas`` can select besides NumPy's BLAS, each with the package that
+#: brings it (graphgrad's extras of the same names install them).
+LIBRARIES = {"mkl": "mkl", "onednn": "onednn-cpu-gomp"}
+#: How ``graphgrad info`` and the calibration's reasons name each library.
+LABELS = {"numpy": "NumPy's BLAS", "mkl": "MKL", "onednn": "oneDNN"}
 
 
 #: MKL_Set_Threading_Layer's codes (mkl_service.h).
@@ -139,6 +159,105 @@ def find_mkl() -> dict[str, Any]:
     return _mkl
 
 
+class _DnnlVersion(ctypes.Structure):
+    """oneDNN's ``dnnl_version_t`` (dnnl_types.h)."""
+
+    _fields_ = [
+        ("major", ctypes.c_int),
+        ("minor", ctypes.c_int),
+        ("patch", ctypes.c_int),
+        ("hash", ctypes.c_char_p),
+        ("cpu_runtime", ctypes.c_uint),
+        ("gpu_runtime", ctypes.c_uint),
+    ]
+
+
+#: oneDNN's CPU runtimes (``DNNL_RUNTIME_*``, dnnl_types.h).
+ONEDNN_RUNTIMES = {0: "none", 1: "sequential", 2: "OpenMP", 4: "TBB", 8: "threadpool"}
+
+
+def find_onednn() -> dict[str, Any]:
+    """oneDNN loaded (once): ``{"lib", "path", "sgemm", "version", "threading"}`` (``sgemm``:
+    the address of ``dnnl_sgemm``), or ``{"error": why}`` where it cannot be used. Looked for
+    in this environment's ``lib`` (where the ``onednn-cpu-gomp`` wheel puts it), then where
+    the system keeps libraries (``libdnnl.so.3``, ``.so.2``). Only a build that runs its
+    threads in OpenMP (GNU libgomp's, the kernels' pool: their thread count is set with
+    ``omp_set_num_threads``) or sequentially is used: a TBB or SYCL build (the ``onednn``
+    wheel) would keep a second pool of threads spinning against the kernels'."""
+    if _onednn:
+        return _onednn
+    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "GEMM_DNNL"):
+        _onednn["error"] = (
+            "graphgrad's compiled kernels, which call oneDNN, are not in use (not built, or "
+            "GRAPHGRAD_PURE_PYTHON is set)"
+        )
+        return _onednn
+    candidates = []
+    for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        candidates += sorted(glob.glob(os.path.join(root, "lib", "libdnnl.so.3*")))
+    candidates += ["libdnnl.so.3", "libdnnl.so.2"]
+    refused = ""
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+            sgemm, version = lib.dnnl_sgemm, lib.dnnl_version
+        except (OSError, AttributeError):
+            continue
+        version.restype = ctypes.POINTER(_DnnlVersion)
+        v = version().contents
+        runtime = ONEDNN_RUNTIMES.get(v.cpu_runtime, str(v.cpu_runtime))
+        if runtime not in ("OpenMP", "sequential"):
+            refused = (
+                f"{path} runs its threads in {runtime}, a second thread pool beside "
+                "graphgrad's OpenMP one: pip install onednn-cpu-gomp (oneDNN on GNU OpenMP)"
+            )
+            continue
+        setter = getattr(lib, "omp_set_num_threads", None)  # libgomp's, through oneDNN's
+        if setter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+        _onednn.update(
+            lib=lib,
+            path=getattr(lib, "_name", path),
+            sgemm=ctypes.cast(sgemm, ctypes.c_void_p).value,
+            version=f"{v.major}.{v.minor}.{v.patch}",
+            threading="GNU OpenMP" if runtime == "OpenMP" else runtime,
+            set_threads=setter,
+        )
+        return _onednn
+    _onednn["error"] = refused or (
+        "oneDNN (libdnnl) was not found: pip install onednn-cpu-gomp (graphgrad[onednn])"
+    )
+    return _onednn
+
+
+def find(name: str) -> dict[str, Any]:
+    """:func:`find_mkl` or :func:`find_onednn` by the library's name (``LIBRARIES``)."""
+    return find_mkl() if name == "mkl" else find_onednn()
+
+
+def installed() -> list[str]:
+    """The libraries of ``LIBRARIES`` that can be loaded here, in that order."""
+    return [name for name in LIBRARIES if "error" not in find(name)]
+
+
+def _gemms(name: str) -> tuple[dict[Any, int], int]:
+    """A loaded library's GEMM addresses by dtype and their calling convention."""
+    if name == "mkl":
+        return {_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]}, GEMM_CBLAS
+    return {_F32: _onednn["sgemm"]}, GEMM_DNNL
+
+
+def _use(name: str) -> None:
+    """Route the 2-D products to ``name``'s GEMMs (``"numpy"``: to ``np.matmul``); the
+    library must be loaded."""
+    _active.clear()
+    _conv[0] = GEMM_CBLAS
+    if name != "numpy":
+        addresses, _conv[0] = _gemms(name)
+        _active.update(addresses)
+    _selected[0] = name
+
+
 def _cpuinfo(field: str) -> str:
     """The first ``field`` line of /proc/cpuinfo (Linux), or ""."""
     try:
@@ -176,17 +295,17 @@ def cpu_model() -> str:
 #: forward ``x @ W.T`` (n x k weight, transposed), weight gradient ``g.T @ x`` (transposed
 #: left operand) and input gradient ``g @ W``.
 CALIBRATION_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 512, 512))
-#: MKL is chosen only when it is at least this much faster (a 3% tie goes to NumPy's BLAS:
-#: no extra library, and results bit-identical with plain NumPy).
+#: MKL or oneDNN is chosen only when it is at least this much faster (a 3% tie goes to
+#: NumPy's BLAS: no extra library, and results bit-identical with plain NumPy).
 CALIBRATION_MARGIN = 0.03
-#: MKL is chosen only when two measurements at least this far apart (seconds) both find it
-#: faster: a first win leaves the record "pending" (NumPy's BLAS meanwhile), measured again at
-#: the first start this much later; 0 measures again at once. A switch to MKL changes every
+#: MKL or oneDNN is chosen only when two measurements at least this far apart (seconds) both
+#: find it faster: a first win leaves the record "pending" (NumPy's BLAS meanwhile), measured
+#: again at the first start this much later; 0 measures again at once. A switch changes every
 #: result's rounding for good, and on the 2-vCPU AMD EPYC VM the host's load moved the
 #: figures for minutes at a time: two measurements in a row at 2 threads found MKL 11% faster
 #: (4.4 against 4.9 ms a pass) where four runs soon after found NumPy's BLAS 1-4% faster (3.4
 #: ms), and compiled steps ran 1.02-1.09x slower with MKL in the same rounds.
-MKL_CONFIRM_AFTER_S = 600.0
+CONFIRM_AFTER_S = 600.0
 _CAL_ROUNDS, _CAL_BUDGET_S = 9, 0.4
 _LOCK_WAIT_S = 5.0
 _CACHE_FORMAT = 1
@@ -260,22 +379,18 @@ def _calibration_set() -> list[tuple[np.ndarray, np.ndarray]]:
 
 def measure(libraries: list[str], clock: Any = None) -> dict[str, float]:
     """Seconds per pass over the calibration's GEMMs (``CALIBRATION_LAYERS``, fp32, the
-    current thread count) for each library in ``libraries`` (``"numpy"``, ``"mkl"``): the
+    current thread count) for each library in ``libraries`` (``"numpy"``, ``"mkl"``,
+    ``"onednn"``): the
     libraries take turns, round after round (the order alternating), for at most 9 rounds or
     about 0.4 s; each figure is the fastest round's (other work on the machine only ever
     adds time, so the minimum is the steadiest estimate of a library's own speed). ``clock``
     (default ``time.perf_counter``) is only replaced by tests."""
     clock = clock or _clock
     pairs = _calibration_set()
-    saved = dict(_active)
+    saved = _selected[0]
     times: dict[str, list[float]] = {lib: [] for lib in libraries}
+    use = _use
     try:
-
-        def use(lib: str) -> None:
-            _active.clear()
-            if lib == "mkl":
-                _active.update({_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]})
-
         for lib in libraries:  # warm up: thread pools started, code paged in
             use(lib)
             for a, b in pairs:
@@ -291,17 +406,19 @@ def measure(libraries: list[str], clock: Any = None) -> dict[str, float]:
             if r >= 2 and clock() - start > _CAL_BUDGET_S:
                 break
     finally:
-        _active.clear()
-        _active.update(saved)
+        _use(saved)
     return {lib: min(ts) for lib, ts in times.items()}
 
 
 def decide(seconds: dict[str, float]) -> str:
-    """The library one measurement's figures favour: MKL when it is faster than NumPy's BLAS
-    by more than ``CALIBRATION_MARGIN``, else NumPy's (:func:`calibrate` takes MKL only when
-    two measurements, ``MKL_CONFIRM_AFTER_S`` apart, both favour it)."""
-    if "mkl" in seconds and seconds["mkl"] < seconds["numpy"] * (1 - CALIBRATION_MARGIN):
-        return "mkl"
+    """The library one measurement's figures favour: the fastest of the others (MKL, oneDNN)
+    when it is faster than NumPy's BLAS by more than ``CALIBRATION_MARGIN``, else NumPy's
+    (:func:`calibrate` takes another library only when two measurements,
+    ``CONFIRM_AFTER_S`` apart, both favour it)."""
+    others = [lib for lib in seconds if lib != "numpy"]
+    best = min(others, key=seconds.__getitem__, default=None)
+    if best is not None and seconds[best] < seconds["numpy"] * (1 - CALIBRATION_MARGIN):
+        return best
     return "numpy"
 
 
@@ -342,7 +459,7 @@ _KERNEL_VARIABLES = (
 def calibration_key() -> dict[str, Any]:
     """What a cached calibration holds for: CPU model, thread count (and the BLAS's, at most
     the CPUs available), library versions (NumPy and its BLAS, MKL and its threading layer,
-    graphgrad) and the environment variables that change the libraries' kernels or threads.
+    oneDNN, graphgrad) and the environment variables that change the libraries' kernels or threads.
     Another key means a new measurement."""
     from ._version import __version__
 
@@ -356,6 +473,7 @@ def calibration_key() -> dict[str, Any]:
         "numpy_blas": f"{blas_cfg.get('name', '?')} {blas_cfg.get('version', '?')}",
         "mkl": _library_version(),
         "mkl_threading": _mkl.get("threading", ""),
+        "onednn": ("" if "error" in find_onednn() else f"{_onednn['path']} {_onednn['version']}"),
         "graphgrad": __version__,
         "pool": _pool["state"],  # whose threads run OpenBLAS's products (see set_pool)
         "omp_wait": _fused.OMP_WAIT[0],  # how its idle threads wait: wake-ups cost or not
@@ -379,24 +497,26 @@ def _seconds_ok(seconds: Any, names: Any) -> bool:
 
 
 def _blas_record_ok(rec: dict[str, Any]) -> bool:
-    """A BLAS calibration record's own figures: both libraries, positive finite seconds, and
-    the choice they make: NumPy's BLAS where the measurement (``seconds``) finds it as fast;
-    where it finds MKL faster, NumPy's BLAS with ``pending`` (no earlier win yet), or MKL
-    with ``earlier``, an earlier measurement that found MKL faster too."""
-    names = ("numpy", "mkl")
+    """A BLAS calibration record's own figures: NumPy's BLAS and every library installed,
+    positive finite seconds, and the choice they make: NumPy's BLAS where the measurement
+    (``seconds``) finds it as fast; where it finds another library faster, NumPy's BLAS with
+    ``pending`` (no earlier win yet), or that library with ``earlier``, an earlier
+    measurement that found it faster too."""
+    names = ("numpy", *installed())
     if not _seconds_ok(rec["seconds"], names):
         return False
     pending, earlier = rec.get("pending"), rec.get("earlier")
-    if decide(rec["seconds"]) == "numpy":
+    winner = decide(rec["seconds"])
+    if winner == "numpy":
         return rec["choice"] == "numpy" and pending is None and earlier is None
     if pending is not None:
         return pending is True and earlier is None and rec["choice"] == "numpy"
     return (
         isinstance(earlier, dict)
         and _seconds_ok(earlier.get("seconds"), names)
-        and decide(earlier["seconds"]) == "mkl"
+        and decide(earlier["seconds"]) == winner
         and type(earlier.get("measured_at_s")) is float
-        and rec["choice"] == "mkl"
+        and rec["choice"] == winner
     )
 
 
@@ -423,8 +543,8 @@ def _stale(rec: dict[str, Any], max_age_s: float | None = None) -> bool:
     age = None if at is None else time.time() - at
     if max_age_s is not None and (age is None or age >= max_age_s):
         return True
-    if rec.get("pending") and (age is None or age >= MKL_CONFIRM_AFTER_S):
-        return True  # MKL measured faster once: measured again, to confirm it or not
+    if rec.get("pending") and (age is None or age >= CONFIRM_AFTER_S):
+        return True  # another library measured faster once: measured again, to confirm
     return busy is not None and (age is None or age >= BUSY_RETRY_S)
 
 
@@ -546,71 +666,88 @@ def _summary(rec: dict[str, Any], *figures: str) -> dict[str, Any]:
 
 
 def calibrate(refresh: bool = False) -> dict[str, Any]:
-    """NumPy's BLAS and MKL timed on the calibration GEMMs at the current thread count: the
-    cached record when there is a valid one for this configuration (:func:`calibration_key`),
-    else a new measurement (under a second), cached atomically. ``refresh=True`` measures
-    again. A measurement that finds MKL faster makes MKL the choice only when a measurement
-    at least ``MKL_CONFIRM_AFTER_S`` earlier found it faster too (``earlier``); else the
-    record is ``pending``, NumPy's BLAS the choice, and it is measured again at the first call
-    (a start, a new thread count) that long after. Returns the record: ``choice``, ``seconds``
-    per library, ``pending`` or ``earlier`` where MKL measured faster, ``key``, ``cache`` (the
-    file), ``measured`` (True when measured now) and, then, ``cache_written``. Never raises
-    over the cache: an unwritable cache directory leaves the result in memory only."""
-    if "error" in find_mkl():
-        raise RuntimeError(f"calibrate: {_mkl['error']}")
+    """NumPy's BLAS and the other libraries installed (MKL, oneDNN) timed on the calibration
+    GEMMs at the current thread count: the cached record when there is a valid one for this
+    configuration (:func:`calibration_key`), else a new measurement (under a second), cached
+    atomically. ``refresh=True`` measures again. A measurement that finds another library
+    faster makes it the choice only when a measurement at least ``CONFIRM_AFTER_S`` earlier
+    found the same library faster too (``earlier``); else the record is ``pending``, NumPy's
+    BLAS the choice, and it is measured again at the first call (a start, a new thread count)
+    that long after. Returns the record: ``choice``, ``seconds`` per library, ``pending`` or
+    ``earlier`` where another library measured faster, ``key``, ``cache`` (the file),
+    ``measured`` (True when measured now) and, then, ``cache_written``. Never raises over
+    the cache: an unwritable cache directory leaves the result in memory only.
+
+    Raises:
+        RuntimeError: neither MKL nor oneDNN can be loaded (nothing to choose between).
+    """
+    names = installed()
+    if not names:
+        raise RuntimeError(f"calibrate: nothing to choose between ({none_installed_reason()})")
+    libraries = ["numpy", *names]
 
     def measure_now(previous: dict[str, Any] | None) -> dict[str, Any]:
-        # a pending record (MKL faster once) at least MKL_CONFIRM_AFTER_S old: its win counts
+        # a pending record (a library faster once) at least CONFIRM_AFTER_S old: its win counts
         won = None
         if previous is not None and previous.get("pending"):
             at = previous.get("measured_at_s")
-            if at is not None and time.time() - at >= MKL_CONFIRM_AFTER_S:
+            if at is not None and time.time() - at >= CONFIRM_AFTER_S:
                 won = {"seconds": previous["seconds"], "measured_at_s": at}
-        seconds = measure(["numpy", "mkl"])
-        if decide(seconds) == "mkl" and won is None and MKL_CONFIRM_AFTER_S <= 0:
+        seconds = measure(libraries)
+        winner = decide(seconds)
+        if winner != "numpy" and won is None and CONFIRM_AFTER_S <= 0:
             won = {"seconds": seconds, "measured_at_s": time.time()}
-            seconds = measure(["numpy", "mkl"])  # the second measurement, at once
-        if decide(seconds) == "numpy":
+            seconds = measure(libraries)  # the second measurement, at once
+            winner = decide(seconds)
+        if winner == "numpy":
             return {"choice": "numpy", "seconds": seconds}
-        if won is None:
+        if won is None or decide(won["seconds"]) != winner:
             return {"choice": "numpy", "seconds": seconds, "pending": True}
-        return {"choice": "mkl", "seconds": seconds, "earlier": won}
+        return {"choice": winner, "seconds": seconds, "earlier": won}
 
     return _cached_measurement(calibration_key(), "blas", measure_now, _blas_record_ok, refresh)
 
 
+def none_installed_reason() -> str:
+    """Why neither MKL nor oneDNN can be used here (their errors)."""
+    return "; ".join(f"{LABELS[name]}: {find(name)['error']}" for name in LIBRARIES)
+
+
+def figures(seconds: dict[str, float]) -> str:
+    """A calibration's seconds as ``"oneDNN 3.100 ms, NumPy's BLAS 3.400 ms"`` (fastest
+    first)."""
+    order = sorted(seconds, key=seconds.__getitem__)
+    return ", ".join(f"{LABELS.get(lib, lib)} {seconds[lib] * 1e3:.3f} ms" for lib in order)
+
+
 def _auto() -> tuple[str, str, dict[str, Any] | None]:
     """What ``"auto"`` selects, why, and the calibration record (None when nothing was
-    measured: MKL is not installed, so NumPy's BLAS is the only candidate)."""
-    found = find_mkl()
-    if "error" in found:
-        return "numpy", f"the only BLAS installed (MKL unavailable: {found['error']})", None
+    measured: neither MKL nor oneDNN is installed, so NumPy's BLAS is the only candidate)."""
+    if not installed():
+        return "numpy", f"the only BLAS installed ({none_installed_reason()})", None
     try:
         rec = calibrate()
     except Exception as e:  # a failed measurement must not fail an import
         return "numpy", f"the calibration failed ({type(e).__name__}: {e}); NumPy's BLAS", None
-    s = rec["seconds"]
     how = _how(rec)
     reason = (
-        f"calibration at {rec['key']['threads']} thread(s), {how}: MKL "
-        f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms per pass over an MLP "
-        f"step's GEMMs"
+        f"calibration at {rec['key']['threads']} thread(s), {how}: {figures(rec['seconds'])} "
+        "per pass over an MLP step's GEMMs"
     )
     if rec.get("pending"):
         reason += (
-            "; MKL measured faster, NumPy's BLAS until a second measurement at least "
-            f"{MKL_CONFIRM_AFTER_S / 60:.0f} minutes later (at a start, or `graphgrad info "
-            "--recalibrate`) finds MKL faster too"
+            f"; {LABELS[decide(rec['seconds'])]} measured faster, NumPy's BLAS until a second "
+            f"measurement at least {CONFIRM_AFTER_S / 60:.0f} minutes later (at a start, or "
+            "`graphgrad info --recalibrate`) finds it faster too"
         )
     earlier = rec.get("earlier")
     if earlier is not None:
-        first = earlier["seconds"]
         gap = (rec.get("measured_at_s") or earlier["measured_at_s"]) - earlier["measured_at_s"]
-        reason += (
-            f"; {gap / 60:.0f} minutes earlier: MKL {first['mkl'] * 1e3:.3f} ms, NumPy's BLAS "
-            f"{first['numpy'] * 1e3:.3f} ms"
-        )
-    reason += f" (MKL chosen only if >{CALIBRATION_MARGIN:.0%} faster in both)"
+        reason += f"; {gap / 60:.0f} minutes earlier: {figures(earlier['seconds'])}"
+    reason += (
+        f" (another library chosen only if >{CALIBRATION_MARGIN:.0%} faster than NumPy's BLAS "
+        "in both)"
+    )
     return rec["choice"], reason, rec
 
 
@@ -1018,33 +1155,37 @@ _choice: dict[str, Any] = {"requested": "numpy", "reason": "NumPy's BLAS selecte
 
 
 def set_blas(name: str) -> str:
-    """Select the library for 2-D matrix products: ``"auto"`` (the default: MKL on an Intel
-    CPU where the ``mkl`` wheel is installed, else NumPy's BLAS), ``"numpy"`` (NumPy's own
-    BLAS) or ``"mkl"`` (Intel MKL, needs ``pip install mkl``). Returns the previous request
-    (``"auto"``, ``"numpy"`` or ``"mkl"``), so that ``set_blas(previous)`` restores it.
+    """Select the library for 2-D matrix products: ``"auto"`` (the default: the fastest of
+    those installed, as measured here, see :func:`calibrate`; NumPy's BLAS where no other is
+    installed), ``"numpy"`` (NumPy's own BLAS), ``"mkl"`` (Intel MKL, ``pip install mkl``)
+    or ``"onednn"`` (oneDNN's float32 GEMM, ``pip install onednn-cpu-gomp``; float64 products
+    stay with NumPy's BLAS). Returns the previous request, so that ``set_blas(previous)``
+    restores it.
 
     Raises:
-        RuntimeError: ``"mkl"`` was asked for and cannot be loaded (the message says why).
+        RuntimeError: ``"mkl"`` or ``"onednn"`` was asked for and cannot be loaded (the
+            message says why).
         ValueError: an unknown name.
     """
     previous = _choice["requested"]
     calibration = None
     if name == "auto":
         chosen, reason, calibration = _auto()
-    elif name in ("numpy", "mkl"):
+    elif name == "numpy" or name in LIBRARIES:
         chosen, reason = name, f"set_blas({name!r})"
     else:
-        raise ValueError(f"set_blas: unknown BLAS {name!r}; choose 'auto', 'numpy' or 'mkl'")
-    if chosen == "numpy":
-        _active.clear()
-    else:
-        found = find_mkl()
+        raise ValueError(
+            f"set_blas: unknown BLAS {name!r}; choose 'auto', 'numpy', 'mkl' or 'onednn'"
+        )
+    if chosen != "numpy":
+        found = find(chosen)
         if "error" in found:
-            raise RuntimeError(f"set_blas('mkl'): {found['error']}")
-        _active.clear()
-        _active[_F32] = found["sgemm"]
-        _active[_F64] = found["dgemm"]
+            raise RuntimeError(f"set_blas({chosen!r}): {found['error']}")
+    _use(chosen)
+    if chosen == "mkl":
         _set_mkl_threads(blas_threads())
+    elif chosen == "onednn":
+        _set_onednn_threads(blas_threads())
     _choice.update(requested=name, reason=reason, calibration=calibration)
     _apply_measured()
     return previous
@@ -1052,7 +1193,7 @@ def set_blas(name: str) -> str:
 
 @contextlib.contextmanager
 def using_blas(name: str) -> Iterator[None]:
-    """``with gg.using_blas("mkl"): ...``: :func:`set_blas` for the block, the previous
+    """``with gg.using_blas("onednn"): ...``: :func:`set_blas` for the block, the previous
     library restored after it (also on an exception)."""
     previous = set_blas(name)
     try:
@@ -1062,16 +1203,18 @@ def using_blas(name: str) -> Iterator[None]:
 
 
 def blas() -> str:
-    """The library 2-D matrix products use now: ``"numpy"`` or ``"mkl"``."""
-    return "mkl" if _active else "numpy"
+    """The library 2-D matrix products use now: ``"numpy"``, ``"mkl"`` or ``"onednn"``."""
+    return _selected[0]
 
 
 def blas_info() -> dict[str, Any]:
     """The library in use (``blas``), what was asked for (``requested``: ``"auto"``,
-    ``"numpy"`` or ``"mkl"``), why that library (``reason``), the thread count (``threads``)
+    ``"numpy"``, ``"mkl"`` or ``"onednn"``), why that library (``reason``), the thread count
+    (``threads``)
     and the BLAS's (``blas_threads``: at most the CPUs available), whose threads run NumPy's
     OpenBLAS products (``pool``: ``"graphgrad"`` or ``"openblas"``, see :func:`set_pool`;
-    ``pool_reason``) and, for MKL, the shared library loaded."""
+    ``pool_reason``) and, for MKL and oneDNN, the shared library loaded (``library``) and
+    the threads they run on (``mkl_threading``, ``onednn_threading``)."""
     info: dict[str, Any] = {
         "blas": blas(),
         "requested": _choice["requested"],
@@ -1082,10 +1225,12 @@ def blas_info() -> dict[str, Any]:
         "pool_reason": _pool["reason"],
         "omp_wait": _fused.OMP_WAIT[0],
     }
-    if _active:
-        info["library"] = _mkl.get("path")
+    if _selected[0] != "numpy":
+        info["library"] = find(_selected[0]).get("path")
     if _mkl.get("threading"):  # MKL loaded (selected or calibrated): its OpenMP runtime
         info["mkl_threading"] = _mkl["threading"]
+    if _onednn.get("threading"):
+        info["onednn_threading"] = _onednn["threading"]
     cal = _choice.get("calibration")
     if cal is not None:
         info["calibration"] = _summary(cal)
@@ -1131,6 +1276,15 @@ def _set_mkl_threads(n: int) -> None:
         # not have: there MKL keeps one thread, as the kernels do (a parallel GEMM would wait
         # for the missing workers forever)
         lib.MKL_Set_Num_Threads(ctypes.c_int(1 if _pool["forked"] else n))
+
+
+def _set_onednn_threads(n: int) -> None:
+    setter = _onednn.get("set_threads")
+    if setter is not None:
+        # oneDNN's OpenMP build runs omp_get_max_threads() threads: GNU OpenMP's count for the
+        # calling thread, which graphgrad's kernels leave alone (they pass theirs to each
+        # loop). One in a forked child, as for MKL.
+        setter(1 if _pool["forked"] else n)
 
 
 _OPENBLAS_SETTERS = (
@@ -1260,6 +1414,7 @@ def _pool_after_fork_in_child() -> None:
     # restart after a fork) and the kernels run on the calling thread.
     _pool["forked"] = True
     _set_mkl_threads(1)
+    _set_onednn_threads(1)
     if _fused.KERNELS is not None and hasattr(_fused.KERNELS, "install_blas_pool"):
         _sync_pool()
         _fused.KERNELS.set_num_threads(1)
@@ -1317,6 +1472,8 @@ def set_num_threads(n: int) -> int:
         )
     if "lib" in _mkl:
         _set_mkl_threads(nb)
+    if "lib" in _onednn:
+        _set_onednn_threads(nb)
     setters = _openblas_setters()
     for fn in setters:
         fn.argtypes, fn.restype = [ctypes.c_int], None
@@ -1375,7 +1532,8 @@ def _c_layout(a: np.ndarray) -> tuple[np.ndarray, bool] | None:
 
 
 def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
-    """``np.matmul(a, b)``; 2-D float products go to MKL when it is selected. ``out``: a 2-D
+    """``np.matmul(a, b)``; 2-D float products go to MKL or oneDNN when it is selected (oneDNN:
+    float32 only). ``out``: a 2-D
     array of the product's shape and dtype to write it into, its rows contiguous but
     possibly further apart (a padded weight gradient, :func:`graphgrad._memory.empty_grad`):
     the same BLAS call, with that row stride."""
@@ -1395,7 +1553,7 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
             if la is not None and lb is not None:
                 if out is None:
                     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-                _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out)
+                _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, 0.0, _conv[0])
                 return out
     return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
 
@@ -1448,14 +1606,23 @@ def gemm_addresses() -> dict[Any, int]:
 
 
 def gemm_address(dtype: Any) -> int | None:
-    """The address of the ``cblas_?gemm`` (LP64) ``matmul`` calls for 2-D products of
-    ``dtype`` now: MKL's while it is selected, else None (``np.matmul``, NumPy's own BLAS)."""
+    """The address of the GEMM ``matmul`` calls for 2-D products of ``dtype`` now: MKL's
+    ``cblas_?gemm`` (LP64) or oneDNN's ``dnnl_sgemm`` while it is selected, else None
+    (``np.matmul``, NumPy's own BLAS)."""
     return _active.get(dtype)
+
+
+def gemm_call(dtype: Any) -> tuple[int, int] | None:
+    """``(address, calling convention)`` of the GEMM ``matmul`` calls for 2-D products of
+    ``dtype`` now (``GEMM_CBLAS``: MKL's; ``GEMM_DNNL``: oneDNN's), or None where they go to
+    ``np.matmul``."""
+    fn = _active.get(dtype)
+    return None if fn is None else (fn, _conv[0])
 
 
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     """``out = a @ b + beta * out`` in place for 2-D float arrays of ``out``'s dtype, the
-    product added inside one GEMM call (MKL's when selected, else, for beta != 0, the
+    product added inside one GEMM call (MKL's or oneDNN's when selected, else, for beta != 0, the
     ``cblas_?gemm`` of NumPy's own OpenBLAS: the product is never stored on its own), else
     ``np.matmul`` then ``out *= beta; out += product``. Returns False, doing nothing, when the
     arrays do not fit (other dtypes or ranks, shapes that do not match)."""
@@ -1472,19 +1639,20 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         and out.flags.writeable
     ):
         return False
-    fn, ilp64 = _active.get(out.dtype), False
+    fn, conv = _active.get(out.dtype), _conv[0]
     if fn is None and beta != 0 and _fused.KERNELS is not None:
         found = numpy_cblas()
-        fn, ilp64 = found.get(out.dtype), bool(found.get("ilp64"))
+        fn = found.get(out.dtype)
+        conv = GEMM_CBLAS64 if found.get("ilp64") else GEMM_CBLAS
     if (
         fn is not None
         and a.size > 0
         and b.size > 0
-        and (ilp64 or max(*a.shape, b.shape[1]) <= _INT_MAX)
+        and (conv != GEMM_CBLAS or max(*a.shape, b.shape[1]) <= _INT_MAX)
     ):
         la, lb = _c_layout(a), _c_layout(b)
         if la is not None and lb is not None:
-            _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta, ilp64)
+            _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, beta, conv)
             return True
     if beta == 0:  # the same BLAS call, writing into out: no product array, no copy
         np.matmul(a, b, out=out)

@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
         "info",
         help="print versions, the BLAS in use (and why), thread count and compiled extensions",
         description="Print what this installation runs with: Python, NumPy and graphgrad "
-        "versions, the library doing the matrix products (MKL or NumPy's BLAS) and why it "
+        "versions, the library doing the matrix products (NumPy's BLAS, MKL or oneDNN) and why it "
         "was chosen, the thread count (gg.set_num_threads, OMP_NUM_THREADS) and which compiled "
         "extensions are in use, from which array size the compiled kernels split their "
         "work between threads (measured at the thread count, or GRAPHGRAD_PAR_MIN), whether "
@@ -46,7 +46,7 @@ def collect() -> dict[str, Any]:
     from . import _backend, _blas, _fused, _memory, compiled, scalar
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("graphgrad", "mkl", "threadpoolctl", "torch"):
+    for name in ("graphgrad", "mkl", "onednn-cpu-gomp", "threadpoolctl", "torch"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -77,21 +77,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.recalibrate:
         from . import _blas
 
-        if "error" in _blas.find_mkl():
-            print(f"recalibrate: nothing to choose between ({_blas.find_mkl()['error']})")
+        if not _blas.installed():
+            print(f"recalibrate: nothing to choose between ({_blas.none_installed_reason()})")
         else:
             rec = _blas.calibrate(refresh=True)
             if _blas.blas_info()["requested"] == "auto":
                 _blas.set_blas("auto")
-            s = rec["seconds"]
             if not args.json:
                 print(
-                    f"recalibrated at {rec['key']['threads']} thread(s): MKL "
-                    f"{s['mkl'] * 1e3:.3f} ms, NumPy's BLAS {s['numpy'] * 1e3:.3f} ms -> "
-                    f"{rec['choice']} for set_blas('auto') ({rec['cache']})"
+                    f"recalibrated at {rec['key']['threads']} thread(s): "
+                    f"{_blas.figures(rec['seconds'])} -> {rec['choice']} for "
+                    f"set_blas('auto') ({rec['cache']})"
                     + (
-                        "; MKL measured faster, chosen only if a measurement at least "
-                        f"{_blas.MKL_CONFIRM_AFTER_S / 60:.0f} minutes later agrees"
+                        f"; {_blas.LABELS[_blas.decide(rec['seconds'])]} measured faster, "
+                        "chosen only if a measurement at least "
+                        f"{_blas.CONFIRM_AFTER_S / 60:.0f} minutes later agrees"
                         if rec.get("pending")
                         else ""
                     )
@@ -124,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         lines.append(f"           {b['library']}")
     if b.get("mkl_threading"):
         lines.append(f"           MKL's threading layer: {b['mkl_threading']}")
+    if b.get("onednn_threading"):
+        lines.append(f"           oneDNN's threads: {b['onednn_threading']}")
     if b.get("calibration"):
         lines.append(f"           calibration cached in {b['calibration']['cache']}")
     lines.append(

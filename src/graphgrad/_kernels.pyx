@@ -877,13 +877,28 @@ ctypedef void (*dgemm64_fn)(int, int, int, long long, long long, long long, doub
                             double*, long long) noexcept nogil
 
 
-cdef void _gemm_at(size_t fn, bint ilp64, bint dbl, bint ta, bint tb, long long M,
+# oneDNN's dnnl_sgemm (row-major, 'N'/'T', 64-bit sizes; returns a status)
+ctypedef int (*dnnl_sgemm_fn)(char, char, long long, long long, long long, float, const float*,
+                              long long, const float*, long long, float, float*,
+                              long long) noexcept nogil
+
+#: _gemm_at's calling conventions: the CBLAS LP64 and ILP64 ``cblas_?gemm``, oneDNN's sgemm
+GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
+
+
+cdef void _gemm_at(size_t fn, int conv, bint dbl, bint ta, bint tb, long long M,
                    long long N, long long K, const void* a, long long lda, const void* b,
                    long long ldb, double beta, void* out, long long ldc) noexcept nogil:
-    """out = op(a) @ op(b) + beta * out (row-major; op: transpose when ta/tb) by the CBLAS
-    ``cblas_?gemm`` at address ``fn`` (float64 when ``dbl``; LP64, or ILP64 when ``ilp64``)."""
+    """out = op(a) @ op(b) + beta * out (row-major; op: transpose when ta/tb) by the GEMM at
+    address ``fn`` (float64 when ``dbl``): by ``conv``, a CBLAS ``cblas_?gemm`` (0: LP64,
+    1: ILP64) or oneDNN's ``dnnl_sgemm`` (2: float32 only; ``graphgrad/_blas.py`` never
+    pairs it with float64)."""
     cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
-    if ilp64:
+    if conv == 2:
+        (<dnnl_sgemm_fn>fn)(b'T' if ta else b'N', b'T' if tb else b'N', M, N, K, 1.0,
+                            <const float*>a, lda, <const float*>b, ldb, <float>beta,
+                            <float*>out, ldc)
+    elif conv == 1:
         if dbl:
             (<dgemm64_fn>fn)(101, opa, opb, M, N, K, 1.0, <const double*>a, lda,
                              <const double*>b, ldb, beta, <double*>out, ldc)
@@ -899,10 +914,11 @@ cdef void _gemm_at(size_t fn, bint ilp64, bint dbl, bint ta, bint tb, long long 
 
 
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
-         real[:, :] out, double beta=0.0, bint ilp64=False):
+         real[:, :] out, double beta=0.0, int conv=0):
     """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
-    by the CBLAS ``cblas_?gemm`` (row-major; LP64, or ILP64 when ``ilp64``) at address ``fn``:
-    ``graphgrad/_blas.py`` finds it and checks the shapes."""
+    by the GEMM at address ``fn``, called by convention ``conv`` (``GEMM_CBLAS``: the CBLAS
+    ``cblas_?gemm``, row-major, LP64; ``GEMM_CBLAS64``: ILP64; ``GEMM_DNNL``: oneDNN's
+    ``dnnl_sgemm``, float32 only): ``graphgrad/_blas.py`` finds it and checks the shapes."""
     cdef long long M = out.shape[0], N = out.shape[1]
     cdef long long K = a.shape[0] if ta else a.shape[1]
     cdef long long lda = a.shape[1], ldb = b.shape[1]
@@ -911,8 +927,11 @@ def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb
     if out.strides[1] != sizeof(real) or out.strides[0] % sizeof(real) or ldc < max(N, 1):
         raise ValueError(f"gemm: out's rows must be contiguous, got strides "
                          f"({out.strides[0]}, {out.strides[1]})")
+    if conv < 0 or conv > 2 or (conv == 2 and dbl):
+        raise ValueError(f"gemm: calling convention {conv} for "
+                         f"{'float64' if dbl else 'float32'} (0, 1; 2 for float32 only)")
     with nogil:
-        _gemm_at(fn, ilp64, dbl, ta, tb, M, N, K, &a[0, 0], lda, &b[0, 0], ldb, beta,
+        _gemm_at(fn, conv, dbl, ta, tb, M, N, K, &a[0, 0], lda, &b[0, 0], ldb, beta,
                  &out[0, 0], ldc)
 
 
@@ -980,7 +999,7 @@ cdef void _copy_t(const char* src, char* dst, Py_ssize_t r, Py_ssize_t c,
 # Plans: a whole training step as one call (graphgrad.compiled builds them)
 
 cdef enum:
-    OP_GEMM = 1       # p0 @ p1 -> p2: f0 ta, f1 tb, f2 ilp64, f3 first (beta 0 once);
+    OP_GEMM = 1       # p0 @ p1 -> p2: f0 ta, f1 tb, f2 conv, f3 first (beta 0 once);
                       # n0..n5 M N K lda ldb ldc; s0 beta
     OP_SUM_ROWS = 2   # ones p1 @ p0 (n0, n1) -> p2: f2 ilp64, f0: p0 is the (n1, n0) transpose
     OP_BIAS = 3       # p0 (n0, n1) += p1 (a row; f0: a column, p0 a column-major array's
@@ -1201,6 +1220,9 @@ cdef class Plan:
             aux = item[7] if len(item) > 7 else (0, 0, 0, 0)
             ins = &self.code[k]
             ins.op = PLAN_OPS[op]
+            if ins.op == OP_GEMM and not (0 <= flags[2] <= 2 and not (flags[2] == 2 and dbl)):
+                raise ValueError(f"Plan: instruction {k}: GEMM calling convention {flags[2]} "
+                                 f"for {'float64' if dbl else 'float32'}")
             ins.dbl = dbl
             ins.fn = fn
             for j in range(4):

@@ -15,13 +15,13 @@ kernel calls over arrays allocated once (activations, gradients), which
         loss = step(xb, yb)                  # = forward, loss, zero_grad, backward, opt.step()
 
 The plan makes the same calls as the eager step, in the same order within each array: the
-same GEMMs of the same BLAS (NumPy's, or MKL's when ``gg.set_blas`` selected it) with the same
-transposes and layouts (the measured ``columns`` layout of ``linear`` included), ``ones @ G``
-for bias gradients, the same ReLU, cross-entropy and optimiser kernels, NumPy's own inner
-loops of ``tanh``, ``exp`` and ``expm1`` (found in the ufuncs' loop tables and checked against
-them, :func:`numpy_loop`) with the arithmetic of graphgrad's other activations and their rules
-in the same order. So both give the same numbers bit for bit: the tests run both side by side.
-What the plan saves is the framework:
+same GEMMs of the same BLAS (NumPy's, or MKL's or oneDNN's when ``gg.set_blas`` selected
+it) with the same transposes and layouts (the measured ``columns`` layout of ``linear``
+included), ``ones @ G`` for bias gradients, the same ReLU, cross-entropy and optimiser
+kernels, NumPy's own inner loops of ``tanh``, ``exp`` and ``expm1`` (found in the ufuncs' loop
+tables and checked against them, :func:`numpy_loop`) with the arithmetic of graphgrad's other
+activations and their rules in the same order. So both give the same numbers bit for bit:
+the tests run both side by side. What the plan saves is the framework:
 graph records, Tensor objects, temporary arrays and Python calls (``bench/bench_step_procs.py``
 measures it); it also computes the cross-entropy's loss and gradient in one pass, and updates
 each layer's parameters right after their gradients are made, while they are in cache.
@@ -732,10 +732,9 @@ class CompiledStep:
         self.why_eager) where a plan cannot mirror the eager step."""
         dt = self.dtype
         blas = _blas.numpy_cblas()
-        fn, ilp64 = _blas.gemm_address(dt), False
-        if fn is None:
-            fn, ilp64 = blas.get(dt), bool(blas.get("ilp64"))
-        gemv = blas.get("gemv", {}).get(dt)
+        numpy_conv = _blas.GEMM_CBLAS64 if blas.get("ilp64") else _blas.GEMM_CBLAS
+        fn, conv = _blas.gemm_call(dt) or (blas.get(dt), numpy_conv)
+        gemv = blas.get("gemv", {}).get(dt)  # NumPy's, whatever the GEMMs' library
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
             return None
@@ -782,7 +781,8 @@ class CompiledStep:
             if len({opt.state.get(i, {}).get("step", 0) for i in ids}) > 1:
                 self.why_eager = "Adam's parameters have taken different numbers of steps"
                 return None
-        return _PlanBuilder(dt, dt == np.float64, fn, ilp64, gemv, S), params, loops
+        builder = _PlanBuilder(dt, dt == np.float64, fn, conv, gemv, numpy_conv, S)
+        return builder, params, loops
 
     def _emit_forward(
         self, b: _PlanBuilder, loops: dict[str, Any], seed: float = 1.0
@@ -951,7 +951,7 @@ class CompiledStep:
                 b.add(
                     "sum_rows",
                     fn=b.gemv,
-                    flags=(int(g_f), 0, int(b.ilp64), 0),
+                    flags=(int(g_f), 0, b.gemv_conv, 0),
                     ptrs=(g_addr, _addr(ones), _addr(db)),
                     sizes=(S, n_out),
                     text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
@@ -1109,8 +1109,13 @@ class CompiledStep:
 class _PlanBuilder:
     """Collects a plan's instructions, the arrays it allocates and its text."""
 
-    def __init__(self, dt: np.dtype[Any], dbl: bool, fn: int, ilp64: bool, gemv: int, S: int):
-        self.dt, self.dbl, self.fn, self.ilp64, self.gemv, self.S = dt, dbl, fn, ilp64, gemv, S
+    def __init__(
+        self, dt: np.dtype[Any], dbl: bool, fn: int, conv: int, gemv: int, gemv_conv: int, S: int
+    ):
+        """``fn``, ``conv``: the GEMM and its calling convention (``_blas.GEMM_*``); ``gemv``,
+        ``gemv_conv``: NumPy's ``cblas_?gemv`` and its (LP64 or ILP64), for the bias sums."""
+        self.dt, self.dbl, self.fn, self.conv, self.S = dt, dbl, fn, conv, S
+        self.gemv, self.gemv_conv = gemv, gemv_conv
         self.instrs: list[tuple[Any, ...]] = []
         self.kept: list[np.ndarray] = []
         self.by_addr: dict[int, np.ndarray] = {}
@@ -1204,7 +1209,7 @@ class _PlanBuilder:
         self.add(
             "gemm",
             fn=self.fn,
-            flags=(int(ta), int(tb), int(self.ilp64), int(first)),
+            flags=(int(ta), int(tb), self.conv, int(first)),
             ptrs=(a, b, _addr(out)),
             sizes=(M, N, K, lda, ldb, ldc),
             scalars=(beta,),
