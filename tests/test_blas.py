@@ -140,6 +140,8 @@ class FakeMachine:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine]:
     machine = FakeMachine({"numpy": 1.0, "mkl": 1.0})
+    before = _blas.blas_info()["requested"]
+    _blas.set_blas("numpy")  # not the process's library, whose addresses the fakes replace
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("GRAPHGRAD_LAYOUT", "rows")  # its calibration is tests/test_layout.py's
     monkeypatch.setattr(
@@ -154,7 +156,6 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine
     monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", None)
     # MKL's win measured again at once (the tests of the 10-minute wait set it themselves)
     monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 0.0)
-    before = _blas.blas_info()["requested"]
     try:
         yield machine
     finally:
@@ -355,6 +356,41 @@ def test_a_first_mkl_win_waits_for_a_second_one_ten_minutes_later(
     path.write_text(json.dumps(first))
     fake.cost.update(numpy=2.0, mkl=1.0)
     assert _blas.calibrate(refresh=True)["pending"] is True
+
+
+def test_measuring_a_confirmed_choice_again_keeps_it_if_it_wins_again(
+    fake: FakeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `graphgrad info --recalibrate` (the step benchmarks run it first) on a confirmed MKL:
+    # a new win counts with the record's own measurement when that is 10 minutes old, else
+    # with the one that confirmed it; a loss gives NumPy's BLAS
+    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
+    fake.cost.update(numpy=2.0, mkl=1.0)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    first = json.loads(path.read_text())
+    path.write_text(json.dumps({**first, "measured_at_s": first["measured_at_s"] - 1200.0}))
+    confirmed = _blas.calibrate(refresh=True)
+    assert confirmed["choice"] == "mkl"
+    # at once: the earlier win that confirmed it is 20 minutes old, so MKL stays
+    again = _blas.calibrate(refresh=True)
+    assert again["choice"] == "mkl" and "pending" not in again
+    assert again["earlier"]["measured_at_s"] == first["measured_at_s"] - 1200.0
+    # its own measurement 10 minutes old: that one confirms
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "measured_at_s": rec["measured_at_s"] - 700.0}))
+    again = _blas.calibrate(refresh=True)
+    assert again["choice"] == "mkl"
+    assert again["earlier"]["measured_at_s"] == rec["measured_at_s"] - 700.0
+    # a confirmed choice whose wins are all recent is pending again
+    rec = json.loads(path.read_text())
+    recent = {**rec["earlier"], "measured_at_s": time.time()}
+    path.write_text(json.dumps({**rec, "earlier": recent}))
+    assert _blas.calibrate(refresh=True)["pending"] is True
+    # and a loss gives NumPy's BLAS, however old the wins
+    fake.cost.update(numpy=1.0, mkl=2.0)
+    rec = _blas.calibrate(refresh=True)
+    assert rec["choice"] == "numpy" and "pending" not in rec and "earlier" not in rec
 
 
 @pytest.fixture

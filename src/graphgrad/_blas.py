@@ -671,12 +671,14 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     configuration (:func:`calibration_key`), else a new measurement (under a second), cached
     atomically. ``refresh=True`` measures again. A measurement that finds another library
     faster makes it the choice only when a measurement at least ``CONFIRM_AFTER_S`` earlier
-    found the same library faster too (``earlier``); else the record is ``pending``, NumPy's
-    BLAS the choice, and it is measured again at the first call (a start, a new thread count)
-    that long after. Returns the record: ``choice``, ``seconds`` per library, ``pending`` or
-    ``earlier`` where another library measured faster, ``key``, ``cache`` (the file),
-    ``measured`` (True when measured now) and, then, ``cache_written``. Never raises over
-    the cache: an unwritable cache directory leaves the result in memory only.
+    found the same library faster too (``earlier``: a pending record's, or, measuring a
+    confirmed choice again, its own or the one that confirmed it); else the record is
+    ``pending``, NumPy's BLAS the choice, and it is measured again at the first call (a
+    start, a new thread count) that long after. Returns the record: ``choice``, ``seconds``
+    per library, ``pending`` or ``earlier`` where another library measured faster, ``key``,
+    ``cache`` (the file), ``measured`` (True when measured now) and, then,
+    ``cache_written``. Never raises over the cache: an unwritable cache directory leaves the
+    result in memory only.
 
     Raises:
         RuntimeError: neither MKL nor oneDNN can be loaded (nothing to choose between).
@@ -687,12 +689,7 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
     libraries = ["numpy", *names]
 
     def measure_now(previous: dict[str, Any] | None) -> dict[str, Any]:
-        # a pending record (a library faster once) at least CONFIRM_AFTER_S old: its win counts
-        won = None
-        if previous is not None and previous.get("pending"):
-            at = previous.get("measured_at_s")
-            if at is not None and time.time() - at >= CONFIRM_AFTER_S:
-                won = {"seconds": previous["seconds"], "measured_at_s": at}
+        won = _earlier_win(previous)
         seconds = measure(libraries)
         winner = decide(seconds)
         if winner != "numpy" and won is None and CONFIRM_AFTER_S <= 0:
@@ -706,6 +703,21 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
         return {"choice": winner, "seconds": seconds, "earlier": won}
 
     return _cached_measurement(calibration_key(), "blas", measure_now, _blas_record_ok, refresh)
+
+
+def _earlier_win(previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The latest measurement at least ``CONFIRM_AFTER_S`` old that found a library faster
+    than NumPy's BLAS, from the record cached before (``{"seconds", "measured_at_s"}``): its
+    own (pending, or a confirmed choice measured again) or, for a confirmed choice measured
+    again sooner, the one that confirmed it; else None. A new measurement favouring the same
+    library confirms it."""
+    for rec in (previous, (previous or {}).get("earlier")):
+        if rec is None or decide(rec["seconds"]) == "numpy":
+            continue
+        at = rec.get("measured_at_s")
+        if at is not None and time.time() - at >= CONFIRM_AFTER_S:
+            return {"seconds": rec["seconds"], "measured_at_s": at}
+    return None
 
 
 def none_installed_reason() -> str:
