@@ -762,8 +762,9 @@ def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
 ) -> None:
     calls = _spy(monkeypatch)
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((4, 6)).astype(np.float32)
-    b = rng.standard_normal((6, 3)).astype(np.float32)
+    # 2**20 multiply-adds: as large as a product oneDNN takes (ONEDNN_MIN_MNK)
+    a = rng.standard_normal((128, 64)).astype(np.float32)
+    b = rng.standard_normal((64, 128)).astype(np.float32)
     _blas.matmul(a, b)
     _blas.matmul(a.T.T, np.asfortranarray(b))
     ro = b.copy()
@@ -779,7 +780,7 @@ def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
         (a[:, :0], b[:0]),  # empty
     ]
     for x, y in others:
-        np.testing.assert_allclose(_blas.matmul(x, y), np.matmul(x, y), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(_blas.matmul(x, y), np.matmul(x, y), rtol=1e-5, atol=1e-5)
     assert len(calls) == 3
     conv = {"mkl": _blas.GEMM_CBLAS, "onednn": _blas.GEMM_DNNL}[library]
     assert all(c[-1] == conv for c in calls)  # each call by its library's convention
@@ -787,6 +788,18 @@ def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
     np.testing.assert_allclose(_blas.matmul(a64, b64), a64 @ b64, rtol=1e-12)
     # float64: MKL's dgemm; oneDNN has none, so NumPy's BLAS
     assert len(calls) == (4 if library == "mkl" else 3)
+    # one multiply-add fewer: oneDNN leaves it to NumPy's BLAS (MKL takes any size)
+    small = np.ascontiguousarray(b[:, :127])
+    np.testing.assert_allclose(_blas.matmul(a, small), a @ small, rtol=1e-5, atol=1e-5)
+    out = np.zeros((128, 127), np.float32)
+    assert _blas.matmul_into(a, small, out, 1.0)
+    np.testing.assert_allclose(out, a @ small, rtol=1e-5, atol=1e-5)
+    assert len(calls) == (6 if library == "mkl" else 4)  # oneDNN: NumPy's cblas for beta=1
+    if library == "onednn":
+        assert calls[-1][0] == _blas.numpy_cblas()[np.dtype(np.float32)]
+    assert _blas.gemm_call(np.dtype(np.float32), 128 * 127 * 64) == (
+        None if library == "onednn" else (_blas.gemm_address(np.dtype(np.float32)), conv)
+    )
 
 
 def test_shape_errors_are_unchanged_with_the_library(library: str) -> None:

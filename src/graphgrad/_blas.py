@@ -82,6 +82,15 @@ _active: dict[Any, int] = {}  # dtype -> GEMM address while MKL or oneDNN is sel
 #: ILP64) and oneDNN's ``dnnl_sgemm``.
 GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
 _conv = [GEMM_CBLAS]  # the calling convention of the addresses in _active
+_min_mnk = [0]  # products with fewer multiply-adds (M*N*K) than this go to NumPy's BLAS
+#: oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's, so on small
+#: products it loses: on the Zen 4 at 1 thread (192 products, M and N from 10 to 256, K from
+#: 10 to 784, three transposes, 2026-12-03) its time over OpenBLAS's had a median of 1.36
+#: (up to 3.07) below 2**18 multiply-adds and 1.06 (0.30-1.94) from 2**18 to 2**20, and was
+#: at most 1.00 from 2**20 on (median 0.79-0.88). Under oneDNN, 2-D float32 products of fewer
+#: multiply-adds than this run on NumPy's BLAS: the 784-256-256-10 step's three 10-wide ones
+#: (327,680), not the 3072-512-512-10 step's (1,310,720).
+ONEDNN_MIN_MNK = 1 << 20
 _selected = ["numpy"]  # the library in use: "numpy", or one of LIBRARIES
 #: The libraries ``set_blas`` can select besides NumPy's BLAS, each with the package that
 #: brings it (graphgrad's extras of the same names install them).
@@ -240,20 +249,21 @@ def installed() -> list[str]:
     return [name for name in LIBRARIES if "error" not in find(name)]
 
 
-def _gemms(name: str) -> tuple[dict[Any, int], int]:
-    """A loaded library's GEMM addresses by dtype and their calling convention."""
+def _gemms(name: str) -> tuple[dict[Any, int], int, int]:
+    """A loaded library's GEMM addresses by dtype, their calling convention and the fewest
+    multiply-adds (M*N*K) of a product it takes (smaller ones: NumPy's BLAS)."""
     if name == "mkl":
-        return {_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]}, GEMM_CBLAS
-    return {_F32: _onednn["sgemm"]}, GEMM_DNNL
+        return {_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]}, GEMM_CBLAS, 0
+    return {_F32: _onednn["sgemm"]}, GEMM_DNNL, ONEDNN_MIN_MNK
 
 
 def _use(name: str) -> None:
     """Route the 2-D products to ``name``'s GEMMs (``"numpy"``: to ``np.matmul``); the
     library must be loaded."""
     _active.clear()
-    _conv[0] = GEMM_CBLAS
+    _conv[0], _min_mnk[0] = GEMM_CBLAS, 0
     if name != "numpy":
-        addresses, _conv[0] = _gemms(name)
+        addresses, _conv[0], _min_mnk[0] = _gemms(name)
         _active.update(addresses)
     _selected[0] = name
 
@@ -1560,6 +1570,7 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
             and a.size > 0
             and b.size > 0
             and max(*a.shape, b.shape[1]) <= _INT_MAX
+            and a.shape[0] * a.shape[1] * b.shape[1] >= _min_mnk[0]
         ):
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
@@ -1624,12 +1635,15 @@ def gemm_address(dtype: Any) -> int | None:
     return _active.get(dtype)
 
 
-def gemm_call(dtype: Any) -> tuple[int, int] | None:
+def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
     """``(address, calling convention)`` of the GEMM ``matmul`` calls for 2-D products of
     ``dtype`` now (``GEMM_CBLAS``: MKL's; ``GEMM_DNNL``: oneDNN's), or None where they go to
-    ``np.matmul``."""
+    ``np.matmul``; with ``mnk`` (M*N*K), for a product of that size (oneDNN leaves those
+    under ``ONEDNN_MIN_MNK`` to NumPy's BLAS)."""
     fn = _active.get(dtype)
-    return None if fn is None else (fn, _conv[0])
+    if fn is None or (mnk is not None and mnk < _min_mnk[0]):
+        return None
+    return fn, _conv[0]
 
 
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
@@ -1652,6 +1666,8 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     ):
         return False
     fn, conv = _active.get(out.dtype), _conv[0]
+    if a.shape[0] * a.shape[1] * b.shape[1] < _min_mnk[0]:
+        fn = None  # a small product: NumPy's BLAS (see ONEDNN_MIN_MNK)
     if fn is None and beta != 0 and _fused.KERNELS is not None:
         found = numpy_cblas()
         fn = found.get(out.dtype)

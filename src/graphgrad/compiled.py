@@ -733,7 +733,7 @@ class CompiledStep:
         dt = self.dtype
         blas = _blas.numpy_cblas()
         numpy_conv = _blas.GEMM_CBLAS64 if blas.get("ilp64") else _blas.GEMM_CBLAS
-        fn, conv = _blas.gemm_call(dt) or (blas.get(dt), numpy_conv)
+        fn = blas.get(dt)  # NumPy's; the builder asks _blas per product for another library's
         gemv = blas.get("gemv", {}).get(dt)  # NumPy's, whatever the GEMMs' library
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
@@ -781,7 +781,7 @@ class CompiledStep:
             if len({opt.state.get(i, {}).get("step", 0) for i in ids}) > 1:
                 self.why_eager = "Adam's parameters have taken different numbers of steps"
                 return None
-        builder = _PlanBuilder(dt, dt == np.float64, fn, conv, gemv, numpy_conv, S)
+        builder = _PlanBuilder(dt, dt == np.float64, fn, numpy_conv, gemv, numpy_conv, S)
         return builder, params, loops
 
     def _emit_forward(
@@ -1112,8 +1112,10 @@ class _PlanBuilder:
     def __init__(
         self, dt: np.dtype[Any], dbl: bool, fn: int, conv: int, gemv: int, gemv_conv: int, S: int
     ):
-        """``fn``, ``conv``: the GEMM and its calling convention (``_blas.GEMM_*``); ``gemv``,
-        ``gemv_conv``: NumPy's ``cblas_?gemv`` and its (LP64 or ILP64), for the bias sums."""
+        """``fn``, ``conv``: NumPy's GEMM and its calling convention (``_blas.GEMM_*``), for
+        the products ``_blas.gemm_call`` leaves to NumPy's BLAS (all of them, unless another
+        library is selected); ``gemv``, ``gemv_conv``: NumPy's ``cblas_?gemv`` and its
+        convention, for the bias sums."""
         self.dt, self.dbl, self.fn, self.conv, self.S = dt, dbl, fn, conv, S
         self.gemv, self.gemv_conv = gemv, gemv_conv
         self.instrs: list[tuple[Any, ...]] = []
@@ -1206,10 +1208,11 @@ class _PlanBuilder:
         lda, ldb = (M if ta else K), (K if tb else N)
         ldc = out.strides[0] // out.itemsize  # N, or more for a padded gradient
         assert out.strides[1] == out.itemsize and ldc >= N
+        fn, conv = _blas.gemm_call(self.dt, M * N * K) or (self.fn, self.conv)
         self.add(
             "gemm",
-            fn=self.fn,
-            flags=(int(ta), int(tb), self.conv, int(first)),
+            fn=fn,
+            flags=(int(ta), int(tb), conv, int(first)),
             ptrs=(a, b, _addr(out)),
             sizes=(M, N, K, lda, ldb, ldc),
             scalars=(beta,),
