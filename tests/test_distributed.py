@@ -423,6 +423,74 @@ if world.is_root:
 """
 
 
+PADDED_SCRIPT = """
+import numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init()
+g = np.random.default_rng(0)
+x = g.normal(size=(16, 1024)).astype(np.float32)
+y = g.integers(0, 4, 16)
+lo, hi = dist.shard_bounds(16, world.rank, world.size)
+
+
+def grads(model, xs, ys, weight):
+    model.zero_grad()
+    (gg.cross_entropy(model(xs), ys) * weight).backward()
+    return [np.array(p.grad) for p in model.parameters()]
+
+
+for mode in ("allreduce", "overlap", "shm", "reduce"):
+    model = gg.nn.MLP(1024, [3], 4, rng=np.random.default_rng(1))
+    ps = model.parameters()
+    red = dist.GradientReducer(ps, world, extra=1, overlap=mode == "overlap",
+                               reduce="shm" if mode == "shm" else "allreduce")
+    for step in range(3):  # overlap: the first step records the buckets
+        w = (hi - lo) / 16
+        if mode == "reduce":  # gradients in .grad first (an ordinary backward)
+            model.zero_grad()
+            gg.cross_entropy(model(x[lo:hi]), y[lo:hi]).backward()
+            red.reduce(w)
+        else:
+            model.zero_grad()
+            red.backward(gg.cross_entropy(model(x[lo:hi]), y[lo:hi]), w)
+            red.extra[0] = 1.0
+            red.finish()
+        got = [np.array(p.grad) for p in ps]
+        want = grads(gg.nn.MLP(1024, [3], 4, rng=np.random.default_rng(1)), x, y, 1.0)
+        ok = all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
+        view = red.views[0]
+        lead = view.strides[0] // view.itemsize
+        result = red.result if mode == "shm" else red.buffer
+        at = red.offsets[0]
+        gaps = result[at : at + 3 * lead].reshape(3, lead)[:, 1024:]
+        line = (mode, step, ok, lead, ps[0].grad.strides[0] // 4, bool(np.all(gaps == 0)),
+                float(red.extra[0]) if mode != "reduce" else 2.0,
+                not red._late[0])  # linear wrote it into the padded slot during backward
+        for rank_line in world.allgather(line):
+            if world.is_root:
+                print(*rank_line)
+"""
+
+
+def test_a_padded_weight_gradient_is_reduced_in_its_padded_slot(tmp_path: Path) -> None:
+    """A weight whose rows are 4096 bytes long (1024 float32) has a padded slot in the
+    reducer's buffer, its rows 16 floats further apart, as the steps pad such a gradient:
+    the sum over the ranks is right with every reduction (Allreduce, overlapped buckets,
+    shared memory, gradients given in .grad), .grad is a view of the padded rows, and the
+    gaps stay zero."""
+    script = tmp_path / "padded.py"
+    script.write_text(PADDED_SCRIPT)
+    r = mpirun(2, sys.executable, script, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [ln.split() for ln in r.stdout.strip().splitlines()]
+    assert len(lines) == 2 * 4 * 3, r.stdout  # both ranks print
+    for mode, _step, ok, lead, grad_lead, gaps, extra, sink in lines:
+        got = (ok, lead, grad_lead, gaps, extra, sink)
+        assert got == ("True", "1040", "1040", "True", "2.0", "True"), mode
+
+
 def test_shared_memory_reduction_equals_allreduce_and_one_process(tmp_path: Path) -> None:
     import graphgrad as gg
     from graphgrad.train import Trainer
@@ -653,15 +721,16 @@ import graphgrad as gg
 from graphgrad import distributed as dist
 
 world = dist.init()
+width = int(sys.argv[1])  # 1024: the first weight's rows are 4096 bytes or more, padded
 g = np.random.default_rng(0)
-x = g.normal(size=(49, 20))  # the last global batch of 1 sample: shards of 1 and 0
+x = g.normal(size=(49, width))  # the last global batch of 1 sample: shards of 1 and 0
 y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
-out, engines = {}, {}
+out, engines, padded = {}, {}, {}
 for dtype in (np.float32, np.float64):
     for opt_name in ("momentum", "adam"):
         for reduce in ("shm", "allreduce"):
             for compiled in (True, False):
-                model = gg.nn.MLP(20, [32, 16], 3, "tanh", rng=np.random.default_rng(1),
+                model = gg.nn.MLP(width, [32, 16], 3, "tanh", rng=np.random.default_rng(1),
                                   dtype=dtype)
                 ps = model.parameters()
                 opt = (gg.optim.SGD(ps, 0.1, 0.9, nesterov=True, weight_decay=1e-3)
@@ -675,6 +744,8 @@ for dtype in (np.float32, np.float64):
                 out[key] = b"".join(p.data.tobytes() for p in ps) + repr(
                     [(r["train_loss"], r["train_accuracy"]) for r in hist]).encode()
                 engines[key] = tr.step_engine
+                w1 = ps[0].grad  # a view of the reducer's sum
+                padded[key] = w1.strides[0] > w1.shape[1] * w1.itemsize
 tr = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), 0.1), world=world,
                              batch_size=8, overlap=True, log=lambda line: None, progress=False)
 blobs = world.allgather(out)
@@ -684,24 +755,30 @@ if world.is_root:
             twin = key[: -len("True")] + "False"
             print(key, "same" if out[key] == out[twin] else "DIFFERENT",
                   "ranks-agree" if all(b[key] == out[key] for b in blobs) else "RANKS-DIFFER",
-                  engines[key], engines[twin])
+                  engines[key], engines[twin], padded[key], padded[twin])
     print("overlap:", tr.step_engine, "|", tr.why_eager)
 """
 
 
-def test_compiled_distributed_steps_equal_eager_ones_bit_for_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", [20, 1024])
+def test_compiled_distributed_steps_equal_eager_ones_bit_for_bit(
+    tmp_path: Path, width: int
+) -> None:
     """Each rank's step a compiled plan (gradients into the reducer's buffer, the reduction,
     then the update from the sums) gives the eager DistributedTrainer's weights and history
     bit for bit, with either reduction, SGD or Adam, float32 or float64, and a last step
-    whose shards (1 and 0 samples) take the eager step; with overlap the steps are eager."""
+    whose shards (1 and 0 samples) take the eager step; with overlap the steps are eager.
+    Width 1024: the first weight's rows are 4096 (float32) or 8192 bytes long, so its slot
+    of the reducer's buffer is padded (its rows further apart), in both steps."""
     script = tmp_path / "compiled.py"
     script.write_text(COMPILED_SCRIPT)
-    r = mpirun(2, sys.executable, script, timeout=240)
+    r = mpirun(2, sys.executable, script, width, timeout=240)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 9, r.stdout
+    pad = str(width == 1024)
     for line in lines[:8]:
-        assert line.split()[1:] == ["same", "ranks-agree", "compiled", "eager"], line
+        assert line.split()[1:] == ["same", "ranks-agree", "compiled", "eager", pad, pad], line
     assert lines[8] == (
         "overlap: eager | overlap=True: the buckets are reduced while the eager backward pass "
         "makes their gradients"

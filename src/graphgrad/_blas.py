@@ -1646,12 +1646,24 @@ def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
     return fn, _conv[0]
 
 
+def _rows_contiguous(out: np.ndarray) -> bool:
+    """C-contiguous, or a padded weight gradient: rows contiguous, further apart than their
+    length (the GEMMs take the row stride as ``ldc``)."""
+    return out.flags.c_contiguous or (
+        out.ndim == 2
+        and out.strides[1] == out.itemsize
+        and out.strides[0] % out.itemsize == 0
+        and out.strides[0] >= out.shape[1] * out.itemsize
+    )
+
+
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     """``out = a @ b + beta * out`` in place for 2-D float arrays of ``out``'s dtype, the
     product added inside one GEMM call (MKL's or oneDNN's when selected, else, for beta != 0, the
     ``cblas_?gemm`` of NumPy's own OpenBLAS: the product is never stored on its own), else
-    ``np.matmul`` then ``out *= beta; out += product``. Returns False, doing nothing, when the
-    arrays do not fit (other dtypes or ranks, shapes that do not match)."""
+    ``np.matmul`` then ``out *= beta; out += product``. ``out``: C-contiguous, or with its
+    rows further apart (a padded gradient). Returns False, doing nothing, when the arrays do
+    not fit (other dtypes or ranks, shapes that do not match)."""
     if not (
         type(a) is np.ndarray
         and type(b) is np.ndarray
@@ -1661,7 +1673,7 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         and out.dtype in (_F32, _F64)
         and out.shape == (a.shape[0], b.shape[1])
         and a.shape[1] == b.shape[0]
-        and out.flags.c_contiguous
+        and _rows_contiguous(out)
         and out.flags.writeable
     ):
         return False

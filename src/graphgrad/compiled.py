@@ -879,7 +879,7 @@ class CompiledStep:
                         type(a) is not np.ndarray
                         or a.shape != p.shape
                         or a.dtype != dt
-                        or not (a.flags.c_contiguous and a.flags.writeable)
+                        or not (_contiguous_or_padded(a) and a.flags.writeable)
                     ):
                         self.why_eager = "a gradient array of the reduction does not fit"
                         return None
@@ -1104,6 +1104,17 @@ class CompiledStep:
             f"CompiledStep({'-'.join(map(str, sizes))}, activations: {acts}, "
             f"{type(self.optimizer).__name__}, {self.dtype})"
         )
+
+
+def _contiguous_or_padded(a: np.ndarray) -> bool:
+    """C-contiguous, or a weight gradient padded as :func:`graphgrad._memory.empty_grad`
+    pads one (a reduction's buffer slot, say): 2-D, its rows contiguous and further apart."""
+    return a.flags.c_contiguous or (
+        a.ndim == 2
+        and a.strides[1] == a.itemsize
+        and a.strides[0] % a.itemsize == 0
+        and a.strides[0] > a.shape[1] * a.itemsize
+    )
 
 
 class _PlanBuilder:

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _memory
 from ._memory import MALLOC_SETTINGS, keep_freed_memory
 from .errors import GraphgradError
 from .nn.module import Module
@@ -607,7 +607,11 @@ class GradientReducer:
     """Averages the parameters' gradients over the ranks through one contiguous buffer.
 
     The buffer holds every parameter's gradient followed by ``extra`` scalars (statistics to
-    sum along, e.g. loss, correct, samples). A step is :meth:`backward` (or gradients already
+    sum along, e.g. loss, correct, samples). A weight whose rows are a multiple of 4096 bytes
+    long (a 3072-input layer's) gets its rows further apart in the buffer, as the eager and
+    compiled steps store such a gradient (``graphgrad._memory.pads``: OpenBLAS writes it
+    faster); the gaps hold zeros, summed with the rest, and ``.grad`` is a view that skips
+    them. A step is :meth:`backward` (or gradients already
     in ``.grad``), then :meth:`finish`, which sums the buffer over the ranks in place and makes
     each parameter's ``.grad`` a view of its slice (no copy). A parameter without a gradient
     on this rank (an empty shard, an unused parameter) contributes zeros.
@@ -692,13 +696,21 @@ class GradientReducer:
         self.overlap = bool(overlap)
         self.bucket_bytes = int(bucket_bytes)
         self.n_extra = int(extra)
-        self.size = sum(p.data.size for p in self.params)
+        # each parameter's slot of the buffer: its size, or, for a weight whose rows are a
+        # multiple of 4096 bytes long, rows padded as the steps pad such a gradient
+        # (_memory.pads: OpenBLAS writes it faster), the padding zeros summed with the rest
+        self._row_len = [_padded_row(p.shape, self.dtype.itemsize) for p in self.params]
+        self._slot = [
+            p.data.size if ld is None else p.shape[0] * ld
+            for p, ld in zip(self.params, self._row_len, strict=True)
+        ]
+        self.size = sum(self._slot)
         self.reduction = "allreduce"
         self.reduce_note: str | None = None
         self._shm: NodeReduction | None = None
         self._reduce = reduce
         self._set_up = False  # setup() ran (the shared window is made at the first step)
-        self.buffer = np.empty(self.size + extra, dtype=self.dtype)
+        self.buffer = np.zeros(self.size + extra, dtype=self.dtype)
         self.result = self.buffer
         self.extra = self.buffer[self.size :]
         self._layout(list(range(len(self.params))))
@@ -721,17 +733,21 @@ class GradientReducer:
         self.bucket_sizes: list[int] | None = None
 
     def _layout(self, order: list[int]) -> None:
-        """Place the parameters in the buffer in ``order``; ``.views[k]`` is parameter k's."""
+        """Place the parameters in the buffer in ``order``; ``.views[k]`` is parameter k's
+        (for a padded slot, its rows further apart, as ``_memory.empty_grad`` makes them)."""
         self.offsets = [0] * len(self.params)
         self.views: list[np.ndarray] = [self.buffer[:0]] * len(self.params)
         self.result_views: list[np.ndarray] = [self.result[:0]] * len(self.params)
         at = 0
         for k in order:
-            p = self.params[k]
+            p, n, ld = self.params[k], self._slot[k], self._row_len[k]
             self.offsets[k] = at
-            self.views[k] = self.buffer[at : at + p.data.size].reshape(p.shape)
-            self.result_views[k] = self.result[at : at + p.data.size].reshape(p.shape)
-            at += p.data.size
+            for views, whole in ((self.views, self.buffer), (self.result_views, self.result)):
+                slot = whole[at : at + n]
+                views[k] = (
+                    slot.reshape(p.shape) if ld is None else slot.reshape(-1, ld)[:, : p.shape[1]]
+                )
+            at += n
 
     @property
     def node_reduction(self) -> NodeReduction | None:
@@ -943,8 +959,8 @@ class GradientReducer:
         buckets: list[list[int]] = []
         limit = max(1, self.bucket_bytes // self.dtype.itemsize)
         for k in early:
-            n = self.params[k].data.size
-            if buckets and sum(self.params[j].data.size for j in buckets[-1]) + n <= limit:
+            n = self._slot[k]
+            if buckets and sum(self._slot[j] for j in buckets[-1]) + n <= limit:
                 buckets[-1].append(k)
             else:
                 buckets.append([k])
@@ -954,12 +970,13 @@ class GradientReducer:
         buckets.append(last + late)
         g = [np.array(self.views[k]) for k in range(len(self.params))]
         self._layout([k for members in buckets for k in members])
+        self.buffer[: self.size] = 0  # the padded slots' gaps (the extra scalars stay)
         for k in range(len(self.params)):
             self.views[k][...] = g[k]
         self._buckets, self._bucket_of = [], [0] * len(self.params)
         a = 0
         for i, members in enumerate(buckets):
-            b = a + sum(self.params[k].data.size for k in members)
+            b = a + sum(self._slot[k] for k in members)
             if i == len(buckets) - 1:
                 b += self.n_extra
             self._buckets.append((a, b, members))
@@ -968,6 +985,14 @@ class GradientReducer:
             a = b
         self.bucket_sizes = [b - a for a, b, _members in self._buckets]
         self._plan = plan
+
+
+def _padded_row(shape: tuple[int, ...], itemsize: int) -> int | None:
+    """The row length (elements) of a padded gradient slot for a parameter of ``shape``, or
+    None where its gradient is not padded (:func:`graphgrad._memory.pads`)."""
+    if len(shape) != 2 or not _memory.pads(shape[0], shape[1], itemsize):
+        return None
+    return shape[1] + _memory.GRAD_PAD // itemsize
 
 
 class _BufferSink:
