@@ -125,22 +125,40 @@ def _one_thread_pool(lib: Any) -> str:
     return MKL_THREADING_LAYERS.get(layer, str(layer))
 
 
+def _no_kernels(library: str, attribute: str) -> str:
+    """Why ``library`` cannot be called (graphgrad's compiled kernels, which call it, lack
+    ``attribute``: not built, or turned off), or ''."""
+    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, attribute):
+        return (
+            f"graphgrad's compiled kernels, which call {library}, are not in use (not built, or "
+            "GRAPHGRAD_PURE_PYTHON is set)"
+        )
+    return ""
+
+
+def _candidates(patterns: tuple[str, ...], names: tuple[str, ...]) -> list[str]:
+    """Where to load a library from: the files matching ``patterns`` in this environment (and
+    the base Python's), then ``names`` as the system's loader finds them."""
+    found = []
+    for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for pattern in patterns:
+            found += sorted(glob.glob(os.path.join(root, pattern)))
+    return found + list(names)
+
+
 def find_mkl() -> dict[str, Any]:
     """Intel MKL loaded (once): ``{"lib", "path", "sgemm", "dgemm", "threading"}``, or
     ``{"error": why}`` where it cannot be used."""
     if _mkl:
         return _mkl
-    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "gemm"):
-        _mkl["error"] = (
-            "graphgrad's compiled kernels, which call MKL, are not in use (not built, or "
-            "GRAPHGRAD_PURE_PYTHON is set)"
-        )
+    why = _no_kernels("MKL", "gemm")
+    if why:
+        _mkl["error"] = why
         return _mkl
-    candidates = []
-    for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        candidates += sorted(glob.glob(os.path.join(root, "lib", "libmkl_rt.so*")))
-        candidates += sorted(glob.glob(os.path.join(root, "Library", "bin", "mkl_rt*.dll")))
-    candidates += ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"]
+    candidates = _candidates(
+        (os.path.join("lib", "libmkl_rt.so*"), os.path.join("Library", "bin", "mkl_rt*.dll")),
+        ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"),
+    )
     for path in candidates:
         try:
             lib = ctypes.CDLL(path)
@@ -195,18 +213,14 @@ def find_onednn() -> dict[str, Any]:
     wheel) would keep a second pool of threads spinning against the kernels'."""
     if _onednn:
         return _onednn
-    if _fused.KERNELS is None or not hasattr(_fused.KERNELS, "GEMM_DNNL"):
-        _onednn["error"] = (
-            "graphgrad's compiled kernels, which call oneDNN, are not in use (not built, or "
-            "GRAPHGRAD_PURE_PYTHON is set)"
-        )
+    why = _no_kernels("oneDNN", "GEMM_DNNL")
+    if why:
+        _onednn["error"] = why
         return _onednn
-    candidates = []
-    for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
-        candidates += sorted(glob.glob(os.path.join(root, "lib", "libdnnl.so.3*")))
-    candidates += ["libdnnl.so.3", "libdnnl.so.2"]
     refused = ""
-    for path in candidates:
+    for path in _candidates(
+        (os.path.join("lib", "libdnnl.so.3*"),), ("libdnnl.so.3", "libdnnl.so.2")
+    ):
         try:
             lib = ctypes.CDLL(path)
             sgemm, version = lib.dnnl_sgemm, lib.dnnl_version
