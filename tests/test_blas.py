@@ -153,6 +153,9 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[FakeMachine
     monkeypatch.setattr(_blas, "matmul", machine.matmul)
     monkeypatch.setattr(_blas, "_calibrations", {})
     monkeypatch.setattr(_blas, "_probe", machine)
+    # no reading of the real CPUs' load: work running beside the tests would mark the fake
+    # measurements busy (and so stale); the tests of that substitute a FakeStat
+    monkeypatch.setattr(_blas, "_cpu_jiffies", lambda path="/proc/stat": None)
     monkeypatch.setattr(_blas._fused, "FORCED_PAR_MIN", None)
     # MKL's win measured again at once (the tests of the 10-minute wait set it themselves)
     monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 0.0)
