@@ -1209,7 +1209,7 @@ def test_the_threshold_is_measured_after_a_gemm_and_applied(two_threads: FakeMac
     # each figure: one ReLU VJP + one SGD call, each timed alone
     assert cal["serial"] == pytest.approx([2 * n * 1e-9 for n in S])
     assert cal["split"] == pytest.approx([2 * (n * 0.5e-9 + 100e-6) for n in S])
-    assert "calibration at 2 thread(s) with numpy's BLAS, measured now" in info["reason"]
+    assert "calibration at 2 thread(s) with NumPy's BLAS, measured now" in info["reason"]
     assert {(n, split) for n, split in fake.kernel_calls} == {(n, b) for n in S for b in (0, 1)}
     assert fake.gemms == len(fake.kernel_calls)  # a GEMM before every kernel call
     assert fake.PAR_MIN == 32768  # the probe's own threshold restored

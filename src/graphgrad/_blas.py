@@ -918,8 +918,9 @@ def _describe_par_min(rec: dict[str, Any]) -> str:
         for n, t1, tn in zip(rec["sizes"], rec["serial"], rec["split"], strict=True)
     )
     return (
-        f"calibration at {rec['key']['threads']} thread(s) with {rec['key']['blas']}'s BLAS, "
-        f"{how}: ReLU VJP + SGD-momentum us serial/split after a GEMM: {pairs}"
+        f"calibration at {rec['key']['threads']} thread(s) with "
+        f"{LABELS.get(rec['key']['blas'], rec['key']['blas'])}, {how}: ReLU VJP + "
+        f"SGD-momentum us serial/split after a GEMM: {pairs}"
     )
 
 
@@ -1129,8 +1130,9 @@ def _apply_layout(refresh: bool = False) -> None:
             how = _how(cal)
             s = cal["seconds"]
             reason = (
-                f"calibration at {cal['key']['threads']} thread(s) with {cal['key']['blas']}'s "
-                f"BLAS, {how}: rows {s['rows'] * 1e3:.3f} ms, columns {s['columns'] * 1e3:.3f} ms "
+                f"calibration at {cal['key']['threads']} thread(s) with "
+                f"{LABELS.get(cal['key']['blas'], cal['key']['blas'])}, {how}: rows "
+                f"{s['rows'] * 1e3:.3f} ms, columns {s['columns'] * 1e3:.3f} ms "
                 f"per pass over linear's products (columns only if >{LAYOUT_MARGIN:.0%} faster)"
             )
     _use_layout(lay, reason, cal)
