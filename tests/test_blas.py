@@ -1030,6 +1030,44 @@ def test_mkl_and_the_kernels_share_one_openmp_pool() -> None:
     assert any(p.startswith("blas ") and "mkl" in p and p.endswith(" gnu") for p in pools)
 
 
+@pytest.mark.skipif(not (MKL and ONEDNN), reason="needs both MKL and oneDNN")
+def test_products_while_another_thread_switches_libraries() -> None:
+    # each product reads its library's address, calling convention and size limit as one
+    # tuple: a switch between MKL (CBLAS) and oneDNN (dnnl_sgemm) from another thread must
+    # never make a product call one library with the other's arguments (a crash)
+    import threading
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((128, 96)).astype(np.float32)
+    b = rng.standard_normal((96, 128)).astype(np.float32)
+    want = a @ b
+    before = gg.blas_info()["requested"]
+    stop = threading.Event()
+    errors: list[float] = []
+
+    def multiply() -> None:
+        while not stop.is_set():
+            errors.append(float(np.abs(_blas.matmul(a, b) - want).max()))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns between almost every bytecode
+    worker = threading.Thread(target=multiply)
+    worker.start()
+    try:
+        for i in range(300):
+            gg.set_blas(("mkl", "onednn", "numpy")[i % 3])
+        i = 0
+        while len(errors) < 3000 and worker.is_alive():  # the switch alone, set_blas's
+            _blas._use(("mkl", "onednn")[i % 2])  # last step: many more of them
+            i += 1
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+        gg.set_blas(before)
+    assert errors and max(errors) < 1e-3
+
+
 _ONEDNN_POOL = """
 import ctypes, numpy as np, graphgrad as gg, threadpoolctl
 from graphgrad import _blas

@@ -81,8 +81,11 @@ _active: dict[Any, int] = {}  # dtype -> GEMM address while MKL or oneDNN is sel
 #: The GEMMs' calling conventions (``_kernels.GEMM_*``): the CBLAS ``cblas_?gemm`` (LP64 and
 #: ILP64) and oneDNN's ``dnnl_sgemm``.
 GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
-_conv = [GEMM_CBLAS]  # the calling convention of the addresses in _active
-_min_mnk = [0]  # products with fewer multiply-adds (M*N*K) than this go to NumPy's BLAS
+#: dtype -> (address, calling convention, fewest multiply-adds M*N*K taken) of the selected
+#: library's GEMMs; one tuple, read once per product, and a new dict at each selection, so
+#: that a product running while another thread selects another library never pairs one
+#: library's address with another's convention
+_calls: dict[Any, tuple[int, int, int]] = {}
 #: oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's, so on small
 #: products it loses: on the Zen 4 at 1 thread (192 products, M and N from 10 to 256, K from
 #: 10 to 784, three transposes, 2026-12-03) its time over OpenBLAS's had a median of 1.36
@@ -274,11 +277,14 @@ def _gemms(name: str) -> tuple[dict[Any, int], int, int]:
 def _use(name: str) -> None:
     """Route the 2-D products to ``name``'s GEMMs (``"numpy"``: to ``np.matmul``); the
     library must be loaded."""
-    _active.clear()
-    _conv[0], _min_mnk[0] = GEMM_CBLAS, 0
+    global _calls
+    calls: dict[Any, tuple[int, int, int]] = {}
     if name != "numpy":
-        addresses, _conv[0], _min_mnk[0] = _gemms(name)
-        _active.update(addresses)
+        addresses, conv, min_mnk = _gemms(name)
+        calls = {dt: (fn, conv, min_mnk) for dt, fn in addresses.items()}
+    _calls = calls
+    _active.clear()
+    _active.update({dt: call[0] for dt, call in calls.items()})
     _selected[0] = name
 
 
@@ -1575,10 +1581,10 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
     array of the product's shape and dtype to write it into, its rows contiguous but
     possibly further apart (a padded weight gradient, :func:`graphgrad._memory.empty_grad`):
     the same BLAS call, with that row stride."""
-    if _active and type(a) is np.ndarray and type(b) is np.ndarray:
-        fn = _active.get(a.dtype)
+    if _calls and type(a) is np.ndarray and type(b) is np.ndarray:
+        call = _calls.get(a.dtype)
         if (
-            fn is not None
+            call is not None
             and a.ndim == 2
             and b.ndim == 2
             and b.dtype == a.dtype
@@ -1586,13 +1592,13 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
             and a.size > 0
             and b.size > 0
             and max(*a.shape, b.shape[1]) <= _INT_MAX
-            and a.shape[0] * a.shape[1] * b.shape[1] >= _min_mnk[0]
+            and a.shape[0] * a.shape[1] * b.shape[1] >= call[2]
         ):
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
                 if out is None:
                     out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-                _fused.KERNELS.gemm(fn, la[0], la[1], lb[0], lb[1], out, 0.0, _conv[0])
+                _fused.KERNELS.gemm(call[0], la[0], la[1], lb[0], lb[1], out, 0.0, call[1])
                 return out
     return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
 
@@ -1656,10 +1662,10 @@ def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
     ``dtype`` now (``GEMM_CBLAS``: MKL's; ``GEMM_DNNL``: oneDNN's), or None where they go to
     ``np.matmul``; with ``mnk`` (M*N*K), for a product of that size (oneDNN leaves those
     under ``ONEDNN_MIN_MNK`` to NumPy's BLAS)."""
-    fn = _active.get(dtype)
-    if fn is None or (mnk is not None and mnk < _min_mnk[0]):
+    call = _calls.get(dtype)
+    if call is None or (mnk is not None and mnk < call[2]):
         return None
-    return fn, _conv[0]
+    return call[0], call[1]
 
 
 def _rows_contiguous(out: np.ndarray) -> bool:
@@ -1693,9 +1699,11 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         and out.flags.writeable
     ):
         return False
-    fn, conv = _active.get(out.dtype), _conv[0]
-    if a.shape[0] * a.shape[1] * b.shape[1] < _min_mnk[0]:
-        fn = None  # a small product: NumPy's BLAS (see ONEDNN_MIN_MNK)
+    fn: int | None = None
+    conv = GEMM_CBLAS
+    call = gemm_call(out.dtype, a.shape[0] * a.shape[1] * b.shape[1])
+    if call is not None:
+        fn, conv = call  # else a small product under oneDNN (ONEDNN_MIN_MNK), or none chosen
     if fn is None and beta != 0 and _fused.KERNELS is not None:
         found = numpy_cblas()
         fn = found.get(out.dtype)
