@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -688,10 +689,13 @@ def test_missing_onednn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 class _FakeDnnl:
-    """A libdnnl whose ``dnnl_version`` reports the CPU runtime ``runtime``."""
+    """A libdnnl whose ``dnnl_version`` reports the CPU runtime ``runtime`` (2, OpenMP: Intel's
+    libiomp5 or LLVM's libomp when ``iomp``, whose ``kmp_set_blocktime`` it then resolves)."""
 
-    def __init__(self, runtime: int) -> None:
+    def __init__(self, runtime: int, iomp: bool = False) -> None:
         self.runtime = runtime
+        if iomp:
+            self.kmp_set_blocktime = object()
 
     @property
     def dnnl_sgemm(self) -> Any:
@@ -710,17 +714,25 @@ class _FakeDnnl:
         return Version()
 
 
-@pytest.mark.parametrize(("runtime", "name"), [(4, "TBB"), (8, "threadpool"), (512, "512")])
+@pytest.mark.parametrize(
+    ("runtime", "iomp", "name"),
+    [
+        (4, False, "TBB"),
+        (8, False, "threadpool"),
+        (512, False, "512"),
+        (2, True, "Intel's or LLVM's OpenMP"),
+    ],
+)
 def test_a_onednn_on_another_thread_pool_is_refused(
-    monkeypatch: pytest.MonkeyPatch, runtime: int, name: str
+    monkeypatch: pytest.MonkeyPatch, runtime: int, iomp: bool, name: str
 ) -> None:
-    # a TBB (or SYCL, threadpool) build would keep its own threads spinning against the
-    # kernels' OpenMP ones: refused, with the wheel that runs on GNU OpenMP named
+    # a TBB (or SYCL, threadpool, Intel OpenMP) build would keep its own threads spinning
+    # against the kernels' GNU OpenMP ones: refused, with the wheel that runs on GNU OpenMP
     monkeypatch.setattr(_blas, "_onednn", {})
-    monkeypatch.setattr(_blas.ctypes, "CDLL", lambda path, *a, **k: _FakeDnnl(runtime))
+    monkeypatch.setattr(_blas.ctypes, "CDLL", lambda path, *a, **k: _FakeDnnl(runtime, iomp))
     found = _blas.find_onednn()
     assert found.keys() == {"error"}
-    assert f"runs its threads in {name}, a second thread pool" in found["error"]
+    assert re.search(f"runs its threads in {name}, a second thread pool", found["error"])
     assert found["error"].endswith("pip install onednn-cpu-gomp (oneDNN on GNU OpenMP)")
     assert "onednn" not in _blas.installed()
 

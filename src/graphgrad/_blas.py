@@ -212,8 +212,9 @@ def find_onednn() -> dict[str, Any]:
     in this environment's ``lib`` (where the ``onednn-cpu-gomp`` wheel puts it), then where
     the system keeps libraries (``libdnnl.so.3``, ``.so.2``). Only a build that runs its
     threads in OpenMP (GNU libgomp's, the kernels' pool: their thread count is set with
-    ``omp_set_num_threads``) or sequentially is used: a TBB or SYCL build (the ``onednn``
-    wheel) would keep a second pool of threads spinning against the kernels'."""
+    ``omp_set_num_threads``) or sequentially is used: a TBB, SYCL or Intel OpenMP build (the
+    ``onednn`` and ``onednn-cpu-iomp`` wheels) would keep a second pool of threads spinning
+    against the kernels'."""
     if _onednn:
         return _onednn
     why = _no_kernels("oneDNN", "GEMM_DNNL")
@@ -232,6 +233,8 @@ def find_onednn() -> dict[str, Any]:
         version.restype = ctypes.POINTER(_DnnlVersion)
         v = version().contents
         runtime = ONEDNN_RUNTIMES.get(v.cpu_runtime, str(v.cpu_runtime))
+        if runtime == "OpenMP" and getattr(lib, "kmp_set_blocktime", None) is not None:
+            runtime = "Intel's or LLVM's OpenMP"  # libiomp5 (onednn-cpu-iomp), libomp: not GNU's
         if runtime not in ("OpenMP", "sequential"):
             refused = (
                 f"{path} runs its threads in {runtime}, a second thread pool beside "
