@@ -439,7 +439,7 @@ def _without_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     """As a build without the compiled kernels: none, and so no MKL selected (its products
     go through the kernels' gemm; set_blas refuses it there), whatever this machine chose."""
     monkeypatch.setattr(_fused, "KERNELS", None)
-    monkeypatch.setattr(_blas, "_active", {})
+    monkeypatch.setattr(_blas, "_calls", {})
 
 
 @pytest.mark.parametrize("compiled", [True, False])

@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fused
+from . import _fused, _memory
 from ._atomic import atomic_write_text
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -77,14 +77,14 @@ _INT_MAX = 2**31 - 1
 
 _mkl: dict[str, Any] = {}  # loaded once: {"lib", "path", "sgemm", "dgemm"} or {"error": msg}
 _onednn: dict[str, Any] = {}  # loaded once: {"lib", "path", "sgemm", "version"} or {"error"}
-_active: dict[Any, int] = {}  # dtype -> GEMM address while MKL or oneDNN is selected
 #: The GEMMs' calling conventions (``_kernels.GEMM_*``): the CBLAS ``cblas_?gemm`` (LP64 and
 #: ILP64) and oneDNN's ``dnnl_sgemm``.
 GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
 #: dtype -> (address, calling convention, fewest multiply-adds M*N*K taken) of the selected
-#: library's GEMMs; one tuple, read once per product, and a new dict at each selection, so
-#: that a product running while another thread selects another library never pairs one
-#: library's address with another's convention
+#: library's GEMMs (empty for NumPy's BLAS). Each entry is one tuple, read once per product,
+#: so that a product running while another thread selects another library never pairs one
+#: library's address with another's convention (it finds the old tuple, the new one, or
+#: none: np.matmul). Changed in place, so that a compiled step's guard can hold the dict.
 _calls: dict[Any, tuple[int, int, int]] = {}
 #: oneDNN's sgemm costs a few microseconds more per call than OpenBLAS's, so on small
 #: products it loses: on the Zen 4 at 1 thread (192 products, M and N from 10 to 256, K from
@@ -280,14 +280,12 @@ def _gemms(name: str) -> tuple[dict[Any, int], int, int]:
 def _use(name: str) -> None:
     """Route the 2-D products to ``name``'s GEMMs (``"numpy"``: to ``np.matmul``); the
     library must be loaded."""
-    global _calls
     calls: dict[Any, tuple[int, int, int]] = {}
     if name != "numpy":
         addresses, conv, min_mnk = _gemms(name)
         calls = {dt: (fn, conv, min_mnk) for dt, fn in addresses.items()}
-    _calls = calls
-    _active.clear()
-    _active.update({dt: call[0] for dt, call in calls.items()})
+    _calls.clear()
+    _calls.update(calls)
     _selected[0] = name
 
 
@@ -422,16 +420,15 @@ def measure(libraries: list[str], clock: Any = None) -> dict[str, float]:
     pairs = _calibration_set()
     saved = _selected[0]
     times: dict[str, list[float]] = {lib: [] for lib in libraries}
-    use = _use
     try:
         for lib in libraries:  # warm up: thread pools started, code paged in
-            use(lib)
+            _use(lib)
             for a, b in pairs:
                 matmul(a, b)
         start = clock()
         for r in range(_CAL_ROUNDS):
             for lib in libraries if r % 2 == 0 else libraries[::-1]:
-                use(lib)
+                _use(lib)
                 t0 = clock()
                 for a, b in pairs:
                     matmul(a, b)
@@ -1646,18 +1643,20 @@ def numpy_cblas() -> dict[Any, Any]:
     return {}
 
 
-def gemm_addresses() -> dict[Any, int]:
-    """The dict :func:`gemm_address` reads (dtype -> MKL's ``cblas_?gemm`` address while MKL
-    is selected, else empty), itself: changed in place whenever the selection changes, so a
-    compiled step's guard can tell whether its entry is still the same object."""
-    return _active
+def gemm_addresses() -> dict[Any, tuple[int, int, int]]:
+    """The dict :func:`gemm_call` reads (dtype -> (address, calling convention, fewest
+    multiply-adds) of MKL's or oneDNN's GEMM while one is selected, else empty), itself:
+    changed in place whenever the selection changes, so a compiled step's guard can tell
+    whether its entry is still the same object."""
+    return _calls
 
 
 def gemm_address(dtype: Any) -> int | None:
     """The address of the GEMM ``matmul`` calls for 2-D products of ``dtype`` now: MKL's
     ``cblas_?gemm`` (LP64) or oneDNN's ``dnnl_sgemm`` while it is selected, else None
     (``np.matmul``, NumPy's own BLAS)."""
-    return _active.get(dtype)
+    call = _calls.get(dtype)
+    return None if call is None else call[0]
 
 
 def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
@@ -1669,17 +1668,6 @@ def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
     if call is None or (mnk is not None and mnk < call[2]):
         return None
     return call[0], call[1]
-
-
-def _rows_contiguous(out: np.ndarray) -> bool:
-    """C-contiguous, or a padded weight gradient: rows contiguous, further apart than their
-    length (the GEMMs take the row stride as ``ldc``)."""
-    return out.flags.c_contiguous or (
-        out.ndim == 2
-        and out.strides[1] == out.itemsize
-        and out.strides[0] % out.itemsize == 0
-        and out.strides[0] >= out.shape[1] * out.itemsize
-    )
 
 
 def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
@@ -1698,7 +1686,7 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         and out.dtype in (_F32, _F64)
         and out.shape == (a.shape[0], b.shape[1])
         and a.shape[1] == b.shape[0]
-        and _rows_contiguous(out)
+        and _memory.rows_contiguous(out)
         and out.flags.writeable
     ):
         return False

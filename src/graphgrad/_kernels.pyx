@@ -913,6 +913,14 @@ cdef void _gemm_at(size_t fn, int conv, bint dbl, bint ta, bint tb, long long M,
                        <const float*>b, <int>ldb, <float>beta, <float*>out, <int>ldc)
 
 
+cdef str _conv_error(int conv, bint dbl):
+    """Why ``_gemm_at`` cannot call by convention ``conv`` for this dtype, or None."""
+    if conv < 0 or conv > 2 or (conv == 2 and dbl):
+        return (f"calling convention {conv} for {'float64' if dbl else 'float32'} "
+                f"(0, 1; 2 for float32 only)")
+    return None
+
+
 def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb,
          real[:, :] out, double beta=0.0, int conv=0):
     """out = op(a) @ op(b) + beta * out (op: transpose when ta/tb; beta = 0: out is not read)
@@ -927,9 +935,9 @@ def gemm(size_t fn, const real[:, ::1] a, bint ta, const real[:, ::1] b, bint tb
     if out.strides[1] != sizeof(real) or out.strides[0] % sizeof(real) or ldc < max(N, 1):
         raise ValueError(f"gemm: out's rows must be contiguous, got strides "
                          f"({out.strides[0]}, {out.strides[1]})")
-    if conv < 0 or conv > 2 or (conv == 2 and dbl):
-        raise ValueError(f"gemm: calling convention {conv} for "
-                         f"{'float64' if dbl else 'float32'} (0, 1; 2 for float32 only)")
+    why = _conv_error(conv, dbl)
+    if why is not None:
+        raise ValueError(f"gemm: {why}")
     with nogil:
         _gemm_at(fn, conv, dbl, ta, tb, M, N, K, &a[0, 0], lda, &b[0, 0], ldb, beta,
                  &out[0, 0], ldc)
@@ -1220,9 +1228,8 @@ cdef class Plan:
             aux = item[7] if len(item) > 7 else (0, 0, 0, 0)
             ins = &self.code[k]
             ins.op = PLAN_OPS[op]
-            if ins.op == OP_GEMM and not (0 <= flags[2] <= 2 and not (flags[2] == 2 and dbl)):
-                raise ValueError(f"Plan: instruction {k}: GEMM calling convention {flags[2]} "
-                                 f"for {'float64' if dbl else 'float32'}")
+            if ins.op == OP_GEMM and _conv_error(flags[2], dbl) is not None:
+                raise ValueError(f"Plan: instruction {k}: GEMM {_conv_error(flags[2], dbl)}")
             ins.dbl = dbl
             ins.fn = fn
             for j in range(4):

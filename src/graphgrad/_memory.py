@@ -117,16 +117,34 @@ def pads(rows: int, cols: int, itemsize: int) -> bool:
     return rows >= 2 and cols > 0 and (cols * itemsize) % GRAD_PAD_EVERY == 0
 
 
+def grad_row(rows: int, cols: int, itemsize: int) -> int:
+    """The elements from one row's start to the next in a stored (rows, cols) weight gradient:
+    ``cols``, or :data:`GRAD_PAD` bytes more where :func:`pads` says so."""
+    return cols + GRAD_PAD // itemsize if pads(rows, cols, itemsize) else cols
+
+
 def empty_grad(shape: tuple[int, int], dtype: Any) -> np.ndarray:
     """An uninitialised weight gradient (rows, cols): where :func:`pads` says so, a view of a
-    wider array, its rows :data:`GRAD_PAD` bytes further apart, else :func:`empty`'s array."""
+    wider array, its rows :data:`GRAD_PAD` bytes further apart (:func:`grad_row`), else
+    :func:`empty`'s array."""
     import numpy as np
 
     rows, cols = shape
-    size = np.dtype(dtype).itemsize
-    if not pads(rows, cols, size):
+    ld = grad_row(rows, cols, np.dtype(dtype).itemsize)
+    if ld == cols:
         return empty(shape, dtype)
-    return empty((rows, cols + GRAD_PAD // size), dtype)[:, :cols]
+    return empty((rows, ld), dtype)[:, :cols]
+
+
+def rows_contiguous(a: np.ndarray) -> bool:
+    """C-contiguous, or 2-D with contiguous rows lying further apart (a padded weight
+    gradient, :func:`empty_grad`): what a GEMM writes with its row stride as ``ldc``."""
+    return a.flags.c_contiguous or (
+        a.ndim == 2
+        and a.strides[1] == a.itemsize
+        and a.strides[0] % a.itemsize == 0
+        and a.strides[0] >= a.shape[1] * a.itemsize
+    )
 
 
 def is_aligned(a: np.ndarray) -> bool:

@@ -781,7 +781,7 @@ class CompiledStep:
             if len({opt.state.get(i, {}).get("step", 0) for i in ids}) > 1:
                 self.why_eager = "Adam's parameters have taken different numbers of steps"
                 return None
-        builder = _PlanBuilder(dt, dt == np.float64, fn, numpy_conv, gemv, numpy_conv, S)
+        builder = _PlanBuilder(dt, dt == np.float64, fn, gemv, numpy_conv, S)
         return builder, params, loops
 
     def _emit_forward(
@@ -879,7 +879,7 @@ class CompiledStep:
                         type(a) is not np.ndarray
                         or a.shape != p.shape
                         or a.dtype != dt
-                        or not (_contiguous_or_padded(a) and a.flags.writeable)
+                        or not (_memory.rows_contiguous(a) and a.flags.writeable)
                     ):
                         self.why_eager = "a gradient array of the reduction does not fit"
                         return None
@@ -951,7 +951,7 @@ class CompiledStep:
                 b.add(
                     "sum_rows",
                     fn=b.gemv,
-                    flags=(int(g_f), 0, b.gemv_conv, 0),
+                    flags=(int(g_f), 0, b.conv, 0),
                     ptrs=(g_addr, _addr(ones), _addr(db)),
                     sizes=(S, n_out),
                     text=f"backward  db{k + 1} = Σ_s G{k + 1}   (ones @ G{k + 1}: GEMV)",
@@ -1106,29 +1106,15 @@ class CompiledStep:
         )
 
 
-def _contiguous_or_padded(a: np.ndarray) -> bool:
-    """C-contiguous, or a weight gradient padded as :func:`graphgrad._memory.empty_grad`
-    pads one (a reduction's buffer slot, say): 2-D, its rows contiguous and further apart."""
-    return a.flags.c_contiguous or (
-        a.ndim == 2
-        and a.strides[1] == a.itemsize
-        and a.strides[0] % a.itemsize == 0
-        and a.strides[0] > a.shape[1] * a.itemsize
-    )
-
-
 class _PlanBuilder:
     """Collects a plan's instructions, the arrays it allocates and its text."""
 
-    def __init__(
-        self, dt: np.dtype[Any], dbl: bool, fn: int, conv: int, gemv: int, gemv_conv: int, S: int
-    ):
-        """``fn``, ``conv``: NumPy's GEMM and its calling convention (``_blas.GEMM_*``), for
-        the products ``_blas.gemm_call`` leaves to NumPy's BLAS (all of them, unless another
-        library is selected); ``gemv``, ``gemv_conv``: NumPy's ``cblas_?gemv`` and its
-        convention, for the bias sums."""
-        self.dt, self.dbl, self.fn, self.conv, self.S = dt, dbl, fn, conv, S
-        self.gemv, self.gemv_conv = gemv, gemv_conv
+    def __init__(self, dt: np.dtype[Any], dbl: bool, fn: int, gemv: int, conv: int, S: int):
+        """``fn``, ``gemv``: NumPy's ``cblas_?gemm`` (for the products ``_blas.gemm_call``
+        leaves to NumPy's BLAS: all of them, unless another library is selected) and
+        ``cblas_?gemv`` (the bias sums); ``conv``: their calling convention (LP64 or ILP64,
+        ``_blas.GEMM_*``)."""
+        self.dt, self.dbl, self.fn, self.gemv, self.conv, self.S = dt, dbl, fn, gemv, conv, S
         self.instrs: list[tuple[Any, ...]] = []
         self.kept: list[np.ndarray] = []
         self.by_addr: dict[int, np.ndarray] = {}

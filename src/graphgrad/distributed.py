@@ -988,11 +988,12 @@ class GradientReducer:
 
 
 def _padded_row(shape: tuple[int, ...], itemsize: int) -> int | None:
-    """The row length (elements) of a padded gradient slot for a parameter of ``shape``, or
-    None where its gradient is not padded (:func:`graphgrad._memory.pads`)."""
-    if len(shape) != 2 or not _memory.pads(shape[0], shape[1], itemsize):
+    """The row length (elements) of a padded gradient slot for a parameter of ``shape``
+    (:func:`graphgrad._memory.grad_row`), or None where its gradient is not padded."""
+    if len(shape) != 2:
         return None
-    return shape[1] + _memory.GRAD_PAD // itemsize
+    ld = _memory.grad_row(shape[0], shape[1], itemsize)
+    return None if ld == shape[1] else ld
 
 
 class _BufferSink:
