@@ -403,7 +403,14 @@ def three(fake: FakeMachine, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
     monkeypatch.setattr(
         _blas,
         "_onednn",
-        {"lib": None, "path": "fake-dnnl", "sgemm": 3, "version": "3.2.0", "threading": ""},
+        {
+            "lib": None,
+            "path": "fake-dnnl",
+            "sgemm": 3,
+            "version": "3.2.0",
+            "threading": "",
+            "matmul": "",
+        },
     )
     fake.cost["onednn"] = 1.0
     return fake
@@ -636,7 +643,8 @@ def test_the_real_calibration_gives_positive_figures(
     if MKL:
         assert "MKL" in rec["key"]["mkl"] or "mkl" in rec["key"]["mkl"]
     if ONEDNN:
-        assert rec["key"]["onednn"].endswith(_blas.find_onednn()["version"])
+        found = _blas.find_onednn()
+        assert rec["key"]["onednn"].endswith(f"{found['version']} matmul: {found['matmul']}")
     _blas._calibrations.clear()
     again = _blas.calibrate()
     assert not again["measured"] and again["seconds"] == rec["seconds"]
@@ -645,7 +653,8 @@ def test_the_real_calibration_gives_positive_figures(
 def test_using_blas_restores_the_request() -> None:
     before = gg.blas_info()["requested"]
     with gg.using_blas("numpy"):
-        skip = ("mkl_threading", "onednn_threading", "pool", "pool_reason", "omp_wait")
+        skip = ("mkl_threading", "onednn_threading", "onednn_matmul", "pool", "pool_reason")
+        skip += ("omp_wait",)
         info = {k: v for k, v in gg.blas_info().items() if k not in skip}
         assert info | {"threads": 0, "blas_threads": 0} == {
             "blas": "numpy",
@@ -1117,6 +1126,109 @@ def test_onednn_runs_on_the_kernels_openmp_threads_at_their_count() -> None:
     assert lines[3] == "GNU OpenMP"
     openmp = [p for p in lines[4:] if p.startswith("openmp ")]
     assert len(openmp) == 1 and "libgomp" in openmp[0], lines  # one OpenMP runtime
+
+
+@pytest.fixture
+def onednn_matmul() -> Iterator[Any]:
+    """oneDNN selected, its matmul primitive set up (oneDNN 3); the kernels' module."""
+    if not ONEDNN or not _blas.find_onednn()["matmul"].startswith("x @"):
+        pytest.skip(f"oneDNN 3 is not installed: {_blas.find_onednn()}")
+    kernels = _blas._fused.KERNELS
+    with gg.using_blas("onednn"):
+        yield kernels
+    _blas._onednn_matmul(_blas.find_onednn()["lib"], 3)  # on again, whatever the test did
+
+
+def _runs(kernels: Any) -> int:
+    _on, _made, runs = kernels.dnnl_matmul_stats()
+    return int(runs)
+
+
+def test_onednn_takes_the_forward_products_with_its_matmul_primitive(onednn_matmul: Any) -> None:
+    # x @ Wᵀ (W used transposed, x not) goes to the matmul primitive, the other products (and
+    # those under ONEDNN_MIN_MNK) to dnnl_sgemm or NumPy's BLAS, all of them right
+    k = onednn_matmul
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((256, 300)).astype(np.float32)
+    w = rng.standard_normal((200, 300)).astype(np.float32)
+    g = rng.standard_normal((256, 200)).astype(np.float32)
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    before = _runs(k)
+    y = _blas.matmul(x, w.T)
+    assert _runs(k) == before + 1
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.sqrt(300))
+    assert np.array_equal(_blas.matmul(x, w.T), y)  # the same bits again
+    layer = gg.nn.Linear(300, 200, rng=np.random.default_rng(0))
+    layer(gg.Tensor(x))  # a Linear's forward: the same product
+    assert _runs(k) == before + 3
+    for product, want in (
+        (lambda: _blas.matmul(g.T, x), g.T.astype(np.float64) @ x),  # dW = Gᵀ @ x: sgemm
+        (lambda: _blas.matmul(g, w), g.astype(np.float64) @ w),  # dX = G @ W: sgemm
+        (
+            lambda: _blas.matmul(x[:8, :10], w[:10, :10].T),
+            x[:8, :10] @ w[:10, :10].T.astype(np.float64),
+        ),
+    ):
+        np.testing.assert_allclose(product(), want, rtol=1e-4, atol=1e-3)
+    assert _runs(k) == before + 3  # none of them by the primitive
+    k.dnnl_matmul_setup(None)  # off: the forward product by dnnl_sgemm, as right
+    np.testing.assert_allclose(_blas.matmul(x, w.T), ref, rtol=1e-4, atol=1e-4 * np.sqrt(300))
+    assert _runs(k) == before + 3 and not k.dnnl_matmul_stats()[0]
+    with pytest.raises(ValueError, match="dnnl_matmul_setup: 15 nonzero addresses"):
+        k.dnnl_matmul_setup([1, 2, 3])
+
+
+def test_onednn_matmul_primitives_are_kept_per_shape_and_thread_count(onednn_matmul: Any) -> None:
+    # a primitive is made once per shape and thread count and reused; more shapes than the
+    # table holds (64) still give right products
+    k = onednn_matmul
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((128, 256)).astype(np.float32)
+    x = rng.standard_normal((130, 256)).astype(np.float32)
+    _on, made0, _ = k.dnnl_matmul_stats()
+    for _ in range(3):
+        _blas.matmul(x[:100], w.T)
+    assert k.dnnl_matmul_stats()[1] == made0 + 1
+    threads = gg.get_num_threads()
+    for rows in range(32, 130):  # 98 shapes: the table (64 slots) turns over
+        got = _blas.matmul(x[:rows], w.T)
+        np.testing.assert_allclose(got, x[:rows].astype(np.float64) @ w.T, rtol=1e-4, atol=1e-3)
+    assert k.dnnl_matmul_stats()[1] >= made0 + 98
+    if _blas.cpus_available() > 1:
+        gg.set_num_threads(1 if threads > 1 else 2)
+        try:
+            made = k.dnnl_matmul_stats()[1]
+            _blas.matmul(x[:100], w.T)  # another thread count: another primitive
+            assert k.dnnl_matmul_stats()[1] == made + 1
+        finally:
+            gg.set_num_threads(threads)
+
+
+def test_onednn_matmul_from_several_python_threads_at_once(onednn_matmul: Any) -> None:
+    # one mutex guards the primitives, the engine and the stream: products of several shapes
+    # from four threads at once are all right
+    import threading
+
+    rng = np.random.default_rng(6)
+    cases = []
+    for rows, n in ((64, 128), (100, 128), (256, 64), (33, 200)):  # each >= ONEDNN_MIN_MNK
+        x = rng.standard_normal((rows, 160)).astype(np.float32)
+        w = rng.standard_normal((n, 160)).astype(np.float32)
+        cases.append((x, w, x.astype(np.float64) @ w.T.astype(np.float64)))
+    errors: list[float] = []
+    before = _runs(onednn_matmul)
+
+    def work(x: np.ndarray, w: np.ndarray, want: np.ndarray) -> None:
+        for _ in range(60):
+            errors.append(float(np.abs(_blas.matmul(x, w.T) - want).max()))
+
+    threads = [threading.Thread(target=work, args=c) for c in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 240 and max(errors) < 1e-3
+    assert _runs(onednn_matmul) == before + 240
 
 
 def test_no_home_means_no_cache_not_a_file_in_the_working_directory(

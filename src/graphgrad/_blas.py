@@ -251,12 +251,48 @@ def find_onednn() -> dict[str, Any]:
             version=f"{v.major}.{v.minor}.{v.patch}",
             threading="GNU OpenMP" if runtime == "OpenMP" else runtime,
             set_threads=setter,
+            matmul=_onednn_matmul(lib, v.major),
         )
         return _onednn
     _onednn["error"] = refused or (
         "oneDNN (libdnnl) was not found: pip install onednn-cpu-gomp (graphgrad[onednn])"
     )
     return _onednn
+
+
+#: oneDNN 3's C functions the matmul primitive is run with, in ``_kernels.dnnl_matmul_setup``'s
+#: order (the last is libgomp's, which oneDNN reads its thread count from).
+ONEDNN_MATMUL_FUNCTIONS = (
+    "dnnl_engine_create",
+    "dnnl_stream_create",
+    "dnnl_memory_desc_create_with_strides",
+    "dnnl_memory_desc_destroy",
+    "dnnl_matmul_primitive_desc_create",
+    "dnnl_primitive_desc_query",
+    "dnnl_primitive_desc_destroy",
+    "dnnl_primitive_create",
+    "dnnl_primitive_destroy",
+    "dnnl_memory_create",
+    "dnnl_memory_set_data_handle",
+    "dnnl_memory_destroy",
+    "dnnl_primitive_execute",
+    "dnnl_stream_wait",
+    "omp_get_max_threads",
+)
+
+
+def _onednn_matmul(lib: Any, major: int) -> str:
+    """Hand oneDNN's matmul primitive to the kernels, for the products ``x @ Wᵀ`` (the
+    forward pass's), which it ran up to 1.5x faster than ``dnnl_sgemm`` (docs/speed.md): the
+    products it takes, or why none (every product then goes to ``dnnl_sgemm``)."""
+    if major < 3:
+        return f"none: oneDNN {major}.x (its C API for the matmul primitive is 3.x's)"
+    try:
+        fns = [ctypes.cast(getattr(lib, f), ctypes.c_void_p).value for f in ONEDNN_MATMUL_FUNCTIONS]
+    except AttributeError as e:
+        return f"none: {e}"
+    _fused.KERNELS.dnnl_matmul_setup(fns)
+    return "x @ Wᵀ (the forward products)"
 
 
 def find(name: str) -> dict[str, Any]:
@@ -503,7 +539,11 @@ def calibration_key() -> dict[str, Any]:
         "numpy_blas": f"{blas_cfg.get('name', '?')} {blas_cfg.get('version', '?')}",
         "mkl": _library_version(),
         "mkl_threading": _mkl.get("threading", ""),
-        "onednn": ("" if "error" in find_onednn() else f"{_onednn['path']} {_onednn['version']}"),
+        "onednn": (
+            ""
+            if "error" in find_onednn()
+            else f"{_onednn['path']} {_onednn['version']} matmul: {_onednn['matmul']}"
+        ),
         "graphgrad": __version__,
         "pool": _pool["state"],  # whose threads run OpenBLAS's products (see set_pool)
         "omp_wait": _fused.OMP_WAIT[0],  # how its idle threads wait: wake-ups cost or not
@@ -1258,7 +1298,8 @@ def blas_info() -> dict[str, Any]:
     and the BLAS's (``blas_threads``: at most the CPUs available), whose threads run NumPy's
     OpenBLAS products (``pool``: ``"graphgrad"`` or ``"openblas"``, see :func:`set_pool`;
     ``pool_reason``) and, for MKL and oneDNN, the shared library loaded (``library``) and
-    the threads they run on (``mkl_threading``, ``onednn_threading``)."""
+    the threads they run on (``mkl_threading``, ``onednn_threading``); for oneDNN, which
+    products its matmul primitive takes (``onednn_matmul``; the rest: ``dnnl_sgemm``)."""
     info: dict[str, Any] = {
         "blas": blas(),
         "requested": _choice["requested"],
@@ -1275,6 +1316,7 @@ def blas_info() -> dict[str, Any]:
         info["mkl_threading"] = _mkl["threading"]
     if _onednn.get("threading"):
         info["onednn_threading"] = _onednn["threading"]
+        info["onednn_matmul"] = _onednn["matmul"]
     cal = _choice.get("calibration")
     if cal is not None:
         info["calibration"] = _summary(cal)

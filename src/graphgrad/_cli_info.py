@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         lines.append(f"           MKL's threading layer: {b['mkl_threading']}")
     if b.get("onednn_threading"):
         lines.append(f"           oneDNN's threads: {b['onednn_threading']}")
+        lines.append(f"           oneDNN's matmul primitive: {b['onednn_matmul']}")
     if b.get("calibration"):
         lines.append(f"           calibration cached in {b['calibration']['cache']}")
     lines.append(

@@ -885,6 +885,180 @@ ctypedef int (*dnnl_sgemm_fn)(char, char, long long, long long, long long, float
 #: _gemm_at's calling conventions: the CBLAS LP64 and ILP64 ``cblas_?gemm``, oneDNN's sgemm
 GEMM_CBLAS, GEMM_CBLAS64, GEMM_DNNL = 0, 1, 2
 
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdint.h>
+    #include <string.h>
+    /* oneDNN 3's matmul primitive (its brgemm kernels) for the products x @ W^T (b used
+       transposed, a not, beta = 0), where it beat dnnl_sgemm: dnnl_sgemm packs a transposed
+       b poorly (measured: docs/speed.md, "oneDNN"). The functions are oneDNN's C API, found
+       by graphgrad/_blas.py and handed over as addresses (GG_DNNL_NFN of them, in this
+       order); a primitive is made once per (shapes, strides, thread count) and kept in a
+       small table, its memory objects pointed at each call's arrays. One mutex guards the
+       table, the engine and the stream (a stream is not for two threads at once). */
+    typedef void* gg_dh;
+    typedef struct { int arg; gg_dh memory; } gg_dnnl_arg;
+    enum { GG_DNNL_NFN = 15, GG_DNNL_SLOTS = 64 };
+    typedef struct {
+        int (*engine_create)(gg_dh*, int, size_t);
+        int (*stream_create)(gg_dh*, gg_dh, unsigned);
+        int (*md_create)(gg_dh*, int, const int64_t*, int, const int64_t*);
+        int (*md_destroy)(gg_dh);
+        int (*pd_create)(gg_dh*, gg_dh, gg_dh, gg_dh, gg_dh, gg_dh, gg_dh);
+        int (*pd_query)(gg_dh, int, int, void*);
+        int (*pd_destroy)(gg_dh);
+        int (*prim_create)(gg_dh*, gg_dh);
+        int (*prim_destroy)(gg_dh);
+        int (*mem_create)(gg_dh*, gg_dh, gg_dh, void*);
+        int (*mem_set)(gg_dh, void*);
+        int (*mem_destroy)(gg_dh);
+        int (*execute)(gg_dh, gg_dh, int, const gg_dnnl_arg*);
+        int (*wait)(gg_dh);
+        int (*max_threads)(void);
+    } gg_dnnl_api_t;
+    typedef struct {
+        long long key[7];  /* M, N, K, lda, ldb, ldc, threads; M = 0: empty */
+        int usable;        /* 0: oneDNN offered only its reference code: dnnl_sgemm */
+        gg_dh prim, ma, mb, mc;
+    } gg_dnnl_slot;
+    static gg_dnnl_api_t gg_dnnl;
+    static int gg_dnnl_on = 0;
+    static gg_dh gg_dnnl_engine = NULL, gg_dnnl_stream = NULL;
+    static gg_dnnl_slot gg_dnnl_slots[GG_DNNL_SLOTS];
+    static int gg_dnnl_next = 0;
+    static long long gg_dnnl_runs = 0, gg_dnnl_made = 0;
+    static pthread_mutex_t gg_dnnl_mu = PTHREAD_MUTEX_INITIALIZER;
+
+    static void gg_dnnl_clear_slot(gg_dnnl_slot* e) {
+        if (e->prim) gg_dnnl.prim_destroy(e->prim);
+        if (e->ma) gg_dnnl.mem_destroy(e->ma);
+        if (e->mb) gg_dnnl.mem_destroy(e->mb);
+        if (e->mc) gg_dnnl.mem_destroy(e->mc);
+        memset(e, 0, sizeof(*e));
+    }
+
+    /* Fill slot e for key k: 0 on success (usable or not), else a oneDNN status. */
+    static int gg_dnnl_make(gg_dnnl_slot* e, const long long* k) {
+        int64_t ad[2] = {k[0], k[2]}, as[2] = {k[3], 1};   /* a: (M, K), rows lda apart */
+        int64_t bd[2] = {k[2], k[1]}, bs[2] = {1, k[4]};   /* b^T: (K, N) of b (N, K) */
+        int64_t cd[2] = {k[0], k[1]}, cs[2] = {k[5], 1};   /* out: (M, N), rows ldc apart */
+        gg_dh amd = NULL, bmd = NULL, cmd = NULL, pd = NULL;
+        const char* impl = NULL;
+        int st = gg_dnnl.md_create(&amd, 2, ad, 3, as);           /* 3: dnnl_f32 */
+        if (!st) st = gg_dnnl.md_create(&bmd, 2, bd, 3, bs);
+        if (!st) st = gg_dnnl.md_create(&cmd, 2, cd, 3, cs);
+        if (!st) st = gg_dnnl.pd_create(&pd, gg_dnnl_engine, amd, bmd, NULL, cmd, NULL);
+        if (!st) st = gg_dnnl.pd_query(pd, 8, 0, &impl);      /* 8: dnnl_query_impl_info_str */
+        memcpy(e->key, k, sizeof(e->key));
+        e->usable = !st && impl && strncmp(impl, "ref", 3) != 0;
+        if (e->usable) {
+            st = gg_dnnl.prim_create(&e->prim, pd);
+            if (!st) st = gg_dnnl.mem_create(&e->ma, amd, gg_dnnl_engine, NULL);
+            if (!st) st = gg_dnnl.mem_create(&e->mb, bmd, gg_dnnl_engine, NULL);
+            if (!st) st = gg_dnnl.mem_create(&e->mc, cmd, gg_dnnl_engine, NULL);
+            if (st) { gg_dnnl_clear_slot(e); memcpy(e->key, k, sizeof(e->key)); }
+        }
+        if (pd) gg_dnnl.pd_destroy(pd);
+        if (amd) gg_dnnl.md_destroy(amd);
+        if (bmd) gg_dnnl.md_destroy(bmd);
+        if (cmd) gg_dnnl.md_destroy(cmd);
+        gg_dnnl_made++;
+        return 0;
+    }
+
+    /* out (M, N) = a (M, K) @ b^T, b (N, K), by the matmul primitive: 0 when done, -1 when
+       the caller should use dnnl_sgemm instead (not set up, no optimised kernel, an error). */
+    static int gg_dnnl_matmul(long long M, long long N, long long K, const float* a,
+                              long long lda, const float* b, long long ldb, float* out,
+                              long long ldc) {
+        int done = -1;
+        if (!gg_dnnl_on || M <= 0 || N <= 0 || K <= 0) return -1;
+        pthread_mutex_lock(&gg_dnnl_mu);
+        if (gg_dnnl_on && !gg_dnnl_engine) {
+            if (gg_dnnl.engine_create(&gg_dnnl_engine, 1, 0)) gg_dnnl_engine = NULL;  /* 1: cpu */
+            else if (gg_dnnl.stream_create(&gg_dnnl_stream, gg_dnnl_engine, 1)) {
+                gg_dnnl_stream = NULL;
+            }
+            if (!gg_dnnl_stream) gg_dnnl_on = 0;
+        }
+        if (gg_dnnl_on) {
+            long long k[7] = {M, N, K, lda, ldb, ldc, gg_dnnl.max_threads()};
+            gg_dnnl_slot* e = NULL;
+            for (int i = 0; i < GG_DNNL_SLOTS; i++) {
+                if (gg_dnnl_slots[i].key[0] && !memcmp(gg_dnnl_slots[i].key, k, sizeof(k))) {
+                    e = &gg_dnnl_slots[i];
+                    break;
+                }
+            }
+            if (!e) {
+                e = &gg_dnnl_slots[gg_dnnl_next];
+                gg_dnnl_next = (gg_dnnl_next + 1) % GG_DNNL_SLOTS;
+                gg_dnnl_clear_slot(e);
+                gg_dnnl_make(e, k);
+            }
+            if (e->usable && !gg_dnnl.mem_set(e->ma, (void*)a) && !gg_dnnl.mem_set(e->mb, (void*)b)
+                && !gg_dnnl.mem_set(e->mc, out)) {
+                gg_dnnl_arg args[3] = {{1, e->ma}, {33, e->mb}, {17, e->mc}};  /* SRC, WEIGHTS, DST */
+                if (!gg_dnnl.execute(e->prim, gg_dnnl_stream, 3, args) && !gg_dnnl.wait(gg_dnnl_stream)) {
+                    done = 0;
+                    gg_dnnl_runs++;
+                }
+            }
+        }
+        pthread_mutex_unlock(&gg_dnnl_mu);
+        return done;
+    }
+
+    /* Hand over oneDNN's functions (fns: GG_DNNL_NFN addresses), or with fns NULL stop using
+       the primitive and free what was made. */
+    static void gg_dnnl_setup(const size_t* fns) {
+        pthread_mutex_lock(&gg_dnnl_mu);
+        if (gg_dnnl_on || gg_dnnl_engine) {
+            for (int i = 0; i < GG_DNNL_SLOTS; i++) gg_dnnl_clear_slot(&gg_dnnl_slots[i]);
+        }
+        gg_dnnl_on = 0;
+        if (fns) {
+            if (!gg_dnnl_engine) memcpy(&gg_dnnl, fns, sizeof(gg_dnnl));
+            gg_dnnl_on = 1;
+        }
+        pthread_mutex_unlock(&gg_dnnl_mu);
+    }
+    """
+    int gg_dnnl_matmul(long long M, long long N, long long K, const float* a, long long lda,
+                       const float* b, long long ldb, float* out, long long ldc) noexcept nogil
+    void gg_dnnl_setup(const size_t* fns) noexcept nogil
+    int GG_DNNL_NFN
+    long long gg_dnnl_runs, gg_dnnl_made
+    int gg_dnnl_on
+
+
+def dnnl_matmul_setup(fns):
+    """Use oneDNN 3's matmul primitive for float32 products ``x @ Wᵀ`` under ``GEMM_DNNL``:
+    ``fns`` holds the addresses of ``dnnl_engine_create``, ``dnnl_stream_create``,
+    ``dnnl_memory_desc_create_with_strides``, ``dnnl_memory_desc_destroy``,
+    ``dnnl_matmul_primitive_desc_create``, ``dnnl_primitive_desc_query``,
+    ``dnnl_primitive_desc_destroy``, ``dnnl_primitive_create``, ``dnnl_primitive_destroy``,
+    ``dnnl_memory_create``, ``dnnl_memory_set_data_handle``, ``dnnl_memory_destroy``,
+    ``dnnl_primitive_execute``, ``dnnl_stream_wait`` and ``omp_get_max_threads``, in that
+    order; None stops using it (every such product then goes to ``dnnl_sgemm``) and frees
+    the primitives made."""
+    cdef size_t table[15]
+    if fns is None:
+        gg_dnnl_setup(NULL)
+        return
+    if len(fns) != GG_DNNL_NFN or not all(fns):
+        raise ValueError(f"dnnl_matmul_setup: {GG_DNNL_NFN} nonzero addresses, got {fns!r}")
+    for i in range(GG_DNNL_NFN):
+        table[i] = fns[i]
+    gg_dnnl_setup(table)
+
+
+def dnnl_matmul_stats():
+    """``(on, primitives made, products run by them)`` since the module was loaded: whether
+    the matmul primitive is in use, for tests and ``graphgrad info``."""
+    return bool(gg_dnnl_on), gg_dnnl_made, gg_dnnl_runs
+
 
 cdef void _gemm_at(size_t fn, int conv, bint dbl, bint ta, bint tb, long long M,
                    long long N, long long K, const void* a, long long lda, const void* b,
@@ -895,6 +1069,9 @@ cdef void _gemm_at(size_t fn, int conv, bint dbl, bint ta, bint tb, long long M,
     pairs it with float64)."""
     cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
     if conv == 2:
+        if tb and not ta and beta == 0.0 and gg_dnnl_matmul(
+                M, N, K, <const float*>a, lda, <const float*>b, ldb, <float*>out, ldc) == 0:
+            return
         (<dnnl_sgemm_fn>fn)(b'T' if ta else b'N', b'T' if tb else b'N', M, N, K, 1.0,
                             <const float*>a, lda, <const float*>b, ldb, <float>beta,
                             <float*>out, ldc)
