@@ -329,6 +329,31 @@ def test_gemm_xla_bench_quick() -> None:
     assert all(float(v) > 0 for r in rows for v in r.split()[-3:])
 
 
+def test_onednn_matmul_bench_quick() -> None:
+    # the forward products three ways and the compiled steps with oneDNN's matmul primitive
+    # on and off, each with a positive time and ratio; without oneDNN 3 it says so
+    from graphgrad import _blas
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_onednn_matmul.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    found = _blas.find_onednn()
+    if "error" in found or not found["matmul"].startswith("x @"):
+        assert proc.returncode == 2 and "needs oneDNN 3" in proc.stderr, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [r for r in proc.stdout.splitlines() if r.startswith("| ") and "---" not in r]
+    products = [r for r in rows if " step, layer " in r]
+    steps = [r for r in rows if re.match(r"\| (784|3072)-", r)]
+    assert len(products) == 4 and len(steps) == 2, proc.stdout
+    for r in products + steps:
+        cells = [c.strip() for c in r.strip("|").split("|")][1:]
+        assert all(float(c.split()[0]) > 0 for c in cells), r
+
+
 def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
     """scripts/device_check.sh, the one command for a lent GPU machine with many cores, in its
     --quick rehearsal with graphgrad as installed: the info, the step benchmark (each peer in
