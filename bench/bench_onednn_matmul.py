@@ -70,7 +70,7 @@ def _turns(
 
 
 def _row(label: str, times: dict[str, list[float]], base: str, unit: float, u: str) -> str:
-    cells = [f"{statistics.median(t) * unit:.1f} {u}" for t in times.values()]
+    cells = [f"{statistics.median(t) * unit:.{2 if u == 'ms' else 1}f} {u}" for t in times.values()]
     ratios = [
         statistics.median(a / b for a, b in zip(t, times[base], strict=True))
         for t in times.values()
