@@ -1231,6 +1231,50 @@ def test_onednn_matmul_from_several_python_threads_at_once(onednn_matmul: Any) -
     assert _runs(onednn_matmul) == before + 240
 
 
+def test_onednn_matmul_in_children_forked_while_another_thread_multiplies(
+    onednn_matmul: Any,
+) -> None:
+    # a child forked while another thread held the primitives' mutex would hang on it: the
+    # child starts with it unlocked, makes its own primitive (one thread) and gets it right
+    import threading
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((128, 256)).astype(np.float32)
+    w = rng.standard_normal((96, 256)).astype(np.float32)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    stop = threading.Event()
+
+    def multiply() -> None:
+        while not stop.is_set():
+            _blas.matmul(x, w.T)
+
+    worker = threading.Thread(target=multiply)
+    worker.start()
+    codes = []
+    try:
+        for _ in range(20):
+            pid = os.fork()
+            if pid == 0:  # the child: one product, its verdict as the exit code
+                ok = np.abs(_blas.matmul(x, w.T) - want).max() < 1e-3
+                os._exit(0 if ok else 1)
+            deadline = time.monotonic() + 30
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes.append(os.waitstatus_to_exitcode(status))
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    codes.append("hung")
+                    break
+                time.sleep(0.005)
+    finally:
+        stop.set()
+        worker.join()
+    assert codes == [0] * 20
+
+
 def test_no_home_means_no_cache_not_a_file_in_the_working_directory(
     fake: FakeMachine, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

@@ -1010,9 +1010,19 @@ cdef extern from *:
         return done;
     }
 
+    /* A forked child has only the thread that forked: a mutex another thread held then would
+       stay locked forever, so the child starts with it unlocked (what that thread was making,
+       a slot it had just cleared, is left to be made again). */
+    static void gg_dnnl_atfork_child(void) {
+        pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+        gg_dnnl_mu = fresh;
+    }
+
     /* Hand over oneDNN's functions (fns: GG_DNNL_NFN addresses), or with fns NULL stop using
        the primitive and free what was made. */
     static void gg_dnnl_setup(const size_t* fns) {
+        static int forks_handled = 0;
+        if (!forks_handled) forks_handled = !pthread_atfork(NULL, NULL, gg_dnnl_atfork_child);
         pthread_mutex_lock(&gg_dnnl_mu);
         if (gg_dnnl_on || gg_dnnl_engine) {
             for (int i = 0; i < GG_DNNL_SLOTS; i++) gg_dnnl_clear_slot(&gg_dnnl_slots[i]);
