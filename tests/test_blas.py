@@ -1015,6 +1015,9 @@ def test_graphgrad_info_command() -> None:
             assert info["blas"]["mkl_threading"] == "GNU"
         if ONEDNN:
             assert info["blas"]["onednn_threading"] == "GNU OpenMP"
+            assert info["blas"]["onednn_matmul"] == _blas.find_onednn()["matmul"]
+            text = graphgrad_info().stdout
+            assert f"oneDNN's matmul primitive: {_blas.find_onednn()['matmul']}" in text
     else:
         assert "the only BLAS installed" in info["blas"]["reason"]
     assert info["compiled"]["graphgrad._kernels"] is _blas._fused.COMPILED
