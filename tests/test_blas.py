@@ -1181,6 +1181,23 @@ def test_onednn_takes_the_forward_products_with_its_matmul_primitive(onednn_matm
         k.dnnl_matmul_setup([1, 2, 3])
 
 
+def test_onednn_2_or_a_missing_function_leaves_every_product_to_sgemm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # oneDNN 2.x's C API for the primitive differs from 3.x's, and a build without one of the
+    # functions cannot make it: neither is handed to the kernels
+    calls: list[Any] = []
+    kernels = types.SimpleNamespace(dnnl_matmul_setup=calls.append)
+    monkeypatch.setattr(_blas._fused, "KERNELS", kernels)
+    assert _blas._onednn_matmul(object(), 2) == (
+        "none: oneDNN 2.x (its C API for the matmul primitive is 3.x's)"
+    )
+    lib = types.SimpleNamespace(**{f: None for f in _blas.ONEDNN_MATMUL_FUNCTIONS[:-1]})
+    assert _blas._onednn_matmul(lib, 3).startswith("none: ")
+    assert "omp_get_max_threads" in _blas._onednn_matmul(lib, 3)
+    assert calls == []
+
+
 def test_onednn_matmul_primitives_are_kept_per_shape_and_thread_count(onednn_matmul: Any) -> None:
     # a primitive is made once per shape and thread count and reused; more shapes than the
     # table holds (64) still give right products
