@@ -1174,6 +1174,15 @@ def test_onednn_takes_the_forward_products_with_its_matmul_primitive(onednn_matm
     ):
         np.testing.assert_allclose(product(), want, rtol=1e-4, atol=1e-3)
     assert _runs(k) == before + 3  # none of them by the primitive
+    from graphgrad import checkpoint
+
+    with gg.using_blas("numpy"):
+        assert "onednn_matmul" not in checkpoint.library_versions()
+    versions = checkpoint.library_versions()  # what metrics and checkpoints record
+    assert (
+        versions["blas"] == "onednn"
+        and versions["onednn_matmul"] == "x @ Wᵀ (the forward products)"
+    )
     k.dnnl_matmul_setup(None)  # off: the forward product by dnnl_sgemm, as right
     np.testing.assert_allclose(_blas.matmul(x, w.T), ref, rtol=1e-4, atol=1e-4 * np.sqrt(300))
     assert _runs(k) == before + 3 and not k.dnnl_matmul_stats()[0]

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _backend
 from ._atomic import atomic_write_bytes, atomic_write_text, fsync_directory, sha256_file
-from ._blas import blas, get_num_threads, layout
+from ._blas import blas, find_onednn, get_num_threads, layout
 from ._extras import require_extra
 from .errors import GraphgradError
 
@@ -108,6 +108,8 @@ def library_versions() -> dict[str, str]:
     out["blas"] = blas()
     out["threads"] = str(get_num_threads())  # a BLAS's sums may round differently per count
     out["gemm_layout"] = layout()  # linear's products as x @ W.T or (W @ x.T).T: rounding too
+    if out["blas"] == "onednn":  # which products its matmul primitive took (it rounds apart)
+        out["onednn_matmul"] = find_onednn()["matmul"]
     return out
 
 
