@@ -287,6 +287,8 @@ def _onednn_matmul(lib: Any, major: int) -> str:
     products it takes, or why none (every product then goes to ``dnnl_sgemm``)."""
     if major < 3:
         return f"none: oneDNN {major}.x (its C API for the matmul primitive is 3.x's)"
+    if not hasattr(_fused.KERNELS, "dnnl_matmul_setup"):
+        return "none: graphgrad's compiled kernels predate it (rebuild: pip install -e .)"
     try:
         fns = [ctypes.cast(getattr(lib, f), ctypes.c_void_p).value for f in ONEDNN_MATMUL_FUNCTIONS]
     except AttributeError as e:
