@@ -61,8 +61,29 @@ def run(quick: bool, threads: int, rounds: int) -> dict[str, list[dict[str, Any]
     return out
 
 
+def _machine(threads: int) -> str:
+    """When, where and on which library the sweep ran (the BLAS ``set_blas("auto")`` picks at
+    this thread count: the peers' processes read the same cached calibration)."""
+    import time
+
+    from benchlib import cpu_model
+
+    import graphgrad as gg
+
+    old = gg.set_num_threads(threads)
+    try:
+        blas = gg.blas()
+    finally:
+        gg.set_num_threads(old)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"Measured {when} on {cpu_model()}; graphgrad's BLAS: {blas} (set_blas('auto'))."
+
+
 def render(res: dict[str, list[dict[str, Any]]], threads: int) -> str:
-    lines = [f"Threads: {threads}. Each point: medians over rounds, each peer in its own process."]
+    lines = [
+        f"Threads: {threads}. Each point: medians over rounds, each peer in its own process.",
+        _machine(threads),
+    ]
     for sweep, rows in res.items():
         lines += [
             "",

@@ -254,6 +254,7 @@ def test_scaling_bench_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 thread(s): BLAS:" in proc.stdout
     text = md.read_text()
+    assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC on .+; graphgrad's BLAS: \w+", text)
     for sweep in ("### batch", "### width", "### depth"):
         assert sweep in text
     rows = [ln.split("|") for ln in text.splitlines() if ln.startswith("| ") and "ms" not in ln]
