@@ -19,12 +19,15 @@ shows the choice and the figures behind it, ``graphgrad info --recalibrate`` mea
 oneDNN (``pip install graphgrad[onednn]``: the ``onednn-cpu-gomp`` wheel, or a distribution's
 ``libdnnl``) is the third candidate: its ``dnnl_sgemm`` JIT-compiles AVX-512 kernels that ran
 the step's float32 products 5-15% faster than NumPy's OpenBLAS on an AMD EPYC (Zen 4) at one
-thread. It has no float64 GEMM: with ``set_blas("onednn")`` float64 products stay with NumPy's
-BLAS. Only a build whose threads are GNU OpenMP's (the runtime graphgrad's kernels use) is
-loaded, so that it shares their pool; ``"auto"`` times it beside the others where installed.
+thread, and with oneDNN 3 its matmul primitive takes the products ``x @ Wᵀ`` (another 5-10% at
+one thread, up to 1.5x at two: ``_onednn_matmul``). It has no float64 GEMM: with
+``set_blas("onednn")`` float64 products stay with NumPy's BLAS. Only a build whose threads
+are GNU OpenMP's (the runtime graphgrad's kernels use) is loaded, so that it shares their
+pool; ``"auto"`` times it beside the others where installed.
 
 With MKL selected the 2-D float32/float64 products of ``matmul``, ``linear`` and their VJP
-rules go to MKL's ``cblas_?gemm`` (with oneDNN, the float32 ones to ``dnnl_sgemm``); every
+rules go to MKL's ``cblas_?gemm`` (with oneDNN, the float32 ones to ``dnnl_sgemm`` or its
+matmul primitive); every
 other product (batched, 1-D, integer, strided views) still goes to ``np.matmul``. MKL and
 oneDNN round differently from OpenBLAS (results agree to float precision, not bit for bit),
 so the choice is recorded in metrics and checkpoints.

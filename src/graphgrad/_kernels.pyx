@@ -1076,7 +1076,8 @@ cdef void _gemm_at(size_t fn, int conv, bint dbl, bint ta, bint tb, long long M,
     """out = op(a) @ op(b) + beta * out (row-major; op: transpose when ta/tb) by the GEMM at
     address ``fn`` (float64 when ``dbl``): by ``conv``, a CBLAS ``cblas_?gemm`` (0: LP64,
     1: ILP64) or oneDNN's ``dnnl_sgemm`` (2: float32 only; ``graphgrad/_blas.py`` never
-    pairs it with float64)."""
+    pairs it with float64; the products a @ bᵀ with beta = 0 go to oneDNN's matmul primitive
+    instead where it is set up, ``gg_dnnl_matmul``)."""
     cdef int opa = 112 if ta else 111, opb = 112 if tb else 111  # CblasTrans, CblasNoTrans
     if conv == 2:
         if tb and not ta and beta == 0.0 and gg_dnnl_matmul(
