@@ -938,8 +938,9 @@ cdef extern from *:
         memset(e, 0, sizeof(*e));
     }
 
-    /* Fill slot e for key k: 0 on success (usable or not), else a oneDNN status. */
-    static int gg_dnnl_make(gg_dnnl_slot* e, const long long* k) {
+    /* Fill slot e for key k: a primitive and its memory objects, or usable = 0 where oneDNN
+       offers only its reference code or fails (that shape then goes to dnnl_sgemm). */
+    static void gg_dnnl_make(gg_dnnl_slot* e, const long long* k) {
         int64_t ad[2] = {k[0], k[2]}, as[2] = {k[3], 1};   /* a: (M, K), rows lda apart */
         int64_t bd[2] = {k[2], k[1]}, bs[2] = {1, k[4]};   /* b^T: (K, N) of b (N, K) */
         int64_t cd[2] = {k[0], k[1]}, cs[2] = {k[5], 1};   /* out: (M, N), rows ldc apart */
@@ -964,7 +965,6 @@ cdef extern from *:
         if (bmd) gg_dnnl.md_destroy(bmd);
         if (cmd) gg_dnnl.md_destroy(cmd);
         gg_dnnl_made++;
-        return 0;
     }
 
     /* out (M, N) = a (M, K) @ b^T, b (N, K), by the matmul primitive: 0 when done, -1 when
@@ -1038,22 +1038,17 @@ cdef extern from *:
     int gg_dnnl_matmul(long long M, long long N, long long K, const float* a, long long lda,
                        const float* b, long long ldb, float* out, long long ldc) noexcept nogil
     void gg_dnnl_setup(const size_t* fns) noexcept nogil
-    int GG_DNNL_NFN
+    enum: GG_DNNL_NFN
     long long gg_dnnl_runs, gg_dnnl_made
     int gg_dnnl_on
 
 
 def dnnl_matmul_setup(fns):
     """Use oneDNN 3's matmul primitive for float32 products ``x @ Wᵀ`` under ``GEMM_DNNL``:
-    ``fns`` holds the addresses of ``dnnl_engine_create``, ``dnnl_stream_create``,
-    ``dnnl_memory_desc_create_with_strides``, ``dnnl_memory_desc_destroy``,
-    ``dnnl_matmul_primitive_desc_create``, ``dnnl_primitive_desc_query``,
-    ``dnnl_primitive_desc_destroy``, ``dnnl_primitive_create``, ``dnnl_primitive_destroy``,
-    ``dnnl_memory_create``, ``dnnl_memory_set_data_handle``, ``dnnl_memory_destroy``,
-    ``dnnl_primitive_execute``, ``dnnl_stream_wait`` and ``omp_get_max_threads``, in that
-    order; None stops using it (every such product then goes to ``dnnl_sgemm``) and frees
-    the primitives made."""
-    cdef size_t table[15]
+    ``fns`` holds the addresses of the functions ``graphgrad/_blas.py`` names in
+    ``ONEDNN_MATMUL_FUNCTIONS``, in that order; None stops using it (every such product then
+    goes to ``dnnl_sgemm``) and frees the primitives made."""
+    cdef size_t table[GG_DNNL_NFN]
     if fns is None:
         gg_dnnl_setup(NULL)
         return
@@ -1066,7 +1061,7 @@ def dnnl_matmul_setup(fns):
 
 def dnnl_matmul_stats():
     """``(on, primitives made, products run by them)`` since the module was loaded: whether
-    the matmul primitive is in use, for tests and ``graphgrad info``."""
+    the matmul primitive is in use and how much (for tests and benchmarks)."""
     return bool(gg_dnnl_on), gg_dnnl_made, gg_dnnl_runs
 
 
@@ -1416,8 +1411,9 @@ cdef class Plan:
             aux = item[7] if len(item) > 7 else (0, 0, 0, 0)
             ins = &self.code[k]
             ins.op = PLAN_OPS[op]
-            if ins.op == OP_GEMM and _conv_error(flags[2], dbl) is not None:
-                raise ValueError(f"Plan: instruction {k}: GEMM {_conv_error(flags[2], dbl)}")
+            why = _conv_error(flags[2], dbl) if ins.op == OP_GEMM else None
+            if why is not None:
+                raise ValueError(f"Plan: instruction {k}: GEMM {why}")
             ins.dbl = dbl
             ins.fn = fn
             for j in range(4):
