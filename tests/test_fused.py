@@ -541,3 +541,57 @@ def test_the_row_kernels_refuse_arrays_that_do_not_fit_naming_themselves() -> No
         K.adam_rows(w, g, short, w.copy(), 0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="adam_rows: v has 7 elements, w 8"):
         K.adam_rows(w, g, w.copy(), short, 0.1, 0.9, 0.99, 1e-8, 0.0, 1.0, 1.0)
+
+
+@needs_kernels
+@pytest.mark.skipif(sys.platform != "linux", reason="NumPy's BLAS is found in /proc/self/maps")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_eager_bias_sum_is_numpys_ones_at_g(
+    monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    # ops._xp.sum_rows calls the GEMV NumPy's ``ones @ g`` calls, directly: the same bits,
+    # and NumPy's own product where it cannot (no kernels, a column-major or empty g)
+    from graphgrad.ops import _xp
+
+    rng = np.random.default_rng(0)
+    fn, _ = _xp._gemv(np.dtype(dtype))
+    assert fn is not None  # NumPy's OpenBLAS on Linux: the direct call is what runs here
+    cases = [(128, 256), (2, 5), (256, 10), (1, 7), (1000, 33), (0, 4), (5, 0)]
+    for s, n in cases:
+        for g in (
+            rng.standard_normal((s, n)).astype(dtype),
+            np.asfortranarray(rng.standard_normal((s, n)).astype(dtype)),
+        ):
+            want = np.ones(s, dtype) @ g
+            got = _xp.sum_rows(g)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes(), (s, n, g.flags.f_contiguous)
+            with monkeypatch.context() as m:
+                m.setattr(_fused, "KERNELS", None)
+                assert _xp.sum_rows(g).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linears_direct_vjps_give_the_rules_bits(dtype: type) -> None:
+    # the fast= VJPs of ``linear`` skip the rule's calls for 2-D NumPy arrays: the same
+    # products, so the same bits as the rules, and the rules where they decline
+    from graphgrad.ops import _xp
+    from graphgrad.ops._registry import REGISTRY
+
+    op = REGISTRY["linear"]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 12)).astype(dtype)
+    for w in (
+        rng.standard_normal((8, 12)).astype(dtype),
+        np.asfortranarray(rng.standard_normal((8, 12)).astype(dtype)),
+    ):
+        b = rng.standard_normal(8).astype(dtype)
+        g = rng.standard_normal((16, 8)).astype(dtype)
+        ans = x @ w.T + b
+        for i in range(3):
+            fast = op.fast[i](g, ans, x, w, b)
+            rule = op.vjp(i, _xp, g, ans, [x, w, b], {})
+            if fast is None:
+                assert i == 1 and not w.flags.c_contiguous  # the column-major W: the rule
+                continue
+            assert fast.shape == rule.shape and fast.tobytes() == rule.tobytes(), i

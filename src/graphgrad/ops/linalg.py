@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _blas, _fused, _memory
 from .._backend import namespace_of
+from . import _xp
 from ._registry import defop
 
 
@@ -60,12 +61,16 @@ def _linear_dx(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
 
 
 def _linear_dx_fast(g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
-    # In the "columns" layout (_blas.layout()) the input gradient comes back in the input's
-    # layout: for a column-major x (an earlier layer's output), G @ W as (W.T @ G.T).T, so that
-    # the ReLU VJP before it gets its two arrays in one layout.
-    if _blas.COLUMNS[0] and g.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous:
+    # The rule's G @ W for 2-D NumPy arrays, without the rule's calls (this runs for every
+    # eager linear layer but the first). In the "columns" layout (_blas.layout()) the input
+    # gradient comes back in the input's layout: for a column-major x (an earlier layer's
+    # output), G @ W as (W.T @ G.T).T, so that the ReLU VJP before it gets its two arrays in
+    # one layout.
+    if type(g) is not np.ndarray or g.ndim != 2 or type(w) is not np.ndarray:
+        return None
+    if _blas.COLUMNS[0] and x.flags.f_contiguous and not x.flags.c_contiguous:
         return _blas.matmul(w.T, g.T).T
-    return None
+    return _blas.matmul(g, w)
 
 
 def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
@@ -77,23 +82,23 @@ def _linear_dw(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
 
 
 def _linear_dw_fast(g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> Any:
-    # A weight gradient whose rows are a multiple of 4096 bytes long (a 3072-input layer's):
-    # the rule's product, the same BLAS call, into an array with its rows further apart
-    # (_memory.empty_grad), which OpenBLAS writes faster; None: the rule as it is.
-    # (the test most layers fail comes first: this runs for every eager linear layer)
+    # The rule's Gᵀ @ x for 2-D NumPy arrays and a row-major W, without the rule's calls
+    # (this runs for every eager linear layer); a weight gradient whose rows are a multiple
+    # of 4096 bytes long (a 3072-input layer's): the same BLAS call into an array with its
+    # rows further apart (_memory.empty_grad), which OpenBLAS writes faster. None: the rule
+    # (a column-major W, other ranks, other namespaces).
     if (
-        type(w) is not np.ndarray
-        or w.ndim != 2
-        or not _memory.pads(w.shape[0], w.shape[1], w.itemsize)
-        or type(g) is not np.ndarray
+        type(g) is not np.ndarray
         or type(x) is not np.ndarray
+        or type(w) is not np.ndarray
         or g.ndim != 2
         or x.ndim != 2
         or not w.flags.c_contiguous
-        or not g.dtype == x.dtype == w.dtype
     ):
         return None
-    return _blas.matmul(g.T, x, out=_memory.empty_grad(w.shape, w.dtype))
+    if _memory.pads(w.shape[0], w.shape[1], w.itemsize) and g.dtype == x.dtype == w.dtype:
+        return _blas.matmul(g.T, x, out=_memory.empty_grad(w.shape, w.dtype))
+    return _blas.matmul(g.T, x)
 
 
 def _linear_dw_into(g: Any, inputs: Any, out: Any, beta: float) -> bool:
@@ -112,6 +117,11 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
     return xp.sum_rows(g)
 
 
+def _linear_db_fast(g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
+    # the rule with NumPy's namespace, without the calls between (a GEMV for a 2-D G)
+    return _xp.sum_rows(g) if type(g) is np.ndarray else None
+
+
 @defop(
     "linear",
     ("x", "W", "b"),
@@ -126,7 +136,7 @@ def _linear_db(xp: Any, g: Any, ans: Any, x: Any, w: Any, b: Any) -> Any:
         "b is optional (a node of two inputs: x @ W^T, same products and layouts)"
     ),
     vjp_into={1: _linear_dw_into},
-    fast=(_linear_dx_fast, _linear_dw_fast, None),
+    fast=(_linear_dx_fast, _linear_dw_fast, _linear_db_fast),
 )
 def linear(x: Any, w: Any, b: Any = None) -> Any:
     if type(x) is not np.ndarray:  # the portable twin: one GEMM, then the bias
