@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import graphgrad as gg
-from graphgrad import optim
+from graphgrad import _fused, optim
+
+needs_kernels = pytest.mark.skipif(not _fused.COMPILED, reason="extension not built")
 
 
 def param(values: list[float] | np.ndarray, dtype: type = np.float64) -> gg.Tensor:
@@ -287,3 +289,143 @@ def test_sgd_fused_backward_leaves_other_graphs_alone() -> None:
     del opt
     gc.collect()
     assert id(w) not in _engine.GRAD_SINKS
+
+
+class _WithoutMany:
+    """The compiled kernels without their many-parameter updates: the optimisers then update
+    one parameter per kernel call, the path before those existed."""
+
+    def __init__(self, kernels: object) -> None:
+        self._k = kernels
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("sgd_many", "adam_many"):
+            raise AttributeError(name)
+        return getattr(self._k, name)
+
+
+class _Counting:
+    """The compiled kernels, recording which parameters each many-parameter call declined."""
+
+    def __init__(self, kernels: object) -> None:
+        self._k, self.declined = kernels, []  # type: list[list[int]]
+
+    def __getattr__(self, name: str) -> object:
+        fn = getattr(self._k, name)
+        if name not in ("sgd_many", "adam_many"):
+            return fn
+
+        def counted(ws: list[np.ndarray], *args: object) -> list[int]:
+            left = fn(ws, *args)
+            self.declined.append(list(left))
+            return left
+
+        return counted
+
+
+def _odd_params(dtype: type, rng: np.random.Generator) -> list[gg.Tensor]:
+    """Parameters of several shapes, with a read-only-free mix the many-kernels decline: a
+    column-major one, a padded-row gradient's layer (3072 float32 inputs), a 0-d one."""
+    shapes = [(5, 7), (7,), (1, 1), (3, 4, 2), (), (2, 3072)]
+    ps = [gg.Tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in shapes]
+    ps.append(
+        gg.Tensor(np.asfortranarray(rng.standard_normal((4, 6)).astype(dtype)), requires_grad=True)
+    )
+    return ps
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("sgd", {"lr": 0.1}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9}),
+        ("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "nesterov": True}),
+        ("adam", {"lr": 0.01}),
+        ("adam", {"lr": 0.01, "weight_decay": 0.1}),
+    ],
+)
+def test_one_kernel_call_for_all_parameters_gives_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, dtype: type, name: str, kw: dict[str, object]
+) -> None:
+    # step() hands every NumPy parameter past its first step to one sgd_many/adam_many call:
+    # the same kernel per parameter, so the same bits as one call per parameter, with the
+    # arrays it declines (column-major, padded gradients, 0-d) taking that path
+    cls = {"sgd": optim.SGD, "adam": optim.Adam}[name]
+    runs = []
+    for many in (True, False):
+        rng = np.random.default_rng(0)
+        ps = _odd_params(dtype, rng)
+        opt = cls(ps, **kw)  # type: ignore[arg-type]
+        counting = _Counting(_fused.KERNELS)
+        with monkeypatch.context() as m:
+            m.setattr(_fused, "KERNELS", counting if many else _WithoutMany(_fused.KERNELS))
+            for step in range(4):
+                for k, p in enumerate(ps):
+                    if step == 2 and k == 1:
+                        p.grad = None  # skipped this step
+                        continue
+                    g = rng.standard_normal(p.shape).astype(dtype)
+                    if p.shape == (2, 3072) and dtype == np.float32:
+                        g = _padded(g)
+                    p.grad = g
+                opt.step()
+        runs.append([p.data.copy() for p in ps] + [opt.state_dict()])
+        if many:  # one call a step (the momentum's first step: none, every buffer is new)
+            first = name == "sgd" and "momentum" in kw
+            assert len(counting.declined) == (3 if first else 4)
+            # declined: the column-major parameter, and the padded gradient (float32)
+            padded = [5] if dtype == np.float32 else []
+            assert counting.declined[-1] == [*padded, 6]
+    for a, b in zip(runs[0][:-1], runs[1][:-1], strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert repr(runs[0][-1]) == repr(runs[1][-1])
+
+
+def _padded(g: np.ndarray) -> np.ndarray:
+    from graphgrad import _memory
+
+    out = _memory.empty_grad(g.shape, g.dtype)
+    out[...] = g
+    assert not out.flags.c_contiguous  # rows further apart: the *_rows kernels' case
+    return out
+
+
+@needs_kernels
+def test_the_many_kernels_name_what_they_leave_alone() -> None:
+    k = _fused.KERNELS
+    f4, f8 = np.float32, np.float64
+    w = [np.ones(6, f4), np.ones(6, f4), np.ones((2, 3), f8), np.ones(6, f4), np.ones(6, f4)]
+    g = [np.ones(6, f4), np.ones(6, f8), np.ones((3, 2), f8), np.ones(6, f4)[::1], [1.0] * 6]
+    v = [np.zeros(6, f4), np.zeros(6, f4), np.zeros((2, 3), f8), np.zeros(6, f4), np.zeros(6, f4)]
+    w[3].flags.writeable = False
+    before = [a.copy() for a in w]
+    # 0: taken; 1: g of another dtype; 2: g of another shape; 3: w read-only; 4: g a list
+    assert k.sgd_many(w, g, v, 0.5, 0.9, 0.0, False) == [1, 2, 3, 4]
+    assert w[0].tolist() == [0.5] * 6 and v[0].tolist() == [1.0] * 6
+    for a, b in zip(w[1:], before[1:], strict=True):
+        assert a.tobytes() == b.tobytes()
+    m = [np.zeros_like(a) for a in v]
+    assert k.adam_many(w, g, m, v, [1] * 5, 0.1, 0.9, 0.999, 1e-8, 0.0) == [1, 2, 3, 4]
+    half = np.float16
+    assert k.sgd_many([np.ones(3, half)], [np.ones(3, half)], [np.ones(3, half)], 1, 0, 0, 0) == [0]
+    with pytest.raises(ValueError, match="sgd_many: 2 parameters, 1 gradients, 2 buffers"):
+        k.sgd_many(w[:2], g[:1], v[:2], 0.1, 0.0, 0.0, False)
+
+
+def test_a_read_only_parameter_is_named_with_the_others_updated_before_it() -> None:
+    for cls, kw in ((optim.SGD, {"lr": 0.5, "momentum": 0.5}), (optim.Adam, {"lr": 0.5})):
+        ps = [param([1.0, 2.0]), param([3.0]), param([4.0, 5.0])]
+        opt = cls(ps, **kw)  # type: ignore[arg-type]
+        for p in ps:
+            p.grad = np.ones(p.shape)
+        opt.step()  # (every momentum buffer made)
+        after_one = [p.data.copy() for p in ps]
+        ps[1].data.flags.writeable = False
+        for p in ps:
+            p.grad = np.ones(p.shape)
+        with pytest.raises(ValueError, match="parameter #1"):
+            opt.step()
+        assert not np.array_equal(ps[0].data, after_one[0])  # updated, as one by one
+        assert np.array_equal(ps[1].data, after_one[1])

@@ -22,7 +22,8 @@ calling thread.
 
 cimport cython
 from cython.parallel cimport prange
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_GetBuffer)
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -633,6 +634,144 @@ def adam_rows(real[::1] w, const real[:, :] g, real[::1] m, real[::1] v, double 
     with nogil:
         _adam_all(&w[0], &g[0, 0], &m[0], &v[0], n, g.shape[1], ldg, lr, b1, b2, eps, wd, bc1,
                   bc2_sqrt, par_min)
+
+
+# ------------------------------------------------------------------------------------------
+# The updates of many parameters in one call (an optimiser's step() on NumPy arrays): per
+# parameter the same _sgd_all/_adam_all as sgd()/adam() (the same bits, the same threads),
+# without a Python call, three flattenings and their checks per parameter, which cost more
+# than the update itself for a small layer's bias.
+
+from numpy import ndarray as _ndarray
+
+
+cdef bint _take(object a, Py_buffer* b, int flags) except -1:
+    """Fill ``b`` with ``a``'s memory if ``a`` is an ndarray a kernel can take (C-contiguous;
+    writeable where ``flags`` asks): True, else False with nothing held."""
+    if type(a) is not _ndarray:
+        return False
+    try:
+        PyObject_GetBuffer(a, b, flags | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (BufferError, ValueError):  # not contiguous, read-only
+        return False
+    return True
+
+
+cdef int _float_kind(const Py_buffer* b) noexcept:
+    """1 for native float32 elements, 2 for float64, 0 for anything else."""
+    if b.format == NULL or b.format[0] == 0 or b.format[1] != 0:
+        return 0
+    if b.format[0] == b'f' and b.itemsize == 4:
+        return 1
+    if b.format[0] == b'd' and b.itemsize == 8:
+        return 2
+    return 0
+
+
+cdef bint _alike(const Py_buffer* a, const Py_buffer* b) noexcept:
+    """The same element format and the same shape."""
+    cdef int i
+    if a.ndim != b.ndim or a.itemsize != b.itemsize or a.format[0] != b.format[0]:
+        return False
+    if b.format[0] == 0 or b.format[1] != 0:
+        return False
+    for i in range(a.ndim):
+        if a.shape[i] != b.shape[i]:
+            return False
+    return True
+
+
+cdef bint _take_all(list arrays, Py_ssize_t k, Py_buffer* bufs, int n_in, int* kind) except -1:
+    """Buffers for ``arrays[j][k]``, j < n_in (the first and every one from the third on
+    written, the second, the gradient, read), all of one float dtype and one shape: True and
+    ``kind[0]`` (1: float32, 2: float64), else False with nothing held."""
+    cdef int j, held = 0
+    cdef bint ok = True
+    for j in range(n_in):
+        if not _take((<list>arrays[j])[k], &bufs[j], 0 if j == 1 else PyBUF_WRITABLE):
+            ok = False
+            break
+        held += 1
+        if j == 0:
+            kind[0] = _float_kind(&bufs[0])
+            if kind[0] == 0:
+                ok = False
+                break
+        elif not _alike(&bufs[0], &bufs[j]):
+            ok = False
+            break
+    if not ok:
+        for j in range(held):
+            PyBuffer_Release(&bufs[j])
+    return ok
+
+
+def sgd_many(list ws, list gs, list vs, double lr, double mu, double wd, bint nesterov):
+    """:func:`sgd` (not a first step) on every ``(ws[k], gs[k], vs[k])`` the kernel takes:
+    ndarrays of one float dtype and shape, C-contiguous, ``ws[k]`` and ``vs[k]`` writeable
+    (``vs[k]`` is ``ws[k]`` itself when mu == 0: then it is not read). Returns the positions k
+    it left alone, in order, for the caller's own path (which also names what is wrong)."""
+    cdef Py_ssize_t k, n = len(ws), cnt, par_min = PAR_MIN
+    cdef Py_buffer bufs[3]
+    cdef int kind = 0, j
+    if len(gs) != n or len(vs) != n:
+        raise ValueError(f"sgd_many: {n} parameters, {len(gs)} gradients, {len(vs)} buffers")
+    arrays = [ws, gs, vs]
+    declined = []
+    for k in range(n):
+        if not _take_all(arrays, k, bufs, 3, &kind):
+            declined.append(k)
+            continue
+        cnt = bufs[0].len // bufs[0].itemsize
+        with nogil:
+            if kind == 1:
+                _sgd_all(<float*>bufs[0].buf, <const float*>bufs[1].buf, <float*>bufs[2].buf,
+                         cnt, cnt, cnt, lr, mu, wd, nesterov, False, par_min)
+            else:
+                _sgd_all(<double*>bufs[0].buf, <const double*>bufs[1].buf,
+                         <double*>bufs[2].buf, cnt, cnt, cnt, lr, mu, wd, nesterov, False,
+                         par_min)
+        for j in range(3):
+            PyBuffer_Release(&bufs[j])
+    return declined
+
+
+def adam_many(list ws, list gs, list ms, list vs, list steps, double lr, double b1, double b2,
+              double eps, double wd):
+    """:func:`adam` on every ``(ws[k], gs[k], ms[k], vs[k])`` the kernel takes (as
+    :func:`sgd_many`), ``steps[k]`` its step count (from 1): the bias corrections
+    1 - b1^t and sqrt(1 - b2^t) are computed as ``_fused.adam`` computes them (C's pow and
+    sqrt, which Python's ``**`` and ``math.sqrt`` call). Returns the positions it left
+    alone."""
+    cdef Py_ssize_t k, n = len(ws), cnt, par_min = PAR_MIN
+    cdef Py_buffer bufs[4]
+    cdef int kind = 0, j
+    cdef double t, bc1, bc2_sqrt
+    if len(gs) != n or len(ms) != n or len(vs) != n or len(steps) != n:
+        raise ValueError(f"adam_many: {n} parameters, {len(gs)} gradients, {len(ms)} and "
+                         f"{len(vs)} moments, {len(steps)} step counts")
+    arrays = [ws, gs, ms, vs]
+    declined = []
+    for k in range(n):
+        if not _take_all(arrays, k, bufs, 4, &kind):
+            declined.append(k)
+            continue
+        t = <double>steps[k]
+        bc1 = 1.0 - pow(b1, t)
+        bc2_sqrt = sqrt(1.0 - pow(b2, t))
+        cnt = bufs[0].len // bufs[0].itemsize
+        with nogil:
+            if kind == 1:
+                _adam_all(<float*>bufs[0].buf, <const float*>bufs[1].buf, <float*>bufs[2].buf,
+                          <float*>bufs[3].buf, cnt, cnt, cnt, lr, b1, b2, eps, wd, bc1,
+                          bc2_sqrt, par_min)
+            else:
+                _adam_all(<double*>bufs[0].buf, <const double*>bufs[1].buf,
+                          <double*>bufs[2].buf, <double*>bufs[3].buf, cnt, cnt, cnt, lr, b1,
+                          b2, eps, wd, bc1, bc2_sqrt, par_min)
+        for j in range(4):
+            PyBuffer_Release(&bufs[j])
+    return declined
 
 
 cdef inline void _relu_grad_chunk(const real* gp, const real* xp, real* op,

@@ -60,30 +60,54 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            w = p.data
-            numpy = type(w) is np.ndarray
-            if numpy and not w.flags.writeable:
-                raise self._read_only(i)
-            st = self.state.get(i)
-            if st is None:
-                st = self.state[i] = {
-                    "step": 0,
-                    "exp_avg": state_like(w),
-                    "exp_avg_sq": state_like(w),
-                }
-            elif not numpy or type(st["exp_avg"]) is not np.ndarray:
-                st["exp_avg"] = on_device_of(st["exp_avg"], w)
-                st["exp_avg_sq"] = on_device_of(st["exp_avg_sq"], w)
-            st["step"] += 1
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            if numpy and type(g) is np.ndarray:
-                _fused.adam(w, g, m, v, self._scratch_for(i, p), lr, b1, b2, eps, wd, st["step"])
-                continue
-            t = st["step"]
-            xp = _backend.namespace_of(w)
-            bc1, bc2_sqrt = 1.0 - b1**t, math.sqrt(1.0 - b2**t)
-            updates_for(xp).adam(w, g, m, v, xp, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+        many = getattr(_fused.KERNELS, "adam_many", None)
+        at: list[int] = []
+        ws: list[np.ndarray] = []
+        gs: list[np.ndarray] = []
+        ms: list[np.ndarray] = []
+        vs: list[np.ndarray] = []
+        steps: list[int] = []
+        try:
+            for i, p in enumerate(self.params):
+                g = p.grad
+                if g is None:
+                    continue
+                w = p.data
+                numpy = type(w) is np.ndarray
+                if numpy and not w.flags.writeable:
+                    raise self._read_only(i)
+                st = self.state.get(i)
+                if st is None:
+                    st = self.state[i] = {
+                        "step": 0,
+                        "exp_avg": state_like(w),
+                        "exp_avg_sq": state_like(w),
+                    }
+                elif not numpy or type(st["exp_avg"]) is not np.ndarray:
+                    st["exp_avg"] = on_device_of(st["exp_avg"], w)
+                    st["exp_avg_sq"] = on_device_of(st["exp_avg_sq"], w)
+                st["step"] += 1
+                m, v = st["exp_avg"], st["exp_avg_sq"]
+                if numpy and type(g) is np.ndarray:
+                    if many is not None:  # in one kernel call after the loop (the same bits)
+                        at.append(i)
+                        ws.append(w)
+                        gs.append(g)
+                        ms.append(m)
+                        vs.append(v)
+                        steps.append(st["step"])
+                        continue
+                    _fused.adam(
+                        w, g, m, v, self._scratch_for(i, p), lr, b1, b2, eps, wd, st["step"]
+                    )
+                    continue
+                t = st["step"]
+                xp = _backend.namespace_of(w)
+                bc1, bc2_sqrt = 1.0 - b1**t, math.sqrt(1.0 - b2**t)
+                updates_for(xp).adam(w, g, m, v, xp, lr, b1, b2, eps, wd, bc1, bc2_sqrt)
+        finally:  # (also when a parameter raises: those before it are updated, as alone)
+            if at:
+                assert many is not None
+                for k in many(ws, gs, ms, vs, steps, lr, b1, b2, eps, wd):  # what it left alone
+                    scratch = self._scratch_for(at[k], self.params[at[k]])
+                    _fused.adam(ws[k], gs[k], ms[k], vs[k], scratch, lr, b1, b2, eps, wd, steps[k])

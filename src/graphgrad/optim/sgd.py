@@ -116,6 +116,39 @@ class SGD(Optimizer):
     def step(self) -> None:
         lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
         taken = self._taken
+        many = getattr(_fused.KERNELS, "sgd_many", None)
+        if many is not None and not taken:
+            # every NumPy parameter past its first step in one kernel call (the same
+            # kernel, the same bits); the others, and any it declines, one by one below
+            at: list[int] = []
+            ws: list[Any] = []
+            gs: list[Any] = []
+            vs: list[Any] = []
+            state = self.state
+            try:
+                for i, p in enumerate(self.params):
+                    g = p.grad
+                    if g is None:
+                        continue
+                    w = p.data
+                    if mu:
+                        st = state.get(i)
+                        v = None if st is None else st.get("momentum_buffer")
+                        if type(v) is not np.ndarray:  # the first step, or another device
+                            self._update(i, p, g)
+                            continue
+                    else:
+                        v = w  # (not read when mu == 0)
+                    at.append(i)
+                    ws.append(w)
+                    gs.append(g)
+                    vs.append(v)
+            finally:  # (also when a parameter raises: those before it are updated, as alone)
+                if at:
+                    for k in many(ws, gs, vs, lr, mu, wd, nesterov):
+                        i = at[k]
+                        self._update(i, self.params[i], gs[k])
+            return
         for i, p in enumerate(self.params):
             g = p.grad
             if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
@@ -126,27 +159,32 @@ class SGD(Optimizer):
                     v += g  # a part of the gradient that took the ordinary path
                 _fused.sgd(p.data, v, None, self._scratch_for(i, p), lr, 0.0, 0.0, False, False)
                 continue
-            if g is None:
-                continue
-            w = p.data
-            numpy = type(w) is np.ndarray
-            if numpy and not w.flags.writeable:
-                raise self._read_only(i)
-            v = None
-            first = False
-            if mu:
-                st = self.state.setdefault(i, {})
-                v = st.get("momentum_buffer")
-                if v is None:
-                    v = st["momentum_buffer"] = state_like(w, zero=False)
-                    first = True
-                elif not numpy or type(v) is not np.ndarray:
-                    v = st["momentum_buffer"] = on_device_of(v, w)
-            if numpy and type(g) is np.ndarray:
-                _fused.sgd(w, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)
-            else:
-                updates_for(_backend.namespace_of(w)).sgd(w, g, v, lr, mu, wd, nesterov, first)
+            if g is not None:
+                self._update(i, p, g)
         taken.clear()
+
+    def _update(self, i: int, p: Tensor, g: Any) -> None:
+        """Parameter ``i``'s update from its gradient ``g``, one call (creating its momentum
+        buffer at the first step)."""
+        lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
+        w = p.data
+        numpy = type(w) is np.ndarray
+        if numpy and not w.flags.writeable:
+            raise self._read_only(i)
+        v = None
+        first = False
+        if mu:
+            st = self.state.setdefault(i, {})
+            v = st.get("momentum_buffer")
+            if v is None:
+                v = st["momentum_buffer"] = state_like(w, zero=False)
+                first = True
+            elif not numpy or type(v) is not np.ndarray:
+                v = st["momentum_buffer"] = on_device_of(v, w)
+        if numpy and type(g) is np.ndarray:
+            _fused.sgd(w, g, v, self._scratch_for(i, p), lr, mu, wd, nesterov, first)
+        else:
+            updates_for(_backend.namespace_of(w)).sgd(w, g, v, lr, mu, wd, nesterov, first)
 
 
 class _MomentumSink:
