@@ -7,7 +7,8 @@ NumPy twin in ``graphgrad/_fused.py`` does with whole-array calls, so both give 
 numbers (bit for bit in float32 and float64, except that the optimiser kernels flush
 subnormal numbers, below 1.2e-38 in float32, to zero, as ``torch.set_flush_denormal`` does); the twin is the reference the tests compare
 with and the path taken when this module is not built. Arrays arrive flattened, C-contiguous
-and of one dtype (``_fused.py`` checks that before calling); inputs may be read-only
+and of one dtype (``_fused.py`` checks that before calling; the many-parameter updates,
+``sgd_many`` and ``adam_many``, check each array themselves); inputs may be read-only
 (``const`` memoryviews).
 
 Threads: above ``PAR_MIN`` elements a kernel splits its arrays into contiguous chunks, one per

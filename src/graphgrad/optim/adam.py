@@ -23,8 +23,8 @@ class Adam(Optimizer):
         θ ← θ − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
 
     which is the bias-corrected update m̂ / (sqrt(v̂) + eps) written as PyTorch computes it.
-    Parameters are updated in place; gradients of ``None`` are skipped. On NumPy arrays the
-    update is one compiled kernel per parameter; on CuPy one ``ElementwiseKernel`` launch; on
+    Parameters are updated in place; gradients of ``None`` are skipped. On NumPy arrays one
+    compiled kernel call updates every parameter (each as its own pass); on CuPy one ``ElementwiseKernel`` launch; on
     another array API namespace in-place ``xp`` expressions (see :class:`SGD`).
 
     Args:

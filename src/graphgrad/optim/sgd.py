@@ -47,7 +47,8 @@ class SGD(Optimizer):
             later, its updates take the ordinary path (the same numbers, without the
             fusion).
 
-    On NumPy arrays the update is one compiled kernel per parameter (``graphgrad._fused``); on
+    On NumPy arrays one compiled kernel call updates every parameter past its first step,
+    each as its own pass (``sgd_many`` in ``graphgrad._kernels``); on
     CuPy one ``ElementwiseKernel`` launch (:mod:`graphgrad.optim.cupy_updates`); on any other
     array API namespace in-place ``xp`` expressions (:mod:`graphgrad.optim.xp_updates`).
     """
