@@ -1630,16 +1630,17 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
     the same BLAS call, with that row stride."""
     if _calls and type(a) is np.ndarray and type(b) is np.ndarray:
         call = _calls.get(a.dtype)
+        sa, sb = a.shape, b.shape
         if (
             call is not None
-            and a.ndim == 2
-            and b.ndim == 2
+            and len(sa) == 2
+            and len(sb) == 2
+            and sa[0] * sa[1] * sb[1] >= call[2]  # first: most small products stop here
             and b.dtype == a.dtype
-            and a.shape[1] == b.shape[0]
+            and sa[1] == sb[0]
             and a.size > 0
             and b.size > 0
-            and max(*a.shape, b.shape[1]) <= _INT_MAX
-            and a.shape[0] * a.shape[1] * b.shape[1] >= call[2]
+            and max(*sa, sb[1]) <= _INT_MAX
         ):
             la, lb = _c_layout(a), _c_layout(b)
             if la is not None and lb is not None:
