@@ -595,3 +595,53 @@ def test_linears_direct_vjps_give_the_rules_bits(dtype: type) -> None:
                 assert i == 1 and not w.flags.c_contiguous  # the column-major W: the rule
                 continue
             assert fast.shape == rule.shape and fast.tobytes() == rule.tobytes(), i
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_loss_pass_keeps_its_gradient_for_the_backward_pass(dtype: type) -> None:
+    # with gradients on, cross_entropy's forward computes the loss and its gradient in one
+    # pass over the logits and keeps the gradient for the backward pass, which returns it
+    # instead of a second pass: the same bits as the two passes
+    rng = np.random.default_rng(4)
+    x = (4 * rng.standard_normal((33, 9))).astype(dtype)
+    y = rng.integers(0, 9, 33)
+    lab = np.asarray(y)
+    want_loss = _fused.KERNELS.xent_forward(x, lab)
+    want = np.empty_like(x)
+    _fused.KERNELS.xent_backward(x, lab, 1.0 / 33, want)
+
+    t = gg.Tensor(x, requires_grad=True)
+    loss = gg.cross_entropy(t, y)
+    kept = _fused._XENT_KEPT[0]
+    assert kept is not None and kept[0] is loss.data
+    assert loss.data.tobytes() == np.array(want_loss, dtype=dtype).tobytes()
+    loss.backward(retain_graph=True)
+    assert t.grad is not None and t.grad.tobytes() == want.tobytes()
+    assert t.grad is kept[4]  # handed over, not computed again
+    assert _fused._XENT_KEPT[0] is None
+    t.grad = None
+    loss.backward()  # the retained graph's second pass computes it anew: the same bits
+    assert t.grad is not None and t.grad.tobytes() == want.tobytes()
+
+    # another loss between a forward and its backward: the first computes anew
+    t.grad = None
+    a = gg.cross_entropy(t, y)
+    b = gg.cross_entropy(t * 2.0, y)
+    a.backward()
+    assert t.grad is not None and t.grad.tobytes() == want.tobytes()
+    assert _fused._XENT_KEPT[0] is not None and _fused._XENT_KEPT[0][0] is b.data
+
+    # a seed other than 1: computed anew at its scale, the kept one left alone
+    t.grad = None
+    c = gg.cross_entropy(t, y)
+    c.backward(np.array(3.0, dtype))
+    scaled = np.empty_like(x)
+    _fused.KERNELS.xent_backward(x, lab, 3.0 / 33, scaled)
+    assert t.grad is not None and t.grad.tobytes() == scaled.tobytes()
+
+    # no gradients: no second array made, nothing kept
+    _fused._XENT_KEPT[0] = None
+    with gg.no_grad():
+        gg.cross_entropy(t, y)
+    assert _fused._XENT_KEPT[0] is None

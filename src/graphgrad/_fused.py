@@ -485,18 +485,48 @@ def bad_label(labels: np.ndarray, t: int) -> int:
     return int(bad[0]) if bad.size else -1
 
 
-def xent_forward(x: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+def xent_forward(x: np.ndarray, labels: np.ndarray, keep: bool = False) -> np.ndarray | None:
     """Softmax cross-entropy of logits (S, T) and integer labels (S,), averaged over S, as a
-    0-d array of x's dtype; ``None`` when no kernel can take the arrays (use NumPy)."""
+    0-d array of x's dtype; ``None`` when no kernel can take the arrays (use NumPy).
+
+    ``keep``: also compute, in the same pass, its gradient at the scale a backward pass from
+    this loss asks for (1/S), and keep it for :func:`xent_backward`, which then returns it
+    instead of a second pass over the logits (the last loss's only; the same numbers)."""
     args = _kernel_args(x, labels)
     if args is None:
         return None
-    return np.array(_K.xent_forward(*args), dtype=x.dtype)
+    if not keep or not hasattr(_K, "xent_both"):
+        return np.array(_K.xent_forward(*args), dtype=x.dtype)
+    grad = np.empty_like(args[0])
+    scale = 1.0 / x.shape[0]
+    loss = np.array(_K.xent_both(*args, scale, grad), dtype=x.dtype)
+    _XENT_KEPT[0] = (loss, x, labels, scale, grad)
+    return loss
 
 
-def xent_backward(x: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray | None:
+#: The gradient the last ``xent_forward(keep=True)`` computed: (loss, logits, labels, scale,
+#: gradient), or None. One slot: a backward pass takes it (identity checks: its own loss,
+#: logits and labels, at its scale) or computes the gradient anew (another loss's, a retained
+#: graph's second pass, another thread's: the same numbers either way).
+_XENT_KEPT: list[Any] = [None]
+
+
+def xent_backward(
+    x: np.ndarray, labels: np.ndarray, scale: float, loss: Any = None
+) -> np.ndarray | None:
     """(softmax(x) - onehot(labels)) * scale for logits (S, T); ``None`` when no kernel can
-    take the arrays (use NumPy)."""
+    take the arrays (use NumPy). ``loss``: the forward's result, whose gradient
+    ``xent_forward(keep=True)`` may have kept (then returned, and no longer kept)."""
+    kept = _XENT_KEPT[0]
+    if (
+        kept is not None
+        and kept[0] is loss
+        and kept[1] is x
+        and kept[2] is labels
+        and kept[3] == scale
+    ):
+        _XENT_KEPT[0] = None
+        return kept[4]
     args = _kernel_args(x, labels)
     if args is None:
         return None

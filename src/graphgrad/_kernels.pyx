@@ -994,6 +994,21 @@ cdef double _xent_both(const real* x, const long long* labels, double scale, rea
     return -total / S
 
 
+def xent_both(const real[:, ::1] x, const long long[::1] labels, double scale,
+              real[:, ::1] out):
+    """:func:`xent_forward`'s loss, returned, and :func:`xent_backward`'s ``out``, written, in
+    one pass over the logits: the same numbers as the two calls (the same row function)."""
+    cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
+    cdef double loss
+    if S == 0:
+        return float("nan")
+    if out.shape[0] != S or out.shape[1] != T:
+        raise ValueError(f"xent_both: out is {out.shape[0]}x{out.shape[1]}, the logits {S}x{T}")
+    with nogil:
+        loss = _xent_both(&x[0, 0], &labels[0], scale, &out[0, 0], S, T, par_min)
+    return loss
+
+
 def xent_backward(const real[:, ::1] x, const long long[::1] labels, double scale,
                   real[:, ::1] out):
     """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""

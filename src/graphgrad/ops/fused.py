@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import _fused
 from .._backend import dtype_kind, namespace_of
+from .._state import GRAD_ENABLED
 from ._registry import defop
 
 _ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
@@ -93,7 +94,8 @@ def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
 def _ce_fast(g: Any, ans: Any, x: Any, labels: Any) -> Any:
     # fast= variants run on NumPy arrays only (the engine's rule)
     if labels.dtype.kind in "iu" and np.ndim(g) == 0 and x.shape[0]:
-        return _fused.xent_backward(x, labels, float(g) / x.shape[0])  # one compiled pass
+        # one compiled pass, or none: the gradient the forward computed beside the loss
+        return _fused.xent_backward(x, labels, float(g) / x.shape[0], ans)
     return None  # (also where the kernel is not built): the rule
 
 
@@ -115,7 +117,9 @@ def cross_entropy(x: Any, labels: Any) -> Any:
     if x.shape[0] == 0:  # the mean over no samples: NaN (0/0), as in PyTorch, no warning
         return np.array(np.nan, dtype=x.dtype)
     if labels.dtype.kind in "iu" and x.shape[0]:
-        loss = _fused.xent_forward(x, labels)  # one compiled pass, or None: NumPy below
+        # one compiled pass, or None: NumPy below; where a backward pass may follow, the
+        # same pass computes the gradient too, kept for it
+        loss = _fused.xent_forward(x, labels, keep=GRAD_ENABLED.get())
         if loss is not None:
             return loss
     z = x - np.max(x, axis=1, keepdims=True)
