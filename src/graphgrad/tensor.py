@@ -607,7 +607,8 @@ def _apply(op: Op, inputs: tuple[Tensor, ...], params: dict[str, Any] = _EMPTY) 
     if n > 1 and (
         type(datas[0]) is not _ND
         or type(datas[-1]) is not _ND
-        or (n > 2 and any(type(d) is not _ND for d in datas))
+        or (n == 3 and type(datas[1]) is not _ND)  # (linear's three: no generator)
+        or (n > 3 and any(type(d) is not _ND for d in datas))
     ):
         _check_devices(op, inputs)
     try:
@@ -1157,16 +1158,17 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
 
     One op (``linear``) with or without the bias: the same products, layouts and kernels."""
     tx, tw = as_tensor(x), as_tensor(weight)
-    if tw.ndim != 2 or tx.ndim < 1 or tx.shape[-1] != tw.shape[1]:
+    xs, ws = tx.data.shape, tw.data.shape  # (not the properties: every layer asks)
+    if len(ws) != 2 or not xs or xs[-1] != ws[1]:
         raise ShapeError(
-            f"linear: input of shape {tx.shape} does not fit a weight of shape {tw.shape} "
+            f"linear: input of shape {xs} does not fit a weight of shape {ws} "
             f"(weight must be (out, in) with in = the input's last axis)"
         )
     if bias is None:  # the same op with two inputs: the same products, layouts and kernels
         return _apply(LA.linear, (tx, tw))
     tb = as_tensor(bias)
-    if tb.shape != (tw.shape[0],):
-        raise ShapeError(f"linear: bias has shape {tb.shape}, expected ({tw.shape[0]},)")
+    if tb.data.shape != (ws[0],):
+        raise ShapeError(f"linear: bias has shape {tb.shape}, expected ({ws[0]},)")
     return _apply(LA.linear, (tx, tw, tb))
 
 
