@@ -139,7 +139,10 @@ def _run(
                     gi = _vjp(op, fast, i, xp, g, ans, args, params)
             else:  # _vjp() written out: a call per edge is a measurable part of a tiny op
                 rule = fast[i] if fast else None
-                gi = None if rule is None else rule(g, ans, *args, **params)
+                if rule is None:
+                    gi = None
+                else:  # (an empty **params costs a dict per edge)
+                    gi = rule(g, ans, *args, **params) if params else rule(g, ans, *args)
                 if gi is None:
                     gi = op.vjp(i, xp, g, ans, args, params)
             shape = inp.data.shape
@@ -165,7 +168,7 @@ def _run(
                 not graph_mode
                 and k2 in owned
                 and type(prev) is np.ndarray
-                and prev.dtype == np.result_type(prev, gi)
+                and (prev.dtype == gi.dtype or prev.dtype == np.result_type(prev, gi))
             ):
                 np.add(prev, gi, out=prev)  # we allocated prev: accumulate in place
             else:
