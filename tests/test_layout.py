@@ -147,13 +147,19 @@ def test_a_column_major_weight_gets_its_gradient_and_update_in_its_own_layout(
         opt = gg.optim.SGD(model.parameters(), 0.1, momentum=0.9, fused_backward=fused_backward)
         calls: list[int] = []
         if _fused.KERNELS is not None:
-            real_sgd = _fused.KERNELS.sgd
+            real_sgd, real_many = _fused.KERNELS.sgd, _fused.KERNELS.sgd_many
 
             def counted(*a: Any, calls: list[int] = calls, real: Any = real_sgd) -> Any:
                 calls.append(1)
                 return real(*a)
 
+            def counted_many(*a: Any, calls: list[int] = calls, real: Any = real_many) -> Any:
+                left = real(*a)
+                calls.extend([1] * (len(a[0]) - len(left)))  # (those left take sgd)
+                return left
+
             monkeypatch.setattr(_fused.KERNELS, "sgd", counted)
+            monkeypatch.setattr(_fused.KERNELS, "sgd_many", counted_many)
         for _ in range(3):
             opt.zero_grad()
             gg.cross_entropy(model(gg.tensor(x)), y).backward()

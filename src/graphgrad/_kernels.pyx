@@ -23,8 +23,8 @@ calling thread.
 
 cimport cython
 from cython.parallel cimport prange
-from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release,
-                             PyObject_GetBuffer)
+from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT,
+                             PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -647,12 +647,13 @@ from numpy import ndarray as _ndarray
 
 
 cdef bint _take(object a, Py_buffer* b, int flags) except -1:
-    """Fill ``b`` with ``a``'s memory if ``a`` is an ndarray a kernel can take (C-contiguous;
-    writeable where ``flags`` asks): True, else False with nothing held."""
+    """Fill ``b`` with ``a``'s memory if ``a`` is an ndarray a kernel can take (contiguous,
+    row- or column-major; writeable where ``flags`` asks): True, else False with nothing
+    held."""
     if type(a) is not _ndarray:
         return False
     try:
-        PyObject_GetBuffer(a, b, flags | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        PyObject_GetBuffer(a, b, flags | PyBUF_ANY_CONTIGUOUS | PyBUF_FORMAT)
     except (BufferError, ValueError):  # not contiguous, read-only
         return False
     return True
@@ -670,14 +671,16 @@ cdef int _float_kind(const Py_buffer* b) noexcept:
 
 
 cdef bint _alike(const Py_buffer* a, const Py_buffer* b) noexcept:
-    """The same element format and the same shape."""
+    """The same element format, shape and strides: two contiguous arrays whose elements lie
+    in the same order (both row-major or both column-major), so that the k-th element in
+    memory of each is the same (row, column)."""
     cdef int i
     if a.ndim != b.ndim or a.itemsize != b.itemsize or a.format[0] != b.format[0]:
         return False
     if b.format[0] == 0 or b.format[1] != 0:
         return False
     for i in range(a.ndim):
-        if a.shape[i] != b.shape[i]:
+        if a.shape[i] != b.shape[i] or a.strides[i] != b.strides[i]:
             return False
     return True
 
@@ -709,7 +712,8 @@ cdef bint _take_all(list arrays, Py_ssize_t k, Py_buffer* bufs, int n_in, int* k
 
 def sgd_many(list ws, list gs, list vs, double lr, double mu, double wd, bint nesterov):
     """:func:`sgd` (not a first step) on every ``(ws[k], gs[k], vs[k])`` the kernel takes:
-    ndarrays of one float dtype and shape, C-contiguous, ``ws[k]`` and ``vs[k]`` writeable
+    ndarrays of one float dtype, shape and contiguous layout (all row-major or all
+    column-major), ``ws[k]`` and ``vs[k]`` writeable
     (``vs[k]`` is ``ws[k]`` itself when mu == 0: then it is not read). Returns the positions k
     it left alone, in order, for the caller's own path (which also names what is wrong)."""
     cdef Py_ssize_t k, n = len(ws), cnt, par_min = PAR_MIN
