@@ -355,6 +355,32 @@ def test_onednn_matmul_bench_quick() -> None:
         assert all(float(c.split()[0]) > 0 for c in cells), r
 
 
+def test_eager_bench_quick() -> None:
+    # the eager step, the same kernel calls without a graph (checked to give the eager step's
+    # weights first) and the compiled step, on three shapes, each with a positive time and ratio
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_eager.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    from graphgrad import _fused
+
+    if not _fused.COMPILED:
+        assert proc.returncode == 2 and "compiled kernels" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [r for r in proc.stdout.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "784-256-256-10 b128",
+        "8-8-8-2 b4",
+        "64x16-10 b32 (16 layers)",
+    ], proc.stdout
+    for r in rows:
+        cells = [c.strip() for c in r.strip("|").split("|")][1:]
+        assert all(float(c.split()[0]) > 0 for c in cells), r
+
+
 def test_the_device_check_script_rehearses_every_part(tmp_path: Path) -> None:
     """scripts/device_check.sh, the one command for a lent GPU machine with many cores, in its
     --quick rehearsal with graphgrad as installed: the info, the step benchmark (each peer in
