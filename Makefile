@@ -9,6 +9,8 @@
 #   make recalibrate  set_blas("auto")'s measurement again, at 1 and 2 threads (quiet machine)
 #   make bench-pools  A/B of the thread-pool settings at 2 threads, each in its own process
 #   make bench-wake   what a kernel's parallel region costs, per wait policy: bench/WAKE.md
+#   make bench-eager  the eager step against its kernel calls without a graph and the
+#                     compiled step (1 thread, pinned to CPU 0 where taskset exists)
 #   make test / main  scripts/test.sh / scripts/main.sh
 PY ?= .venv/bin/python
 THREADS ?= 1
@@ -16,7 +18,7 @@ QUICK_OUT ?= $(or $(TMPDIR),/tmp)/graphgrad-bench-quick
 
 STEP_THREADS ?= 1,2
 
-.PHONY: bench bench-quick bench-jax bench-scaling bench-pools bench-wake profile recalibrate test main
+.PHONY: bench bench-quick bench-jax bench-scaling bench-pools bench-wake bench-eager profile recalibrate test main
 
 bench: bench-jax
 	$(PY) bench/run_all.py --threads $(THREADS)
@@ -56,6 +58,9 @@ bench-wake:
 	GOMP_SPINCOUNT=30000 $(PY) bench/bench_wake.py
 	GRAPHGRAD_BLAS=mkl $(PY) bench/bench_wake.py
 	GRAPHGRAD_BLAS=mkl GOMP_SPINCOUNT=30000 $(PY) bench/bench_wake.py
+
+bench-eager:
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(PY) bench/bench_eager.py
 
 profile: recalibrate
 	$(PY) bench/profile_step.py --threads $(THREADS) --speedup 1,2 --md bench/PROFILE.md
