@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from benchlib import calibrate
 
 import graphgrad as gg
 from graphgrad import _blas, _fused
@@ -123,12 +124,8 @@ def check(sizes: tuple[int, ...], batch: int) -> None:
 
 
 def _time(fn: Callable[[], Any], budget: float) -> float:
-    """Seconds per call of ``fn`` over about ``budget`` seconds (one warm call first)."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    n = max(3, int(budget / one))
+    """Seconds per call of ``fn`` over about ``budget`` seconds."""
+    n = max(3, calibrate(fn, budget))
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
