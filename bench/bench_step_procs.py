@@ -384,6 +384,23 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+#: A peer whose slowest round took more than this times its fastest ran on a busy host (on a
+#: quiet one the rounds agree within 1.02-1.10 at 1 thread, docs/speed.md)
+NOISY_SPREAD = 1.25
+
+
+def noisy(rows: list[dict[str, Any]]) -> list[str]:
+    """ "<shape> at <threads>: <peer> <spread>, ..." for each row with a peer whose rounds
+    spread by more than :data:`NOISY_SPREAD`."""
+    out = []
+    for r in rows:
+        high = [(k, v) for k, v in r.get("spread", {}).items() if v > NOISY_SPREAD]
+        if high:
+            peers = ", ".join(f"{k} {v:.2f}" for k, v in high)
+            out.append(f"{_name(r['shape'])} at {r['threads']}: {peers}")
+    return out
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     peers = [k for k in PEERS if any(k in r["ms"] for r in rows)]
     peers += [k for r in rows for k in r["ms"] if k not in peers]  # variants
@@ -419,6 +436,14 @@ def render(rows: list[dict[str, Any]]) -> str:
         "peer far above the others changed speed between turns, and its ratios say less): "
         + "; ".join(spread)
     )
+    busy = noisy(rows)
+    if busy:
+        out.append("")
+        out.append(
+            f"**A busy host**: rounds spread by more than {NOISY_SPREAD}x ("
+            + "; ".join(busy)
+            + "): the host changed speed during this run; measure again before quoting it."
+        )
     lat_rows = [r for r in rows if r.get("latency_ns")]
     if lat_rows:
         lines = []

@@ -284,6 +284,19 @@ def test_variant_names_and_their_parents() -> None:
         P.split_variant("graphgrad[A]")
 
 
+def test_a_busy_hosts_run_says_so() -> None:
+    # a peer whose rounds spread by more than NOISY_SPREAD marks the table as a busy host's
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_step_procs as P
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    quiet = {"shape": "784,256,256,10:128", "threads": 1, "spread": {"a": 1.05, "b": 1.2}}
+    busy = {"shape": "784,256,256,10:128", "threads": 2, "spread": {"a": 1.3, "b": 2.67}}
+    assert P.noisy([quiet]) == []
+    assert P.noisy([quiet, busy]) == ["784-256-256-10 b128 at 2: a 1.30, b 2.67"]
+
+
 def test_wake_bench_quick(tmp_path: Path) -> None:
     md = tmp_path / "WAKE.md"
     proc = subprocess.run(
