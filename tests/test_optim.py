@@ -415,6 +415,11 @@ def test_the_many_kernels_name_what_they_leave_alone() -> None:
     assert k.sgd_many([np.ones(3, half)], [np.ones(3, half)], [np.ones(3, half)], 1, 0, 0, 0) == [0]
     with pytest.raises(ValueError, match="sgd_many: 2 parameters, 1 gradients, 2 buffers"):
         k.sgd_many(w[:2], g[:1], v[:2], 0.1, 0.0, 0.0, False)
+    a = [np.ones(4, f4) for _ in range(4)]
+    with pytest.raises(TypeError):  # a bad step count: raised with no buffer held
+        k.adam_many([a[0]], [a[1]], [a[2]], [a[3]], ["1"], 0.1, 0.9, 0.999, 1e-8, 0.0)
+    for x in a:
+        x.resize(5, refcheck=False)  # (refused while a buffer of it is exported)
 
 
 def test_a_read_only_parameter_is_named_with_the_others_updated_before_it() -> None:

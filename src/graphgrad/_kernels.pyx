@@ -758,10 +758,10 @@ def adam_many(list ws, list gs, list ms, list vs, list steps, double lr, double 
     arrays = [ws, gs, ms, vs]
     declined = []
     for k in range(n):
+        t = <double>steps[k]  # (before any buffer is held: a bad count raises with none held)
         if not _take_all(arrays, k, bufs, 4, &kind):
             declined.append(k)
             continue
-        t = <double>steps[k]
         bc1 = 1.0 - pow(b1, t)
         bc2_sqrt = sqrt(1.0 - pow(b2, t))
         cnt = bufs[0].len // bufs[0].itemsize
