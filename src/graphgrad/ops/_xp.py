@@ -66,17 +66,14 @@ def matmul(a: Array, b: Array) -> Array:
 
 
 _ONES: dict[tuple[int, Any], Array] = {}
-_GEMV: list[tuple[dict[Any, int], bool]] = []  # NumPy's cblas_?gemv addresses, found once
 
 
 def _gemv(dtype: Any) -> tuple[int | None, bool]:
     """The address of the ``cblas_?gemv`` NumPy's own ``ones @ x`` calls for ``dtype`` (and
-    whether it takes 64-bit sizes), or None where the kernels or that BLAS are missing."""
-    if not _GEMV:
-        found = _blas.numpy_cblas()
-        _GEMV.append((found.get("gemv", {}), bool(found.get("ilp64"))))
-    fns, ilp64 = _GEMV[0]
-    return fns.get(dtype), ilp64
+    whether it takes 64-bit sizes), or None where that BLAS is not found
+    (:func:`graphgrad._blas.numpy_cblas`, which finds it once)."""
+    found = _blas.numpy_cblas()
+    return found.get("gemv", {}).get(dtype), bool(found.get("ilp64"))
 
 
 def sum_rows(x: Array) -> Array:

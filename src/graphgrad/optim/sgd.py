@@ -116,52 +116,47 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
-        taken = self._taken
+        taken, state = self._taken, self.state
+        # every NumPy parameter past its first step in one kernel call after the loop (the
+        # same kernel, the same bits); the others, and any it declines, one by one
         many = getattr(_fused.KERNELS, "sgd_many", None)
-        if many is not None and not taken:
-            # every NumPy parameter past its first step in one kernel call (the same
-            # kernel, the same bits); the others, and any it declines, one by one below
-            at: list[int] = []
-            ws: list[Any] = []
-            gs: list[Any] = []
-            vs: list[Any] = []
-            state = self.state
-            try:
-                for i, p in enumerate(self.params):
-                    g = p.grad
-                    if g is None:
-                        continue
-                    w = p.data
+        at: list[int] = []
+        ws: list[Any] = []
+        gs: list[Any] = []
+        vs: list[Any] = []
+        try:
+            for i, p in enumerate(self.params):
+                g = p.grad
+                if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
+                    if not p.data.flags.writeable:
+                        raise self._read_only(i)
+                    v = state[i]["momentum_buffer"]
+                    if g is not None:
+                        v += g  # a part of the gradient that took the ordinary path
+                    scratch = self._scratch_for(i, p)
+                    _fused.sgd(p.data, v, None, scratch, lr, 0.0, 0.0, False, False)
+                    continue
+                if g is None:
+                    continue
+                w = p.data
+                if many is not None:
                     if mu:
                         st = state.get(i)
                         v = None if st is None else st.get("momentum_buffer")
-                        if type(v) is not np.ndarray:  # the first step, or another device
-                            self._update(i, p, g)
-                            continue
                     else:
                         v = w  # (not read when mu == 0)
-                    at.append(i)
-                    ws.append(w)
-                    gs.append(g)
-                    vs.append(v)
-            finally:  # (also when a parameter raises: those before it are updated, as alone)
-                if at:
-                    for k in many(ws, gs, vs, lr, mu, wd, nesterov):
-                        i = at[k]
-                        self._update(i, self.params[i], gs[k])
-            return
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
-                if not p.data.flags.writeable:
-                    raise self._read_only(i)
-                v = self.state[i]["momentum_buffer"]
-                if g is not None:
-                    v += g  # a part of the gradient that took the ordinary path
-                _fused.sgd(p.data, v, None, self._scratch_for(i, p), lr, 0.0, 0.0, False, False)
-                continue
-            if g is not None:
+                    if type(v) is np.ndarray:  # (None: the first step; or another device)
+                        at.append(i)
+                        ws.append(w)
+                        gs.append(g)
+                        vs.append(v)
+                        continue
                 self._update(i, p, g)
+        finally:  # (also when a parameter raises: those before it are updated, as alone)
+            if at:
+                assert many is not None
+                for k in many(ws, gs, vs, lr, mu, wd, nesterov):
+                    self._update(at[k], self.params[at[k]], gs[k])
         taken.clear()
 
     def _update(self, i: int, p: Tensor, g: Any) -> None:
