@@ -1759,3 +1759,42 @@ def test_a_threshold_record_a_day_old_is_measured_again(two_threads: FakeMachine
     assert _blas.par_min_info()["par_min"] is None and fake.kernel_calls  # measured again
     rec = json.loads(path.read_text())
     assert rec["par_min"] is None and time.time() - rec["measured_at_s"] < 60
+
+
+def test_matmul_gives_a_column_times_a_row_to_outer_and_the_rest_to_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NumPy runs (M, 1) @ (1, N) with M, N > 1 in its own scalar loop (no BLAS; 4-18x slower
+    # than graphgrad's outer): _blas.matmul sends exactly those products of one float dtype
+    # there, whatever the BLAS selected, with the same bytes; a dot or a GEMV (a side of 1),
+    # integers or mixed dtypes stay with np.matmul.
+    calls: list[tuple[int, ...]] = []
+    real = _blas.outer
+
+    def spy(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        calls.append(a.shape + b.shape)
+        return real(a, b, out)
+
+    monkeypatch.setattr(_blas, "outer", spy)
+    rng = np.random.default_rng(3)
+    for dt in (np.float32, np.float64):
+        a, b = rng.standard_normal((256, 1)).astype(dt), rng.standard_normal((1, 784)).astype(dt)
+        a[::2] = 0.0
+        b[0, ::3] *= -1
+        assert _blas.matmul(a, b).tobytes() == np.matmul(a, b).tobytes()
+        padded = np.full((256, 800), 5.0, dt)
+        got = _blas.matmul(a, b, out=padded[:, :784])
+        assert got.tobytes() == np.matmul(a, b).tobytes()
+        assert (padded[:, 784:] == 5.0).all()
+    assert calls == [(256, 1, 1, 784)] * 4
+    calls.clear()
+    for x, y in [
+        (np.ones((1, 1)), np.ones((1, 5))),  # scalar @ row: NumPy's loop, too small to matter
+        (np.ones((4, 1)), np.ones((1, 1))),
+        (np.ones((1, 3)), np.ones((3, 4))),  # GEMV
+        (np.ones((4, 1), np.int64), np.ones((1, 5), np.int64)),
+        (np.ones((4, 1), np.float32), np.ones((1, 5))),
+        (np.ones((2, 4, 1)), np.ones((2, 1, 5))),  # batched
+    ]:
+        assert np.array_equal(_blas.matmul(x, y), np.matmul(x, y))
+    assert calls == []

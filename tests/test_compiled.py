@@ -269,7 +269,9 @@ def test_the_eager_step_pads_those_gradients_too(
                 rows_calls.append(name)
             return getattr(real, name)
 
-    batches = _batches((width,), 3, [16, 16, 9], dtype)
+    # a batch of one sample too: its weight gradient is a column times a row (_blas.outer),
+    # written into the padded rows as well
+    batches = _batches((width,), 3, [16, 1, 16, 9], dtype)
     with _blas.using_blas(blas):
         for opt in sorted(OPTIMISERS):
             if opt == "fused_backward":

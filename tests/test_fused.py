@@ -645,3 +645,102 @@ def test_the_loss_pass_keeps_its_gradient_for_the_backward_pass(dtype: type) -> 
     with gg.no_grad():
         gg.cross_entropy(t, y)
     assert _fused._XENT_KEPT[0] is None
+
+
+# --- a column times a row: the weight gradient of a batch of one sample -------------------
+
+
+def _outer_cases(dtype: type) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Columns (M, 1) and rows (1, N) around the vectors' widths and tails, with zeros of
+    both signs, NaN and infinities, in the layouts linear's gradients give: a column that is
+    a row's transpose, one with elements apart, one running backwards."""
+    rng = np.random.default_rng(11)
+    for M, N in [(2, 2), (3, 17), (16, 15), (33, 8), (257, 784), (10, 256)]:
+        a = rng.standard_normal((M, 1)).astype(dtype)
+        b = rng.standard_normal((1, N)).astype(dtype)
+        a[::3], a[1::5], b[0, ::4] = 0.0, -0.0, -0.0
+        b[0, 1::7] = np.inf
+        a[-1] = np.nan
+        yield a, b
+        yield np.ascontiguousarray(a.T).T, b  # (M, 1) view of a row
+        wide = np.repeat(a, 3, axis=0)
+        yield wide[::3], b  # elements 3 apart
+        yield a[::-1], b  # a negative stride
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outer_kernel_gives_numpys_matmul_bit_for_bit_in_every_instruction_set(
+    monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    # np.matmul of (M, 1) and (1, N) runs NumPy's own loop, 0 + a_i * b_j per element (no
+    # BLAS): the kernel must give its bytes (+0.0 where the product is -0.0, the same NaN),
+    # in each instruction set, and so must the NumPy twin (multiply, then + 0.0).
+    from graphgrad import _blas
+
+    previous = _fused.KERNELS.get_isa()
+    try:
+        with np.errstate(invalid="ignore"):
+            for isa in [*ISAS, "auto"]:
+                _fused.KERNELS.set_isa(isa)
+                for a, b in _outer_cases(dtype):
+                    want = np.matmul(a, b)
+                    out = np.full(want.shape, 7.0, dtype)
+                    assert _fused.outer(a, b, out), (isa, a.shape, a.strides)
+                    assert out.tobytes() == want.tobytes(), (isa, a.shape, a.strides)
+            with monkeypatch.context() as m:
+                m.setattr(_fused, "_K", None)
+                for a, b in _outer_cases(dtype):
+                    got = _blas.outer(a, b)
+                    assert got.tobytes() == np.matmul(a, b).tobytes(), (a.shape, a.strides)
+    finally:
+        _fused.KERNELS.set_isa(previous)
+
+
+@needs_kernels
+def test_outer_kernel_writes_padded_rows_and_declines_what_it_cannot_take() -> None:
+    # A weight gradient whose rows lie further apart (_memory.empty_grad): the kernel writes
+    # each row and leaves the padding alone. Declined, out untouched: another dtype, a row
+    # with elements apart, a read-only or column-major out, shapes that do not fit.
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((5, 1)).astype(np.float32)
+    b = rng.standard_normal((1, 6)).astype(np.float32)
+    base = np.full((5, 8), 9.0, np.float32)
+    assert _fused.outer(a, b, base[:, :6])
+    assert base[:, :6].tobytes() == np.ascontiguousarray(np.matmul(a, b)).tobytes()
+    np.testing.assert_array_equal(base[:, 6:], 9.0)
+    ro = np.zeros((5, 6), np.float32)
+    ro.flags.writeable = False
+    for args in [
+        (a.astype(np.float64), b, np.zeros((5, 6), np.float32)),
+        (a, np.repeat(b, 2, axis=1)[:, ::2], np.zeros((5, 6), np.float32)),
+        (a, b, ro),
+        (a, b, np.zeros((5, 6), np.float32, order="F")),
+        (a, b, np.zeros((5, 7), np.float32)),
+        (a[:4], b, np.zeros((5, 6), np.float32)),
+    ]:
+        out = args[2]
+        before = out.copy()
+        assert not _fused.outer(*args)
+        np.testing.assert_array_equal(out, before)
+    with pytest.raises(ValueError, match="rows must be contiguous"):  # the kernel's own check
+        _fused.KERNELS.outer(a[:, 0], b[0], np.zeros((6, 5), np.float32).T)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outer_kernel_gives_the_same_bits_at_any_thread_count(
+    kernel_threads: Callable[[int], None], dtype: type
+) -> None:
+    # Rows split between threads above the threshold: the same bytes as one thread's.
+    rng = np.random.default_rng(13)
+    a = rng.standard_normal((3 * SPLIT // 64 + 5, 1)).astype(dtype)
+    b = rng.standard_normal((1, 64)).astype(dtype)
+    a[::4] = -0.0
+    results = []
+    for k in (1, 2, 3):
+        kernel_threads(k)
+        out = np.empty((a.shape[0], 64), dtype)
+        assert _fused.outer(a, b, out)
+        results.append(out.tobytes())
+    assert results[0] == results[1] == results[2] == np.matmul(a, b).tobytes()

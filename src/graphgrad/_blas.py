@@ -1624,31 +1624,58 @@ def _c_layout(a: np.ndarray) -> tuple[np.ndarray, bool] | None:
 
 def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
     """``np.matmul(a, b)``; 2-D float products go to MKL or oneDNN when it is selected (oneDNN:
-    float32 only). ``out``: a 2-D
+    float32 only), and a column times a row (a batch of one sample's weight gradient) to
+    :func:`outer`. ``out``: a 2-D
     array of the product's shape and dtype to write it into, its rows contiguous but
     possibly further apart (a padded weight gradient, :func:`graphgrad._memory.empty_grad`):
     the same BLAS call, with that row stride."""
-    if _calls and type(a) is np.ndarray and type(b) is np.ndarray:
-        call = _calls.get(a.dtype)
+    if type(a) is np.ndarray and type(b) is np.ndarray:
         sa, sb = a.shape, b.shape
-        if (
-            call is not None
-            and len(sa) == 2
-            and len(sb) == 2
-            and sa[0] * sa[1] * sb[1] >= call[2]  # first: most small products stop here
-            and b.dtype == a.dtype
-            and sa[1] == sb[0]
-            and a.size > 0
-            and b.size > 0
-            and max(*sa, sb[1]) <= _INT_MAX
-        ):
-            la, lb = _c_layout(a), _c_layout(b)
-            if la is not None and lb is not None:
-                if out is None:
-                    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
-                _fused.KERNELS.gemm(call[0], la[0], la[1], lb[0], lb[1], out, 0.0, call[1])
-                return out
+        if len(sa) == 2 and len(sb) == 2:
+            call = _calls.get(a.dtype) if _calls else None
+            if (
+                call is not None
+                and sa[0] * sa[1] * sb[1] >= call[2]  # first: most small products stop here
+                and b.dtype == a.dtype
+                and sa[1] == sb[0]
+                and a.size > 0
+                and b.size > 0
+                and max(*sa, sb[1]) <= _INT_MAX
+            ):
+                la, lb = _c_layout(a), _c_layout(b)
+                if la is not None and lb is not None:
+                    if out is None:
+                        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+                    _fused.KERNELS.gemm(call[0], la[0], la[1], lb[0], lb[1], out, 0.0, call[1])
+                    return out
+            if (
+                sa[1] == 1
+                and sb[0] == 1
+                and sa[0] > 1
+                and sb[1] > 1
+                and a.dtype == b.dtype
+                and (a.dtype == _F32 or a.dtype == _F64)
+            ):
+                return outer(a, b, out)
     return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+
+def outer(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b)`` for a column ``a`` (M, 1) and a row ``b`` (1, N) of one float dtype,
+    M, N > 1, bit for bit, into ``out`` (M, N) if given: a broadcast multiply, then + 0.0.
+
+    NumPy gives such a product to no BLAS: its own scalar loop sums ``0 + a_m * b_n`` element
+    by element. The compiled kernel (``_fused.outer``) makes each element the same way in one
+    vectorised pass; without it, a broadcast multiply then ``+ 0.0``, which turns a product's
+    -0.0 into the +0.0 of NumPy's sum from 0 and changes nothing else (a NaN stays the same
+    NaN). A 256 x 784 float32 weight gradient of a batch of one sample, Zen 4, 1 thread:
+    NumPy's loop 224-353 µs, the multiply and the add 97, the kernel 12."""
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    if not _fused.outer(a, b, out):
+        np.multiply(a, b, out=out)
+        np.add(out, 0.0, out=out)
+    return out
 
 
 _NUMPY_CBLAS_NAMES = (  # (sgemm, dgemm, ILP64): the wheels' prefixed symbols first

@@ -249,6 +249,7 @@ __all__ = [
     "adam",
     "add_bias",
     "bad_label",
+    "outer",
     "relu",
     "relu_grad",
     "sgd",
@@ -429,6 +430,31 @@ def add_bias(y: np.ndarray, b: np.ndarray) -> bool:
         _K.add_bias(y.T, b, True)
     else:
         return False
+    return True
+
+
+def outer(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out[:] = a @ b`` for a column ``a`` (M, 1) and a row ``b`` (1, N) of one native float
+    dtype, as ``np.matmul`` computes it (``0 + a_i * b_j``; see ``graphgrad._blas.outer``), by
+    a kernel: ``b`` contiguous, ``out`` (M, N) of their dtype, writeable, its rows contiguous
+    (possibly further apart). Returns False, doing nothing, for anything else."""
+    if (
+        _K is None
+        or a.dtype not in _KERNEL_DTYPES
+        or b.dtype != a.dtype
+        or out.dtype != a.dtype
+        or a.ndim != 2
+        or b.ndim != 2
+        or out.ndim != 2
+        or a.shape[1] != 1
+        or b.shape[0] != 1
+        or out.shape != (a.shape[0], b.shape[1])
+        or not out.flags.writeable
+        or out.strides[1] != out.itemsize
+        or b.strides[1] != b.itemsize
+    ):
+        return False
+    _K.outer(a[:, 0], b[0], out)
     return True
 
 

@@ -116,6 +116,18 @@ cdef extern from *:
                 for (Py_ssize_t j = 0; j < c; j++) yi[j] = yi[j] + b[j];                    \
             }                                                                               \
         }                                                                                   \
+    }                                                                                       \
+    /* o[i, :] = 0 + a[i] * b for r rows of c (o's rows ld apart, a's elements sa apart):   \
+       the product of a column and a row as NumPy's matmul makes it (its own loop, each     \
+       element summed from 0, so a -0.0 product gives +0.0). */                             \
+    ATTR static void gg_outer_##S##_##V(const T *restrict a, Py_ssize_t sa,                 \
+                                        const T *restrict b, T *restrict o, Py_ssize_t r,   \
+                                        Py_ssize_t c, Py_ssize_t ld) {                      \
+        for (Py_ssize_t i = 0; i < r; i++) {                                                \
+            T ai = a[i * sa];                                                               \
+            T *restrict oi = o + i * ld;                                                    \
+            for (Py_ssize_t j = 0; j < c; j++) oi[j] = (T)0 + ai * b[j];                    \
+        }                                                                                   \
     }
     #ifdef _OPENMP
     #define GG_OPENMP 1
@@ -141,10 +153,13 @@ cdef extern from *:
         void (*adam_##S)(T *, const T *, T *, T *, Py_ssize_t, T, T, T, T, T, T, T);        \
         void (*relu_grad_##S)(const T *, const T *, T *, Py_ssize_t);                       \
         void (*relu_##S)(const T *, T *, Py_ssize_t);                                       \
-        void (*add_bias_##S)(T *, const T *, Py_ssize_t, Py_ssize_t, int);
+        void (*add_bias_##S)(T *, const T *, Py_ssize_t, Py_ssize_t, int);                  \
+        void (*outer_##S)(const T *, Py_ssize_t, const T *, T *, Py_ssize_t, Py_ssize_t,    \
+                          Py_ssize_t);
     typedef struct { const char *name; GG_FIELDS(float, f) GG_FIELDS(double, d) } gg_isa_t;
     #define GG_ROW(S, V) gg_sgd_mom_##S##_##V, gg_sgd_plain_##S##_##V, gg_adam_##S##_##V,   \
-                         gg_relu_grad_##S##_##V, gg_relu_##S##_##V, gg_add_bias_##S##_##V
+                         gg_relu_grad_##S##_##V, gg_relu_##S##_##V, gg_add_bias_##S##_##V, \
+                         gg_outer_##S##_##V
     static const gg_isa_t gg_isas[] = {
         {"baseline", GG_ROW(f, base), GG_ROW(d, base)},
     #if GG_MULTI_ISA
@@ -195,6 +210,10 @@ cdef extern from *:
     static void gg_relu_##S(const T *x, T *o, Py_ssize_t n) { gg_isa->relu_##S(x, o, n); }   \
     static void gg_add_bias_##S(T *y, const T *b, Py_ssize_t r, Py_ssize_t c, int down) {   \
         gg_isa->add_bias_##S(y, b, r, c, down);                                             \
+    }                                                                                       \
+    static void gg_outer_##S(const T *a, Py_ssize_t sa, const T *b, T *o, Py_ssize_t r,     \
+                             Py_ssize_t c, Py_ssize_t ld) {                                 \
+        gg_isa->outer_##S(a, sa, b, o, r, c, ld);                                           \
     }
     GG_CALLS(float, f)
     GG_CALLS(double, d)
@@ -213,6 +232,8 @@ cdef extern from *:
     void gg_relu_d(const double* x, double* o, Py_ssize_t n) noexcept nogil
     void gg_add_bias_f(float* y, const float* b, Py_ssize_t r, Py_ssize_t c, int down) noexcept nogil
     void gg_add_bias_d(double* y, const double* b, Py_ssize_t r, Py_ssize_t c, int down) noexcept nogil
+    void gg_outer_f(const float* a, Py_ssize_t sa, const float* b, float* o, Py_ssize_t r, Py_ssize_t c, Py_ssize_t ld) noexcept nogil
+    void gg_outer_d(const double* a, Py_ssize_t sa, const double* b, double* o, Py_ssize_t r, Py_ssize_t c, Py_ssize_t ld) noexcept nogil
     int GG_OPENMP
     int gg_isa_count
     int gg_isa_runs(int k) noexcept nogil
@@ -376,7 +397,9 @@ def auto_loops():
     names = isas()
     mem = "avx2" if "avx2" in names else "baseline"
     widest = names[len(names) - 1]  # no [-1]: wraparound is off
-    return {"adam": widest, "sgd": mem, "relu": mem, "relu_grad": mem, "add_bias": mem}
+    return {
+        "adam": widest, "sgd": mem, "relu": mem, "relu_grad": mem, "add_bias": mem, "outer": mem
+    }
 
 
 def set_isa(str name):
@@ -879,6 +902,45 @@ def add_bias(real[:, ::1] y, const real[::1] b, bint down):
     cdef const real* bp = &b[0]
     with nogil:
         _add_bias_all(yp, bp, r, n, down, par_min)
+
+
+cdef inline void _outer_rows(const real* ap, Py_ssize_t sa, const real* bp, real* op,
+                             Py_ssize_t r, Py_ssize_t n, Py_ssize_t ld) noexcept nogil:
+    if real is float:
+        gg_outer_f(ap, sa, bp, op, r, n, ld)
+    else:
+        gg_outer_d(ap, sa, bp, op, r, n, ld)
+
+
+def outer(const real[:] a, const real[::1] b, real[:, :] out):
+    """out[i, j] = 0 + a[i] * b[j]: the product of a column ``a`` (M) and a row ``b`` (N) as
+    ``np.matmul`` of (M, 1) and (1, N) computes it (a -0.0 product becomes +0.0); ``out``
+    (M, N), its rows possibly further apart than N. Rows split between threads above
+    ``PAR_MIN`` elements (elementwise: the same bits at any thread count)."""
+    cdef Py_ssize_t r = out.shape[0], n = out.shape[1], par_min = PAR_MIN
+    cdef Py_ssize_t sa = a.strides[0] // <Py_ssize_t>sizeof(real), ld, c, lo, hi, step
+    cdef int nc
+    if a.shape[0] != r or b.shape[0] != n:
+        raise ValueError(f"outer: a {a.shape[0]}, b {b.shape[0]} and out {r}x{n} do not fit")
+    if n > 1 and out.strides[1] != <Py_ssize_t>sizeof(real):
+        raise ValueError("outer: out's rows must be contiguous")
+    if r == 0 or n == 0:
+        return
+    ld = out.strides[0] // <Py_ssize_t>sizeof(real)
+    cdef const real* ap = &a[0]
+    cdef const real* bp = &b[0]
+    cdef real* op = &out[0, 0]
+    with nogil:
+        _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
+        if nc == 1 or r < nc:
+            _outer_rows(ap, sa, bp, op, r, n, ld)
+        else:
+            step = (r + nc - 1) // nc
+            for c in prange(nc, num_threads=nc, schedule="static"):
+                lo = c * step
+                hi = min(r, lo + step)
+                if hi > lo:
+                    _outer_rows(ap + lo * sa, sa, bp, op + lo * ld, hi - lo, n, ld)
 
 
 cdef inline double _exp(real v) noexcept nogil:
