@@ -426,6 +426,27 @@ def test_what_the_plan_cannot_mirror_runs_the_eager_step(case: str, why: str) ->
     _train_both(m1, o1, m2, o2, _batches((12,), 5, [6], np.float32))
 
 
+@needs_kernels
+def test_a_batch_of_one_sample_goes_straight_to_the_eager_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No plan mirrors NumPy's GEMV calls: a batch of one sample skips the checks that would
+    # find a plan (they cost 6-9% of such a step) and runs the eager step, with its numbers;
+    # a later ordinary batch still takes its plan, checked.
+    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    step = compile_step(m2, o2)
+    checked: list[int] = []
+    real = step._why_not
+    monkeypatch.setattr(step, "_why_not", lambda x, y: checked.append(len(x)) or real(x, y))
+    _train_both(m1, o1, m2, o2, _batches((12,), 5, [1, 1], np.float32), "eager", step)
+    assert checked == [] and "a batch of one sample" in step.why_eager
+    (six, one) = _batches((12,), 5, [6, 1], np.float32, seed=4)
+    _train_both(m1, o1, m2, o2, [six], step=step)
+    assert checked == [6]
+    _train_both(m1, o1, m2, o2, [one], "eager", step)
+    assert checked == [6] and "a batch of one sample" in step.why_eager
+
+
 def test_a_label_out_of_range_raises_the_eager_error() -> None:
     model = _mlp()
     opt = OPTIMISERS["momentum"](model.parameters())
