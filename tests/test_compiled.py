@@ -403,7 +403,6 @@ def test_the_columns_layout_is_mirrored_exactly(opt: str) -> None:
 @pytest.mark.parametrize(
     ("case", "why"),
     [
-        ("one sample", "a batch of one sample"),
         ("float64 input", "the input is float64"),
         ("not contiguous", "not C-contiguous"),
         ("list input", "not a NumPy array"),
@@ -411,10 +410,8 @@ def test_the_columns_layout_is_mirrored_exactly(opt: str) -> None:
 )
 def test_what_the_plan_cannot_mirror_runs_the_eager_step(case: str, why: str) -> None:
     m1, o1, m2, o2 = _pair(_mlp, "momentum")
-    (x, y), (x1, y1) = _batches((12,), 5, [6, 1], np.float32)
-    if case == "one sample":
-        x, y = x1, y1
-    elif case == "float64 input":
+    ((x, y),) = _batches((12,), 5, [6], np.float32)
+    if case == "float64 input":
         x = x.astype(np.float64)
     elif case == "not contiguous":
         x = np.asfortranarray(x)
@@ -427,24 +424,92 @@ def test_what_the_plan_cannot_mirror_runs_the_eager_step(case: str, why: str) ->
 
 
 @needs_kernels
-def test_a_batch_of_one_sample_goes_straight_to_the_eager_step(
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+@pytest.mark.parametrize("act", ["relu", "tanh", "elu"])
+def test_a_batch_of_one_sample_takes_a_plan_of_numpys_gemv_calls(
+    dtype: Any, layout: str, act: str
+) -> None:
+    # For one sample NumPy's matmul calls GEMV (a row times a matrix: the forward products
+    # and the input gradients) and runs its own loop for a column times a row (the weight
+    # gradients: _blas.outer). The plan mirrors those calls: the same bits as the eager step
+    # for every optimiser but fused_backward (its GEMMs with beta = μ: the eager step runs),
+    # in both layouts, batches of one between larger ones, weight gradients padded (rows of
+    # 4096 bytes) or not.
+    width = 4096 // np.dtype(dtype).itemsize
+    previous = _blas.set_layout(layout)
+    try:
+        with _blas.using_blas("numpy"):
+            for opt in sorted(OPTIMISERS):
+                for sizes in [(12, 16, 9, 5), (width, 24, 3)]:
+                    m1, o1, m2, o2 = _pair(lambda s=sizes: _mlp(s, dtype, act), opt)
+                    step = compile_step(m2, o2)
+                    for k, batch in enumerate(_batches(sizes[:1], sizes[-1], [1, 1, 4, 1], dtype)):
+                        engine = "eager" if opt == "fused_backward" and k != 2 else "kernels"
+                        _train_both(m1, o1, m2, o2, [batch], engine, step)
+                    if opt == "fused_backward":
+                        assert "with SGD(fused_backward=True)" in step.why_eager
+                        continue
+                    ops = [i[0] for i in step._plans[1].instrs]
+                    L = len(sizes) - 1
+                    assert ops.count("gemv") == 2 * L - 1 and ops.count("outer") == L
+                    assert "gemm" not in ops
+    finally:
+        _blas.set_layout(previous)
+
+
+@needs_kernels
+def test_a_batch_of_one_sample_is_mirrored_call_for_call() -> None:
+    # The plan's GEMV calls are those NumPy's matmul makes (its vector @ matrix): for
+    # x @ W1ᵀ (ColMajor, Trans) over W1 as stored, lda its row length; for G @ W
+    # (RowMajor, Trans), the same lda; describe() says so.
+    m = _mlp((12, 16, 9, 5))
+    step = compile_step(m, OPTIMISERS["momentum"](m.parameters()))
+    with _blas.using_blas("numpy"):
+        ((x, y),) = _batches((12,), 5, [1], np.float32)
+        step(x, y)
+        assert step.engine == "kernels"
+        gemv = [i for i in step._plans[1].instrs if i[0] == "gemv"]
+        # (order, trans), (K, N, lda, incx, incy): 3 forward products, 2 input gradients
+        assert [(i[2][:2], i[5][:5]) for i in gemv] == [
+            ((102, 112), (12, 16, 12, 1, 1)),
+            ((102, 112), (16, 9, 16, 1, 1)),
+            ((102, 112), (9, 5, 9, 1, 1)),
+            ((101, 112), (5, 9, 9, 1, 1)),
+            ((101, 112), (9, 16, 16, 1, 1)),
+        ]
+        text = step.describe(1)
+    assert "y1 = x @ W1ᵀ   (1, 16)   (a row times a matrix: GEMV)" in text
+    assert "dW1 = G1ᵀ @ x   (16, 12)   (a column times a row: the outer kernel)" in text
+
+
+@needs_kernels
+def test_a_batch_of_one_sample_on_another_librarys_products_runs_the_eager_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # No plan mirrors NumPy's GEMV calls: a batch of one sample skips the checks that would
-    # find a plan (they cost 6-9% of such a step) and runs the eager step, with its numbers;
-    # a later ordinary batch still takes its plan, checked.
-    m1, o1, m2, o2 = _pair(_mlp, "momentum")
+    # Where MKL or oneDNN takes a product of a batch of one sample (the eager step then calls
+    # its GEMM), and with SGD(fused_backward=True), no plan: such a batch goes straight to
+    # the eager step, without the checks for a plan (they cost 6-9% of such a step), with
+    # its numbers; a later ordinary batch still takes its plan, checked.
+    m1, o1, m2, o2 = _pair(_mlp, "fused_backward")
     step = compile_step(m2, o2)
     checked: list[int] = []
     real = step._why_not
     monkeypatch.setattr(step, "_why_not", lambda x, y: checked.append(len(x)) or real(x, y))
     _train_both(m1, o1, m2, o2, _batches((12,), 5, [1, 1], np.float32), "eager", step)
-    assert checked == [] and "a batch of one sample" in step.why_eager
+    assert checked == [] and "fused_backward" in step.why_eager
     (six, one) = _batches((12,), 5, [6, 1], np.float32, seed=4)
     _train_both(m1, o1, m2, o2, [six], step=step)
     assert checked == [6]
     _train_both(m1, o1, m2, o2, [one], "eager", step)
     assert checked == [6] and "a batch of one sample" in step.why_eager
+    for library in ("mkl", "onednn"):
+        if "error" in _blas.find(library):
+            continue
+        with _blas.using_blas(library):
+            m1, o1, m2, o2 = _pair(lambda: _mlp((1024, 1024, 5)), "momentum")
+            step = _train_both(m1, o1, m2, o2, _batches((1024,), 5, [1], np.float32), "eager", None)
+            assert f"whose products {library} takes" in step.why_eager
 
 
 def test_a_label_out_of_range_raises_the_eager_error() -> None:
@@ -561,7 +626,7 @@ def test_describe_lists_every_kernel_call() -> None:
     assert "G1 = D2 where y1 > 0, else 0" in text
     assert "W1 -= lr v_W1" in text
     assert repr(step) == "CompiledStep(784-256-256-10, activations: relu, relu, SGD, float32)"
-    assert "a batch of one sample" in step.describe(1)
+    assert "(a row times a matrix: GEMV)" in step.describe(1)
 
 
 @needs_kernels
@@ -1213,11 +1278,11 @@ def test_a_reduced_step_that_cannot_run_says_why_and_runs_nothing() -> None:
     ]:
         value = step.reduced_step(x, y, weight=1.0, write=write, read=read, between=calls.append)
         assert value is None and step.engine == "eager" and why in step.why_eager
-    ((x1, y1),) = _batches((12,), 5, [1], np.float32)  # one sample: NumPy's GEMV calls
+    ((x0, y0),) = _batches((12,), 5, [0], np.float32)
     assert (
-        step.reduced_step(x1, y1, weight=1.0, write=good, read=good, between=calls.append) is None
+        step.reduced_step(x0, y0, weight=1.0, write=good, read=good, between=calls.append) is None
     )
-    assert "a batch of one sample" in step.why_eager
+    assert "an empty batch" in step.why_eager
     assert not calls
     _assert_same(m1, o1, m2, o2)
 
@@ -1266,8 +1331,9 @@ def _draw_model(
 @pytest.mark.parametrize("block", range(4))
 def test_random_models_train_exactly(block: int) -> None:
     # Random models, 15 per block: 1-4 layers, some without bias, every activation and
-    # optimiser, float32 and float64, both layouts, batch sizes 2-130 (the GEMMs' small-matrix
-    # and blocked paths). Every one steps as the eager step does, bit for bit: losses,
+    # optimiser, float32 and float64, both layouts, batch sizes 1-130 (NumPy's GEMV calls, the
+    # GEMMs' small-matrix and blocked paths). Every one steps as the eager step does, bit for
+    # bit (fused_backward's batches of one sample by the eager step itself): losses,
     # logits, weights, gradients and optimiser state, all from a plan. (When the eager step
     # made a bias-free layer a plain matmul, a plan that mirrored it as linear failed 57 of
     # 150 such models; both now run it as the linear op.)
@@ -1280,11 +1346,14 @@ def test_random_models_train_exactly(block: int) -> None:
             batches = _batches(
                 (sizes[0],),
                 sizes[-1],
-                [int(s) for s in rng.choice([2, 5, 16, 40, 130], 3)],
+                [int(s) for s in rng.choice([1, 2, 5, 16, 40, 130], 3)],
                 dtype,
                 seed=seed,
             )
-            _train_both(m1, o1, m2, o2, batches, engine="kernels")
+            step = compile_step(m2, o2)
+            for x, y in batches:
+                one = len(x) == 1 and opt == "fused_backward"
+                _train_both(m1, o1, m2, o2, [(x, y)], "eager" if one else "kernels", step)
         finally:
             _blas.set_layout(previous)
 
@@ -1377,7 +1446,7 @@ def test_random_models_take_reduced_steps_exactly() -> None:
             m1, o1, m2, o2 = _pair(build, opt)
             step = compile_step(m2, o2)
             into = _reducer_arrays(m2)
-            S = int(rng.choice([2, 5, 16, 40]))
+            S = int(rng.choice([1, 2, 5, 16, 40]))
             batches = _batches((sizes[0],), sizes[-1], [S] * 4, dtype, seed=seed)
             weights, hits = [0.5, 0.5, 0.5, 0.25], [0, 1, 2, 0]  # the last: a new plan
             for (x, y), weight, hit in zip(batches, weights, hits, strict=True):

@@ -912,14 +912,31 @@ cdef inline void _outer_rows(const real* ap, Py_ssize_t sa, const real* bp, real
         gg_outer_d(ap, sa, bp, op, r, n, ld)
 
 
+cdef void _outer_all(const real* ap, Py_ssize_t sa, const real* bp, real* op, Py_ssize_t r,
+                     Py_ssize_t n, Py_ssize_t ld, Py_ssize_t par_min) noexcept nogil:
+    cdef Py_ssize_t c, lo, hi, step
+    cdef int nc
+    if r == 0 or n == 0:
+        return
+    _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
+    if nc == 1 or r < nc:
+        _outer_rows(ap, sa, bp, op, r, n, ld)
+        return
+    step = (r + nc - 1) // nc
+    for c in prange(nc, num_threads=nc, schedule="static"):
+        lo = c * step
+        hi = min(r, lo + step)
+        if hi > lo:
+            _outer_rows(ap + lo * sa, sa, bp, op + lo * ld, hi - lo, n, ld)
+
+
 def outer(const real[:] a, const real[::1] b, real[:, :] out):
     """out[i, j] = 0 + a[i] * b[j]: the product of a column ``a`` (M) and a row ``b`` (N) as
     ``np.matmul`` of (M, 1) and (1, N) computes it (a -0.0 product becomes +0.0); ``out``
     (M, N), its rows possibly further apart than N. Rows split between threads above
     ``PAR_MIN`` elements (elementwise: the same bits at any thread count)."""
     cdef Py_ssize_t r = out.shape[0], n = out.shape[1], par_min = PAR_MIN
-    cdef Py_ssize_t sa = a.strides[0] // <Py_ssize_t>sizeof(real), ld, c, lo, hi, step
-    cdef int nc
+    cdef Py_ssize_t sa = a.strides[0] // <Py_ssize_t>sizeof(real), ld
     if a.shape[0] != r or b.shape[0] != n:
         raise ValueError(f"outer: a {a.shape[0]}, b {b.shape[0]} and out {r}x{n} do not fit")
     if n > 1 and out.strides[1] != <Py_ssize_t>sizeof(real):
@@ -931,16 +948,7 @@ def outer(const real[:] a, const real[::1] b, real[:, :] out):
     cdef const real* bp = &b[0]
     cdef real* op = &out[0, 0]
     with nogil:
-        _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
-        if nc == 1 or r < nc:
-            _outer_rows(ap, sa, bp, op, r, n, ld)
-        else:
-            step = (r + nc - 1) // nc
-            for c in prange(nc, num_threads=nc, schedule="static"):
-                lo = c * step
-                hi = min(r, lo + step)
-                if hi > lo:
-                    _outer_rows(ap + lo * sa, sa, bp, op + lo * ld, hi - lo, n, ld)
+        _outer_all(ap, sa, bp, op, r, n, ld, par_min)
 
 
 cdef inline double _exp(real v) noexcept nogil:
@@ -1380,6 +1388,26 @@ cdef void _sum_rows_at(size_t fn, bint ilp64, bint dbl, const void* g, long long
                        <const float*>ones, 1, 0.0, <float*>out, 1)
 
 
+cdef void _gemv_at(size_t fn, bint ilp64, bint dbl, int order, int trans, long long M,
+                   long long N, const void* a, long long lda, const void* x, long long incx,
+                   void* y, long long incy) noexcept nogil:
+    """y = op(A) x by the CBLAS ``cblas_?gemv`` at address ``fn`` (alpha 1, beta 0), the
+    arguments as given: the call NumPy's matmul makes for a vector times a matrix."""
+    if ilp64:
+        if dbl:
+            (<dgemv64_fn>fn)(order, trans, M, N, 1.0, <const double*>a, lda,
+                             <const double*>x, incx, 0.0, <double*>y, incy)
+        else:
+            (<sgemv64_fn>fn)(order, trans, M, N, 1.0, <const float*>a, lda,
+                             <const float*>x, incx, 0.0, <float*>y, incy)
+    elif dbl:
+        (<dgemv_fn>fn)(order, trans, <int>M, <int>N, 1.0, <const double*>a, <int>lda,
+                       <const double*>x, <int>incx, 0.0, <double*>y, <int>incy)
+    else:
+        (<sgemv_fn>fn)(order, trans, <int>M, <int>N, 1.0, <const float*>a, <int>lda,
+                       <const float*>x, <int>incx, 0.0, <float*>y, <int>incy)
+
+
 def sum_rows(size_t fn, const real[:, ::1] g, const real[::1] ones, real[::1] out,
              bint ilp64=False, bint gt=False):
     """out = ones @ g by the CBLAS ``cblas_?gemv`` at address ``fn`` (``gt``: ``g`` is the
@@ -1423,6 +1451,9 @@ cdef enum:
     OP_ACT = 10       # p1 = a(p0), n0 elements: f0 the activation (ACT_*), s0 its parameter;
                       # fn (aux1) the NumPy loop(s) it calls (tanh; exp; minimum, expm1)
     OP_ACT_GRAD = 11  # p3 = the VJP of a at input p1, output p2, of gradient p0 (f0, s0)
+    OP_GEMV = 12      # p2 = op(p0) @ p1 by cblas_?gemv: f0 order, f1 trans, f2 ilp64;
+                      # n0..n4 M N lda incx incy (alpha 1, beta 0)
+    OP_OUTER = 13     # p2 (n0, n1; rows n2 apart) = 0 + p0 (n0; elements n3 apart) x p1 (n1)
 
 cdef enum:
     ACT_RELU = 0  # the ReLU kernels (relu, relu_grad): threaded, per instruction set
@@ -1434,7 +1465,7 @@ cdef enum:
 #: The plans' operations, by name (the codes the tuples given to ``Plan`` use).
 PLAN_OPS = {"gemm": OP_GEMM, "sum_rows": OP_SUM_ROWS, "bias": OP_BIAS, "xent": OP_XENT,
             "sgd": OP_SGD, "adam": OP_ADAM, "copy_t": OP_COPY_T, "act": OP_ACT,
-            "act_grad": OP_ACT_GRAD}
+            "act_grad": OP_ACT_GRAD, "gemv": OP_GEMV, "outer": OP_OUTER}
 #: The activations a plan computes, by name (OP_ACT's and OP_ACT_GRAD's f0).
 PLAN_ACTIVATIONS = {"relu": ACT_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID,
                     "elu": ACT_ELU, "leaky_relu": ACT_LEAKY}
@@ -1548,6 +1579,16 @@ cdef double _run_plan(Instr* code, int count, char* x, const long long* labels, 
         elif ins.op == OP_SUM_ROWS:
             _sum_rows_at(ins.fn, ins.f[2], ins.dbl, p[0], ins.n[0], ins.n[1], p[1], p[2],
                          ins.f[0])
+        elif ins.op == OP_GEMV:
+            _gemv_at(ins.fn, ins.f[2], ins.dbl, ins.f[0], ins.f[1], ins.n[0], ins.n[1], p[0],
+                     ins.n[2], p[1], ins.n[3], p[2], ins.n[4])
+        elif ins.op == OP_OUTER:
+            if ins.dbl:
+                _outer_all(<const double*>p[0], ins.n[3], <const double*>p[1],
+                           <double*>p[2], ins.n[0], ins.n[1], ins.n[2], par_min)
+            else:
+                _outer_all(<const float*>p[0], ins.n[3], <const float*>p[1], <float*>p[2],
+                           ins.n[0], ins.n[1], ins.n[2], par_min)
         elif ins.op == OP_COPY_T:
             _copy_t(p[0], p[1], ins.n[0], ins.n[1], 8 if ins.dbl else 4)
         elif ins.op == OP_ACT:

@@ -28,9 +28,11 @@ each layer's parameters right after their gradients are made, while they are in 
 
 Where the plan cannot reproduce the eager step exactly, the call runs the eager step instead
 and says so in :attr:`CompiledStep.engine` and :attr:`CompiledStep.why_eager`: no compiled
-kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a batch of one sample or a
-layer of width one (NumPy uses GEMV and dot products there), an input of another dtype or not
-C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
+kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a layer of width one (NumPy
+makes dot products there), a batch of one sample whose products MKL or oneDNN takes or with
+``SGD(fused_backward=True)`` (for one sample the plan mirrors NumPy's calls: GEMV for a row
+times a matrix, graphgrad's outer kernel for a column times a row), an input of another dtype
+or not C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
 column-major, anomaly mode (``gg.detect_anomaly``, which checks each op of the eager step),
 ``no_grad`` (the eager step raises its error). ``describe()`` prints the plan: every kernel
 call with its shapes.
@@ -72,10 +74,10 @@ __all__ = ["CompileError", "CompiledStep", "compile_step", "plans_info", "plans_
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NOWHERE: dict[str, Any] = {}
-#: Why no plan runs a batch of one sample, or a model with a layer of width one.
-_GEMV_WHY = (
-    "a batch of one sample or a layer of width one (NumPy makes GEMV and dot calls there, "
-    "which the plan does not mirror)"
+#: Why no plan runs a model with a layer of width one.
+_WIDTH_WHY = (
+    "a layer of width one (NumPy makes dot products and runs its own loops there, which the "
+    "plan does not mirror)"
 )
 
 
@@ -511,9 +513,10 @@ class CompiledStep:
 
     def _step(self, x: Any, labels: Any, skip_nonfinite: bool) -> float:
         if type(x) is np.ndarray and x.ndim > 1 and x.shape[0] == 1:
-            # no plan, whatever the checks would find: straight to the eager step (the checks
-            # cost 10-15 µs: 6-9% of a 784-256-256-10 eager step of one sample)
-            return self._eager(x, labels, _GEMV_WHY, skip_nonfinite)
+            why = self._one_sample_why()
+            if why:  # no plan, whatever the checks would find: straight to the eager step
+                # (the checks cost 10-15 µs: 6-9% of a 784-256-256-10 eager step of one sample)
+                return self._eager(x, labels, why, skip_nonfinite)
         xa, lab, built, why = self._prepare(x, labels)
         if built is None:
             return self._eager(x, labels, why, skip_nonfinite)
@@ -747,9 +750,15 @@ class CompiledStep:
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
             return None
-        widths = [S, self.in_features] + [ly.linear.out_features for ly in self._layers]
+        widths = [self.in_features] + [ly.linear.out_features for ly in self._layers]
         if min(widths) < 2:
-            self.why_eager = _GEMV_WHY
+            self.why_eager = _WIDTH_WHY
+            return None
+        if S < 1:
+            self.why_eager = "an empty batch"
+            return None
+        if S == 1 and self._one_sample_why():
+            self.why_eager = self._one_sample_why()
             return None
         loops: dict[str, Any] = {}
         for ly in self._layers:
@@ -790,6 +799,23 @@ class CompiledStep:
         builder = _PlanBuilder(dt, dt == np.float64, fn, gemv, numpy_conv, S)
         return builder, params, loops
 
+    def _one_sample_why(self) -> str:
+        """Why a batch of one sample takes no plan ("" if it can): NumPy makes GEMV calls
+        and runs its own loop for the products of such a batch, which the plan mirrors, but
+        not the calls another library (MKL, oneDNN) gets for them, nor the GEMMs with
+        beta = μ of ``SGD(fused_backward=True)``."""
+        opt = self.optimizer
+        if isinstance(opt, SGD) and opt.fused_backward:
+            return "a batch of one sample with SGD(fused_backward=True)"
+        for ly in self._layers:
+            lin = ly.linear
+            if _blas.gemm_call(self.dtype, lin.in_features * lin.out_features) is not None:
+                return (
+                    f"a batch of one sample whose products {_blas.blas()} takes (the plan "
+                    "mirrors NumPy's calls for such a batch only)"
+                )
+        return ""
+
     def _emit_forward(
         self, b: _PlanBuilder, loops: dict[str, Any], seed: float = 1.0
     ) -> tuple[list[tuple[int, bool]], list[tuple[int, bool]], np.ndarray, np.ndarray]:
@@ -805,7 +831,9 @@ class CompiledStep:
             n_in, n_out = lin.in_features, lin.out_features
             a_addr, a_f = acts[-1]
             w_addr = _addr(lin.weight.data)
-            y_f = cols and n_out > S  # linear's "columns" rule: x @ W.T as (W @ x.T).T
+            # linear's "columns" rule: x @ W.T as (W @ x.T).T; for one sample (one row, both
+            # layouts at once) the eager step's arrays and calls are those of the rows
+            y_f = cols and n_out > S > 1
             text = (
                 f"forward   y{k + 1}ᵀ = W{k + 1} @ {b.name(k, 'a')}ᵀ   ({n_out}, {S})"
                 if y_f
@@ -1211,7 +1239,33 @@ class _PlanBuilder:
         lda, ldb = (M if ta else K), (K if tb else N)
         ldc = out.strides[0] // out.itemsize  # N, or more for a padded gradient
         assert out.strides[1] == out.itemsize and ldc >= N
-        fn, conv = _blas.gemm_call(self.dt, M * N * K) or (self.fn, self.conv)
+        call = _blas.gemm_call(self.dt, M * N * K)
+        if call is None and beta == 0.0 and (M == 1 or K == 1):
+            # NumPy's matmul calls no GEMM for a batch of one sample: a row times a matrix
+            # is a GEMV, a column times a row its own loop (_blas.outer: the outer kernel)
+            assert min(M, N) > 1 or min(N, K) > 1, "a dot product: refused by _plan_inputs"
+            if K == 1:  # a: M contiguous values, b: N (whether stored as a row or a column)
+                self.add(
+                    "outer",
+                    ptrs=(a, b, _addr(out)),
+                    sizes=(M, N, ldc, 1),
+                    text=text + "   (a column times a row: the outer kernel)",
+                )
+                return
+            # M == 1: a (K values) times op(b) (K, N), as NumPy's vector @ matrix calls it:
+            # for b stored (N, K) (used transposed) (ColMajor, Trans) with lda K, for b
+            # stored (K, N) (RowMajor, Trans) with lda N
+            order, ld = (102, K) if tb else (101, N)
+            self.add(
+                "gemv",
+                fn=self.gemv,
+                flags=(order, 112, self.conv, 0),
+                ptrs=(b, a, _addr(out)),
+                sizes=(K, N, ld, 1, 1),
+                text=text + "   (a row times a matrix: GEMV)",
+            )
+            return
+        fn, conv = call or (self.fn, self.conv)
         self.add(
             "gemm",
             fn=fn,
