@@ -1798,3 +1798,33 @@ def test_matmul_gives_a_column_times_a_row_to_outer_and_the_rest_to_numpy(
     ]:
         assert np.array_equal(_blas.matmul(x, y), np.matmul(x, y))
     assert calls == []
+
+
+@pytest.mark.parametrize("library", ["mkl", "onednn"])
+def test_products_with_a_side_of_one_stay_with_numpy_whatever_the_library(
+    library: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MKL's and oneDNN's GEMMs are chosen for matrices; a row times a matrix (NumPy: GEMV), a
+    # matrix times a column and a column times a row (graphgrad's outer) are not theirs: the
+    # bytes of np.matmul, no call into the library. A product of matrices still is.
+    if "error" in _blas.find(library):
+        pytest.skip(f"{library}: {_blas.find(library)['error']}")
+    rng = np.random.default_rng(4)
+    gemm_calls: list[int] = []
+    real = _blas._fused.KERNELS
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            if name == "gemm":
+                gemm_calls.append(1)
+            return getattr(real, name)
+
+    monkeypatch.setattr(_blas._fused, "KERNELS", Spy())
+    W = rng.standard_normal((2048, 1024)).astype(np.float32)
+    x, g = (rng.standard_normal((1, n)).astype(np.float32) for n in (1024, 2048))
+    with _blas.using_blas(library):
+        for a, b in [(x, W.T), (g, W), (W, x.T), (g.T, x)]:
+            assert _blas.matmul(a, b).tobytes() == np.matmul(a, b).tobytes()
+        assert gemm_calls == []
+        _blas.matmul(np.repeat(x, 2, axis=0), W.T)  # 2 x 1024 x 2048: the library's
+        assert gemm_calls == [1]

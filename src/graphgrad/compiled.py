@@ -29,10 +29,10 @@ each layer's parameters right after their gradients are made, while they are in 
 Where the plan cannot reproduce the eager step exactly, the call runs the eager step instead
 and says so in :attr:`CompiledStep.engine` and :attr:`CompiledStep.why_eager`: no compiled
 kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a layer of width one (NumPy
-makes dot products there), a batch of one sample whose products MKL or oneDNN takes or with
-``SGD(fused_backward=True)`` (for one sample the plan mirrors NumPy's calls: GEMV for a row
-times a matrix, graphgrad's outer kernel for a column times a row), an input of another dtype
-or not C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
+makes dot products there), a batch of one sample with ``SGD(fused_backward=True)`` (for one
+sample the plan mirrors NumPy's calls, whatever the library: GEMV for a row times a matrix,
+graphgrad's outer kernel for a column times a row), an input of another dtype or not
+C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
 column-major, anomaly mode (``gg.detect_anomaly``, which checks each op of the eager step),
 ``no_grad`` (the eager step raises its error). ``describe()`` prints the plan: every kernel
 call with its shapes.
@@ -801,19 +801,12 @@ class CompiledStep:
 
     def _one_sample_why(self) -> str:
         """Why a batch of one sample takes no plan ("" if it can): NumPy makes GEMV calls
-        and runs its own loop for the products of such a batch, which the plan mirrors, but
-        not the calls another library (MKL, oneDNN) gets for them, nor the GEMMs with
-        beta = μ of ``SGD(fused_backward=True)``."""
+        and runs its own loop for the products of such a batch (whatever library
+        ``set_blas`` selected), which the plan mirrors, but not the GEMMs with beta = μ of
+        ``SGD(fused_backward=True)``."""
         opt = self.optimizer
         if isinstance(opt, SGD) and opt.fused_backward:
             return "a batch of one sample with SGD(fused_backward=True)"
-        for ly in self._layers:
-            lin = ly.linear
-            if _blas.gemm_call(self.dtype, lin.in_features * lin.out_features) is not None:
-                return (
-                    f"a batch of one sample whose products {_blas.blas()} takes (the plan "
-                    "mirrors NumPy's calls for such a batch only)"
-                )
         return ""
 
     def _emit_forward(
@@ -1239,7 +1232,8 @@ class _PlanBuilder:
         lda, ldb = (M if ta else K), (K if tb else N)
         ldc = out.strides[0] // out.itemsize  # N, or more for a padded gradient
         assert out.strides[1] == out.itemsize and ldc >= N
-        call = _blas.gemm_call(self.dt, M * N * K)
+        # _blas.matmul leaves products with a side of one to NumPy, whatever the library
+        call = _blas.gemm_call(self.dt, M * N * K) if min(M, N, K) > 1 else None
         if call is None and beta == 0.0 and (M == 1 or K == 1):
             # NumPy's matmul calls no GEMM for a batch of one sample: a row times a matrix
             # is a GEMV, a column times a row its own loop (_blas.outer: the outer kernel)
