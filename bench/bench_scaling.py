@@ -3,7 +3,7 @@
 against PyTorch eager, each in its own process, taking turns (``bench_step_procs.py``).
 
 Three sweeps around a 784-512-512-10 MLP at batch 256 (fp32, ReLU, softmax cross-entropy,
-SGD momentum 0.9): batch 32-1024; width (both hidden layers) 128-2048; depth (linear layers)
+SGD momentum 0.9): batch 1-1024; width (both hidden layers) 128-2048; depth (linear layers)
 2-16 at width 512. Writes a Markdown table and, when matplotlib is installed, a plot
 (time per step and graphgrad / PyTorch against each swept size).
 
@@ -31,7 +31,7 @@ COMPILED = "graphgrad compiled / pytorch"
 
 def sweeps(quick: bool) -> dict[str, list[tuple[int, str]]]:
     """sweep name -> [(x, "sizes:batch")]."""
-    batches = [32, 64, 128, 256, 512, 1024]
+    batches = [1, 8, 32, 64, 128, 256, 512, 1024]  # 1 and 8: where the framework's cost shows
     widths = [128, 256, 512, 1024, 2048]
     depths = [2, 4, 8, 16]
     if quick:
