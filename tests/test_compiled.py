@@ -479,6 +479,11 @@ def test_a_batch_of_one_sample_is_mirrored_call_for_call() -> None:
             ((101, 112), (9, 16, 16, 1, 1)),
         ]
         text = step.describe(1)
+        # its kernels stay on one thread (a split lost more than it saved at 2 threads);
+        # larger batches' plans split them
+        assert step._plans[1].plan.serial
+        step(*_batches((12,), 5, [4], np.float32)[0])
+        assert not step._plans[4].plan.serial
     assert "y1 = x @ W1ᵀ   (1, 16)   (a row times a matrix: GEMV)" in text
     assert "dW1 = G1ᵀ @ x   (16, 12)   (a column times a row: the outer kernel)" in text
 

@@ -27,6 +27,7 @@ from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_FOR
                              PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.math cimport exp, expf, fabs, log, pow, sqrt
 from libc.stdlib cimport calloc, free, malloc
@@ -1650,16 +1651,19 @@ cdef class Plan:
     every shape and keeps every array alive (``keep``). Each instruction is a tuple
     ``(op, float64, flags[4], fn, addresses[4], sizes[6], scalars[6][, aux[4]])`` (see
     ``PLAN_OPS``); an
-    address of -1 stands for the batch input given to :meth:`run`."""
+    address of -1 stands for the batch input given to :meth:`run`. ``serial``: the kernels
+    stay on the calling thread whatever ``PAR_MIN`` says (the products' BLAS keeps its
+    threads)."""
 
     cdef Instr* code
     cdef int count
     cdef readonly object keep
     cdef readonly Py_ssize_t x_bytes, n_labels
     cdef readonly long long n_classes
+    cdef readonly bint serial
 
     def __cinit__(self, list instrs, list keep, Py_ssize_t x_bytes, Py_ssize_t n_labels,
-                  long long n_classes):
+                  long long n_classes, bint serial=False):
         cdef int k, j
         cdef Instr* ins
         self.count = len(instrs)
@@ -1668,6 +1672,7 @@ cdef class Plan:
             raise MemoryError()
         self.keep, self.x_bytes, self.n_labels = keep, x_bytes, n_labels
         self.n_classes = n_classes
+        self.serial = serial
         for k, item in enumerate(instrs):
             op, dbl, flags, fn, ptrs, sizes, scalars = item[:7]
             aux = item[7] if len(item) > 7 else (0, 0, 0, 0)
@@ -1709,6 +1714,8 @@ cdef class Plan:
         cdef double loss
         cdef Py_ssize_t bad
         cdef Py_ssize_t par_min = PAR_MIN, xent_min = XENT_PAR_MIN
+        if self.serial:
+            par_min = xent_min = PY_SSIZE_T_MAX
         if stop < 0 or stop > self.count:
             stop = self.count
         if start < 0 or start > stop:

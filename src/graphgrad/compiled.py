@@ -1016,8 +1016,11 @@ class CompiledStep:
         # the plan holds raw addresses: it keeps every array it touches alive, the parameters
         # and the optimiser's state included, even if it outlives this object
         kept = b.kept + [w for _, w in params] + [arr for _, _, arr in states]
+        # one sample: no GEMM keeps the threads busy, and a kernel split between two
+        # threads lost more than it saved (on the Zen 4 at 2 threads, 784-256-256-10: 70 µs
+        # a step serial, 77-430 µs split, depending on where the host put the two vCPUs)
         plan = _fused.KERNELS.Plan(
-            b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes
+            b.instrs, kept, S * self.in_features * dt.itemsize, S, self.classes, serial=S == 1
         )
         built = _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
         built.instrs = b.instrs
