@@ -139,7 +139,7 @@ def plot(res: dict[str, list[dict[str, Any]]], path: Path, threads: int) -> bool
         axes[1, j].set(xlabel=sweep, ylabel="graphgrad / PyTorch")
         axes[0, j].legend()
         for ax in axes[:, j]:
-            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xticks(xs, [str(x) for x in xs], rotation=45 if len(xs) > 6 else 0)
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         axes[0, j].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axes[0, j].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

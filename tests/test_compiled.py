@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import warnings
 import weakref
 from collections.abc import Callable
@@ -486,6 +487,37 @@ def test_a_batch_of_one_sample_is_mirrored_call_for_call() -> None:
         assert not step._plans[4].plan.serial
     assert "y1 = x @ W1ᵀ   (1, 16)   (a row times a matrix: GEMV)" in text
     assert "dW1 = G1ᵀ @ x   (16, 12)   (a column times a row: the outer kernel)" in text
+
+
+@needs_kernels
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_layers_of_width_one_take_plans_of_numpys_calls(layout: str) -> None:
+    # A layer of width one (a 1-D input, a one-neuron hidden layer) makes products with a side
+    # of one: NumPy calls GEMV for a matrix times a column and runs its own loop for a column
+    # times a row, and the plan mirrors both, bit for bit. What it does not mirror runs the
+    # eager step and says why: NumPy's dot products (a layer of one input and one output, one
+    # sample through a layer of width one), fused_backward's GEMMs with beta = μ.
+    previous = _blas.set_layout(layout)
+    try:
+        for sizes in [(12, 1, 5), (1, 16, 3), (12, 16, 1, 9, 5)]:
+            m1, o1, m2, o2 = _pair(lambda s=sizes: _mlp(s, activation="tanh"), "momentum")
+            step = _train_both(m1, o1, m2, o2, _batches(sizes[:1], sizes[-1], [6, 40], np.float32))
+            text = step.describe(6)
+            assert "(a matrix times a column: GEMV)" in text or sizes[0] == 1
+            assert "(a column times a row: the outer kernel)" in text
+            one = _batches(sizes[:1], sizes[-1], [1], np.float32)
+            _train_both(m1, o1, m2, o2, one, "eager", step)
+            assert "a batch of one sample through a layer of width one" in step.why_eager
+        for sizes, opt, why in [
+            ((3, 1, 1, 2), "momentum", "a layer of one input and one output"),
+            ((12, 1, 5), "fused_backward", "a layer of width one with SGD(fused_backward=True)"),
+        ]:
+            m1, o1, m2, o2 = _pair(lambda s=sizes: _mlp(s), opt)
+            batches = _batches(sizes[:1], sizes[-1], [6], np.float32)
+            step = _train_both(m1, o1, m2, o2, batches, "eager")
+            assert why in step.why_eager
+    finally:
+        _blas.set_layout(previous)
 
 
 @needs_kernels
@@ -1331,10 +1363,12 @@ def _draw_model(
     rng: np.random.Generator, optimisers: list[str]
 ) -> tuple[Callable[[], Any], list[int], Any, str, str, int]:
     """A random model to build (1-4 layers, some without bias, any activation, float32 or
-    float64), its sizes and dtype, a layout, one of ``optimisers`` and the model's seed."""
+    float64; an input or a hidden layer of width one now and then), its sizes and dtype, a
+    layout, one of ``optimisers`` and the model's seed."""
     depth = int(rng.integers(1, 5))
-    sizes = [int(rng.choice([3, 5, 12, 17, 33]))]
-    sizes += [int(rng.choice([2, 4, 7, 16, 31, 40])) for _ in range(depth)]
+    sizes = [int(rng.choice([1, 3, 5, 12, 17, 33]))]
+    sizes += [int(rng.choice([1, 2, 4, 7, 16, 31, 40])) for _ in range(depth - 1)]
+    sizes += [int(rng.choice([2, 4, 7, 16, 31, 40]))]  # classes
     biases = [bool(rng.random() < 0.7) for _ in range(depth)]
     acts = [str(rng.choice(list(_ACTIVATION_LAYERS))) for _ in range(depth - 1)]
     dtype = [np.float32, np.float64][int(rng.integers(2))]
@@ -1345,13 +1379,23 @@ def _draw_model(
     return build, sizes, dtype, layout, opt, seed
 
 
+def _eager_expected(sizes: list[int], opt: str, S: int) -> bool:
+    """Whether a batch of S takes the eager step, by CompiledStep's rules for products with a
+    side of one: NumPy's dot products (one sample through a layer of width one, a layer of one
+    input and one output), fused_backward with one sample or a layer of width one."""
+    narrow = min(sizes) == 1
+    one_one = any(a == b == 1 for a, b in itertools.pairwise(sizes))
+    return (S == 1 and narrow) or one_one or (opt == "fused_backward" and (S == 1 or narrow))
+
+
 @needs_kernels
 @pytest.mark.parametrize("block", range(4))
 def test_random_models_train_exactly(block: int) -> None:
     # Random models, 15 per block: 1-4 layers, some without bias, every activation and
-    # optimiser, float32 and float64, both layouts, batch sizes 1-130 (NumPy's GEMV calls, the
-    # GEMMs' small-matrix and blocked paths). Every one steps as the eager step does, bit for
-    # bit (fused_backward's batches of one sample by the eager step itself): losses,
+    # optimiser, float32 and float64, both layouts, layers of width one, batch sizes 1-130
+    # (NumPy's GEMV calls and its own loop, the GEMMs' small-matrix and blocked paths). Every
+    # one steps as the eager step does, bit for bit (what no plan mirrors by the eager step
+    # itself, _eager_expected): losses,
     # logits, weights, gradients and optimiser state, all from a plan. (When the eager step
     # made a bias-free layer a plain matmul, a plan that mirrored it as linear failed 57 of
     # 150 such models; both now run it as the linear op.)
@@ -1370,8 +1414,8 @@ def test_random_models_train_exactly(block: int) -> None:
             )
             step = compile_step(m2, o2)
             for x, y in batches:
-                one = len(x) == 1 and opt == "fused_backward"
-                _train_both(m1, o1, m2, o2, [(x, y)], "eager" if one else "kernels", step)
+                eager = _eager_expected(sizes, opt, len(x))
+                _train_both(m1, o1, m2, o2, [(x, y)], "eager" if eager else "kernels", step)
         finally:
             _blas.set_layout(previous)
 
@@ -1458,13 +1502,16 @@ def test_random_models_take_reduced_steps_exactly() -> None:
     rng = np.random.default_rng(77)
     optimisers = [name for name in OPTIMISERS if name != "fused_backward"]
     for _ in range(12):
-        build, sizes, dtype, layout, opt, seed = _draw_model(rng, optimisers)
+        while True:  # a model and a batch size that a plan takes
+            build, sizes, dtype, layout, opt, seed = _draw_model(rng, optimisers)
+            S = int(rng.choice([1, 2, 5, 16, 40]))
+            if not _eager_expected(sizes, opt, S):
+                break
         previous = _blas.set_layout(layout)
         try:
             m1, o1, m2, o2 = _pair(build, opt)
             step = compile_step(m2, o2)
             into = _reducer_arrays(m2)
-            S = int(rng.choice([1, 2, 5, 16, 40]))
             batches = _batches((sizes[0],), sizes[-1], [S] * 4, dtype, seed=seed)
             weights, hits = [0.5, 0.5, 0.5, 0.25], [0, 1, 2, 0]  # the last: a new plan
             for (x, y), weight, hit in zip(batches, weights, hits, strict=True):

@@ -1625,7 +1625,7 @@ def _c_layout(a: np.ndarray) -> tuple[np.ndarray, bool] | None:
 def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
     """``np.matmul(a, b)``; 2-D float products go to MKL or oneDNN when it is selected (oneDNN:
     float32 only), but not those with a side of one (a batch of one sample's): NumPy calls
-    GEMV for a row times a matrix, which ran 1.0-4.2x faster than oneDNN's and 1.3-1.4x faster
+    GEMV for a row times a matrix, which ran 1.1-4.2x faster than oneDNN's and 1.3-1.4x faster
     than MKL's GEMM on a 3072 x 512 layer of one sample (Zen 4, 1 thread), and a column times
     a row goes to :func:`outer`. ``out``: a 2-D
     array of the product's shape and dtype to write it into, its rows contiguous but

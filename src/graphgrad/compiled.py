@@ -28,10 +28,11 @@ each layer's parameters right after their gradients are made, while they are in 
 
 Where the plan cannot reproduce the eager step exactly, the call runs the eager step instead
 and says so in :attr:`CompiledStep.engine` and :attr:`CompiledStep.why_eager`: no compiled
-kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a layer of width one (NumPy
-makes dot products there), a batch of one sample with ``SGD(fused_backward=True)`` (for one
-sample the plan mirrors NumPy's calls, whatever the library: GEMV for a row times a matrix,
-graphgrad's outer kernel for a column times a row), an input of another dtype or not
+kernels (``GRAPHGRAD_PURE_PYTHON=1``) or no BLAS address found, a batch of one sample through
+a layer of width one (NumPy makes dot products there), a batch of one sample or a layer of
+width one with ``SGD(fused_backward=True)`` (for products with a side of one the plan mirrors
+NumPy's calls, whatever the library: GEMV for a row times a matrix or a matrix times a
+column, graphgrad's outer kernel for a column times a row), an input of another dtype or not
 C-contiguous, out-of-range labels (the eager step raises its error), a weight stored
 column-major, anomaly mode (``gg.detect_anomaly``, which checks each op of the eager step),
 ``no_grad`` (the eager step raises its error). ``describe()`` prints the plan: every kernel
@@ -74,11 +75,6 @@ __all__ = ["CompileError", "CompiledStep", "compile_step", "plans_info", "plans_
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NOWHERE: dict[str, Any] = {}
-#: Why no plan runs a model with a layer of width one.
-_WIDTH_WHY = (
-    "a layer of width one (NumPy makes dot products and runs its own loops there, which the "
-    "plan does not mirror)"
-)
 
 
 def plans_unavailable() -> str:
@@ -513,7 +509,7 @@ class CompiledStep:
 
     def _step(self, x: Any, labels: Any, skip_nonfinite: bool) -> float:
         if type(x) is np.ndarray and x.ndim > 1 and x.shape[0] == 1:
-            why = self._one_sample_why()
+            why = self._vector_why(1)
             if why:  # no plan, whatever the checks would find: straight to the eager step
                 # (the checks cost 10-15 µs: 6-9% of a 784-256-256-10 eager step of one sample)
                 return self._eager(x, labels, why, skip_nonfinite)
@@ -750,15 +746,12 @@ class CompiledStep:
         if fn is None or gemv is None:
             self.why_eager = "no CBLAS address found for NumPy's BLAS"
             return None
-        widths = [self.in_features] + [ly.linear.out_features for ly in self._layers]
-        if min(widths) < 2:
-            self.why_eager = _WIDTH_WHY
-            return None
         if S < 1:
             self.why_eager = "an empty batch"
             return None
-        if S == 1 and self._one_sample_why():
-            self.why_eager = self._one_sample_why()
+        why = self._vector_why(S)
+        if why:
+            self.why_eager = why
             return None
         loops: dict[str, Any] = {}
         for ly in self._layers:
@@ -799,14 +792,29 @@ class CompiledStep:
         builder = _PlanBuilder(dt, dt == np.float64, fn, gemv, numpy_conv, S)
         return builder, params, loops
 
-    def _one_sample_why(self) -> str:
-        """Why a batch of one sample takes no plan ("" if it can): NumPy makes GEMV calls
-        and runs its own loop for the products of such a batch (whatever library
-        ``set_blas`` selected), which the plan mirrors, but not the GEMMs with beta = μ of
+    def _vector_why(self, S: int) -> str:
+        """Why a batch of S samples takes no plan for its products with a side of one ("" if
+        it can): for a batch of one sample or a layer of width one NumPy makes GEMV calls and
+        runs its own loop for a column times a row (whatever library ``set_blas`` selected),
+        which the plan mirrors, but not its dot products (one sample through a layer of width
+        one, a layer of one input and one output) nor the GEMMs with beta = μ of
         ``SGD(fused_backward=True)``."""
+        shapes = [(ly.linear.in_features, ly.linear.out_features) for ly in self._layers]
+        narrow = min(min(shape) for shape in shapes) < 2
+        if S == 1 and narrow:
+            return (
+                "a batch of one sample through a layer of width one (NumPy makes dot products "
+                "there, which the plan does not mirror)"
+            )
+        if (1, 1) in shapes:
+            return (
+                "a layer of one input and one output (NumPy makes a dot product for its "
+                "weight's gradient, which the plan does not mirror)"
+            )
         opt = self.optimizer
-        if isinstance(opt, SGD) and opt.fused_backward:
-            return "a batch of one sample with SGD(fused_backward=True)"
+        if isinstance(opt, SGD) and opt.fused_backward and (S == 1 or narrow):
+            what = "a batch of one sample" if S == 1 else "a layer of width one"
+            return f"{what} with SGD(fused_backward=True)"
         return ""
 
     def _emit_forward(
@@ -1237,11 +1245,13 @@ class _PlanBuilder:
         assert out.strides[1] == out.itemsize and ldc >= N
         # _blas.matmul leaves products with a side of one to NumPy, whatever the library
         call = _blas.gemm_call(self.dt, M * N * K) if min(M, N, K) > 1 else None
-        if call is None and beta == 0.0 and (M == 1 or K == 1):
-            # NumPy's matmul calls no GEMM for a batch of one sample: a row times a matrix
-            # is a GEMV, a column times a row its own loop (_blas.outer: the outer kernel)
-            assert min(M, N) > 1 or min(N, K) > 1, "a dot product: refused by _plan_inputs"
+        if call is None and beta == 0.0 and min(M, N, K) == 1:
+            # NumPy's matmul calls no GEMM for a side of one (a batch of one sample, a layer
+            # of width one): a row times a matrix or a matrix times a column is a GEMV, a
+            # column times a row its own loop (_blas.outer: the outer kernel)
+            assert M > 1 or N > 1, "a dot product: refused by _vector_why"
             if K == 1:  # a: M contiguous values, b: N (whether stored as a row or a column)
+                # (NumPy's loop for a column times a row, or times one value: 0 + a_i b_j)
                 self.add(
                     "outer",
                     ptrs=(a, b, _addr(out)),
@@ -1249,17 +1259,31 @@ class _PlanBuilder:
                     text=text + "   (a column times a row: the outer kernel)",
                 )
                 return
-            # M == 1: a (K values) times op(b) (K, N), as NumPy's vector @ matrix calls it:
-            # for b stored (N, K) (used transposed) (ColMajor, Trans) with lda K, for b
-            # stored (K, N) (RowMajor, Trans) with lda N
-            order, ld = (102, K) if tb else (101, N)
+            if M == 1:
+                # a (K values) times op(b) (K, N), as NumPy's vector @ matrix calls it: for b
+                # stored (N, K) (used transposed) (ColMajor, Trans) with lda K, for b stored
+                # (K, N) (RowMajor, Trans) with lda N
+                order, ld = (102, K) if tb else (101, N)
+                self.add(
+                    "gemv",
+                    fn=self.gemv,
+                    flags=(order, 112, self.conv, 0),
+                    ptrs=(b, a, _addr(out)),
+                    sizes=(K, N, ld, 1, 1),
+                    text=text + "   (a row times a matrix: GEMV)",
+                )
+                return
+            # N == 1: op(a) (M, K) times b (K values), as NumPy's matrix @ vector calls it:
+            # for a stored (M, K) (ColMajor, Trans) with lda K, for a stored (K, M) (used
+            # transposed) (RowMajor, Trans) with lda M; out's values ldc apart
+            order, ld = (101, M) if ta else (102, K)
             self.add(
                 "gemv",
                 fn=self.gemv,
                 flags=(order, 112, self.conv, 0),
-                ptrs=(b, a, _addr(out)),
-                sizes=(K, N, ld, 1, 1),
-                text=text + "   (a row times a matrix: GEMV)",
+                ptrs=(a, b, _addr(out)),
+                sizes=(K, M, ld, 1, ldc),
+                text=text + "   (a matrix times a column: GEMV)",
             )
             return
         fn, conv = call or (self.fn, self.conv)
