@@ -867,17 +867,19 @@ def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
     np.testing.assert_allclose(_blas.matmul(a64, b64), a64 @ b64, rtol=1e-12)
     # float64: MKL's dgemm; oneDNN has none, so NumPy's BLAS
     assert len(calls) == (4 if library == "mkl" else 3)
-    # one multiply-add fewer: oneDNN leaves it to NumPy's BLAS (MKL takes any size)
+    # 64 multiply-adds fewer (under ONEDNN_MIN_MNK, MKL_MIN_MNK): NumPy's BLAS, bit for bit,
+    # and, for beta=1, NumPy's own cblas_sgemm
     small = np.ascontiguousarray(b[:, :127])
-    np.testing.assert_allclose(_blas.matmul(a, small), a @ small, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(_blas.matmul(a, small), np.matmul(a, small))
     out = np.zeros((128, 127), np.float32)
     assert _blas.matmul_into(a, small, out, 1.0)
     np.testing.assert_allclose(out, a @ small, rtol=1e-5, atol=1e-5)
-    assert len(calls) == (6 if library == "mkl" else 4)  # oneDNN: NumPy's cblas for beta=1
-    if library == "onednn":
-        assert calls[-1][0] == _blas.numpy_cblas()[np.dtype(np.float32)]
-    assert _blas.gemm_call(np.dtype(np.float32), 128 * 127 * 64) == (
-        None if library == "onednn" else (_blas.gemm_address(np.dtype(np.float32)), conv)
+    assert len(calls) == (5 if library == "mkl" else 4)
+    assert calls[-1][0] == _blas.numpy_cblas()[np.dtype(np.float32)]
+    assert _blas.gemm_call(np.dtype(np.float32), 128 * 127 * 64) is None
+    assert _blas.gemm_call(np.dtype(np.float32), 128 * 128 * 64) == (
+        _blas.gemm_address(np.dtype(np.float32)),
+        conv,
     )
 
 

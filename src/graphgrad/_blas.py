@@ -26,9 +26,9 @@ are GNU OpenMP's (the runtime graphgrad's kernels use) is loaded, so that it sha
 pool; ``"auto"`` times it beside the others where installed.
 
 With MKL selected the 2-D float32/float64 products of ``matmul``, ``linear`` and their VJP
-rules go to MKL's ``cblas_?gemm`` (with oneDNN, the float32 ones to ``dnnl_sgemm`` or its
-matmul primitive); every
-other product (batched, 1-D, integer, strided views) still goes to ``np.matmul``. MKL and
+rules of at least 2**20 multiply-adds go to MKL's ``cblas_?gemm`` (with oneDNN, the float32
+ones to ``dnnl_sgemm`` or its matmul primitive); every other product (smaller, batched, 1-D,
+integer, strided views, a side of one) still goes to ``np.matmul``. MKL and
 oneDNN round differently from OpenBLAS (results agree to float precision, not bit for bit),
 so the choice is recorded in metrics and checkpoints.
 
@@ -97,6 +97,13 @@ _calls: dict[Any, tuple[int, int, int]] = {}
 #: multiply-adds than this run on NumPy's BLAS: the 784-256-256-10 step's three 10-wide ones
 #: (327,680), not the 3072-512-512-10 step's (1,310,720).
 ONEDNN_MIN_MNK = 1 << 20
+#: MKL's GEMM has the same fixed cost: on an Intel Xeon at 1 thread (the same 192 products,
+#: 2026-12-03) MKL's time over OpenBLAS's had a median of 1.90 (1.39-2.31) below 2**16
+#: multiply-adds, 1.44 from 2**16 to 2**18, 1.26 from 2**18 to 2**19, 0.94 (0.57-1.33) from
+#: 2**19 to 2**20, and was at most 0.94 from 2**20 on (median 0.67-0.78); oneDNN's there:
+#: 2.09, 1.52, 1.29, 0.96 and at most 1.01. Under MKL, 2-D float products of fewer
+#: multiply-adds run on NumPy's BLAS too.
+MKL_MIN_MNK = 1 << 20
 _selected = ["numpy"]  # the library in use: "numpy", or one of LIBRARIES
 #: The libraries ``set_blas`` can select besides NumPy's BLAS, each with the package that
 #: brings it (graphgrad's extras of the same names install them).
@@ -314,7 +321,7 @@ def _gemms(name: str) -> tuple[dict[Any, int], int, int]:
     """A loaded library's GEMM addresses by dtype, their calling convention and the fewest
     multiply-adds (M*N*K) of a product it takes (smaller ones: NumPy's BLAS)."""
     if name == "mkl":
-        return {_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]}, GEMM_CBLAS, 0
+        return {_F32: _mkl["sgemm"], _F64: _mkl["dgemm"]}, GEMM_CBLAS, MKL_MIN_MNK
     return {_F32: _onednn["sgemm"]}, GEMM_DNNL, ONEDNN_MIN_MNK
 
 
@@ -1769,9 +1776,9 @@ def gemm_address(dtype: Any) -> int | None:
 def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
     """``(address, calling convention)`` of the GEMM ``matmul`` calls for 2-D products of
     ``dtype`` now (``GEMM_CBLAS``: MKL's; ``GEMM_DNNL``: oneDNN's), or None where they go to
-    ``np.matmul``; with ``mnk`` (M*N*K), for a product of that size (oneDNN leaves those
-    under ``ONEDNN_MIN_MNK`` to NumPy's BLAS). (``matmul`` leaves products with a side of one
-    to NumPy whatever this says.)"""
+    ``np.matmul``; with ``mnk`` (M*N*K), for a product of that size (oneDNN and MKL leave
+    those under ``ONEDNN_MIN_MNK`` and ``MKL_MIN_MNK`` to NumPy's BLAS). (``matmul`` leaves
+    products with a side of one to NumPy whatever this says.)"""
     call = _calls.get(dtype)
     if call is None or (mnk is not None and mnk < call[2]):
         return None
@@ -1802,7 +1809,7 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
     conv = GEMM_CBLAS
     call = gemm_call(out.dtype, a.shape[0] * a.shape[1] * b.shape[1])
     if call is not None:
-        fn, conv = call  # else a small product under oneDNN (ONEDNN_MIN_MNK), or none chosen
+        fn, conv = call  # else a small product (ONEDNN_MIN_MNK, MKL_MIN_MNK), or none chosen
     if fn is None and beta != 0 and _fused.KERNELS is not None:
         found = numpy_cblas()
         fn = found.get(out.dtype)
