@@ -451,6 +451,24 @@ def test_auto_takes_the_fastest_of_three_libraries(
     )
 
 
+def _pending_then_aged(
+    three: FakeMachine, monkeypatch: pytest.MonkeyPatch, **costs: float
+) -> tuple[Any, dict[str, Any]]:
+    """A first measurement at ``costs`` with the 10-minute wait on: the record (pending,
+    NumPy's BLAS in use) and its file, the record then made 601 seconds old, as a start 10
+    minutes later finds it. Returns the file and the aged record, with ``reason``: what
+    ``blas_info`` said while it was pending."""
+    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
+    three.cost.update(costs)
+    gg.set_blas("auto")
+    (path,) = _blas.cache_dir().glob("blas-*.json")
+    first = json.loads(path.read_text())
+    assert first["pending"] is True and gg.blas() == "numpy"
+    aged = {**first, "measured_at_s": first["measured_at_s"] - 601.0}
+    path.write_text(json.dumps(aged))
+    return path, {**aged, "reason": gg.blas_info()["reason"]}
+
+
 def test_a_win_is_confirmed_by_either_library_beating_numpy_again(
     three: FakeMachine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -459,16 +477,10 @@ def test_a_win_is_confirmed_by_either_library_beating_numpy_again(
     # confirmed, and of the two the faster over both measurements is taken, here oneDNN
     # (1.0/2.0 * 1.2/2.0 = 0.30 against MKL's 1.5/2.0 * 1.0/2.0 = 0.375), not the latest
     # favourite; the old rule (the same library first twice) kept NumPy's BLAS for good
-    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
-    three.cost.update(numpy=2.0, mkl=1.5, onednn=1.0)
-    gg.set_blas("auto")
-    (path,) = _blas.cache_dir().glob("blas-*.json")
-    first = json.loads(path.read_text())
-    assert first["pending"] is True and gg.blas() == "numpy"
-    assert "oneDNN measured faster, NumPy's BLAS until" in gg.blas_info()["reason"]
-    assert "finds it, or another library, faster too" in gg.blas_info()["reason"]
-    aged = first["measured_at_s"] - 601.0
-    path.write_text(json.dumps({**first, "measured_at_s": aged}))
+    path, first = _pending_then_aged(three, monkeypatch, numpy=2.0, mkl=1.5, onednn=1.0)
+    assert "oneDNN measured faster, NumPy's BLAS until" in first["reason"]
+    assert "finds it, or another library, faster too" in first["reason"]
+    aged = first["measured_at_s"]
     three.cost.update(mkl=1.0, onednn=1.2)
     _new_process()
     gg.set_blas("auto")
@@ -514,13 +526,7 @@ def test_a_win_of_one_library_then_of_another_alone_stays_pending(
     # oneDNN ahead of NumPy's BLAS in the first measurement and MKL not; MKL ahead in the
     # second and oneDNN not: no library won both, so the record stays pending (for MKL now)
     # and NumPy's BLAS is used; MKL ahead again 10 minutes later: MKL, for good
-    monkeypatch.setattr(_blas, "CONFIRM_AFTER_S", 600.0)
-    three.cost.update(numpy=2.0, mkl=2.0, onednn=1.0)
-    gg.set_blas("auto")
-    (path,) = _blas.cache_dir().glob("blas-*.json")
-    first = json.loads(path.read_text())
-    assert first["pending"] is True and gg.blas() == "numpy"
-    path.write_text(json.dumps({**first, "measured_at_s": first["measured_at_s"] - 601.0}))
+    path, _first = _pending_then_aged(three, monkeypatch, numpy=2.0, mkl=2.0, onednn=1.0)
     three.cost.update(mkl=1.0, onednn=2.0)
     _new_process()
     gg.set_blas("auto")
