@@ -473,7 +473,7 @@ def test_a_win_is_confirmed_by_either_library_beating_numpy_again(
     three: FakeMachine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # oneDNN faster in the first measurement, MKL in the one 10 minutes later, both well ahead
-    # of NumPy's BLAS each time (MKL and oneDNN on an Intel Xeon, 0.5-3% apart): the win is
+    # of NumPy's BLAS each time (MKL and oneDNN on an Intel Xeon, 0.1-6% apart): the win is
     # confirmed, and of the two the faster over both measurements is taken, here oneDNN
     # (1.0/2.0 * 1.2/2.0 = 0.30 against MKL's 1.5/2.0 * 1.0/2.0 = 0.375), not the latest
     # favourite; the old rule (the same library first twice) kept NumPy's BLAS for good
