@@ -161,6 +161,8 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
             peers,
             "--json",
             str(out),
+            "--md",
+            str(tmp_path / "step.md"),
         ],
         capture_output=True,
         text=True,
@@ -169,6 +171,14 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 thread(s): BLAS:" in proc.stdout  # set_blas("auto") measured first
+    # the table says when and on which CPU it ran (the CPU kind changes between sessions)
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from benchlib import cpu_model
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    measured = (tmp_path / "step.md").read_text().splitlines()[4]
+    assert measured.startswith("Measured ") and f"UTC on {cpu_model()} (" in measured
     (row,) = json.loads(out.read_text())
     assert row["agree"], row["losses"]
     assert {"graphgrad", "graphgrad fused_backward", "GEMM only"} <= set(row["ms"])
