@@ -352,10 +352,13 @@ def test_changed_hyperparameters_rebuild_the_plan() -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("opt", ["momentum", "fused_backward"])
 @pytest.mark.parametrize("library", ["mkl", "onednn"])
-def test_the_selected_librarys_products_when_one_is_selected(library: str) -> None:
+def test_the_selected_librarys_products_when_one_is_selected(library: str, opt: str) -> None:
     # the plan calls MKL's or oneDNN's GEMM, by its own convention, as the eager step does:
-    # the same bits (float32 and, for MKL, float64; oneDNN leaves float64 to NumPy's BLAS)
+    # the same bits (float32 and, for MKL, float64; oneDNN leaves float64 to NumPy's BLAS),
+    # also where the weight gradients are added into the momentum buffers (fused_backward:
+    # the small ones by NumPy's own cblas_?gemm with beta = momentum)
     if "error" in _blas.find(library):
         pytest.skip(f"{library}: {_blas.find(library)['error']}")
     # 64-128-96-5 at batch 128: the products into and out of the hidden layers have 2**20
@@ -364,7 +367,7 @@ def test_the_selected_librarys_products_when_one_is_selected(library: str) -> No
     sizes = (64, 128, 96, 5)
     with _blas.using_blas(library):
         for dtype in (np.float32, np.float64):
-            m1, o1, m2, o2 = _pair(lambda dtype=dtype: _mlp(sizes, dtype=dtype), "momentum")
+            m1, o1, m2, o2 = _pair(lambda dtype=dtype: _mlp(sizes, dtype=dtype), opt)
             step = _train_both(m1, o1, m2, o2, _batches((64,), 5, [128, 128, 100], dtype))
             gemms = [i for i in step._plans[128].instrs if i[0] == "gemm"]
             numpy_blas = _blas.numpy_cblas()
