@@ -480,6 +480,9 @@ def test_a_win_is_confirmed_by_either_library_beating_numpy_again(
     path, first = _pending_then_aged(three, monkeypatch, numpy=2.0, mkl=1.5, onednn=1.0)
     assert "oneDNN measured faster, NumPy's BLAS until" in first["reason"]
     assert "finds it, or another library, faster too" in first["reason"]
+    # when the next measurement can confirm it: 10 minutes after the first (aged by 601 s)
+    due = time.strftime("%H:%M UTC", time.gmtime(first["measured_at_s"] + 601.0 + 600.0))
+    assert f"(at a start from {due}, or `graphgrad info --recalibrate` then)" in first["reason"]
     aged = first["measured_at_s"]
     three.cost.update(mkl=1.0, onednn=1.2)
     _new_process()

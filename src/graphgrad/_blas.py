@@ -856,10 +856,14 @@ def _auto() -> tuple[str, str, dict[str, Any] | None]:
         "per pass over an MLP step's GEMMs"
     )
     if rec.get("pending"):
+        due = time.strftime(
+            "%H:%M UTC", time.gmtime(float(rec.get("measured_at_s") or 0.0) + CONFIRM_AFTER_S)
+        )
         reason += (
             f"; {LABELS[decide(rec['seconds'])]} measured faster, NumPy's BLAS until a second "
-            f"measurement at least {CONFIRM_AFTER_S / 60:.0f} minutes later (at a start, or "
-            "`graphgrad info --recalibrate`) finds it, or another library, faster too"
+            f"measurement at least {CONFIRM_AFTER_S / 60:.0f} minutes later (at a start from "
+            f"{due}, or `graphgrad info --recalibrate` then) finds it, or another library, "
+            "faster too"
         )
     earlier = rec.get("earlier")
     if earlier is not None:
