@@ -278,10 +278,10 @@ def _measured(started: time.struct_time) -> str:
     """When and on which CPU the run was taken: the sandbox's CPU kind changes between
     sessions, so every table says it."""
     fmt = "%Y-%m-%d %H:%M"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"Measured {time.strftime(fmt, started)} to {time.strftime(fmt, time.gmtime())} UTC "
-        f"on {_benchlib().cpu_model()} ({len(_cpus(os.cpu_count() or 1)) or os.cpu_count()} "
-        "CPUs usable)."
+        f"on {_benchlib().cpu_model()} ({usable} CPUs usable)."
     )
 
 

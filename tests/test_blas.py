@@ -885,11 +885,21 @@ def test_the_library_takes_2d_floats_and_leaves_the_rest_to_numpy(
     np.testing.assert_allclose(out, a @ small, rtol=1e-5, atol=1e-5)
     assert len(calls) == (5 if library == "mkl" else 4)
     assert calls[-1][0] == _blas.numpy_cblas()[np.dtype(np.float32)]
-    assert _blas.gemm_call(np.dtype(np.float32), 128 * 127 * 64) is None
-    assert _blas.gemm_call(np.dtype(np.float32), 128 * 128 * 64) == (
+    assert _blas.gemm_call(np.dtype(np.float32), (128, 127, 64)) is None
+    assert _blas.gemm_call(np.dtype(np.float32), (128, 128, 64)) == (
         _blas.gemm_address(np.dtype(np.float32)),
         conv,
     )
+    # a side of one, however large the product: NumPy's, in matmul_into too (its own
+    # cblas_sgemm for beta=1), as matmul leaves it to NumPy
+    assert _blas.gemm_call(np.dtype(np.float32), (1 << 12, 1 << 12, 1)) is None
+    col, row = rng.standard_normal((2048, 1)), rng.standard_normal((1, 1024))
+    col, row = col.astype(np.float32), row.astype(np.float32)
+    wide = np.zeros((2048, 1024), np.float32)
+    assert _blas.matmul_into(col, row, wide, 1.0)
+    np.testing.assert_allclose(wide, col * row, rtol=1e-6)
+    assert len(calls) == (6 if library == "mkl" else 5)
+    assert calls[-1][0] == _blas.numpy_cblas()[np.dtype(np.float32)]
 
 
 def test_shape_errors_are_unchanged_with_the_library(library: str) -> None:

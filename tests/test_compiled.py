@@ -376,7 +376,7 @@ def test_the_selected_librarys_products_when_one_is_selected(library: str, opt: 
             lib = _blas.gemm_call(np.dtype(dtype))
             assert lib is not None or (library, dtype) == ("onednn", np.float64)
             # by the product's size: M, N, K = n0, n1, n2
-            want = [_blas.gemm_call(np.dtype(dtype), i[5][0] * i[5][1] * i[5][2]) for i in gemms]
+            want = [_blas.gemm_call(np.dtype(dtype), (i[5][0], i[5][1], i[5][2])) for i in gemms]
             assert [(i[3], i[2][2]) for i in gemms] == [w or numpy_call for w in want]
             assert len(gemms) == 8
             if lib is not None:  # the library's GEMM ran: all of them, or the large ones

@@ -505,7 +505,7 @@ def confirmed(earlier: dict[str, float], seconds: dict[str, float]) -> str | Non
     the libraries faster than NumPy's BLAS by more than ``CALIBRATION_MARGIN`` in both, the
     one with the smaller product of its two times over NumPy's BLAS's (the latest
     measurement's favourite where they tie); None where no library won both. Two libraries
-    often run within a few per cent of each other (MKL and oneDNN on an Intel Xeon: 0.5-3%
+    often run within a few per cent of each other (MKL and oneDNN on an Intel Xeon: 0.1-6%
     apart, which of them ahead changing between measurements), so a win is confirmed by
     either library beating NumPy's BLAS again, not only by the same one coming first."""
     both = [
@@ -621,7 +621,6 @@ def _blas_record_ok(rec: dict[str, Any]) -> bool:
     return (
         isinstance(earlier, dict)
         and _seconds_ok(earlier.get("seconds"), names)
-        and decide(earlier["seconds"]) != "numpy"
         and type(earlier.get("measured_at_s")) is float
         and rec["choice"] == confirmed(earlier["seconds"], rec["seconds"])
     )
@@ -807,7 +806,7 @@ def calibrate(refresh: bool = False) -> dict[str, Any]:
         if winner == "numpy":
             return {"choice": "numpy", "seconds": seconds}
         chosen = None if won is None else confirmed(won["seconds"], seconds)
-        if won is None or chosen is None:
+        if chosen is None:
             return {"choice": "numpy", "seconds": seconds, "pending": True}
         return {"choice": chosen, "seconds": seconds, "earlier": won}
 
@@ -1675,7 +1674,9 @@ def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> Any:
             call = _calls.get(a.dtype) if _calls else None
             if (
                 call is not None
-                and sa[0] * sa[1] * sb[1] >= call[2]  # first: most small products stop here
+                # gemm_call's rule, inline (the hot path): size first, most small products
+                # stop there; no side of one
+                and sa[0] * sa[1] * sb[1] >= call[2]
                 and sa[0] > 1
                 and sa[1] > 1
                 and sb[1] > 1
@@ -1777,15 +1778,20 @@ def gemm_address(dtype: Any) -> int | None:
     return None if call is None else call[0]
 
 
-def gemm_call(dtype: Any, mnk: int | None = None) -> tuple[int, int] | None:
+def gemm_call(dtype: Any, shape: tuple[int, int, int] | None = None) -> tuple[int, int] | None:
     """``(address, calling convention)`` of the GEMM ``matmul`` calls for 2-D products of
     ``dtype`` now (``GEMM_CBLAS``: MKL's; ``GEMM_DNNL``: oneDNN's), or None where they go to
-    ``np.matmul``; with ``mnk`` (M*N*K), for a product of that size (oneDNN and MKL leave
-    those under ``ONEDNN_MIN_MNK`` and ``MKL_MIN_MNK`` to NumPy's BLAS). (``matmul`` leaves
-    products with a side of one to NumPy whatever this says.)"""
+    ``np.matmul``; with ``shape`` ``(M, N, K)``, for a product of that shape: None also for
+    one with a side of one (NumPy's GEMV or its own loop is faster there) or of fewer
+    multiply-adds than the library takes (``ONEDNN_MIN_MNK``, ``MKL_MIN_MNK``). The rule
+    ``matmul`` applies inline, and the compiled plans through this."""
     call = _calls.get(dtype)
-    if call is None or (mnk is not None and mnk < call[2]):
+    if call is None:
         return None
+    if shape is not None:
+        m, n, k = shape
+        if m * n * k < call[2] or min(m, n, k) < 2:
+            return None
     return call[0], call[1]
 
 
@@ -1811,9 +1817,9 @@ def matmul_into(a: Any, b: Any, out: np.ndarray, beta: float) -> bool:
         return False
     fn: int | None = None
     conv = GEMM_CBLAS
-    call = gemm_call(out.dtype, a.shape[0] * a.shape[1] * b.shape[1])
+    call = gemm_call(out.dtype, (a.shape[0], b.shape[1], a.shape[1]))
     if call is not None:
-        fn, conv = call  # else a small product (ONEDNN_MIN_MNK, MKL_MIN_MNK), or none chosen
+        fn, conv = call  # else a small product or one with a side of one, or none chosen
     if fn is None and beta != 0 and _fused.KERNELS is not None:
         found = numpy_cblas()
         fn = found.get(out.dtype)

@@ -874,14 +874,22 @@ cdef inline void _add_bias_rows(real* yp, const real* bp, Py_ssize_t r, Py_ssize
         gg_add_bias_d(yp, bp, r, n, down)
 
 
+cdef inline int _row_threads(Py_ssize_t r, Py_ssize_t n, Py_ssize_t par_min) noexcept nogil:
+    """How many threads split ``r`` rows of ``n`` elements between them (1: the calling thread
+    alone): ``_chunk``'s count for the ``r * n`` elements, if there are rows enough."""
+    cdef int nc
+    _chunk(r * n, par_min, &nc)  # only how many threads: the split is by rows
+    return 1 if r < nc else nc
+
+
 cdef void _add_bias_all(real* yp, const real* bp, Py_ssize_t r, Py_ssize_t n, bint down,
                         Py_ssize_t par_min) noexcept nogil:
     cdef Py_ssize_t c, lo, hi, step
     cdef int nc
     if r == 0 or n == 0:
         return
-    _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
-    if nc == 1 or r < nc:
+    nc = _row_threads(r, n, par_min)
+    if nc == 1:
         _add_bias_rows(yp, bp, r, n, down)
         return
     step = (r + nc - 1) // nc
@@ -919,8 +927,8 @@ cdef void _outer_all(const real* ap, Py_ssize_t sa, const real* bp, real* op, Py
     cdef int nc
     if r == 0 or n == 0:
         return
-    _chunk(r * n, par_min, &nc)  # only how many threads: the split below is by rows
-    if nc == 1 or r < nc:
+    nc = _row_threads(r, n, par_min)
+    if nc == 1:
         _outer_rows(ap, sa, bp, op, r, n, ld)
         return
     step = (r + nc - 1) // nc

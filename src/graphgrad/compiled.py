@@ -1243,8 +1243,9 @@ class _PlanBuilder:
         lda, ldb = (M if ta else K), (K if tb else N)
         ldc = out.strides[0] // out.itemsize  # N, or more for a padded gradient
         assert out.strides[1] == out.itemsize and ldc >= N
-        # _blas.matmul leaves products with a side of one to NumPy, whatever the library
-        call = _blas.gemm_call(self.dt, M * N * K) if min(M, N, K) > 1 else None
+        # the library's GEMM where _blas.matmul (or matmul_into) takes it: not for a small
+        # product, nor for one with a side of one (NumPy's, whatever the library)
+        call = _blas.gemm_call(self.dt, (M, N, K))
         if call is None and beta == 0.0 and min(M, N, K) == 1:
             # NumPy's matmul calls no GEMM for a side of one (a batch of one sample, a layer
             # of width one): a row times a matrix or a matrix times a column is a GEMV, a
@@ -1264,26 +1265,21 @@ class _PlanBuilder:
                 # stored (N, K) (used transposed) (ColMajor, Trans) with lda K, for b stored
                 # (K, N) (RowMajor, Trans) with lda N
                 order, ld = (102, K) if tb else (101, N)
-                self.add(
-                    "gemv",
-                    fn=self.gemv,
-                    flags=(order, 112, self.conv, 0),
-                    ptrs=(b, a, _addr(out)),
-                    sizes=(K, N, ld, 1, 1),
-                    text=text + "   (a row times a matrix: GEMV)",
-                )
-                return
-            # N == 1: op(a) (M, K) times b (K values), as NumPy's matrix @ vector calls it:
-            # for a stored (M, K) (ColMajor, Trans) with lda K, for a stored (K, M) (used
-            # transposed) (RowMajor, Trans) with lda M; out's values ldc apart
-            order, ld = (101, M) if ta else (102, K)
+                ptrs, sizes, what = (b, a, _addr(out)), (K, N, ld, 1, 1), "a row times a matrix"
+            else:
+                # N == 1: op(a) (M, K) times b (K values), as NumPy's matrix @ vector calls
+                # it: for a stored (M, K) (ColMajor, Trans) with lda K, for a stored (K, M)
+                # (used transposed) (RowMajor, Trans) with lda M; out's values ldc apart
+                order, ld = (101, M) if ta else (102, K)
+                ptrs, sizes = (a, b, _addr(out)), (K, M, ld, 1, ldc)
+                what = "a matrix times a column"
             self.add(
                 "gemv",
                 fn=self.gemv,
                 flags=(order, 112, self.conv, 0),
-                ptrs=(a, b, _addr(out)),
-                sizes=(K, M, ld, 1, ldc),
-                text=text + "   (a matrix times a column: GEMV)",
+                ptrs=ptrs,
+                sizes=sizes,
+                text=f"{text}   ({what}: GEMV)",
             )
             return
         fn, conv = call or (self.fn, self.conv)
