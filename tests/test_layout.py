@@ -204,6 +204,28 @@ def test_softmax_cross_entropy_takes_column_major_logits() -> None:
     )
 
 
+@pytest.mark.parametrize("lay", LAYOUTS)
+def test_the_calibrations_pass_is_a_training_step_with_its_updates(lay: str) -> None:
+    """The calibration times products and momentum-SGD updates (at 2 threads the updates
+    decide it: products alone favoured "columns", whole steps "rows"): after one pass each
+    weight gradient is G.T @ x and each momentum buffer, zero before, holds it."""
+    sets = _blas._layout_sets(lay)
+    layers = [layer for model in sets for layer in model]
+    assert [len(model) for model in sets] == [3, 1]  # the 784 MLP, then the 512-wide layer
+    assert len(layers) == len(_blas.LAYOUT_LAYERS)
+    for (_first, cols, x, w, g, _dw, v), (m, k, n) in zip(layers, _blas.LAYOUT_LAYERS, strict=True):
+        assert x.shape == (m, k) and w.shape == (n, k) and g.shape == (m, n)
+        assert cols == (lay == "columns" and m < n)
+        assert g.flags.f_contiguous == cols and not v.any()
+    before = [layer[3].copy() for layer in layers]
+    _blas._layout_pass(lay, sets)
+    for (_first, _cols, x, w, g, dw, v), w0 in zip(layers, before, strict=True):
+        want = np.asarray(g, np.float64).T @ np.asarray(x, np.float64)
+        np.testing.assert_allclose(dw, want, rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(v, dw)  # v = μ·0 + dW: the update ran
+        np.testing.assert_allclose(w, w0, rtol=1e-6, atol=1e-6)  # lr 1e-9: where it started
+
+
 class _FakeClock:
     def __init__(self) -> None:
         self.t = 0.0

@@ -1076,9 +1076,14 @@ def par_min_info() -> dict[str, Any]:
 # 128-wide layers and 20% slower for a 784-10 softmax regression: it pays where the batch is
 # smaller than the layer's width. So "columns" computes exactly those layers that way (batch <
 # width); the others stay row-major. Whether that beats "rows" everywhere depends on the BLAS,
-# the CPU and the thread count, so it is measured like the library: the calibration's layers
-# timed both ways with the BLAS in use, cached beside the other calibrations, "columns" chosen
-# only when it is more than LAYOUT_MARGIN faster. ``GRAPHGRAD_LAYOUT=rows|columns`` forces it.
+# the CPU and the thread count, so it is measured like the library: a training step over the
+# calibration's layers timed both ways with the BLAS in use, cached beside the other
+# calibrations, "columns" chosen only when it is more than LAYOUT_MARGIN faster.
+# ``GRAPHGRAD_LAYOUT=rows|columns`` forces it. The step includes the weights' momentum-SGD
+# updates: on a 2-vCPU Intel Xeon with oneDNN at 2 threads the products alone ran 4-5% faster
+# in "columns", but with the updates "rows" was 15-20% faster, and whole compiled steps took
+# 0.88 (784-256-256-10) and 0.96 (3072-512-512-10) of their time in "columns" (each thread
+# updates its part of a weight, which the next forward product reads in another order).
 # Results agree to float rounding (a GEMM in another order of operands may round
 # differently), so metrics and checkpoints record it.
 
@@ -1090,7 +1095,10 @@ LAYOUT_MARGIN = 0.03
 _LAYOUT_ROUNDS, _LAYOUT_BUDGET_S = 9, 0.3
 #: Which layers "columns" computes column-major (part of a cached record: another rule, a new
 #: measurement): those whose batch is smaller than their width.
-_LAYOUT_RULE = "columns where batch < width; input gradients in their input's layout"
+_LAYOUT_RULE = (
+    "columns where batch < width; input gradients in their input's layout; timed over the "
+    "forward, the backward and the momentum-SGD updates"
+)
 #: The layout in use: ``COLUMNS[0]`` is True for "columns" (a list, set in place; read by
 #: ``ops.linalg``'s ``linear`` on every call).
 COLUMNS = [False]
@@ -1101,50 +1109,70 @@ COLUMNS = [False]
 LAYOUT_LAYERS = ((128, 784, 256), (128, 256, 256), (128, 256, 10), (256, 512, 512))
 
 
-def _layout_pass(layout: str, sets: list[tuple[Any, ...]]) -> None:
-    """One pass over the layout calibration's products in ``layout``, as ``linear`` and its
-    input-gradient rule compute them (see :func:`measure_layout`)."""
-    for first, cols, x, w, g in sets:
-        if layout == "rows":
-            matmul(x, w.T)
-            matmul(g.T, x)
-            if not first:
-                matmul(g, w)
-            continue
-        if cols:
-            matmul(w, x.T)
-        else:
-            matmul(x, w.T)
-        matmul(g.T, x)
-        if not first:
-            if x.flags.c_contiguous:
-                matmul(g, w)
-            else:
-                matmul(w.T, g.T)
+#: The layout calibration's learning rate and momentum: its weights take real momentum-SGD
+#: updates (``_fused.sgd``), so small that they stay where they started.
+_LAYOUT_LR, _LAYOUT_MU = 1e-9, 0.9
 
 
-def measure_layout(clock: Any = None) -> dict[str, float]:
-    """Seconds per pass over ``LAYOUT_LAYERS``' products as a training step makes them
-    (forward, weight gradient and, but for the first layer, input gradient; fp32, the BLAS in
-    use, the current thread count) in each of ``LAYOUTS``. In "columns" a layer whose batch is
-    smaller than its width computes its forward as ``(W @ x.T).T`` (a column-major output, and
-    a column-major upstream gradient), and an input gradient comes back in its input's layout,
-    as ``linear`` and its rule do. The two take turns for at most 9 rounds or about 0.3 s;
-    each figure is the fastest round's."""
-    clock = clock or _clock
+def _layout_sets(layout: str) -> list[list[tuple[Any, ...]]]:
+    """The layout calibration's arrays in ``layout``: ``LAYOUT_LAYERS`` as models (a change of
+    batch starts another), each a list of layers ``(first, cols, x, W, G, dW, v)``: input,
+    weight, upstream gradient, weight gradient, momentum buffer (fp32, from a fixed seed). In
+    "columns" a layer whose batch is smaller than its width has a column-major G, and the
+    layer after it a column-major input, as ``linear`` makes them."""
     rng = np.random.default_rng(0)
-    sets: dict[str, list[tuple[Any, ...]]] = {"rows": [], "columns": []}
+    models: list[list[tuple[Any, ...]]] = []
     prev_cols = False
     for i, (m, k, n) in enumerate(LAYOUT_LAYERS):
         x = rng.standard_normal((m, k), dtype=np.float32)
         w = rng.standard_normal((n, k), dtype=np.float32)
         g = rng.standard_normal((m, n), dtype=np.float32)
         first = i == 0 or LAYOUT_LAYERS[i - 1][0] != m
-        cols = m < n
-        sets["rows"].append((first, False, x, w, g))
-        xc = np.asfortranarray(x) if not first and prev_cols else x
-        sets["columns"].append((first, cols, xc, w, np.asfortranarray(g) if cols else g))
+        cols = layout == "columns" and m < n
+        if first:
+            models.append([])
+        elif layout == "columns" and prev_cols:
+            x = np.asfortranarray(x)
+        g = np.asfortranarray(g) if cols else g
+        models[-1].append((first, cols, x, w, g, np.empty_like(w), np.zeros_like(w)))
         prev_cols = cols
+    return models
+
+
+def _layout_pass(layout: str, sets: list[list[tuple[Any, ...]]]) -> None:
+    """One training step's worth of work per model of the layout calibration (see
+    :func:`measure_layout`), as ``linear``, its gradient rules and ``SGD(momentum=0.9)`` do it
+    in ``layout``: the forward products layer by layer, then from the last layer back its
+    weight gradient, its input gradient (not the first layer's) and its weight's momentum-SGD
+    update. The updates count: at more than one thread each thread updates its own part of a
+    weight, and the next forward product reads the weights in another order in each layout."""
+    for model in sets:
+        for _first, cols, x, w, _g, _dw, _v in model:
+            if cols:
+                matmul(w, x.T)
+            else:
+                matmul(x, w.T)
+        for first, _cols, x, w, g, dw, v in reversed(model):
+            matmul(g.T, x, out=dw)
+            if not first:
+                if layout == "rows" or x.flags.c_contiguous:
+                    matmul(g, w)
+                else:
+                    matmul(w.T, g.T)
+            _fused.sgd(w, dw, v, None, _LAYOUT_LR, _LAYOUT_MU, 0.0, False, False)
+
+
+def measure_layout(clock: Any = None) -> dict[str, float]:
+    """Seconds per pass over ``LAYOUT_LAYERS`` as a training step runs them (the forward
+    products; from the last layer back, the weight gradient, the input gradient but for the
+    first layer, and the weight's momentum-SGD update; fp32, the BLAS in use, the current
+    thread count) in each of ``LAYOUTS``. In "columns" a layer whose batch is smaller than
+    its width computes its forward as ``(W @ x.T).T`` (a column-major output, and a
+    column-major upstream gradient), and an input gradient comes back in its input's layout,
+    as ``linear`` and its rule do. The two take turns for at most 9 rounds or about 0.3 s;
+    each figure is the fastest round's."""
+    clock = clock or _clock
+    sets = {lay: _layout_sets(lay) for lay in LAYOUTS}
     best = {lay: math.inf for lay in LAYOUTS}
     for lay in LAYOUTS:  # warm up
         _layout_pass(lay, sets[lay])
