@@ -53,6 +53,7 @@ PEERS = [
     "graphgrad fused_backward",
     "graphgrad compiled fused_backward",
     "GEMM only",
+    "GEMM + SGD",
     "pytorch",
     "jax jit",
 ]
@@ -73,6 +74,10 @@ RATIOS = [
     ("graphgrad compiled fused_backward", "jax jit", None),
     # the floor under graphgrad / JAX: a step of nothing but the BLAS's products
     ("GEMM only", "jax jit", None),
+    # the floor under a step that updates its weights after its backward (momentum SGD: each
+    # weight, its gradient and its momentum read, the weight and the momentum written)
+    ("graphgrad compiled", "GEMM + SGD", None),
+    ("GEMM + SGD", "GEMM only", None),
 ]
 
 
@@ -130,6 +135,8 @@ def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
             )
     elif peer == "GEMM only":
         obj = _GgGemmPeer(M, w0, x, y)
+    elif peer == "GEMM + SGD":
+        obj = _GgGemmPeer(M, w0, x, y, update=True)
     elif peer == "pytorch":
         import torch
 
@@ -161,12 +168,16 @@ def _worker(peer: str, sizes: list[int], batch: int, threads: int) -> None:
 class _GgGemmPeer:
     """The 8 GEMMs of the step through graphgrad's BLAS (MKL when selected) in graphgrad's
     layout of linear's products (``_blas.layout()``: "columns" computes ``x @ W.T`` as
-    ``(W @ x.T).T``, and the input gradients likewise), preallocated."""
+    ``(W @ x.T).T``, and the input gradients likewise), preallocated. With ``update=True``
+    ("GEMM + SGD") each weight also takes its momentum-SGD update (graphgrad's kernel,
+    ``_fused.sgd``, momentum 0.9) once its layer's products are made, as in the compiled step:
+    the products and the weights' memory traffic, nothing else (no bias, activation, loss).
+    Its learning rate is 1e-9, so that the weights stay where they started."""
 
-    def __init__(self, M: Any, w0: Any, x: Any, y: Any) -> None:
+    def __init__(self, M: Any, w0: Any, x: Any, y: Any, update: bool = False) -> None:
         import numpy as np
 
-        from graphgrad import _blas
+        from graphgrad import _blas, _fused
 
         self.inner = M.GemmPeer(w0, x, y)
         self.mm = _blas.matmul_into
@@ -177,6 +188,13 @@ class _GgGemmPeer:
         self.aT = [np.empty(a.shape[::-1], a.dtype) for a in p.a]
         self.gT = [np.ascontiguousarray(g.T) for g in p.g]
         self.daT = [np.empty(d.shape[::-1], d.dtype) for d in p.da]
+        self.v = [np.zeros_like(w) for w in p.W] if update else []
+        self.sgd = _fused.sgd
+
+    def _update(self, k: int) -> None:
+        if self.v:
+            p = self.inner
+            self.sgd(p.W[k], p.dW[k], self.v[k], None, 1e-9, 0.9, 0.0, False, False)
 
     def step(self) -> None:
         p, mm = self.inner, self.mm
@@ -190,6 +208,7 @@ class _GgGemmPeer:
                 mm(gT[k], aT[k - 1].T if k else p.x, p.dW[k], 0.0)
                 if k:
                     mm(p.W[k].T, gT[k], daT[k - 1], 0.0)
+                self._update(k)
             return
         mm(p.x, p.W[0].T, p.a[0], 0.0)
         for k in range(1, n):
@@ -198,6 +217,7 @@ class _GgGemmPeer:
             mm(p.g[k].T, p.a[k - 1] if k else p.x, p.dW[k], 0.0)
             if k:
                 mm(p.g[k], p.W[k], p.da[k - 1], 0.0)
+            self._update(k)
 
     def sync(self) -> None:
         pass
@@ -510,7 +530,10 @@ def render(rows: list[dict[str, Any]]) -> str:
         "Targets: graphgrad / PyTorch <= 0.90, graphgrad / JAX <= 0.95, graphgrad / "
         "GEMM-only (same BLAS) <= 1.05 at 1 thread. GEMM only / jax jit: the step's "
         "products alone against JAX's whole step, the lowest graphgrad / JAX any step on "
-        "this BLAS can reach."
+        "this BLAS can reach. GEMM + SGD: the products and each weight's momentum-SGD update "
+        "(graphgrad's kernel), nothing else; GEMM + SGD / GEMM only: what reading and writing "
+        "the weights and their momentum costs, which no step that updates its weights after "
+        "its backward avoids (a floor under graphgrad / GEMM only)."
     )
     used = {
         f"{k} at {r['threads']}: {v}"

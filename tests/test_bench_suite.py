@@ -142,7 +142,7 @@ def test_step_profile_clocks_every_product_in_either_layout(layout: str) -> None
 def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
     peers = (
-        "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,pytorch,"
+        "graphgrad,graphgrad (NumPy BLAS),graphgrad fused_backward,GEMM only,GEMM + SGD,pytorch,"
         "graphgrad compiled,graphgrad compiled fused_backward,"
         "graphgrad[GRAPHGRAD_BLAS=numpy;GOMP_SPINCOUNT=1000],graphgrad[GRAPHGRAD_PAR_MIN=64]"
     )
@@ -198,6 +198,7 @@ def test_step_bench_runs_each_peer_in_its_own_process(tmp_path: Path) -> None:
     labels = {r["ratio"] for r in row["ratios"]}
     assert f"{variant} / graphgrad" in labels
     assert "graphgrad[GRAPHGRAD_PAR_MIN=64] / graphgrad" in labels
+    assert {"GEMM + SGD / GEMM only", "graphgrad compiled / GEMM + SGD"} <= labels
     assert row["agree"]  # a low parallel threshold changes no result
     assert any(r["ratio"] == "graphgrad fused_backward / graphgrad" for r in row["ratios"])
     assert any(
