@@ -64,10 +64,16 @@ cdef extern from *:
     #define GG_LOOPS(T, S, V, ATTR)                                                         \
     ATTR static void gg_sgd_mom_##S##_##V(T *restrict w, const T *restrict g,               \
                                           T *restrict v, Py_ssize_t n, T l, T m) {          \
-        for (Py_ssize_t i = 0; i < n; i++) {                                                \
-            T vi = m * v[i] + g[i];                                                         \
-            v[i] = vi;                                                                      \
-            w[i] = w[i] - l * vi;                                                           \
+        const Py_ssize_t blk = 64 / (Py_ssize_t)sizeof(T), ahead = GG_PFW_LINES * blk;     \
+        for (Py_ssize_t i0 = 0; i0 < n; i0 += blk) {                                        \
+            GG_PFW(w, i0, ahead, n);                                                        \
+            GG_PFW(v, i0, ahead, n);                                                        \
+            Py_ssize_t e = i0 + blk < n ? i0 + blk : n;                                     \
+            for (Py_ssize_t i = i0; i < e; i++) {                                           \
+                T vi = m * v[i] + g[i];                                                     \
+                v[i] = vi;                                                                  \
+                w[i] = w[i] - l * vi;                                                       \
+            }                                                                               \
         }                                                                                   \
     }                                                                                       \
     ATTR static void gg_sgd_plain_##S##_##V(T *restrict w, const T *restrict g,             \
@@ -135,14 +141,33 @@ cdef extern from *:
     #else
     #define GG_OPENMP 0
     #endif
+    /* Write prefetches (PREFETCHW where the instruction set has it): SGD-momentum's loop,
+       which updates a weight and its momentum in place, asks for each of their cache lines
+       GG_PFW_LINES lines ahead for writing. At 2 threads both cores have often just read a
+       weight (its input-gradient product splits the batch between them), and each write
+       to a line the other core holds waits for it to drop its copy: on a 2-vCPU Xeon the
+       256x256 weight's momentum update took 44 us after the step's products at 2 threads,
+       13 at 1, and 10 with these prefetches; whole compiled steps took 0.95 (784-256-256-10)
+       and 0.97 (3072-512-512-10) of their time. Plain SGD's and Adam's loops gained nothing
+       measurable (1.01, 1.00), so they have none. The results do not change (a prefetch
+       moves no data a program can see). */
+    #ifndef GG_PFW_LINES
+    #define GG_PFW_LINES 16
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define GG_PFW(p, i0, ahead, n)                                                         \
+        do { if ((i0) + (ahead) < (n)) __builtin_prefetch((p) + (i0) + (ahead), 1, 3); } while (0)
+    #else
+    #define GG_PFW(p, i0, ahead, n) ((void)0)
+    #endif
     #define SQRT_f sqrtf
     #define SQRT_d sqrt
     #define GG_ISA_LOOPS(V, ATTR) GG_LOOPS(float, f, V, ATTR) GG_LOOPS(double, d, V, ATTR)
     GG_ISA_LOOPS(base, )
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     #define GG_MULTI_ISA 1
-    GG_ISA_LOOPS(avx2, __attribute__((target("avx2"))))
-    GG_ISA_LOOPS(avx512, __attribute__((target("avx512f"))))
+    GG_ISA_LOOPS(avx2, __attribute__((target("avx2,prfchw"))))
+    GG_ISA_LOOPS(avx512, __attribute__((target("avx512f,prfchw"))))
     #else
     #define GG_MULTI_ISA 0
     #endif
