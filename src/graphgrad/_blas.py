@@ -1249,7 +1249,8 @@ def _apply_layout(refresh: bool = False) -> None:
                 f"calibration at {cal['key']['threads']} thread(s) with "
                 f"{LABELS.get(cal['key']['blas'], cal['key']['blas'])}, {how}: rows "
                 f"{s['rows'] * 1e3:.3f} ms, columns {s['columns'] * 1e3:.3f} ms "
-                f"per pass over linear's products (columns only if >{LAYOUT_MARGIN:.0%} faster)"
+                f"per step of linear's products and momentum-SGD updates (columns only if "
+                f">{LAYOUT_MARGIN:.0%} faster)"
             )
     _use_layout(lay, reason, cal)
 
