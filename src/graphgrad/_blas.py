@@ -1082,8 +1082,11 @@ def par_min_info() -> dict[str, Any]:
 # ``GRAPHGRAD_LAYOUT=rows|columns`` forces it. The step includes the weights' momentum-SGD
 # updates: on a 2-vCPU Intel Xeon with oneDNN at 2 threads the products alone ran 4-5% faster
 # in "columns", but with the updates "rows" was 15-20% faster, and whole compiled steps took
-# 0.88 (784-256-256-10) and 0.96 (3072-512-512-10) of their time in "columns" (each thread
-# updates its part of a weight, which the next forward product reads in another order).
+# 0.88 (784-256-256-10) and 0.96 (3072-512-512-10) of their time in "columns": there both
+# cores read all of W1 in ``W1 @ x.T``, and each line the update then writes waits for the
+# other core to drop its copy. (SGD-momentum's write prefetches, in ``_kernels``, later took
+# most of that wait away: "columns" then cost 1.03-1.07x in whole steps at 2 threads, and the
+# calibration's two figures came within 2% of each other.)
 # Results agree to float rounding (a GEMM in another order of operands may round
 # differently), so metrics and checkpoints record it.
 
