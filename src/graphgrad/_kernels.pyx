@@ -153,16 +153,16 @@ cdef extern from *:
     #endif
     /* Write prefetches (PREFETCHW where the instruction set has it): SGD-momentum's loop,
        which updates a weight and its momentum in place, takes them GG_PFW_LINES cache lines
-       at a time and first asks for the next GG_PFW_LINES lines of each for writing, when
-       the process runs more than one thread (at one, the prefetches only cost: 2-5% on
-       arrays in the cache). At 2 threads both cores have often just read a
-       weight (its input-gradient product splits the batch between them), and each write
-       to a line the other core holds waits for it to drop its copy: on a 2-vCPU Xeon the
-       256x256 weight's momentum update took 44 us after the step's products at 2 threads,
-       13 at 1, and 10 with these prefetches; whole compiled steps took 0.95 (784-256-256-10)
-       and 0.97 (3072-512-512-10) of their time. Plain SGD's and Adam's loops gained nothing
-       measurable (1.01, 1.00), so they have none. The results do not change (a prefetch
-       moves no data a program can see). */
+       at a time and first asks for the next GG_PFW_LINES lines of each for writing, when the
+       process runs more than one thread (at one, the prefetches only cost: 2-5% on arrays in
+       the cache). At 2 threads both cores have often just read a weight (its input-gradient
+       product splits the batch between them), and each write to a line the other core holds
+       waits for it to drop its copy: on a 2-vCPU Xeon the 256x256 weight's momentum update
+       took 44 us after the step's products at 2 threads, 13 at 1, and 10 with these
+       prefetches; whole compiled steps took 0.95 (784-256-256-10) and 0.97 (3072-512-512-10)
+       of their time. Plain SGD's and Adam's loops gained nothing measurable (1.01, 1.00), so
+       they have none. The results do not change (a prefetch moves no data a program can
+       see). */
     #ifndef GG_PFW_LINES
     #define GG_PFW_LINES 16
     #endif
