@@ -1134,7 +1134,7 @@ def _layout_sets(layout: str) -> list[list[tuple[Any, ...]]]:
         cols = layout == "columns" and m < n
         if first:
             models.append([])
-        elif layout == "columns" and prev_cols:
+        elif prev_cols:  # (only in "columns")
             x = np.asfortranarray(x)
         g = np.asfortranarray(g) if cols else g
         models[-1].append((first, cols, x, w, g, np.empty_like(w), np.zeros_like(w)))
@@ -1157,8 +1157,8 @@ def _layout_pass(layout: str, sets: list[list[tuple[Any, ...]]]) -> None:
                 matmul(x, w.T)
         for first, _cols, x, w, g, dw, v in reversed(model):
             matmul(g.T, x, out=dw)
-            if not first:
-                if layout == "rows" or x.flags.c_contiguous:
+            if not first:  # in the input's layout (a column-major input only in "columns")
+                if x.flags.c_contiguous:
                     matmul(g, w)
                 else:
                     matmul(w.T, g.T)
