@@ -48,6 +48,13 @@ def _pos(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     return rng.uniform(0.5, 2.0, size=shape)
 
 
+def _zeros_in(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    # _real's values with every other one exactly 0 (x^0 at x = 0)
+    v = _real(rng, shape)
+    v.reshape(-1)[::2] = 0.0
+    return v
+
+
 def _clipsafe(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     # clip(-0.5, 0.5): keep values away from both boundaries
     v = rng.uniform(0.1, 0.4, size=shape) * rng.choice([-1.0, 1.0], size=shape)
@@ -58,6 +65,7 @@ DOMAINS: dict[str, Callable[[np.random.Generator, Shape], np.ndarray]] = {
     "real": _real,
     "pos": _pos,
     "clipsafe": _clipsafe,
+    "zeros_in": _zeros_in,
 }
 
 
@@ -97,6 +105,13 @@ def _where(x: gg.Tensor, y: gg.Tensor) -> gg.Tensor:
     return gg.where(gg.tensor(cond, device=x.device), x, y)
 
 
+THREE_D: list[tuple[Shape, ...]] = [((2, 3, 2),), ((1, 2, 3),)]
+
+
+def _powers(x: gg.Tensor) -> gg.Tensor:
+    return gg.reshape(x, (-1, 1)) ** gg.tensor(np.arange(4.0), device=x.device)
+
+
 def _ce_int(x: gg.Tensor) -> gg.Tensor:
     labels = np.arange(x.shape[0]) % x.shape[1]
     return gg.cross_entropy(x, gg.tensor(labels, device=x.device))
@@ -122,6 +137,9 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "pow": [
         ("pow", Spec(lambda x, p: x**p, ("pos", "real"), BINARY_SHAPES)),
         ("pow-const", Spec(lambda x: x**3, ("real",), UNARY_SHAPES)),
+        # polynomial features x^0 .. x^3 of inputs that include exact zeros: x^0's
+        # derivative is 0 there too, not 0 * 0^-1 = NaN
+        ("pow-zero-base", Spec(_powers, ("zeros_in",), UNARY_SHAPES)),
     ],
     "neg": [("neg", Spec(lambda x: -x, ("real",), UNARY_SHAPES))],
     "exp": [("exp", Spec(gg.exp, ("real",), UNARY_SHAPES))],
@@ -158,14 +176,24 @@ SPECS: dict[str, list[tuple[str, Spec]]] = {
     "softmax": [
         ("softmax-1", Spec(gg.softmax, ("real",), UNARY_SHAPES[1:])),
         ("softmax-0", Spec(lambda x: gg.softmax(x, axis=0), ("real",), UNARY_SHAPES[1:])),
+        # several axes normalised together (scipy.special.softmax's meaning), None: all
+        ("softmax-all", Spec(lambda x: gg.softmax(x, axis=None), ("real",), UNARY_SHAPES)),
+        ("softmax-02", Spec(lambda x: gg.softmax(x, axis=(0, 2)), ("real",), THREE_D)),
     ],
     "log_softmax": [
         ("log_softmax-1", Spec(gg.log_softmax, ("real",), UNARY_SHAPES[1:])),
         ("log_softmax-0", Spec(lambda x: gg.log_softmax(x, 0), ("real",), UNARY_SHAPES[1:])),
+        ("log_softmax-all", Spec(lambda x: gg.log_softmax(x, None), ("real",), UNARY_SHAPES)),
+        ("log_softmax-02", Spec(lambda x: gg.log_softmax(x, (2, 0)), ("real",), THREE_D)),
     ],
     "cross_entropy": [
         ("ce-labels", Spec(_ce_int, ("real",), [((4, 3),), ((1, 5),), ((3, 1),)])),
         ("ce-soft", Spec(_ce_soft, ("real",), [((4, 3),), ((1, 5),)])),
+        # target probabilities that need a gradient themselves (unnormalised ones too)
+        (
+            "ce-targets",
+            Spec(gg.cross_entropy, ("real", "pos"), [((4, 3), (4, 3)), ((1, 5), (1, 5))]),
+        ),
     ],
     "matmul": [
         (
@@ -304,6 +332,7 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
         case: U_EMPTY
         for case in (
             "pow-const",
+            "pow-zero-base",
             "neg",
             "exp",
             "log",
@@ -331,8 +360,11 @@ EMPTY: dict[str, list[tuple[Shape, ...]]] = {
     "softmax-0": [((0, 3),), ((3, 0),)],
     "log_softmax-1": [((0, 3),), ((3, 0),)],
     "log_softmax-0": [((0, 3),), ((3, 0),)],
+    **{f"{r}-all": [((0, 3),), ((3, 0),), ((0,),)] for r in ("softmax", "log_softmax")},
+    **{f"{r}-02": [((0, 3, 2),), ((2, 3, 0),)] for r in ("softmax", "log_softmax")},
     "ce-labels": [((0, 3),)],  # no samples: loss NaN, gradient empty
     "ce-soft": [((0, 3),)],
+    "ce-targets": [((0, 3), (0, 3))],
     "matmul": [((0, 3), (3, 4)), ((2, 0), (0, 4)), ((3,), (3, 0)), ((5, 0, 3), (3, 2))],
     "linear": [((0, 3), (2, 3), (2,)), ((4, 0), (2, 0), (2,)), ((4, 3), (0, 3), (0,))],
     "linear-nobias": [((0, 3), (2, 3)), ((4, 0), (2, 0))],

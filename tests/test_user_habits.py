@@ -549,3 +549,104 @@ def test_positional_axes_agree_with_pytorch_or_raise(name: str) -> None:
             continue
         got, want = ours(x), theirs(t)
         np.testing.assert_array_equal(got.data, want.numpy(), err_msg=name)
+
+
+# ------------------------------------------ PyTorch's keywords, methods and size(), named
+
+
+@pytest.mark.parametrize(
+    ("call", "torch_kw", "numpy_kw"),
+    [
+        (lambda x: x.sum(dim=1), "dim", "axis"),
+        (lambda x: gg.sum(x, dim=1), "dim", "axis"),
+        (lambda x: x.mean(dim=0, keepdim=True), "dim", "axis"),
+        (lambda x: gg.mean(x, 0, keepdim=True), "keepdim", "keepdims"),
+        (lambda x: x.max(dim=1), "dim", "axis"),
+        (lambda x: gg.min(x, dim=1), "dim", "axis"),
+        (lambda x: x.argmax(dim=1), "dim", "axis"),
+        (lambda x: gg.argmax(x, dim=1), "dim", "axis"),
+        (lambda x: gg.logsumexp(x, dim=1), "dim", "axis"),
+        (lambda x: x.softmax(dim=1), "dim", "axis"),
+        (lambda x: gg.log_softmax(x, dim=1), "dim", "axis"),
+        (lambda x: gg.concatenate([x, x], dim=0), "dim", "axis"),
+        (lambda x: gg.stack([x, x], dim=0), "dim", "axis"),
+    ],
+)
+def test_torch_keywords_name_numpys(call: Callable, torch_kw: str, numpy_kw: str) -> None:
+    x = gg.tensor(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(TypeError, match=rf"{torch_kw}= is PyTorch's.*follows NumPy.*{numpy_kw}="):
+        call(x)
+
+
+def test_size_is_numpys_count_and_calling_it_names_shape() -> None:
+    x = gg.tensor(np.zeros((2, 3)))
+    assert x.size == 6 and isinstance(x.size, int) and str(x.size) == "6"
+    with pytest.raises(TypeError, match=r"number of elements \(6\).*PyTorch's.*x\.shape"):
+        x.size()
+    with pytest.raises(TypeError, match=r"axis 1: x\.shape\[1\]"):
+        x.size(1)
+
+
+@pytest.mark.parametrize(
+    ("name", "spelling"),
+    [("view", "reshape"), ("permute", "transpose"), ("unsqueeze", "None"), ("dim", "ndim")],
+)
+def test_torch_methods_name_the_numpy_spelling(name: str, spelling: str) -> None:
+    x = gg.tensor(np.zeros((2, 3)))
+    with pytest.raises(AttributeError, match=rf"Tensor\.{name}\(\) is PyTorch's.*{spelling}"):
+        getattr(x, name)
+    assert not hasattr(x, name)
+
+
+def test_other_missing_attributes_keep_pythons_message() -> None:
+    x = gg.tensor(np.zeros(2))
+    with pytest.raises(AttributeError, match=r"^'Tensor' object has no attribute 'nope'$"):
+        x.nope  # noqa: B018
+    assert x.grad is None and not hasattr(x, "nope")
+
+
+@pytest.mark.parametrize("axis", [1.0, True, np.bool_(False), "1", (0, 1.0)])
+def test_an_axis_must_be_an_int(axis: Any) -> None:
+    x = gg.tensor(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match=r"sum: axis must be an int, a tuple of ints or None"):
+        x.sum(axis=axis)
+
+
+def _softmax_ref(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    e = np.exp(a - a.max(axis=axes, keepdims=True))
+    return e / e.sum(axis=axes, keepdims=True)
+
+
+@pytest.mark.parametrize(("axis", "axes"), [((0, 2), (0, 2)), ([2, 0], (0, 2)), (None, (0, 1, 2))])
+def test_softmax_normalises_over_every_axis_given(axis: Any, axes: tuple[int, ...]) -> None:
+    a = np.random.default_rng(0).normal(size=(2, 3, 4))
+    want = _softmax_ref(a, axes)
+    np.testing.assert_allclose(gg.softmax(a, axis=axis).data, want, rtol=1e-13)
+    np.testing.assert_allclose(gg.log_softmax(a, axis).data, np.log(want), rtol=1e-12)
+    np.testing.assert_allclose(gg.softmax(a, axis).data.sum(axis=axes), 1.0, rtol=1e-13)
+
+
+def test_concatenate_axis_none_flattens_as_numpy_does() -> None:
+    a = np.arange(6.0).reshape(2, 3)
+    x = gg.tensor(a, requires_grad=True)
+    out = gg.concatenate([x, x * 2.0], axis=None)
+    np.testing.assert_array_equal(out.data, np.concatenate([a, a * 2], axis=None))
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((2, 3), 3.0))
+    for bad in ((0, 1), 0.0):
+        with pytest.raises(TypeError, match="concatenate: an axis must be an int"):
+            gg.concatenate([x, x], axis=bad)
+    with pytest.raises(TypeError, match="stack: an axis must be an int, got NoneType"):
+        gg.stack([x, x], axis=None)  # type: ignore[arg-type]
+
+
+def test_clip_takes_numpys_min_max_and_constant_tensor_bounds() -> None:
+    x = gg.tensor(np.array([-2.0, 0.5, 3.0]), requires_grad=True)
+    np.testing.assert_array_equal(gg.clip(x, min=0.0).data, [0.0, 0.5, 3.0])
+    np.testing.assert_array_equal(x.clip(max=1.0).data, [-2.0, 0.5, 1.0])
+    lo = gg.tensor(np.array([-3.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(gg.clip(x, lo, 2.0).data, [-2.0, 1.0, 2.0])
+    with pytest.raises(TypeError, match="bound lo is a Tensor that requires grad"):
+        gg.clip(x, gg.tensor(np.zeros(3), requires_grad=True))
+    with pytest.raises(TypeError, match="clip: give lo once"):
+        gg.clip(x, 0.0, min=1.0)

@@ -1111,7 +1111,8 @@ cdef inline int _rule(Scalar n) except -1:
         a.grad += g / a.data
     elif code == C_POW:  # (C's pow, as NumPy's: inf for 0 ** negative, not an exception)
         x = a.data
-        a.grad += g * b.data * pow(x, b.data - 1.0)
+        # 0 where p == 0, as the registry's rule: x^0 is the constant 1 (no 0 * inf at x = 0)
+        a.grad += g * b.data * pow(x, b.data - 1.0) if b.data != 0.0 else 0.0
         b.grad += g * log(x) * n.data if x > 0.0 else 0.0  # ln(x) x^p; 0 where x <= 0
     elif code == C_LEAKY:
         if a.data > 0.0:
@@ -1124,17 +1125,17 @@ cdef inline int _rule(Scalar n) except -1:
         else:
             a.grad += g * (n.data + <double>_param(n, "alpha", 1.0))
     elif code == C_MAXIMUM:  # weights 1 (wins), 0 (loses), 1/2 (ties; 0 for nan)
-        a.grad += g * _tie_weight(a.data - b.data)
-        b.grad += g * _tie_weight(b.data - a.data)
+        a.grad += g * _tie_weight(a.data, b.data)
+        b.grad += g * _tie_weight(b.data, a.data)
     else:
         _other(n, g)
     return 0
 
 
-cdef inline double _tie_weight(double d) noexcept:
-    """The registry's share of the gradient for the input ahead by ``d`` (maximum): 1 if
-    ``d > 0``, 1/2 at a tie, else 0 (nan included)."""
-    return 1.0 if d > 0.0 else (0.5 if d == 0.0 else 0.0)
+cdef inline double _tie_weight(double a, double b) noexcept:
+    """The registry's share of maximum's gradient for input ``a`` against ``b``: 1 if
+    ``a > b``, 1/2 at a tie (two equal infinities included), else 0 (nan included)."""
+    return 1.0 if a > b else (0.5 if a == b else 0.0)
 
 
 cdef object _param(Scalar n, str key, object default):

@@ -619,6 +619,7 @@ class FloatXP:
     sum = staticmethod(_no_array_op("sum"))
     sum_rows = staticmethod(_no_array_op("sum_rows"))
     softmax = staticmethod(_no_array_op("softmax"))
+    log_softmax = staticmethod(_no_array_op("log_softmax"))
     getitem = staticmethod(_no_array_op("getitem"))
     index_add = staticmethod(_no_array_op("index_add"))
     to_device = staticmethod(_no_array_op("to_device"))

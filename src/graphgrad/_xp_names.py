@@ -21,6 +21,7 @@ NAMES = (
     "log",
     "where",
     "softmax",
+    "log_softmax",
     "getitem",
     "index_add",
     "to_device",

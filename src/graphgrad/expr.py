@@ -261,9 +261,16 @@ def parse(text: str) -> Parsed:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 shown = excerpt(repr(v), quote=False)
                 raise ExprError(f"only real numbers are allowed, got {shown}", col)
+            if not _fits_a_float(v):
+                shown = excerpt(ast.get_source_segment(text, node) or repr(v), quote=False)
+                raise ExprError(
+                    f"the number {shown} overflows a float (the largest is about 1.8e308)", col
+                )
         elif isinstance(node, ast.Name):
             if node.id in FUNCTIONS:
                 raise ExprError(f"'{node.id}' is a function: call it as {node.id}(...)", col)
+            if _reads_as_number(node.id):
+                raise ExprError(f"{_NUMBER_NAME.format(excerpt(node.id))}", col)
             if node.id not in names:
                 names.append(node.id)
         elif isinstance(node, ast.Call):
@@ -289,6 +296,27 @@ def parse(text: str) -> Parsed:
                 col,
             )
     return Parsed(text=text, tree=tree, names=tuple(names))
+
+
+_NUMBER_NAME = "{} cannot be a variable name: it reads as a number (inf, nan); use another name"
+
+
+def _reads_as_number(name: str) -> bool:
+    """Whether Python reads ``name`` as a float (``inf``, ``nan``, ``Infinity``, ...): such a
+    name would make the graph's labels ambiguous (a node ``inf`` holding 2)."""
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _fits_a_float(v: int | float) -> bool:
+    """Whether the literal ``v`` is a finite float (``1e400`` is inf, ``10**400`` overflows)."""
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _number(node: ast.AST) -> float | None:
@@ -348,9 +376,12 @@ def evaluate(
             continue
         col = node.col_offset + 1  # type: ignore[attr-defined]
         try:
-            results.append(_apply(node, results))
+            result = _apply(node, results)
         except (ValueError, ZeroDivisionError, OverflowError) as e:
             raise ExprError(f"cannot evaluate: {e}", col) from None
+        if isinstance(result, Scalar) and not math.isfinite(result.data):
+            raise ExprError(f"cannot evaluate: {_not_finite(result)}", col)
+        results.append(result)
     out = results.pop()
     root = out if isinstance(out, Scalar) else Scalar(out, requires_grad=False)
     if name_nodes:
@@ -382,6 +413,29 @@ def _apply(node: ast.AST, results: list[Any]) -> Any:
     n = len(fn.arg_names)
     params = {name: float(v) for (name, _), v in zip(fn.params, args[n:], strict=False)}
     return apply_op(fn, *[_as_node(a) for a in args[:n]], **params)
+
+
+def _not_finite(node: Scalar) -> str:
+    """Why the op node ``node`` has no finite value: ``mul: 1e+200 * 1e+200 overflows a float``
+    (the style of the ops' own errors, ``exp: exp(1000) overflows a float``)."""
+    op = node._op
+    args = [_fmt(x.data) for x in node._inputs]
+    if op is None:
+        call = _fmt(node.data)
+    elif op.symbol == "-x":
+        call = f"-({args[0]})"
+    elif op.symbol and len(args) == 2:
+        call = f"{args[0]} {op.symbol} {args[1]}"
+    else:
+        call = f"{op.name}({', '.join(args)})"
+    name = op.name if op is not None else "value"
+    if math.isnan(node.data):
+        return f"{name}: {call} is not a number (nan)"
+    return f"{name}: {call} overflows a float ({_fmt(node.data)})"
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
 
 
 def _as_node(v: Any) -> Scalar:
@@ -434,6 +488,8 @@ def parse_values(spec: str | Sequence[str]) -> dict[str, float]:
                 )
             if not name.isidentifier() or _is_keyword(name) or name in FUNCTIONS:
                 raise ExprError(f"{excerpt(name)} cannot be a variable name")
+            if _reads_as_number(name):
+                raise ExprError(_NUMBER_NAME.format(excerpt(name)))
             try:
                 x = float(val)
             except ValueError:

@@ -19,8 +19,9 @@ from .ops.elementwise import add
 from .tensor import Tensor, constant, make_node, to_array
 
 
-def _input(x: Any) -> tuple[Tensor, bool]:
-    """A fresh node to differentiate with respect to, and whether it hangs on an outer graph."""
+def _input(x: Any, who: str = "grad", k: int = 0) -> tuple[Tensor, bool]:
+    """A fresh node to differentiate with respect to, and whether it hangs on an outer graph.
+    Integer or boolean data is refused (as ``Tensor(..., requires_grad=True)`` refuses it)."""
     if isinstance(x, Tensor):
         if x.requires_grad and STATE.grad_enabled:
             # x + 0 is a new node that depends on x: gradients w.r.t. it flow on to the outer
@@ -31,7 +32,11 @@ def _input(x: Any) -> tuple[Tensor, bool]:
     else:
         arr = to_array(x, None)
     if _backend.dtype_kind(arr.dtype) not in "fc":
-        arr = _backend.asarray(arr, _backend.device_of(arr), STATE.default_dtype)
+        raise TypeError(
+            f"{who}: argument {k} holds {arr.dtype} data, and only floating-point inputs can "
+            f"be differentiated (JAX refuses them too; a cast to float32 would round integers "
+            f"above 2**24): pass floats, such as 2.0 or np.array([1., 2.])"
+        )
     return Tensor(arr, requires_grad=True), False
 
 
@@ -69,7 +74,7 @@ def _value_and_grads(
     nodes = []
     nested = False
     for a in nums:
-        node, outer = _input(args[a])
+        node, outer = _input(args[a], "grad", a)
         nested = nested or outer
         call_args[a] = node
         nodes.append(node)
@@ -154,8 +159,8 @@ def vjp(f: Callable[..., Any], *xs: Any) -> tuple[Tensor, Callable[[Any], tuple[
     """
     nodes = []
     nested = False
-    for x in xs:
-        node, outer = _input(x)
+    for k, x in enumerate(xs):
+        node, outer = _input(x, "vjp", k)
         nested = nested or outer
         nodes.append(node)
     with _enabled():

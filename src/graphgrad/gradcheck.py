@@ -102,6 +102,16 @@ class GradcheckResult:
             f"  input {i}: max |analytic - numerical| = {a:.3e}, max relative error = {r:.3e}"
             for i, (a, r) in enumerate(zip(self.max_abs_error, self.max_rel_error, strict=True))
         ]
+        for i, a in enumerate(self.analytic):
+            bad = np.argwhere(~np.isfinite(a))
+            if len(bad):  # (NaN and inf compare false: name them, not a huge error)
+                out_j, in_k = (int(v) for v in bad[0])
+                num = self.numerical[i][out_j, in_k] if i < len(self.numerical) else np.nan
+                rows.append(
+                    f"  input {i}: the analytic gradient is {a[out_j, in_k]} at element {in_k} "
+                    f"(output element {out_j}; numerical: {num:.6g}), "
+                    f"{len(bad)} non-finite entries in all"
+                )
         head = "gradcheck passed" if self.passed else "gradcheck FAILED"
         if not self.reentrant:
             head += " (backward run twice gave different results)"
@@ -184,7 +194,9 @@ def gradcheck(
             )
     analytic, _ = _jacobians_analytic(f, arrays)
     again, _ = _jacobians_analytic(f, arrays)
-    reentrant = all(np.array_equal(x, y) for x, y in zip(analytic, again, strict=True))
+    reentrant = all(  # (NaN where the first run had NaN is the same result)
+        np.array_equal(x, y, equal_nan=True) for x, y in zip(analytic, again, strict=True)
+    )
     numerical = _jacobians_numerical(f, arrays, eps)
     abs_err, rel_err, ok = [], [], reentrant
     for a, n in zip(analytic, numerical, strict=True):

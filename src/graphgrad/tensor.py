@@ -7,9 +7,10 @@ reference counting alone; nothing waits for the cyclic garbage collector).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
@@ -33,6 +34,63 @@ _EMPTY: dict[str, Any] = {}
 _FLOAT_KINDS = "fc"
 _ND = np.ndarray
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: PyTorch's keyword names where graphgrad, following NumPy, has others.
+_TORCH_KEYWORDS = {"dim": "axis", "keepdim": "keepdims"}
+
+
+def _numpy_keywords(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn``, whose call with PyTorch's ``dim=`` or ``keepdim=`` names NumPy's ``axis=`` or
+    ``keepdims=`` in its error instead of Python's bare "unexpected keyword argument"."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except TypeError:
+            for k in kwargs:
+                if k in _TORCH_KEYWORDS:
+                    raise TypeError(
+                        f"{fn.__name__}: {k}= is PyTorch's keyword; graphgrad follows NumPy: "
+                        f"write {_TORCH_KEYWORDS[k]}="
+                    ) from None
+            raise
+
+    return wrapper
+
+
+class _Size(int):
+    """:attr:`Tensor.size`: NumPy's element count, an int, that tells a caller of PyTorch's
+    ``x.size()`` what to write instead."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any) -> Any:
+        axis = f"; for the length of axis {args[0]}: x.shape[{args[0]}]" if args else ""
+        raise TypeError(
+            f"x.size is the number of elements ({int(self)}), as in NumPy, not PyTorch's "
+            f"x.size(): for the shape write x.shape{axis}"
+        )
+
+
+#: Tensor methods of PyTorch's that graphgrad spells NumPy's way: the AttributeError says how.
+_TORCH_METHODS = {
+    "view": "x.reshape(shape)",
+    "permute": "x.transpose(*axes)",
+    "unsqueeze": "x.reshape(new_shape), or x[:, None] for a new axis 1",
+    "squeeze": "x.reshape(new_shape)",
+    "flatten": "x.reshape(-1)",
+    "expand": "x.broadcast_to(shape)",
+    "clamp": "x.clip(lo, hi)",
+    "dim": "x.ndim",
+    "numel": "x.size",
+    "mm": "x @ y",
+    "masked_fill": "gg.where(mask, value, x)",
+    "contiguous": "nothing (NumPy arrays need no such call)",
+}
+
 
 class Tensor:
     """An n-dimensional array (``.data``, a NumPy array) that is a node of the graph.
@@ -41,7 +99,10 @@ class Tensor:
         data: anything ``numpy.asarray`` accepts, or an array of another array API namespace
             (a CuPy or ``array_api_strict`` array, which keeps its namespace and device).
             Python floats and lists of floats become ``gg.get_default_dtype()`` (float32
-            unless changed); float arrays keep their dtype.
+            unless changed); float arrays keep their dtype. A NumPy array of the dtype the
+            tensor gets is not copied (``numpy.asarray``'s and ``torch.as_tensor``'s rule, not
+            ``torch.tensor``'s): the tensor and the array share their values, and an
+            optimiser's in-place step changes both. Pass ``a.copy()`` to keep ``a`` as it is.
         requires_grad: record ops on this tensor and give it a ``.grad`` after ``backward()``.
             Only floating-point data can require gradients: integer or boolean data raises
             a ``TypeError`` (as in PyTorch and JAX) unless ``dtype`` makes it float.
@@ -124,8 +185,9 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        """The number of elements."""
-        return self.data.size
+        """The number of elements (NumPy's ``size``, an int; PyTorch's ``size()`` is
+        :attr:`shape` here, and calling this int says so)."""
+        return _Size(self.data.size)
 
     @property
     def device(self) -> Device:
@@ -430,29 +492,45 @@ class Tensor:
 
         def __getattr__(self, name: str) -> Any: ...
 
-    def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
-        """Elementwise clip to [lo, hi]."""
-        return clip(self, lo, hi)
+    else:
 
+        def __getattr__(self, name):
+            # only for names that normal lookup does not find (an unset slot included)
+            hint = _TORCH_METHODS.get(name)
+            if hint is None:
+                raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
+            raise AttributeError(
+                f"Tensor.{name}() is PyTorch's; graphgrad follows NumPy: write {hint}"
+            )
+
+    def clip(self, lo: Any = None, hi: Any = None, *, min: Any = None, max: Any = None) -> Tensor:
+        """Elementwise clip to [lo, hi] (``min=``/``max=``: NumPy 2's names for them)."""
+        return clip(self, lo, hi, min=min, max=max)
+
+    @_numpy_keywords
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Sum over ``axis`` (all axes by default)."""
         return sum(self, axis, keepdims)
 
+    @_numpy_keywords
     def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Mean over ``axis`` (all axes by default)."""
         return mean(self, axis, keepdims)
 
+    @_numpy_keywords
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Maximum over ``axis``; ties share the gradient evenly."""
         return max(self, axis, keepdims)
 
+    @_numpy_keywords
     def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """Minimum over ``axis``; ties share the gradient evenly."""
         return min(self, axis, keepdims)
 
+    @_numpy_keywords
     def argmax(self, axis: Any = None) -> Tensor:
         """Indices of the maxima (not differentiable)."""
-        return _apply(E.argmax, (self,), {"axis": axis})
+        return argmax(self, axis)
 
     def reshape(self, *shape: Any) -> Tensor:
         """The same values with a new shape (``-1`` infers one axis)."""
@@ -478,14 +556,17 @@ class Tensor:
         """Matrix product (NumPy's ``@`` semantics)."""
         return matmul(self, other)
 
-    def softmax(self, axis: int = -1) -> Tensor:
+    @_numpy_keywords
+    def softmax(self, axis: Any = -1) -> Tensor:
         """Softmax along ``axis``."""
         return softmax(self, axis)
 
-    def log_softmax(self, axis: int = -1) -> Tensor:
+    @_numpy_keywords
+    def log_softmax(self, axis: Any = -1) -> Tensor:
         """Log-softmax along ``axis``."""
         return log_softmax(self, axis)
 
+    @_numpy_keywords
     def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """ln sum exp over ``axis``, computed stably."""
         return logsumexp(self, axis, keepdims)
@@ -694,12 +775,26 @@ def _forward_error(op: Op, inputs: tuple[Tensor, ...], e: Exception) -> Exceptio
     return cls(f"{op.name}: invalid input(s) of shape {shapes}: {msg}")
 
 
+def _axis_type_error(opname: str, axis: Any) -> TypeError:
+    return TypeError(
+        f"{opname}: axis must be an int, a tuple of ints or None, got "
+        f"{type(axis).__name__} {axis!r}"
+    )
+
+
 def _norm_axis(axis: Any, ndim: int, opname: str) -> tuple[int, ...] | None:
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    if isinstance(axis, int | np.integer) and not isinstance(axis, bool | np.bool_):
+        axes: tuple[Any, ...] = (axis,)
+    elif isinstance(axis, tuple | list):
+        axes = tuple(axis)
+    else:  # (a float, a bool, a string: NumPy refuses them too)
+        raise _axis_type_error(opname, axis)
     out = []
     for a in axes:
+        if not isinstance(a, int | np.integer) or isinstance(a, bool | np.bool_):
+            raise _axis_type_error(opname, axis)
         if not -ndim <= a < ndim:
             raise ShapeError(f"{opname}: axis {a} is out of range for a tensor with {ndim} axes")
         out.append(int(a) % ndim)
@@ -709,8 +804,8 @@ def _norm_axis(axis: Any, ndim: int, opname: str) -> tuple[int, ...] | None:
 
 
 def _one_axis(axis: Any, ndim: int, opname: str) -> int:
-    if not isinstance(axis, int | np.integer) or isinstance(axis, bool):
-        raise TypeError(f"{opname}: an axis must be an int, got {type(axis).__name__}")
+    if not isinstance(axis, int | np.integer) or isinstance(axis, bool | np.bool_):
+        raise TypeError(f"{opname}: an axis must be an int, got {type(axis).__name__} {axis!r}")
     if not -ndim <= axis < ndim:
         raise ShapeError(f"{opname}: axis {axis} is out of range for a tensor with {ndim} axes")
     return int(axis) % ndim
@@ -959,9 +1054,29 @@ def where(cond: Any, x: Any, y: Any) -> Tensor:
     return _apply(E.where, (c, tx, ty))
 
 
-def clip(x: Any, lo: Any = None, hi: Any = None) -> Any:
+def _clip_bound(b: Any, name: str) -> Any:
+    """A bound of :func:`clip` as the op takes it: a number or an array (constants)."""
+    if isinstance(b, Tensor):
+        if b.requires_grad:
+            raise TypeError(
+                f"clip: the bound {name} is a Tensor that requires grad, but clip's bounds are "
+                f"constants (no gradient reaches them); for a bound that learns write "
+                f"gg.minimum(gg.maximum(x, lo), hi)"
+            )
+        return b.data
+    return b
+
+
+def clip(x: Any, lo: Any = None, hi: Any = None, *, min: Any = None, max: Any = None) -> Any:
     """Clip to [lo, hi], min(max(x, lo), hi); the gradient passes inside (boundaries
-    included), is 0 outside. A Scalar gives a Scalar."""
+    included), is 0 outside. ``min=``/``max=`` are NumPy 2's (and PyTorch's) names for
+    ``lo``/``hi``. The bounds are constants: numbers, arrays or Tensors that need no gradient.
+    A Scalar gives a Scalar."""
+    for alias, given, name in ((min, lo, "lo"), (max, hi, "hi")):
+        if alias is not None and given is not None:
+            raise TypeError(f"clip: give {name} once (as {name} or as its alias)")
+    lo = _clip_bound(lo if min is None else min, "lo")
+    hi = _clip_bound(hi if max is None else max, "hi")
     if lo is None and hi is None:
         raise ValueError("clip: give lo, hi or both")
     if type(x) is Scalar:
@@ -974,16 +1089,19 @@ def _reduce(op: Op, x: Any, axis: Any, keepdims: bool) -> Tensor:
     return _apply(op, (t,), {"axis": _norm_axis(axis, t.ndim, op.name), "keepdims": keepdims})
 
 
+@_numpy_keywords
 def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axis`` (int, tuple or None for all); shape loses those axes unless keepdims."""
     return _reduce(R.sum, x, axis, keepdims)
 
 
+@_numpy_keywords
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis`` (int, tuple or None for all)."""
     return _reduce(R.mean, x, axis, keepdims)
 
 
+@_numpy_keywords
 def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Maximum over ``axis``; tied maxima share the gradient evenly.
 
@@ -993,6 +1111,7 @@ def max(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _reduce_values_only(R.max, x, axis, keepdims, "maximum")
 
 
+@_numpy_keywords
 def min(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """Minimum over ``axis``; tied minima share the gradient evenly (values only, as
     :func:`max`; the elementwise minimum of two tensors is ``gg.minimum(x, y)``)."""
@@ -1012,14 +1131,20 @@ def _reduce_values_only(op: Op, x: Any, axis: Any, keepdims: bool, pairwise: str
     return out
 
 
+@_numpy_keywords
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     """ln sum_i e^{x_i} over ``axis``, computed stably (the maximum is subtracted first)."""
     return _reduce(R.logsumexp, x, axis, keepdims)
 
 
+@_numpy_keywords
 def argmax(x: Any, axis: Any = None) -> Tensor:
-    """Indices of the maxima along ``axis`` (int64, not differentiable)."""
-    return _apply(E.argmax, (as_tensor(x),), {"axis": axis})
+    """Indices of the maxima along ``axis`` (an int; None: of the flattened array), int64,
+    not differentiable."""
+    t = as_tensor(x)
+    return _apply(
+        E.argmax, (t,), {"axis": None if axis is None else _one_axis(axis, t.ndim, "argmax")}
+    )
 
 
 def reshape(x: Any, shape: Any) -> Tensor:
@@ -1119,22 +1244,26 @@ def index_add(x: Any, index: Any, shape: Sequence[int]) -> Tensor:
     return _apply(SH.index_add, (t,), {"index": _norm_index(index, t.data), "shape": tuple(shape)})
 
 
-def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis."""
+@_numpy_keywords
+def concatenate(xs: Sequence[Any], axis: int | None = 0) -> Tensor:
+    """Join tensors along an existing axis; ``axis=None`` joins them flattened (NumPy's
+    meaning: the result is 1-D)."""
     ts = tuple(as_tensor(x) for x in xs)
     if not ts:
         raise ValueError("concatenate: needs at least one tensor")
-    ax = _norm_axis(axis, ts[0].ndim, "concatenate")
-    return _apply(SH.concatenate, ts, {"axis": ax[0] if ax else 0})
+    if axis is None:
+        ts = tuple(reshape(t, (-1,)) for t in ts)
+        axis = 0
+    return _apply(SH.concatenate, ts, {"axis": _one_axis(axis, ts[0].ndim, "concatenate")})
 
 
+@_numpy_keywords
 def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors of equal shape along a new axis."""
+    """Join tensors of equal shape along a new axis (an int, as in NumPy)."""
     ts = tuple(as_tensor(x) for x in xs)
     if not ts:
         raise ValueError("stack: needs at least one tensor")
-    ax = _norm_axis(axis, ts[0].ndim + 1, "stack")
-    return _apply(SH.stack, ts, {"axis": ax[0] if ax else 0})
+    return _apply(SH.stack, ts, {"axis": _one_axis(axis, ts[0].ndim + 1, "stack")})
 
 
 def matmul(x: Any, y: Any) -> Tensor:
@@ -1172,18 +1301,29 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     return _apply(LA.linear, (tx, tw, tb))
 
 
-def softmax(x: Any, axis: int = -1) -> Tensor:
-    """exp(x_i) / sum_j exp(x_j) along ``axis``, computed stably."""
-    t = as_tensor(x)
-    ax = _norm_axis(axis, t.ndim, "softmax")
-    return _apply(FU.softmax, (t,), {"axis": ax[0] if ax else -1})
+def _softmax_axes(axis: Any, ndim: int, opname: str) -> int | tuple[int, ...]:
+    """softmax's ``axis`` as its op takes it: one axis as an int, several as a tuple (the
+    sum runs over all of them, as in ``scipy.special.softmax``), None as every axis."""
+    ax = _norm_axis(axis, ndim, opname)
+    if ax is None:
+        return tuple(range(ndim))
+    return ax[0] if len(ax) == 1 else ax
 
 
-def log_softmax(x: Any, axis: int = -1) -> Tensor:
-    """x_i - ln sum_j exp(x_j) along ``axis``, computed stably."""
+@_numpy_keywords
+def softmax(x: Any, axis: Any = -1) -> Tensor:
+    """exp(x_i) / sum_j exp(x_j) along ``axis`` (an int; a tuple of ints or None normalise
+    over those axes, or all, together), computed stably. Same shape as ``x``."""
     t = as_tensor(x)
-    ax = _norm_axis(axis, t.ndim, "log_softmax")
-    return _apply(FU.log_softmax, (t,), {"axis": ax[0] if ax else -1})
+    return _apply(FU.softmax, (t,), {"axis": _softmax_axes(axis, t.ndim, "softmax")})
+
+
+@_numpy_keywords
+def log_softmax(x: Any, axis: Any = -1) -> Tensor:
+    """x_i - ln sum_j exp(x_j) along ``axis`` (an int; a tuple of ints or None: over those
+    axes, or all, together), computed stably. Same shape as ``x``."""
+    t = as_tensor(x)
+    return _apply(FU.log_softmax, (t,), {"axis": _softmax_axes(axis, t.ndim, "log_softmax")})
 
 
 def cross_entropy(logits: Any, labels: Any) -> Tensor:
@@ -1227,6 +1367,8 @@ def cross_entropy(logits: Any, labels: Any) -> Tensor:
             )
     else:
         raise TypeError(f"cross_entropy: labels must be integers or floats, got {lab.dtype}")
+    if isinstance(labels, Tensor) and labels.requires_grad:  # (float: ints cannot require it)
+        return _apply(FU.cross_entropy, (tx, labels))  # target probabilities get a gradient
     return _apply(FU.cross_entropy, (tx, _const(lab)))
 
 
@@ -1292,6 +1434,7 @@ class TensorXP:
     sum_rows = staticmethod(sum_rows)
     where = staticmethod(where)
     softmax = staticmethod(softmax)
+    log_softmax = staticmethod(log_softmax)
     getitem = staticmethod(getitem)
     index_add = staticmethod(index_add)
     to_device = staticmethod(to_device)

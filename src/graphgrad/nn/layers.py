@@ -15,6 +15,7 @@ from numpy.typing import DTypeLike
 
 from .. import _backend, _memory
 from .._state import default_generator
+from ..errors import ShapeError
 from ..tensor import Tensor, as_tensor, linear, reshape
 from . import init as I
 from .activations import Activation, get_activation
@@ -104,6 +105,11 @@ class Flatten(Module):
 
     def forward(self, x: Any) -> Tensor:
         t = as_tensor(x)
+        if t.ndim < 2:  # (a (784,) image would become 784 samples of one pixel)
+            raise ShapeError(
+                f"Flatten: input of shape {t.shape} has no sample axis; it takes (S, d1, ...) "
+                f"(one sample: x[None], or x.reshape(1, -1))"
+            )
         return reshape(t, (t.shape[0], -1)) if t.ndim != 2 else t
 
 

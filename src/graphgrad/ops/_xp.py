@@ -121,6 +121,12 @@ def softmax(x: Array, axis: int = -1) -> Array:
     return z
 
 
+def log_softmax(x: Array, axis: int = -1) -> Array:
+    z = x - np.max(x, axis=axis, keepdims=True)
+    z -= np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return z
+
+
 def getitem(x: Array, index: Any) -> Array:
     return x[index]
 
@@ -239,6 +245,11 @@ class ArrayXP:
         xp = self.xp
         z = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
         return z / xp.sum(z, axis=axis, keepdims=True)
+
+    def log_softmax(self, x: Any, axis: int = -1) -> Any:
+        xp = self.xp
+        z = x - xp.max(x, axis=axis, keepdims=True)
+        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
     def getitem(self, x: Any, index: Any) -> Any:
         return portable_getitem(self.xp, x, index)

@@ -175,7 +175,15 @@ def div(x: Any, y: Any) -> Any:
 
 
 def _pow_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
-    return g * y * x ** (y - 1)
+    # d/dx x^y = y x^(y-1), taken as 0 where y == 0: x^0 is the constant 1, also at x = 0,
+    # where the formula's 0 * 0^-1 would give NaN (polynomial features x^0, x^1, ... of a
+    # zero input); PyTorch masks the same entries. Those entries read x as 1, so that no
+    # infinity enters the graph a create_graph=True pass records.
+    zero = xp.raw(y) == 0
+    if isinstance(zero, np.ndarray | np.bool_) and not zero.any():
+        return g * y * x ** (y - 1)  # (NumPy, no zero exponent: the formula as it is)
+    keep = xp.const(~zero)
+    return xp.where(keep, g * y * xp.where(keep, x, 1) ** (y - 1), 0)
 
 
 def _pow_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
@@ -204,7 +212,7 @@ def _f_pow(x: float, p: float) -> float:
     ("p * x^(p-1)", "ln(x) * x^p"),
     _pow_dx,
     _pow_dy,
-    kinks="d/dp taken as 0 where x <= 0 (ln x undefined)",
+    kinks="d/dp taken as 0 where x <= 0 (ln x undefined); d/dx of x^0 is 0, also at x = 0",
     symbol="**",
     scalar=_f_pow,
 )
@@ -512,14 +520,17 @@ def _tie_weights(xp: Any, x: Any, y: Any, sign: int) -> Any:
     """1 where x wins, 0 where it loses, 1/2 at ties (the gradient is split evenly)."""
     xr, yr = xp.raw(x), xp.raw(y)
     ns = namespace_of(xr, yr)
-    d = (xr - yr) * sign
+    # comparisons, not the sign of x - y: inf - inf is NaN, and a tie of two infinities
+    # would lose its whole gradient
+    win = xr > yr if sign > 0 else xr < yr
+    tie = xr == yr
     if ns is NUMPY:
-        w = (d > 0) + 0.5 * (d == 0)
+        w = win + 0.5 * tie
         dtype = np.result_type(xr, yr)
-        return xp.const(w.astype(dtype if dtype.kind == "f" else np.float64))
+        return xp.const(np.asarray(w).astype(dtype if dtype.kind == "f" else np.float64))
     dtype = ns.result_type(xr, yr)
     dtype = dtype if dtype_kind(dtype) == "f" else ns.float64
-    return xp.const(_astype(ns, d > 0, dtype) + 0.5 * _astype(ns, d == 0, dtype))
+    return xp.const(_astype(ns, win, dtype) + 0.5 * _astype(ns, tie, dtype))
 
 
 def _f_maximum(x: float, y: float) -> float:

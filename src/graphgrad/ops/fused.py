@@ -22,8 +22,12 @@ from ._registry import defop
 _ND = np.ndarray  # the NumPy fast path of every forward: ``type(x) is _ND``
 
 
-def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
-    return ans * (g - xp.sum(g * ans, axis=(axis,), keepdims=True))
+def _axes(axis: int | tuple[int, ...]) -> tuple[int, ...]:
+    return axis if isinstance(axis, tuple) else (axis,)
+
+
+def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int | tuple[int, ...] = -1) -> Any:
+    return ans * (g - xp.sum(g * ans, axis=_axes(axis), keepdims=True))
 
 
 @defop(
@@ -35,7 +39,8 @@ def _softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     category="fused",
     note="fused for stability",
 )
-def softmax(x: Any, axis: int = -1) -> Any:
+def softmax(x: Any, axis: int | tuple[int, ...] = -1) -> Any:
+    """Normalised over ``axis``: one axis, or several together (a tuple)."""
     xp = np if type(x) is _ND else namespace_of(x)
     if x.size == 0:  # nothing to normalise (np.max refuses an empty axis)
         return xp.zeros_like(x)
@@ -44,8 +49,8 @@ def softmax(x: Any, axis: int = -1) -> Any:
     return z
 
 
-def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
-    return g - xp.exp(ans) * xp.sum(g, axis=(axis,), keepdims=True)
+def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int | tuple[int, ...] = -1) -> Any:
+    return g - xp.exp(ans) * xp.sum(g, axis=_axes(axis), keepdims=True)
 
 
 @defop(
@@ -57,7 +62,8 @@ def _log_softmax_vjp(xp: Any, g: Any, ans: Any, x: Any, axis: int = -1) -> Any:
     category="fused",
     note="fused for stability",
 )
-def log_softmax(x: Any, axis: int = -1) -> Any:
+def log_softmax(x: Any, axis: int | tuple[int, ...] = -1) -> Any:
+    """Normalised over ``axis``: one axis, or several together (a tuple)."""
     xp = np if type(x) is _ND else namespace_of(x)
     if x.size == 0:
         return xp.zeros_like(x)
@@ -86,9 +92,24 @@ def _ce_vjp(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
     ns = namespace_of(xr)
     if xr.shape[0] == 0:  # no samples: the gradient is empty, as the logits are
         return xp.const(ns.zeros_like(xr))
-    t = _targets(xp.raw(labels), xr.shape, xr.dtype)
+    lr = xp.raw(labels)
+    if lr is not labels and dtype_kind(lr.dtype) == "f":
+        # a recorded pass (create_graph=True) with target probabilities: they are a node of
+        # it, so that d/dt of this gradient is there too
+        total_t = xp.sum(labels, axis=(1,), keepdims=True)
+        return (xp.softmax(x, -1) * total_t - labels) * (g * (1.0 / xr.shape[0]))
+    t = _targets(lr, xr.shape, xr.dtype)
     total = ns.sum(t, axis=1, keepdims=True)  # 1 per row for labels and proper distributions
     return (xp.softmax(x, -1) * xp.const(total) - xp.const(t)) * (g * (1.0 / xr.shape[0]))
+
+
+def _ce_dtargets(xp: Any, g: Any, ans: Any, x: Any, labels: Any) -> Any:
+    # target probabilities t (integer labels never require a gradient):
+    # d/dt of -(1/S) sum_s t_s . ln softmax(x_s) is -(1/S) ln softmax(x)
+    xr = xp.raw(x)
+    if xr.shape[0] == 0:
+        return xp.const(namespace_of(xr).zeros_like(xr))
+    return xp.log_softmax(x, -1) * (g * (-1.0 / xr.shape[0]))
 
 
 def _ce_fast(g: Any, ans: Any, x: Any, labels: Any) -> Any:
@@ -103,10 +124,10 @@ def _ce_fast(g: Any, ans: Any, x: Any, labels: Any) -> Any:
     "cross_entropy",
     ("logits", "labels"),
     "-(1/S) sum_s ln softmax(x^s)[y^s]",
-    ("(softmax(x) - onehot(y)) / S", "-"),
+    ("(softmax(x) - onehot(y)) / S", "-(1/S) ln softmax(x)"),
     _ce_vjp,
-    None,
-    kinks="labels are data: not differentiable",
+    _ce_dtargets,
+    kinks="integer labels are data (no gradient); target probabilities get -(1/S) ln softmax(x)",
     category="fused",
     note="log-softmax fused with the loss for stability; mean over the S samples",
     fast=(_ce_fast, None),

@@ -73,6 +73,8 @@ class Adam(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
+                if type(g) is not np.ndarray or g.shape != p.data.shape:
+                    g = self._grad_array(i, p)  # a Tensor's values, or a shape error
                 w = p.data
                 numpy = type(w) is np.ndarray
                 if numpy and not w.flags.writeable:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import _backend, _fused, _memory
-from ..errors import GraphgradError
+from ..errors import GraphgradError, ShapeError
 from ..tensor import Tensor
 
 __all__ = ["Optimizer", "OptimizerStateError", "updates_for"]
@@ -76,6 +76,13 @@ class Optimizer:
                 )
             if _backend.dtype_kind(p.data.dtype) != "f":
                 raise TypeError(f"{type(self).__name__}: parameter #{i} is {p.data.dtype}")
+            if p._op is not None:
+                raise TypeError(
+                    f"{type(self).__name__}: parameter #{i} (shape {p.shape}) is the result of "
+                    f"op '{p._op.name}', not a leaf: an update of it would never reach the "
+                    f"tensors it was computed from (PyTorch refuses it too). Optimise the leaf "
+                    f"tensors themselves, made with requires_grad=True"
+                )
             if id(p) in seen:
                 raise ValueError(f"{type(self).__name__}: parameter #{i} is listed twice")
             seen.add(id(p))
@@ -93,6 +100,20 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
         raise NotImplementedError
+
+    def _grad_array(self, i: int, p: Tensor) -> Any:
+        """``p.grad`` as the array an update reads: a Tensor's values (the gradients a
+        ``backward(create_graph=True)`` leaves are Tensors), of the parameter's shape."""
+        g = p.grad
+        if isinstance(g, Tensor):
+            g = g.data
+        if g is not None and tuple(g.shape) != tuple(p.data.shape):
+            raise ShapeError(
+                f"{type(self).__name__}: parameter #{i} has shape {tuple(p.data.shape)} but its "
+                f".grad has shape {tuple(g.shape)}: a gradient must have its parameter's shape "
+                f"(it is not broadcast)"
+            )
+        return g
 
     def _read_only(self, i: int) -> ValueError:
         """The error for a parameter whose array cannot be updated in place."""

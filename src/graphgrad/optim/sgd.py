@@ -127,6 +127,8 @@ class SGD(Optimizer):
         try:
             for i, p in enumerate(self.params):
                 g = p.grad
+                if g is not None and (type(g) is not np.ndarray or g.shape != p.data.shape):
+                    g = self._grad_array(i, p)  # a Tensor's values, or a shape error
                 if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
                     if not p.data.flags.writeable:
                         raise self._read_only(i)
