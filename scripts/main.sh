@@ -9,5 +9,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${GRAPHGRAD_DATA:-}" ]; t
 fi
 .venv/bin/graphgrad demo --steps 100
 .venv/bin/graphgrad graph "(a+b)*(b+1)" --at a=2,b=1 --explain
-.venv/bin/graphgrad train --config examples/configs/fashion_mlp_adam.toml --out runs/fashion_mlp_adam "$@"
+out=runs/fashion_mlp_adam
+if [ -e "$out/config.toml" ]; then
+  # a second run of this script: continue the run there (a finished one is evaluated again)
+  echo "$out holds an earlier run: resuming it (delete $out to train from scratch)"
+  .venv/bin/graphgrad train --out "$out" --resume "$@"
+else
+  .venv/bin/graphgrad train --config examples/configs/fashion_mlp_adam.toml --out "$out" "$@"
+fi
 echo "results: runs/fashion_mlp_adam (metrics.json, curves, confusion matrix, first-layer weights)"

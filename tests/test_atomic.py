@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -106,3 +107,19 @@ def test_sha256_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_target_that_cannot_be_a_file_is_named_not_its_temporary(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    cases = {
+        tmp_path: (IsADirectoryError, errno.EISDIR, "it is a directory, not a file"),
+        tmp_path / "no" / "x": (FileNotFoundError, errno.ENOENT, f"the folder {tmp_path / 'no'}"),
+        a_file / "x": (NotADirectoryError, errno.ENOTDIR, f"{a_file} is a file, not a folder"),
+    }
+    for target, (kind, code, why) in cases.items():
+        with pytest.raises(kind) as info:
+            atomic_write_text(target, "new")
+        assert info.value.errno == code and why in str(info.value.strerror)
+        assert info.value.filename == str(target) and info.value.filename2 is None
+    assert sorted(os.listdir(tmp_path)) == ["a_file"] and a_file.read_text() == "mine"

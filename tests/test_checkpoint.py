@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,65 @@ def test_weights_load_into_torch_sequential(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model(x).data, expected, atol=1e-5, rtol=0)
+
+
+def _as_version_1(meta: dict[str, object]) -> None:
+    """What a version-1 file held: no digest, no device, no buffer names, no layout."""
+    meta["version"] = 1
+    for key in ("meta_sha256", "device", "buffer_names"):
+        meta.pop(key, None)
+    versions = meta["versions"]
+    assert isinstance(versions, dict)
+    versions.pop("gemm_layout", None)
+    versions.pop("onednn_matmul", None)
+
+
+def _rewrite(path: Path, change: object) -> None:
+    j = path / "checkpoint.json"
+    meta = json.loads(j.read_text())
+    change(meta)  # type: ignore[operator]
+    j.write_text(json.dumps(meta))
+
+
+def test_version_1_files_are_read_but_not_a_version_2_file_relabelled(tmp_path: Path) -> None:
+    model, opt = trained()
+    path = C.save_checkpoint(tmp_path / "ck", model, opt, epoch=1)
+    _rewrite(path, _as_version_1)
+    assert C.load_checkpoint(path).epoch == 1  # an old file as it was written: still read
+
+    def relabel(meta: dict[str, object]) -> None:
+        meta["version"] = 1  # the digest stays: an edit that hopes to skip its check
+
+    path = C.save_checkpoint(tmp_path / "ck2", model, opt, epoch=1)
+    _rewrite(path, relabel)
+    with pytest.raises(C.CheckpointError, match=r"ck2/checkpoint.json: says format version 1 "
+                       r"but holds meta_sha256, device"):  # fmt: skip
+        C.load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.update(version=True), "format version True"),
+        (lambda m: m.update(version=1.0), "format version 1.0"),
+        (lambda m: m.update(version=3), "format version 3"),
+        (lambda m: m.update(device="cpu"), "holds device"),
+        (lambda m: m["versions"].update(gemm_layout="rows"), "holds versions.gemm_layout"),
+        (lambda m: m.pop("shapes"), "version 1 checkpoint without shapes"),
+        (lambda m: m.pop("files"), "version 1 checkpoint without files"),
+    ],
+    ids=["true", "1.0", "3", "device", "gemm_layout", "no shapes", "no files"],
+)
+def test_version_1_files_must_look_like_version_1(
+    tmp_path: Path, change: object, message: str
+) -> None:
+    model, opt = trained()
+    path = C.save_checkpoint(tmp_path / "ck", model, opt)
+
+    def edit(meta: dict[str, object]) -> None:
+        _as_version_1(meta)
+        change(meta)  # type: ignore[operator]
+
+    _rewrite(path, edit)
+    with pytest.raises(C.CheckpointError, match=re.escape(message)):
+        C.load_checkpoint(path)

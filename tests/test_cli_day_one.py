@@ -295,6 +295,19 @@ class TestSpecificMessages:
         assert_one_line_failure(proc, "unknown activation 'swish'")
         assert not (tmp_path / "o").exists()  # refused before any work
 
+    @pytest.mark.parametrize("spec", ["leaky_relu:nan", "elu:inf", "leaky_relu:-5"])
+    def test_init_study_activation_parameter_as_train_checks_it(
+        self, tmp_path: Path, spec: str
+    ) -> None:
+        rule = "parameter must be a finite number in [0, 1e3], got "
+        train = gg("train", *TOY, "--activation", spec, "--out", str(tmp_path / "r"))
+        assert_one_line_failure(train, "model.activation", rule)
+        proc = gg("init-study", "--activation", spec, "--depth", "2", "--width", "4",
+                  "--out", str(tmp_path / "o"))  # fmt: skip
+        line = assert_one_line_failure(proc, f"activation '{spec}'", rule)
+        assert proc.returncode == 2 and proc.stdout == "" and "Warning" not in line
+        assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
     def test_unexpected_errors_get_a_hint_and_debug_shows_the_traceback(
         self, tmp_path: Path
     ) -> None:

@@ -224,3 +224,88 @@ def test_module_runs_as_a_program() -> None:
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["nodes"][-1]["value"] == 6.0
+
+
+# --- numbers that are not finite: refused, as exp(1000) and --at a=inf are -----------------
+
+NOT_FINITE = [
+    (["graph", "1e400*a", "--at", "a=0"], "the number 1e400 overflows a float"),
+    (["graph", "1e400-1e400+a", "--at", "a=1"], "the number 1e400 overflows a float"),
+    (["graph", "1" + "0" * 400 + "*a", "--at", "a=1"], "overflows a float"),
+    (["graph", "a*b", "--at", "a=1e200,b=1e200"], "mul: 1e+200 * 1e+200 overflows a float"),
+    (["paths", "a*b", "--at", "a=1e200,b=1e200"], "mul: 1e+200 * 1e+200 overflows a float"),
+    (["graph", "a/b", "--at", "a=1,b=1e-310"], "div: 1 / 1e-310 overflows a float"),
+    (["graph", "log(a)", "--at", "a=5e-324"], "the local derivative ∂b/∂a of b = log("),
+    (["paths", "sqrt(a)", "--at", "a=0"], "the local derivative ∂b/∂a of b = sqrt(0) is inf"),
+    (["graph", "(a*1e300)*b", "--at", "a=1e-300,b=1e10"], "the gradient ∂d/∂a is inf"),
+    (["paths", "(a*1e300)*b", "--at", "a=1e-300,b=1e10"], "the gradient ∂d/∂a by backprop"),
+    (
+        ["graph", "--model", "softmax-classifier", "--at", "x1=1e300"],
+        "--model softmax-classifier: exp: exp(1e+300) overflows a float",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), NOT_FINITE)
+def test_non_finite_values_and_derivatives_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "", out
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert f"graphgrad {argv[0]}: error: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["graph", "inf*a", "--at", "a=1,inf=2"], "--at: 'inf' cannot be a variable name"),
+        (["paths", "a*NaN", "--at", "a=1"], "at column 3: 'NaN' cannot be a variable name"),
+        (["graph", "Infinity", "--at", "a=1"], "'Infinity' cannot be a variable name"),
+    ],
+)
+def test_names_that_read_as_numbers_are_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and message in err and "reads as a number" in err, err
+
+
+@pytest.mark.parametrize("sub", ["graph", "paths"])
+def test_an_expression_without_variables_has_nothing_to_differentiate(
+    capsys: pytest.CaptureFixture[str], sub: str
+) -> None:
+    code, out, err = run(capsys, sub, "5")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"graphgrad {sub}: error: in '5': the expression has no variables" in err
+    assert "backward()" not in err
+
+
+def test_explain_writes_text_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    svg = tmp_path / "ex.svg"
+    code, out, err = run(capsys, "graph", *LECTURE, "--explain", "-o", str(svg))
+    assert code == 2 and out == "" and not svg.exists()
+    assert "--explain writes text" in err and "ex.svg" in err and "svg" in err
+    code, out, err = run(capsys, "graph", *LECTURE, "--explain", "--format", "json")
+    assert code == 2 and out == "" and "--explain writes text, not json" in err
+    txt = tmp_path / "ex.txt"
+    assert run(capsys, "graph", *LECTURE, "--explain", "-o", str(txt))[0] == 0
+    assert "∂e/∂b = 1·2 + 1·3 = 5" in txt.read_text(encoding="utf-8")
+
+
+def test_output_errors_name_the_path_and_the_problem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    cases = {
+        str(tmp_path / "nodir" / "x.svg"): f"the folder {tmp_path / 'nodir'} does not exist",
+        str(tmp_path): "it is a directory",
+        str(a_file / "x.txt"): f"{a_file} is a file, not a folder",
+    }
+    for path, why in cases.items():
+        code, out, err = run(capsys, "graph", *LECTURE, "-o", path)
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"cannot write '{path}': {why}" in err, err
+        assert "None" not in err and "format" not in err and ".tmp" not in err
+    assert a_file.read_text() == "mine" and sorted(os.listdir(tmp_path)) == ["a_file"]

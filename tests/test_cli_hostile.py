@@ -185,6 +185,70 @@ def test_predict_refuses_lying_files_in_one_line_with_bounded_memory(
         assert r[3] < base_rss + 64 * 1024, (path, r[3], base_rss)  # kB
 
 
+def test_predict_refuses_values_that_are_not_finite_and_empty_files(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    image = np.zeros((3, 28, 28), np.float32)
+    image[1, 2, 3] = np.inf
+    cases = {
+        "nan.npy": (np.full((28, 28), np.nan), "784 of its 784 values are not finite"),
+        "inf.npy": (image, "1 of its 2,352 values is not finite (NaN or infinity), the "
+                    "first at index (1, 2, 3)"),
+        "empty.npy": (np.zeros((0, 28, 28), np.uint8), "the file holds 0 images or vectors "
+                      "(an empty array of shape (0, 28, 28))"),
+    }  # fmt: skip
+    for name, (array, words) in cases.items():
+        path = tmp_path / name
+        np.save(path, array)
+        for json_flag in ([], ["--json"]):
+            r = gg("predict", str(run_dir), str(path), *json_flag)
+            err = assert_one_line_error(r)
+            assert r.stdout == "" and f"{path}: {words}" in err, err
+            assert "nan%" not in err and "nothing to predict: give" not in err
+
+
+def test_predict_refuses_float_pixels_outside_0_1_and_reads_them_inside(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    image = np.linspace(0, 1, 784, dtype=np.float32).reshape(28, 28)
+    for name, array, found in [
+        ("f255.npy", image * 255, "[0, 255]"),
+        ("neg.npy", image - 1, "[-1, 0]"),
+    ]:
+        path = tmp_path / name
+        np.save(path, array)
+        r = gg("predict", str(run_dir), str(path), "--json")
+        err = assert_one_line_error(r)
+        want = f"{path}: float pixels must be in [0, 1], found values in {found}"
+        assert r.stdout == "" and want in err and "divide 0..255 pixels by 255" in err, err
+    ok = tmp_path / "ok.npy"
+    np.save(ok, image)
+    u8 = tmp_path / "u8.npy"
+    np.save(u8, np.round(image * 255).astype(np.uint8))
+    r = gg("predict", str(run_dir), str(ok), str(u8), "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [g["input"] for g in got] == [str(ok), str(u8)]
+    assert got[0]["top"][0]["class"] == got[1]["top"][0]["class"]
+
+
+def test_predict_on_a_model_of_points_names_what_it_takes(tmp_path: Path) -> None:
+    out = tmp_path / "moons"
+    rc = main(["train", "--dataset", "two_moons", "--epochs", "1", "--out", str(out),
+               "--no-progress", "--no-plots", "--seed", "0"])  # fmt: skip
+    assert rc == 0
+    pts = tmp_path / "pts.npy"
+    np.save(pts, np.array([[0.0, 0.5], [1.0, -0.3]], np.float32))
+    r = gg("predict", str(out), str(pts), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [g["input"] for g in json.loads(r.stdout)] == [f"{pts}[0]", f"{pts}[1]"]
+    png = tmp_path / "img.png"
+    plt = pytest.importorskip("matplotlib.pyplot")
+    plt.imsave(png, np.zeros((28, 28)), cmap="gray")
+    err = assert_one_line_error(gg("predict", str(out), str(png)))
+    assert f"{png}: this model takes 2-vectors (points), not images" in err, err
+
+
 # --- errors quote at most ~80 characters of the input ------------------------------------------
 
 

@@ -55,6 +55,11 @@ def test_partial_file_fills_defaults(tmp_path: Path) -> None:
         ('[train]\ndtype = "float16"\n', r"train.dtype must be"),
         ("[optim]\nbetas = [0.9]\n", r"optim.betas must be 2 numbers in \[0, 1\)"),
         ("model = 3\n", r"\[model\] must be a table"),
+        (
+            '[optim]\nname = "sgd"\nnesterov = true\nmomentum = 0\n',
+            r"exp.toml: optim.nesterov = true needs optim.momentum > 0",
+        ),
+        ("[model]\nhidden = []\n", r"exp.toml: model.hidden is empty, but model.kind = 'mlp'"),
         ("[model\n", r"exp.toml: not valid TOML"),
     ],
 )
@@ -82,3 +87,20 @@ def test_example_configs_load() -> None:
     assert files, f"no configs in {EXAMPLES}"
     for f in files:
         load_config(f)
+
+
+def test_optimiser_options_of_the_other_optimiser_are_ignored(tmp_path: Path) -> None:
+    """SGD's momentum and nesterov mean nothing to Adam: a resolved config of an Adam run
+    (which writes every key) reads back whatever they hold."""
+    cfg = load_config(write(tmp_path, '[optim]\nname = "adam"\nnesterov = true\nmomentum = 0\n'))
+    assert cfg.optim.name == "adam" and load_config(write(tmp_path, cfg.to_toml())) == cfg
+
+
+def test_a_linear_model_has_no_hidden_sizes(tmp_path: Path) -> None:
+    """hidden is ignored for kind = "linear", and the resolved config says so; a config.toml
+    of an older linear run (hidden = [256, 256] in it) still reads."""
+    cfg = load_config(write(tmp_path, '[model]\nkind = "linear"\nhidden = [256, 256]\n'))
+    assert cfg.model.hidden == ()
+    assert "hidden = []" in cfg.to_toml() and load_config(write(tmp_path, cfg.to_toml())) == cfg
+    linear = RunConfig.from_dict({"model": {"kind": "linear"}})
+    assert cfg == linear and not linear.diff(cfg)

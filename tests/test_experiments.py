@@ -49,6 +49,13 @@ def test_write_init_study(tmp_path: Path) -> None:
     assert "graphgrad init-study" in paths[1].read_text()
 
 
+@pytest.mark.parametrize("spec", ["leaky_relu:nan", "elu:inf", "leaky_relu:-5", "elu:1e4"])
+def test_init_study_refuses_an_activation_parameter_training_refuses(spec: str) -> None:
+    with pytest.raises(ValueError, match=r"parameter must be a finite number in \[0, 1e3\]"):
+        init_study(depth=2, width=4, activation=spec, samples=4)
+    assert init_study(depth=2, width=4, activation="leaky_relu:0.2", samples=4)["runs"]
+
+
 def test_kinks_of_a_hand_made_net() -> None:
     """f(x) = relu(x - 1) - 2 relu(-x - 0.5) + 0·relu(x) has kinks at 1 and -0.5 only."""
     m = nn.MLP(1, [3], 1, rng=np.random.default_rng(0), dtype=np.float64)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from graphgrad.expr import FUNCTIONS, ExprError, evaluate, parse, parse_values
+from graphgrad.expr import FUNCTIONS, ExprError, check_finite, evaluate, parse, parse_values
 
 
 def test_lecture_example_names_intermediates_like_the_lecture() -> None:
@@ -159,6 +159,8 @@ def test_parse_reports_names_in_order() -> None:
         ("exp=1", "cannot be a variable name"),
         ("1a=1", "cannot be a variable name"),
         ("a=nan", "must be finite"),
+        ("inf=2", "'inf' cannot be a variable name: it reads as a number"),
+        ("NaN=1", "'NaN' cannot be a variable name: it reads as a number"),
     ],
 )
 def test_parse_values_errors(spec: str, message: str) -> None:
@@ -170,3 +172,56 @@ def test_parse_values() -> None:
     assert parse_values("a=2, b=-1.5e-1") == {"a": 2.0, "b": -0.15}
     assert parse_values(["a=2", "b=1"]) == {"a": 2.0, "b": 1.0}
     assert parse_values([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("1e400 * a", 1, "the number 1e400 overflows a float"),
+        ("a - 1e400", 5, "the number 1e400 overflows a float"),
+        ("a * 2" + "0" * 400, 5, "overflows a float"),  # an int no float holds
+        ("leaky_relu(a, 1e999)", 15, "the number 1e999 overflows a float"),
+        ("inf * a", 1, "'inf' cannot be a variable name: it reads as a number"),
+        ("a + nan", 5, "'nan' cannot be a variable name"),
+    ],
+)
+def test_numbers_that_are_not_finite_are_refused_when_parsed(
+    text: str, column: int, message: str
+) -> None:
+    with pytest.raises(ExprError) as info:
+        parse(text)
+    assert info.value.column == column and message in str(info.value)
+    assert parse("1e308 * a + 1e-400").names == ("a",)  # finite (1e-400 underflows to 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "values", "message"),
+    [
+        ("a * b", {"a": 1e200, "b": 1e200}, "at column 1: cannot evaluate: mul: 1e+200 * 1e+200"),
+        ("a + b", {"a": 1e308, "b": 1e308}, "add: 1e+308 + 1e+308 overflows a float (inf)"),
+        ("c - a / b", {"a": 1, "b": 1e-310, "c": 0}, "at column 5: cannot evaluate: div"),
+        ("elu(a, 1e308) * 10", {"a": -1e3}, "mul: -1e+308 * 10 overflows a float (-inf)"),
+    ],
+)
+def test_an_op_that_overflows_is_refused_where_it_happens(
+    text: str, values: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ExprError) as info:
+        evaluate(text, values)
+    assert message in str(info.value)
+
+
+def test_check_finite_names_the_derivative_that_is_not() -> None:
+    out, _ = evaluate("(a+b)*(b+1)", {"a": 2.0, "b": 1.0})
+    out.backward()
+    check_finite(out)  # the lecture's example: all finite
+    out, _ = evaluate("log(a)", {"a": 5e-324})
+    with pytest.raises(
+        ExprError, match=r"local derivative ∂b/∂a of b = log\(4.94066e-324\) is inf"
+    ):
+        check_finite(out, grads=False)
+    out, _ = evaluate("(a*1e300)*b", {"a": 1e-300, "b": 1e10})  # each value and edge finite
+    check_finite(out, grads=False)
+    out.backward()
+    with pytest.raises(ExprError, match=r"the gradient ∂d/∂a is inf: overflows a float"):
+        check_finite(out)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from data_fixtures import idx_bytes, py2_pickle, write_cifar
-from graphgrad._inputs import InputFileError, read_npy, read_png
+from graphgrad._inputs import InputFileError, read_inputs, read_npy, read_png
 from graphgrad._quote import excerpt
 from graphgrad.data import CIFAR10, DataFormatError, load_cifar_pickle, read_idx
 from graphgrad.data._cifar import MAX_BATCH_BYTES, parse_batch
@@ -279,6 +279,48 @@ def test_png_checked_before_decoding(tmp_path: Path) -> None:
     peak, error = peak_while(lambda: read_png(tmp_path / "bomb.png"))
     assert isinstance(error, InputFileError) and "100000x100000" in str(error), error
     assert peak < BOUND, peak
+
+
+def test_inputs_are_the_pixels_or_points_the_model_takes(tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    image = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)
+    np.save(tmp_path / "u8.npy", image)
+    np.save(tmp_path / "unit.npy", image.astype(np.float32) / 255)
+    mpimg.imsave(tmp_path / "img.png", image, cmap="gray", vmin=0, vmax=255)
+    names, x = read_inputs([tmp_path / "u8.npy", tmp_path / "unit.npy"], (28, 28), 784)
+    assert names == [str(tmp_path / "u8.npy"), str(tmp_path / "unit.npy")]
+    assert x.shape == (2, 784) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], x[1], atol=1e-6)
+    names, x = read_inputs([tmp_path / "img.png"], (28, 28), 784)
+    assert x.shape == (1, 784) and x.min() >= 0.0 and x.max() <= 1.0
+    # float pixels outside [0, 1]: 0..255 saved as float, or values no image has
+    for name, array, found in [
+        ("f255.npy", image.astype(np.float32), "[0, 255]"),
+        ("big.npy", np.full((28, 28), 300.0), "[300, 300]"),
+        ("neg.npy", -np.ones((2, 784)), "[-1, -1]"),
+    ]:
+        np.save(tmp_path / name, array)
+        with pytest.raises(InputFileError) as info:
+            read_inputs([tmp_path / name], (28, 28), 784)
+        assert str(info.value) == (
+            f"{tmp_path / name}: float pixels must be in [0, 1], found values in {found}; "
+            f"divide 0..255 pixels by 255 (or save them as uint8)"
+        )
+    # a model of points (two moons): any finite coordinates; an image is named as one
+    np.save(tmp_path / "points.npy", np.array([[-1.5, 2.0], [300.0, 0.5]]))
+    names, x = read_inputs([tmp_path / "points.npy"], None, 2)
+    assert names == [f"{tmp_path / 'points.npy'}[0]", f"{tmp_path / 'points.npy'}[1]"]
+    assert x.tolist() == [[-1.5, 2.0], [300.0, 0.5]]
+    with pytest.raises(InputFileError, match=r"img\.png: this model takes 2-vectors \(points\), "
+                       r"not images; give a \.npy file of shape \(2,\) or \(N, 2\)"):  # fmt: skip
+        read_inputs([tmp_path / "img.png"], None, 2)
+    with pytest.raises(InputFileError, match=r"u8\.npy: shape \(28, 28\) does not hold "
+                       r"2-vectors: this model takes points"):  # fmt: skip
+        read_inputs([tmp_path / "u8.npy"], None, 2)
+    np.save(tmp_path / "nan.npy", np.array([0.5, np.nan]))
+    with pytest.raises(InputFileError, match="1 of its 2 values is not finite"):
+        read_inputs([tmp_path / "nan.npy"], None, 2)
 
 
 # --- layered path sums: the work is counted before anything is built ---------------------------

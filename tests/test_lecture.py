@@ -204,6 +204,32 @@ def test_only_and_unknown_topic(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--only", ""], "--only names no topic; choose from neuron, activations,"),
+        (["--only", " , "], "--only names no topic; choose from"),
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    ],
+)
+def test_refused_before_any_work(tmp_path: Path, argv: list[str], message: str) -> None:
+    proc = run_cli("lecture", "--quick", "--out", str(tmp_path / "x"), *argv)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout  # no topic ran
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_that_is_a_file_is_named(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for out in (a_file, a_file / "lecture"):
+        proc = run_cli("lecture", "--only", "worked_example", "--out", str(out))
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert f"--out {out}: {a_file} is a file, not a folder" in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "Errno" not in proc.stderr
+    assert a_file.read_text() == "mine"
+
+
 def test_without_matplotlib_one_line_naming_the_extra(tmp_path: Path) -> None:
     fake = tmp_path / "fake"
     (fake / "matplotlib").mkdir(parents=True)

@@ -13,6 +13,7 @@ corrupt. Pure standard library.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -96,10 +97,24 @@ def atomic_open(
     return _atomic_open(Path(path), mode, encoding)
 
 
+def _check_target(target: Path) -> None:
+    """Refuse, before a temporary file exists, a ``target`` that cannot be a file: a directory,
+    or one whose folder is missing or is a file. The errors carry ``errno``, a ``strerror``
+    that says what is wrong and ``filename=target`` (never the temporary file's name)."""
+    parent = target.parent
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a directory, not a file", str(target))
+    if not parent.is_dir():
+        if parent.exists():
+            why = f"{parent} is a file, not a folder"
+            raise NotADirectoryError(errno.ENOTDIR, why, str(target))
+        why = f"the folder {parent} does not exist"
+        raise FileNotFoundError(errno.ENOENT, why, str(target))
+
+
 @contextlib.contextmanager
 def _atomic_open(target: Path, mode: str, encoding: str) -> Iterator[IO[Any]]:
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"{target}: directory {target.parent} does not exist")
+    _check_target(target)
     fd, tmp = _create_temp(target)
     try:
         handle: IO[Any]

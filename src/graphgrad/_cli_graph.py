@@ -4,6 +4,8 @@ against backpropagation)."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import textwrap
 import time
@@ -75,7 +77,8 @@ def register(sub: Any) -> None:
         "--explain",
         action="store_true",
         help="print backprop step by step: upstream gradients, local derivatives, products and "
-        "sums over fan-out, node by node in reverse topological order",
+        "sums over fan-out, node by node in reverse topological order (text: with -o, a .txt "
+        "file)",
     )
     g.set_defaults(handler=_graph)
 
@@ -144,8 +147,7 @@ def _error(cmd: str, msg: str) -> int:
 def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) -> Any:
     """Parse and evaluate EXPR (or build --model); returns (root, leaves) or an exit code
     after printing the error."""
-    from ._quote import excerpt
-    from .expr import ExprError, evaluate, parse, parse_values
+    from .expr import ExprError, check_finite, evaluate, parse, parse_values
 
     try:
         values = parse_values(at)
@@ -157,16 +159,45 @@ def _build(cmd: str, expr: str | None, at: list[str], model: str | None = None) 
         if expr is not None:
             return _error(cmd, "give either EXPR or --model, not both")
         try:
-            return build_model(model, values)
-        except ValueError as e:
+            built = build_model(model, values)
+            check_finite(built[0], grads=False)
+        except (ValueError, ArithmeticError) as e:
             return _error(cmd, f"--model {model}: {e}")
+        return built
     if expr is None:
         return _error(cmd, "give an expression EXPR (or --model NAME)")
     try:
         parsed = parse(expr)
-        return evaluate(parsed, values)
+        if not parsed.names:
+            raise ExprError(
+                "the expression has no variables, so there is nothing to differentiate; "
+                'use a name and give its value, e.g. "5*x" --at x=1'
+            )
+        built = evaluate(parsed, values)
+        check_finite(built[0], grads=False)
     except ExprError as e:
-        return _error(cmd, f"in {excerpt(expr.strip(), e.column)} {e}")
+        return _error(cmd, f"in {_where(expr, e)} {e}")
+    return built
+
+
+def _where(expr: str, e: Any) -> str:
+    """``'a*b' at column 3:`` reads on into the message; without a column, ``'a*b':``."""
+    from ._quote import excerpt
+
+    return excerpt(expr.strip(), e.column) + ("" if e.column is not None else ":")
+
+
+def _check_gradients(cmd: str, expr: str | None, model: str | None, root: Any) -> int | None:
+    """After ``root.backward()``: an exit code after printing the error when a gradient is not
+    finite (``None`` when all are)."""
+    from .expr import ExprError, check_finite
+
+    try:
+        check_finite(root)
+    except ExprError as e:
+        where = f"--model {model}:" if expr is None else f"in {_where(expr, e)}"
+        return _error(cmd, f"{where} {e}")
+    return None
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -174,22 +205,39 @@ def _graph(args: argparse.Namespace) -> int:
     from .viz import DotNotFoundError, render, trace
     from .viz.formats import format_of
 
+    if args.output and os.path.isdir(args.output):
+        print(
+            f"graphgrad graph: error: cannot write {excerpt(args.output)}: it is a directory; "
+            f"give a file name for -o, e.g. {excerpt(os.path.join(args.output, 'graph.svg'))}",
+            file=sys.stderr,
+        )
+        return 1
+    fmt = args.format
+    if fmt is None and args.output:
+        fmt = format_of(args.output)
+        if fmt is None and not args.explain:
+            return _error(
+                "graph", f"cannot tell the format from {excerpt(args.output)}; use --format"
+            )
+    if args.explain and fmt not in (None, "text"):
+        if args.format:
+            why = f"not {fmt}: drop --format {fmt} (or --explain)"
+        else:
+            why = f"but -o {excerpt(args.output)} asks for {fmt}: give a .txt file"
+            why += " (or drop --explain)"
+        return _error("graph", f"--explain writes text, {why}")
     built = _build("graph", args.expr, args.at, args.model)
     if isinstance(built, int):
         return built
     root, _ = built
     root.backward()
+    refused = _check_gradients("graph", args.expr, args.model, root)
+    if refused is not None:
+        return refused
     graph = trace(root)
     if args.explain:
         text = graph.explain() + "\n"
         return _write(text, args.output)
-    fmt = args.format
-    if fmt is None and args.output:
-        fmt = format_of(args.output)
-        if fmt is None:
-            return _error(
-                "graph", f"cannot tell the format from {excerpt(args.output)}; use --format"
-            )
     fmt = fmt or "text"
     if fmt == "png" and not args.output and sys.stdout.isatty():
         # checked before drawing: binary data would garble the terminal
@@ -207,6 +255,8 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _write(data: str | bytes, path: str | None) -> int:
+    from ._quote import excerpt
+    from .cli import one_line
     from .viz.formats import write
 
     if path is None:
@@ -216,7 +266,8 @@ def _write(data: str | bytes, path: str | None) -> int:
     try:
         write(data, path)
     except OSError as e:
-        print(f"graphgrad: error: cannot write {path}: {e.strerror}", file=sys.stderr)
+        why = e.strerror or one_line(e)
+        print(f"graphgrad graph: error: cannot write {excerpt(path)}: {why}", file=sys.stderr)
         return 1
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -238,6 +289,7 @@ def _paths(args: argparse.Namespace) -> int:
 
 
 def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None = None) -> int:
+    from ._quote import excerpt
     from .paths import PathLimitError, backprop_grad, path_grad
     from .viz.data import fmt
 
@@ -251,6 +303,24 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
     t0 = time.perf_counter()
     bp = backprop_grad(root, xs)
     t_bp = time.perf_counter() - t0
+    refused_paths = None
+    try:
+        t0 = time.perf_counter()
+        ps = path_grad(root, xs, limit=limit)
+        t_ps = time.perf_counter() - t0
+    except PathLimitError as e:
+        refused_paths = f"path sums: refused: {e}"
+        ps = None
+    checks = [("backprop", bp.grads)] + ([("path sums", ps.grads)] if ps else [])
+    for how, grads in checks:
+        for n, g in zip(names, grads, strict=True):
+            if not math.isfinite(g):  # the same refusal as graph's: no inf or nan shown
+                where = f"--model {model}:" if expr is None else f"in {excerpt(expr.strip())}:"
+                return _error(
+                    "paths",
+                    f"{where} cannot differentiate: the gradient ∂{out}/∂{n} by {how} is "
+                    f"{fmt(g)}: {'not a number (nan)' if math.isnan(g) else 'overflows a float'}",
+                )
     if expr is None:
         from .lecture.classifier import DESCRIPTIONS
 
@@ -259,13 +329,8 @@ def _paths_expr(expr: str | None, at: list[str], limit: int, model: str | None =
         shown = expr.strip()
     print(f"{out} = {shown} = {fmt(root.data)}")
     print()
-    try:
-        t0 = time.perf_counter()
-        ps = path_grad(root, xs, limit=limit)
-        t_ps = time.perf_counter() - t0
-    except PathLimitError as e:
-        print(f"path sums: refused: {e}")
-        ps = None
+    if refused_paths is not None:
+        print(refused_paths)
     rows = [["", "path sums", "backprop"]]
     for k, n in enumerate(names):
         rows.append([f"∂{out}/∂{n}", fmt(ps.grads[k]) if ps else "-", fmt(bp.grads[k])])

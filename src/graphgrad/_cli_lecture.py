@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+from ._cli_args import int_at_least
 
 _EPILOG = """\
 examples:
@@ -50,9 +53,9 @@ def register(sub: Any) -> None:
         "--only",
         default=None,
         metavar="KEY[,KEY...]",
-        help="run only these topics (see the list below)",
+        help="run only these topics, at least one (see the list below)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of every random generator")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of every random generator")
     p.add_argument(
         "--data-root",
         default="",
@@ -72,16 +75,25 @@ def _lecture(args: argparse.Namespace) -> int:
         return 1
     from .lecture import run_lecture, topic_keys
 
-    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
-    if only:
+    only = None
+    if args.only is not None:  # "--only ''" names no topic: refused, not the whole lecture
+        only = [k.strip() for k in args.only.split(",") if k.strip()]
         unknown = [k for k in only if k not in topic_keys()]
-        if unknown:
+        if unknown or not only:
+            what = f"unknown topic(s) {', '.join(unknown)}" if only else "--only names no topic"
             print(
-                f"graphgrad lecture: error: unknown topic(s) {', '.join(unknown)}; choose "
-                f"from {', '.join(topic_keys())}",
+                f"graphgrad lecture: error: {what}; choose from {', '.join(topic_keys())}",
                 file=sys.stderr,
             )
             return 2
+    blocked = _not_a_folder(Path(args.out))
+    if blocked is not None:
+        print(
+            f"graphgrad lecture: error: --out {args.out}: {blocked} is a file, not a folder; "
+            f"give a folder to write the lecture into",
+            file=sys.stderr,
+        )
+        return 2
     command = "graphgrad lecture" + (" --quick" if args.quick else "")
     command += f" --out {args.out}"
     if only:
@@ -97,7 +109,19 @@ def _lecture(args: argparse.Namespace) -> int:
             command=command,
         )
     except OSError as e:
-        print(f"graphgrad lecture: error: cannot write into {args.out}: {e}", file=sys.stderr)
+        from .cli import one_line
+
+        why = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else one_line(e)
+        print(f"graphgrad lecture: error: cannot write into {args.out}: {why}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}/index.html, {args.out}/README.md and {args.out}/lecture.json")
     return 0
+
+
+def _not_a_folder(out: Path) -> Path | None:
+    """The existing file among ``out`` and its parents that keeps it from being a folder
+    (``None`` when there is none): checked before any work."""
+    for q in (out, *out.parents):
+        if q.exists():
+            return None if q.is_dir() else q
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import socket
 import sys
 from typing import Any
 
@@ -20,7 +21,9 @@ def register(subparsers: Any) -> None:
         description="Start a local server for the playground page and print its URL. "
         "Training runs in this process with graphgrad; each browser tab has its own run.",
     )
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument(
+        "--port", type=int, default=8765, help="port (default 8765; 0: a free one, printed)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.add_argument(
@@ -78,36 +81,97 @@ def _playground(args: argparse.Namespace) -> int:
         session_timeout=args.session_timeout,
         allowed_hosts=loopback_hosts(args.host),
     )
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{args.port}/"
+    from .cli import one_line
+
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as e:
+        why = e.strerror or one_line(e)
+        print(
+            f"graphgrad playground: error: cannot listen on {_host_port(args.host, args.port)}: "
+            f"{why}",
+            file=sys.stderr,
+        )
+        return 1
+    url = f"http://{_host_port(args.host, sock.getsockname()[1])}/"  # the real port for --port 0
     print(f"graphgrad playground: {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
         import threading
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, (url,)).start()
-    try:
-        uvicorn.run(
-            app, host=args.host, port=args.port, log_level="warning", ws="websockets-sansio",
-            ws_max_size=MAX_WS_FRAME_BYTES,
-        )  # fmt: skip
-    except OSError as e:
-        print(
-            f"graphgrad playground: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr
-        )
-        return 1
+    config = uvicorn.Config(
+        app, log_level="warning", ws="websockets-sansio", ws_max_size=MAX_WS_FRAME_BYTES
+    )
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, so that the URL printed afterwards is
+    one that answers (and names the port the system chose for ``--port 0``).
+
+    Raises:
+        OSError: the name does not resolve (``socket.gaierror``), the port is taken, or the
+            address is not this machine's.
+    """
+    infos = socket.getaddrinfo(  # "" (as uvicorn reads it): every interface
+        host or None,
+        port,
+        type=socket.SOCK_STREAM,
+        proto=socket.IPPROTO_TCP,
+        flags=socket.AI_PASSIVE,
+    )
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first, as uvicorn binds
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock  # not inheritable: a browser started by --open does not hold the port
+
+
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .checkpoint import CheckpointError
+    from .cli import one_line
     from .playground import load_run, write_html
 
+    out, run = Path(args.output).resolve(), Path(args.run).resolve()
+    if out == run or run in out.parents:  # would overwrite (part of) the run it reads
+        print(
+            f"graphgrad export-html: error: -o {args.output} is "
+            f"{'' if out == run else 'inside '}the run {args.run} being exported; write the "
+            f"page outside it, e.g. -o {run.name}.html",
+            file=sys.stderr,
+        )
+        return 2
+    if out.is_dir():
+        print(
+            f"graphgrad export-html: error: -o {args.output} is a directory; give a file "
+            f"name, e.g. -o {Path(args.output) / (run.name + '.html')}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         session = load_run(args.run)
         write_html(session, args.output)
-    except (CheckpointError, OSError) as e:
+    except CheckpointError as e:
         print(f"graphgrad export-html: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        why = e.strerror or one_line(e)
+        print(f"graphgrad export-html: error: cannot write {args.output}: {why}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}")
     return 0

@@ -52,9 +52,12 @@ file; options not given take the file's value, else the default shown), evaluate
 every epoch, and write into --out: the resolved config.toml, run.json (seeds, versions),
 a checkpoint after every epoch (checkpoints/epoch-NNNN; the newest --keep-checkpoints of
 them are kept), metrics.json and PNG figures (curves, confusion matrix, first-layer
-weights). The defaults are the README's recipe (MLP 784-256-256-10, He init, Adam 1e-3,
-cosine schedule, 15 epochs, batch 128); toy data sets (two_moons, circles, xor, blobs,
-spiral) default to a small net, a larger rate and small batches.
+weights). --out must be a new or empty folder, unless --resume continues the run in it;
+options that contradict each other (--hidden with --model linear, SGD's --momentum or
+--nesterov with Adam) are refused. The defaults are the README's recipe (MLP
+784-256-256-10, He init, Adam 1e-3, cosine schedule, 15 epochs, batch 128); toy data sets
+(two_moons, circles, xor, blobs, spiral) default to a small net, a larger rate and small
+batches.
 
 Results (one line per epoch, the test accuracy) go to stdout; progress bars (only on a
 terminal) and messages to stderr. A run holds --out/.lock while it lasts: a second run
@@ -87,7 +90,9 @@ def register(sub: Any) -> None:
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its newest checkpoint (only --epochs may change)",
+        help="continue the run in --out from its newest checkpoint, or start a run that stopped "
+        "before its first checkpoint again from epoch 0 (only --epochs, not below the epochs "
+        "done, and --device may change)",
     )
     t.add_argument("--name", help="a label for the run [name; default: none]")
     g = t.add_argument_group("model")
@@ -364,7 +369,48 @@ def resolve_config(args: argparse.Namespace) -> Any:
     source = (
         f"{args.config} with the command-line options" if args.config else "command-line options"
     )
-    return RunConfig.from_dict(merge_overrides(raw, overrides), source)
+    cfg = RunConfig.from_dict(merge_overrides(raw, overrides), source)
+    _refuse_contradictions(args, cfg)
+    return cfg
+
+
+def _refuse_contradictions(args: argparse.Namespace, cfg: Any) -> None:
+    """Options given on the command line that the resolved configuration would ignore.
+
+    Raises:
+        ConfigError: naming the option and what to do.
+    """
+    from .config import ConfigError
+
+    def origin(option: str, given: Any, key: str, value: str) -> str:
+        if given is not None:
+            return f"{option} {value}"
+        where = args.config or ("the run's config.toml" if args.resume else "the default")
+        return f"{key} = {value!r} ({where})"
+
+    if cfg.model.kind == "linear" and args.hidden:
+        sizes = ",".join(map(str, args.hidden))
+        kind = origin("--model", args.kind, "model.kind", "linear")
+        raise ConfigError(
+            f"--hidden {sizes} contradicts {kind}: a linear model has no hidden layers; drop "
+            f"--hidden, or use --model mlp"
+        )
+    if cfg.optim.name != "sgd":
+        given = [
+            opt
+            for opt, value in (
+                ("--momentum", args.momentum),
+                ("--nesterov" if args.nesterov else "--no-nesterov", args.nesterov),
+            )
+            if value is not None
+        ]
+        if given:
+            name = origin("--optimizer", args.optimizer, "optim.name", cfg.optim.name)
+            what, it = ("options", "them") if len(given) > 1 else ("an option", "it")
+            raise ConfigError(
+                f"{' and '.join(given)}: {what} of SGD, which {name} would ignore; drop {it}, "
+                f"or use --optimizer sgd"
+            )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -428,19 +474,30 @@ def _train(args: argparse.Namespace) -> int:
         _err(str(e))
         return 1
     except KeyboardInterrupt:
-        from .checkpoint import latest_checkpoint
-
-        last = latest_checkpoint(args.out)
-        where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
-        print(
-            f"interrupted; {where}. Continue with: graphgrad train --out {args.out} --resume",
-            file=sys.stderr,
-        )
+        print(_interrupted(args.out), file=sys.stderr)
         return 130
     except OSError as e:
         _err(_os_error(e, f"writing the run into {args.out}"))
         return 1
     return 0
+
+
+def _interrupted(out: Path) -> str:
+    """What a run stopped by Ctrl-C left in ``out``, and the command that continues it."""
+    import shlex
+
+    from .checkpoint import latest_checkpoint
+
+    again = f"graphgrad train --out {shlex.quote(str(out))} --resume"
+    last = latest_checkpoint(out)
+    if last is not None:
+        return f"interrupted; the last checkpoint is {last}. Continue with: {again}"
+    if (out / "config.toml").is_file():
+        return (
+            f"interrupted; no checkpoint was written yet. Continue with: {again} (it starts "
+            f"the recorded configuration again from epoch 0)"
+        )
+    return "interrupted before the run started; nothing was written. Run the same command again"
 
 
 def _device_ready(device: str, what: str) -> bool:
@@ -527,46 +584,11 @@ def _eval(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ predict
 
 
-def _read_inputs(
-    paths: list[Path], image_shape: tuple[int, ...] | None, d: int
-) -> tuple[list[str], np.ndarray]:
-    """Images from .npy/.png files as float32 (N, D) in [0, 1], with a name for each."""
-    from ._inputs import read_npy, read_png
-
-    names: list[str] = []
-    rows = []
-    for path in paths:
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            arr = read_npy(path)  # header checked before the body is read
-        elif suffix == ".png":
-            arr = read_png(path, image_shape[-2:] if image_shape else None)
-            if arr.ndim == 3 and image_shape is not None and len(image_shape) == 2:
-                arr = arr[..., :3].mean(axis=-1)  # RGB(A) -> grey
-            elif arr.ndim == 3:
-                arr = arr[..., :3].transpose(2, 0, 1)  # HWC -> CHW
-        else:
-            raise ValueError(f"{path}: expected a .npy or .png file")
-        if arr.dtype == np.uint8:
-            arr = arr.astype(np.float32) / np.float32(255.0)
-        elif arr.dtype.kind != "f":
-            raise ValueError(f"{path}: expected uint8 or float pixels, got {arr.dtype}")
-        fits_vector = arr.ndim in (1, 2) and arr.shape[-1] == d
-        fits_image = image_shape is not None and arr.shape[-len(image_shape) :] == image_shape
-        if not (fits_vector or fits_image) or arr.ndim > (len(image_shape or ()) + 1):
-            want = f"{image_shape} images or {d}-vectors" if image_shape else f"{d}-vectors"
-            raise ValueError(f"{path}: shape {arr.shape} does not hold {want}")
-        block = arr.reshape(-1, d).astype(np.float32)
-        names += [str(path)] if len(block) == 1 else [f"{path}[{j}]" for j in range(len(block))]
-        rows.append(block)
-    x = np.concatenate(rows) if rows else np.zeros((0, d), np.float32)
-    return names, x
-
-
 def _predict(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ._extras import MissingExtraError, require_extra
+    from ._inputs import read_inputs
     from .checkpoint import CheckpointError
     from .data import DataFormatError, DatasetNotFoundError
     from .tensor import softmax
@@ -586,7 +608,7 @@ def _predict(args: argparse.Namespace) -> int:
     image_shape = tuple(info["image_shape"]) if info.get("image_shape") else None
     d = int(info["in_features"])
     try:
-        names, x = _read_inputs(args.inputs, image_shape, d)
+        names, x = read_inputs(args.inputs, image_shape, d)
         parts = [x]
         if args.test_index:
             dcfg = cfg.data if args.data_root is None else replace(cfg.data, root=args.data_root)
@@ -607,6 +629,13 @@ def _predict(args: argparse.Namespace) -> int:
 
     model.eval()
     probs = to_numpy(softmax(model(to_device(xs, model.device))).data)
+    bad_rows = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if len(bad_rows):  # (finite inputs: the model's weights or their scale overflow)
+        _err(
+            f"{names[bad_rows[0]]}: the model's output is not finite (NaN or inf) for "
+            f"{len(bad_rows)} of {len(names)} inputs; check the checkpoint ({args.checkpoint})"
+        )
+        return 1
     k = max(1, min(args.top_k, len(classes)))
     results: list[dict[str, Any]] = []
     for name, pr in zip(names, probs, strict=True):
@@ -618,7 +647,7 @@ def _predict(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1, allow_nan=False))
         return 0
     for r in results:
         tops = ", ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"])

@@ -17,12 +17,20 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_PIXELS", "InputFileError", "read_npy", "read_png"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "MAX_PIXELS",
+    "InputFileError",
+    "read_inputs",
+    "read_npy",
+    "read_png",
+]
 
 MAX_INPUT_BYTES = 256 << 20
 """The largest ``.npy`` body read (256 MiB)."""
@@ -49,7 +57,8 @@ def read_npy(path: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BYTES) 
 
     Raises:
         InputFileError: not a ``.npy`` file, an object (pickled) dtype, a body over
-            ``max_bytes``, a file shorter or longer than its header says, or unreadable.
+            ``max_bytes``, a file shorter or longer than its header says, unreadable, an
+            empty array (nothing to predict), or a value that is NaN or infinite.
     """
     p = Path(path)
     try:
@@ -81,8 +90,23 @@ def read_npy(path: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BYTES) 
             body = f.read(nbytes)
     except OSError as exc:
         raise InputFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if math.prod(shape) == 0:
+        raise InputFileError(
+            f"{p}: the file holds 0 images or vectors (an empty array of shape {shape}); "
+            f"nothing to predict"
+        )
     flat = np.frombuffer(body, dtype=dtype)
-    return flat.reshape(tuple(shape), order="F" if fortran else "C").copy()
+    arr = flat.reshape(tuple(shape), order="F" if fortran else "C").copy()
+    if arr.dtype.kind in "fc":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            n = int(bad.sum())
+            raise InputFileError(
+                f"{p}: {n:,} of its {arr.size:,} values {'is' if n == 1 else 'are'} not finite "
+                f"(NaN or infinity), the first at index {first}; inputs must be finite numbers"
+            )
+    return arr
 
 
 def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -149,3 +173,72 @@ def read_png(
     except Exception as exc:  # a hostile file can make the decoder raise nearly anything
         raise InputFileError(f"{p}: cannot decode the PNG: {_one_line(exc)}") from None
     return np.asarray(image)
+
+
+def read_inputs(
+    paths: Sequence[str | os.PathLike[str]], image_shape: tuple[int, ...] | None, d: int
+) -> tuple[list[str], np.ndarray]:
+    """The inputs of a model from ``.npy``/``.png`` files, as ``graphgrad predict`` takes them:
+    float32 ``(N, d)``, and a name for each row (``x.npy``, or ``x.npy[3]`` for a stack).
+
+    Args:
+        paths: the files.
+        image_shape: the model's image shape, ``(H, W)`` or ``(C, H, W)``; ``None`` for a
+            model of ``d``-vectors (points, such as two moons).
+        d: the model's number of input features.
+
+    Pixels are uint8 0..255 (scaled by 1/255) or float in [0, 1], as the model was trained
+    on; a float image outside [0, 1] (such as 0..255 saved as float) is refused, as is a
+    value that is NaN or infinite, an empty array, a PNG for a model of points, and a shape
+    that holds neither the model's images nor its vectors.
+
+    Raises:
+        InputFileError: naming the file and what is wrong with it.
+    """
+    names: list[str] = []
+    rows = []
+    for path in map(Path, paths):
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            arr = read_npy(path)  # header checked before the body is read; finite, not empty
+        elif suffix == ".png":
+            if image_shape is None:
+                raise InputFileError(
+                    f"{path}: this model takes {d}-vectors (points), not images; give a .npy "
+                    f"file of shape ({d},) or (N, {d})"
+                )
+            arr = read_png(path, image_shape[-2:])
+            if arr.ndim == 3 and len(image_shape) == 2:
+                arr = arr[..., :3].mean(axis=-1)  # RGB(A) -> grey
+            elif arr.ndim == 3:
+                arr = arr[..., :3].transpose(2, 0, 1)  # HWC -> CHW
+        else:
+            raise InputFileError(f"{path}: expected a .npy or .png file")
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / np.float32(255.0)
+        elif arr.dtype.kind != "f":
+            raise InputFileError(f"{path}: expected uint8 or float pixels, got {arr.dtype}")
+        elif image_shape is not None:
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < 0.0 or hi > 1.0:
+                raise InputFileError(
+                    f"{path}: float pixels must be in [0, 1], found values in [{lo:g}, {hi:g}]; "
+                    f"divide 0..255 pixels by 255 (or save them as uint8)"
+                )
+        fits_vector = arr.ndim in (1, 2) and arr.shape[-1] == d  # (d,) or (N, d)
+        fits_image = (  # one image or a stack of them
+            image_shape is not None
+            and arr.ndim in (len(image_shape), len(image_shape) + 1)
+            and arr.shape[-len(image_shape) :] == image_shape
+        )
+        if not (fits_vector or fits_image):
+            if image_shape is not None:
+                want = f"{image_shape} images or {d}-vectors"
+            else:
+                want = f"{d}-vectors: this model takes points, shape ({d},) or (N, {d}), not images"
+            raise InputFileError(f"{path}: shape {arr.shape} does not hold {want}")
+        block = arr.reshape(-1, d).astype(np.float32)
+        names += [str(path)] if len(block) == 1 else [f"{path}[{j}]" for j in range(len(block))]
+        rows.append(block)
+    x = np.concatenate(rows) if rows else np.zeros((0, d), np.float32)
+    return names, x

@@ -20,7 +20,8 @@ when complete, so a checkpoint that exists is whole; an interrupted save leaves 
 ``.tmp`` folder, which the next save removes. On load, ``checkpoint.json``'s own digest and
 each file's SHA-256 are checked, and the entries are validated (epoch and step >= 0, shapes
 that match the weights); a mismatch raises :class:`CheckpointError` naming the file.
-(Version 1 checkpoints, written before ``meta_sha256`` existed, are read without it.)
+(Version 1 checkpoints, written before ``meta_sha256`` existed, are read without it; one
+that holds an entry only version 2 writes, ``meta_sha256`` among them, is refused as edited.)
 
 Devices: a model on a GPU (or any array API device) is saved through host memory; the files
 are the same as from the CPU. :func:`load_checkpoint` gives NumPy arrays unless
@@ -292,6 +293,34 @@ def _nonneg_int(meta: Mapping[str, Any], key: str, jpath: Path) -> None:
         raise CheckpointError(f"{jpath}: {key} must be an integer >= 0, got {v!r}")
 
 
+#: Entries that only version 2 writes (``versions`` entries: library versions recorded since).
+#: A version-1 file holding one of them is a version-2 file whose version was edited, which
+#: would otherwise pass without its digest being checked.
+_V2_ONLY = ("meta_sha256", "device", "buffer_names")
+_V2_ONLY_VERSIONS = ("gemm_layout", "onednn_matmul")
+
+
+def _check_version_1(meta: Mapping[str, Any], jpath: Path) -> None:
+    """Refuse a ``"version": 1`` file that carries what only version 2 writes, or that lacks
+    what version 1 always wrote (its files' SHA-256, the parameter names and shapes)."""
+    versions = meta.get("versions")
+    found = [k for k in _V2_ONLY if k in meta]
+    if isinstance(versions, Mapping):
+        found += [f"versions.{k}" for k in _V2_ONLY_VERSIONS if k in versions]
+    if found:
+        raise CheckpointError(
+            f"{jpath}: says format version 1 but holds {', '.join(found)}, which only version 2 "
+            f"writes (the file was edited or is corrupt); restore it as graphgrad wrote it"
+        )
+    kinds = {"files": dict, "param_names": list, "shapes": dict}
+    missing = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind)]
+    if missing:
+        raise CheckpointError(
+            f"{jpath}: a format version 1 checkpoint without {', '.join(missing)} (the file was "
+            f"edited or is corrupt)"
+        )
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     jpath = path / CHECKPOINT_JSON
     if not jpath.is_file():
@@ -307,12 +336,15 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{jpath}: not valid JSON: nested too deeply") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{jpath}: not a graphgrad checkpoint (format {FORMAT!r} expected)")
-    if meta.get("version") not in READABLE_VERSIONS:
+    version = meta.get("version")
+    if type(version) is not int or version not in READABLE_VERSIONS:  # not true, not 1.0
         raise CheckpointError(
-            f"{jpath}: checkpoint format version {meta.get('version')!r}, this graphgrad "
+            f"{jpath}: checkpoint format version {version!r:.40}, this graphgrad "
             f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
-    if meta["version"] >= 2:
+    if version == 1:
+        _check_version_1(meta, jpath)
+    else:
         recorded = meta.get("meta_sha256")
         if recorded != meta_digest(meta):
             raise CheckpointError(

@@ -6,7 +6,8 @@ A file has four tables; every key is optional and takes the default shown::
 
     [model]
     kind = "mlp"                # "mlp" or "linear" (no hidden layers)
-    hidden = [256, 256]         # H_1, H_2, ... (ignored for "linear")
+    hidden = [256, 256]         # H_1, H_2, ... (at least one for "mlp"; ignored for
+                                # "linear", whose resolved configuration records [])
     activation = "relu"         # identity, sigmoid, tanh, relu, leaky_relu[:slope], elu[:alpha]
     init = "he"                 # he: σ = sqrt(2 / fan_in) for every layer (the recipe);
                                 # auto: gain(activation) / sqrt(fan_in) (He if ReLU-like,
@@ -29,7 +30,7 @@ A file has four tables; every key is optional and takes the default shown::
     name = "adam"               # "adam" or "sgd"
     lr = 0.001
     momentum = 0.9              # SGD only
-    nesterov = false            # SGD only
+    nesterov = false            # SGD only; true needs momentum > 0
     weight_decay = 0.0
     betas = [0.9, 0.999]        # Adam only
     eps = 1e-8                  # Adam only
@@ -182,6 +183,10 @@ class ModelConfig:
     init_std: float = _f(0.0, lo=0.0, hi=1e3)
     seed: int = _f(0, lo=0, hi=2**63 - 1)
 
+    def __post_init__(self) -> None:
+        if self.kind == "linear":  # no hidden layers: what is recorded is what is trained
+            object.__setattr__(self, "hidden", ())
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -328,7 +333,7 @@ class RunConfig:
             ConfigError: naming ``source`` and the field at fault.
         """
         from ._quote import excerpt
-        from .nn.activations import get_activation
+        from .nn.activations import get_activation, param_problem
 
         for section in _SECTION_TYPES:
             obj = getattr(self, section)
@@ -345,13 +350,24 @@ class RunConfig:
             act = get_activation(m.activation)
         except ValueError as e:
             raise bad("model.activation", f"is invalid: {e}") from None
-        param = getattr(act, "param", None)
-        if param is not None and not (math.isfinite(param) and 0 <= param <= 1e3):
-            raise bad(
-                "model.activation", f"parameter must be a finite number in [0, 1e3], got {param}"
-            )
+        problem = param_problem(act)  # (the check init-study applies too)
+        if problem is not None:
+            raise bad("model.activation", problem)
         if m.init == "normal" and not m.init_std > 0:
             raise bad("model.init_std", "must be > 0 when model.init = 'normal'")
+        if m.kind == "mlp" and not m.hidden:
+            raise bad(
+                "model.hidden",
+                "is empty, but model.kind = 'mlp' needs at least one hidden layer; give sizes "
+                "such as [256], or set model.kind = 'linear' for a model without hidden layers",
+            )
+        o = self.optim
+        if o.name == "sgd" and o.nesterov and o.momentum == 0:
+            raise bad(
+                "optim.nesterov",
+                "= true needs optim.momentum > 0 (Nesterov's is a momentum method), got "
+                "optim.momentum = 0; set optim.momentum (e.g. 0.9) or optim.nesterov = false",
+            )
         if not DEVICE_PATTERN.fullmatch(self.train.device):
             raise bad(
                 "train.device",

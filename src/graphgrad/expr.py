@@ -11,6 +11,11 @@ Nothing is ever passed to ``eval`` or ``exec``. The text is checked in two steps
 Evaluation walks that tree iteratively (no recursion), making one :class:`Scalar` per
 operation; the intermediate nodes are named with unused letters in creation order, so
 ``(a+b)*(b+1)`` gives the lecture's ``c = a+b``, ``d = b+1``, ``e = c*d``.
+
+Every number must be a finite float, as ``exp(1000)`` is refused by the op itself: a literal
+such as ``1e400``, a name that reads as a number (``inf``, ``nan``: the labels would be
+ambiguous) and an operation whose result overflows (``1e200 * 1e200``) are errors naming the
+column; :func:`check_finite` checks a graph's local derivatives and gradients the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ._graph import collect
 from ._quote import excerpt
 from .errors import GraphgradError
 from .ops import REGISTRY
-from .scalar import Scalar, apply_op
+from .scalar import Scalar, apply_op, local_grads
 
 __all__ = [
     "FUNCTIONS",
@@ -35,6 +40,7 @@ __all__ = [
     "MAX_LENGTH",
     "ExprError",
     "Parsed",
+    "check_finite",
     "evaluate",
     "parse",
     "parse_values",
@@ -418,24 +424,71 @@ def _apply(node: ast.AST, results: list[Any]) -> Any:
 def _not_finite(node: Scalar) -> str:
     """Why the op node ``node`` has no finite value: ``mul: 1e+200 * 1e+200 overflows a float``
     (the style of the ops' own errors, ``exp: exp(1000) overflows a float``)."""
-    op = node._op
-    args = [_fmt(x.data) for x in node._inputs]
-    if op is None:
-        call = _fmt(node.data)
-    elif op.symbol == "-x":
-        call = f"-({args[0]})"
-    elif op.symbol and len(args) == 2:
-        call = f"{args[0]} {op.symbol} {args[1]}"
-    else:
-        call = f"{op.name}({', '.join(args)})"
-    name = op.name if op is not None else "value"
+    name = node._op.name if node._op is not None else "value"
     if math.isnan(node.data):
-        return f"{name}: {call} is not a number (nan)"
-    return f"{name}: {call} overflows a float ({_fmt(node.data)})"
+        return f"{name}: {_call(node)} is not a number (nan)"
+    return f"{name}: {_call(node)} overflows a float ({_fmt(node.data)})"
 
 
 def _fmt(v: float) -> str:
     return f"{v:.6g}"
+
+
+def check_finite(root: Scalar, *, grads: bool = True) -> None:
+    """Refuse a graph that holds a number that is not finite, as :func:`evaluate` refuses
+    ``exp(1000)``: every node's value, every edge's local derivative ∂node/∂input and (with
+    ``grads``, after ``root.backward()``) every gradient ∂root/∂node must be finite.
+
+    Raises:
+        ExprError: naming the first such node (values and local derivatives from the inputs
+            up, gradients from the output down, so the one named is where it began), its op
+            and its inputs' values.
+    """
+    order = collect(root)
+    for n in order:
+        if not math.isfinite(n.data):
+            raise ExprError(f"cannot evaluate {_label(n)}: {_not_finite(n)}")
+        if n._op is None:
+            continue
+        try:
+            local = local_grads(n)
+        except (ArithmeticError, ValueError) as e:
+            raise ExprError(f"cannot differentiate {_label(n)} = {_call(n)}: {e}") from None
+        for x, lg in zip(n._inputs, local, strict=True):
+            if not math.isfinite(lg):
+                raise ExprError(
+                    f"cannot differentiate: the local derivative ∂{_label(n)}/∂{_label(x)} of "
+                    f"{_label(n)} = {_call(n)} is {_fmt(lg)} (not finite)"
+                )
+    if not grads:
+        return
+    for n in reversed(order):
+        if n.requires_grad and n.grad is not None and not math.isfinite(n.grad):
+            raise ExprError(
+                f"cannot differentiate: the gradient ∂{_label(root)}/∂{_label(n)} is "
+                f"{_fmt(n.grad)}: {_overflow(n.grad)}"
+            )
+
+
+def _label(n: Scalar) -> str:
+    return str(n.name) if n.name else _fmt(n.data)
+
+
+def _call(node: Scalar) -> str:
+    """``1e+200 * 1e+200``, ``-(2)``, ``exp(1000)``: the op of ``node`` on its inputs' values."""
+    op = node._op
+    args = [_fmt(x.data) for x in node._inputs]
+    if op is None:
+        return _fmt(node.data)
+    if op.symbol == "-x":
+        return f"-({args[0]})"
+    if op.symbol and len(args) == 2:
+        return f"{args[0]} {op.symbol} {args[1]}"
+    return f"{op.name}({', '.join(args)})"
+
+
+def _overflow(v: float) -> str:
+    return "not a number (nan)" if math.isnan(v) else "overflows a float"
 
 
 def _as_node(v: Any) -> Scalar:

@@ -652,16 +652,27 @@ def _subset(n: int, k: int, seed: int, salt: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, salt]).permutation(n)[:k])
 
 
-def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = True) -> DataSplits:
+def load_data(
+    cfg: DataConfig,
+    dtype: Any = np.float32,
+    *,
+    with_train: bool = True,
+    check_subsets: bool = False,
+) -> DataSplits:
     """Load the data set a config names, as float (S, D) inputs in [0, 1] and int64 labels.
 
     Image pixels are scaled by 1/255; toy sets are drawn from ``default_rng([seed, 1000])``
     (training) and ``[seed, 1001]`` (test). Subsets and the validation split are chosen by
     generators derived from ``cfg.seed`` too, so the data are a function of the config.
 
+    Args:
+        check_subsets: refuse a ``train_subset`` or ``test_subset`` larger than the split it
+            is drawn from (a new run does; otherwise such a subset is the whole split).
+
     Raises:
         graphgrad.data.DatasetNotFoundError: the files are not there (the message says how
             to get them).
+        ConfigError: with ``check_subsets``, a subset larger than its split.
     """
     from . import data as D
 
@@ -690,6 +701,17 @@ def load_data(cfg: DataConfig, dtype: Any = np.float32, *, with_train: bool = Tr
             x_tr, y_tr = x_te[:0], y_te[:0]
         classes = tuple(test.classes)
         source = str(getattr(test, "folder", getattr(test, "source", "")))
+    if check_subsets:
+        toy = " (data.toy_samples sets how many are drawn)" if cfg.dataset in TOY_DATASETS else ""
+        splits = [("test_subset", cfg.test_subset, len(y_te), "test")]
+        if with_train:
+            splits.insert(0, ("train_subset", cfg.train_subset, len(y_tr), "training"))
+        for key, want, have, split in splits:
+            if want > have:
+                raise ConfigError(
+                    f"data.{key} = {want:,} is more than the {have:,} {split} samples of "
+                    f"{cfg.dataset}{toy}; give at most {have:,}, or 0 for all of them"
+                )
     if cfg.train_subset and cfg.train_subset < len(y_tr):
         idx = _subset(len(y_tr), cfg.train_subset, cfg.seed, 2)
         x_tr, y_tr = x_tr[idx], y_tr[idx]
@@ -883,8 +905,11 @@ def run_training(
     Args:
         cfg: the run's configuration.
         out: the run directory.
-        resume: continue from the newest checkpoint in ``out``; only ``train.epochs`` may
-            differ from the config the run was started with.
+        resume: continue from the newest checkpoint in ``out`` (of a run that stopped
+            before its first checkpoint: start its ``config.toml`` again from epoch 0); only
+            ``train.epochs`` (not below the epochs done) and ``train.device`` may differ
+            from the config the run was started with. Without it, ``out`` must be new or
+            empty (dot files aside).
         progress: tqdm progress bars (on a terminal, if tqdm is installed).
         plots: write the PNG figures (skipped with a message if matplotlib is missing).
         log: receives the results: one line per epoch and the final test line (default:
@@ -893,8 +918,11 @@ def run_training(
         trainer_class: builds the Trainer (``graphgrad.distributed`` passes its own).
 
     Raises:
-        RunError: ``out`` cannot be created or written, already holds a run (without
-            ``resume``), nothing to resume, or a config that differs from the checkpoint's.
+        RunError: ``out`` cannot be created or written, is not empty or already holds a
+            run (without ``resume``), nothing to resume, a config that differs from the
+            checkpoint's, or fewer ``train.epochs`` than the checkpoint has done. All checked
+            before anything is written.
+        ConfigError: a data subset larger than its split (a new run).
         RunLockedError: another process is training into ``out``.
         TrainingDiverged: NaN/Inf training, evaluation or test loss, or weights;
             ``metrics.json`` records ``status: "diverged"`` and the history until then.
@@ -926,6 +954,94 @@ def run_training(
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
 
 
+#: What a run writes into its directory (besides ``.lock`` and temporary dot files).
+RUN_FILES = (
+    "config.toml",
+    "run.json",
+    "metrics.json",
+    "checkpoints",
+    "curves.png",
+    "confusion_matrix.png",
+    "first_layer.png",
+)
+
+
+def _listing(names: Sequence[str], limit: int = 3) -> str:
+    from ._quote import excerpt
+
+    shown = ", ".join(excerpt(n, width=40, quote=False) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _changed_fields(saved: RunConfig, cfg: RunConfig) -> list[str]:
+    """The differences a resumed run may not have (all but train.epochs and train.device)."""
+    return [d for d in saved.diff(cfg) if not d.startswith(("train.epochs:", "train.device:"))]
+
+
+def _refuse_changes(run_dir: Path, saved: RunConfig, cfg: RunConfig) -> None:
+    changed = _changed_fields(saved, cfg)
+    if changed:
+        raise RunError(
+            f"{run_dir}: cannot resume with a different configuration (only "
+            f"train.epochs and train.device may change): {'; '.join(changed)}"
+        )
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> RunConfig | None:
+    """The recorded configuration of a run in ``run_dir`` that stopped (Ctrl-C, kill) before
+    it wrote its first checkpoint: ``config.toml`` and ``run.json`` as a run writes them
+    before training, no ``metrics.json`` (a run that ended wrote one) and no epoch
+    checkpoint. None if ``run_dir`` holds no such run."""
+    from .config import load_config
+
+    if ckpt.latest_checkpoint(run_dir) is not None or (run_dir / "metrics.json").exists():
+        return None
+    toml, record = run_dir / "config.toml", run_dir / "run.json"
+    if not (toml.is_file() and record.is_file()):
+        return None
+    try:
+        if record.stat().st_size > 16 << 20:  # a run's run.json is a few kB
+            return None
+        info = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not (isinstance(info, dict) and isinstance(info.get("config"), dict)):
+        return None
+    return load_config(toml)  # ConfigError names the file if it is not valid
+
+
+def _check_fresh_run_dir(run_dir: Path) -> None:
+    """Refuse to start a run in a folder that holds anything but dot files (the lock)."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is not None:
+        raise RunError(
+            f"{run_dir} already holds a run (checkpoint {latest.name}); pass --resume to "
+            f"continue it, or choose another --out"
+        )
+    entries = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    ours = [n for n in entries if n in RUN_FILES]
+    if ours:
+        try:
+            stopped = _stopped_before_first_checkpoint(run_dir) is not None
+        except ConfigError:
+            stopped = False
+        if stopped:
+            raise RunError(
+                f"{run_dir} already holds a run that stopped before its first checkpoint "
+                f"({_listing(ours)}); pass --resume to start it again from epoch 0, or choose "
+                f"another --out"
+            )
+        raise RunError(
+            f"{run_dir} already holds a run's files ({_listing(ours)}), and no checkpoint to "
+            f"resume from; choose another --out (nothing in it was changed)"
+        )
+    if entries:
+        raise RunError(
+            f"{run_dir} is not empty ({_listing(entries)}) and holds no graphgrad run; choose "
+            f"a new or empty folder for --out"
+        )
+
+
 def _run_locked(
     cfg: RunConfig,
     run_dir: Path,
@@ -937,28 +1053,36 @@ def _run_locked(
 ) -> RunResult:
     latest = ckpt.latest_checkpoint(run_dir)
     start: ckpt.Checkpoint | None = None
-    if resume:
-        if latest is None:
-            raise RunError(f"{run_dir}: nothing to resume (no checkpoints/epoch-NNNN in it)")
+    if resume and latest is not None:
         start = ckpt.load_checkpoint(latest)
         if start.config is not None:
-            saved = RunConfig.from_dict(start.config, str(latest / ckpt.CHECKPOINT_JSON))
-            changed = [
-                d for d in saved.diff(cfg) if not d.startswith(("train.epochs:", "train.device:"))
-            ]
-            if changed:
-                raise RunError(
-                    f"{run_dir}: cannot resume with a different configuration (only "
-                    f"train.epochs and train.device may change): {'; '.join(changed)}"
-                )
-    elif latest is not None:
-        raise RunError(
-            f"{run_dir} already holds a run (checkpoint {latest.name}); pass --resume to "
-            f"continue it, or choose another --out"
+            _refuse_changes(
+                run_dir, RunConfig.from_dict(start.config, str(latest / ckpt.CHECKPOINT_JSON)), cfg
+            )
+        if cfg.train.epochs < start.epoch:
+            raise RunError(
+                f"{run_dir} has trained {start.epoch} epochs already (checkpoint {latest.name}); "
+                f"train.epochs (--epochs) is {cfg.train.epochs} but must be at least "
+                f"{start.epoch} to resume it; nothing was changed"
+            )
+    elif resume:
+        recorded = _stopped_before_first_checkpoint(run_dir)
+        if recorded is None:
+            raise RunError(
+                f"{run_dir}: nothing to resume: it holds no checkpoints/epoch-NNNN, nor the "
+                f"config.toml and run.json of a run that stopped before its first checkpoint; "
+                f"check --out"
+            )
+        _refuse_changes(run_dir, recorded, cfg)
+        logger.info(
+            f"resuming {run_dir}: it stopped before its first checkpoint, so its recorded "
+            f"configuration (config.toml) starts again from epoch 0"
         )
+    else:
+        _check_fresh_run_dir(run_dir)
     dtype = np.dtype(cfg.train.dtype)
     device = _backend.parse_device(cfg.train.device)
-    data = load_data(cfg.data, dtype)
+    data = load_data(cfg.data, dtype, check_subsets=not resume)
     model = build_model(cfg.model, data.num_features, data.num_classes, dtype, device)
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
     optimizer = build_optimizer(cfg.optim, model.parameters())

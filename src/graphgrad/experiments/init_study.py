@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write_text
-from ..nn.activations import get_activation
+from .._quote import excerpt
+from ..nn.activations import get_activation, param_problem
 from ..nn.init import init_std
 from ..tensor import Tensor, linear
 
@@ -55,8 +56,9 @@ def init_study(
         rng: the generator for inputs, weights and r (default: seed 0).
 
     Raises:
-        ValueError: sizes < 1, factor <= 1 or not finite, an unknown activation, or more
-            than :data:`MAX_WEIGHTS` numbers to allocate.
+        ValueError: sizes < 1, factor <= 1 or not finite, an unknown activation or one whose
+            parameter is not finite or outside [0, 1e3] (as for training), or more than
+            :data:`MAX_WEIGHTS` numbers to allocate.
 
     Returns:
         ``depth, width, activation, samples, runs`` (per setting ``label, sigma,
@@ -73,8 +75,11 @@ def init_study(
             f"init_study: {depth} layers of {width}x{width} weights ({depth * width * width:,}) "
             f"and {samples} samples exceed the limit of {MAX_WEIGHTS:,} numbers"
         )
-    gen = rng if rng is not None else np.random.default_rng(0)
     act = get_activation(activation)
+    why = param_problem(act)  # the rule of a training run's model.activation
+    if why is not None:
+        raise ValueError(f"init_study: activation {excerpt(activation)} {why}")
+    gen = rng if rng is not None else np.random.default_rng(0)
     right = init_std((width, width), act.name, "auto", act.param)
     x = gen.standard_normal((samples, width))
     base = [gen.standard_normal((width, width)) for _ in range(depth)]  # one draw, 3 scales

@@ -8,6 +8,7 @@ from a name, as used by :class:`~graphgrad.nn.MLP` and the config files.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._quote import excerpt
@@ -18,6 +19,7 @@ from .module import Module
 __all__ = [
     "ACTIVATIONS",
     "ELU",
+    "PARAM_RANGE",
     "Activation",
     "Identity",
     "LeakyReLU",
@@ -25,6 +27,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "get_activation",
+    "param_problem",
 ]
 
 
@@ -166,3 +169,26 @@ def get_activation(spec: str | Activation) -> Activation:
             f"activation {excerpt(spec)}: the parameter after ':' must be a number"
         ) from None
     return cls(value)
+
+
+#: The values an activation's parameter (leaky_relu's slope, elu's alpha) may take in a
+#: training run's config and in the experiments: finite, in [0, 1e3].
+PARAM_RANGE = (0.0, 1e3)
+
+
+def param_problem(act: Activation) -> str | None:
+    """Why the parameter of ``act`` is not a finite number in :data:`PARAM_RANGE`
+    (``"parameter must be a finite number in [0, 1e3], got nan"``), or ``None`` when it is
+    (or ``act`` takes none). :func:`get_activation` accepts any float (``leaky_relu:nan``);
+    this is the check a command applies before running with it."""
+    param = act.param
+    lo, hi = PARAM_RANGE
+    if param is None or (math.isfinite(param) and lo <= param <= hi):
+        return None
+    return f"parameter must be a finite number in [{_short(lo)}, {_short(hi)}], got {param}"
+
+
+def _short(v: float) -> str:
+    """``0``, ``0.5``, ``1e3`` (as the config's rule is written)."""
+    text = f"{v:g}"
+    return f"{v:.0e}".replace("e+0", "e").replace("e+", "e") if len(text) > 3 else text
