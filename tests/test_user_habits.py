@@ -603,6 +603,8 @@ def test_other_missing_attributes_keep_pythons_message() -> None:
     with pytest.raises(AttributeError, match=r"^'Tensor' object has no attribute 'nope'$"):
         x.nope  # noqa: B018
     assert x.grad is None and not hasattr(x, "nope")
+    # (no __getattr__ on the class: it would slow every attribute read of every tensor)
+    assert "__getattr__" not in vars(Tensor)
 
 
 @pytest.mark.parametrize("axis", [1.0, True, np.bool_(False), "1", (0, 1.0)])

@@ -127,13 +127,15 @@ class SGD(Optimizer):
         try:
             for i, p in enumerate(self.params):
                 g = p.grad
-                if g is not None and (type(g) is not np.ndarray or g.shape != p.data.shape):
-                    g = self._grad_array(i, p)  # a Tensor's values, or a shape error
+                if type(g) is not np.ndarray and g is not None:
+                    g = self._grad_array(i, p)  # a Tensor's values (or a shape error)
                 if i in taken:  # backward already did v = μ v + ∇ (fused_backward)
                     if not p.data.flags.writeable:
                         raise self._read_only(i)
                     v = state[i]["momentum_buffer"]
                     if g is not None:
+                        if g.shape != v.shape:
+                            self._grad_array(i, p)  # (raises: a gradient of another shape)
                         v += g  # a part of the gradient that took the ordinary path
                     scratch = self._scratch_for(i, p)
                     _fused.sgd(p.data, v, None, scratch, lr, 0.0, 0.0, False, False)
@@ -166,6 +168,8 @@ class SGD(Optimizer):
         buffer at the first step)."""
         lr, mu, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
         w = p.data
+        if tuple(g.shape) != tuple(w.shape):  # (sgd_many declines it: it lands here)
+            self._grad_array(i, p)  # raises, naming both shapes
         numpy = type(w) is np.ndarray
         if numpy and not w.flags.writeable:
             raise self._read_only(i)
