@@ -113,3 +113,12 @@ def test_flatten_needs_a_sample_axis() -> None:
     with pytest.raises(gg.ShapeError, match=r"Flatten: input of shape \(3,\) has no sample axis"):
         gg.nn.Flatten()(np.zeros(3))
     assert gg.nn.Flatten()(np.zeros((2, 3, 4))).shape == (2, 12)
+
+
+def test_python_numbers_too_large_for_float32_are_refused_not_made_infinite() -> None:
+    for data in (1e40, [1.0, -1e39]):
+        with pytest.raises(OverflowError, match=r"does not fit in float32 .*dtype=np\.float64"):
+            gg.tensor(data)
+    assert gg.tensor(1e40, dtype=np.float64).data == 1e40
+    assert np.isinf(gg.tensor(float("inf")).data)  # an infinity asked for stays one
+    assert gg.tensor([1.0, 3e38]).dtype == np.float32

@@ -603,7 +603,22 @@ def _to_array(data: Any, dtype: Any, device: Any = None) -> Any:
         return np.asarray(data)
     arr = np.asarray(data)
     if arr.dtype == np.float64:  # Python floats: the default dtype, not NumPy's float64
-        arr = arr.astype(SETTINGS.default_dtype)
+        target = SETTINGS.default_dtype
+        if target != np.float64:
+            with np.errstate(over="ignore"):
+                cast = arr.astype(target)
+            if cast.size and not np.isfinite(cast).all():
+                over = np.isinf(cast) & np.isfinite(arr)
+                if over.any():  # (not a silent infinity, nor only NumPy's warning)
+                    big = arr[over].flat[0]
+                    raise OverflowError(
+                        f"tensor: {big:g} does not fit in {np.dtype(target).name} (largest "
+                        f"{float(np.finfo(target).max):.4g}); pass dtype=np.float64, or "
+                        f"gg.set_default_dtype(np.float64)"
+                    )
+            arr = cast
+        else:
+            arr = arr.astype(target)
     return arr
 
 
