@@ -22,7 +22,8 @@ message ``type``       fields                                          reply
 =====================  ==============================================  ====================
 
 Anything else (malformed JSON, an unknown type or field, a value out of range) gets
-``{"type": "error", "field": ..., "message": ...}`` and the session goes on. Training runs
+``{"type": "error", "field": ..., "message": ...}`` and the session goes on; so does a binary
+frame (``field`` ``"message"``: the protocol is JSON text). Training runs
 while ``playing``: an update (``steps_per_update`` steps and a frame) whenever fewer than
 ``FRAMES_IN_FLIGHT`` frames await the page's ``ack``, in a
 worker thread so other tabs stay responsive. A session with no message from its user for
@@ -70,6 +71,7 @@ MAX_SESSIONS = 32
 FRAMES_IN_FLIGHT = 4
 #: "save" writes a checkpoint on the server's disk: a tab may do it this many times.
 MAX_SAVES_PER_TAB = 20
+BINARY = "binary frames are not accepted; send JSON text"
 
 
 def _json(obj: Any) -> str:
@@ -328,7 +330,7 @@ def create_app(
             while True:
                 left = conn.last_user + session_timeout - time.monotonic()
                 try:
-                    text = await asyncio.wait_for(ws.receive_text(), timeout=max(left, 0.001))
+                    message = await asyncio.wait_for(ws.receive(), timeout=max(left, 0.001))
                 except TimeoutError:
                     conn.playing = False
                     msg = (
@@ -338,11 +340,16 @@ def create_app(
                     await conn.send({"type": "error", "field": "session", "message": msg})
                     await ws.close(code=1000, reason="idle")
                     break
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+                text = message.get("text")
+                if text is None:  # a binary frame (receive_text() would raise KeyError)
+                    await conn.send({"type": "error", "field": "message", "message": BINARY})
+                    continue
                 try:
                     await conn.handle(text)
                 except (ParamError, PlaygroundError) as e:
-                    field = getattr(e, "field", None)
-                    await conn.send({"type": "error", "field": field, "message": str(e)})
+                    await conn.send({"type": "error", "field": e.field, "message": str(e)})
                 except WebSocketDisconnect:
                     raise
                 except Exception as e:  # a bug must not end the tab's session, nor the server

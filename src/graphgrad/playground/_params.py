@@ -99,13 +99,22 @@ def _int(name: str, v: Any, lo: int, hi: int) -> int:
 def _float(name: str, v: Any, lo: float, hi: float, lo_open: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ParamError(name, f"expected a number, got {v!r}")
-    x = float(v)
-    if not math.isfinite(x):
+    if isinstance(v, float) and not math.isfinite(v):
         raise ParamError(name, f"must be a finite number, got {v!r}")
-    if (x <= lo if lo_open else x < lo) or x > hi:
+    # compared before float(): an int of 309+ digits (JSON reads 10**400 as one) is out of
+    # range, not an OverflowError
+    if (v <= lo if lo_open else v < lo) or v > hi:
         span = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-        raise ParamError(name, f"must be in {span}, got {x:g}")
-    return x
+        raise ParamError(name, f"must be in {span}, got {show_number(v)}")
+    return float(v)
+
+
+def show_number(v: int | float) -> str:
+    """``v`` for a message: ``%g``, and an integer too large for a float by its size."""
+    if isinstance(v, int) and abs(v) >= 10**16:
+        digits = int(abs(v).bit_length() * math.log10(2)) + 1
+        return f"{'a negative' if v < 0 else 'an'} integer of about {digits} digits"
+    return f"{v:g}"
 
 
 def _choice(name: str, v: Any, options: tuple[str, ...]) -> str:

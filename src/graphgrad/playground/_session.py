@@ -37,7 +37,7 @@ from ..tensor import abs as t_abs
 from ..tensor import sum as t_sum
 from ..viz.data import finite as _finite
 from ..viz.trace import trace
-from ._params import CLASSIFICATION, ParamError, Params, validate_params
+from ._params import CLASSIFICATION, ParamError, Params, show_number, validate_params
 
 __all__ = ["DOMAIN", "NEURON_GRID", "PlaygroundError", "Session"]
 
@@ -50,6 +50,8 @@ KINK_GRID = 6001
 MAX_CSV_BYTES = 200_000
 MAX_CSV_ROWS = 2000
 MAX_BAD_ROWS_REPORTED = 20
+#: A CSV's labels are classes 0..MAX_CSV_CLASSES-1.
+MAX_CSV_CLASSES = 5
 #: The loss history keeps at most this many entries: past it, every other one is dropped
 #: (the curve keeps its shape at half the resolution), so a long run's memory stays bounded.
 MAX_HISTORY = 1000
@@ -60,7 +62,16 @@ _NET_FIELDS = (*_DATA_FIELDS, "features", "layers", "activation", "init", "init_
 
 
 class PlaygroundError(ValueError):
-    """A request the session cannot honour (bad neuron, bad point, bad CSV); says why."""
+    """A request the session cannot honour (bad neuron, bad point, bad CSV); says why.
+
+    ``field`` names the message's field at fault (``"unit"``, ``"x"``, ``"text"``, ...), or the
+    message's type when no one field is (as :class:`ParamError` does); the server replies
+    ``{"type": "error", "field": field, "message": str(error)}``.
+    """
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
 
 
 def _b64(a: np.ndarray) -> str:
@@ -209,7 +220,14 @@ class Session:
         return total * p.reg_rate
 
     def step(self, n: int | None = None) -> None:
-        """``n`` (default ``steps_per_update``) mini-batch steps; stops if the loss diverges."""
+        """``n`` (default ``steps_per_update``) mini-batch steps; stops if the loss diverges.
+
+        ``epoch`` counts the passes over the training set completed: each pass takes the
+        shuffled set in ``n_train // batch_size`` batches (the ``n_train % batch_size`` points
+        left over wait for the next, reshuffled pass), and it is complete with its last batch.
+        When the batch size divides the set that is ``steps * batch_size // n_train``, as
+        TensorFlow Playground counts: 150 points in batches of 10 are epoch 1 after step 15.
+        """
         if self.diverged:
             return
         p = self.params
@@ -249,10 +267,9 @@ class Session:
         bs = min(p.batch_size, n_train)
         compiled = self._compiled_step()
         for _ in range(n):
-            if self._pos + bs > n_train:
+            if self._pos + bs > n_train:  # a pass is over: the next one, reshuffled
                 self._order = self.rng.permutation(n_train)
                 self._pos = 0
-                self.epoch += 1
             idx = self._order[self._pos : self._pos + bs]
             self._pos += bs
             xb = _features(self.x_train[idx], p.features)
@@ -276,6 +293,8 @@ class Session:
                 loss.backward()
                 self.opt.step()
             self.step_count += 1
+            if self._pos + bs > n_train:  # this step took the pass's last batch
+                self.epoch += 1
 
     def _forward(
         self, x: np.ndarray, dtype: Any = np.float64
@@ -334,7 +353,7 @@ class Session:
         f: dict[str, Any] = {
             "type": "frame",
             "step": self.step_count,
-            "epoch": self.epoch,
+            "epoch": self.epoch,  # passes over the training set completed (see step())
             "train_loss": self.train_loss,
             "test_loss": self.test_loss,
             "accuracy": self.accuracy(),
@@ -455,13 +474,15 @@ class Session:
         """Show the input lattice as neurons ``i`` and ``j`` of hidden layer ``layer`` see it."""
         n_layers = len(self.params.layers)
         if self.params.is_regression:
-            raise PlaygroundError("hidden_view: only for 2-D classification")
+            raise PlaygroundError("hidden_view", "hidden_view: only for 2-D classification")
         if not (_is_int(layer) and 1 <= layer <= n_layers):
-            raise PlaygroundError(f"hidden_view: layer must be a hidden layer 1..{n_layers}")
+            raise PlaygroundError(
+                "layer", f"hidden_view: layer must be a hidden layer 1..{n_layers}"
+            )
         width = self.params.layers[layer - 1]
         for name, u in (("i", i), ("j", j)):
             if not (_is_int(u) and 0 <= u < width):
-                raise PlaygroundError(f"hidden_view: {name} must be a neuron 0..{width - 1}")
+                raise PlaygroundError(name, f"hidden_view: {name} must be a neuron 0..{width - 1}")
         self.hidden_view = (int(layer), int(i), int(j))
 
     def _hidden_view(self) -> dict[str, Any]:
@@ -486,12 +507,14 @@ class Session:
     def _check_neuron(self, layer: Any, unit: Any, sample: Any) -> tuple[int, int, int]:
         n_lin = len(self.params.layers) + 1
         if not (_is_int(layer) and 1 <= layer <= n_lin):
-            raise PlaygroundError(f"neuron: layer must be 1..{n_lin} (the last is the output)")
+            raise PlaygroundError(
+                "layer", f"neuron: layer must be 1..{n_lin} (the last is the output)"
+            )
         width = self.model.linear_layers()[layer - 1].weight.shape[0]
         if not (_is_int(unit) and 0 <= unit < width):
-            raise PlaygroundError(f"neuron: unit must be 0..{width - 1} in layer {layer}")
+            raise PlaygroundError("unit", f"neuron: unit must be 0..{width - 1} in layer {layer}")
         if not (_is_int(sample) and 0 <= sample < len(self.y_train)):
-            raise PlaygroundError(f"neuron: sample must be 0..{len(self.y_train) - 1}")
+            raise PlaygroundError("sample", f"neuron: sample must be 0..{len(self.y_train) - 1}")
         return int(layer), int(unit), int(sample)
 
     def _sample_loss(self, x: Tensor, y: Any) -> Tensor:
@@ -558,7 +581,14 @@ class Session:
         o = z if act == "identity" else _activate(z, act)  # the output layer: o = z
         o.name = "o"
         o.backward(dl_do)
-        g = trace(o)
+        graph = trace(o).to_dict()
+        if dl_do == 0.0:
+            # trace() reads a zero gradient on the output as "no backward pass yet" and gives
+            # every gradient as unknown (None); here the pass ran, with dL/do = 0 exactly (the
+            # units downstream are dead, say): every dL/d(node) = dL/do * do/d(node) is 0
+            for node in graph["nodes"]:
+                if node["grad"] is None and node["kind"] != "const":
+                    node["grad"] = 0.0
         return _finite(
             {
                 "type": "neuron",
@@ -568,7 +598,7 @@ class Session:
                 "activation": act,
                 "loss": float(loss.data),
                 "dL_do": dl_do,
-                "graph": g.to_dict(),
+                "graph": graph,
             }
         )  # fmt: skip
 
@@ -624,18 +654,27 @@ class Session:
     def add_point(self, x: Any, y: Any, label: Any) -> None:
         """Add a training point (x, y) of class ``label`` (regression: ``y`` is the target)."""
         for name, v in (("x", x), ("y", y)):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise PlaygroundError(f"add_point: {name} must be a finite number, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise PlaygroundError(name, f"add_point: {name} must be a number, got {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise PlaygroundError(name, f"add_point: {name} must be a finite number, got {v!r}")
+            # compared as it is: an int too large for float() (JSON reads 10**400 as one) is
+            # out of range, not an OverflowError
             if not -DOMAIN <= v <= DOMAIN:
-                raise PlaygroundError(f"add_point: {name} must be in [-{DOMAIN}, {DOMAIN}]")
+                raise PlaygroundError(
+                    name,
+                    f"add_point: {name} must be in [-{DOMAIN}, {DOMAIN}], got {show_number(v)}",
+                )
         if len(self.y_train) + len(self.y_test) >= 2 * 2000:
-            raise PlaygroundError("add_point: too many points")
+            raise PlaygroundError("add_point", "add_point: too many points")
         if self.params.is_regression:
             self.x_train = np.vstack([self.x_train, [[float(x)]]])
             self.y_train = np.append(self.y_train, float(y))
         else:
             if not (_is_int(label) and 0 <= label < self.n_classes):
-                raise PlaygroundError(f"add_point: label must be 0..{self.n_classes - 1}")
+                raise PlaygroundError(
+                    "label", f"add_point: label must be 0..{self.n_classes - 1}, got {label!r}"
+                )
             self.x_train = np.vstack([self.x_train, [[float(x), float(y)]]])
             self.y_train = np.append(self.y_train, np.int64(label))
         self._order = np.append(self._order, len(self.y_train) - 1)
@@ -650,15 +689,15 @@ class Session:
         text is too large or fewer than 4 good rows remain.
         """
         if not isinstance(text, str):
-            raise PlaygroundError("csv: expected the file's text")
+            raise PlaygroundError("text", "csv: text: expected the file's text")
         if len(text.encode("utf-8")) > MAX_CSV_BYTES:
-            raise PlaygroundError(f"csv: file larger than {MAX_CSV_BYTES} bytes")
+            raise PlaygroundError("text", f"csv: text: file larger than {MAX_CSV_BYTES} bytes")
         try:
             rows = list(csv.reader(io.StringIO(text)))
         except csv.Error as e:
-            raise PlaygroundError(f"csv: unreadable: {e}") from None
+            raise PlaygroundError("text", f"csv: text: unreadable: {e}") from None
         if len(rows) > MAX_CSV_ROWS + 1:
-            raise PlaygroundError(f"csv: more than {MAX_CSV_ROWS} rows")
+            raise PlaygroundError("text", f"csv: text: more than {MAX_CSV_ROWS} rows")
         good_x: list[tuple[float, float]] = []
         good_y: list[int] = []
         bad: list[dict[str, Any]] = []
@@ -673,9 +712,12 @@ class Session:
                     raise ValueError("x and y must be finite")
                 if not (-DOMAIN <= xv <= DOMAIN and -DOMAIN <= yv <= DOMAIN):
                     raise ValueError(f"x and y must be in [-{DOMAIN}, {DOMAIN}]")
-                lab = int(row[2])
-                if not 0 <= lab <= 4:
-                    raise ValueError("label must be an integer 0..4")
+                try:
+                    lab = int(row[2])
+                except ValueError:
+                    lab = -1  # "1.5", "x": not a class either
+                if not 0 <= lab < MAX_CSV_CLASSES:
+                    raise ValueError(f"label must be an integer 0..{MAX_CSV_CLASSES - 1}")
             except ValueError as e:
                 if lineno == 1 and not good_x:
                     continue  # a header
@@ -687,7 +729,9 @@ class Session:
             good_x.append((xv, yv))
             good_y.append(lab)
         if len(good_y) < 4:
-            raise PlaygroundError(f"csv: only {len(good_y)} good rows (need at least 4)")
+            raise PlaygroundError(
+                "text", f"csv: text: only {len(good_y)} good rows (need at least 4)"
+            )
         if self.params.dataset not in CLASSIFICATION:
             self.params = validate_params({"dataset": "circles"}, self.params)
         gen = np.random.default_rng(self.params.seed)
