@@ -1523,3 +1523,36 @@ def test_random_models_take_reduced_steps_exactly() -> None:
                 assert step._guard is not None and step._guard.hits == hit
         finally:
             _blas.set_layout(previous)
+
+
+def _resized_mlp() -> tuple[gg.nn.MLP, gg.optim.SGD, np.ndarray, np.ndarray]:
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    y = np.random.default_rng(0).integers(0, 4, 16)
+    m = gg.nn.MLP(6, [5], 4, rng=np.random.default_rng(1))
+    return m, gg.optim.SGD(m.parameters(), 0.1), x, y
+
+
+def _resize(m: gg.nn.MLP) -> None:
+    """Give the hidden layer 3 units by assigning new arrays (in_features/out_features stay)."""
+    r = np.random.default_rng(7)
+    m[0].weight.data = r.standard_normal((3, 6)).astype(np.float32)
+    m[0].bias.data = np.zeros(3, np.float32)
+    m[2].weight.data = r.standard_normal((4, 3)).astype(np.float32)
+
+
+@needs_kernels
+@pytest.mark.parametrize("fresh", [False, True])
+def test_resized_parameter_arrays_take_the_eager_step(fresh: bool) -> None:
+    m, opt, x, y = _resized_mlp()
+    step = compile_step(m, opt)
+    step(x, y)
+    assert step.engine == "kernels"
+    _resize(m)
+    if fresh:
+        step = compile_step(m, opt)
+    want = float(gg.cross_entropy(m(x), y).data)
+    assert step(x, y) == want
+    assert step.engine == "eager"
+    assert "layer 0's weight has shape (3, 6)" in step.why_eager
+    assert "(5, 6)" in step.why_eager
+    assert m[0].weight.shape == (3, 6)  # the eager step updated the arrays as they are

@@ -7,7 +7,10 @@ A checkpoint is a directory::
                             ``torch.nn.Sequential.load_state_dict(safetensors.torch.load_file(..))``
                             loads it as is
     optimizer.safetensors   the optimiser's per-parameter arrays (momentum, Adam's m and v),
-                            named ``<parameter name>/<entry>``
+                            named ``<parameter name>/<entry>``; ``checkpoint.json`` records the
+                            optimiser's parameters, by name, in its own order
+                            (``optimizer.param_names``), so that an optimiser over a subset
+                            of the model's parameters, or in another order, resumes exactly
     checkpoint.json         epoch, step, optimiser type, hyper-parameters and step counts, the
                             device the model was on (``"cpu"``, ``"cuda:0"`` ...), the
                             seeds, the resolved config, the history so far, library versions,
@@ -123,9 +126,10 @@ def save_weights(
     metadata_: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``name -> array`` to a safetensors file, atomically (arrays on a device are
-    copied to host memory first)."""
+    copied to host memory first). 0-d arrays keep their shape ``()``."""
     stn = _safetensors_numpy()
-    arrays = {k: np.ascontiguousarray(_backend.to_numpy(v)) for k, v in tensors.items()}
+    # np.require, not np.ascontiguousarray: that one makes a 0-d array 1-d (shape (1,))
+    arrays = {k: np.require(_backend.to_numpy(v), requirements="C") for k, v in tensors.items()}
     data = stn.save(arrays, metadata=dict(metadata_) if metadata_ else None)
     atomic_write_bytes(path, data)
 
@@ -159,7 +163,9 @@ class Checkpoint:
             arrays, or arrays on the device given to :func:`load_checkpoint` as
             ``map_location``.
         optimizer: the optimiser's state dict (``Optimizer.load_state_dict`` takes it), or
-            None if none was saved. Indices follow the order of ``param_names``.
+            None if none was saved. Indices are the saved optimiser's own parameter indices
+            (its ``params`` order, recorded in ``meta["optimizer"]["param_names"]``); for
+            checkpoints written before that was recorded, the order of ``param_names``.
         meta: the whole of ``checkpoint.json``.
     """
 
@@ -209,10 +215,18 @@ def save_checkpoint(
         optimizer: an :class:`~graphgrad.optim.Optimizer` over the model's parameters, or None.
         epoch, step: training progress.
         extra: more JSON-able entries for ``checkpoint.json`` (config, seeds, history ...).
+            NumPy scalars and arrays in them are stored as Python numbers and lists. The
+            entries save_checkpoint writes itself (:data:`RESERVED_KEYS`: ``epoch``, ``step``,
+            ``param_names`` ...) are refused.
 
     Returns:
         The directory.
+
+    Raises:
+        ValueError: ``extra`` holds a reserved key (nothing is written).
+        TypeError: an ``extra`` entry is not JSON-able (nothing is written).
     """
+    extra_entries = _check_extra(extra)
     final = Path(directory)
     parent = final.parent
     if not parent.is_dir():
@@ -241,7 +255,7 @@ def save_checkpoint(
         if optimizer is not None:
             meta["optimizer"] = _save_optimizer(tmp / OPTIMIZER_FILE, optimizer, named)
             files.append(OPTIMIZER_FILE)
-        meta.update(extra or {})
+        meta.update(extra_entries)
         meta["versions"] = library_versions()
         meta["files"] = {
             f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files
@@ -263,20 +277,72 @@ def save_checkpoint(
     return final
 
 
+#: The ``checkpoint.json`` entries :func:`save_checkpoint` writes itself; ``extra`` may not
+#: hold them.
+RESERVED_KEYS = (
+    "format",
+    "version",
+    "epoch",
+    "step",
+    "param_names",
+    "shapes",
+    "dtype",
+    "device",
+    "buffer_names",
+    "optimizer",
+    "versions",
+    "files",
+    "meta_sha256",
+)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"an object of type {type(value).__name__} is not JSON-able")
+
+
+def _check_extra(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``extra`` as plain JSON values (NumPy scalars and arrays as numbers and lists), or an
+    error naming the reserved or non-JSON-able keys."""
+    if not extra:
+        return {}
+    reserved = [k for k in extra if k in RESERVED_KEYS]
+    if reserved:
+        raise ValueError(
+            f"save_checkpoint: extra holds {', '.join(map(repr, reserved))}, reserved for the "
+            f"entries save_checkpoint writes itself ({', '.join(RESERVED_KEYS)}); rename them "
+            f"(epoch and step go in save_checkpoint's own arguments)"
+        )
+    out: dict[str, Any] = {}
+    for k, v in extra.items():
+        if not isinstance(k, str):
+            raise TypeError(f"save_checkpoint: extra key {k!r:.60} is not a string")
+        try:
+            out[k] = json.loads(json.dumps(v, default=_json_default))
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TypeError(
+                f"save_checkpoint: extra[{k!r}] cannot be written as JSON: {e}"
+            ) from None
+    return out
+
+
 def _save_optimizer(path: Path, optimizer: Any, named: list[tuple[str, Any]]) -> dict[str, Any]:
     names = {id(p): n for n, p in named}
+    # the optimiser's own parameter order, by name ("#i": a parameter not in the model)
+    order = [names.get(id(p), f"#{i}") for i, p in enumerate(optimizer.params)]
     sd = optimizer.state_dict()
     arrays: dict[str, np.ndarray] = {}
     steps: dict[str, int] = {}
     for i, entry in sd["state"].items():
-        pname = names.get(id(optimizer.params[i]), f"#{i}")
+        pname = order[i]
         for k, v in entry.items():
             if isinstance(v, np.ndarray):
                 arrays[f"{pname}/{k}"] = v
             else:
                 steps[f"{pname}/{k}"] = int(v)
     save_weights(path, arrays, {"format": FORMAT})
-    return {"type": sd["type"], "hyper": sd["hyper"], "scalars": steps}
+    return {"type": sd["type"], "hyper": sd["hyper"], "scalars": steps, "param_names": order}
 
 
 def meta_digest(meta: Mapping[str, Any]) -> str:
@@ -409,6 +475,8 @@ def load_checkpoint(
     shapes = meta.get("shapes")
     if isinstance(shapes, dict):
         for n, arr in weights.items():
+            if shapes.get(n) == [] and arr.shape == (1,):  # a 0-d array saved as (1,) before
+                weights[n] = arr = arr.reshape(())
             if shapes.get(n) != list(arr.shape):
                 raise CheckpointError(
                     f"{cdir / CHECKPOINT_JSON}: shape of {n} recorded as {shapes.get(n)!r:.60}, "
@@ -428,7 +496,21 @@ def load_checkpoint(
 
 
 def _load_optimizer(path: Path, info: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The optimiser's state dict, indexed by the saved optimiser's own parameter order
+    (``info["param_names"]``; checkpoints from before it was recorded: the model's order)."""
     arrays = load_weights(path)
+    order = info.get("param_names")
+    if order is not None:
+        if not (
+            isinstance(order, list)
+            and all(isinstance(n, str) for n in order)
+            and len(set(order)) == len(order)
+        ):
+            raise CheckpointError(
+                f"{path.parent / CHECKPOINT_JSON}: optimizer.param_names must be a list of "
+                f"distinct names"
+            )
+        names = order
     index = {n: i for i, n in enumerate(names)}
     state: dict[int, dict[str, Any]] = {}
 

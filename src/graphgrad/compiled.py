@@ -575,6 +575,10 @@ class CompiledStep:
         grads = [q for p, g in built.grads for q in (p, g)]
         adam = [opt.state[i] for i in built.adam]  # their "step" counts advance together
         to_int64 = None if labels.dtype == np.int64 else _labels_int64
+        # (the guard checks each parameter's array by identity: a new array of another shape
+        # is seen, and its plan rebuilt or refused by _shape_why. A shape set in place on the
+        # same array, ``w.shape = ...``, keeps the size the plan reads; checking shapes on
+        # every call cost 0.5 µs, a fifth of an 8-8-8-2 step, and is not done.)
         return K.Guard(built.plan, n_first, self.dtype == np.float64, opt, grads, adam,
                        attrs, items, orders, ctx, np.ndarray, Tensor, x.dtype, x.shape,
                        labels.dtype, to_int64, reduced)  # fmt: skip
@@ -718,6 +722,8 @@ class CompiledStep:
         for p, arr in built.params:
             if p.data is not arr:
                 return False
+        if self._shape_why():  # an array's shape set in place: the builder says why
+            return False
         now = self.optimizer.params
         if len(now) != len(built.opt_params) or not all(map(operator.is_, now, built.opt_params)):
             return False
@@ -777,6 +783,10 @@ class CompiledStep:
                 self.why_eager = "a parameter is read-only (the eager step raises the error)"
                 return None
             params.append((p, w))
+        why = self._shape_why()
+        if why:
+            self.why_eager = why
+            return None
         if _shared(params):
             self.why_eager = (
                 "two layers share a parameter (or its memory): the eager step adds their gradients"
@@ -791,6 +801,26 @@ class CompiledStep:
                 return None
         builder = _PlanBuilder(dt, dt == np.float64, fn, gemv, numpy_conv, S)
         return builder, params, loops
+
+    def _shape_why(self) -> str:
+        """Why the parameters' arrays do not fit the sizes the plan takes from each Linear's
+        ``in_features`` and ``out_features`` ("" if they do): each weight must be
+        (out_features, in_features), each bias (out_features,). (``_adopt`` checked that each
+        layer takes the features the one before gives, so this checks the neighbours too.)"""
+        for k, ly in enumerate(self._layers):
+            lin = ly.linear
+            n_in, n_out = lin.in_features, lin.out_features
+            for name, p, want in (
+                ("weight", lin.weight, (n_out, n_in)),
+                ("bias", lin.bias, (n_out,)),
+            ):
+                if p is not None and tuple(p.data.shape) != want:
+                    return (
+                        f"layer {k}'s {name} has shape {tuple(p.data.shape)}, but the plan "
+                        f"assumes {want} (Linear({n_in}, {n_out})'s in_features and "
+                        f"out_features): the eager step computes with the arrays as they are"
+                    )
+        return ""
 
     def _vector_why(self, S: int) -> str:
         """Why a batch of S samples takes no plan for its products with a side of one ("" if

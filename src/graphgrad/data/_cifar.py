@@ -10,7 +10,8 @@ names under ``b"label_names"``.
 
 Unpickling can run arbitrary code: a pickle may name any importable callable (``os.system``
 say) and call it. :class:`_RestrictedUnpickler` therefore refuses every global except the
-four that such files need (see ``_ALLOWED_GLOBALS``); a file naming anything else raises
+few that such files need (see ``_ALLOWED_GLOBALS``; protocol-5 arrays' ``_frombuffer`` only
+with a plain numeric buffer); a file naming anything else raises
 :class:`DataFormatError` before anything is called.
 
 A pickle can also be small and still expand into something enormous: a list holding the same
@@ -109,17 +110,60 @@ def _latin1_encode(text: object, encoding: object = "utf-8", errors: object = "s
     return text.encode("latin-1")
 
 
+def _safe_frombuffer(buf: object, dtype: object, shape: object, order: object) -> Any:
+    """Stand-in for ``numpy._core.numeric._frombuffer``, how NumPy pickles an array with
+    protocol 5 (``pickle.HIGHEST_PROTOCOL``): ``frombuffer(buf, dtype).reshape(shape,
+    order=order)``. It accepts only an in-band ``bytes``/``bytearray`` buffer, a plain
+    numeric dtype (bool, int, uint, float, complex; no object, structured or sub-array
+    dtype), a shape tuple of non-negative ints whose size matches the buffer exactly, and
+    order ``'C'`` or ``'F'``; anything else raises UnpicklingError. Returns a writable copy."""
+    if not isinstance(buf, bytes | bytearray):
+        raise pickle.UnpicklingError(
+            f"_frombuffer: the buffer must be bytes or bytearray, got {type(buf).__name__}"
+        )
+    if (
+        not isinstance(dtype, np.dtype)
+        or dtype.kind not in "biufc"
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+    ):
+        raise pickle.UnpicklingError(
+            f"_frombuffer: the dtype must be a plain numeric NumPy dtype, got {dtype!r}"
+        )
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise pickle.UnpicklingError(
+            f"_frombuffer: the shape must be a tuple of non-negative ints, got {shape!r}"
+        )
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError(f"_frombuffer: order must be 'C' or 'F', got {order!r}")
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.itemsize != len(buf):
+        raise pickle.UnpicklingError(
+            f"_frombuffer: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, "
+            f"the buffer has {len(buf)}"
+        )
+    flat = np.frombuffer(buf, dtype=dtype)
+    return flat.reshape(shape, order=order).copy(order="K")
+
+
 _RECONSTRUCT = _numpy_reconstruct()
 # Exactly what a pickled uint8 ndarray needs: the array constructor, the ndarray type and
 # the dtype type. NumPy < 2 names the constructor numpy.core.multiarray._reconstruct, NumPy 2
 # numpy._core.multiarray._reconstruct; both map to the one function. Plus _codecs.encode,
-# restricted to latin-1 (see _latin1_encode). Lists, dicts, bytes and ints need no global.
+# restricted to latin-1 (see _latin1_encode), and NumPy's protocol-5 array constructor
+# _frombuffer, restricted to plain numeric buffers (see _safe_frombuffer). Lists, dicts,
+# bytes and ints need no global.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
+    # Protocol 5 (pickle.HIGHEST_PROTOCOL) arrays, checked by _safe_frombuffer.
+    ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
 }
 
 
@@ -366,7 +410,7 @@ def load_cifar_pickle(
         The unpickled object; dict keys written by Python 2 come back as bytes.
 
     Raises:
-        DataFormatError: the pickle names a global outside the allowed four (e.g.
+        DataFormatError: the pickle names a global outside the allowed few (e.g.
             ``os.system``), would make more than ``max_objects`` objects or nest deeper
             than ``max_depth``, or is not a valid pickle.
     """

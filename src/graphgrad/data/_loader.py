@@ -67,6 +67,24 @@ class ArrayDataset:
         return f"ArrayDataset({shapes})"
 
 
+def _refuse_samples(data: Sequence[Any]) -> None:
+    """Raise when ``data`` is a sequence of per-item tuples such as ``[(x0, y0), (x1, y1)]``
+    (PyTorch's habit): taken as one array per entry, each pair would become an "array"
+    and the batches would mix inputs with labels."""
+    if not data or not all(isinstance(item, tuple) for item in data):
+        return
+    width = len(data[0])
+    raise TypeError(
+        f"DataLoader: data is a {type(data).__name__} of {len(data)} tuples (of "
+        f"{width} entries each), which looks like PyTorch's list of (x, y) samples; graphgrad's "
+        f"DataLoader takes one array per field, indexed along axis 0. Write "
+        f"xs, ys = zip(*samples); DataLoader((np.stack(xs), np.asarray(ys)), batch_size=...) "
+        f"(or DataLoader(ArrayDataset(np.stack(xs), np.asarray(ys)), ...)). If the tuples "
+        f"really are the fields, pass them as NumPy arrays: DataLoader(tuple(np.asarray(a) "
+        f"for a in data), ...)"
+    )
+
+
 def _epoch_permutation(seed: int, epoch: int, n: int) -> NDArray[np.int64]:
     """The shuffling order of epoch ``epoch``: ``default_rng([seed, epoch]).permutation(n)``."""
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64, copy=False)
@@ -103,8 +121,11 @@ class DataLoader:
         device: str | _backend.Device | None = None,
     ) -> None:
         """Args:
-        data: an array, a tuple/list of equal-length arrays, or a data set object with
-            ``__len__`` and vectorised ``__getitem__`` (see :class:`IndexableDataset`).
+        data: an array, a tuple/list of equal-length arrays (one per field, e.g.
+            ``(X, y)``), or a data set object with ``__len__`` and vectorised
+            ``__getitem__`` (see :class:`IndexableDataset`). A list of per-item tuples
+            ``[(x0, y0), (x1, y1), ...]`` (PyTorch's habit) is refused with a TypeError, as
+            is any tuple/list whose entries are all tuples: give arrays instead.
         batch_size: items per batch, >= 1.
         shuffle: visit items in a new random order each epoch.
         seed: non-negative int seeding the per-epoch orders (see above).
@@ -128,6 +149,7 @@ class DataLoader:
         if isinstance(data, np.ndarray):
             dataset = ArrayDataset(data)
         elif isinstance(data, tuple | list):
+            _refuse_samples(data)
             dataset = ArrayDataset(*data)
         elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
             dataset = cast(IndexableDataset, data)

@@ -26,6 +26,10 @@ activation brings its gain with it.
 
 Xavier/Glorot averages the forward and backward conditions: σ = gain · sqrt(2 / (fan_in + fan_out)).
 
+A weight of more than two dimensions, (out, in, *kernel), has fan_in = in · prod(kernel) and
+fan_out = out · prod(kernel), as in PyTorch. Each function takes a shape (not a Tensor to fill)
+and ``rng``, a ``numpy.random.Generator`` or an int seed.
+
 Biases start at 0 (``zeros``). Every function returns a new array, float32 unless ``dtype``
 says otherwise; sampling is done directly in that dtype so the result depends only on the
 generator's state. With ``device=`` (``"cuda"``, ``"array-api-strict"`` ...) the array is drawn
@@ -35,6 +39,7 @@ on the host and copied there: the same generator state gives the same numbers on
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -61,13 +66,58 @@ __all__ = [
 SCHEMES = ("auto", "he", "lecun", "xavier")
 
 
+RngLike = np.random.Generator | int
+
+
+def _check_shape(fn: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints, or a TypeError naming ``fn``: the
+    initialisers take a shape and return a new array (they do not fill a Tensor in place)."""
+    if hasattr(shape, "shape") and not isinstance(shape, tuple | list):
+        raise TypeError(
+            f"{fn}: expected a shape (a tuple of ints), got a {type(shape).__name__}; "
+            f"{fn} returns a new array instead of filling one in place (PyTorch's habit): "
+            f"write w.data[...] = {fn}(w.shape, rng)"
+        )
+    if isinstance(shape, int | np.integer) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{fn}: expected a shape (a tuple of ints), got {shape!r}") from None
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{fn}: negative dimension in shape {dims}")
+    return dims
+
+
+def _as_generator(fn: str, rng: Any) -> np.random.Generator:
+    """A Generator from a Generator (returned as is) or an int seed."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(
+        f"{fn}: rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}"
+    )
+
+
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of shape (out, in); a 1-D shape (n,) has fan_in = n."""
-    if len(shape) == 0:
+    """(fan_in, fan_out) of a weight of shape (out, in, *kernel), as PyTorch computes them:
+    fan_in = in · prod(kernel), fan_out = out · prod(kernel) (a convolution's (64, 32, 3, 3)
+    gives (288, 576)); a 1-D shape (n,) has fan_in = fan_out = n.
+
+    Raises:
+        ValueError: a scalar shape, or a shape with a zero dimension (no fan-in to scale by).
+        TypeError: not a shape (e.g. a Tensor: pass ``w.shape``).
+    """
+    dims = _check_shape("fans", shape)
+    if len(dims) == 0:
         raise ValueError("fans: a scalar has no fan-in")
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    return int(shape[1]), int(shape[0])
+    if 0 in dims:
+        raise ValueError(f"fans: shape {dims} has a zero dimension, so fan_in/fan_out is 0")
+    if len(dims) == 1:
+        return dims[0], dims[0]
+    receptive = math.prod(dims[2:])
+    return dims[1] * receptive, dims[0] * receptive
 
 
 def gain(activation: str, param: float | None = None) -> float:
@@ -134,25 +184,28 @@ def zeros(
 
 def normal(
     shape: tuple[int, ...],
-    rng: np.random.Generator,
+    rng: RngLike,
     std: float = 1.0,
     dtype: DTypeLike = np.float32,
     *,
     device: str | Device | None = None,
 ) -> Any:
-    """Samples of N(0, std) of the given shape, drawn in ``dtype`` on the host, on ``device``."""
+    """Samples of N(0, std) of the given shape, drawn in ``dtype`` on the host, on ``device``.
+    ``rng`` is a Generator or an int seed."""
+    shape = _check_shape("normal", shape)
+    gen = _as_generator("normal", rng)
     dev = _backend.parse_device(device)
     dt: Any = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"normal: dtype must be float32 or float64, got {dt}")
-    out = rng.standard_normal(shape, dtype=dt)
+    out = gen.standard_normal(shape, dtype=dt)
     out *= dt.type(std)
     return out if dev.is_cpu else _backend.to_device(out, dev)
 
 
 def he_normal(
     shape: tuple[int, ...],
-    rng: np.random.Generator,
+    rng: RngLike,
     slope: float = 0.0,
     dtype: DTypeLike = np.float32,
     *,
@@ -160,6 +213,7 @@ def he_normal(
 ) -> Any:
     """He (Kaiming) normal: σ = sqrt(2 / ((1 + slope²) · fan_in)); for ReLU (slope 0) and
     leaky ReLU."""
+    shape, rng = _check_shape("he_normal", shape), _as_generator("he_normal", rng)
     fan_in, _ = fans(shape)
     return normal(
         shape, rng, math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in)), dtype, device=device
@@ -168,24 +222,26 @@ def he_normal(
 
 def lecun_normal(
     shape: tuple[int, ...],
-    rng: np.random.Generator,
+    rng: RngLike,
     dtype: DTypeLike = np.float32,
     *,
     device: str | Device | None = None,
 ) -> Any:
     """LeCun normal: σ = 1 / sqrt(fan_in); for identity, tanh and sigmoid."""
+    shape, rng = _check_shape("lecun_normal", shape), _as_generator("lecun_normal", rng)
     fan_in, _ = fans(shape)
     return normal(shape, rng, 1.0 / math.sqrt(fan_in), dtype, device=device)
 
 
 def xavier_normal(
     shape: tuple[int, ...],
-    rng: np.random.Generator,
+    rng: RngLike,
     gain: float = 1.0,
     dtype: DTypeLike = np.float32,
     *,
     device: str | Device | None = None,
 ) -> Any:
     """Xavier (Glorot) normal: σ = gain · sqrt(2 / (fan_in + fan_out))."""
+    shape, rng = _check_shape("xavier_normal", shape), _as_generator("xavier_normal", rng)
     fan_in, fan_out = fans(shape)
     return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype, device=device)

@@ -52,15 +52,21 @@ class Module:
             )
         modules = self._modules
         buffers = self.__dict__.get("_buffers", {})
-        params.pop(name, None)
-        modules.pop(name, None)
+        is_param = isinstance(value, Tensor) and value.requires_grad
+        is_module = isinstance(value, Module)
+        # A name reassigned with the same kind keeps its place (dict assignment to an
+        # existing key), as in PyTorch: Sequential's layer order and state_dict order stay.
+        if name in params and not is_param:
+            del params[name]
+        if name in modules and not is_module:
+            del modules[name]
         if name in buffers and not isinstance(value, Module | Tensor):
             buffers[name] = value  # a buffer stays a buffer when reassigned
         elif name in buffers:
             del buffers[name]
-        if isinstance(value, Tensor) and value.requires_grad:
+        if is_param:
             params[name] = value
-        elif isinstance(value, Module):
+        elif is_module:
             modules[name] = value
         object.__setattr__(self, name, value)
 
@@ -232,29 +238,47 @@ class Module:
             strict: every parameter must be present and no other name may appear.
 
         Raises:
-            StateDictError: names missing or unexpected (with ``strict``), or shapes that
-                differ; the message lists every problem. Nothing is copied in that case.
+            StateDictError: names missing or unexpected (with ``strict``), shapes that
+                differ, a dtype that cannot be cast to the model's under NumPy's
+                ``same_kind`` rule (complex into float, float into int), or a value that is
+                not an array (a list, a ``torch.Tensor``: pass ``t.detach().cpu().numpy()``);
+                the message lists every problem. Nothing is copied in that case.
         """
         params: dict[str, Any] = {n: p.data for n, p in self.named_parameters()}
         params.update(self.named_buffers())
         missing = [n for n in params if n not in state]
         unexpected = [n for n in state if n not in params]
         bad_shape = []
+        bad_value = []
+        bad_dtype = []
         arrays: dict[str, np.ndarray] = {}
         for name, value in state.items():
             if name not in params:
                 continue
-            arr = _backend.to_numpy(value.data if isinstance(value, Tensor) else value)
+            arr, why = _state_array(value)
+            if arr is None:
+                bad_value.append(f"{name}: {why}")
+                continue
             if arr.shape != tuple(params[name].shape):
                 bad_shape.append(f"{name}: expected {tuple(params[name].shape)}, got {arr.shape}")
+            dst_dtype = np.dtype(_backend.dtype_name(params[name].dtype))
+            if not np.can_cast(arr.dtype, dst_dtype, casting="same_kind"):
+                bad_dtype.append(
+                    f"{name}: cannot cast {arr.dtype} to the model's {dst_dtype} "
+                    f"(casting='same_kind')"
+                )
             arrays[name] = arr
         problems = []
         if strict and missing:
             problems.append(f"missing: {', '.join(missing)}")
         if strict and unexpected:
             problems.append(f"unexpected: {', '.join(unexpected)}")
+        if bad_value:
+            problems.append(f"not an array: {'; '.join(bad_value)}")
         if bad_shape:
             problems.append(f"shape mismatch: {'; '.join(bad_shape)}")
+        if bad_dtype:
+            problems.append(f"dtype mismatch: {'; '.join(bad_dtype)}")
         if problems:
             raise StateDictError(
                 f"load_state_dict into {type(self).__name__}: " + " | ".join(problems)
@@ -281,3 +305,25 @@ class Module:
             sub = repr(m).replace("\n", "\n  ")
             lines.append(f"  ({name}): {sub}")
         return "\n".join(lines) + "\n)"
+
+
+def _state_array(value: Any) -> tuple[np.ndarray | None, str]:
+    """``value`` of a state dict as a host NumPy array, or (None, why it is not accepted)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    module = type(value).__module__.split(".")[0]
+    if module == "torch":
+        return None, (
+            f"a {type(value).__module__}.{type(value).__name__}; graphgrad takes arrays: pass "
+            f"t.detach().cpu().numpy()"
+        )
+    if isinstance(value, list | tuple) or value is None or isinstance(value, str | bytes):
+        return None, f"a {type(value).__name__}; pass a NumPy array (numpy.asarray(value))"
+    try:
+        arr = _backend.to_numpy(value)
+    except Exception as exc:  # reported with the key by load_state_dict
+        return None, f"a {type(value).__name__} that is not an array ({exc})"
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biufc":
+        kind = arr.dtype if isinstance(arr, np.ndarray) else type(value).__name__
+        return None, f"a {type(value).__name__} of dtype {kind}, not a numeric array"
+    return arr, ""
