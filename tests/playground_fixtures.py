@@ -47,3 +47,21 @@ def running_server(**app_kwargs: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def until(ws: Any, kind: str, limit: int = 50) -> dict[str, Any]:
+    """The next message of type ``kind`` on a TestClient WebSocket (frames acknowledged on
+    the way, as the page does)."""
+    for _ in range(limit):
+        m = ws.receive_json()
+        if m["type"] == kind:
+            return m
+        if m["type"] == "frame":
+            ws.send_json({"type": "ack"})
+    raise AssertionError(f"no {kind!r} message")
+
+
+def open_session(ws: Any) -> None:
+    """Read a new session's first state and frame."""
+    until(ws, "state")
+    until(ws, "frame")

@@ -275,21 +275,8 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from graphgrad.playground import create_app  # noqa: E402
 from graphgrad.playground._app import loopback_hosts  # noqa: E402
-
-
-def _until(ws: Any, kind: str, limit: int = 50) -> dict[str, Any]:
-    for _ in range(limit):
-        m = ws.receive_json()
-        if m["type"] == kind:
-            return m
-        if m["type"] == "frame":
-            ws.send_json({"type": "ack"})
-    raise AssertionError(f"no {kind!r} message")
-
-
-def _open(ws: Any) -> None:
-    _until(ws, "state")
-    _until(ws, "frame")
+from playground_fixtures import open_session as _open  # noqa: E402
+from playground_fixtures import until as _until  # noqa: E402
 
 
 def test_page_and_static_files_only_from_the_package() -> None:

@@ -235,21 +235,8 @@ pytest.importorskip("httpx2", reason="starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient  # noqa: E402
 
 from graphgrad.playground import create_app  # noqa: E402
-
-
-def _until(ws: Any, kind: str, limit: int = 50) -> dict[str, Any]:
-    for _ in range(limit):
-        m = ws.receive_json()
-        if m["type"] == kind:
-            return m
-        if m["type"] == "frame":
-            ws.send_json({"type": "ack"})
-    raise AssertionError(f"no {kind!r} message")
-
-
-def _open(ws: Any) -> None:
-    _until(ws, "state")
-    _until(ws, "frame")
+from playground_fixtures import open_session as _open  # noqa: E402
+from playground_fixtures import until as _until  # noqa: E402
 
 
 def test_a_binary_frame_gets_an_error_and_the_session_goes_on() -> None:
