@@ -4,11 +4,14 @@ silent casts, broadcasts and crashes around the optimisers and ``gg.grad``."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 import graphgrad as gg
 from graphgrad import _scalar_py
+from graphgrad.train import Trainer
 
 
 def test_x_to_the_zero_has_derivative_zero_at_zero() -> None:
@@ -122,3 +125,27 @@ def test_python_numbers_too_large_for_float32_are_refused_not_made_infinite() ->
     assert gg.tensor(1e40, dtype=np.float64).data == 1e40
     assert np.isinf(gg.tensor(float("inf")).data)  # an infinity asked for stays one
     assert gg.tensor([1.0, 3e38]).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "words"),
+    [
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an int, got float 2.5"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int, got bool"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 4, "keep_checkpoints": 0}, ValueError, "keep_checkpoints must be >= 1"),
+        ({"batch_size": 4, "data_seed": -1}, ValueError, "data_seed must be >= 0"),
+        ({"batch_size": 4, "eval_batch_size": 10.0}, TypeError, "eval_batch_size must be an int"),
+    ],
+)
+def test_trainer_refuses_integers_it_would_truncate_or_misuse(kwargs, err, words) -> None:  # type: ignore[no-untyped-def]
+    m = gg.nn.MLP(2, [3], 2, rng=np.random.default_rng(0))
+    with pytest.raises(err, match=rf"^Trainer: {re.escape(words)}"):
+        Trainer(m, gg.optim.SGD(m.parameters(), lr=0.1), **kwargs)
+    assert Trainer(m, gg.optim.SGD(m.parameters(), lr=0.1), batch_size=np.int64(4)).batch_size == 4
+
+
+def test_linear_refuses_a_float_size_it_would_truncate() -> None:
+    with pytest.raises(TypeError, match=r"Linear: in_features must be an int, got float 2\.5"):
+        gg.nn.Linear(2.5, 3)  # type: ignore[arg-type]
+    assert gg.nn.Linear(np.int64(2), 3).weight.shape == (3, 2)

@@ -271,8 +271,13 @@ class Trainer:
         compiled: bool = True,
     ) -> None:
         lr_factor(lr_schedule, 0, 1)  # validates the name
-        if batch_size < 1:
-            raise ValueError(f"Trainer: batch_size must be >= 1, got {batch_size}")
+        for name, value, lo in (
+            ("batch_size", batch_size, 1),
+            ("data_seed", data_seed, 0),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("keep_checkpoints", keep_checkpoints, 1),  # (0 would delete the one just written)
+        ):
+            _check_int("Trainer", name, value, lo)
         if device is not None:
             model.to(device)
         self.device = model.device
@@ -1008,6 +1013,15 @@ def _stopped_before_first_checkpoint(run_dir: Path) -> RunConfig | None:
     if not (isinstance(info, dict) and isinstance(info.get("config"), dict)):
         return None
     return load_config(toml)  # ConfigError names the file if it is not valid
+
+
+def _check_int(who: str, name: str, value: Any, lo: int) -> None:
+    """Refuse a ``value`` for argument ``name`` that is not an int >= ``lo``: a float (2.5
+    would be truncated), a bool, or one too small."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
+        raise TypeError(f"{who}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise ValueError(f"{who}: {name} must be >= {lo}, got {value}")
 
 
 def _check_fresh_run_dir(run_dir: Path) -> None:

@@ -64,6 +64,9 @@ class Linear(Module):
     ) -> None:
         super().__init__()
         dev = _backend.parse_device(device)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int | np.integer) or isinstance(v, bool | np.bool_):
+                raise TypeError(f"Linear: {name} must be an int, got {type(v).__name__} {v!r}")
         if in_features < 1 or out_features < 1:
             raise ValueError(
                 f"Linear: in_features and out_features must be >= 1, got "
