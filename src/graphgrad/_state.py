@@ -189,3 +189,29 @@ def default_generator() -> np.random.Generator:
     """The global generator (seeded from the OS until :func:`manual_seed` is called)."""
     with _RNG_LOCK:
         return _RNG
+
+
+def as_generator(rng: np.random.Generator | int | None, who: str = "") -> np.random.Generator:
+    """A Generator from a Generator (returned as is), an int seed, or None (the global
+    generator, which ``gg.manual_seed(n)`` makes reproducible). ``who`` names the caller in
+    the error for anything else."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return default_generator()
+    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
+        return np.random.default_rng(rng)
+    head = f"{who}: " if who else ""
+    raise TypeError(
+        f"{head}rng must be a numpy.random.Generator, an int seed or None, got "
+        f"{type(rng).__name__} {rng!r}"
+    )
+
+
+def check_int(who: str, name: str, value: Any, lo: int) -> None:
+    """Refuse a ``value`` for argument ``name`` of ``who`` that is not an int >= ``lo``: a
+    float (2.5 would be truncated), a bool, or one too small."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
+        raise TypeError(f"{who}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise ValueError(f"{who}: {name} must be >= {lo}, got {value}")

@@ -36,7 +36,7 @@ from . import checkpoint as ckpt
 from ._atomic import atomic_write_text
 from ._extras import has_module, require_extra
 from ._runlock import RunLockedError, run_lock
-from ._state import no_grad
+from ._state import check_int, no_grad
 from .compiled import CompiledStep, CompileError, plans_unavailable
 from .config import (
     TOY_DATASETS,
@@ -277,7 +277,7 @@ class Trainer:
             ("eval_batch_size", eval_batch_size, 1),
             ("keep_checkpoints", keep_checkpoints, 1),  # (0 would delete the one just written)
         ):
-            _check_int("Trainer", name, value, lo)
+            check_int("Trainer", name, value, lo)
         if device is not None:
             model.to(device)
         self.device = model.device
@@ -1013,15 +1013,6 @@ def _stopped_before_first_checkpoint(run_dir: Path) -> RunConfig | None:
     if not (isinstance(info, dict) and isinstance(info.get("config"), dict)):
         return None
     return load_config(toml)  # ConfigError names the file if it is not valid
-
-
-def _check_int(who: str, name: str, value: Any, lo: int) -> None:
-    """Refuse a ``value`` for argument ``name`` that is not an int >= ``lo``: a float (2.5
-    would be truncated), a bool, or one too small."""
-    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
-        raise TypeError(f"{who}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < lo:
-        raise ValueError(f"{who}: {name} must be >= {lo}, got {value}")
 
 
 def _check_fresh_run_dir(run_dir: Path) -> None:

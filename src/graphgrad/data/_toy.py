@@ -18,25 +18,13 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._state import default_generator
+from .._state import as_generator
 
 __all__ = ["blobs", "circles", "regression_1d", "sine_1d", "spiral", "two_moons", "xor"]
 
 RngLike = np.random.Generator | int | None
 Classification = tuple[NDArray[np.float64], NDArray[np.int64]]
 Regression = tuple[NDArray[np.float64], NDArray[np.float64]]
-
-
-def as_generator(rng: RngLike) -> np.random.Generator:
-    """A Generator from a Generator (returned as is), an int seed, or None (the global
-    generator, which ``gg.manual_seed(n)`` makes reproducible)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None:
-        return default_generator()
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None, got {rng!r}")
 
 
 def _check_n(fn: str, n: int, minimum: int = 1) -> None:

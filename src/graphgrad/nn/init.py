@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .. import _backend
+from .._state import as_generator
 from ..ops import REGISTRY
 
 Device = _backend.Device
@@ -66,7 +67,7 @@ __all__ = [
 SCHEMES = ("auto", "he", "lecun", "xavier")
 
 
-RngLike = np.random.Generator | int
+RngLike = np.random.Generator | int | None
 
 
 def _check_shape(fn: str, shape: Any) -> tuple[int, ...]:
@@ -87,17 +88,6 @@ def _check_shape(fn: str, shape: Any) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
         raise ValueError(f"{fn}: negative dimension in shape {dims}")
     return dims
-
-
-def _as_generator(fn: str, rng: Any) -> np.random.Generator:
-    """A Generator from a Generator (returned as is) or an int seed."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{fn}: rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}"
-    )
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -193,7 +183,7 @@ def normal(
     """Samples of N(0, std) of the given shape, drawn in ``dtype`` on the host, on ``device``.
     ``rng`` is a Generator or an int seed."""
     shape = _check_shape("normal", shape)
-    gen = _as_generator("normal", rng)
+    gen = as_generator(rng, "normal")
     dev = _backend.parse_device(device)
     dt: Any = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -213,7 +203,7 @@ def he_normal(
 ) -> Any:
     """He (Kaiming) normal: σ = sqrt(2 / ((1 + slope²) · fan_in)); for ReLU (slope 0) and
     leaky ReLU."""
-    shape, rng = _check_shape("he_normal", shape), _as_generator("he_normal", rng)
+    shape, rng = _check_shape("he_normal", shape), as_generator(rng, "he_normal")
     fan_in, _ = fans(shape)
     return normal(
         shape, rng, math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in)), dtype, device=device
@@ -228,7 +218,7 @@ def lecun_normal(
     device: str | Device | None = None,
 ) -> Any:
     """LeCun normal: σ = 1 / sqrt(fan_in); for identity, tanh and sigmoid."""
-    shape, rng = _check_shape("lecun_normal", shape), _as_generator("lecun_normal", rng)
+    shape, rng = _check_shape("lecun_normal", shape), as_generator(rng, "lecun_normal")
     fan_in, _ = fans(shape)
     return normal(shape, rng, 1.0 / math.sqrt(fan_in), dtype, device=device)
 
@@ -242,6 +232,6 @@ def xavier_normal(
     device: str | Device | None = None,
 ) -> Any:
     """Xavier (Glorot) normal: σ = gain · sqrt(2 / (fan_in + fan_out))."""
-    shape, rng = _check_shape("xavier_normal", shape), _as_generator("xavier_normal", rng)
+    shape, rng = _check_shape("xavier_normal", shape), as_generator(rng, "xavier_normal")
     fan_in, fan_out = fans(shape)
     return normal(shape, rng, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype, device=device)

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .. import _backend, _memory
-from .._state import default_generator
+from .._state import check_int, default_generator
 from ..errors import ShapeError
 from ..tensor import Tensor, as_tensor, linear, reshape
 from . import init as I
@@ -65,13 +65,7 @@ class Linear(Module):
         super().__init__()
         dev = _backend.parse_device(device)
         for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int | np.integer) or isinstance(v, bool | np.bool_):
-                raise TypeError(f"Linear: {name} must be an int, got {type(v).__name__} {v!r}")
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                f"Linear: in_features and out_features must be >= 1, got "
-                f"{in_features} and {out_features}"
-            )
+            check_int("Linear", name, v, 1)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         gen = rng if rng is not None else default_generator()
