@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from data_fixtures import cifar_batch, write_cifar
-from graphgrad.data import CIFAR10, ArrayDataset, DataFormatError, DataLoader, load_cifar_pickle
+from graphgrad.data import (
+    CIFAR10,
+    ArrayDataset,
+    DataFormatError,
+    DataLoader,
+    load_cifar_pickle,
+    train_val_split,
+)
+from graphgrad.data import _toy as toy
 
 _FROMBUFFER = np.ndarray.__reduce_ex__(np.zeros(1, np.uint8), 5)[0]
 
@@ -97,3 +106,39 @@ def test_hostile_frombuffer_is_refused(args: tuple[object, ...], why: str) -> No
     raw = pickle.dumps({b"data": _Hostile(*args)}, protocol=5)
     with pytest.raises(DataFormatError, match=rf"<test>: unsafe or invalid pickle: .*{why}"):
         load_cifar_pickle(raw, "<test>")
+
+
+# ------------------------------------------------- arguments that would be misread silently
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda: DataLoader(np.zeros(4), 2).set_epoch(2.7), TypeError, "set_epoch: epoch"),
+        (lambda: DataLoader(np.zeros(4), 2).set_epoch(-1), ValueError, "set_epoch: epoch"),
+        (lambda: DataLoader(np.zeros(4), 2, shuffle="no"), TypeError, "shuffle must be True"),
+        (lambda: DataLoader(np.zeros(4), 2, drop_last=1), TypeError, "drop_last must be True"),
+        (lambda: toy.spiral(turns=float("nan")), ValueError, "spiral: turns"),
+        (lambda: toy.spiral(turns="1"), TypeError, "spiral: turns"),
+        (lambda: toy.blobs(centers=[[0.0, np.nan]]), ValueError, "blobs: centers must be finite"),
+        (lambda: toy.blobs(centers=[[0.0, np.inf]]), ValueError, "blobs: centers must be finite"),
+        (lambda: toy.two_moons(rng=-1), ValueError, "two_moons: an rng seed must be >= 0"),
+        (lambda: toy.xor(rng=1.5), TypeError, "xor: rng must be"),
+        (lambda: train_val_split(10, 0.5, -3), ValueError, "train_val_split: an rng seed"),
+    ],
+)
+def test_misread_arguments_are_refused(call: Any, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_numpy_bools_are_taken_as_bools() -> None:
+    loader = DataLoader(np.arange(5), 2, shuffle=np.bool_(False), drop_last=np.bool_(True))
+    assert loader.shuffle is False and loader.drop_last is True
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+
+
+def test_val_share_rounds_half_up_as_documented() -> None:
+    train, val = train_val_split(5, 0.5, 0)  # 2.5 items: 3 (Python's round would give 2)
+    assert len(val) == 3 and len(train) == 2
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(5))

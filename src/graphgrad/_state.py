@@ -199,9 +199,11 @@ def as_generator(rng: np.random.Generator | int | None, who: str = "") -> np.ran
         return rng
     if rng is None:
         return default_generator()
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-        return np.random.default_rng(rng)
     head = f"{who}: " if who else ""
+    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"{head}an rng seed must be >= 0, got {rng}")
+        return np.random.default_rng(rng)
     raise TypeError(
         f"{head}rng must be a numpy.random.Generator, an int seed or None, got "
         f"{type(rng).__name__} {rng!r}"

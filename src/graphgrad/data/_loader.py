@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .. import _backend
-from .._state import default_generator
+from .._state import check_int, default_generator
 from ._toy import RngLike, as_generator
 
 __all__ = ["ArrayDataset", "DataLoader", "Normalize", "standardize", "train_val_split"]
@@ -144,6 +144,11 @@ class DataLoader:
             isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
         ):
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+            if not isinstance(flag, bool | np.bool_):
+                raise TypeError(
+                    f"DataLoader: {name} must be True or False, got {type(flag).__name__} {flag!r}"
+                )
         self._single = isinstance(data, np.ndarray)
         dataset: IndexableDataset
         if isinstance(data, np.ndarray):
@@ -160,8 +165,8 @@ class DataLoader:
             )
         self.dataset = dataset
         self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
         # No seed: draw one from the global generator (gg.manual_seed makes it reproducible),
         # so that the epochs still differ and .seed can reproduce them.
         self.seed = int(default_generator().integers(2**63)) if seed is None else int(seed)
@@ -175,8 +180,7 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (e.g. when resuming training)."""
-        if epoch < 0:
-            raise ValueError(f"DataLoader.set_epoch: epoch must be >= 0, got {epoch}")
+        check_int("DataLoader.set_epoch", "epoch", epoch, 0)
         self._epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -225,7 +229,7 @@ def _split_indices(
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"train_val_split: val_fraction must be in [0, 1], got {val_fraction!r}")
     n_val = math.floor(n * val_fraction + 0.5)
-    perm = as_generator(seed).permutation(n).astype(np.int64, copy=False)
+    perm = as_generator(seed, "train_val_split").permutation(n).astype(np.int64, copy=False)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -252,14 +256,17 @@ def train_val_split(
 ) -> Any:
     """Split items at random into a training part and a validation part.
 
-    ``round(n * val_fraction)`` items, chosen by ``as_generator(seed).permutation(n)``, go
-    to validation; each part keeps the items' original order.
+    ``n * val_fraction`` items, rounded half up (``math.floor(n * val_fraction + 0.5)``:
+    2.5 -> 3, where Python's ``round`` gives 2), chosen by the first places of
+    ``as_generator(seed).permutation(n)``, go to validation; each part keeps the items'
+    original order.
 
     Args:
         data: an item count n, an array, an :class:`ArrayDataset`, or a tuple/list of
             equal-length arrays.
         val_fraction: the validation share, in [0, 1].
-        seed: an int seed or a Generator (None: fresh entropy, a different split each call).
+        seed: an int seed >= 0 or a Generator (None: the global generator, which
+            ``gg.manual_seed`` makes reproducible; a different split on each call).
 
     Returns:
         For n: ``(train_indices, val_indices)`` (int64). For an array: ``(train, val)``

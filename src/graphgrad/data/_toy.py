@@ -70,7 +70,7 @@ def two_moons(
     """
     _check_n("two_moons", n, 2)
     _check_nonneg("two_moons", "noise", noise)
-    gen = as_generator(rng)
+    gen = as_generator(rng, "two_moons")
     n0, n1 = _class_sizes(n, 2)
     t0 = np.linspace(0.0, np.pi, n0)
     t1 = np.linspace(0.0, np.pi, n1)
@@ -101,7 +101,7 @@ def circles(
         raise ValueError(
             f"circles: factor (inner radius / outer radius) must be in (0, 1), got {factor!r}"
         )
-    gen = as_generator(rng)
+    gen = as_generator(rng, "circles")
     parts = []
     for size, radius in zip(_class_sizes(n, 2), (1.0, factor), strict=True):
         a = np.linspace(0.0, 2 * np.pi, size, endpoint=False)
@@ -123,7 +123,7 @@ def xor(
     """
     _check_n("xor", n, 2)
     _check_nonneg("xor", "noise", noise)
-    gen = as_generator(rng)
+    gen = as_generator(rng, "xor")
     parts = []
     for label, size in enumerate(_class_sizes(n, 2)):
         mag = gen.uniform(0.0, 1.0, size=(size, 2))
@@ -163,9 +163,11 @@ def blobs(
             raise ValueError(
                 f"blobs: centers must be an int or a (k, 2) array, got shape {mu.shape}"
             )
+        if not np.isfinite(mu).all():
+            raise ValueError("blobs: centers must be finite (they hold NaN or inf)")
     k = len(mu)
     _check_n("blobs", n, k)
-    gen = as_generator(rng)
+    gen = as_generator(rng, "blobs")
     parts = [np.broadcast_to(mu[j], (size, 2)) for j, size in enumerate(_class_sizes(n, k))]
     return _finish(parts, std, gen, shuffle)
 
@@ -193,7 +195,11 @@ def spiral(
         raise ValueError(f"spiral: classes must be an integer >= 2, got {classes!r}")
     _check_n("spiral", n, int(classes))
     _check_nonneg("spiral", "noise", noise)
-    gen = as_generator(rng)
+    if isinstance(turns, bool) or not isinstance(turns, int | float | np.integer | np.floating):
+        raise TypeError(f"spiral: turns must be a number, got {type(turns).__name__} {turns!r}")
+    if not math.isfinite(turns):
+        raise ValueError(f"spiral: turns must be finite, got {turns!r}")
+    gen = as_generator(rng, "spiral")
     parts = []
     for j, size in enumerate(_class_sizes(n, int(classes))):
         r = np.arange(1, size + 1) / size
@@ -228,7 +234,7 @@ def regression_1d(
     _check_nonneg("regression_1d", "noise", noise)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"regression_1d: need finite lo < hi, got lo={lo!r}, hi={hi!r}")
-    gen = as_generator(rng)
+    gen = as_generator(rng, "regression_1d")
     x = gen.uniform(lo, hi, size=n)
     fx = np.asarray(fn(x), dtype=np.float64)
     if fx.shape not in ((n,), (n, 1)):
