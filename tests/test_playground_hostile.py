@@ -138,6 +138,36 @@ def test_epoch_counts_completed_passes_over_the_training_set() -> None:
     assert s.epoch == 2
 
 
+def test_a_point_added_after_a_counted_pass_starts_the_next_pass() -> None:
+    s = Session({"batch_size": 10})  # 150 training points
+    s.step(15)
+    assert s.epoch == 1
+    for i in range(10):  # a batch's worth: the pass just counted must not take them
+        s.add_point(0.1 * i, -0.5, 1)
+    s.step(1)
+    assert s.epoch == 1  # (the old count: 2, one batch after the pass it had counted)
+    s.step(15)
+    assert s.epoch == 2  # 16 batches of a fresh pass over 160 points
+    assert sorted(s._order.tolist()) == list(range(160))  # the new points in the new pass
+    s.step(1)
+    assert s.epoch == 2
+    s.step(14)
+    assert s.epoch == 2
+    s.add_point(0.5, 0.5, 0)  # mid-pass: it joins the pass under way (161 points)
+    s.step(1)
+    assert s.epoch == 3
+    # added mid-pass, the point joins the pass under way, which is counted once, at its end
+    s.step(5)
+    s.add_point(0.25, 0.25, 0)
+    assert s._order[-1] == 161
+    s.step(10)
+    assert s.epoch == 3
+    s.step(1)  # 16 batches of 10 over 162 points: complete
+    assert s.epoch == 4
+    s.step(15)
+    assert s.epoch == 4
+
+
 # ------------------------------------------------------------------------------ saved runs
 
 

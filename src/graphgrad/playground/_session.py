@@ -158,6 +158,7 @@ class Session:
         self.epoch = 0
         self._order = self.rng.permutation(len(self.y_train))
         self._pos = 0
+        self._pass_done = False  # the pass at _order was counted in epoch: the next reshuffles
         self.history: list[tuple[int, float, float]] = []
         self.diverged: str | None = None
         self.train_loss, self.test_loss = self._losses()
@@ -267,9 +268,10 @@ class Session:
         bs = min(p.batch_size, n_train)
         compiled = self._compiled_step()
         for _ in range(n):
-            if self._pos + bs > n_train:  # a pass is over: the next one, reshuffled
+            if self._pass_done or self._pos + bs > n_train:  # the next pass, reshuffled
                 self._order = self.rng.permutation(n_train)
                 self._pos = 0
+                self._pass_done = False
             idx = self._order[self._pos : self._pos + bs]
             self._pos += bs
             xb = _features(self.x_train[idx], p.features)
@@ -295,6 +297,8 @@ class Session:
             self.step_count += 1
             if self._pos + bs > n_train:  # this step took the pass's last batch
                 self.epoch += 1
+                # (a point added now must not extend the pass just counted)
+                self._pass_done = True
 
     def _forward(
         self, x: np.ndarray, dtype: Any = np.float64
