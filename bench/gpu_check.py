@@ -509,10 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the CI rehearsal)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench", help="folder for GPU.md/json")
     ap.add_argument(
-        "--parts", default="ops,train,step,kernels", help="comma-separated parts to run"
+        "--parts",
+        default="ops,train,step,kernels",
+        help="comma-separated parts to run, of ops, train, step, kernels (default: all)",
     )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    unknown = [p for p in args.parts.split(",") if p not in ("ops", "train", "step", "kernels")]
+    if unknown or not args.parts:
+        ap.error(f"--parts: unknown part(s) {unknown}; choose from ops, train, step, kernels")
     if args.worker:
         worker(args.worker, args.device)
         return 0

@@ -761,3 +761,10 @@ class TestDefaults:
         assert (
             RunConfig.from_dict({"data": {"dataset": "xor"}, "optim": {"lr": 0.5}}).optim.lr == 0.5
         )
+
+
+def test_missing_data_files_name_the_cli_option(tmp_path: Path) -> None:
+    env = {"GRAPHGRAD_DATA": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = gg("train", "--dataset", "mnist", "--out", str(tmp_path / "r"), env=env)
+    line = assert_one_line_failure(proc, "MNIST files not found. Looked in: ", "--data-root")
+    assert ":;" not in line

@@ -51,6 +51,7 @@ def test_partial_file_fills_defaults(tmp_path: Path) -> None:
         ('[data]\ndataset = "imagenet"\n', r"data.dataset must be one of"),
         ('[model]\nactivation = "swish"\n', r"model.activation is invalid"),
         ('[model]\ninit = "normal"\n', r"model.init_std must be > 0"),
+        ("[model]\ninit_std = 0.1\n", r"model.init_std is 0.1, but model.init = 'he'"),
         ("[train]\nbatch_size = 0\n", r"train.batch_size must be an integer in \[1, 10,000,000\]"),
         ('[train]\ndtype = "float16"\n', r"train.dtype must be"),
         ("[optim]\nbetas = [0.9]\n", r"optim.betas must be 2 numbers in \[0, 1\)"),

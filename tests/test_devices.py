@@ -448,6 +448,15 @@ class TestGpuCheck:
         assert all(r["ratio"] > 0 for r in res["step"]["rows"])
         assert all(r["max_rel_difference"] == 0 for r in res["kernels"]["rows"])
 
+    def test_an_unknown_part_exits_2(self, tmp_path: Path) -> None:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", STRICT,
+             "--quick", "--parts", "kernel", "--out", str(tmp_path / "o")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "unknown part(s) ['kernel']" in proc.stderr
+        assert not (tmp_path / "o").exists()
+
     @pytest.mark.skipif(HAVE_CUPY, reason="CuPy is installed")
     def test_without_cupy_one_line_exit_2_nothing_written(self, tmp_path: Path) -> None:
         proc = subprocess.run(

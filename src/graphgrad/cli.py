@@ -70,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(text: object) -> str:
-    """A message on one line (line breaks become '; ')."""
-    return "; ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
+    """A message on one line (line breaks become '; ', or ' ' after a line ending in ':')."""
+    out = ""
+    for part in str(text).strip().splitlines():
+        part = part.strip()
+        if part:
+            out += ("" if not out else " " if out.endswith(":") else "; ") + part
+    return out
 
 
 def _debug(argv: Sequence[str]) -> bool:

@@ -355,6 +355,12 @@ class RunConfig:
             raise bad("model.activation", problem)
         if m.init == "normal" and not m.init_std > 0:
             raise bad("model.init_std", "must be > 0 when model.init = 'normal'")
+        if m.init != "normal" and m.init_std != 0:  # it would be ignored without a word
+            raise bad(
+                "model.init_std",
+                f"is {m.init_std:g}, but model.init = {m.init!r} chooses σ itself; "
+                "set model.init = 'normal' (--init normal) to use it",
+            )
         if m.kind == "mlp" and not m.hidden:
             raise bad(
                 "model.hidden",

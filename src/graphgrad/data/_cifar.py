@@ -640,8 +640,9 @@ class CIFAR10(LabelledImages):
         where = "\n".join(tried)
         raise DatasetNotFoundError(
             f"CIFAR-10 files not found. Looked in:\n{where}\n"
-            f"Get them with `graphgrad download cifar10`, or pass root= (or set {ENV_VAR}) "
-            f"to the folder that holds {BATCH_FOLDER} or {ARCHIVE_NAME}."
+            f"Get them with `graphgrad download cifar10`, or give the folder that holds "
+            f"{BATCH_FOLDER} or {ARCHIVE_NAME}: root= in Python, --data-root on the command "
+            f"line, or {ENV_VAR}."
         )
 
     def _flat_images(self) -> NDArray[np.uint8]:

@@ -132,8 +132,8 @@ class _IdxImageDataset(LabelledImages):
         where = "\n".join(tried)
         raise DatasetNotFoundError(
             f"{cls.title} files not found. Looked in:\n{where}\n"
-            f"Get them with {cls.install_hint}, or pass root= (or set {ENV_VAR}) to the "
-            "folder that holds them."
+            f"Get them with {cls.install_hint}, or give the folder that holds them: "
+            f"root= in Python, --data-root on the command line, or {ENV_VAR}."
         )
 
     def __repr__(self) -> str:

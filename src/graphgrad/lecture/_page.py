@@ -29,8 +29,10 @@ class Topic:
         key: a short name (``graphgrad lecture --only KEY``), also the stem of its files.
         title: the slide's title.
         claim: what the slide says, in its notation.
-        commands: shell commands that reproduce the topic (the first is ``graphgrad lecture
-            --only KEY``).
+        commands: shell commands that reproduce the topic's numbers (the first is
+            ``graphgrad lecture --only KEY``).
+        related: commands that run the same idea in another setup (more epochs, another
+            optimiser, one seed): they do not reproduce the topic's table.
         figures: file names (PNG, SVG or DOT) in the output folder.
         tables: Markdown pipe tables.
         text: preformatted text (e.g. backprop explained step by step).
@@ -43,6 +45,7 @@ class Topic:
     title: str
     claim: str
     commands: list[str] = field(default_factory=list)
+    related: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     text: str = ""
@@ -95,6 +98,12 @@ def to_markdown(topics: list[Topic], meta: dict[str, Any]) -> str:
         lines += [f"> {t.claim}", ""]
         lines.append("Reproduce: " + ", ".join(f"`{c}`" for c in t.commands))
         lines.append("")
+        if t.related:
+            lines.append(
+                "Related, in another setup (not this table's numbers): "
+                + ", ".join(f"`{c}`" for c in t.related)
+            )
+            lines.append("")
         for note in t.notes:
             lines += [f"*{note}*", ""]
         for table in t.tables:
@@ -185,6 +194,9 @@ def to_html(topics: list[Topic], meta: dict[str, Any]) -> str:
         parts.append(f"<blockquote>{_inline(t.claim)}</blockquote>")
         cmds = ", ".join(f"<code>{html.escape(c)}</code>" for c in t.commands)
         parts.append(f"<p>Reproduce: {cmds}</p>")
+        if t.related:
+            rel = ", ".join(f"<code>{html.escape(c)}</code>" for c in t.related)
+            parts.append(f"<p>Related, in another setup (not this table's numbers): {rel}</p>")
         parts += [f'<p class="note">{_inline(n)}</p>' for n in t.notes]
         parts += [_table_html(tb) for tb in t.tables]
         if t.text:

@@ -112,7 +112,7 @@ def init_seeds(ctx: Context) -> Topic:
         "problem. Sample weights from N(0, σ); the optimal σ depends on the number of "
         "connections and a(·) (for ReLU σ² = 2/fan_in keeps E[o_l²] constant, so "
         "std(o_l)/std(o_1) is predicted to be (σ/σ_right)^(l−1)).",
-        commands=[
+        related=[  # one seed; the table is over several
             f"graphgrad init-study --depth {depth} --width {width} --activation relu "
             f"--samples {samples} --factor {factor:g}"
         ],
