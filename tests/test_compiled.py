@@ -503,17 +503,21 @@ def test_layers_of_width_one_take_plans_of_numpys_calls(layout: str) -> None:
     # sample through a layer of width one), fused_backward's GEMMs with beta = μ.
     previous = _blas.set_layout(layout)
     try:
-        for sizes in [(12, 1, 5), (1, 16, 3), (12, 16, 1, 9, 5)]:
+        # (a layer of one output with a bias: NumPy sums its bias gradient with a dot
+        # product, which no plan mirrors: the eager step, below)
+        for sizes in [(1, 16, 3)]:
             m1, o1, m2, o2 = _pair(lambda s=sizes: _mlp(s, activation="tanh"), "momentum")
             step = _train_both(m1, o1, m2, o2, _batches(sizes[:1], sizes[-1], [6, 40], np.float32))
             text = step.describe(6)
             assert "(a matrix times a column: GEMV)" in text or sizes[0] == 1
-            assert "(a column times a row: the outer kernel)" in text
+            assert "(a column times a row: the outer kernel)" in text or sizes[0] == 1
             one = _batches(sizes[:1], sizes[-1], [1], np.float32)
             _train_both(m1, o1, m2, o2, one, "eager", step)
             assert "a batch of one sample through a layer of width one" in step.why_eager
         for sizes, opt, why in [
             ((3, 1, 1, 2), "momentum", "a layer of one input and one output"),
+            ((12, 1, 5), "momentum", "a layer of one output with a bias"),
+            ((12, 16, 1, 9, 5), "momentum", "a layer of one output with a bias"),
             ((12, 1, 5), "fused_backward", "a layer of width one with SGD(fused_backward=True)"),
         ]:
             m1, o1, m2, o2 = _pair(lambda s=sizes: _mlp(s), opt)
@@ -1418,7 +1422,10 @@ def test_random_models_train_exactly(block: int) -> None:
             )
             step = compile_step(m2, o2)
             for x, y in batches:
-                eager = _eager_expected(sizes, opt, len(x))
+                eager = _eager_expected(sizes, opt, len(x)) or any(
+                    ly.linear.out_features == 1 and ly.linear.bias is not None
+                    for ly in step._layers
+                )  # (a layer of one output with a bias: NumPy's dot product for its bias)
                 _train_both(m1, o1, m2, o2, [(x, y)], "eager" if eager else "kernels", step)
         finally:
             _blas.set_layout(previous)

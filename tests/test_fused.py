@@ -104,6 +104,21 @@ def test_relu_grad_kernel_matches_numpy(monkeypatch: pytest.MonkeyPatch, dtype: 
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_grad_twin_is_zero_where_x_is_not_positive_even_for_inf_nan_g(
+    monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    # the NumPy twin was g * (x > 0): inf * 0 = NaN and -1 * 0 = -0.0 where the kernel
+    # (and torch) give 0
+    g = np.array([np.inf, np.nan, -np.inf, 1.0, np.nan, 2.0, np.inf, 3.0, -1.0, -2.0], dtype)
+    x = np.array([-1.0, -1.0, 0.0, np.nan, 1.0, -0.0, 1.0, np.inf, -1.0, 0.0], dtype)
+    _, _, fast, slow = _both(monkeypatch, _fused.relu_grad, g, x)
+    assert slow.dtype == fast.dtype == dtype
+    assert fast.tobytes() == slow.tobytes()
+    assert not np.isnan(slow[:4]).any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
     rng = np.random.default_rng(3)
     x = (5 * rng.standard_normal((16, 7))).astype(dtype)
@@ -562,6 +577,8 @@ def test_the_eager_bias_sum_is_numpys_ones_at_g(
     fn, _ = _xp._gemv(np.dtype(dtype))
     assert fn is not None  # NumPy's OpenBLAS on Linux: the direct call is what runs here
     cases = [(128, 256), (2, 5), (256, 10), (1, 7), (1000, 33), (0, 4), (5, 0)]
+    # one column (NumPy makes a dot product there), and a few small widths
+    cases += [(200, 1)] * 20 + [(3, 1), (1, 1), (200, 2), (200, 3), (57, 4)]
     for s, n in cases:
         for g in (
             rng.standard_normal((s, n)).astype(dtype),

@@ -437,3 +437,11 @@ def test_a_read_only_parameter_is_named_with_the_others_updated_before_it() -> N
             opt.step()
         assert not np.array_equal(ps[0].data, after_one[0])  # updated, as one by one
         assert np.array_equal(ps[1].data, after_one[1])
+
+
+@pytest.mark.parametrize("std", [float("nan"), float("inf"), -1.0])
+def test_normal_init_refuses_a_std_that_is_not_finite_and_nonnegative(std: float) -> None:
+    with pytest.raises(ValueError, match=r"normal: std must be a finite number >= 0"):
+        gg.nn.init.normal((3, 4), 0, std=std)
+    with pytest.raises(ValueError, match=r"normal: std"):
+        gg.nn.Linear(3, 4, std=std)

@@ -477,7 +477,8 @@ def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     if flat is not None:
         _K.relu_grad(flat[0], flat[1], flat[2])
         return out
-    return g * (x > 0).astype(g.dtype)
+    # (as the kernel: 0 where x <= 0 whatever g is, an infinite or NaN g included)
+    return np.where(x > 0, g, g.dtype.type(0))
 
 
 def _labels64(labels: np.ndarray) -> np.ndarray:

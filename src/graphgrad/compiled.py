@@ -62,13 +62,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _blas, _fused, _memory
+from . import _backend, _blas, _fused, _memory
 from ._state import ANOMALY, GRAD_ENABLED
 from .errors import GraphgradError
 from .nn.activations import ELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .nn.layers import Flatten, Linear, Sequential
 from .nn.module import Module
 from .optim import SGD, Adam, Optimizer
+from .optim.optimizer import on_device_of
 from .tensor import Tensor, cross_entropy
 
 __all__ = ["CompileError", "CompiledStep", "compile_step", "plans_info", "plans_unavailable"]
@@ -285,6 +286,16 @@ class _Built:
     accumulate: list[tuple[Tensor, np.ndarray]] = field(default_factory=list)
     # the instructions the plan was made of (a benchmark makes a plan of some of them)
     instrs: list[tuple[Any, ...]] = field(default_factory=list)
+    # the state arrays the plan made that the optimiser's state does not hold yet, each
+    # (i, key, array, what the state held when the plan was made: None where it had none,
+    # else the value whose contents are copied in): put into ``optimizer.state`` when the
+    # plan's update first runs (so that a plan built but not run, e.g. by describe(), or
+    # whose update was skipped, changes nothing; if the state gets that entry meanwhile,
+    # from an eager step, the plan, whose first-step flags would be stale, is rebuilt)
+    pending: list[tuple[int, str, np.ndarray, Any]] = field(default_factory=list)
+    # the optimiser's parameters the plan does not update: their .grad is set to None, as
+    # the eager step's zero_grad() does
+    uncovered: list[Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -316,6 +327,25 @@ _HYPER: dict[type, tuple[str, ...]] = {
 
 def _labels_int64(labels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _adam_step(state: dict[int, Any], i: int) -> int:
+    """Adam's step count of parameter ``i`` (0 before its first step)."""
+    st = state.get(i)
+    return 0 if st is None else int(st.get("step", 0))
+
+
+def _install(state: dict[int, Any], built: _Built) -> None:
+    """Put ``built``'s pending state arrays into the optimiser's ``state`` (each with the
+    values of the one it replaces, if any), before its update first runs."""
+    for i, key, arr, old in built.pending:
+        st = state.setdefault(i, {})
+        if old is not None:
+            np.copyto(arr, old if type(old) is np.ndarray else _backend.to_numpy(old))
+        st[key] = arr
+        if key == "exp_avg":
+            st.setdefault("step", 0)
+    built.pending = []
 
 
 def _addr(a: np.ndarray) -> int:
@@ -540,7 +570,7 @@ class CompiledStep:
         must be equal and are passed and advanced as there.) ``labels`` as the caller gave
         them (an array or a Tensor)."""
         K = _fused.KERNELS
-        if K is None or built.accumulate:
+        if K is None or built.accumulate or built.pending:
             return None
         if isinstance(labels, Tensor):
             labels = labels.data
@@ -590,7 +620,7 @@ class CompiledStep:
         if ``proceed(loss)``, the rest at ``optimizer.lr`` as it is then; returns the loss, or
         None when a label is out of range (found before anything ran)."""
         opt = self.optimizer
-        t = float(opt.state[built.adam[0]]["step"] + 1) if built.adam else 0.0
+        t = float(_adam_step(opt.state, built.adam[0]) + 1) if built.adam else 0.0
         try:
             value = built.plan.run(xa, lab, opt.lr, t, 0, split)
         except IndexError:
@@ -600,13 +630,16 @@ class CompiledStep:
         self._logits = built.logits
         if not proceed(loss):
             return loss
+        if built.pending:
+            _install(opt.state, built)
         built.plan.run(xa, lab, opt.lr, t, split, -1)
         for p, g in built.grads:
             p.grad = g
         for p, g in built.accumulate:
             p.grad = g.copy() if p.grad is None else p.grad + g
         for i in built.adam:
-            opt.state[i]["step"] += 1
+            st = opt.state[i]
+            st["step"] = st.get("step", 0) + 1
         return loss
 
     def reduced_step(
@@ -732,12 +765,21 @@ class CompiledStep:
                 if into.write.get(id(p)) is not w or into.read.get(id(p)) is not r:
                     return False
         state = self.optimizer.state
-        for i, key, arr in built.states:
-            if state.get(i, _NOWHERE).get(key) is not arr:
-                return False
+        if built.pending:  # not run yet: the state must still hold what the plan found
+            for i, key, _, old in built.pending:
+                if state.get(i, _NOWHERE).get(key) is not old:
+                    return False
+            waiting = {(i, key) for i, key, _, _ in built.pending}
+            for i, key, arr in built.states:
+                if (i, key) not in waiting and state.get(i, _NOWHERE).get(key) is not arr:
+                    return False
+        else:
+            for i, key, arr in built.states:
+                if state.get(i, _NOWHERE).get(key) is not arr:
+                    return False
         if built.adam:
-            t = state[built.adam[0]]["step"]
-            return all(state[i]["step"] == t for i in built.adam)
+            t = _adam_step(state, built.adam[0])
+            return all(_adam_step(state, i) == t for i in built.adam)
         return True
 
     def _plan_inputs(self, S: int) -> tuple[_PlanBuilder, list[Any], dict[str, Any]] | None:
@@ -827,7 +869,8 @@ class CompiledStep:
         it can): for a batch of one sample or a layer of width one NumPy makes GEMV calls and
         runs its own loop for a column times a row (whatever library ``set_blas`` selected),
         which the plan mirrors, but not its dot products (one sample through a layer of width
-        one, a layer of one input and one output) nor the GEMMs with beta = μ of
+        one, a layer of one input and one output, the bias gradient of a layer of one
+        output) nor the GEMMs with beta = μ of
         ``SGD(fused_backward=True)``."""
         shapes = [(ly.linear.in_features, ly.linear.out_features) for ly in self._layers]
         narrow = min(min(shape) for shape in shapes) < 2
@@ -845,6 +888,11 @@ class CompiledStep:
         if isinstance(opt, SGD) and opt.fused_backward and (S == 1 or narrow):
             what = "a batch of one sample" if S == 1 else "a layer of width one"
             return f"{what} with SGD(fused_backward=True)"
+        if any(ly.linear.out_features == 1 and ly.linear.bias is not None for ly in self._layers):
+            return (
+                "a layer of one output with a bias (NumPy sums its bias gradient with a dot "
+                "product, which the plan does not mirror)"
+            )
         return ""
 
     def _emit_forward(
@@ -936,6 +984,10 @@ class CompiledStep:
         b, params, loops = inputs
         dt, opt, L = self.dtype, self.optimizer, len(self._layers)
         index = {id(p): i for i, p in enumerate(opt.params)}
+        why = self._state_why([index[id(p)] for p, _ in params if id(p) in index])
+        if why:
+            self.why_eager = why
+            return None
         if into is not None:
             for p, _ in params:
                 w, r = into.write.get(id(p)), into.read.get(id(p))
@@ -1023,7 +1075,7 @@ class CompiledStep:
                 )
             if fused:
                 assert i_w is not None
-                v, first = self._buffer(i_w, "momentum_buffer", W.data, states)
+                v, first = self._buffer(b, i_w, "momentum_buffer", W.data, states)
                 text = (
                     f"backward  v_W{k + 1} = μ v_W{k + 1} + G{k + 1}ᵀ @ {b.name(k, 'a')}   "
                     f"(the gradient added inside the GEMM)"
@@ -1062,9 +1114,13 @@ class CompiledStep:
         )
         built = _Built(plan, n_forward, logits, grads, params, states, adam, b.text)
         built.instrs = b.instrs
+        built.pending = b.pending
+        covered = {id(p) for p, _ in params}
+        built.uncovered = [p for p in opt.params if id(p) not in covered]
         built.opt_params = tuple(opt.params)
         built.accumulate = [(q, gq) for q, gq in grads if gq is not None and id(q) not in index]
         built.grads = [(q, gq) for q, gq in grads if gq is None or id(q) in index]
+        built.grads += [(q, None) for q in built.uncovered]  # (zero_grad's None)
         if into is not None:
             built.grads = []  # the reduction points .grad at the summed gradients
             built.accumulate = []
@@ -1072,14 +1128,60 @@ class CompiledStep:
             built.into = [(into.write[id(p)], into.read[id(p)]) for p, _ in params]
         return built
 
+    def _state_keys(self) -> tuple[str, ...]:
+        opt = self.optimizer
+        if isinstance(opt, Adam):
+            return ("exp_avg", "exp_avg_sq")
+        return ("momentum_buffer",) if isinstance(opt, SGD) and opt.momentum else ()
+
+    def _state_why(self, indices: list[int]) -> str:
+        """Why the optimiser's existing state of parameters ``indices`` keeps the plan out
+        ("" if it does not): an array of another dtype or shape (the eager step computes
+        with it as it is), or a read-only one (the eager step raises its error). Arrays on
+        another device, or not C-contiguous, are copied (the same values) by the plan."""
+        state, opt = self.optimizer.state, self.optimizer
+        for i in indices:
+            st = state.get(i)
+            if not st:
+                continue
+            w = opt.params[i].data
+            for key in self._state_keys():
+                arr = st.get(key)
+                if arr is None:
+                    continue
+                if type(arr) is not np.ndarray:
+                    arr = on_device_of(arr, w)
+                if type(arr) is not np.ndarray or arr.shape != w.shape or arr.dtype != w.dtype:
+                    what = (
+                        f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
+                    )
+                    return (
+                        f"the optimiser's {key} of parameter #{i} is {what}, not {w.dtype} "
+                        f"{w.shape}: the eager step computes with it as it is"
+                    )
+                if not arr.flags.writeable:
+                    return (
+                        f"the optimiser's {key} of parameter #{i} is read-only: "
+                        f"the eager step raises its error"
+                    )
+        return ""
+
     def _buffer(
-        self, i: int, key: str, like: np.ndarray, states: list[tuple[int, str, Any]]
+        self,
+        b: _PlanBuilder,
+        i: int,
+        key: str,
+        like: np.ndarray,
+        states: list[tuple[int, str, Any]],
     ) -> tuple[np.ndarray, bool]:
-        """The optimiser's state array ``key`` of parameter ``i`` (created, zero, if it has
-        none: then also True, "the first step")."""
-        st = self.optimizer.state.setdefault(i, {})
-        arr = st.get(key)
-        first = arr is None
+        """The optimiser's state array ``key`` of parameter ``i``, and whether the plan's
+        update makes the first step (the state has none). Where the state has none, or one
+        the kernels cannot use as it is (on another device, not C-contiguous: checked by
+        :meth:`_state_why`), a new array, which the plan puts into the state (the old
+        one's values copied in) when its update first runs (``b.pending``)."""
+        st = self.optimizer.state.get(i)
+        old = None if st is None else st.get(key)
+        arr = old
         if (
             type(arr) is not np.ndarray
             or arr.shape != like.shape
@@ -1087,9 +1189,10 @@ class CompiledStep:
             or not arr.flags.c_contiguous
             or not arr.flags.writeable
         ):
-            arr = st[key] = _memory.zeros_like(like)
+            arr = _memory.zeros_like(like)
+            b.pending.append((i, key, arr, old))
         states.append((i, key, arr))
-        return arr, first
+        return arr, old is None
 
     def _update(
         self,
@@ -1113,7 +1216,7 @@ class CompiledStep:
         if isinstance(opt, SGD):
             mu = opt.momentum
             if mu:
-                v, first = self._buffer(i, "momentum_buffer", w, states)
+                v, first = self._buffer(b, i, "momentum_buffer", w, states)
                 text = f"update    v_{name} = μ v_{name} + d{name};  {name} -= lr v_{name}"
                 if opt.nesterov:
                     text = (
@@ -1135,13 +1238,8 @@ class CompiledStep:
             )
             return
         assert isinstance(opt, Adam)
-        st = opt.state.get(i)
-        if st is None:
-            st = opt.state[i] = {"step": 0}
-        elif "step" not in st:
-            st["step"] = 0
-        m, _ = self._buffer(i, "exp_avg", w, states)
-        v, _ = self._buffer(i, "exp_avg_sq", w, states)
+        m, _ = self._buffer(b, i, "exp_avg", w, states)
+        v, _ = self._buffer(b, i, "exp_avg_sq", w, states)
         b1, b2 = opt.betas
         b.add(
             "adam",
@@ -1156,7 +1254,12 @@ class CompiledStep:
     def describe(self, batch: int = 128) -> str:
         """The plan for a batch of ``batch`` samples, one kernel call a line (building it
         if needed; the eager step's reason if there is none)."""
+        changed = self._structure_changed()
+        if changed:
+            return f"no plan for a batch of {batch}: {changed}; the eager step runs"
         built = self._plans.get(batch) if self._key == self._hyper() else None
+        if built is not None and not self._still_valid(built):
+            built = None
         if built is None:
             if _fused.KERNELS is None:
                 return "no plan: the compiled kernels are not built; the eager step runs"
@@ -1185,6 +1288,7 @@ class _PlanBuilder:
         self.dt, self.dbl, self.fn, self.gemv, self.conv, self.S = dt, dbl, fn, gemv, conv, S
         self.instrs: list[tuple[Any, ...]] = []
         self.kept: list[np.ndarray] = []
+        self.pending: list[tuple[int, str, np.ndarray, Any]] = []
         self.by_addr: dict[int, np.ndarray] = {}
         self.text: list[str] = []
 

@@ -183,6 +183,10 @@ def normal(
     """Samples of N(0, std) of the given shape, drawn in ``dtype`` on the host, on ``device``.
     ``rng`` is a Generator or an int seed."""
     shape = _check_shape("normal", shape)
+    if not (
+        isinstance(std, (int, float, np.integer, np.floating)) and math.isfinite(std) and std >= 0
+    ):
+        raise ValueError(f"normal: std must be a finite number >= 0, got {std!r}")
     gen = as_generator(rng, "normal")
     dev = _backend.parse_device(device)
     dt: Any = np.dtype(dtype)

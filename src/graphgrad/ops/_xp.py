@@ -90,7 +90,8 @@ def sum_rows(x: Array) -> Array:
             _ONES.clear()
         ones = _ONES[key] = np.ones(x.shape[0], x.dtype)
     kernels = _fused.KERNELS  # (None where they are not built, or switched off)
-    if kernels is not None and x.flags.c_contiguous and x.shape[0] and x.shape[1]:
+    # (one column: NumPy's matmul makes a dot product there, not a GEMV, other bits)
+    if kernels is not None and x.flags.c_contiguous and x.shape[0] and x.shape[1] > 1:
         fn, ilp64 = _gemv(x.dtype)
         if fn is not None:
             out = np.empty(x.shape[1], x.dtype)

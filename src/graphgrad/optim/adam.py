@@ -24,7 +24,8 @@ class Adam(Optimizer):
 
     which is the bias-corrected update m̂ / (sqrt(v̂) + eps) written as PyTorch computes it.
     Parameters are updated in place; gradients of ``None`` are skipped. On NumPy arrays one
-    compiled kernel call updates every parameter (each as its own pass); on CuPy one
+    compiled kernel call updates every parameter (each as its own pass; subnormal numbers
+    flushed to zero, as :class:`SGD`'s kernel does); on CuPy one
     ``ElementwiseKernel`` launch; on another array API namespace in-place ``xp`` expressions
     (see :class:`SGD`).
 

@@ -37,18 +37,19 @@ class SGD(Optimizer):
             ``backward()`` (PyTorch's "optimizer in backward"): for the weight of ``linear``
             with a bias (``nn.Linear(..., bias=True)``, the default) the gradient GEMM
             computes ``v = μ v + Gᵀ x`` itself (β = μ), so the gradient array is never
-            written and read back, and ``step()`` only does ``θ -= lr v``. Those weights'
-            ``.grad`` stays ``None``; other parameters (biases, the weights of layers without
-            a bias, which are a plain matmul, weights used elsewhere) take the ordinary
-            path. Needs momentum > 0, no weight decay, no Nesterov. ``zero_grad()`` cannot
-            undo a gradient already added: call ``backward()`` once per ``step()``, or
-            several times to accumulate. NumPy (the ``cpu`` device) only: parameters on
-            another device are refused here, and if the model is moved to another device
-            later, its updates take the ordinary path (the same numbers, without the
-            fusion).
+            written and read back, and ``step()`` only does ``θ -= lr v``; a layer without
+            a bias too. Those weights' ``.grad`` stays ``None``; other parameters (biases,
+            weights used elsewhere) take the ordinary path. Needs momentum > 0, no weight
+            decay, no Nesterov. ``zero_grad()`` cannot undo a gradient already added:
+            call ``backward()`` once per ``step()``, or several times to accumulate.
+            NumPy (the ``cpu`` device) only: parameters on another device are refused here,
+            and if the model is moved to another device later, its updates take the
+            ordinary path (the same numbers, without the fusion).
 
     On NumPy arrays one compiled kernel call updates every parameter past its first step,
-    each as its own pass (``sgd_many`` in ``graphgrad._kernels``); on
+    each as its own pass (``sgd_many`` in ``graphgrad._kernels``; it flushes subnormal
+    numbers, below 1.2e-38 in float32, to zero, where the NumPy twin, which runs without
+    the compiled kernels, keeps them); on
     CuPy one ``ElementwiseKernel`` launch (:mod:`graphgrad.optim.cupy_updates`); on any other
     array API namespace in-place ``xp`` expressions (:mod:`graphgrad.optim.xp_updates`).
     """
