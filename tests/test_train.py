@@ -140,6 +140,38 @@ def test_resume_is_bit_exact(tmp_path: Path, opt_name: str) -> None:
     assert t2.history[0]["train_loss"] == t1.history[0]["train_loss"]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_cosine_run_resumed_with_another_batch_size_keeps_its_schedule(
+    tmp_path: Path, compiled: bool
+) -> None:
+    """The schedule follows the share of the run done, not the count of old, larger steps
+    (which ran it to lr 0 here: 2 epochs of 13 steps are past 4 epochs of 4)."""
+    x, y = _blobs(100, 3)
+    x = x.astype(np.float32)
+    m1, o1 = make(0, "sgd")
+    kw: dict[str, Any] = {"progress": False, "log": quiet, "lr_schedule": "cosine"}
+    t1 = Trainer(m1, o1, batch_size=8, run_dir=tmp_path, compiled=compiled, **kw)
+    t1.fit(x, y, 2)
+    m2, o2 = make(0, "sgd")
+    rates: list[float] = []
+    t2 = Trainer(m2, o2, batch_size=32, run_dir=tmp_path, compiled=compiled, **kw)
+    t2.resume_from(tmp_path)
+    t2.base_lr = t1.base_lr
+    step = o2.step
+
+    def spy() -> None:
+        rates.append(o2.lr)
+        step()
+
+    o2.step = spy  # type: ignore[method-assign]
+    t2.fit(x, y, 4)
+    if not compiled:  # (the compiled step reads o2.lr without calling step)
+        want = [t1.base_lr * 0.5 * (1 + np.cos(np.pi * k / 16)) for k in range(8, 16)]
+        np.testing.assert_allclose(rates, want, rtol=1e-12)
+    assert t2.history[-1]["lr"] == pytest.approx(t1.base_lr * 0.5 * (1 + np.cos(np.pi * 15 / 16)))
+    assert t2.history[2]["lr"] == pytest.approx(t1.base_lr * 0.5 * (1 + np.cos(np.pi * 11 / 16)))
+
+
 def test_divergence_stops_with_a_clear_message(tmp_path: Path) -> None:
     x, y = _blobs(64, 4)
     x = x.astype(np.float32)

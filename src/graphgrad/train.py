@@ -440,6 +440,7 @@ class Trainer:
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
         compiled = self._compiled  # each step one call of a compiled plan: the same numbers
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        at0 = self.epoch * len(loader)  # the schedule's place: this epoch's first batch
         model.train()
         e = self.epoch + 1
         bar = progress_bar(len(loader), f"epoch {e}/{epochs}", self.progress)
@@ -449,7 +450,7 @@ class Trainer:
             for b, (xb, yb) in enumerate(loader):
                 loss: Tensor | None = None
                 if compiled is not None:
-                    self._set_lr(schedule, base_lr, total)
+                    self._set_lr(schedule, base_lr, at0 + b, total)
                     value = compiled(xb, yb, skip_nonfinite=True)  # no update if not finite
                     logits = compiled.logits
                 else:
@@ -465,7 +466,7 @@ class Trainer:
                 if loss is not None:
                     opt.zero_grad()
                     loss.backward()
-                    self._optimizer_step(schedule, base_lr, total)
+                    self._optimizer_step(schedule, base_lr, at0 + b, total)
                 else:
                     self.step += 1
                 n = int(yb.shape[0])
@@ -486,6 +487,7 @@ class Trainer:
         steps after it ran on diverged weights, and no checkpoint is written of them."""
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
         schedule, base_lr, total = self.lr_schedule, self.base_lr, epochs * len(loader)
+        at0 = self.epoch * len(loader)
         model.train()
         e = self.epoch + 1
         first_step = self.step
@@ -502,7 +504,7 @@ class Trainer:
                 loss = loss_fn(logits, _labels(yb))
                 opt.zero_grad()
                 loss.backward()
-                self._optimizer_step(schedule, base_lr, total)
+                self._optimizer_step(schedule, base_lr, at0 + b, total)
                 xp = xp or _backend.namespace_of(logits.data)
                 losses.append(loss.data)
                 counts.append(xp.count_nonzero(xp.argmax(logits.data, axis=1) == yb))
@@ -529,14 +531,17 @@ class Trainer:
         n = np.asarray(sizes, dtype=np.float64)
         return self._epoch_record(int(n.sum()), float(values @ n), correct, t0)
 
-    def _set_lr(self, schedule: str, base_lr: float, total: int) -> None:
-        """The optimiser's rate for the current step, from the schedule."""
+    def _set_lr(self, schedule: str, base_lr: float, at: int, total: int) -> None:
+        """The optimiser's rate at batch ``at`` of the run's ``total`` (epochs x batches per
+        epoch of this loader): the schedule follows the share of the run done, so a run
+        resumed with another batch size goes on where it was (not from its step count,
+        which counts the old batches)."""
         if schedule != "constant":
-            self.optimizer.lr = base_lr * lr_factor(schedule, self.step, total)
+            self.optimizer.lr = base_lr * lr_factor(schedule, at, total)
 
-    def _optimizer_step(self, schedule: str, base_lr: float, total: int) -> None:
-        """One update at the schedule's rate for the current step (shared with subclasses)."""
-        self._set_lr(schedule, base_lr, total)
+    def _optimizer_step(self, schedule: str, base_lr: float, at: int, total: int) -> None:
+        """One update at the schedule's rate for batch ``at`` of ``total``."""
+        self._set_lr(schedule, base_lr, at, total)
         self.optimizer.step()
         self.step += 1
 
