@@ -283,15 +283,16 @@ def test_python_api_equals_one_process(tmp_path: Path, samples: int, overlap: st
     assert bool(got["malloc"])  # glibc: init() told malloc to keep freed memory
     if overlap == "overlap":
         # buckets: the weights as they complete (7*3 and 12*7 fill bucket_bytes), then the
-        # first weight (it completes last), the biases and the 3 statistics; the first step
+        # first weight (it completes last), the biases, the 6 parameters' counts of ranks with
+        # a gradient and the 3 statistics; the first step
         # is one Allreduce, every later one starts one Iallreduce per bucket (the first
         # during the backward pass); the changed step stops after its first
-        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12 + 12 + 7 + 3 + 3]
+        assert list(got["buckets"]) == [7 * 3 + 12 * 7, 6 * 12 + 12 + 7 + 3 + 6 + 3]
         assert int(got["calls"]) == 1 + 2 * (steps - 1) + 1
         for rank in (0, 1):
             assert f"rank {rank}: GradientReducer(overlap=True): parameter #2 (7, 12)" in r.stderr
     else:
-        assert list(got["buckets"]) == [params + 3] and int(got["calls"]) == steps
+        assert list(got["buckets"]) == [params + 6 + 3] and int(got["calls"]) == steps
 
     g = np.random.default_rng(0)
     x = g.normal(size=(samples, 6))
@@ -341,8 +342,8 @@ def test_overlap_with_a_parameter_also_used_outside_its_layer(tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip().splitlines()[-1]
     # one bucket per early weight (bucket_bytes 8): the last layer's; the middle one's joins
-    # the last bucket, with the first weight, the biases and the statistics
-    assert line.startswith(f"buckets [{2 * 7}, {7 * 12 + 12 * 6 + 12 + 7 + 2 + 3}] worst ")
+    # the last bucket, with the first weight, the biases, the 6 counts and the statistics
+    assert line.startswith(f"buckets [{2 * 7}, {7 * 12 + 12 * 6 + 12 + 7 + 2 + 6 + 3}] worst ")
     assert float(line.split()[-1]) < 1e-12
 
 
@@ -783,3 +784,241 @@ def test_compiled_distributed_steps_equal_eager_ones_bit_for_bit(
         "overlap: eager | overlap=True: the buckets are reduced while the eager backward pass "
         "makes their gradients"
     )
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+def test_a_cosine_run_resumed_on_another_world_size_goes_on_with_its_schedule(
+    tmp_path: Path,
+) -> None:
+    """The schedule is a function of the progress through the epochs: 2 epochs on 1 rank
+    (143 steps each), then epochs 3-4 on 3 ranks (48 steps each) go on from half way, at the
+    rates of steps 2·48 + b of 4·48 (not from step 286 of 192: a rate of 0)."""
+    from graphgrad.train import lr_factor
+
+    common = ["--dataset", "two_moons", "--batch-size", "7", "--lr-schedule", "cosine",
+              "--no-plots", "--no-progress", "--out", tmp_path / "run"]  # fmt: skip
+    r = mpirun(1, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    r = mpirun(3, GRAPHGRAD, "train", "--distributed", *common, "--epochs", "4", "--resume")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    base = metrics["config"]["optim"]["lr"]
+    hist = metrics["history"]
+    samples = 1000  # two_moons' training samples (143 steps of 7)
+    assert [(h["world_size"], h["step"]) for h in hist] == [(1, 143), (1, 286), (3, 334),
+                                                             (3, 382)]  # fmt: skip
+    steps = -(-samples // 21)
+    for h in hist[2:]:  # the rate of each epoch's last step
+        e = h["epoch"]
+        want = base * lr_factor("cosine", e * steps - 1, 4 * steps)
+        assert want > 0 and h["lr"] == pytest.approx(want, rel=1e-12), h
+
+
+UNUSED_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+from graphgrad.train import Trainer
+
+world = dist.init(timeout=30)
+g = np.random.default_rng(1)
+x = g.normal(size=(49, 6))  # 49: the last global batch of 1 sample, shards of 0 and 1
+y = g.integers(0, 3, 49)
+
+
+class WithUnused(gg.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = gg.nn.Linear(6, 8, rng=np.random.default_rng(0), dtype=np.float64)
+        self.b = gg.nn.Linear(8, 3, rng=np.random.default_rng(1), dtype=np.float64)
+        self.unused = gg.nn.Linear(8, 3, rng=np.random.default_rng(2), dtype=np.float64)
+
+    def forward(self, x):
+        return self.b(gg.relu(self.a(x)))
+
+
+def train(kind, distributed, **kw):
+    model = (WithUnused() if kind == "unused" else
+             gg.nn.MLP(6, [8], 3, rng=np.random.default_rng(0), dtype=np.float64))
+    opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    if kind == "frozen":
+        model[0].weight.requires_grad = False
+    common = dict(data_seed=3, log=None, progress=False)
+    if distributed:
+        tr = dist.DistributedTrainer(model, opt, world=world, batch_size=4, **common, **kw)
+    else:
+        tr = Trainer(model, opt, batch_size=4 * world.size, **common)
+    tr.fit(x, y, 3)
+    grads = {n: p.grad is None for n, p in model.named_parameters()}
+    return model.state_dict(), grads, tr.step_engine
+
+
+for kind in ("unused", "frozen", "mlp"):
+    for mode in ("compiled", "eager", "shm", "overlap"):
+        kw = {"compiled": mode == "compiled", "overlap": mode == "overlap",
+              "reduce": "shm" if mode == "shm" else "allreduce"}
+        got, none, engine = train(kind, True, **kw)
+        if world.is_root:
+            want, want_none, _ = train(kind, False)
+            worst = max(float(np.max(np.abs(got[k] - want[k]))) for k in want)
+            print(kind, mode, engine, "worst", worst, "none", sorted(n for n in none if none[n]),
+                  "want", sorted(n for n in want_none if want_none[n]))
+"""
+
+
+def test_unused_and_frozen_parameters_are_left_alone_as_in_one_process(tmp_path: Path) -> None:
+    """A parameter no rank computes a gradient for (unused) keeps .grad None, and a frozen
+    one (requires_grad=False) is not reduced: SGD's weight decay and momentum leave both
+    alone, as in one process with the whole batch; compiled, eager, shared memory, overlap
+    (with an empty shard at each epoch's last step)."""
+    script = tmp_path / "unused.py"
+    script.write_text(UNUSED_SCRIPT)
+    r = mpirun(2, sys.executable, script)
+    assert r.returncode == 0, r.stderr
+    lines = [ln.split() for ln in r.stdout.strip().splitlines()]
+    assert len(lines) == 12, r.stdout
+    for kind, mode, engine, _w, worst, _n, *rest in lines:
+        none = " ".join(rest)
+        assert float(worst) < 1e-12, (kind, mode)
+        want = {"unused": "['unused.bias', 'unused.weight']", "frozen": "['0.weight']",
+                "mlp": "[]"}[kind]  # fmt: skip
+        assert none == f"{want} want {want}", (kind, mode, none)
+        if kind == "mlp":  # (a frozen weight: each step falls back to the eager one)
+            assert engine == ("compiled" if mode == "compiled" else "eager"), mode
+
+
+MISMATCH_SCRIPT = """
+import sys, numpy as np
+import graphgrad as gg
+from graphgrad import distributed as dist
+
+world = dist.init(timeout=10)
+field = sys.argv[1]
+g = np.random.default_rng(0)
+S = 47 if field == "samples" and world.rank == 0 else 40
+x, y = g.normal(size=(S, 4)), g.integers(0, 3, S)
+B = 4 + world.rank if field == "batch" else 4
+model = gg.nn.MLP(4, [5], 3, rng=np.random.default_rng(0), dtype=np.float64)
+tr = dist.DistributedTrainer(model, gg.optim.SGD(model.parameters(), lr=0.1), world=world,
+                             batch_size=B, log=None, progress=False)
+try:
+    tr.fit(x, y, 2)
+except dist.DistributedError as e:  # a file per rank: mpiexec may merge the ranks' lines
+    with open(f"{sys.argv[2]}/rank{world.rank}.txt", "w") as f:
+        f.write(str(e))
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "said"),
+    [("samples", "len(y): 47 on rank 0, 40 on ranks 1, 2"),
+     ("batch", "batch_size: 4 on rank 0, 5 on rank 1, 6 on rank 2")],
+)  # fmt: skip
+def test_fit_with_different_data_or_arguments_on_the_ranks_names_them(
+    tmp_path: Path, field: str, said: str
+) -> None:
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH_SCRIPT)
+    r = mpirun(3, sys.executable, script, field, tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for rank in range(3):  # every rank raises it, at once
+        said_here = (tmp_path / f"rank{rank}.txt").read_text()
+        assert said_here == (
+            f"DistributedTrainer.fit: the ranks were given different runs ({said}); every "
+            "rank must pass the same data and arguments"
+        ), rank
+
+
+def test_a_start_up_failure_of_one_rank_in_the_cli_is_named_once(tmp_path: Path) -> None:
+    """The config file exists where rank 0 runs, not where rank 1 does: rank 0 names rank 1
+    once, every rank exits at once with the usage error's status, nothing is written, and
+    the same command then runs where both have the file."""
+    wa, wb = tmp_path / "wa", tmp_path / "wb"
+    wa.mkdir()
+    wb.mkdir()
+    (wa / "cfg.toml").write_text('[data]\ndataset = "two_moons"\n[train]\nepochs = 1\n')
+    out = tmp_path / "out"
+    cmd = [GRAPHGRAD, "train", "--distributed", "--config", "cfg.toml", "--out", out,
+           "--no-plots", "--no-progress"]  # fmt: skip
+    r = subprocess.run(
+        list(map(str, [MPIEXEC, "-n", 1, "-wdir", wa, *cmd, ":", "-n", 1, "-wdir", wb, *cmd])),
+        capture_output=True, text=True, timeout=50, env=ENV,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: the distributed run could not start: rank 1 (pid "
+    ), r.stderr
+    assert "cfg.toml" in lines[0]
+    assert not out.exists()
+    r = subprocess.run(
+        list(map(str, [MPIEXEC, "-n", 2, "-wdir", wa, *cmd])),
+        capture_output=True, text=True, timeout=60, env=ENV,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_bad_timeout_variable_is_a_usage_error(tmp_path: Path) -> None:
+    r = mpirun(2, GRAPHGRAD, "train", "--distributed", "--dataset", "two_moons", "--out",
+               tmp_path / "run", "--no-plots", env={**ENV, "GRAPHGRAD_DIST_TIMEOUT": "5m"},
+               timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: GRAPHGRAD_DIST_TIMEOUT must be seconds, got '5m'"
+    ], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rank_failing_during_set_up_leaves_no_run_directory(tmp_path: Path) -> None:
+    """The other ranks build their trainers before rank 0 writes config.toml and run.json:
+    when one fails, the same command runs afterwards (nothing is in the way)."""
+    script = tmp_path / "setup.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from graphgrad import distributed as dist, train
+        from graphgrad.config import RunConfig
+
+        world = dist.init()
+        if world.rank == 1 and sys.argv[2] == "break":
+            def broken(*args, **kwargs):
+                raise FileNotFoundError("no data on this machine")
+            train.load_data = broken
+        cfg = RunConfig().with_overrides({"data.dataset": "two_moons", "train.epochs": 1},
+                                         "test")
+        try:
+            dist.run_training(cfg, sys.argv[1], progress=False, plots=False)
+        except dist.DistributedError as e:
+            print("rank 0 says:", e, file=sys.stderr)
+            sys.exit(3)
+    """)
+    )
+    run_dir = tmp_path / "run"
+    r = mpirun(2, sys.executable, script, run_dir, "break", timeout=60)
+    assert r.returncode != 0
+    assert "rank 0 says: the distributed run could not start: rank 1" in r.stderr
+    assert not run_dir.exists()
+    r = mpirun(2, sys.executable, script, run_dir, "fine", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_the_api_refuses_a_device_other_than_the_cpu() -> None:
+    code = (
+        "import numpy as np, graphgrad as gg\n"
+        "from graphgrad import distributed as dist\n"
+        "m = gg.nn.MLP(4, [3], 2, rng=np.random.default_rng(0), dtype=np.float64)\n"
+        "try:\n"
+        "    dist.DistributedTrainer(m, gg.optim.SGD(m.parameters(), lr=0.1), batch_size=4,\n"
+        "                            world=dist.init(), device='array-api-strict')\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    pytest.importorskip("array_api_strict")
+    r = mpirun(1, sys.executable, "-c", code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(
+        "DistributedTrainer trains on the cpu device only, not 'array-api-strict'"
+    ), r.stdout

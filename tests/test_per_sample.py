@@ -140,3 +140,58 @@ def test_bad_input_is_named(rng: np.random.Generator) -> None:
         gg.per_sample_grads(model, lambda o, t: gg.sum(o), x[0], y[0])
     assert model(x).shape == (3, 2)  # the layers' forward is restored afterwards
     assert "forward" not in model[0].__dict__
+
+
+class _Tied(nn.Module):
+    """A layer whose weight is also used directly (tied), outside the layer's own call."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.enc = nn.Linear(5, 3, rng=rng, dtype=np.float64)
+
+    def forward(self, x: Any) -> gg.Tensor:
+        h = self.enc(x)  # (S, 3)
+        return h + (gg.tanh(h) @ self.enc.weight) @ self.enc.weight.T
+
+
+def test_a_weight_used_outside_its_layer_is_refused_naming_it(rng: np.random.Generator) -> None:
+    """Its per-sample gradients would miss the part from the other use: an error, not a
+    silently wrong result (tied weights; a penalty on the weight in the loss)."""
+    x, y = rng.normal(size=(6, 5)), rng.integers(0, 3, size=6)
+    tied = _Tied(rng)
+    with pytest.raises(ValueError, match=r"parameter enc\.weight of _Tied is used outside its "
+                                         r"Linear layer's call"):  # fmt: skip
+        gg.per_sample_grads(tied, gg.cross_entropy, x, y)
+    assert all(p.grad is None for p in tied.parameters())
+    model = mlp("tanh", rng)
+    w0 = model[0].weight
+
+    def penalised(o: gg.Tensor, t: np.ndarray) -> gg.Tensor:
+        return gg.cross_entropy(o, t) + 0.1 * gg.sum(w0 * w0)
+
+    with pytest.raises(ValueError, match=r"parameter 0\.weight of MLP is used outside"):
+        gg.per_sample_grads(model, penalised, x, y)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_model_on_another_device(rng: np.random.Generator) -> None:
+    """array-api-strict: the per-sample gradients are computed there, and equal the cpu
+    device's (2-D and 3-D inputs)."""
+    pytest.importorskip("array_api_strict")
+    from graphgrad import _backend
+
+    for x, y, loss in (
+        (rng.normal(size=(6, 5)), rng.integers(0, 3, size=6), gg.cross_entropy),
+        (rng.normal(size=(6, 2, 5)), rng.normal(size=(6, 2, 3)), gg.mse_loss),
+    ):
+        model = mlp("tanh", np.random.default_rng(1), (5, 4, 3))
+        want = gg.per_sample_grads(model, loss, x, y)
+        model.to("array-api-strict")
+        dev = model.device
+        got = gg.per_sample_grads(model, loss, _backend.asarray(x, dev), _backend.asarray(y, dev))
+        assert list(got) == list(want)
+        for name in want:
+            assert _backend.device_of(got[name]) == dev
+            np.testing.assert_allclose(_backend.to_numpy(got[name]), want[name], rtol=1e-12,
+                                       atol=1e-14, err_msg=name)  # fmt: skip
+        assert all(p.grad is None for p in model.parameters())

@@ -427,30 +427,42 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     runner: Any = run_training
+    world: Any = None
+    failure: tuple[int, str] | None = None  # (exit status, message) of a start-up failure
     if args.distributed:
         from . import distributed
 
         try:
-            distributed.init()
+            world = distributed.init()
         except distributed.MPIUnavailableError as e:
             _err(str(e))
             return 2
+        except ValueError as e:  # GRAPHGRAD_DIST_TIMEOUT is not a number: a usage error
+            failure = (2, str(e))
+            # start MPI anyway (with the default timeout), so that the ranks agree on it
+            world = distributed.init(timeout=distributed.DEFAULT_TIMEOUT)
         runner = distributed.run_training
-    try:
-        check_run_dependencies(plots=not args.no_plots)
-    except MissingExtraError as e:
-        _err(str(e))
-        return 1
-    try:
-        cfg = resolve_config(args)
-    except (ConfigError, FileNotFoundError) as e:
-        _err(str(e))
-        return 2
-    if not _device_ready(cfg.train.device, "train.device"):
-        return 1
-    if args.distributed and cfg.train.device != "cpu":
-        _err(f"--distributed trains on the cpu device only, not {cfg.train.device!r}")
-        return 2
+    cfg: Any = None
+    if failure is None:
+        try:
+            check_run_dependencies(plots=not args.no_plots)
+            cfg = resolve_config(args)
+        except MissingExtraError as e:
+            failure = (1, str(e))
+        except (ConfigError, FileNotFoundError) as e:
+            failure = (2, str(e))
+    if failure is None:
+        problem = _device_problem(cfg.train.device, "train.device")
+        if problem is not None:
+            failure = (1, problem)
+        elif args.distributed and cfg.train.device != "cpu":
+            failure = (2, f"--distributed trains on the cpu device only, not {cfg.train.device!r}")
+    if world is not None:  # every rank learns how the others started before any goes on
+        failure = _agree_on_start(world, failure)
+    if failure is not None:
+        if failure[1]:
+            _err(failure[1])
+        return failure[0]
     try:
         runner(
             cfg,
@@ -503,18 +515,47 @@ def _interrupted(out: Path) -> str:
 def _device_ready(device: str, what: str) -> bool:
     """Whether ``device`` can be used; if not, the one-line error (what is missing and how to
     install it) is printed. Checked before any data is read or anything written."""
+    problem = _device_problem(device, what)
+    if problem is not None:
+        _err(problem)
+        return False
+    return True
+
+
+def _device_problem(device: str, what: str) -> str | None:
+    """Why ``device`` cannot be used (``what: ...``: what is missing and how to install it),
+    or None when it can."""
     from . import _backend
     from .errors import DeviceUnavailableError
 
     try:
         _backend.parse_device(device)
-    except DeviceUnavailableError as e:
-        _err(f"{what}: {e}")
-        return False
-    except ValueError as e:
-        _err(f"{what}: {e}")
-        return False
-    return True
+    except (DeviceUnavailableError, ValueError) as e:
+        return f"{what}: {e}"
+    return None
+
+
+def _agree_on_start(world: Any, failure: tuple[int, str] | None) -> tuple[int, str] | None:
+    """Every rank's start-up outcome (None, or (exit status, message)), shared by all ranks
+    (one allgather), so that a rank that cannot start does not leave the others waiting for
+    it. Returns None when every rank started; else the (status, message) this rank ends
+    with: the status of the first rank that failed, on every rank; the message on rank 0
+    only ("" elsewhere), printed once: a failure of rank 0 alone, or the same one on every
+    rank, as one process would say it, else naming each rank that failed."""
+    reports = world.allgather(failure)
+    bad = [(r, f) for r, f in enumerate(reports) if f is not None]
+    if not bad:
+        return None
+    status = bad[0][1][0]
+    if not world.is_root:
+        return status, ""
+    messages = {f[1] for _r, f in bad}
+    if (len(bad) == 1 and bad[0][0] == 0) or (len(bad) == world.size and len(messages) == 1):
+        return status, bad[0][1][1]
+    ranks = "; ".join(
+        f"rank {r} (pid {world.peers[r][1]} on {world.peers[r][0]}): {f[1]}" for r, f in bad
+    )
+    return status, f"the distributed run could not start: {ranks}"
 
 
 def _os_error(e: OSError, doing: str) -> str:

@@ -31,7 +31,9 @@ What is shared and how:
   (:func:`shard_bounds`). No data is sent: every rank loads the whole data set.
 * **Gradients.** Each rank's backward pass is seeded with n_r / L, so its gradients come out
   weighted, and writes the weight gradients straight into one contiguous buffer (the
-  parameters, then the step's loss sum, correct count and sample count); one in-place
+  parameters, then per parameter the number of ranks that had a gradient for it, then the
+  step's loss sum, correct count and sample count: a parameter none had one for, and a
+  frozen one, keep ``.grad`` None, as in one process); one in-place
   ``Allreduce`` sums it and the optimiser gets views of it, without a copy
   (:class:`GradientReducer`). When all ranks share a node, the buffer is instead each rank's
   slot of one MPI-3 shared-memory window, and each rank sums its part of the slots, in rank
@@ -44,7 +46,8 @@ What is shared and how:
 * **Output.** Rank 0 alone prints, writes checkpoints (atomically, as always), metrics and
   figures; the history records ``world_size`` and ``global_batch_size``. Other ranks never
   touch the run directory, so it need not be shared between machines. ``--resume`` reads the
-  checkpoint on rank 0 and broadcasts weights and optimiser state: any world size resumes.
+  checkpoint on rank 0 and broadcasts weights and optimiser state: any world size resumes
+  (the cosine schedule follows the fraction of the epochs done, whatever the world size).
 * **Faults.** An exception on any rank prints ``graphgrad: rank r of N ... failed: ...`` with
   its traceback and calls ``MPI_Abort``, which stops every rank; a rank killed outright is
   reported by ``mpiexec`` (its PID, which rank 0 lists at the start); a rank that makes no
@@ -83,6 +86,7 @@ from .train import (
     Trainer,
     TrainingDiverged,
     evaluate,
+    lr_factor,
     progress_bar,
     show_progress,
 )
@@ -120,11 +124,25 @@ class MPIUnavailableError(GraphgradError, ImportError):
 
 
 class DistributedError(RunError):
-    """A distributed run cannot start or go on: the message names the rank(s) at fault."""
+    """A distributed run cannot start or go on: the message names the rank(s) at fault.
+
+    Attributes:
+        on_every_rank: every rank raised it at the same point (no rank waits for another):
+            :func:`run_training` stops cleanly, rank 0 reporting it.
+    """
+
+    on_every_rank = False
 
 
 class _SetupFailed(Exception):
     """Another rank reported a failure during set-up; this rank stops quietly."""
+
+
+def _on_every_rank(message: str) -> DistributedError:
+    """A :class:`DistributedError` that every rank raises at the same point."""
+    error = DistributedError(message)
+    error.on_every_rank = True
+    return error
 
 
 # ----------------------------------------------------------------------------- the world
@@ -606,15 +624,19 @@ class NodeReduction:
 class GradientReducer:
     """Averages the parameters' gradients over the ranks through one contiguous buffer.
 
-    The buffer holds every parameter's gradient followed by ``extra`` scalars (statistics to
-    sum along, e.g. loss, correct, samples). A weight whose rows are a multiple of 4096 bytes
-    long (a 3072-input layer's) gets its rows further apart in the buffer, as the eager and
-    compiled steps store such a gradient (``graphgrad._memory.pads``: OpenBLAS writes it
-    faster); the gaps hold zeros, summed with the rest, and ``.grad`` is a view that skips
-    them. A step is :meth:`backward` (or gradients already
-    in ``.grad``), then :meth:`finish`, which sums the buffer over the ranks in place and makes
-    each parameter's ``.grad`` a view of its slice (no copy). A parameter without a gradient
-    on this rank (an empty shard, an unused parameter) contributes zeros.
+    The buffer holds every parameter's gradient, one count per parameter (below), then ``extra``
+    scalars (statistics to sum along, e.g. loss, correct, samples). A weight whose rows are a
+    multiple of 4096 bytes long (a 3072-input layer's) gets its rows further apart in the
+    buffer, as the eager and compiled steps store such a gradient (``graphgrad._memory.pads``:
+    OpenBLAS writes it faster); the gaps hold zeros, summed with the rest, and ``.grad`` is a
+    view that skips them. A step is :meth:`backward` (or gradients already in ``.grad``), then
+    :meth:`finish`, which sums the buffer over the ranks in place and makes each parameter's
+    ``.grad`` a view of its slice (no copy). A parameter without a gradient on this rank (an
+    empty shard, an unused parameter) contributes zeros; one without a gradient on every rank
+    (unused in the step, or frozen: ``requires_grad=False``) keeps ``.grad`` None after
+    :meth:`finish`, as one process's backward pass leaves it (the optimisers skip it: no weight
+    decay or momentum moves it). For that the buffer holds, after the gradients, one count per
+    parameter of the ranks that had a gradient for it, summed with the rest (:attr:`flags`).
 
     :meth:`backward` seeds the backward pass with ``weight`` (n_r / L) instead of 1, so the
     gradients come out already weighted (the chain rule is linear in the seed), and the
@@ -662,6 +684,9 @@ class GradientReducer:
         reduction: ``"shm"`` or ``"allreduce"``, what is used (``"allreduce"`` until
             :meth:`setup`).
         reduce_note: why ``"shm"`` was asked for (or chosen) but not used; else None.
+        flags: (len(params),) this rank's part of the per-parameter counts: 1 where the step
+            gave this rank a gradient for the parameter, else 0 (written by :meth:`finish`).
+        extra: (extra,) the scalars summed along (after :meth:`finish`: their sums).
     """
 
     def __init__(
@@ -677,7 +702,7 @@ class GradientReducer:
         self.params = list(params)
         self.world = world
         dtypes = {p.data.dtype for p in self.params}
-        if len(dtypes) != 1:
+        if len(dtypes) > 1:
             raise ValueError(
                 f"GradientReducer: parameters of mixed dtypes {sorted(map(str, dtypes))}"
             )
@@ -692,10 +717,12 @@ class GradientReducer:
                 "GradientReducer: overlap=True reduces buckets with MPI Iallreduce; "
                 "reduce='shm' needs overlap=False"
             )
-        self.dtype = dtypes.pop()
+        self.dtype = np.dtype(dtypes.pop() if dtypes else np.float64)  # (no parameters)
         self.overlap = bool(overlap)
         self.bucket_bytes = int(bucket_bytes)
         self.n_extra = int(extra)
+        # after the gradients: one count per parameter (ranks that had a gradient), then extra
+        self._tail = len(self.params) + self.n_extra
         # each parameter's slot of the buffer: its size, or, for a weight whose rows are a
         # multiple of 4096 bytes long, rows padded as the steps pad such a gradient
         # (_memory.pads: OpenBLAS writes it faster), the padding zeros summed with the rest
@@ -710,9 +737,9 @@ class GradientReducer:
         self._shm: NodeReduction | None = None
         self._reduce = reduce
         self._set_up = False  # setup() ran (the shared window is made at the first step)
-        self.buffer = np.zeros(self.size + extra, dtype=self.dtype)
+        self.buffer = np.zeros(self.size + self._tail, dtype=self.dtype)
         self.result = self.buffer
-        self.extra = self.buffer[self.size :]
+        self._tail_views()
         self._layout(list(range(len(self.params))))
         self._sinks = [_BufferSink(self, k) for k in range(len(self.params))]
         n = len(self.params)
@@ -731,6 +758,12 @@ class GradientReducer:
         self._started = False  # backward() or reduce() began this step
         #: how the buckets were laid out (None: one Allreduce per step); for reports.
         self.bucket_sizes: list[int] | None = None
+
+    def _tail_views(self) -> None:
+        """:attr:`flags` and :attr:`extra`: the buffer's parts after the gradients."""
+        at = self.size + len(self.params)
+        self.flags = self.buffer[self.size : at]
+        self.extra = self.buffer[at:]
 
     def _layout(self, order: list[int]) -> None:
         """Place the parameters in the buffer in ``order``; ``.views[k]`` is parameter k's
@@ -762,7 +795,7 @@ class GradientReducer:
         if self._set_up:
             return self.reduction
         self._set_up = True
-        w, n = self.world, self.size + self.n_extra
+        w, n = self.world, self.size + self._tail
         if self._reduce == "shm" or (
             self._reduce == "auto"
             and not self.overlap
@@ -779,7 +812,7 @@ class GradientReducer:
             shm.slot[...] = self.buffer
             self._shm, self.reduction = shm, "shm"
             self.buffer, self.result = shm.slot, shm.result
-            self.extra = self.buffer[self.size :]
+            self._tail_views()
             self._layout(order)
         return self.reduction
 
@@ -880,15 +913,18 @@ class GradientReducer:
             self._next += 1
 
     def finish(self) -> np.ndarray:
-        """Sum the buffer over the ranks (or wait for the buckets), then point every ``.grad``
-        at its slice; returns ``extra`` (summed too). Without a :meth:`backward` since the
-        last call (an empty shard) this rank contributes zeros, or what is in ``.grad``."""
+        """Sum the buffer over the ranks (or wait for the buckets), then point the ``.grad``
+        of every parameter that had a gradient on some rank at its slice (the others keep
+        None); returns ``extra`` (summed too). Without a :meth:`backward` since the last call
+        (an empty shard) this rank contributes zeros, or what is in ``.grad``."""
         if not self._started:  # no backward() this step (an empty shard): zeros
             self._start_step(live=self._plan is not None)
             self._recording = self.overlap and self._plan is None  # the others record now
         live, self._live, self._started = self._live, False, False
+        flags = self.flags
         for k, p in enumerate(self.params):
             g, view = p.grad, self.views[k]
+            flags[k] = 1 if g is not None or self._count[k] else 0
             if live and self._plan is not None and self._bucket_of[k] < len(self._buckets) - 1:
                 # an early parameter: complete when its bucket started, or unused this step
                 if g is not None or self._count[k] not in (0, self._plan[k]):
@@ -905,22 +941,28 @@ class GradientReducer:
                 np.copyto(view, np.asarray(g))
             else:
                 np.add(view, np.asarray(g), out=view)
+        counts = self.result[self.size : self.size + len(self.params)]
         if live:
             self._start_ready()  # buckets held back by an unused parameter
             a, b, _members = self._buckets[-1]
             self._requests.append(self.world.iallreduce_(self.buffer[a:b]))
             self.world.wait_all(self._requests)
             self._requests = []
+            had = counts > 0
         elif self._shm is not None:
             result = self._shm.reduce()
-            self.extra[...] = result[self.size :]  # own slot: nobody reads it until next step
+            had = counts > 0  # read now: the shared result changes at the next step
+            # into this rank's own slot: nobody reads it until the next step
+            self.extra[...] = result[self.size + len(self.params) :]
         else:
             self.world.allreduce_(self.buffer)
+            had = counts > 0
             if self._recording:
                 self._recording = False
                 self._make_plan()
         for k, p in enumerate(self.params):
-            p.grad = self.result_views[k]
+            # no gradient on any rank (unused, frozen): None, as one process leaves it
+            p.grad = self.result_views[k] if had[k] else None
         return self.extra
 
     def close(self) -> None:
@@ -935,7 +977,7 @@ class GradientReducer:
                 p.grad = np.array(p.grad)
         self.buffer = np.array(self.buffer)
         self.result = self.buffer
-        self.extra = self.buffer[self.size :]
+        self._tail_views()
         self._layout(order)
         self._shm, self.reduction = None, "allreduce"
         self.reduce_note = "close() freed the shared window; summing with MPI Allreduce"
@@ -978,7 +1020,7 @@ class GradientReducer:
         for i, members in enumerate(buckets):
             b = a + sum(self._slot[k] for k in members)
             if i == len(buckets) - 1:
-                b += self.n_extra
+                b += self._tail  # the counts and the extra scalars
             self._buckets.append((a, b, members))
             for k in members:
                 self._bucket_of[k] = i
@@ -1021,15 +1063,20 @@ def data_parallel_grads(
     """The gradient of the mean loss over the whole batch (x (S, ...), y (S, ...)), each rank
     computing it for its share (:func:`shard_bounds`) and one Allreduce summing the shares
     weighted by n_r / S. Every rank passes the same arrays and gets the same result:
-    parameter name -> array of the parameter's shape (copies; ``.grad`` is reset to None)."""
+    parameter name -> array of the parameter's shape (copies; zeros for a parameter that got
+    no gradient on any rank: unused, or ``requires_grad=False``; ``.grad`` is reset to None)."""
     w = world if world is not None else init()
     lo, hi = shard_bounds(len(y), w.rank, w.size)
     model.zero_grad()
-    reducer = GradientReducer(model.parameters(), w, reduce="allreduce")  # one call: no window
+    trained = [p for p in model.parameters() if p.requires_grad]
+    reducer = GradientReducer(trained, w, reduce="allreduce")  # one call: no window
     if hi > lo:
         reducer.backward(loss_fn(model(x[lo:hi]), y[lo:hi]), (hi - lo) / len(y))
     reducer.finish()
-    out = {name: np.array(p.grad) for name, p in model.named_parameters()}
+    out = {
+        name: np.zeros(p.shape, dtype=p.data.dtype) if p.grad is None else np.array(p.grad)
+        for name, p in model.named_parameters()
+    }
     model.zero_grad()
     return out
 
@@ -1079,7 +1126,24 @@ class DistributedTrainer(Trainer):
     more), or with ``overlap=True`` buckets of up to ``bucket_bytes`` reduced with
     ``Iallreduce`` while the backward pass goes on (a static graph is assumed; see there).
     All give the same weights to float rounding. ``SGD(fused_backward=True)`` cannot be
-    used (it would step on each rank's own gradient).
+    used (it would step on each rank's own gradient). Parameters with ``requires_grad=False``
+    (frozen when the trainer is made) are left out of the reduction, and a parameter that
+    gets no gradient on any rank in a step (unused) keeps ``.grad`` None: as in one process,
+    the optimiser leaves both alone (no weight decay or momentum moves them).
+
+    The cosine schedule (``lr_schedule="cosine"``) is a function of the progress through the
+    epochs, (epoch + steps done in it / steps per epoch) / epochs: the same rates as the
+    Trainer's step / total steps while the steps per epoch stay the same, and a run resumed
+    on another number of ranks (other steps per epoch) continues from where it was.
+
+    ``fit`` first checks that every rank was given the same run: the number of samples, a
+    sample's shape and dtype, the evaluation data's size, ``batch_size``, ``epochs``,
+    ``data_seed``, the schedule and the reduction; where they differ, every rank raises
+    :class:`DistributedError` naming the field and the ranks (instead of waiting for each
+    other in a collective).
+
+    The gradients are summed with MPI from NumPy arrays: the model must be on the cpu
+    device (``device`` None or ``"cpu"``; another raises ``ValueError``).
 
     Where the Trainer would compile its steps (``compiled=True``, the default; not with
     ``overlap``), each rank's step is a compiled plan in two parts
@@ -1095,6 +1159,16 @@ class DistributedTrainer(Trainer):
     def __init__(self, model: Module, optimizer: Optimizer, *, world: World | None = None,
                  overlap: bool = False, bucket_bytes: int = 1 << 20, reduce: str = "auto",
                  **kwargs: Any) -> None:  # fmt: skip
+        from . import _backend
+
+        device = kwargs.get("device")
+        where = _backend.parse_device(device) if device is not None else model.device
+        if not where.is_cpu:
+            raise ValueError(
+                f"DistributedTrainer trains on the cpu device only, not {str(where)!r} (the "
+                "ranks sum their gradients with MPI from NumPy arrays); pass device=None or "
+                "'cpu', with the model on the cpu device"
+            )
         world = world if world is not None else init()
         if getattr(optimizer, "fused_backward", False):
             raise ValueError(
@@ -1109,13 +1183,92 @@ class DistributedTrainer(Trainer):
         self.world_size = world.size
         self.overlap = bool(overlap)
         self.checkpoint_extra.setdefault("distributed", {})
-        self.reducer = GradientReducer(model.parameters(), world, extra=3, overlap=overlap,
+        # frozen parameters (requires_grad=False) are not reduced: they never get a gradient
+        trained = [p for p in model.parameters() if p.requires_grad]
+        self.reducer = GradientReducer(trained, world, extra=3, overlap=overlap,
                                         bucket_bytes=bucket_bytes, reduce=reduce)  # fmt: skip
         if self.overlap and self._compiled is not None:
             self._compiled = None  # overlap reduces buckets as the eager backward makes them
             self.why_eager = (
                 "overlap=True: the buckets are reduced while the eager backward pass makes "
                 "their gradients"
+            )
+
+    def _run_fields(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        epochs: int,
+        eval_data: tuple[np.ndarray, np.ndarray] | None,
+    ) -> dict[str, Any]:
+        """What every rank's ``fit`` must agree on (with a :class:`World` allgather)."""
+        return {
+            "len(y)": len(y),
+            "x.shape[1:]": tuple(np.shape(x)[1:]),
+            "x.dtype": str(getattr(x, "dtype", type(x).__name__)),
+            "epochs": epochs,
+            "batch_size": self.batch_size,
+            "data_seed": self.data_seed,
+            "len(eval_data y)": None if eval_data is None else len(eval_data[1]),
+            "lr_schedule": self.lr_schedule,
+            "base_lr": self.base_lr,
+            "overlap": self.overlap,
+            "reduce": self.reducer._reduce,
+            "reduced parameters (elements)": self.reducer.size,
+        }
+
+    def _local_problem(self, x: np.ndarray, y: np.ndarray) -> str | None:
+        """This rank's own reason not to train, or None."""
+        if len(x) != len(y):
+            return f"fit: {len(x)} inputs but {len(y)} labels"
+        reduced = {id(p) for p in self.reducer.params}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad != (id(p) in reduced):
+                return (
+                    f"fit: parameter {name}'s requires_grad is {p.requires_grad} now but was "
+                    f"{not p.requires_grad} when the DistributedTrainer was made (which set "
+                    "the parameters the ranks reduce); make a new DistributedTrainer after "
+                    "freezing or unfreezing parameters"
+                )
+        return None
+
+    def _check_same_run(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        epochs: int,
+        eval_data: tuple[np.ndarray, np.ndarray] | None,
+    ) -> None:
+        """Every rank's data and arguments for this ``fit`` must be the same (else the ranks
+        would wait for each other in a collective until the watchdog stops the job): one
+        allgather; where they differ, every rank raises naming the ranks and the field."""
+        w = self.world
+        problem = self._local_problem(x, y)
+        mine = (self._run_fields(x, y, epochs, eval_data), problem)
+        if w.size == 1:
+            if problem is not None:
+                raise ValueError(problem)
+            return
+        reports = w.allgather(mine)
+        bad = [(r, m) for r, (_fields, m) in enumerate(reports) if m is not None]
+        if bad:
+            if problem is not None:
+                raise ValueError(problem)
+            lines = "; ".join(f"rank {r}: {m}" for r, m in bad)
+            raise _on_every_rank(f"DistributedTrainer.fit: another rank cannot train: {lines}")
+        differ = []
+        for field in mine[0]:
+            by_value: dict[str, list[int]] = {}
+            for r, (fields, _m) in enumerate(reports):
+                by_value.setdefault(repr(fields.get(field)), []).append(r)
+            if len(by_value) > 1:
+                parts = ", ".join(f"{v} on {_ranks(rs)}" for v, rs in by_value.items())
+                differ.append(f"{field}: {parts}")
+        if differ:
+            raise _on_every_rank(
+                "DistributedTrainer.fit: the ranks were given different runs ("
+                + "; ".join(differ)
+                + "); every rank must pass the same data and arguments"
             )
 
     def _sync_state(self) -> None:
@@ -1168,12 +1321,21 @@ class DistributedTrainer(Trainer):
         eval_data: tuple[np.ndarray, np.ndarray] | None = None,
         eval_split: str = "eval",
     ) -> list[dict[str, Any]]:
-        """As :meth:`Trainer.fit`, on every rank at once (each passes the whole data)."""
+        """As :meth:`Trainer.fit`, on every rank at once (each passes the whole data: x (S, ...),
+        y (S,), the same on every rank).
+
+        Raises:
+            DistributedError: on every rank, when the ranks were given different data or
+                arguments (naming the field and the ranks), or another rank's input is
+                invalid.
+            ValueError: on the rank whose x and y differ in length, or whose parameters'
+                ``requires_grad`` changed since the trainer was made (the others raise
+                :class:`DistributedError` naming it).
+        """
         w = self.world
         if not w.setup_agreed:
             w.agree(None)
-        if len(x) != len(y):
-            raise ValueError(f"fit: {len(x)} inputs but {len(y)} labels")
+        self._check_same_run(x, y, epochs, eval_data)
         w.training = True  # stays set if fit raises: run_training then stops every rank
         history = self._fit(x, y, epochs, eval_data, eval_split)
         w.training = False
@@ -1218,6 +1380,12 @@ class DistributedTrainer(Trainer):
             w.progress()
         return self.history
 
+    def _schedule_lr(self, schedule: str, base_lr: float, at: int, total: int) -> None:
+        """The optimiser's rate at step ``at`` of ``total`` (``epochs`` × steps per epoch at
+        this world size): the fraction ``at / total`` of the run is done."""
+        if schedule != "constant":
+            self.optimizer.lr = base_lr * lr_factor(schedule, at, total)
+
     def _reduce(self, loss_sum: float, hits: float, n: int, e: int, b: int, steps: int,
                 global_batch: int) -> None:  # fmt: skip
         """Sum this step's gradients (already in the reducer's buffer) and statistics (this
@@ -1244,7 +1412,11 @@ class DistributedTrainer(Trainer):
         read = dict(zip(map(id, reducer.params), reducer.result_views, strict=True))
         global_batch = self.batch_size * w.size
         steps = math.ceil(len(y) / global_batch)
+        # The schedule's position: epochs done plus the fraction of this one, in this world
+        # size's steps (at0 + b of total). Not self.step: a run resumed on another number of
+        # ranks took its steps at another number per epoch.
         total = epochs * steps
+        at0 = self.epoch * steps
         schedule, base_lr = self.lr_schedule, self.base_lr
         order = epoch_order(len(y), self.data_seed, self.epoch)
         model.train()
@@ -1270,7 +1442,7 @@ class DistributedTrainer(Trainer):
                         reducer.written()
                         hits = _hits(compiled.logits, yb)
                         self._reduce(loss * len(yb), hits, len(yb), e, b, steps, n)
-                        self._set_lr(schedule, base_lr, total)  # the update reads it
+                        self._schedule_lr(schedule, base_lr, at0 + b, total)  # update reads it
                         return True
 
                     value = compiled.reduced_step(x[idx], yb, weight=len(idx) / n, write=write,
@@ -1289,7 +1461,9 @@ class DistributedTrainer(Trainer):
                         del loss
                         stats = (stats[0], _hits(logits.data, yb))
                     self._reduce(stats[0], stats[1], len(idx), e, b, steps, n)
-                    self._optimizer_step(schedule, base_lr, total)
+                    self._schedule_lr(schedule, base_lr, at0 + b, total)
+                    opt.step()
+                    self.step += 1
                 w.progress()
                 seen += n
                 loss_sum += float(reducer.extra[0])
@@ -1304,6 +1478,11 @@ class DistributedTrainer(Trainer):
             "global_batch_size": global_batch,
             "allreduce_seconds": w.allreduce_seconds - reduce_before,
         }
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``rank 1`` or ``ranks 0, 2``."""
+    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
 
 
 def _hits(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -1355,6 +1534,25 @@ def run_training(
     cfg = RunConfig.from_dict(w.broadcast(cfg.to_dict() if w.is_root else None), "rank 0's config")
     factory = functools.partial(DistributedTrainer, world=w)
     try:
+        # First the other ranks load the data and build their trainer, and every rank learns
+        # how that went, before rank 0 writes anything: a rank that cannot start then leaves
+        # no half-made run directory (config.toml, run.json) in the way of the next attempt.
+        error: Exception | None = None
+        if not w.is_root:
+            try:
+                dtype = np.dtype(cfg.train.dtype)
+                data = T.load_data(cfg.data, dtype)
+                model = T.build_model(cfg.model, data.num_features, data.num_classes, dtype)
+                optimizer = T.build_optimizer(cfg.optim, model.parameters())
+                trainer = factory(
+                    model, optimizer, batch_size=cfg.train.batch_size, data_seed=cfg.data.seed,
+                    eval_batch_size=cfg.train.eval_batch_size,
+                    lr_schedule=cfg.train.lr_schedule, base_lr=cfg.optim.lr,
+                )  # fmt: skip
+            except Exception as e:
+                error = e
+        w.agree(error)  # raises on every rank if any failed (rank 0 names them)
+        w.setup_agreed = False  # rank 0's own set-up is agreed next: at its fit, or failure
         if w.is_root:
             try:
                 return T.run_training(
@@ -1365,28 +1563,15 @@ def run_training(
                 if not w.setup_agreed:  # failed before training started: tell the others
                     w.agree(e)
                 raise
-        try:
-            dtype = np.dtype(cfg.train.dtype)
-            data = T.load_data(cfg.data, dtype)
-            model = T.build_model(cfg.model, data.num_features, data.num_classes, dtype)
-            optimizer = T.build_optimizer(cfg.optim, model.parameters())
-            trainer = factory(
-                model, optimizer, batch_size=cfg.train.batch_size, data_seed=cfg.data.seed,
-                eval_batch_size=cfg.train.eval_batch_size, lr_schedule=cfg.train.lr_schedule,
-                base_lr=cfg.optim.lr,
-            )  # fmt: skip
-        except Exception as e:
-            w.agree(e)  # raises: this rank failed
-            raise
         trainer.fit(data.x_train, data.y_train, cfg.train.epochs, (data.x_eval, data.y_eval),
                     data.eval_split)  # fmt: skip
         return None
-    except (_SetupFailed, TrainingDiverged):
-        # Every rank saw it at the same point: a clean stop; rank 0 says why.
-        if w.is_root:
-            raise
-        raise SystemExit(1) from None
     except BaseException as e:
+        if isinstance(e, _SetupFailed | TrainingDiverged) or getattr(e, "on_every_rank", False):
+            # Every rank saw it at the same point: a clean stop; rank 0 says why.
+            if w.is_root:
+                raise
+            raise SystemExit(1) from None
         if w.training and w.size > 1:  # the others wait for this rank in a collective
             w.abort(e, 130 if isinstance(e, KeyboardInterrupt) else 1)
         raise

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._backend import is_numpy, namespace_of
 from ._engine import run_backward
 from ._state import enable_grad
 from .nn.layers import Linear
@@ -50,7 +51,7 @@ class _Tap:
         b = Tensor(layer.bias.data) if layer.bias is not None else None
         z = linear(t, w, b)
         if not z.requires_grad:  # the first layer: x and W are constants here
-            z = z + Tensor(np.zeros((), dtype=z.data.dtype), requires_grad=True)
+            z = z + Tensor(_zeros(z.data, ()), requires_grad=True)
         self.inputs.append(t.data)
         self.outputs.append(z)
         return z
@@ -63,7 +64,7 @@ def per_sample_grads(
     y: Any,
     *,
     reduction: str = "mean",
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """The gradient of each sample's loss H_s with respect to every parameter, in one pass.
 
     Args:
@@ -80,10 +81,14 @@ def per_sample_grads(
     Returns:
         Parameter name (as in ``model.named_parameters()``) -> array of shape
         (S, *param.shape): entry s is ∇H_s. Their mean over axis 0 is the gradient of the mean
-        loss that ``loss.backward()`` gives. The parameters' ``.grad`` are left untouched.
+        loss that ``loss.backward()`` gives. The arrays are on the model's device (NumPy
+        arrays on the cpu device; on another device, x and y must be there too, as for
+        ``model(x)``). The parameters' ``.grad`` are left untouched.
 
     Raises:
-        ValueError: a parameter outside a Linear layer (named), an unknown ``reduction``, or
+        ValueError: a parameter outside a Linear layer (named); a Linear weight or bias used
+            outside its layer's own call (tied weights, a penalty on it in the loss: named),
+            whose per-sample gradients this pass cannot recover; an unknown ``reduction``;
             an empty batch.
     """
     if reduction not in ("mean", "sum"):
@@ -119,36 +124,86 @@ def per_sample_grads(
     grads_z: list[Any] = [None] * len(zs)
     if zs and loss.requires_grad:
         # Seed S for a mean: row s of ∂(S·L)/∂z is then ∂H_s/∂z_s itself.
-        seed = np.full_like(loss.data, s if reduction == "mean" else 1)
-        grads_z = run_backward(loss, seed, wrt=zs) or grads_z
-    by_param: dict[int, np.ndarray] = {}
+        xp = namespace_of(loss.data)
+        seed = xp.full_like(loss.data, s if reduction == "mean" else 1)
+        # The taps computed with constant copies of W and b, so the real parameters get a
+        # gradient only where the model or the loss uses them outside their layer's call: a
+        # part of ∂H_s/∂W that the per-sample terms below do not hold.
+        real = [p for _, p in model.named_parameters() if p.requires_grad]
+        grads = run_backward(loss, seed, wrt=[*zs, *real]) or [None] * (len(zs) + len(real))
+        grads_z = grads[: len(zs)]
+        used = {id(p) for p, g in zip(real, grads[len(zs) :], strict=True) if g is not None}
+        if used:
+            names = [n for n, p in model.named_parameters() if id(p) in used]
+            what = (
+                f"parameter {names[0]} of {type(model).__name__} is used outside its Linear "
+                "layer's call"
+                if len(names) == 1
+                else f"parameters {', '.join(names)} of {type(model).__name__} are used "
+                "outside their Linear layers' calls"
+            )
+            raise ValueError(
+                f"per_sample_grads: {what} (a tied weight, a penalty on the weight in the "
+                "loss ...); per_sample_grads recovers per-sample gradients only from the "
+                "layers' own calls and would miss that part: compute them with one backward "
+                "pass per sample instead"
+            )
+    by_param: dict[int, Any] = {}
     k = 0
     for tap in taps:
         layer = tap.layer
-        dtype = layer.weight.data.dtype
-        gw: np.ndarray | None = None
-        gb: np.ndarray | None = None
+        gw: Any = None
+        gb: Any = None
         for xin in tap.inputs:
             g = grads_z[k]
             k += 1
             if g is None:  # this call's output does not reach the loss
                 continue
-            g = np.asarray(g, dtype=dtype).reshape(s, -1, layer.out_features)
-            xs = np.asarray(xin, dtype=dtype).reshape(s, -1, layer.in_features)
-            if g.shape[1] == 1:  # (S, D) inputs: one outer product g_s x_s^T per sample
-                w_s = g[:, 0, :, None] * xs[:, 0, None, :]
-            else:  # (S, ..., D): summed over the positions inside each sample
-                w_s = np.matmul(g.transpose(0, 2, 1), xs)
-            b_s = g.sum(axis=1)
-            gw = w_s if gw is None else np.add(gw, w_s, out=gw)
-            gb = b_s if gb is None else np.add(gb, b_s, out=gb)
+            w_s, b_s = _per_sample_terms(g, xin, layer, s)
+            if is_numpy(namespace_of(w_s)):
+                gw = w_s if gw is None else np.add(gw, w_s, out=gw)
+                gb = b_s if gb is None else np.add(gb, b_s, out=gb)
+            else:
+                gw = w_s if gw is None else gw + w_s
+                gb = b_s if gb is None else gb + b_s
         if gw is None or gb is None:
-            gw = np.zeros((s, *layer.weight.shape), dtype=dtype)
-            gb = np.zeros((s, layer.out_features), dtype=dtype)
+            gw = _zeros(layer.weight.data, (s, *layer.weight.shape))
+            gb = _zeros(layer.weight.data, (s, layer.out_features))
         by_param[id(layer.weight)] = gw
         if layer.bias is not None:
             by_param[id(layer.bias)] = gb
     return {name: by_param[id(p)] for name, p in model.named_parameters()}
+
+
+def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
+    """Zeros of ``shape``, of ``like``'s dtype, namespace and device."""
+    if type(like) is np.ndarray:
+        return np.zeros(shape, dtype=like.dtype)
+    xp = namespace_of(like)
+    return xp.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _per_sample_terms(g: Any, xin: Any, layer: Linear, s: int) -> tuple[Any, Any]:
+    """One call of ``layer``: its output gradient ``g`` ((S, ..., out), row s = ∂H_s/∂z_s)
+    and input ``xin`` ((S, ..., in)) -> (∂H_s/∂W (S, out, in), ∂H_s/∂b (S, out)), summed over
+    the positions inside each sample; in ``g``'s namespace, of the weight's dtype."""
+    dtype = layer.weight.data.dtype
+    if type(g) is np.ndarray:
+        g = np.asarray(g, dtype=dtype).reshape(s, -1, layer.out_features)
+        xs = np.asarray(xin, dtype=dtype).reshape(s, -1, layer.in_features)
+        if g.shape[1] == 1:  # (S, D) inputs: one outer product g_s x_s^T per sample
+            w_s = g[:, 0, :, None] * xs[:, 0, None, :]
+        else:  # (S, ..., D): summed over the positions inside each sample
+            w_s = np.matmul(g.transpose(0, 2, 1), xs)
+        return w_s, g.sum(axis=1)
+    xp = namespace_of(g)  # another array namespace (array-api-strict, CuPy ...)
+    g = xp.reshape(xp.astype(g, dtype, copy=False), (s, -1, layer.out_features))
+    xs = xp.reshape(xp.astype(xin, dtype, copy=False), (s, -1, layer.in_features))
+    if g.shape[1] == 1:
+        w_s = xp.expand_dims(g[:, 0, :], axis=2) * xp.expand_dims(xs[:, 0, :], axis=1)
+    else:
+        w_s = xp.matmul(xp.permute_dims(g, (0, 2, 1)), xs)
+    return w_s, xp.sum(g, axis=1)
 
 
 def _num_samples(taps: list[_Tap]) -> int:
