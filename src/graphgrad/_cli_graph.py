@@ -81,6 +81,7 @@ def register(sub: Any) -> None:
         "file)",
     )
     g.set_defaults(handler=_graph)
+    _hint_dashed_expr(g, "graph")
 
     p = sub.add_parser(
         "paths",
@@ -110,6 +111,26 @@ def register(sub: Any) -> None:
         help="most paths to enumerate before refusing (default 1,000,000)",
     )
     p.set_defaults(handler=_paths)
+    _hint_dashed_expr(p, "paths")
+
+
+def _hint_dashed_expr(parser: Any, cmd: str) -> None:
+    """Make an EXPR that starts with '-' ("-x*y"), which argparse reads as an unknown option,
+    an error that says how to pass it, instead of a bare "unrecognized arguments: -x*y"."""
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = parse_known(args, namespace)
+        dashed = [a for a in extras if a.startswith("-") and not a.startswith("--") and a != "-"]
+        if dashed and getattr(ns, "expr", None) is None:
+            parser.error(
+                f"unrecognized arguments: {' '.join(extras)}; an EXPR that starts with '-' is "
+                f"read as an option: give the options first and -- before it (graphgrad {cmd} "
+                f'--at x=1 -- "{dashed[0]}"), or write it in parentheses ("({dashed[0]})")'
+            )
+        return ns, extras
+
+    parser.parse_known_args = parse_known_args
 
 
 def _add_inputs(parser: Any) -> None:
@@ -284,7 +305,10 @@ def _paths(args: argparse.Namespace) -> int:
             return _error("paths", "give either EXPR or --layered WIDTH DEPTH, not both")
         return _paths_layered(args.layered[0], args.layered[1], limit)
     if args.expr is None and args.model is None:
-        return _error("paths", "give an expression (EXPR --at ...) or --layered WIDTH DEPTH")
+        return _error(
+            "paths",
+            "give an expression (EXPR --at ...), --model NAME (--at ...) or --layered WIDTH DEPTH",
+        )
     return _paths_expr(args.expr, args.at, limit, args.model)
 
 

@@ -331,13 +331,21 @@ cdef class Scalar:
     def _m(self, value):
         _extra(self).m = value
 
-    def __reduce__(self):
-        # A copy is a new node with the same fields and a new creation number (pickle,
-        # copy.copy); no node is ever changed in place, as a pass may be walking it.
-        return _restore, (
+    def __copy__(self):
+        # A copy is a new node with the same fields (the same inputs) and a new creation
+        # number; no node is ever changed in place, as a pass may be walking it.
+        return _restore(
             self.data, self.grad, self.name, self.requires_grad, self._op, self._a, self._b,
             self._p,
         )
+
+    def __reduce__(self):
+        # pickle and copy.deepcopy: a leaf only, as the reference (a node made by an op
+        # would carry its whole graph, ops included, recursively)
+        if self._op is not None:
+            raise TypeError(_py.NOT_PICKLABLE)
+        return _restore, (self.data, self.grad, self.name, self.requires_grad, None, None, None,
+                          None)
 
     def __dealloc__(self):
         global _burying, _grave_len
@@ -1106,7 +1114,7 @@ cdef inline int _rule(Scalar n) except -1:
         x = a.data
         d = b.data
         a.grad += g / d
-        b.grad += -g * x / (d * d)
+        b.grad += -((g * (x / d)) / d)  # as the registry's rule: no d * d to overflow
     elif code == C_LOG:
         a.grad += g / a.data
     elif code == C_POW:  # (C's pow, as NumPy's: inf for 0 ** negative, not an exception)

@@ -82,18 +82,18 @@ class Scalar:
     __slots__ = (
         "_a",
         "_b",
+        "_data",
         "_m",
         "_op",
         "_p",
         "_released",
         "_seq",
-        "data",
         "grad",
         "name",
         "requires_grad",
     )
 
-    data: float
+    _data: float
     grad: float
     name: str | None
     requires_grad: bool
@@ -106,13 +106,18 @@ class Scalar:
     _released: bool
 
     def __init__(self, value: Any, name: str | None = None, requires_grad: bool = True) -> None:
-        self.data = to_float(value, "Scalar")
+        self._data = to_float(value, "Scalar")
         self.grad = 0.0
         self.name = name
         self.requires_grad = bool(requires_grad)
         self._op = self._a = self._b = self._p = self._m = None  # a leaf: no op, no inputs
         self._seq = _next()
         self._released = False
+
+    # The value: read through a C-level getter (no Python frame); set through
+    # _set_data, which converts as the compiled core's C double does (an int or NumPy
+    # number becomes a float; a str or None is refused with the same TypeError).
+    data = property(attrgetter("_data"), lambda self, v: _set_data(self, v))
 
     # -------------------------------------------------------------------------- facts
     @property
@@ -174,11 +179,18 @@ class Scalar:
         """Set this node's ``.grad`` to 0."""
         self.grad = 0.0
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A copy (copy.copy, pickle) is a new node with the same fields and a new creation
+    def __copy__(self) -> Scalar:
+        # A copy is a new node with the same fields (the same inputs) and a new creation
         # number, so that its inputs stay older than it, as backward's order needs.
         fields = (self.data, self.grad, self.name, self.requires_grad, self._op, self._a, self._b)
-        return _restore, (*fields, self._p)
+        return _restore(*fields, self._p)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy.deepcopy: a leaf (a parameter, a constant) only. A node made by an
+        # op would carry its whole graph, ops included, recursively.
+        if self._op is not None:
+            raise TypeError(NOT_PICKLABLE)
+        return _restore, (self.data, self.grad, self.name, self.requires_grad, *_NO_OP)
 
     def __pos__(self) -> Scalar:
         return self
@@ -203,6 +215,26 @@ class Scalar:
 
 
 # ------------------------------------------------------------------------------ plumbing
+
+
+#: The error of pickling or deep-copying a node made by an op (both implementations).
+NOT_PICKLABLE = (
+    "cannot pickle or deep-copy a Scalar made by an op (a node of a graph): save the values "
+    "of the leaves (parameters' .data) instead, and rebuild the graph by running the model"
+)
+_NO_OP = (None, None, None, None)
+
+
+def _set_data(node: Scalar, value: Any) -> None:
+    """``node.data = value`` as the compiled core's ``double`` field takes it: a float, or
+    anything with ``__float__`` or ``__index__`` (int, bool, NumPy numbers) as a float; else
+    the TypeError the compiled core raises."""
+    if type(value) is not float:
+        t = type(value)
+        if not (hasattr(t, "__float__") or hasattr(t, "__index__")) or isinstance(value, complex):
+            raise TypeError(f"must be real number, not {t.__name__}")
+        value = float(value)
+    node._data = value
 
 
 def to_float(value: Any, what: str) -> float:
@@ -237,7 +269,7 @@ def _restore(
     """A node of these fields and a new creation number: the generic constructor (a copy's
     rebuild by :meth:`Scalar.__reduce__`, constants, nodes of the generic path)."""
     out = _new(Scalar)
-    out.data = data
+    out._data = data
     out.grad = grad
     out.name = name
     out.requires_grad = requires_grad
@@ -319,7 +351,7 @@ def _binary_operator(op: Op, what: str) -> tuple[Callable[..., Scalar], Callable
         if type(other) is not Scalar:
             other = _lift(other, what)
         out = _new(Scalar)
-        out.data = fwd(self.data, other.data)
+        out._data = fwd(self.data, other.data)
         out.grad = 0.0
         out.name = None
         out._p = None

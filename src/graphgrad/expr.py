@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import io
 import math
+import sys
 import tokenize
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -247,7 +248,11 @@ def parse(text: str) -> Parsed:
     except SyntaxError as e:
         raise ExprError(e.msg, e.offset) from None
     except (RecursionError, MemoryError):
-        raise ExprError("the expression is too deeply nested for Python's parser") from None
+        raise ExprError(
+            "the expression is too deeply nested for Python's parser: more than about "
+            f"{3 * sys.getrecursionlimit():,} operators in one chain (x+x+...+x nests one "
+            "level per operator) or levels of nesting; split it into shorter parts"
+        ) from None
     names: list[str] = []
     stack: list[ast.AST] = [tree.body]
     while stack:

@@ -28,7 +28,9 @@ def _as_arrays(inputs: Any) -> tuple[list[np.ndarray], bool]:
         a = to_numpy(x.data) if isinstance(x, Tensor) else np.asarray(x)  # checked on the CPU
         if a.dtype.kind not in "fc":
             a = a.astype(np.float64)
-        arrays.append(np.array(a, copy=True))
+        # C order: the perturbation loops write through reshape(-1), a view only of a
+        # C-contiguous array (of a transposed or Fortran-ordered one it is a copy)
+        arrays.append(np.array(a, copy=True, order="C"))
     return arrays, single
 
 
@@ -242,7 +244,7 @@ def kinks_hit(
         op = node._op
         if op is None or not op.kinks or not op.differentiable:
             continue
-        args = [np.array(x.data, dtype=np.float64) for x in node._inputs]
+        args = [np.array(x.data, dtype=np.float64, order="C") for x in node._inputs]
         for k, x in enumerate(args):
             if not op.differentiable_in(k) or x.size > max_elements:
                 continue

@@ -154,9 +154,10 @@ def _consts(values: np.ndarray) -> Obj:
     return out
 
 
-def _cross_entropy(logits: Obj, labels: Tensor) -> Obj:
+def _cross_entropy(logits: Obj, labels: Tensor, label_units: Obj) -> Obj:
     """L = (1/S) sum_s H_s with H_s = -ln p_y (one-hot) or -sum_t o_t ln p_t (probabilities),
-    p = exp(x - m) / sum exp(x - m)."""
+    p = exp(x - m) / sum exp(x - m). Probability targets o that need gradients enter as their
+    units (dH/do_t = -ln p_t, also where o_t = 0); constant ones as numbers."""
     lab = np.asarray(labels.data)
     s_count, t_count = logits.shape
     terms = []
@@ -168,7 +169,13 @@ def _cross_entropy(logits: Obj, labels: Tensor) -> Obj:
         if lab.dtype.kind in "iu":
             terms.append(-(exps[int(lab[s])] / z).log())
         else:
-            parts = [float(lab[s, t]) * (exps[t] / z).log() for t in range(t_count) if lab[s, t]]
+            parts = []
+            for t in range(t_count):
+                o = label_units[s, t]
+                if o.requires_grad:
+                    parts.append(o * (exps[t] / z).log())
+                elif lab[s, t]:
+                    parts.append(float(lab[s, t]) * (exps[t] / z).log())
             terms.append(-_chain_sum(parts))
     return _obj(_chain_sum(terms) * (1.0 / s_count))
 
@@ -282,7 +289,7 @@ EXPANSIONS: dict[str, Expansion] = {
     "logsumexp": _logsumexp,
     "softmax": lambda node, ins, p: _softmax_rows(ins[0], p.get("axis", -1), log=False),
     "log_softmax": lambda node, ins, p: _softmax_rows(ins[0], p.get("axis", -1), log=True),
-    "cross_entropy": lambda node, ins, p: _cross_entropy(ins[0], node._inputs[1]),
+    "cross_entropy": lambda node, ins, p: _cross_entropy(ins[0], node._inputs[1], ins[1]),
     "reshape": lambda node, ins, p: ins[0].reshape(p["shape"]),
     "transpose": lambda node, ins, p: np.transpose(ins[0], p.get("axes")),
     "broadcast_to": lambda node, ins, p: np.broadcast_to(ins[0], p["shape"]),

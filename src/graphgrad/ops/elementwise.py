@@ -150,7 +150,9 @@ def _div_dx(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
 
 
 def _div_dy(xp: Any, g: Any, ans: Any, x: Any, y: Any) -> Any:
-    return -g * x / (y * y)
+    # -g x / y^2, divided by y twice: y * y overflows to inf for |y| > ~1.3e154 (and
+    # underflows to 0 for |y| < ~1e-162), where the gradient itself is finite.
+    return -((g * (x / y)) / y)
 
 
 def _f_div(x: float, y: float) -> float:

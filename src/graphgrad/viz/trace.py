@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from .._graph import collect
+from ..errors import BackwardError
 from ..ops import _xp
-from ..scalar import Scalar, local_grads
+from ..scalar import Scalar, local_grads, registry_rules
 from ..tensor import Tensor, set_backward_tracer
 from . import formats
 from .data import GraphData, fmt
@@ -186,10 +187,12 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
     """
     ran = root.grad != 0.0
     nodes: list[dict[str, Any]] = []
+    for i, n in enumerate(order):
+        n._m = i  # the walk's mark slot now holds the node's id in the trace
+    grads = _root_grads(order) if ran else [None] * len(order)
     edges: list[dict[str, Any]] = []
     labels: list[str] = []
     for i, n in enumerate(order):
-        n._m = i  # the walk's mark slot now holds the node's id in the trace
         name = n.name or (extra.get(id(n)) if extra else None)
         op = n._op
         if op is None:
@@ -199,7 +202,7 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
                 {
                     "id": i, "name": name, "label": label, "kind": "const" if const else "input",
                     "op": None, "expr": None, "value": n.data,
-                    "grad": None if const or not ran else n.grad, "shape": (),
+                    "grad": None if const else grads[i], "shape": (),
                 }
             )  # fmt: skip
             labels.append(label)
@@ -213,7 +216,7 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
             {
                 "id": i, "name": name, "label": label, "kind": "op", "op": op.name,
                 "expr": _fill(expr_tpl, arg_labels), "value": n.data,
-                "grad": n.grad if ran else None, "shape": (),
+                "grad": grads[i], "shape": (),
             }
         )  # fmt: skip
         labels.append(label)
@@ -221,6 +224,26 @@ def _trace_scalars(order: list[Scalar], root: Scalar, extra: dict[int, str]) -> 
         for k, j in enumerate(srcs):
             edges.append(_edge(j, i, k, arg_names, deriv_tpls, local[k], arg_labels))
     return Graph(nodes=nodes, edges=edges, root=len(order) - 1, kind="scalar")
+
+
+def _root_grads(order: list[Scalar]) -> list[float | None]:
+    """∂root/∂node for every node of ``order`` (creation order, the root last; ``_m`` holds
+    each node's index), by one backward pass of the registry's VJP rules, as ``backward()``
+    runs it from the root alone: not the stored ``.grad``, which sums over every backward
+    call and over every root a node was reached from (the header says ∂root/∂node)."""
+    grads = [0.0] * len(order)
+    grads[-1] = 1.0
+    try:
+        for i in range(len(order) - 1, -1, -1):
+            n = order[i]
+            if n._op is None:
+                continue
+            for x, d in zip(n._inputs, registry_rules(n, grads[i]), strict=True):
+                j: int = x._m  # type: ignore[assignment]
+                grads[j] += d
+    except BackwardError:  # an op with no derivative: backward() raises too
+        return [None] * len(order)
+    return list(grads)
 
 
 Template = tuple[tuple[str, ...], tuple[int, ...]]
