@@ -586,6 +586,11 @@ class Session:
         o.name = "o"
         o.backward(dl_do)
         graph = trace(o).to_dict()
+        # trace() gives do/d(node) (a backward pass from o alone, seeded with 1): the chain
+        # rule's last factor makes them dL/d(node)
+        for node in graph["nodes"]:
+            if node["grad"] is not None:
+                node["grad"] = node["grad"] * dl_do
         if dl_do == 0.0:
             # trace() reads a zero gradient on the output as "no backward pass yet" and gives
             # every gradient as unknown (None); here the pass ran, with dL/do = 0 exactly (the
