@@ -768,3 +768,14 @@ def test_missing_data_files_name_the_cli_option(tmp_path: Path) -> None:
     proc = gg("train", "--dataset", "mnist", "--out", str(tmp_path / "r"), env=env)
     line = assert_one_line_failure(proc, "MNIST files not found. Looked in: ", "--data-root")
     assert ":;" not in line
+
+
+def test_help_names_every_activation_and_one_default() -> None:
+    from graphgrad.nn.activations import ACTIVATIONS
+
+    for sub in ("train", "init-study"):
+        text = " ".join(gg(sub, "--help").stdout.split())
+        for name in ACTIVATIONS:
+            assert name in text, (sub, name)
+    text = " ".join(gg("eval", "--help").stdout.split())
+    assert "(default: as trained)" in text and "as trained) (default: None)" not in text

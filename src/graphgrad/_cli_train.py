@@ -105,7 +105,7 @@ def register(sub: Any) -> None:
     g.add_argument("--hidden", type=_hidden, help=_cfg("model.hidden", "hidden sizes"))
     g.add_argument(
         "--activation",
-        help=_cfg("model.activation", "relu, tanh, sigmoid, identity, leaky_relu[:s], elu[:a]"),
+        help=_cfg("model.activation", "relu, tanh, sigmoid, identity (or linear), leaky_relu[:s], elu[:a], softplus"),
     )
     g.add_argument(
         "--init",
@@ -235,7 +235,12 @@ def register(sub: Any) -> None:
     )
     e.add_argument("checkpoint", type=Path, help="run directory or checkpoint directory")
     e.add_argument("--split", choices=["test", "train"], default="test", help="which split")
-    e.add_argument("--data-root", help="folder holding the data files (default: as trained)")
+    e.add_argument(
+        "--data-root",
+        # "%(default).0s" prints nothing, and keeps ArgumentDefaultsHelpFormatter from adding
+        # "(default: None)" after the real default
+        help="folder holding the data files (default: as trained)%(default).0s",
+    )
     e.add_argument(
         "--batch-size",
         type=int_at_least(1, 1_000_000),
@@ -292,7 +297,7 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--activation",
         default="relu",
-        help="relu, tanh, sigmoid, identity, leaky_relu[:s], elu[:a]",
+        help="relu, tanh, sigmoid, identity (or linear), leaky_relu[:s], elu[:a], softplus",
     )
     s.add_argument(
         "--samples", type=int_at_least(1, 1_000_000), default=256, help="samples S pushed through"
