@@ -105,7 +105,10 @@ def register(sub: Any) -> None:
     g.add_argument("--hidden", type=_hidden, help=_cfg("model.hidden", "hidden sizes"))
     g.add_argument(
         "--activation",
-        help=_cfg("model.activation", "relu, tanh, sigmoid, identity (or linear), leaky_relu[:s], elu[:a], softplus"),
+        help=_cfg(
+            "model.activation",
+            "relu, tanh, sigmoid, identity (or linear), leaky_relu[:s], elu[:a], softplus",
+        ),
     )
     g.add_argument(
         "--init",
