@@ -225,3 +225,10 @@ def test_check_finite_names_the_derivative_that_is_not() -> None:
     out.backward()
     with pytest.raises(ExprError, match=r"the gradient ∂d/∂a is inf: overflows a float"):
         check_finite(out)
+
+
+def test_given_names_are_read_as_python_reads_the_expression() -> None:
+    # Python's parser NFKC-normalises identifiers: "𝑥" (mathematical italic) is "x"
+    assert parse_values("𝑥=2") == {"x": 2.0}
+    with pytest.raises(ExprError, match="given twice"):
+        parse_values("x=1,𝑥=2")

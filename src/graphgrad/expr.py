@@ -25,6 +25,7 @@ import io
 import math
 import sys
 import tokenize
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -539,7 +540,8 @@ def parse_values(spec: str | Sequence[str]) -> dict[str, float]:
             if not part:
                 continue
             name, sep, val = part.partition("=")
-            name, val = name.strip(), val.strip()
+            # as Python's parser reads the expression's names: NFKC ("𝑥" is "x")
+            name, val = unicodedata.normalize("NFKC", name.strip()), val.strip()
             if not sep or not name or not val:
                 raise ExprError(
                     f"expected NAME=NUMBER pairs separated by commas, got {excerpt(part)}"

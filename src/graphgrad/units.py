@@ -19,7 +19,10 @@ number at a time, as a :class:`~graphgrad.scalar.Scalar` graph:
 * shape ops (reshape, transpose, broadcast, indexing, concatenation) make no units: they only
   rearrange which unit sits where.
 
-Both graphs give the same values and gradients (to rounding, in float64).
+Both graphs give the same values and gradients (to rounding, in float64), except at ties of
+``max``/``min`` over an axis: the fused op shares the gradient equally among the tied entries
+(``max([1, 1, 1])``: 1/3 each), the units' chain of binary ``maximum`` splits it half and half
+at each unit (0.25, 0.25, 0.5).
 """
 
 from __future__ import annotations
