@@ -14,6 +14,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -766,3 +767,34 @@ def test_outer_kernel_gives_the_same_bits_at_any_thread_count(
         assert _fused.outer(a, b, out)
         results.append(out.tobytes())
     assert results[0] == results[1] == results[2] == np.matmul(a, b).tobytes()
+
+
+_SHORT_CALLS: list[tuple[str, Callable[[Any], object], type, str]] = [
+    ("sgd", lambda K: K.sgd(np.ones(4096, "f4"), np.ones(1, "f4"), np.ones(4096, "f4"),
+                            0.1, 0.9, 0.0, False, False), ValueError, "sgd: g has 1"),
+    ("sgd v", lambda K: K.sgd(np.ones(4096), np.ones(4096), np.ones(2), 0.1, 0.9, 0.0,
+                              False, False), ValueError, "sgd: v has 2"),
+    ("adam", lambda K: K.adam(np.ones(4096), np.ones(4096), np.ones(4096), np.ones(3), 0.1,
+                              0.9, 0.99, 1e-8, 0.0, 1.0, 1.0), ValueError, "adam: v has 3"),
+    ("relu", lambda K: K.relu(np.ones(4096, "f4"), np.empty(1, "f4")), ValueError, "relu: out"),
+    ("relu_grad", lambda K: K.relu_grad(np.ones(5), np.ones(4), np.ones(5)), ValueError,
+     "relu_grad: x has 4"),
+    ("add_bias", lambda K: K.add_bias(np.ones((4, 10), "f4"), np.ones(3, "f4"), False),
+     ValueError, "add_bias: b has 3"),
+    ("xent rows", lambda K: K.xent_forward(np.ones((64, 10), "f4"), np.zeros(1, np.int64)),
+     ValueError, "1 labels for 64 rows"),
+    ("xent label", lambda K: K.xent_forward(np.ones((4, 10), "f4"), np.full(4, 10**12)),
+     IndexError, "label 1000000000000 of row 0"),
+    ("xent_backward", lambda K: K.xent_backward(np.ones((4, 10)), np.zeros(4, np.int64), 1.0,
+                                                np.empty((2, 10))), ValueError, "out is 2x10"),
+]  # fmt: skip
+
+
+@needs_kernels
+@pytest.mark.parametrize(("call", "error", "words"), [c[1:] for c in _SHORT_CALLS],
+                         ids=[c[0] for c in _SHORT_CALLS])  # fmt: skip
+def test_kernels_refuse_arrays_that_do_not_fit(call: Any, error: type, words: str) -> None:
+    """The loops take their length from the first array: a shorter one beside it was read
+    and written past its end (a segfault, or silently wrong numbers)."""
+    with pytest.raises(error, match=words):
+        call(_fused.KERNELS)

@@ -569,11 +569,34 @@ cdef void _sgd_all(real* wp, const real* gp, real* vp, Py_ssize_t n, Py_ssize_t 
         _sgd_span(wp, gp, vp, lo, hi, cols, ldg, l, m, d, has_mu, has_wd, nesterov, first)
 
 
+cdef int _same_len(str who, Py_ssize_t n, Py_ssize_t m, str what) except -1:
+    """Refuse an array of ``m`` elements beside a first one of ``n`` (the loops read ``n``
+    from each: a shorter one would be read and written past its end)."""
+    if m != n:
+        raise ValueError(f"{who}: {what} has {m} elements, the first array {n}")
+    return 0
+
+
+cdef int _check_labels(str who, const long long[::1] labels, Py_ssize_t S,
+                       Py_ssize_t T) except -1:
+    """Refuse labels that are not S classes in [0, T) (the rows index the logits by them)."""
+    cdef Py_ssize_t s
+    if labels.shape[0] != S:
+        raise ValueError(f"{who}: {labels.shape[0]} labels for {S} rows of logits")
+    for s in range(S):
+        if labels[s] < 0 or labels[s] >= T:
+            raise IndexError(f"{who}: label {labels[s]} of row {s} is not in [0, {T})")
+    return 0
+
+
 def sgd(real[::1] w, const real[::1] g, real[::1] v, double lr, double mu, double wd,
         bint nesterov, bint first):
     """SGD with momentum, in place: g' = g + wd w; v = g' (first step) or mu v + g';
     w -= lr (g' + mu v if nesterov else v). ``v`` is ignored when mu == 0."""
     cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
+    _same_len("sgd", n, g.shape[0], "g")
+    if mu != 0:
+        _same_len("sgd", n, v.shape[0], "v")
     cdef real* wp = &w[0] if n else NULL
     cdef const real* gp = &g[0] if n else NULL
     cdef real* vp = &v[0] if n else NULL
@@ -677,6 +700,9 @@ def adam(real[::1] w, const real[::1] g, real[::1] m, real[::1] v, double lr, do
     """Adam, in place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
     w -= (m / (sqrt(v) / sqrt(1-b2^t) + eps)) * (lr / (1-b1^t))."""
     cdef Py_ssize_t n = w.shape[0], par_min = PAR_MIN
+    _same_len("adam", n, g.shape[0], "g")
+    _same_len("adam", n, m.shape[0], "m")
+    _same_len("adam", n, v.shape[0], "v")
     cdef real* wp = &w[0] if n else NULL
     cdef const real* gp = &g[0] if n else NULL
     cdef real* mp = &m[0] if n else NULL
@@ -869,6 +895,8 @@ cdef void _relu_grad_all(const real* gp, const real* xp, real* op, Py_ssize_t n,
 def relu_grad(const real[::1] g, const real[::1] x, real[::1] out):
     """out = g * (x > 0): g where x > 0, else 0 (ReLU's subgradient at 0 is 0)."""
     cdef Py_ssize_t n = g.shape[0], par_min = PAR_MIN
+    _same_len("relu_grad", n, x.shape[0], "x")
+    _same_len("relu_grad", n, out.shape[0], "out")
     cdef const real* gp = &g[0] if n else NULL
     cdef const real* xp = &x[0] if n else NULL
     cdef real* op = &out[0] if n else NULL
@@ -899,6 +927,7 @@ cdef void _relu_all(const real* xp, real* op, Py_ssize_t n, Py_ssize_t par_min) 
 def relu(const real[::1] x, real[::1] out):
     """out = max(x, 0), as ``np.maximum(x, 0)``: NaN stays NaN, -0.0 becomes +0.0."""
     cdef Py_ssize_t n = x.shape[0], par_min = PAR_MIN
+    _same_len("relu", n, out.shape[0], "out")
     cdef const real* xp = &x[0] if n else NULL
     cdef real* op = &out[0] if n else NULL
     with nogil:
@@ -944,6 +973,8 @@ def add_bias(real[:, ::1] y, const real[::1] b, bint down):
     ``down``, ``b`` (length y.shape[0]) to every column (``y`` is then the transpose of a
     column-major array). Rows split between threads above ``PAR_MIN`` elements."""
     cdef Py_ssize_t r = y.shape[0], n = y.shape[1], par_min = PAR_MIN
+    if b.shape[0] != (r if down else n):
+        raise ValueError(f"add_bias: b has {b.shape[0]} elements for y {r}x{n} (down={down})")
     if r == 0 or n == 0:
         return
     cdef real* yp = &y[0, 0]
@@ -1018,6 +1049,7 @@ def xent_forward(const real[:, ::1] x, const long long[::1] labels):
     order)."""
     cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
     cdef double loss
+    _check_labels("xent_forward", labels, S, T)
     if S == 0:
         return float("nan")
     with nogil:
@@ -1126,6 +1158,7 @@ def xent_both(const real[:, ::1] x, const long long[::1] labels, double scale,
         return float("nan")
     if out.shape[0] != S or out.shape[1] != T:
         raise ValueError(f"xent_both: out is {out.shape[0]}x{out.shape[1]}, the logits {S}x{T}")
+    _check_labels("xent_both", labels, S, T)
     with nogil:
         loss = _xent_both(&x[0, 0], &labels[0], scale, &out[0, 0], S, T, par_min)
     return loss
@@ -1135,6 +1168,11 @@ def xent_backward(const real[:, ::1] x, const long long[::1] labels, double scal
                   real[:, ::1] out):
     """out = (softmax(x) - onehot(labels)) * scale, row by row (x, out: (S, T))."""
     cdef Py_ssize_t S = x.shape[0], T = x.shape[1], par_min = XENT_PAR_MIN
+    if out.shape[0] != S or out.shape[1] != T:
+        raise ValueError(
+            f"xent_backward: out is {out.shape[0]}x{out.shape[1]}, the logits {S}x{T}"
+        )
+    _check_labels("xent_backward", labels, S, T)
     if S == 0:
         return
     with nogil:
