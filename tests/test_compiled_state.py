@@ -37,6 +37,17 @@ def _make(kind: str, **kw: Any) -> tuple[Any, Any]:
     return m, gg.optim.Adam(m.parameters(), lr=0.01, **kw)
 
 
+def _train(m: Any, opt: Any, step: Any, data: Any, use_plan: Callable[[int], bool]) -> None:
+    """Batch k of ``data`` by the plan where ``use_plan(k)`` (checked to run there), else by
+    the eager step."""
+    for k, (x, y) in enumerate(data):
+        if use_plan(k):
+            step(x, y)
+            assert step.engine == "kernels"
+        else:
+            _eager(m, opt, x, y)
+
+
 def _weights(m: Any) -> list[np.ndarray]:
     return [p.data.copy() for p in m.parameters()]
 
@@ -103,13 +114,7 @@ def test_state_from_another_device_is_carried_over(kind: str) -> None:
             _eager(m, opt, gg.tensor(x, device=dev), gg.tensor(y, device=dev))
         assert xp is not None
         m.to("cpu")
-        step = gg.compile_step(m, opt)
-        for x, y in data[3:]:
-            if compiled:
-                step(x, y)
-                assert step.engine == "kernels"
-            else:
-                _eager(m, opt, x, y)
+        _train(m, opt, gg.compile_step(m, opt), data[3:], lambda _, c=compiled: c)
         out.append(_weights(m))
     assert _same(*out)
 
@@ -132,12 +137,7 @@ def test_describe_then_eager_steps_then_the_compiled_step(kw: dict[str, Any]) ->
         if describe:
             step.describe(batch=16)
             assert opt.state == {}  # describe() leaves the optimiser alone
-        for k, (x, y) in enumerate(data):
-            if k == 3 and describe:
-                step(x, y)
-                assert step.engine == "kernels"
-            else:
-                _eager(m, opt, x, y)
+        _train(m, opt, step, data, lambda k, d=describe: k == 3 and bool(d))
         out.append(_weights(m))
     assert _same(*out)
 
@@ -193,13 +193,7 @@ def test_params_the_plan_does_not_update_get_grad_none(kind: str) -> None:
         extra.grad = np.ones(3, np.float32)
         params = [*m.parameters(), extra]
         opt = gg.optim.SGD(params, lr=0.1, momentum=0.9) if kind == "sgd" else gg.optim.Adam(params)
-        step = gg.compile_step(m, opt)
-        for x, y in _batches(3):
-            if compiled:
-                step(x, y)
-                assert step.engine == "kernels"
-            else:
-                _eager(m, opt, x, y)
+        _train(m, opt, gg.compile_step(m, opt), _batches(3), lambda _, c=compiled: c)
         assert extra.grad is None
         out.append(_weights(m))
     assert _same(*out)
@@ -208,7 +202,6 @@ def test_params_the_plan_does_not_update_get_grad_none(kind: str) -> None:
 @needs_kernels
 def test_a_layer_of_one_output_with_a_bias_matches_the_eager_step() -> None:
     # NumPy sums a (S, 1) bias gradient with a dot product, not the GEMV the plan calls
-    rng = np.random.default_rng(0)
     out = []
     for compiled in (False, True):
         m = gg.nn.Sequential(
@@ -228,5 +221,4 @@ def test_a_layer_of_one_output_with_a_bias_matches_the_eager_step() -> None:
             else:
                 _eager(m, opt, x, y)
         out.append(_weights(m))
-    assert rng is not None
     assert _same(*out)
